@@ -1,0 +1,29 @@
+"""network: the VPC every other layer lives in."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pulumi  # noqa: E402
+
+from infra.layer import bootstrap, require_region  # noqa: E402
+from infra.network import Network  # noqa: E402
+
+layer = bootstrap("network", Path(__file__).parent)
+cfg = layer.config
+
+network = Network(
+    layer.prefix,
+    cidr_block=cfg.get("vpcCidr"),
+    availability_zones=cfg.get("availabilityZones"),
+    nat_strategy=cfg.get("natGatewayStrategy"),
+    vpc_endpoints=cfg.get("vpcEndpoints"),
+    region=require_region(),
+    tags=layer.tags,
+)
+
+pulumi.export("vpcId", network.vpc_id)
+pulumi.export("vpcCidrBlock", cfg.get("vpcCidr"))
+pulumi.export("publicSubnetIds", network.public_subnet_ids)
+pulumi.export("privateSubnetIds", network.private_subnet_ids)
+pulumi.export("natGatewayStrategy", cfg.get("natGatewayStrategy"))

@@ -1,0 +1,196 @@
+"""Run a layer's Pulumi program under mocks, in isolation, and record what it registers.
+
+Each run gets a fresh root stack (so stack transformations and exports do not
+leak between layers), its own config map and its own StackReference outputs.
+"""
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime import settings as _settings
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+REPO = Path(__file__).resolve().parents[2]
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+ORG = "acme"
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+@dataclass
+class Recorded:
+    typ: str
+    name: str
+    inputs: dict
+    outputs: dict
+    custom: bool
+
+    def __repr__(self) -> str:  # keep assertion messages short
+        return f"<{self.typ} {self.name}>"
+
+
+def _service(typ: str) -> str:
+    # "aws:sqs/queue:Queue" -> "sqs"
+    return typ.split(":")[1].split("/")[0]
+
+
+def _arn(typ: str, name: str) -> str:
+    svc = _service(typ)
+    if svc == "sqs":
+        return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
+    if svc == "sns":
+        return f"arn:aws:sns:{REGION}:{ACCOUNT}:{name}"
+    if svc == "secretsmanager":
+        return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-AbCdEf"
+    if svc == "cloudwatch" and "logGroup" in typ:
+        return f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}"
+    if svc == "iam":
+        return f"arn:aws:iam::{ACCOUNT}:{typ.split(':')[-1].lower()}/{name}"
+    if svc == "kms":
+        return f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{name}"
+    return f"arn:aws:{svc}:{REGION}:{ACCOUNT}:{typ.split(':')[-1].lower()}/{name}"
+
+
+def fake_outputs(typ: str, name: str, inputs: dict) -> dict:
+    """Provider-computed outputs the programs read."""
+    out: dict[str, Any] = {}
+    physical = inputs.get("name") or f"{name}-phys"
+    if typ == "awsx:ec2:Vpc":
+        out = {
+            "vpcId": "vpc-0abc",
+            "publicSubnetIds": ["subnet-pub-a", "subnet-pub-b"],
+            "privateSubnetIds": ["subnet-priv-a", "subnet-priv-b"],
+        }
+    elif typ == "pinecone:index/index:Index":
+        out = {"host": f"{inputs.get('name', name)}-x1y2.svc.aped-4627-b74a.pinecone.io"}
+    elif typ.startswith("aws:"):
+        out = {"arn": _arn(typ, physical), "name": physical}
+        if typ == "aws:sqs/queue:Queue":
+            out["url"] = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{physical}"
+        elif typ == "aws:rds/instance:Instance":
+            out.update(
+                address=f"{physical}.c0ffee.{REGION}.rds.amazonaws.com",
+                port=5432,
+                masterUserSecrets=[
+                    {"secretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:rds!db-1234-AbCdEf",
+                     "secretStatus": "active", "kmsKeyId": "alias/aws/secretsmanager"}
+                ],
+            )
+        elif typ == "aws:ecr/repository:Repository":
+            out["repositoryUrl"] = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{physical}"
+        elif typ == "aws:lb/loadBalancer:LoadBalancer":
+            out.update(dnsName=f"{physical}-123.{REGION}.elb.amazonaws.com",
+                       arnSuffix=f"app/{physical}/abc")
+        elif typ == "aws:lb/targetGroup:TargetGroup":
+            out["arnSuffix"] = f"targetgroup/{physical}/def"
+        elif typ == "aws:ecs/capacityProvider:CapacityProvider":
+            out["name"] = physical
+    elif typ == "docker:index/image:Image":
+        out = {"repoDigest": f"{str(inputs.get('imageName', name)).split(':')[0]}@sha256:{'a' * 64}"}
+    return out
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    def __init__(self, stack_outputs: dict[str, dict]):
+        self.stack_outputs = stack_outputs
+        self.resources: list[Recorded] = []
+        self.calls: list[tuple[str, dict]] = []
+        self.stack_refs: list[str] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        if args.typ == "pulumi:pulumi:StackReference":
+            ref = args.inputs["name"]
+            self.stack_refs.append(ref)
+            project = ref.split("/")[1]
+            return f"{ref}", {"name": ref, "outputs": self.stack_outputs.get(project, {}),
+                              "secretOutputNames": []}
+        computed = fake_outputs(args.typ, args.name, args.inputs)
+        # Remote components (awsx) have outputs unlike their inputs: echo nothing back.
+        outputs = {**args.inputs, **computed} if args.custom else computed
+        self.resources.append(
+            Recorded(args.typ, args.name, json.loads(json.dumps(args.inputs, default=str)),
+                     outputs, bool(args.custom))
+        )
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        self.calls.append((args.token, dict(args.args)))
+        if args.token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+            return {"userName": "AWS", "password": "token-password",
+                    "proxyEndpoint": f"https://{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com",
+                    "authorizationToken": "QVdTOnRva2Vu", "expiresAt": "2030-01-01T00:00:00Z",
+                    "id": REGION, "registryId": ACCOUNT, "region": REGION}
+        if args.token == "aws:ssm/getParameter:getParameter":
+            return {"name": args.args.get("name"), "value": "ami-0gpu1234", "type": "String",
+                    "arn": "arn:aws:ssm:::parameter/x", "id": args.args.get("name"),
+                    "insecureValue": "ami-0gpu1234", "version": 1, "withDecryption": False}
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/x",
+                    "id": ACCOUNT, "userId": "AIDA"}
+        if args.token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws",
+                    "reverseDnsPrefix": "com.amazonaws"}
+        return {}
+
+
+@dataclass
+class LayerRun:
+    project: str
+    resources: list[Recorded]
+    exports: dict[str, Any]
+    stack_refs: list[str]
+    calls: list[tuple[str, dict]] = field(default_factory=list)
+
+    def of_type(self, typ: str) -> list[Recorded]:
+        return [r for r in self.resources if r.typ == typ]
+
+    def one(self, typ: str, name_contains: str = "") -> Recorded:
+        found = [r for r in self.of_type(typ) if name_contains in r.name]
+        assert len(found) == 1, f"expected one {typ} named *{name_contains}*, got {found}"
+        return found[0]
+
+    def by_name(self, name: str) -> Recorded:
+        found = [r for r in self.resources if r.name == name]
+        assert len(found) == 1, f"expected one resource named {name}, got {found}"
+        return found[0]
+
+
+def run_layer(project: str, config: dict[str, Any] | None = None, *,
+              stack: str = "dev", secrets: dict[str, str] | None = None,
+              stack_outputs: dict[str, dict] | None = None) -> LayerRun:
+    """Run ``<repo>/<project>/__main__.py`` under fresh mocks and return what it did."""
+    mocks = RecordingMocks(stack_outputs or {})
+    _settings.ROOT.set(None)  # a new root Stack: no transformations or exports carried over
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, organization=ORG)
+    all_config = {"aws:region": REGION}
+    for key, value in (config or {}).items():
+        full = key if ":" in key else f"{project}:{key}"
+        all_config[full] = value if isinstance(value, str) else json.dumps(value)
+    secret_keys = []
+    for key, value in (secrets or {}).items():
+        full = key if ":" in key else f"{project}:{key}"
+        all_config[full] = value
+        secret_keys.append(full)
+    pulumi.runtime.set_all_config(all_config, secret_keys)
+    _settings.SETTINGS.rpc_manager.clear()
+    _settings.SETTINGS.outputs.clear()
+
+    main = REPO / project / "__main__.py"
+    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(main), run_name="__main__")))
+
+    root = _settings.get_root_resource()
+    exports = {k: _resolve(v) for k, v in root.outputs.items()}
+    return LayerRun(project, mocks.resources, exports, mocks.stack_refs, mocks.calls)
+
+
+def _resolve(value: Any) -> Any:
+    return _sync_await(pulumi.Output.from_input(value).future())
