@@ -26,6 +26,22 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+
+
+def unwrap_secrets(value: Any, path: str = "", found: list | None = None) -> Any:
+    """Replace serialized secrets by their values; collect the paths that were secret."""
+    if isinstance(value, dict):
+        if SECRET_SIG in value and "value" in value:
+            if found is not None:
+                found.append(path)
+            return unwrap_secrets(value["value"], path, found)
+        return {k: unwrap_secrets(v, f"{path}.{k}" if path else k, found) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap_secrets(v, f"{path}[{i}]", found) for i, v in enumerate(value)]
+    return value
+
+
 @dataclass
 class Recorded:
     typ: str
@@ -33,6 +49,7 @@ class Recorded:
     inputs: dict
     outputs: dict
     custom: bool
+    secret_paths: list = field(default_factory=list)
 
     def __repr__(self) -> str:  # keep assertion messages short
         return f"<{self.typ} {self.name}>"
@@ -116,9 +133,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
         computed = fake_outputs(args.typ, args.name, args.inputs)
         # Remote components (awsx) have outputs unlike their inputs: echo nothing back.
         outputs = {**args.inputs, **computed} if args.custom else computed
+        secret_paths: list[str] = []
+        inputs = unwrap_secrets(json.loads(json.dumps(args.inputs, default=str)), found=secret_paths)
         self.resources.append(
-            Recorded(args.typ, args.name, json.loads(json.dumps(args.inputs, default=str)),
-                     outputs, bool(args.custom))
+            Recorded(args.typ, args.name, inputs, outputs, bool(args.custom), secret_paths)
         )
         return f"{args.name}-id", outputs
 

@@ -1,0 +1,68 @@
+"""data: the database, the vector index and the secrets the apps read."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pulumi  # noqa: E402
+
+from infra.database import PostgresDatabase  # noqa: E402
+from infra.layer import bootstrap  # noqa: E402
+from infra.secrets import StoredSecret  # noqa: E402
+from infra.vector_index import VectorIndex  # noqa: E402
+
+layer = bootstrap("data", Path(__file__).parent)
+cfg = layer.config
+network = layer.upstream("network")
+
+database = PostgresDatabase(
+    layer.prefix,
+    vpc_id=network.require_output("vpcId"),
+    subnet_ids=network.require_output("privateSubnetIds"),
+    engine_version=cfg.get("dbEngineVersion"),
+    instance_class=cfg.get("dbInstanceClass"),
+    allocated_storage=cfg.get("dbAllocatedStorage"),
+    max_allocated_storage=cfg.get("dbMaxAllocatedStorage"),
+    db_name=cfg.get("dbName"),
+    master_username=cfg.get("dbMasterUsername"),
+    multi_az=cfg.get("dbMultiAz"),
+    deletion_protection=cfg.get("dbDeletionProtection"),
+    backup_retention_days=cfg.get("dbBackupRetentionDays"),
+    skip_final_snapshot=cfg.get("dbSkipFinalSnapshot"),
+)
+
+pinecone_key = cfg.secret("pineconeApiKey")
+index = VectorIndex(
+    f"{layer.prefix}-vectors",
+    index_name=cfg.get("pineconeIndexName"),
+    dimension=cfg.get("pineconeDimension"),
+    metric=cfg.get("pineconeMetric"),
+    cloud=cfg.get("pineconeCloud"),
+    region=cfg.get("pineconeRegion"),
+    deletion_protection=cfg.get("pineconeDeletionProtection"),
+    api_key=pinecone_key,
+    tags=layer.tags,
+)
+
+pinecone_secret = StoredSecret(
+    f"{layer.prefix}-pinecone-api-key",
+    description="Pinecone API key (plain string) for emu and frontend",
+    value=pinecone_key,
+    recovery_window_days=cfg.get("secretRecoveryWindowDays"),
+)
+editor_secret = StoredSecret(
+    f"{layer.prefix}-editor-credentials",
+    description="Frontend editor login: JSON with username and password",
+    json_value={"username": cfg.get("editorUsername"), "password": cfg.secret("editorPassword")},
+    recovery_window_days=cfg.get("secretRecoveryWindowDays"),
+)
+
+pulumi.export("dbAddress", database.address)
+pulumi.export("dbPort", database.port)
+pulumi.export("dbName", cfg.get("dbName"))
+pulumi.export("dbSecretArn", database.secret_arn)
+pulumi.export("dbSecurityGroupId", database.security_group_id)
+pulumi.export("pineconeIndexName", index.name)
+pulumi.export("pineconeIndexHost", index.host)
+pulumi.export("pineconeApiKeySecretArn", pinecone_secret.arn)
+pulumi.export("editorCredentialsSecretArn", editor_secret.arn)

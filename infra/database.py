@@ -1,0 +1,103 @@
+"""PostgreSQL on RDS: private, encrypted, TLS-only, password managed by RDS."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pulumi
+import pulumi_aws as aws
+
+POSTGRES_PORT = 5432
+
+
+def parameter_group_family(engine_version: str) -> str:
+    """``"17"`` or ``"17.4"`` -> ``"postgres17"``."""
+    return f"postgres{str(engine_version).split('.')[0]}"
+
+
+class PostgresDatabase(pulumi.ComponentResource):
+    """An RDS PostgreSQL instance with its own (ingress-free) security group.
+
+    Ingress is added by the consumers (compute) for exactly the services that
+    need the database, using ``security_group_id``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        vpc_id: pulumi.Input[str],
+        subnet_ids: pulumi.Input[Sequence[str]],
+        engine_version: str,
+        instance_class: str,
+        allocated_storage: int,
+        max_allocated_storage: int,
+        db_name: str,
+        master_username: str,
+        multi_az: bool,
+        deletion_protection: bool,
+        backup_retention_days: int,
+        skip_final_snapshot: bool,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("semsearch:data:PostgresDatabase", name, None, opts)
+        if backup_retention_days < 1:
+            raise ValueError("automated backups must be on: dbBackupRetentionDays >= 1")
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.security_group = aws.ec2.SecurityGroup(
+            f"{name}-db",
+            description="PostgreSQL; ingress rules are added per service by the compute layer",
+            vpc_id=vpc_id,
+            opts=child,
+        )
+        subnet_group = aws.rds.SubnetGroup(
+            f"{name}-db",
+            description="Private subnets for the database",
+            subnet_ids=subnet_ids,
+            opts=child,
+        )
+        self.parameter_group = aws.rds.ParameterGroup(
+            f"{name}-db",
+            family=parameter_group_family(engine_version),
+            description="Force TLS for every client connection",
+            parameters=[{"name": "rds.force_ssl", "value": "1", "apply_method": "immediate"}],
+            opts=child,
+        )
+        self.instance = aws.rds.Instance(
+            f"{name}-db",
+            engine="postgres",
+            engine_version=engine_version,
+            instance_class=instance_class,
+            allocated_storage=allocated_storage,
+            max_allocated_storage=max_allocated_storage,
+            storage_type="gp3",
+            storage_encrypted=True,
+            db_name=db_name,
+            username=master_username,
+            manage_master_user_password=True,
+            port=POSTGRES_PORT,
+            db_subnet_group_name=subnet_group.name,
+            vpc_security_group_ids=[self.security_group.id],
+            parameter_group_name=self.parameter_group.name,
+            publicly_accessible=False,
+            multi_az=multi_az,
+            backup_retention_period=backup_retention_days,
+            backup_window="03:00-04:00",
+            maintenance_window="sun:04:30-sun:05:30",
+            copy_tags_to_snapshot=True,
+            deletion_protection=deletion_protection,
+            skip_final_snapshot=skip_final_snapshot,
+            final_snapshot_identifier=None if skip_final_snapshot else f"{name}-db-final",
+            auto_minor_version_upgrade=True,
+            enabled_cloudwatch_logs_exports=["postgresql"],
+            ca_cert_identifier="rds-ca-rsa2048-g1",
+            apply_immediately=True,
+            opts=child,
+        )
+        self.address = self.instance.address
+        self.port = self.instance.port
+        self.secret_arn = self.instance.master_user_secrets.apply(lambda secrets: secrets[0].secret_arn)
+        self.security_group_id = self.security_group.id
+        self.register_outputs(
+            {"address": self.address, "port": self.port, "secretArn": self.secret_arn}
+        )

@@ -1,0 +1,48 @@
+"""Secrets Manager secrets whose values come from Pulumi secrets."""
+from __future__ import annotations
+
+import json
+from typing import Mapping
+
+import pulumi
+import pulumi_aws as aws
+
+
+class StoredSecret(pulumi.ComponentResource):
+    """A Secrets Manager secret holding either a plain string or a JSON object."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        description: str,
+        value: pulumi.Input[str] | None = None,
+        json_value: Mapping[str, pulumi.Input[str]] | None = None,
+        recovery_window_days: int = 7,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("semsearch:data:StoredSecret", name, None, opts)
+        if (value is None) == (json_value is None):
+            raise ValueError("give exactly one of value or json_value")
+        child = pulumi.ResourceOptions(parent=self)
+        self.secret = aws.secretsmanager.Secret(
+            name,
+            description=description,
+            recovery_window_in_days=recovery_window_days,
+            opts=child,
+        )
+        if json_value is not None:
+            keys = list(json_value)
+            secret_string = pulumi.Output.all(*json_value.values()).apply(
+                lambda vals: json.dumps(dict(zip(keys, vals)))
+            )
+        else:
+            secret_string = value
+        aws.secretsmanager.SecretVersion(
+            name,
+            secret_id=self.secret.id,
+            secret_string=pulumi.Output.secret(secret_string),
+            opts=child,
+        )
+        self.arn = self.secret.arn
+        self.register_outputs({"arn": self.arn})
