@@ -1,0 +1,1 @@
+"""emu: SQS jobs -> embeddings -> Pinecone."""

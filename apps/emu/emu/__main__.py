@@ -1,0 +1,43 @@
+"""emu's command line: `python -m emu run` (the worker) or `python -m emu check` (load the model and exit)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from productsearch import logs
+from productsearch.settings import ConfigError, EmbeddingSettings, EmuSettings, IndexSettings, QueueSettings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="emu")
+    parser.add_argument("command", choices=["run", "check"])
+    args = parser.parse_args(argv)
+    logs.configure("emu")
+    try:
+        queues = QueueSettings.from_env(need_dlq=True)
+        embedding = EmbeddingSettings.from_env()
+        settings = EmuSettings.from_env()
+        index_settings = IndexSettings.from_env()
+    except ConfigError as exc:
+        print(f"emu: configuration error: {exc}", file=sys.stderr)
+        return 2
+    from productsearch import aws
+    from productsearch.embedding import Embedder
+    from productsearch.index import ProductIndex
+
+    embedder = Embedder(embedding)
+    if args.command == "check":
+        print(embedder.description)
+        return 0
+    from emu.worker import Emu
+
+    index = ProductIndex(index_settings, attempts=settings.max_index_attempts)
+    worker = Emu(queues, embedding, settings, index, embedder, aws.sqs_client(queues), aws.sns_client(queues))
+    worker.install_signal_handlers()
+    worker.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""pelican: captured product changes -> SQS jobs."""

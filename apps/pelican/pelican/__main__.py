@@ -1,0 +1,77 @@
+"""pelican's command line: the service and the database-side operator commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from productsearch import db, logs
+from productsearch.settings import ConfigError, DatabaseSettings, PelicanSettings, QueueSettings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pelican", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="ship captured changes to the jobs queue until SIGTERM")
+    sub.add_parser("migrate", help="apply the schema (idempotent, safe to run concurrently)")
+    load = sub.add_parser("load-catalog", help="import a product CSV, reporting bad rows")
+    load.add_argument("path", type=Path)
+    back = sub.add_parser("backfill", help="capture every existing product so it is (re)indexed; resumes after a crash")
+    back.add_argument("--restart", action="store_true", help="start over instead of resuming an unfinished backfill")
+    back.add_argument("--chunk-size", type=int, default=1000)
+    rec = sub.add_parser("reconcile", help="compare the table with the index; --repair re-captures the drift")
+    rec.add_argument("--repair", action="store_true")
+    rec.add_argument("--page-size", type=int, default=500)
+    sub.add_parser("redrive", help="re-capture the products named in the dead-letter queue, then remove those messages")
+    args = parser.parse_args(argv)
+
+    log = logs.configure("pelican")
+    try:
+        database = DatabaseSettings.from_env()
+        if args.command == "run":
+            from pelican.service import Pelican
+
+            service = Pelican(database, QueueSettings.from_env(), PelicanSettings.from_env())
+            service.install_signal_handlers()
+            service.run()
+        elif args.command == "migrate":
+            applied = db.migrate(database.url)
+            print(f"schema up to date (applied now: {', '.join(applied) or 'nothing'})")
+        elif args.command == "load-catalog":
+            from productsearch.catalog import load_catalog
+
+            if not args.path.is_file():
+                print(f"pelican: catalog file {args.path} not found", file=sys.stderr)
+                return 2
+            with db.connect(database.url) as conn:
+                report = load_catalog(conn, args.path)
+            for line, reason in report.skipped:
+                print(f"{args.path}:{line}: skipped: {reason}", file=sys.stderr)
+            print(report.summary())
+        elif args.command == "backfill":
+            from pelican.backfill import backfill
+
+            with db.connect(database.url) as conn:
+                n = backfill(conn, chunk_size=args.chunk_size, restart=args.restart, progress=sys.stderr.isatty() or True)
+            print(f"backfill captured {n} products; the pelican service ships them")
+        elif args.command == "reconcile":
+            from pelican.reconcile import reconcile
+            from productsearch.settings import IndexSettings
+
+            report = reconcile(database, IndexSettings.from_env(), repair=args.repair, page_size=args.page_size)
+            print(report.summary_line())
+            return 0 if report.clean or args.repair else 1
+        elif args.command == "redrive":
+            from pelican.redrive import redrive
+
+            n = redrive(database, QueueSettings.from_env(need_dlq=True))
+            print(f"redrive re-captured {n} products from the dead-letter queue")
+    except ConfigError as exc:
+        print(f"pelican: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

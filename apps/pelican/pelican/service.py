@@ -1,0 +1,97 @@
+"""The pelican service loop: wake on NOTIFY, poll as a safety net, ship, repeat.
+
+Survives a dropped connection or a database restart by reconnecting with backoff,
+and an unreachable SQS endpoint by keeping the changes (uncommitted claims roll
+back) and trying again. SIGTERM lets the batch in hand finish, then exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+import psycopg
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pelican.outbox import SendFailed, ship_batch
+from productsearch import aws, db
+from productsearch.settings import DatabaseSettings, PelicanSettings, QueueSettings
+
+log = logging.getLogger(__name__)
+CHANNEL = "product_changes"
+
+
+class Pelican:
+    def __init__(self, database: DatabaseSettings, queues: QueueSettings, settings: PelicanSettings):
+        self.database = database
+        self.queues = queues
+        self.settings = settings
+        self.sqs = aws.sqs_client(queues)
+        self.stopping = threading.Event()
+        self._work: psycopg.Connection | None = None
+        self._listen: psycopg.Connection | None = None
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum, _frame):
+            log.info("stop requested; finishing the batch in hand", extra={"signal": signal.Signals(signum).name})
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def _connect(self) -> None:
+        if self._work is None or self._work.closed:
+            self._work = db.connect(self.database.url, application_name="pelican")
+        if self._listen is None or self._listen.closed:
+            self._listen = db.connect(self.database.url, autocommit=True, application_name="pelican-listen")
+            self._listen.execute(f"LISTEN {CHANNEL}")
+
+    def _disconnect(self) -> None:
+        for conn in (self._work, self._listen):
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+        self._work = self._listen = None
+
+    def _wait_for_wakeup(self) -> None:
+        """Returns on a NOTIFY, after the poll interval, or soon after a stop request."""
+        deadline = time.monotonic() + self.settings.poll_interval_seconds
+        while not self.stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            for _ in self._listen.notifies(timeout=min(remaining, 0.5), stop_after=1):
+                # Drain the burst so one wake-up covers many notifications.
+                for _ in self._listen.notifies(timeout=0.01):
+                    pass
+                return
+
+    def run(self) -> None:
+        log.info("pelican started", extra={"database": self.database.redacted(), "queue": self.queues.jobs_queue_url})
+        backoff = 0.5
+        while not self.stopping.is_set():
+            try:
+                self._connect()
+                result = ship_batch(
+                    self._work, self.sqs, self.queues.jobs_queue_url,
+                    claim_limit=self.settings.claim_batch_size,
+                    changes_per_message=self.settings.changes_per_message,
+                )
+                backoff = 0.5
+                if result.changes_claimed == 0:
+                    self._wait_for_wakeup()
+            except psycopg.OperationalError as exc:
+                log.warning("database connection lost; reconnecting", extra={"error": str(exc)[:300], "retry_in_s": backoff})
+                self._disconnect()
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+            except (BotoCoreError, ClientError, SendFailed) as exc:
+                log.warning("queue unavailable; changes kept in the database", extra={"error": str(exc)[:300], "retry_in_s": backoff})
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+        self._disconnect()
+        log.info("pelican stopped")
