@@ -1,0 +1,326 @@
+"""Starts and stops the local stack: a real PostgreSQL server, moto's server for
+SQS/SNS, the Pinecone-compatible index server and the apps, each a background
+process with its pid and log under one state directory. `make up` / `make down`
+use it, and so do the tests (with their own directory and free ports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LOCAL_API_KEY = "local-dev-key"
+REGION = "us-east-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pg_bindir() -> Path:
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "initdb").exists():
+            return candidate
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    raise RuntimeError("PostgreSQL server binaries not found: install Debian's postgresql package (make deps does)")
+
+
+def _wait_for(what: str, check, timeout: float = 60.0, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"{what} exited with code {proc.returncode} while starting:\n{tail}")
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    tail = log.read_text()[-3000:] if log and log.exists() else ""
+    raise RuntimeError(f"{what} did not become ready within {timeout:.0f}s\n{tail}")
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return 200 <= response.status < 500
+
+
+@dataclass
+class LocalStack:
+    root: Path
+    pg_port: int = 55432
+    aws_port: int = 55000
+    index_port: int = 55081
+    frontend_port: int = 7860
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    # -- paths and environment --------------------------------------------------
+    @property
+    def pgdata(self) -> Path:
+        return self.root / "pgdata"
+
+    def log_path(self, name: str) -> Path:
+        return self.root / "logs" / f"{name}.log"
+
+    def pid_path(self, name: str) -> Path:
+        return self.root / "pids" / f"{name}.pid"
+
+    @property
+    def database_url(self) -> str:
+        return f"postgresql://products:products-local@127.0.0.1:{self.pg_port}/products?sslmode=disable"
+
+    @property
+    def aws_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.aws_port}"
+
+    def queue_url(self, name: str) -> str:
+        return f"{self.aws_endpoint}/123456789012/{name}"
+
+    def env(self) -> dict[str, str]:
+        """What every app and script needs to reach every part (written to stack.env)."""
+        return {
+            "DATABASE_URL": self.database_url,
+            "AWS_ENDPOINT_URL": self.aws_endpoint,
+            "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "SQS_QUEUE_URL": self.queue_url("product-jobs"),
+            "SQS_DLQ_URL": self.queue_url("product-jobs-dlq"),
+            "SNS_TOPIC_ARN": f"arn:aws:sns:{REGION}:123456789012:product-dead-letters",
+            "PINECONE_HOST": f"http://127.0.0.1:{self.index_port}",
+            "PINECONE_API_KEY": LOCAL_API_KEY,
+            "PINECONE_INDEX": "products",
+            "PINECONE_NAMESPACE": "products",
+            "FRONTEND_URL": f"http://127.0.0.1:{self.frontend_port}",
+            "FRONTEND_PORT": str(self.frontend_port),
+        }
+
+    def app_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.env())
+        env.setdefault("PELICAN_POLL_INTERVAL_SECONDS", "2")
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(extra or {})
+        return env
+
+    def write_env_file(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{k}={v}\n" for k, v in self.env().items()))
+
+    # -- processes --------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, user: str | None = None) -> subprocess.Popen:
+        self.log_path(name).parent.mkdir(parents=True, exist_ok=True)
+        self.pid_path(name).parent.mkdir(parents=True, exist_ok=True)
+        if user:
+            argv = ["runuser", "-u", user, "--", *argv]
+        log = open(self.log_path(name), "ab")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env or self.app_env(),
+                                cwd=REPO, start_new_session=True)
+        self.processes[name] = proc
+        self.pid_path(name).write_text(str(proc.pid))
+        return proc
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        proc = self.processes.pop(name, None)
+        pid = proc.pid if proc else None
+        if pid is None and self.pid_path(name).exists():
+            pid = int(self.pid_path(name).read_text())
+        self.pid_path(name).unlink(missing_ok=True)
+        if pid is None:
+            return None
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc is not None:
+                if proc.poll() is not None:
+                    return proc.returncode
+            else:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    return 0
+            time.sleep(0.1)
+        os.killpg(pid, signal.SIGKILL)
+        return proc.wait() if proc else -9
+
+    # -- postgres -----------------------------------------------------------------
+    def _pg_user(self) -> str | None:
+        # PostgreSQL refuses to run as root; CI runs as root.
+        return "postgres" if os.geteuid() == 0 else None
+
+    def start_postgres(self) -> None:
+        bindir = _pg_bindir()
+        user = self._pg_user()
+        run_dir = self.root / "pgrun"
+        if not (self.pgdata / "PG_VERSION").exists():
+            self.pgdata.mkdir(parents=True, exist_ok=True)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            pwfile = self.root / "pgpass.tmp"
+            pwfile.write_text("products-local\n")
+            if user:
+                shutil.chown(self.pgdata, user)
+                shutil.chown(run_dir, user)
+                shutil.chown(pwfile, user)
+            cmd = [str(bindir / "initdb"), "-D", str(self.pgdata), "-U", "products", "--pwfile", str(pwfile),
+                   "-A", "scram-sha-256", "-E", "UTF8", "--locale", "C.UTF-8"]
+            if user:
+                cmd = ["runuser", "-u", user, "--", *cmd]
+            subprocess.run(cmd, check=True, capture_output=True)
+            pwfile.unlink()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if user:
+            shutil.chown(run_dir, user)
+        self._spawn("postgres", [str(bindir / "postgres"), "-D", str(self.pgdata), "-p", str(self.pg_port),
+                                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={run_dir}",
+                                 "-c", "fsync=on", "-c", "max_connections=200"], env=dict(os.environ), user=user)
+        _wait_for("postgres", self._pg_ready, proc=self.processes["postgres"], log=self.log_path("postgres"))
+        self._ensure_database()
+
+    def _pg_ready(self) -> bool:
+        import psycopg
+
+        with psycopg.connect(self.database_url.replace("/products?", "/postgres?"), connect_timeout=2):
+            return True
+
+    def _ensure_database(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.database_url.replace("/products?", "/postgres?"), autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'products'").fetchone():
+                conn.execute("CREATE DATABASE products")
+
+    def restart_postgres(self, down_seconds: float = 0.0) -> None:
+        self.stop("postgres", signal.SIGINT)  # fast shutdown: drops every connection
+        time.sleep(down_seconds)
+        self.start_postgres()
+
+    # -- AWS endpoint ---------------------------------------------------------------
+    def start_aws(self) -> None:
+        moto = Path(sys.executable).parent / "moto_server"
+        self._spawn("aws", [str(moto), "-H", "127.0.0.1", "-p", str(self.aws_port)])
+        _wait_for("moto server", lambda: _http_ok(f"{self.aws_endpoint}/moto-api/"), proc=self.processes["aws"], log=self.log_path("aws"))
+        self.create_queues()
+
+    def create_queues(self) -> None:
+        import boto3
+
+        env = self.env()
+        kwargs = dict(region_name=REGION, endpoint_url=self.aws_endpoint, aws_access_key_id="local", aws_secret_access_key="local")
+        sqs = boto3.client("sqs", **kwargs)
+        dlq = sqs.create_queue(QueueName="product-jobs-dlq", Attributes={"MessageRetentionPeriod": str(14 * 86400)})
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq["QueueUrl"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sqs.create_queue(QueueName="product-jobs", Attributes={
+            "VisibilityTimeout": "300",
+            "ReceiveMessageWaitTimeSeconds": "5",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
+        })
+        sns = boto3.client("sns", **kwargs)
+        topic = sns.create_topic(Name="product-dead-letters")
+        assert topic["TopicArn"] == env["SNS_TOPIC_ARN"], topic
+
+    # -- index server -------------------------------------------------------------
+    def start_index(self, extra_args: list[str] | None = None) -> None:
+        self._spawn("index", [sys.executable, "-m", "devstack.index_server", "--host", "127.0.0.1", "--port", str(self.index_port),
+                              "--data-dir", str(self.root / "index"), "--dimension", "384", "--metric", "cosine",
+                              "--api-key", LOCAL_API_KEY, *(extra_args or [])])
+        _wait_for("index server", lambda: _http_ok(f"http://127.0.0.1:{self.index_port}/healthz"),
+                  proc=self.processes["index"], log=self.log_path("index"))
+
+    # -- apps -----------------------------------------------------------------------
+    def migrate(self) -> None:
+        subprocess.run([sys.executable, "-m", "pelican", "migrate"], env=self.app_env(), check=True, cwd=REPO)
+
+    def start_app(self, name: str, extra_env: dict[str, str] | None = None, *, instance: str | None = None) -> subprocess.Popen:
+        argv = {"pelican": [sys.executable, "-m", "pelican", "run"],
+                "emu": [sys.executable, "-m", "emu", "run"],
+                "frontend": [sys.executable, "-m", "frontend"]}[name]
+        return self._spawn(instance or name, argv, env=self.app_env(extra_env))
+
+    def start_infrastructure(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.start_postgres()
+        self.start_aws()
+        self.start_index()
+        self.migrate()
+
+    def stop_all(self) -> None:
+        names = {p.stem for p in (self.root / "pids").glob("*.pid")} | set(self.processes)
+        infra = ["index", "aws", "postgres"]
+        for name in sorted(names - set(infra)):
+            self.stop(name)
+        for name in infra:
+            if name in names:
+                self.stop(name, signal.SIGINT if name == "postgres" else signal.SIGTERM)
+
+
+def _sh(cmd: list[str], env: dict[str, str]) -> None:
+    subprocess.run(cmd, env=env, check=True, cwd=REPO)
+
+
+def up(stack: LocalStack, catalog: Path, with_frontend: bool) -> None:
+    stack.stop_all()
+    stack.start_infrastructure()
+    env = stack.app_env()
+    print("loading the sample catalog ...", flush=True)
+    _sh([sys.executable, "-m", "pelican", "load-catalog", str(catalog)], env)
+    stack.start_app("pelican")
+    stack.start_app("emu")
+    if with_frontend:
+        stack.start_app("frontend")
+    print("backfilling existing rows into the index ...", flush=True)
+    _sh([sys.executable, "-m", "pelican", "backfill"], env)
+    stack.write_env_file(REPO / ".local" / "stack.env")
+    print(f"\nlogs: {stack.root / 'logs'}   settings: .local/stack.env")
+    if with_frontend:
+        _wait_for("frontend", lambda: _http_ok(f"http://127.0.0.1:{stack.frontend_port}/healthz"), timeout=180,
+                  proc=stack.processes["frontend"], log=stack.log_path("frontend"))
+        print(f"UI: http://127.0.0.1:{stack.frontend_port}/")
+    else:
+        print("frontend not started (apps/frontend not present)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="devstack")
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--root", type=Path, default=REPO / ".local" / "stack")
+    parser.add_argument("--catalog", type=Path, default=REPO / "apps" / "pelican" / "catalog" / "products.csv")
+    args = parser.parse_args(argv)
+    stack = LocalStack(root=args.root)
+    if args.command == "up":
+        up(stack, args.catalog, with_frontend=(REPO / "apps" / "frontend" / "frontend" / "__main__.py").exists())
+    elif args.command == "down":
+        stack.stop_all()
+        print("local stack stopped")
+    else:
+        for pid_file in sorted((args.root / "pids").glob("*.pid")):
+            pid = int(pid_file.read_text())
+            try:
+                os.kill(pid, 0)
+                state = "running"
+            except ProcessLookupError:
+                state = "dead"
+            print(f"{pid_file.stem:10} pid {pid:7} {state}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
