@@ -1,0 +1,164 @@
+"""The jobs queue, its dead-letter queue, and the alerting around them."""
+from __future__ import annotations
+
+import json
+import math
+
+import pulumi
+import pulumi_aws as aws
+
+DLQ_RETENTION_SECONDS = 14 * 24 * 3600  # the SQS maximum
+LONG_POLL_SECONDS = 20  # the SQS maximum
+MAX_VISIBILITY_SECONDS = 12 * 3600
+
+
+def visibility_timeout(worst_batch_seconds: int) -> int:
+    """Visibility timeout that outlasts emu's slowest batch with room to spare.
+
+    Twice the worst batch plus a 30 s margin, so a slow batch is not handed to a
+    second worker while the first is still upserting.
+    """
+    if worst_batch_seconds <= 0:
+        raise ValueError("emuWorstBatchSeconds must be positive")
+    return min(MAX_VISIBILITY_SECONDS, int(math.ceil(worst_batch_seconds * 2 + 30)))
+
+
+class JobQueues(pulumi.ComponentResource):
+    """Jobs queue (pelican -> emu) and its DLQ, both with SSE-SQS encryption."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        worst_batch_seconds: int,
+        retention_seconds: int,
+        max_receive_count: int,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("semsearch:messaging:JobQueues", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.dlq = aws.sqs.Queue(
+            f"{name}-dlq",
+            message_retention_seconds=DLQ_RETENTION_SECONDS,
+            sqs_managed_sse_enabled=True,
+            receive_wait_time_seconds=LONG_POLL_SECONDS,
+            opts=child,
+        )
+        self.queue = aws.sqs.Queue(
+            f"{name}-jobs",
+            message_retention_seconds=retention_seconds,
+            visibility_timeout_seconds=visibility_timeout(worst_batch_seconds),
+            receive_wait_time_seconds=LONG_POLL_SECONDS,
+            sqs_managed_sse_enabled=True,
+            redrive_policy=self.dlq.arn.apply(
+                lambda arn: json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": max_receive_count})
+            ),
+            opts=child,
+        )
+        # Only the jobs queue may use this DLQ.
+        aws.sqs.RedriveAllowPolicy(
+            f"{name}-dlq-allow",
+            queue_url=self.dlq.url,
+            redrive_allow_policy=self.queue.arn.apply(
+                lambda arn: json.dumps({"redrivePermission": "byQueue", "sourceQueueArns": [arn]})
+            ),
+            opts=child,
+        )
+        self.register_outputs({"queueUrl": self.queue.url, "dlqUrl": self.dlq.url})
+
+
+def topic_key_policy(account_id: str) -> str:
+    """Key policy: the account administers the key; CloudWatch may encrypt alarm messages."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "AccountAdministers",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
+                    "Action": "kms:*",
+                    "Resource": "*",
+                },
+                {
+                    "Sid": "CloudWatchAlarmsPublish",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                    "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                    "Resource": "*",
+                },
+            ],
+        }
+    )
+
+
+class DeadLetterAlerts(pulumi.ComponentResource):
+    """Encrypted SNS topic for dead letters, plus alarms that publish to it."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        queues: JobQueues,
+        alert_email: str,
+        oldest_message_age_seconds: int,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("semsearch:messaging:DeadLetterAlerts", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        account_id = aws.get_caller_identity_output().account_id
+        # A customer managed key: alarms cannot publish to a topic under aws/sns.
+        self.key = aws.kms.Key(
+            f"{name}-topic",
+            description="Encrypts the dead-letter SNS topic",
+            enable_key_rotation=True,
+            deletion_window_in_days=7,
+            policy=account_id.apply(topic_key_policy),
+            opts=child,
+        )
+        self.topic = aws.sns.Topic(
+            f"{name}-dead-letters",
+            kms_master_key_id=self.key.arn,
+            opts=child,
+        )
+        if alert_email:
+            aws.sns.TopicSubscription(
+                f"{name}-email",
+                topic=self.topic.arn,
+                protocol="email",
+                endpoint=alert_email,
+                opts=child,
+            )
+        self.dlq_alarm = aws.cloudwatch.MetricAlarm(
+            f"{name}-dlq-depth",
+            alarm_description="Messages arrived in the dead-letter queue",
+            namespace="AWS/SQS",
+            metric_name="ApproximateNumberOfMessagesVisible",
+            dimensions={"QueueName": queues.dlq.name},
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=1,
+            threshold=0,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+            alarm_actions=[self.topic.arn],
+            ok_actions=[self.topic.arn],
+            opts=child,
+        )
+        self.age_alarm = aws.cloudwatch.MetricAlarm(
+            f"{name}-oldest-job",
+            alarm_description="Jobs are waiting longer than expected: emu is down or too slow",
+            namespace="AWS/SQS",
+            metric_name="ApproximateAgeOfOldestMessage",
+            dimensions={"QueueName": queues.queue.name},
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=5,
+            threshold=oldest_message_age_seconds,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+            alarm_actions=[self.topic.arn],
+            ok_actions=[self.topic.arn],
+            opts=child,
+        )
+        self.register_outputs({"topicArn": self.topic.arn})
