@@ -1,0 +1,422 @@
+"""Pinecone metadata filter language for the local index server.
+
+The grammar follows Pinecone's documented filter language:
+
+* ``{"genre": "drama"}`` -- implicit equality
+* ``{"year": {"$gte": 2000, "$lt": 2010}}`` -- several operators on one field are ANDed
+* ``{"genre": "drama", "year": 2020}`` -- several fields are ANDed
+* ``{"$and": [...]}``, ``{"$or": [...]}`` -- explicit combinators (non-empty lists)
+* operators ``$eq $ne $gt $gte $lt $lte $in $nin $exists``
+
+Value semantics (documented here because Pinecone's docs are terse):
+
+* Numbers are compared as float64; booleans are *not* numbers (``True != 1``).
+* ``$gt/$gte/$lt/$lte`` accept numbers only and never match non-numeric values.
+* ``$eq``/``$in`` against a field holding a list of strings match when any element
+  matches; ``$ne``/``$nin`` are their exact negation, so they also match records
+  where the field is absent (MongoDB semantics).
+* ``$exists: true`` matches records that have the field, ``false`` those that don't.
+
+:func:`compile_filter` validates a raw filter and returns a node tree (or ``None``
+for "match everything"). Every node can be evaluated two ways: ``matches(meta)``
+on one metadata dict (pure Python, used as the reference semantics) and
+``mask(columns)`` over a whole namespace with numpy, using lazily built per-field
+:class:`FieldColumn` objects.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "MAX_IN_VALUES",
+    "FieldColumn",
+    "FilterError",
+    "FilterNode",
+    "compile_filter",
+    "matches",
+]
+
+#: Pinecone documents a limit of 10,000 values in one ``$in`` / ``$nin`` list.
+MAX_IN_VALUES = 10_000
+
+_COMPARISON_OPS = ("$gt", "$gte", "$lt", "$lte")
+_FIELD_OPS = ("$eq", "$ne", "$in", "$nin", "$exists", *_COMPARISON_OPS)
+_LOGICAL_OPS = ("$and", "$or")
+
+
+class FilterError(ValueError):
+    """A filter that does not follow the filter grammar; the server answers 400."""
+
+
+def _render(value: Any) -> str:
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _value_key(value: Any) -> tuple[str, Any]:
+    """Typed key for a string/boolean value (keeps ``True`` apart from ``1``)."""
+    if isinstance(value, bool):
+        return ("b", value)
+    return ("s", value)
+
+
+# --------------------------------------------------------------------------- columns
+
+
+class FieldColumn:
+    """Vectorised view of one metadata field across the rows of a namespace.
+
+    * ``present``: the record has the field
+    * ``num``: float64 value where the field holds a number, NaN elsewhere
+    * ``code``: vocabulary code of a scalar string/boolean value, -1 elsewhere
+    * ``list_rows`` / ``list_codes``: one entry per element of list-of-strings values
+    """
+
+    __slots__ = ("code", "list_codes", "list_rows", "num", "present", "vocab")
+
+    def __init__(self, field: str, metadatas: Sequence[dict[str, Any] | None]) -> None:
+        n = len(metadatas)
+        present = np.zeros(n, dtype=bool)
+        num = np.full(n, np.nan, dtype=np.float64)
+        code = np.full(n, -1, dtype=np.int32)
+        vocab: dict[tuple[str, Any], int] = {}
+        list_rows: list[int] = []
+        list_codes: list[int] = []
+        for row, meta in enumerate(metadatas):
+            if not meta:
+                continue
+            value = meta.get(field)
+            if value is None:
+                continue
+            present[row] = True
+            if isinstance(value, bool) or isinstance(value, str):
+                key = _value_key(value)
+                c = vocab.get(key)
+                if c is None:
+                    c = vocab[key] = len(vocab)
+                code[row] = c
+            elif isinstance(value, (int, float)):
+                num[row] = value
+            elif isinstance(value, list):
+                for element in value:
+                    key = _value_key(element)
+                    c = vocab.get(key)
+                    if c is None:
+                        c = vocab[key] = len(vocab)
+                    list_rows.append(row)
+                    list_codes.append(c)
+        self.present = present
+        self.num = num
+        self.code = code
+        self.vocab = vocab
+        self.list_rows = np.asarray(list_rows, dtype=np.int64)
+        self.list_codes = np.asarray(list_codes, dtype=np.int32)
+
+    def eq_mask(self, values: Sequence[Any]) -> np.ndarray:
+        """Rows whose value (or any list element) equals one of *values*."""
+        mask = np.zeros(len(self.present), dtype=bool)
+        numbers = [float(v) for v in values if _is_number(v)]
+        if numbers:
+            if len(numbers) == 1:
+                mask |= self.num == numbers[0]
+            else:
+                mask |= np.isin(self.num, np.asarray(numbers, dtype=np.float64))
+        codes = [self.vocab.get(_value_key(v)) for v in values if not _is_number(v)]
+        codes = [c for c in codes if c is not None]
+        if codes:
+            if len(codes) == 1:
+                mask |= self.code == codes[0]
+                if self.list_rows.size:
+                    mask[self.list_rows[self.list_codes == codes[0]]] = True
+            else:
+                wanted = np.asarray(codes, dtype=np.int32)
+                mask |= np.isin(self.code, wanted)
+                if self.list_rows.size:
+                    mask[self.list_rows[np.isin(self.list_codes, wanted)]] = True
+        return mask
+
+
+ColumnGetter = Callable[[str], FieldColumn]
+
+
+# --------------------------------------------------------------------------- nodes
+
+
+class FilterNode:
+    """A compiled filter expression."""
+
+    def matches(self, meta: dict[str, Any] | None) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def mask(self, columns: ColumnGetter, n: int) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def fields(self) -> set[str]:  # pragma: no cover
+        raise NotImplementedError
+
+
+class _And(FilterNode):
+    def __init__(self, children: list[FilterNode]) -> None:
+        self.children = children
+
+    def matches(self, meta: dict[str, Any] | None) -> bool:
+        return all(child.matches(meta) for child in self.children)
+
+    def mask(self, columns: ColumnGetter, n: int) -> np.ndarray:
+        result = np.ones(n, dtype=bool)
+        for child in self.children:
+            result &= child.mask(columns, n)
+        return result
+
+    def fields(self) -> set[str]:
+        return set().union(*(c.fields() for c in self.children))
+
+
+class _Or(FilterNode):
+    def __init__(self, children: list[FilterNode]) -> None:
+        self.children = children
+
+    def matches(self, meta: dict[str, Any] | None) -> bool:
+        return any(child.matches(meta) for child in self.children)
+
+    def mask(self, columns: ColumnGetter, n: int) -> np.ndarray:
+        result = np.zeros(n, dtype=bool)
+        for child in self.children:
+            result |= child.mask(columns, n)
+        return result
+
+    def fields(self) -> set[str]:
+        return set().union(*(c.fields() for c in self.children))
+
+
+def _scalar_equals(stored: Any, wanted: Any) -> bool:
+    if _is_number(wanted):
+        return _is_number(stored) and float(stored) == float(wanted)
+    if isinstance(wanted, bool):
+        return isinstance(stored, bool) and stored is wanted
+    return isinstance(stored, str) and stored == wanted
+
+
+def _value_in(stored: Any, wanted: Sequence[Any]) -> bool:
+    if isinstance(stored, list):
+        return any(_scalar_equals(el, w) for el in stored for w in wanted)
+    return any(_scalar_equals(stored, w) for w in wanted)
+
+
+class _Cond(FilterNode):
+    def __init__(self, field: str, op: str, value: Any) -> None:
+        self.field = field
+        self.op = op
+        self.value = value
+
+    def fields(self) -> set[str]:
+        return {self.field}
+
+    def matches(self, meta: dict[str, Any] | None) -> bool:
+        stored = meta.get(self.field) if meta else None
+        op = self.op
+        if op == "$exists":
+            return (stored is not None) is self.value
+        if op in ("$eq", "$ne"):
+            hit = stored is not None and _value_in(stored, (self.value,))
+            return hit if op == "$eq" else not hit
+        if op in ("$in", "$nin"):
+            hit = stored is not None and _value_in(stored, self.value)
+            return hit if op == "$in" else not hit
+        # numeric comparison
+        if not _is_number(stored):
+            return False
+        x = float(stored)
+        v = float(self.value)
+        if op == "$gt":
+            return x > v
+        if op == "$gte":
+            return x >= v
+        if op == "$lt":
+            return x < v
+        return x <= v
+
+    def mask(self, columns: ColumnGetter, n: int) -> np.ndarray:
+        col = columns(self.field)
+        op = self.op
+        if op == "$exists":
+            return col.present.copy() if self.value else ~col.present
+        if op == "$eq":
+            return col.eq_mask((self.value,))
+        if op == "$ne":
+            return ~col.eq_mask((self.value,))
+        if op == "$in":
+            return col.eq_mask(self.value)
+        if op == "$nin":
+            return ~col.eq_mask(self.value)
+        v = float(self.value)
+        with np.errstate(invalid="ignore"):
+            if op == "$gt":
+                return col.num > v
+            if op == "$gte":
+                return col.num >= v
+            if op == "$lt":
+                return col.num < v
+            return col.num <= v
+
+
+# --------------------------------------------------------------------------- compiler
+
+
+def _check_scalar(field: str, op: str, value: Any) -> None:
+    if isinstance(value, str) or isinstance(value, bool):
+        return
+    if _is_number(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise FilterError(
+                f"Invalid filter: {op} for field '{field}' must be a finite number, "
+                f"got {_render(value)}"
+            )
+        return
+    raise FilterError(
+        f"Invalid filter: {op} for field '{field}' expects a string, number or boolean, "
+        f"got {_render(value)}"
+    )
+
+
+def _compile_operator(field: str, op: str, value: Any) -> FilterNode:
+    if op in ("$eq", "$ne"):
+        _check_scalar(field, op, value)
+        return _Cond(field, op, value)
+    if op in ("$in", "$nin"):
+        if not isinstance(value, list):
+            raise FilterError(
+                f"Invalid filter: {op} for field '{field}' expects an array of strings, numbers "
+                f"or booleans, got {_render(value)}"
+            )
+        if len(value) > MAX_IN_VALUES:
+            raise FilterError(
+                f"Invalid filter: {op} for field '{field}' has {len(value)} values, which exceeds "
+                f"the limit of {MAX_IN_VALUES} values per $in/$nin operator"
+            )
+        for element in value:
+            _check_scalar(field, op, element)
+        return _Cond(field, op, list(value))
+    if op in _COMPARISON_OPS:
+        if not _is_number(value) or (isinstance(value, float) and not math.isfinite(value)):
+            raise FilterError(
+                f"Invalid filter: {op} for field '{field}' expects a number, got {_render(value)}"
+            )
+        return _Cond(field, op, value)
+    if op == "$exists":
+        if not isinstance(value, bool):
+            raise FilterError(
+                f"Invalid filter: $exists for field '{field}' expects true or false, "
+                f"got {_render(value)}"
+            )
+        return _Cond(field, op, value)
+    if op in _LOGICAL_OPS:
+        raise FilterError(
+            f"Invalid filter: {op} is a logical operator and cannot be applied to field "
+            f"'{field}'; use it at the top level, e.g. {{\"{op}\": [{{...}}, {{...}}]}}"
+        )
+    raise FilterError(
+        f"Invalid filter: unknown operator '{op}' for field '{field}'. Supported operators: "
+        f"{', '.join(_FIELD_OPS)}, $and, $or"
+    )
+
+
+def _compile_field(field: str, spec: Any) -> FilterNode:
+    if not field:
+        raise FilterError("Invalid filter: field names must be non-empty strings")
+    if isinstance(spec, dict):
+        if not spec:
+            raise FilterError(
+                f"Invalid filter: field '{field}' has an empty operator object; "
+                f"expected e.g. {{\"$eq\": value}}"
+            )
+        nodes = []
+        for op, value in spec.items():
+            if not isinstance(op, str) or not op.startswith("$"):
+                raise FilterError(
+                    f"Invalid filter: expected an operator such as $eq for field '{field}', "
+                    f"got key {_render(op)} (nested metadata objects are not supported)"
+                )
+            nodes.append(_compile_operator(field, op, value))
+        return nodes[0] if len(nodes) == 1 else _And(nodes)
+    if isinstance(spec, list):
+        raise FilterError(
+            f"Invalid filter: field '{field}' is compared to an array {_render(spec)}; "
+            f"use {{\"$in\": [...]}} to match any of several values"
+        )
+    if spec is None:
+        raise FilterError(
+            f"Invalid filter: field '{field}' is compared to null; "
+            f"use {{\"$exists\": false}} to match records without the field"
+        )
+    _check_scalar(field, "$eq", spec)
+    return _Cond(field, "$eq", spec)
+
+
+def _compile_object(raw: Any, where: str) -> FilterNode | None:
+    if not isinstance(raw, dict):
+        raise FilterError(f"Invalid filter: {where} must be a JSON object, got {_render(raw)}")
+    nodes: list[FilterNode] = []
+    for key, value in raw.items():
+        if not isinstance(key, str):
+            raise FilterError(f"Invalid filter: keys must be strings, got {_render(key)}")
+        if key in _LOGICAL_OPS:
+            if not isinstance(value, list) or not value:
+                raise FilterError(
+                    f"Invalid filter: {key} expects a non-empty array of filter objects, "
+                    f"got {_render(value)}"
+                )
+            children = []
+            for index, item in enumerate(value):
+                child = _compile_object(item, f"{key}[{index}]")
+                if child is None:
+                    raise FilterError(
+                        f"Invalid filter: {key}[{index}] is an empty filter object"
+                    )
+                children.append(child)
+            nodes.append(_And(children) if key == "$and" else _Or(children))
+        elif key.startswith("$"):
+            if key in _FIELD_OPS:
+                raise FilterError(
+                    f"Invalid filter: operator {key} must be applied to a field, "
+                    f"e.g. {{\"genre\": {{\"{key}\": ...}}}}"
+                )
+            raise FilterError(
+                f"Invalid filter: unknown top-level operator '{key}'; only $and and $or "
+                f"may appear outside a field"
+            )
+        else:
+            nodes.append(_compile_field(key, value))
+    if not nodes:
+        return None
+    return nodes[0] if len(nodes) == 1 else _And(nodes)
+
+
+def compile_filter(raw: Any) -> FilterNode | None:
+    """Validate *raw* and compile it; ``None`` (or ``{}``) compiles to ``None`` (match all).
+
+    Raises:
+        FilterError: the filter does not follow the grammar; the message says why.
+    """
+    if raw is None:
+        return None
+    return _compile_object(raw, "filter")
+
+
+def matches(raw_filter: Any, meta: dict[str, Any] | None) -> bool:
+    """Convenience: compile *raw_filter* and evaluate it against one metadata dict."""
+    node = compile_filter(raw_filter)
+    return True if node is None else node.matches(meta)
