@@ -1,1 +1,1 @@
-"""Local development stack helpers (run with ``PYTHONPATH=scripts``)."""
+"""Local development stack: real Postgres, moto for SQS/SNS, a Pinecone-compatible index server, and the apps, all on loopback."""
