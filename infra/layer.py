@@ -40,12 +40,36 @@ def merge_tags(defaults: Mapping[str, str], existing: Any) -> Any:
     )
 
 
+def merge_tag_list(defaults: Mapping[str, str], existing: Any) -> Any:
+    """Auto Scaling groups take a list of ``{key, value, propagate_at_launch}``."""
+
+    def merge(current):
+        current = list(current or [])
+        present = {t["key"] for t in current}
+        extra = [
+            {"key": k, "value": v, "propagate_at_launch": True}
+            for k, v in defaults.items()
+            if k not in present
+        ]
+        return current + extra
+
+    if existing is None:
+        return merge([])
+    return pulumi.Output.from_input(existing).apply(merge)
+
+
+LIST_TAGGED_TYPES = ("aws:autoscaling/group:Group",)
+
+
 def _tagging_transformation(tags: Mapping[str, str]):
     def transform(args: pulumi.ResourceTransformationArgs):
         if not is_taggable(args.resource) or not isinstance(args.props, dict):
             return None
         props = dict(args.props)
-        props["tags"] = merge_tags(tags, props.get("tags"))
+        if args.type_ in LIST_TAGGED_TYPES:
+            props["tags"] = merge_tag_list(tags, props.get("tags"))
+        else:
+            props["tags"] = merge_tags(tags, props.get("tags"))
         return pulumi.ResourceTransformationResult(props, args.opts)
 
     return transform

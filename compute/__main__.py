@@ -1,0 +1,213 @@
+"""compute: images, ECS services, the public ALB, scaling and the dashboard."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pulumi  # noqa: E402
+import pulumi_aws as aws  # noqa: E402
+
+from infra import iam  # noqa: E402
+from infra.dashboard import dashboard_body  # noqa: E402
+from infra.ecs import AppService, Gpu, LoadBalancing, ecs_cluster, secret_ref  # noqa: E402
+from infra.gpu import GpuCapacity  # noqa: E402
+from infra.images import ServiceImage  # noqa: E402
+from infra.layer import bootstrap, require_region  # noqa: E402
+from infra.loadbalancer import PublicLoadBalancer, listener_ports  # noqa: E402
+from infra.security import ServiceFirewall  # noqa: E402
+
+FRONTEND_PORT = 7860
+HEALTH_PATH = "/healthz"
+
+layer = bootstrap("compute", Path(__file__).parent)
+cfg = layer.config
+region = require_region()
+prefix = layer.prefix
+network = layer.upstream("network")
+data = layer.upstream("data")
+messaging = layer.upstream("messaging")
+gpu_enabled = cfg.get("emuGpu")
+
+vpc_id = network.require_output("vpcId")
+private_subnets = network.require_output("privateSubnetIds")
+public_subnets = network.require_output("publicSubnetIds")
+db_secret = data.require_output("dbSecretArn")
+pinecone_secret = data.require_output("pineconeApiKeySecretArn")
+editor_secret = data.require_output("editorCredentialsSecretArn")
+jobs_queue_arn = messaging.require_output("jobsQueueArn")
+dlq_arn = messaging.require_output("dlqArn")
+
+# --- Images (built from apps/, pushed with ECR's token, deployed by digest) ---
+apps_dir = (Path(__file__).parent / cfg.get("appsDir")).resolve()
+image_opts = dict(apps_dir=apps_dir, tag=layer.stack, platform=cfg.get("imagePlatform"),
+                  force_delete=cfg.get("ecrForceDelete"))
+images = {
+    "frontend": ServiceImage(f"{prefix}-frontend", app="frontend", **image_opts),
+    "pelican": ServiceImage(f"{prefix}-pelican", app="pelican", **image_opts),
+    "emu": ServiceImage(f"{prefix}-emu", app="emu",
+                        build_args={"EMU_VARIANT": "cuda" if gpu_enabled else "cpu"}, **image_opts),
+}
+
+# --- Network guards ---
+certificate_arn = cfg.get("certificateArn")
+firewall = ServiceFirewall(
+    prefix,
+    vpc_id=vpc_id,
+    db_security_group_id=data.require_output("dbSecurityGroupId"),
+    listener_ports=listener_ports(certificate_arn),
+    alb_ingress_cidr=cfg.get("albIngressCidr"),
+    frontend_port=FRONTEND_PORT,
+)
+alb = PublicLoadBalancer(
+    f"{prefix}-web",
+    vpc_id=vpc_id,
+    subnet_ids=public_subnets,
+    security_group_id=firewall.alb.id,
+    target_port=FRONTEND_PORT,
+    health_check_path=HEALTH_PATH,
+    certificate_arn=certificate_arn,
+)
+
+# --- Clusters: one per app, so each scales and is operated on its own ---
+clusters = {app: ecs_cluster(f"{prefix}-{app}") for app in ("frontend", "pelican", "emu")}
+
+# --- The contract of environment variables and secrets ---
+common_env = {"AWS_REGION": region, "LOG_LEVEL": cfg.get("logLevel")}
+database_env = {
+    "PGHOST": data.require_output("dbAddress"),
+    "PGPORT": data.require_output("dbPort"),
+    "PGDATABASE": data.require_output("dbName"),
+    "PGSSLMODE": "verify-full",
+}
+database_secrets = {"PGUSER": secret_ref(db_secret, "username"), "PGPASSWORD": secret_ref(db_secret, "password")}
+pinecone_env = {
+    "PINECONE_HOST": data.require_output("pineconeIndexHost"),
+    "PINECONE_INDEX": data.require_output("pineconeIndexName"),
+    "PINECONE_NAMESPACE": cfg.get("pineconeNamespace"),
+}
+jobs_queue_url = messaging.require_output("jobsQueueUrl")
+dlq_url = messaging.require_output("dlqUrl")
+
+service_common = dict(subnet_ids=private_subnets, log_retention_days=cfg.get("logRetentionDays"), region=region)
+
+frontend = AppService(
+    f"{prefix}-frontend",
+    container="frontend",
+    cluster=clusters["frontend"],
+    image=images["frontend"].image_ref,
+    repository_arn=images["frontend"].repository_arn,
+    cpu=cfg.get("frontendCpu"),
+    memory=cfg.get("frontendMemory"),
+    environment={**common_env, **database_env, **pinecone_env, "SQS_QUEUE_URL": jobs_queue_url,
+                 "SQS_DLQ_URL": dlq_url, "FRONTEND_PORT": FRONTEND_PORT},
+    secrets={**database_secrets, "PINECONE_API_KEY": secret_ref(pinecone_secret),
+             "EDITOR_USERNAME": secret_ref(editor_secret, "username"),
+             "EDITOR_PASSWORD": secret_ref(editor_secret, "password")},
+    secret_arns=[db_secret, pinecone_secret, editor_secret],
+    task_grants=[("QueueStatus", iam.SQS_READ_ATTRS, [jobs_queue_arn, dlq_arn])],
+    security_group_ids=[firewall.frontend.id],
+    log_group_name=f"/ecs/{prefix}/frontend",
+    desired_count=cfg.get("frontendDesiredCount"),
+    port=FRONTEND_PORT,
+    load_balancing=LoadBalancing(alb.target_group.arn, FRONTEND_PORT, depends_on=[alb.http_listener]),
+    **service_common,
+)
+
+pelican = AppService(
+    f"{prefix}-pelican",
+    container="pelican",
+    cluster=clusters["pelican"],
+    image=images["pelican"].image_ref,
+    repository_arn=images["pelican"].repository_arn,
+    cpu=cfg.get("pelicanCpu"),
+    memory=cfg.get("pelicanMemory"),
+    environment={**common_env, **database_env, "SQS_QUEUE_URL": jobs_queue_url},
+    secrets=database_secrets,
+    secret_arns=[db_secret],
+    task_grants=[("JobsQueueSend", iam.SQS_SEND, [jobs_queue_arn])],
+    security_group_ids=[firewall.pelican.id],
+    log_group_name=f"/ecs/{prefix}/pelican",
+    desired_count=cfg.get("pelicanMinTasks"),
+    autoscaled=True,
+    **service_common,
+)
+pelican.autoscale(min_tasks=cfg.get("pelicanMinTasks"), max_tasks=cfg.get("pelicanMaxTasks"),
+                  cpu_target_percent=cfg.get("cpuTargetPercent"))
+
+gpu = None
+if gpu_enabled:
+    capacity = GpuCapacity(
+        f"{prefix}-emu-gpu",
+        cluster=clusters["emu"],
+        subnet_ids=private_subnets,
+        security_group_id=firewall.emu.id,
+        instance_type=cfg.get("gpuInstanceType"),
+        max_instances=cfg.get("gpuMaxInstances"),
+        ami_parameter=cfg.get("gpuAmiParameter"),
+        root_volume_gib=cfg.get("gpuRootVolumeGib"),
+        tags=layer.tags,
+    )
+    gpu = Gpu(capacity.capacity_provider.name, count=1, depends_on=[capacity.attachment])
+
+emu = AppService(
+    f"{prefix}-emu",
+    container="emu",
+    cluster=clusters["emu"],
+    image=images["emu"].image_ref,
+    repository_arn=images["emu"].repository_arn,
+    cpu=cfg.get("emuGpuCpu") if gpu_enabled else cfg.get("emuCpu"),
+    memory=cfg.get("emuGpuMemory") if gpu_enabled else cfg.get("emuMemory"),
+    environment={**common_env, **pinecone_env, "SQS_QUEUE_URL": jobs_queue_url, "SQS_DLQ_URL": dlq_url,
+                 "SNS_TOPIC_ARN": messaging.require_output("topicArn"),
+                 "EMBEDDING_DEVICE": "cuda" if gpu_enabled else "cpu",
+                 "EMBEDDING_BATCH_SIZE": cfg.get("embeddingBatchSize")},
+    secrets={"PINECONE_API_KEY": secret_ref(pinecone_secret)},
+    secret_arns=[pinecone_secret],
+    task_grants=[
+        ("JobsQueueConsume", iam.SQS_CONSUME, [jobs_queue_arn]),
+        ("DeadLetterSend", ["sqs:SendMessage"], [dlq_arn]),
+        ("DeadLetterNotify", iam.SNS_PUBLISH, [messaging.require_output("topicArn")]),
+        ("DeadLetterTopicKey", iam.KMS_FOR_ENCRYPTED_TOPIC, [messaging.require_output("topicKmsKeyArn")]),
+    ],
+    security_group_ids=[firewall.emu.id],
+    log_group_name=f"/ecs/{prefix}/emu",
+    desired_count=cfg.get("emuMinTasks"),
+    autoscaled=True,
+    gpu=gpu,
+    **service_common,
+)
+emu.autoscale(min_tasks=cfg.get("emuMinTasks"), max_tasks=cfg.get("emuMaxTasks"),
+              cpu_target_percent=cfg.get("cpuTargetPercent"),
+              backlog_queue_name=messaging.require_output("jobsQueueName"),
+              backlog_per_task=cfg.get("emuBacklogPerTask"))
+
+services = {"frontend": frontend, "pelican": pelican, "emu": emu}
+aws.cloudwatch.Dashboard(
+    f"{prefix}-dashboard",
+    dashboard_name=f"{prefix}-semantic-search",
+    dashboard_body=pulumi.Output.all(
+        alb.lb.arn_suffix,
+        alb.target_group.arn_suffix,
+        messaging.require_output("jobsQueueName"),
+        messaging.require_output("dlqName"),
+        *[s.cluster.name for s in services.values()],
+        *[s.service.name for s in services.values()],
+    ).apply(lambda v: dashboard_body(
+        region=region, alb_suffix=v[0], target_group_suffix=v[1], jobs_queue=v[2], dlq=v[3],
+        services={app: (v[4 + i], v[7 + i]) for i, app in enumerate(services)},
+    )),
+)
+
+pulumi.export("serviceUrl", alb.url)
+pulumi.export("albDnsName", alb.dns_name)
+pulumi.export("clusterNames", {app: c.name for app, c in clusters.items()})
+pulumi.export("serviceNames", {app: s.service.name for app, s in services.items()})
+pulumi.export("repositoryUrls", {app: i.repository_url for app, i in images.items()})
+pulumi.export("imageRefs", {app: i.image_ref for app, i in images.items()})
+pulumi.export("logGroupNames", {app: s.log_group.name for app, s in services.items()})
+# Used by scripts/aws/run-migration.sh to run one-off pelican tasks.
+pulumi.export("pelicanTaskDefinitionArn", pelican.task_definition.arn)
+pulumi.export("pelicanClusterName", clusters["pelican"].name)
+pulumi.export("pelicanSecurityGroupId", firewall.pelican.id)
+pulumi.export("privateSubnetIds", private_subnets)
+pulumi.export("emuCapacity", "gpu-ec2" if gpu_enabled else "fargate")

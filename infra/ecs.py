@@ -1,0 +1,295 @@
+"""ECS building blocks: a cluster, and one service with its roles, logs and scaling."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import pulumi
+import pulumi_aws as aws
+
+from infra import iam
+
+Grant = tuple  # (sid, actions, resource ARNs)
+
+
+def ecs_cluster(name: str, opts: pulumi.ResourceOptions | None = None) -> aws.ecs.Cluster:
+    # Container Insights provides RunningTaskCount, used by emu's backlog-per-task policy.
+    return aws.ecs.Cluster(name, settings=[{"name": "containerInsights", "value": "enabled"}], opts=opts)
+
+
+def env_list(env: Mapping[str, pulumi.Input]) -> pulumi.Output[list]:
+    keys = sorted(env)
+    return pulumi.Output.all(*[env[k] for k in keys]).apply(
+        lambda values: [{"name": k, "value": str(v)} for k, v in zip(keys, values)]
+    )
+
+
+def secret_ref(secret_arn: pulumi.Input[str], json_key: str | None = None) -> pulumi.Output[str]:
+    """``valueFrom`` for ECS: the ARN, or ``<arn>:<jsonKey>::`` for one key of a JSON secret."""
+    arn = pulumi.Output.from_input(secret_arn)
+    return arn if json_key is None else arn.apply(lambda a: f"{a}:{json_key}::")
+
+
+@dataclass
+class Gpu:
+    """Run on an EC2 capacity provider with this many GPUs per task."""
+
+    capacity_provider: pulumi.Input[str]
+    count: int = 1
+    depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
+
+
+@dataclass
+class LoadBalancing:
+    target_group_arn: pulumi.Input[str]
+    container_port: int
+    depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
+
+
+class AppService(pulumi.ComponentResource):
+    """One app on ECS: log group, execution and task roles, task definition, service."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        container: str,
+        cluster: aws.ecs.Cluster,
+        image: pulumi.Input[str],
+        repository_arn: pulumi.Input[str],
+        cpu: int,
+        memory: int,
+        environment: Mapping[str, pulumi.Input],
+        secrets: Mapping[str, pulumi.Input[str]],
+        secret_arns: Sequence[pulumi.Input[str]],
+        task_grants: Sequence[Grant],
+        subnet_ids: pulumi.Input[Sequence[str]],
+        security_group_ids: Sequence[pulumi.Input[str]],
+        log_group_name: str,
+        log_retention_days: int,
+        region: str,
+        desired_count: int,
+        autoscaled: bool = False,
+        port: int | None = None,
+        load_balancing: LoadBalancing | None = None,
+        gpu: Gpu | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("semsearch:compute:AppService", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.cluster = cluster
+        self.logical_name = name
+
+        self.log_group = aws.cloudwatch.LogGroup(
+            name, name=log_group_name, retention_in_days=log_retention_days, opts=child
+        )
+
+        self.execution_role = aws.iam.Role(
+            f"{name}-execution",
+            description=f"ECS agent for {container}: pull its image, write its logs, read its secrets",
+            assume_role_policy=iam.assume_role_policy(iam.ECS_TASKS),
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-execution",
+            role=self.execution_role.id,
+            policy=iam.policy_output(iam.execution_grants(repository_arn, self.log_group.arn, secret_arns)),
+            opts=child,
+        )
+        self.task_role = aws.iam.Role(
+            f"{name}-task",
+            description=f"What {container} itself may call",
+            assume_role_policy=iam.assume_role_policy(iam.ECS_TASKS),
+            opts=child,
+        )
+        if task_grants:
+            aws.iam.RolePolicy(
+                f"{name}-task",
+                role=self.task_role.id,
+                policy=iam.policy_output(task_grants),
+                opts=child,
+            )
+
+        secret_keys = sorted(secrets)
+        secret_list = pulumi.Output.all(*[secrets[k] for k in secret_keys]).apply(
+            lambda refs: [{"name": k, "valueFrom": r} for k, r in zip(secret_keys, refs)]
+        )
+
+        def container_definitions(args):
+            image_ref, env, secret_values, group = args
+            definition = {
+                "name": container,
+                "image": image_ref,
+                "essential": True,
+                "environment": env,
+                "secrets": secret_values,
+                "logConfiguration": {
+                    "logDriver": "awslogs",
+                    "options": {
+                        "awslogs-group": group,
+                        "awslogs-region": region,
+                        "awslogs-stream-prefix": container,
+                    },
+                },
+            }
+            if port is not None:
+                definition["portMappings"] = [{"containerPort": port, "protocol": "tcp"}]
+            if gpu is not None:
+                definition["resourceRequirements"] = [{"type": "GPU", "value": str(gpu.count)}]
+            return json.dumps([definition])
+
+        self.task_definition = aws.ecs.TaskDefinition(
+            name,
+            family=name,
+            network_mode="awsvpc",
+            requires_compatibilities=["EC2"] if gpu else ["FARGATE"],
+            cpu=str(cpu),
+            memory=str(memory),
+            execution_role_arn=self.execution_role.arn,
+            task_role_arn=self.task_role.arn,
+            runtime_platform=None if gpu else {"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
+            container_definitions=pulumi.Output.all(
+                image, env_list(environment), secret_list, self.log_group.name
+            ).apply(container_definitions),
+            opts=child,
+        )
+
+        depends_on: list[pulumi.Resource] = []
+        service_args: dict = {}
+        if gpu is not None:
+            service_args["capacity_provider_strategies"] = [
+                {"capacity_provider": gpu.capacity_provider, "weight": 1, "base": 0}
+            ]
+            depends_on += list(gpu.depends_on)
+        else:
+            service_args["launch_type"] = "FARGATE"
+        if load_balancing is not None:
+            service_args["load_balancers"] = [
+                {
+                    "target_group_arn": load_balancing.target_group_arn,
+                    "container_name": container,
+                    "container_port": load_balancing.container_port,
+                }
+            ]
+            service_args["health_check_grace_period_seconds"] = 120
+            depends_on += list(load_balancing.depends_on)
+
+        self.service = aws.ecs.Service(
+            name,
+            cluster=cluster.arn,
+            task_definition=self.task_definition.arn,
+            desired_count=desired_count,
+            network_configuration={
+                "subnets": subnet_ids,
+                "security_groups": list(security_group_ids),
+                "assign_public_ip": False,
+            },
+            deployment_circuit_breaker={"enable": True, "rollback": True},
+            enable_ecs_managed_tags=True,
+            propagate_tags="SERVICE",
+            wait_for_steady_state=False,
+            **service_args,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=depends_on,
+                # Application Auto Scaling owns the count once it is attached.
+                ignore_changes=["desiredCount"] if autoscaled else None,
+            ),
+        )
+        self.register_outputs({"serviceName": self.service.name})
+
+    def autoscale(
+        self,
+        *,
+        min_tasks: int,
+        max_tasks: int,
+        cpu_target_percent: int,
+        backlog_queue_name: pulumi.Input[str] | None = None,
+        backlog_per_task: int | None = None,
+    ) -> aws.appautoscaling.Target:
+        """CPU target tracking, and optionally backlog-per-task on an SQS queue."""
+        name = self.logical_name
+        child = pulumi.ResourceOptions(parent=self)
+        resource_id = pulumi.Output.concat("service/", self.cluster.name, "/", self.service.name)
+        target = aws.appautoscaling.Target(
+            f"{name}-scaling",
+            service_namespace="ecs",
+            scalable_dimension="ecs:service:DesiredCount",
+            resource_id=resource_id,
+            min_capacity=min_tasks,
+            max_capacity=max_tasks,
+            opts=child,
+        )
+        aws.appautoscaling.Policy(
+            f"{name}-cpu",
+            policy_type="TargetTrackingScaling",
+            service_namespace=target.service_namespace,
+            scalable_dimension=target.scalable_dimension,
+            resource_id=target.resource_id,
+            target_tracking_scaling_policy_configuration={
+                "predefined_metric_specification": {
+                    "predefined_metric_type": "ECSServiceAverageCPUUtilization"
+                },
+                "target_value": cpu_target_percent,
+                "scale_in_cooldown": 300,
+                "scale_out_cooldown": 60,
+            },
+            opts=child,
+        )
+        if backlog_queue_name is not None:
+            if not backlog_per_task or backlog_per_task <= 0:
+                raise ValueError("backlog_per_task must be positive")
+            aws.appautoscaling.Policy(
+                f"{name}-backlog",
+                policy_type="TargetTrackingScaling",
+                service_namespace=target.service_namespace,
+                scalable_dimension=target.scalable_dimension,
+                resource_id=target.resource_id,
+                target_tracking_scaling_policy_configuration={
+                    "customized_metric_specification": {
+                        "metrics": [
+                            {
+                                "id": "visible",
+                                "label": "Jobs waiting",
+                                "return_data": False,
+                                "metric_stat": {
+                                    "metric": {
+                                        "namespace": "AWS/SQS",
+                                        "metric_name": "ApproximateNumberOfMessagesVisible",
+                                        "dimensions": [{"name": "QueueName", "value": backlog_queue_name}],
+                                    },
+                                    "stat": "Sum",
+                                },
+                            },
+                            {
+                                "id": "tasks",
+                                "label": "Running emu tasks",
+                                "return_data": False,
+                                "metric_stat": {
+                                    "metric": {
+                                        "namespace": "ECS/ContainerInsights",
+                                        "metric_name": "RunningTaskCount",
+                                        "dimensions": [
+                                            {"name": "ClusterName", "value": self.cluster.name},
+                                            {"name": "ServiceName", "value": self.service.name},
+                                        ],
+                                    },
+                                    "stat": "Average",
+                                },
+                            },
+                            {
+                                "id": "backlog_per_task",
+                                "label": "Jobs waiting per running task",
+                                "expression": "visible / tasks",
+                                "return_data": True,
+                            },
+                        ]
+                    },
+                    "target_value": backlog_per_task,
+                    "scale_in_cooldown": 300,
+                    "scale_out_cooldown": 60,
+                },
+                opts=child,
+            )
+        return target

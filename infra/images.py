@@ -1,0 +1,96 @@
+"""ECR repositories with images built and pushed by pulumi-docker."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_docker as docker
+
+
+def lifecycle_policy(keep_images: int, untagged_days: int = 7) -> str:
+    return json.dumps(
+        {
+            "rules": [
+                {
+                    "rulePriority": 1,
+                    "description": f"Expire untagged images after {untagged_days} days",
+                    "selection": {
+                        "tagStatus": "untagged",
+                        "countType": "sinceImagePushed",
+                        "countUnit": "days",
+                        "countNumber": untagged_days,
+                    },
+                    "action": {"type": "expire"},
+                },
+                {
+                    "rulePriority": 2,
+                    "description": f"Keep the last {keep_images} images",
+                    "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": keep_images},
+                    "action": {"type": "expire"},
+                },
+            ]
+        }
+    )
+
+
+class ServiceImage(pulumi.ComponentResource):
+    """One app's ECR repository and its image, referenced by digest.
+
+    The registry credentials come from ECR's authorization token, so nobody
+    runs ``docker login``; a local Docker engine is still needed to build.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        app: str,
+        apps_dir: Path,
+        tag: str,
+        build_args: Mapping[str, str] | None = None,
+        keep_images: int = 20,
+        force_delete: bool = False,
+        platform: str = "linux/amd64",
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("semsearch:compute:ServiceImage", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.repository = aws.ecr.Repository(
+            name,
+            image_scanning_configuration={"scan_on_push": True},
+            image_tag_mutability="MUTABLE",  # the stack tag moves; services pin the digest
+            encryption_configurations=[{"encryption_type": "AES256"}],
+            force_delete=force_delete,
+            opts=child,
+        )
+        aws.ecr.LifecyclePolicy(
+            name,
+            repository=self.repository.name,
+            policy=lifecycle_policy(keep_images),
+            opts=child,
+        )
+        token = aws.ecr.get_authorization_token_output(registry_id=self.repository.registry_id)
+        self.image = docker.Image(
+            name,
+            image_name=self.repository.repository_url.apply(lambda url: f"{url}:{tag}"),
+            build=docker.DockerBuildArgs(
+                context=str(apps_dir),
+                dockerfile=str(apps_dir / app / "Dockerfile"),
+                platform=platform,
+                args=dict(build_args or {}),
+            ),
+            registry=docker.RegistryArgs(
+                server=self.repository.repository_url,
+                username=token.user_name,
+                password=pulumi.Output.secret(token.password),
+            ),
+            opts=child,
+        )
+        self.repository_url = self.repository.repository_url
+        self.repository_arn = self.repository.arn
+        # Deploy by digest: a new build always rolls the service, a re-tag never does.
+        self.image_ref = self.image.repo_digest
+        self.register_outputs({"repositoryUrl": self.repository_url, "imageRef": self.image_ref})
