@@ -1,0 +1,92 @@
+"""Layer runs under mocks, shared by the tests (each layer config runs once per session).
+
+Downstream layers are fed the *exports of the upstream mocked runs*, so a
+renamed export breaks the consumer's ``require_output`` here, not in AWS.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import REPO, run_layer  # noqa: E402
+
+sys.path.insert(0, str(REPO / "policy"))
+
+DATA_SECRETS = {"pineconeApiKey": "pcsk-test-key", "editorPassword": "editor-pass"}
+
+
+@pytest.fixture(scope="session")
+def network_run():
+    return run_layer("network")
+
+
+@pytest.fixture(scope="session")
+def network_prod_run():
+    return run_layer("network", {"availabilityZones": 3, "natGatewayStrategy": "OnePerAz",
+                                 "vpcEndpoints": True}, stack="prod")
+
+
+@pytest.fixture(scope="session")
+def data_run(network_run):
+    return run_layer("data", secrets=DATA_SECRETS, stack_outputs={"network": network_run.exports})
+
+
+@pytest.fixture(scope="session")
+def data_prod_run(network_prod_run):
+    return run_layer(
+        "data",
+        {"dbMultiAz": True, "dbDeletionProtection": True, "dbBackupRetentionDays": 14,
+         "pineconeDeletionProtection": True, "networkStack": "acme/network/prod"},
+        stack="prod", secrets=DATA_SECRETS, stack_outputs={"network": network_prod_run.exports},
+    )
+
+
+@pytest.fixture(scope="session")
+def messaging_run():
+    return run_layer("messaging", {"alertEmail": "oncall@example.com"})
+
+
+@pytest.fixture(scope="session")
+def messaging_quiet_run():
+    return run_layer("messaging", stack="quiet")
+
+
+@pytest.fixture(scope="session")
+def upstream(network_run, data_run, messaging_run):
+    return {"network": network_run.exports, "data": data_run.exports, "messaging": messaging_run.exports}
+
+
+@pytest.fixture(scope="session")
+def compute_run(upstream):
+    return run_layer("compute", stack_outputs=upstream)
+
+
+@pytest.fixture(scope="session")
+def compute_gpu_run(upstream):
+    return run_layer("compute", {"emuGpu": True, "certificateArn":
+                                 "arn:aws:acm:us-east-1:123456789012:certificate/abc"},
+                     stack_outputs=upstream)
+
+
+@pytest.fixture(scope="session")
+def all_runs(network_run, network_prod_run, data_run, data_prod_run, messaging_run,
+             messaging_quiet_run, compute_run, compute_gpu_run):
+    return {
+        "network": network_run, "network-prod": network_prod_run,
+        "data": data_run, "data-prod": data_prod_run,
+        "messaging": messaging_run, "messaging-quiet": messaging_quiet_run,
+        "compute": compute_run, "compute-gpu-https": compute_gpu_run,
+    }
+
+
+def pytest_configure(config):
+    # Runs that are meant to fail leave futures whose errors asyncio logs at exit.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    # Provider SDKs warn about their own deprecated resources on import.
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:pulumi_aws.*")
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:pulumi_awsx.*")

@@ -1,0 +1,83 @@
+import json
+
+import pytest
+
+from infra.messaging import visibility_timeout
+
+QUEUE = "aws:sqs/queue:Queue"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+
+
+def queues(run):
+    return run.one(QUEUE, "-jobs"), run.one(QUEUE, "-dlq")
+
+
+def test_jobs_queue_encrypted_long_polling_sized_to_emu(messaging_run):
+    jobs, _ = queues(messaging_run)
+    assert jobs.inputs["sqsManagedSseEnabled"] is True
+    assert jobs.inputs["receiveWaitTimeSeconds"] == 20
+    assert jobs.inputs["visibilityTimeoutSeconds"] == visibility_timeout(120) == 270
+    assert jobs.inputs["messageRetentionSeconds"] == 4 * 24 * 3600
+
+
+def test_visibility_timeout_outlasts_worst_batch():
+    for worst in (1, 30, 120, 900):
+        assert visibility_timeout(worst) >= 2 * worst
+    assert visibility_timeout(10 ** 6) == 12 * 3600
+    with pytest.raises(ValueError):
+        visibility_timeout(0)
+
+
+def test_dlq_keeps_14_days_and_redrive_is_wired(messaging_run):
+    jobs, dlq = queues(messaging_run)
+    assert dlq.inputs["messageRetentionSeconds"] == 14 * 24 * 3600
+    assert dlq.inputs["sqsManagedSseEnabled"] is True
+    assert json.loads(jobs.inputs["redrivePolicy"]) == {
+        "deadLetterTargetArn": dlq.outputs["arn"], "maxReceiveCount": 5}
+    allow = messaging_run.one("aws:sqs/redriveAllowPolicy:RedriveAllowPolicy")
+    assert allow.inputs["queueUrl"] == dlq.outputs["url"]
+    assert json.loads(allow.inputs["redriveAllowPolicy"]) == {
+        "redrivePermission": "byQueue", "sourceQueueArns": [jobs.outputs["arn"]]}
+
+
+def test_topic_encrypted_with_a_key_cloudwatch_may_use(messaging_run):
+    key = messaging_run.one("aws:kms/key:Key")
+    topic = messaging_run.one("aws:sns/topic:Topic")
+    assert topic.inputs["kmsMasterKeyId"] == key.outputs["arn"]
+    assert key.inputs["enableKeyRotation"] is True
+    policy = json.loads(key.inputs["policy"])
+    cw = [s for s in policy["Statement"] if s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}]
+    assert cw and set(cw[0]["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey"}
+
+
+def test_alarms_publish_to_the_topic(messaging_run):
+    jobs, dlq = queues(messaging_run)
+    topic_arn = messaging_run.one("aws:sns/topic:Topic").outputs["arn"]
+    depth = messaging_run.one(ALARM, "dlq-depth").inputs
+    assert (depth["namespace"], depth["metricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert depth["dimensions"] == {"QueueName": dlq.outputs["name"]}
+    assert depth["comparisonOperator"] == "GreaterThanThreshold" and depth["threshold"] == 0
+    age = messaging_run.one(ALARM, "oldest-job").inputs
+    assert age["metricName"] == "ApproximateAgeOfOldestMessage"
+    assert age["dimensions"] == {"QueueName": jobs.outputs["name"]}
+    assert age["threshold"] == 900
+    for alarm in (depth, age):
+        assert alarm["alarmActions"] == [topic_arn]
+        assert alarm["okActions"] == [topic_arn]
+
+
+def test_email_subscription_only_when_configured(messaging_run, messaging_quiet_run):
+    sub = messaging_run.one("aws:sns/topicSubscription:TopicSubscription")
+    assert sub.inputs["protocol"] == "email" and sub.inputs["endpoint"] == "oncall@example.com"
+    assert sub.inputs["topic"] == messaging_run.one("aws:sns/topic:Topic").outputs["arn"]
+    assert messaging_quiet_run.of_type("aws:sns/topicSubscription:TopicSubscription") == []
+
+
+def test_exports(messaging_run):
+    jobs, dlq = queues(messaging_run)
+    e = messaging_run.exports
+    assert e["jobsQueueUrl"] == jobs.outputs["url"] and e["jobsQueueArn"] == jobs.outputs["arn"]
+    assert e["dlqUrl"] == dlq.outputs["url"] and e["dlqArn"] == dlq.outputs["arn"]
+    assert e["topicArn"] == messaging_run.one("aws:sns/topic:Topic").outputs["arn"]
+    assert set(e) == {"jobsQueueUrl", "jobsQueueArn", "jobsQueueName", "dlqUrl", "dlqArn", "dlqName",
+                      "topicArn", "topicKmsKeyArn"}
