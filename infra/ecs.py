@@ -18,10 +18,23 @@ def ecs_cluster(name: str, opts: pulumi.ResourceOptions | None = None) -> aws.ec
     return aws.ecs.Cluster(name, settings=[{"name": "containerInsights", "value": "enabled"}], opts=opts)
 
 
+def env_value(value) -> str:
+    """Render one environment value.
+
+    Numbers read through a StackReference arrive as floats (5432.0); libpq and
+    friends want ``5432``.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def env_list(env: Mapping[str, pulumi.Input]) -> pulumi.Output[list]:
     keys = sorted(env)
     return pulumi.Output.all(*[env[k] for k in keys]).apply(
-        lambda values: [{"name": k, "value": str(v)} for k, v in zip(keys, values)]
+        lambda values: [{"name": k, "value": env_value(v)} for k, v in zip(keys, values)]
     )
 
 

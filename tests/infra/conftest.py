@@ -90,3 +90,4 @@ def pytest_configure(config):
     # Provider SDKs warn about their own deprecated resources on import.
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:pulumi_aws.*")
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:pulumi_awsx.*")
+    config.addinivalue_line("filterwarnings", "ignore:coroutine .* was never awaited:RuntimeWarning")

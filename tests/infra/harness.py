@@ -171,9 +171,9 @@ class LayerRun:
     def of_type(self, typ: str) -> list[Recorded]:
         return [r for r in self.resources if r.typ == typ]
 
-    def one(self, typ: str, name_contains: str = "") -> Recorded:
-        found = [r for r in self.of_type(typ) if name_contains in r.name]
-        assert len(found) == 1, f"expected one {typ} named *{name_contains}*, got {found}"
+    def one(self, typ: str, name_suffix: str = "") -> Recorded:
+        found = [r for r in self.of_type(typ) if r.name.endswith(name_suffix)]
+        assert len(found) == 1, f"expected one {typ} named *{name_suffix}, got {found}"
         return found[0]
 
     def by_name(self, name: str) -> Recorded:

@@ -1,0 +1,321 @@
+import json
+
+import pytest
+
+from infra import iam
+
+SG = "aws:ec2/securityGroup:SecurityGroup"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
+SERVICE = "aws:ecs/service:Service"
+TASKDEF = "aws:ecs/taskDefinition:TaskDefinition"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+POLICY = "aws:appautoscaling/policy:Policy"
+APPS = ("frontend", "pelican", "emu")
+
+
+def sg_id(run, role):
+    return f"{run.one(SG, '-' + role).name}-id"
+
+
+def container(run, app):
+    (definition,) = json.loads(run.one(TASKDEF, f"-{app}").inputs["containerDefinitions"])
+    return definition
+
+
+def env(run, app):
+    return {e["name"]: e["value"] for e in container(run, app)["environment"]}
+
+
+def secrets(run, app):
+    return {s["name"]: s["valueFrom"] for s in container(run, app)["secrets"]}
+
+
+def statements(run, name_suffix):
+    doc = json.loads(run.one(ROLE_POLICY, name_suffix).inputs["policy"])
+    return {s["Sid"]: (sorted(s["Action"]), sorted(s["Resource"])) for s in doc["Statement"]}
+
+
+# --- security groups -------------------------------------------------------------------
+
+def rules(run, typ):
+    return [r.inputs for r in run.of_type(typ)]
+
+
+def test_internet_reaches_only_the_alb_listener(compute_run, compute_gpu_run):
+    for run, ports in ((compute_run, [80]), (compute_gpu_run, [80, 443])):
+        open_rules = [r for r in rules(run, INGRESS) if r.get("cidrIpv4")]
+        assert sorted(r["fromPort"] for r in open_rules) == ports
+        for r in open_rules:
+            assert r["securityGroupId"] == sg_id(run, "alb")
+            assert r["cidrIpv4"] == "0.0.0.0/0" and r["ipProtocol"] == "tcp"
+            assert r["fromPort"] == r["toPort"]
+
+
+def test_exact_security_group_graph(compute_run, data_run):
+    run = compute_run
+    db_sg = data_run.exports["dbSecurityGroupId"]
+    referenced = sorted(
+        (r["securityGroupId"], r["referencedSecurityGroupId"], r["fromPort"], r["toPort"])
+        for r in rules(run, INGRESS) if r.get("referencedSecurityGroupId")
+    )
+    assert referenced == sorted([
+        (sg_id(run, "frontend"), sg_id(run, "alb"), 7860, 7860),   # ALB -> frontend port only
+        (db_sg, sg_id(run, "frontend"), 5432, 5432),                # frontend -> database
+        (db_sg, sg_id(run, "pelican"), 5432, 5432),                 # pelican -> database
+    ])
+    targets = {r["securityGroupId"] for r in rules(run, INGRESS)}
+    assert sg_id(run, "emu") not in targets and sg_id(run, "pelican") not in targets
+    # The ALB may only talk to the frontend port.
+    alb_out = [r for r in rules(run, EGRESS) if r["securityGroupId"] == sg_id(run, "alb")]
+    assert alb_out == [dict(alb_out[0], referencedSecurityGroupId=sg_id(run, "frontend"),
+                            fromPort=7860, toPort=7860, ipProtocol="tcp")]
+    for sg in run.of_type(SG):
+        assert "ingress" not in sg.inputs and "egress" not in sg.inputs
+
+
+# --- load balancer ---------------------------------------------------------------------
+
+def test_alb_public_sticky_health_checked(compute_run, network_run):
+    lb = compute_run.one("aws:lb/loadBalancer:LoadBalancer").inputs
+    assert lb["internal"] is False and lb["subnets"] == network_run.exports["publicSubnetIds"]
+    assert lb["securityGroups"] == [sg_id(compute_run, "alb")]
+    tg = compute_run.one("aws:lb/targetGroup:TargetGroup").inputs
+    assert tg["port"] == 7860 and tg["targetType"] == "ip"
+    assert tg["healthCheck"]["path"] == "/healthz" and tg["healthCheck"]["matcher"] == "200"
+    assert tg["stickiness"]["enabled"] is True and tg["stickiness"]["type"] == "lb_cookie"
+    (listener,) = compute_run.of_type("aws:lb/listener:Listener")
+    assert listener.inputs["port"] == 80 and listener.inputs["defaultActions"][0]["type"] == "forward"
+    assert compute_run.exports["serviceUrl"].startswith("http://")
+
+
+def test_https_with_certificate_redirects_http(compute_gpu_run):
+    https = compute_gpu_run.one("aws:lb/listener:Listener", "-https").inputs
+    assert https["port"] == 443 and https["protocol"] == "HTTPS"
+    assert https["certificateArn"].startswith("arn:aws:acm:")
+    assert https["sslPolicy"].startswith("ELBSecurityPolicy-TLS13")
+    http = compute_gpu_run.one("aws:lb/listener:Listener", "-http").inputs
+    assert http["defaultActions"][0]["redirect"]["protocol"] == "HTTPS"
+    assert compute_gpu_run.exports["serviceUrl"].startswith("https://")
+
+
+# --- services ----------------------------------------------------------------------------
+
+def test_three_clusters_fargate_private(compute_run, network_run):
+    clusters = compute_run.of_type("aws:ecs/cluster:Cluster")
+    assert len(clusters) == 3
+    for c in clusters:
+        assert {"name": "containerInsights", "value": "enabled"} in c.inputs["settings"]
+    for app in APPS:
+        svc = compute_run.one(SERVICE, f"-{app}").inputs
+        cluster = compute_run.one("aws:ecs/cluster:Cluster", f"-{app}")
+        assert svc["cluster"] == cluster.outputs["arn"]
+        assert svc["launchType"] == "FARGATE"
+        net = svc["networkConfiguration"]
+        assert net["assignPublicIp"] is False
+        assert net["subnets"] == network_run.exports["privateSubnetIds"]
+        assert net["securityGroups"] == [sg_id(compute_run, app)]
+        assert compute_run.one(TASKDEF, f"-{app}").inputs["requiresCompatibilities"] == ["FARGATE"]
+    fe = compute_run.one(SERVICE, "-frontend").inputs
+    assert fe["loadBalancers"] == [{
+        "targetGroupArn": compute_run.one("aws:lb/targetGroup:TargetGroup").outputs["arn"],
+        "containerName": "frontend", "containerPort": 7860}]
+
+
+def test_images_built_from_apps_pushed_with_ecr_token_and_deployed_by_digest(compute_run):
+    for app in APPS:
+        repo = compute_run.one("aws:ecr/repository:Repository", f"-{app}")
+        assert repo.inputs["imageScanningConfiguration"] == {"scanOnPush": True}
+        lifecycle = json.loads(compute_run.one("aws:ecr/lifecyclePolicy:LifecyclePolicy", f"-{app}")
+                               .inputs["policy"])
+        assert [r["action"]["type"] for r in lifecycle["rules"]] == ["expire", "expire"]
+        image = compute_run.one("docker:index/image:Image", f"-{app}")
+        assert image.inputs["build"]["context"].endswith("/apps")
+        assert image.inputs["build"]["dockerfile"].endswith(f"/apps/{app}/Dockerfile")
+        assert image.inputs["registry"]["server"] == repo.outputs["repositoryUrl"]
+        assert image.inputs["registry"]["password"] == "token-password"
+        assert any(p.startswith("registry") for p in image.secret_paths)
+        assert container(compute_run, app)["image"] == image.outputs["repoDigest"]
+        assert "@sha256:" in container(compute_run, app)["image"]
+    assert any(t == "aws:ecr/getAuthorizationToken:getAuthorizationToken" for t, _ in compute_run.calls)
+    assert compute_run.one("docker:index/image:Image", "-emu").inputs["build"]["args"] == {"EMU_VARIANT": "cpu"}
+
+
+def test_environment_contract(compute_run, data_run, messaging_run):
+    d, m = data_run.exports, messaging_run.exports
+    db = {"PGHOST": d["dbAddress"], "PGPORT": "5432", "PGDATABASE": "search", "PGSSLMODE": "verify-full"}
+    common = {"AWS_REGION": "us-east-1", "LOG_LEVEL": "INFO"}
+    pinecone = {"PINECONE_HOST": d["pineconeIndexHost"], "PINECONE_INDEX": "products",
+                "PINECONE_NAMESPACE": "products"}
+    assert env(compute_run, "pelican") == {**common, **db, "SQS_QUEUE_URL": m["jobsQueueUrl"]}
+    assert env(compute_run, "emu") == {
+        **common, **pinecone, "SQS_QUEUE_URL": m["jobsQueueUrl"], "SQS_DLQ_URL": m["dlqUrl"],
+        "SNS_TOPIC_ARN": m["topicArn"], "EMBEDDING_DEVICE": "cpu", "EMBEDDING_BATCH_SIZE": "32"}
+    assert env(compute_run, "frontend") == {
+        **common, **db, **pinecone, "SQS_QUEUE_URL": m["jobsQueueUrl"], "SQS_DLQ_URL": m["dlqUrl"],
+        "FRONTEND_PORT": "7860"}
+    dbs, pk, ed = d["dbSecretArn"], d["pineconeApiKeySecretArn"], d["editorCredentialsSecretArn"]
+    assert secrets(compute_run, "pelican") == {"PGUSER": f"{dbs}:username::", "PGPASSWORD": f"{dbs}:password::"}
+    assert secrets(compute_run, "emu") == {"PINECONE_API_KEY": pk}
+    assert secrets(compute_run, "frontend") == {
+        "PGUSER": f"{dbs}:username::", "PGPASSWORD": f"{dbs}:password::", "PINECONE_API_KEY": pk,
+        "EDITOR_USERNAME": f"{ed}:username::", "EDITOR_PASSWORD": f"{ed}:password::"}
+    assert container(compute_run, "frontend")["portMappings"] == [{"containerPort": 7860, "protocol": "tcp"}]
+
+
+def test_env_values_render_stack_reference_numbers_as_integers():
+    from infra.ecs import env_value
+
+    assert env_value(5432.0) == "5432" and env_value(0.5) == "0.5"
+    assert env_value(True) == "true" and env_value("x") == "x"
+
+
+# --- IAM -----------------------------------------------------------------------------------
+
+def test_task_roles_grant_only_listed_actions_on_exact_arns(compute_run, messaging_run):
+    m = messaging_run.exports
+    assert statements(compute_run, "-pelican-task") == {
+        "JobsQueueSend": (sorted(["sqs:SendMessage", "sqs:GetQueueAttributes"]), [m["jobsQueueArn"]])}
+    assert statements(compute_run, "-emu-task") == {
+        "JobsQueueConsume": (sorted(["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                                     "sqs:GetQueueAttributes"]), [m["jobsQueueArn"]]),
+        "DeadLetterSend": (["sqs:SendMessage"], [m["dlqArn"]]),
+        "DeadLetterNotify": (["sns:Publish"], [m["topicArn"]]),
+        "DeadLetterTopicKey": (["kms:Decrypt", "kms:GenerateDataKey"], [m["topicKmsKeyArn"]]),
+    }
+    assert statements(compute_run, "-frontend-task") == {
+        "QueueStatus": (["sqs:GetQueueAttributes"], sorted([m["jobsQueueArn"], m["dlqArn"]]))}
+    for app in APPS:
+        td = compute_run.one(TASKDEF, f"-{app}").inputs
+        assert td["taskRoleArn"] == compute_run.one("aws:iam/role:Role", f"-{app}-task").outputs["arn"]
+        assert td["executionRoleArn"] == compute_run.one("aws:iam/role:Role", f"-{app}-execution").outputs["arn"]
+        trust = json.loads(compute_run.one("aws:iam/role:Role", f"-{app}-task").inputs["assumeRolePolicy"])
+        assert trust["Statement"][0]["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
+
+
+def test_execution_roles_read_only_their_own_secrets(compute_run, data_run):
+    d = data_run.exports
+    own = {
+        "pelican": [d["dbSecretArn"]],
+        "emu": [d["pineconeApiKeySecretArn"]],
+        "frontend": [d["dbSecretArn"], d["pineconeApiKeySecretArn"], d["editorCredentialsSecretArn"]],
+    }
+    for app in APPS:
+        grants = statements(compute_run, f"-{app}-execution")
+        repo_arn = compute_run.one("aws:ecr/repository:Repository", f"-{app}").outputs["arn"]
+        log_arn = compute_run.one("aws:cloudwatch/logGroup:LogGroup", f"-{app}").outputs["arn"]
+        assert grants == {
+            "EcrToken": (["ecr:GetAuthorizationToken"], ["*"]),
+            "EcrPull": (sorted(iam.ECR_PULL), [repo_arn]),
+            "Logs": (sorted(iam.LOGS_WRITE), [f"{log_arn}:log-stream:*"]),
+            "Secrets": (["secretsmanager:GetSecretValue"], sorted(own[app])),
+        }
+
+
+# --- autoscaling -------------------------------------------------------------------------
+
+def test_cpu_autoscaling_for_pelican_and_emu(compute_run):
+    for app, (lo, hi) in (("pelican", (1, 2)), ("emu", (1, 4))):
+        target = compute_run.one("aws:appautoscaling/target:Target", f"-{app}-scaling").inputs
+        cluster = compute_run.exports["clusterNames"][app]
+        service = compute_run.exports["serviceNames"][app]
+        assert target["resourceId"] == f"service/{cluster}/{service}"
+        assert (target["minCapacity"], target["maxCapacity"]) == (lo, hi)
+        assert target["scalableDimension"] == "ecs:service:DesiredCount"
+        cpu = compute_run.one(POLICY, f"-{app}-cpu").inputs
+        assert cpu["resourceId"] == target["resourceId"]
+        tt = cpu["targetTrackingScalingPolicyConfiguration"]
+        assert tt["predefinedMetricSpecification"]["predefinedMetricType"] == "ECSServiceAverageCPUUtilization"
+        assert tt["targetValue"] == 60
+    assert compute_run.of_type(POLICY) and not [p for p in compute_run.of_type(POLICY) if "frontend" in p.name]
+
+
+def test_emu_backlog_per_task_policy_tracks_queue_depth(compute_run, messaging_run):
+    policy = compute_run.one(POLICY, "-emu-backlog").inputs
+    tt = policy["targetTrackingScalingPolicyConfiguration"]
+    assert tt["targetValue"] == 100
+    metrics = {m["id"]: m for m in tt["customizedMetricSpecification"]["metrics"]}
+    visible = metrics["visible"]["metricStat"]["metric"]
+    assert (visible["namespace"], visible["metricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert visible["dimensions"] == [{"name": "QueueName", "value": messaging_run.exports["jobsQueueName"]}]
+    tasks = metrics["tasks"]["metricStat"]["metric"]
+    assert tasks["metricName"] == "RunningTaskCount"
+    assert {d["name"]: d["value"] for d in tasks["dimensions"]} == {
+        "ClusterName": compute_run.exports["clusterNames"]["emu"],
+        "ServiceName": compute_run.exports["serviceNames"]["emu"]}
+    assert metrics["backlog_per_task"]["expression"] == "visible / tasks"
+    assert [m["id"] for m in metrics.values() if m["returnData"]] == ["backlog_per_task"]
+
+
+# --- GPU switch ----------------------------------------------------------------------------
+
+def test_gpu_switch_moves_emu_to_ec2_capacity_provider(compute_run, compute_gpu_run):
+    assert compute_run.of_type("aws:ecs/capacityProvider:CapacityProvider") == []
+    run = compute_gpu_run
+    cp = run.one("aws:ecs/capacityProvider:CapacityProvider")
+    asg = run.one("aws:autoscaling/group:Group")
+    provider = cp.inputs["autoScalingGroupProvider"]
+    assert provider["autoScalingGroupArn"] == asg.outputs["arn"]
+    assert provider["managedScaling"]["status"] == "ENABLED"
+    assert provider["managedTerminationProtection"] == "ENABLED" and asg.inputs["protectFromScaleIn"] is True
+    attach = run.one("aws:ecs/clusterCapacityProviders:ClusterCapacityProviders").inputs
+    assert attach["clusterName"] == run.exports["clusterNames"]["emu"]
+    assert attach["capacityProviders"] == [cp.outputs["name"]]
+    emu = run.one(SERVICE, "-emu").inputs
+    assert "launchType" not in emu
+    assert emu["capacityProviderStrategies"] == [{"capacityProvider": cp.outputs["name"], "weight": 1, "base": 0}]
+    td = run.one(TASKDEF, "-emu").inputs
+    assert td["requiresCompatibilities"] == ["EC2"]
+    assert container(run, "emu")["resourceRequirements"] == [{"type": "GPU", "value": "1"}]
+    assert env(run, "emu")["EMBEDDING_DEVICE"] == "cuda"
+    assert run.one("docker:index/image:Image", "-emu").inputs["build"]["args"] == {"EMU_VARIANT": "cuda"}
+    lt = run.one("aws:ec2/launchTemplate:LaunchTemplate").inputs
+    assert lt["instanceType"] == "g4dn.xlarge" and lt["imageId"] == "ami-0gpu1234"
+    assert lt["metadataOptions"]["httpTokens"] == "required"
+    assert lt["vpcSecurityGroupIds"] == [sg_id(run, "emu")]
+    ssm = [a for t, a in run.calls if t == "aws:ssm/getParameter:getParameter"]
+    assert ssm and "/gpu/" in ssm[0]["name"]
+    # The other services stay on Fargate.
+    for app in ("frontend", "pelican"):
+        assert run.one(SERVICE, f"-{app}").inputs["launchType"] == "FARGATE"
+    assert run.exports["emuCapacity"] == "gpu-ec2" and compute_run.exports["emuCapacity"] == "fargate"
+
+
+# --- logs, dashboard, exports -------------------------------------------------------------
+
+def test_log_groups_with_retention_used_by_containers(compute_run):
+    for app in APPS:
+        group = compute_run.one("aws:cloudwatch/logGroup:LogGroup", f"-{app}")
+        assert group.inputs["retentionInDays"] == 30
+        opts = container(compute_run, app)["logConfiguration"]["options"]
+        assert opts["awslogs-group"] == group.inputs["name"]
+
+
+def test_dashboard_covers_alb_services_and_queues(compute_run, messaging_run):
+    body = json.loads(compute_run.one("aws:cloudwatch/dashboard:Dashboard").inputs["dashboardBody"])
+    text = json.dumps(body)
+    for needle in ("RequestCount", "CPUUtilization", messaging_run.exports["jobsQueueName"],
+                   messaging_run.exports["dlqName"], *compute_run.exports["serviceNames"].values()):
+        assert needle in text
+
+
+def test_exports(compute_run):
+    e = compute_run.exports
+    for key in ("clusterNames", "serviceNames", "repositoryUrls"):
+        assert set(e[key]) == set(APPS)
+    assert e["serviceUrl"] == f"http://{e['albDnsName']}"
+    assert e["pelicanTaskDefinitionArn"] == compute_run.one(TASKDEF, "-pelican").outputs["arn"]
+    assert e["pelicanSecurityGroupId"] == sg_id(compute_run, "pelican")
+    assert e["privateSubnetIds"] and e["pelicanClusterName"] == e["clusterNames"]["pelican"]
+
+
+def test_stack_references_default_to_same_org_and_stack(compute_run):
+    assert sorted(compute_run.stack_refs) == ["acme/data/dev", "acme/messaging/dev", "acme/network/dev"]
+
+
+def test_missing_messaging_output_fails(upstream):
+    from harness import run_layer
+
+    broken = {**upstream, "messaging": {k: v for k, v in upstream["messaging"].items() if k != "topicArn"}}
+    with pytest.raises(Exception, match="topicArn"):
+        run_layer("compute", stack_outputs=broken, stack="broken")
