@@ -1,0 +1,176 @@
+"""Guardrails as plain functions: ``validator(resource_type, props) -> [violation, ...]``.
+
+``props`` are the resource's inputs as the Pulumi engine names them (camelCase),
+which is what CrossGuard hands to a policy and what the test mocks record.
+Unknown values (a preview before a dependency exists) are not reported.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Iterable
+
+Validator = Callable[[str, dict], list]
+
+OPEN_IPV4 = "0.0.0.0/0"
+OPEN_IPV6 = "::/0"
+# The only ports the internet may reach: the ALB's listeners.
+LISTENER_PORTS = frozenset({80, 443})
+
+IAM_POLICY_TYPES = {
+    "aws:iam/rolePolicy:RolePolicy",
+    "aws:iam/policy:Policy",
+    "aws:iam/userPolicy:UserPolicy",
+    "aws:iam/groupPolicy:GroupPolicy",
+}
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def no_public_database(resource_type: str, props: dict) -> list[str]:
+    if resource_type in ("aws:rds/instance:Instance", "aws:rds/clusterInstance:ClusterInstance"):
+        if _truthy(props.get("publiclyAccessible")):
+            return ["databases must not be publicly accessible (publiclyAccessible=true)"]
+    return []
+
+
+def encryption_at_rest(resource_type: str, props: dict) -> list[str]:
+    if resource_type in ("aws:rds/instance:Instance", "aws:rds/cluster:Cluster"):
+        if not _truthy(props.get("storageEncrypted")):
+            return ["database storage must be encrypted (storageEncrypted=true)"]
+    elif resource_type == "aws:sqs/queue:Queue":
+        if not (_truthy(props.get("sqsManagedSseEnabled")) or props.get("kmsMasterKeyId")):
+            return ["SQS queues must be encrypted (sqsManagedSseEnabled or kmsMasterKeyId)"]
+    elif resource_type == "aws:sns/topic:Topic":
+        if not props.get("kmsMasterKeyId"):
+            return ["SNS topics must be encrypted (kmsMasterKeyId)"]
+    elif resource_type == "aws:ecr/repository:Repository":
+        configs = props.get("encryptionConfigurations") or []
+        if not any((c or {}).get("encryptionType") in ("AES256", "KMS") for c in configs):
+            return ["ECR repositories must declare their encryption (encryptionConfigurations)"]
+    elif resource_type == "aws:ebs/volume:Volume":
+        if not _truthy(props.get("encrypted")):
+            return ["EBS volumes must be encrypted"]
+    elif resource_type == "aws:ec2/launchTemplate:LaunchTemplate":
+        for mapping in props.get("blockDeviceMappings") or []:
+            ebs = (mapping or {}).get("ebs")
+            if ebs and not _truthy(ebs.get("encrypted")):
+                return [f"launch template volume {mapping.get('deviceName')} must be encrypted"]
+    elif resource_type == "aws:kms/key:Key":
+        if not _truthy(props.get("enableKeyRotation")):
+            return ["KMS keys must rotate (enableKeyRotation=true)"]
+    return []
+
+
+def postgres_requires_tls(resource_type: str, props: dict) -> list[str]:
+    if resource_type != "aws:rds/parameterGroup:ParameterGroup":
+        return []
+    family = props.get("family")
+    if not isinstance(family, str) or not family.startswith("postgres"):
+        return []
+    for param in props.get("parameters") or []:
+        if param.get("name") == "rds.force_ssl" and str(param.get("value")) == "1":
+            return []
+    return ["PostgreSQL parameter groups must force TLS (rds.force_ssl=1)"]
+
+
+def _open_ingress_violation(protocol: Any, from_port: Any, to_port: Any, what: str) -> list[str]:
+    proto = str(protocol).lower()
+    low, high = _int(from_port), _int(to_port)
+    if proto in ("tcp", "6") and low is not None and low == high and low in LISTENER_PORTS:
+        return []
+    return [f"{what} opens {proto} {from_port}-{to_port} to the internet; only TCP "
+            f"{sorted(LISTENER_PORTS)} (the ALB listeners) may be"]
+
+
+def no_open_ingress(resource_type: str, props: dict) -> list[str]:
+    violations: list[str] = []
+    if resource_type == "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule":
+        if props.get("cidrIpv4") == OPEN_IPV4 or props.get("cidrIpv6") == OPEN_IPV6:
+            violations += _open_ingress_violation(
+                props.get("ipProtocol"), props.get("fromPort"), props.get("toPort"), "ingress rule"
+            )
+    elif resource_type == "aws:ec2/securityGroupRule:SecurityGroupRule":
+        if props.get("type") == "ingress" and (
+            OPEN_IPV4 in (props.get("cidrBlocks") or []) or OPEN_IPV6 in (props.get("ipv6CidrBlocks") or [])
+        ):
+            violations += _open_ingress_violation(
+                props.get("protocol"), props.get("fromPort"), props.get("toPort"), "ingress rule"
+            )
+    elif resource_type == "aws:ec2/securityGroup:SecurityGroup":
+        for rule in props.get("ingress") or []:
+            if OPEN_IPV4 in (rule.get("cidrBlocks") or []) or OPEN_IPV6 in (rule.get("ipv6CidrBlocks") or []):
+                violations += _open_ingress_violation(
+                    rule.get("protocol"), rule.get("fromPort"), rule.get("toPort"), "inline ingress"
+                )
+    return violations
+
+
+def _actions(statement: dict) -> Iterable[str]:
+    action = statement.get("Action", [])
+    return [action] if isinstance(action, str) else list(action)
+
+
+def wildcard_actions_in(document: Any) -> list[str]:
+    """Wildcard or NotAction grants in one IAM policy document (JSON text or dict)."""
+    if isinstance(document, str):
+        try:
+            document = json.loads(document)
+        except ValueError:
+            return ["policy is not valid JSON"]
+    if not isinstance(document, dict):
+        return []  # unknown during preview
+    statements = document.get("Statement", [])
+    if isinstance(statements, dict):
+        statements = [statements]
+    found = []
+    for stmt in statements:
+        if stmt.get("Effect") != "Allow":
+            continue
+        if "NotAction" in stmt:
+            found.append("Allow with NotAction grants everything else")
+        found += [f"wildcard action {a!r}" for a in _actions(stmt) if "*" in a]
+    return found
+
+
+def no_wildcard_iam_actions(resource_type: str, props: dict) -> list[str]:
+    documents = []
+    if resource_type in IAM_POLICY_TYPES:
+        documents.append(props.get("policy"))
+    elif resource_type == "aws:iam/role:Role":
+        documents += [p.get("policy") for p in props.get("inlinePolicies") or []]
+    return [f"IAM policies must name their actions: {v}" for d in documents for v in wildcard_actions_in(d)]
+
+
+def log_retention_set(resource_type: str, props: dict) -> list[str]:
+    if resource_type != "aws:cloudwatch/logGroup:LogGroup":
+        return []
+    days = _int(props.get("retentionInDays"))
+    if not days or days <= 0:
+        return ["log groups must set retentionInDays (logs are kept forever otherwise)"]
+    return []
+
+
+RULES: dict[str, tuple[str, Validator]] = {
+    "no-public-database": ("Databases are never publicly accessible.", no_public_database),
+    "encryption-at-rest": ("Databases, queues, topics, repositories, volumes and keys are encrypted.",
+                           encryption_at_rest),
+    "postgres-requires-tls": ("PostgreSQL parameter groups set rds.force_ssl=1.", postgres_requires_tls),
+    "no-open-ingress": ("No ingress from 0.0.0.0/0 or ::/0 except TCP 80/443 (ALB listeners).", no_open_ingress),
+    "no-wildcard-iam-actions": ("IAM policies list their actions; no '*' and no NotAction.",
+                                no_wildcard_iam_actions),
+    "log-retention-set": ("CloudWatch log groups have a retention period.", log_retention_set),
+}
+
+
+def violations(resource_type: str, props: dict) -> list[tuple[str, str]]:
+    """Every ``(rule, message)`` the resource breaks."""
+    return [(rule, msg) for rule, (_, fn) in RULES.items() for msg in fn(resource_type, props)]
