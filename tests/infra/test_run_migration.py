@@ -1,0 +1,102 @@
+"""scripts/aws/run-migration.sh against stand-in ``pulumi`` and ``aws`` commands."""
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import REPO
+
+SCRIPT = REPO / "scripts" / "aws" / "run-migration.sh"
+
+FAKE_PULUMI = r"""#!/usr/bin/env bash
+echo "pulumi $*" >> "$CALLS"
+case "$*" in
+  "config get aws:region"*) echo eu-west-1 ;;
+  "stack output pelicanClusterName"*) echo ss-dev-pelican-abc ;;
+  "stack output pelicanTaskDefinitionArn"*) echo arn:aws:ecs:eu-west-1:1:task-definition/ss-dev-pelican:3 ;;
+  "stack output pelicanSecurityGroupId"*) echo sg-pelican ;;
+  "stack output privateSubnetIds"*) echo '["subnet-a","subnet-b"]' ;;
+  "stack output logGroupNames"*) echo '{"pelican": "/ecs/ss-dev/pelican"}' ;;
+  *) echo "unexpected: $*" >&2; exit 1 ;;
+esac
+"""
+
+FAKE_AWS = r"""#!/usr/bin/env bash
+printf '%s\n' "aws $*" >> "$CALLS"
+case "$1 $2" in
+  "ecs run-task") n=$(grep -c "ecs run-task" "$CALLS"); echo "arn:aws:ecs:eu-west-1:1:task/ss-dev-pelican-abc/task$n" ;;
+  "ecs wait") exit 0 ;;
+  "ecs describe-tasks")
+    if [[ "$*" == *exitCode* ]]; then
+      if [[ "$*" == *"task${FAIL_TASK:-none}"* ]]; then echo 1; else echo 0; fi
+    else echo "Essential container in task exited"; fi ;;
+  "logs tail") echo "log line" ;;
+  *) echo "unexpected: $*" >&2; exit 1 ;;
+esac
+"""
+
+
+@pytest.fixture
+def fakes(tmp_path: Path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (("pulumi", FAKE_PULUMI), ("aws", FAKE_AWS)):
+        path = bin_dir / name
+        path.write_text(body)
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    calls = tmp_path / "calls.log"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls)}
+    return env, calls
+
+
+def run(env, *args):
+    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def run_task_commands(calls: Path):
+    commands = []
+    for line in calls.read_text().splitlines():
+        if line.startswith("aws ecs run-task"):
+            overrides = line.split("--overrides ", 1)[1].split(" --query", 1)[0]
+            commands.append(json.loads(overrides)["containerOverrides"][0]["command"])
+    return commands
+
+
+def test_syntax():
+    assert subprocess.run(["bash", "-n", str(SCRIPT)]).returncode == 0
+
+
+def test_migrates_then_loads_catalog_with_stack_outputs(fakes):
+    env, calls = fakes
+    result = run(env, "--stack", "dev")
+    assert result.returncode == 0, result.stderr
+    assert run_task_commands(calls) == [
+        ["python", "-m", "pelican", "migrate"],
+        ["python", "-m", "pelican", "load-catalog", "/app/data/products.csv"],
+    ]
+    log = calls.read_text()
+    assert "--cluster ss-dev-pelican-abc" in log
+    assert "--task-definition arn:aws:ecs:eu-west-1:1:task-definition/ss-dev-pelican:3" in log
+    assert "subnets=[subnet-a,subnet-b],securityGroups=[sg-pelican],assignPublicIp=DISABLED" in log
+    assert "--launch-type FARGATE" in log
+    assert "--stack dev" in log
+    assert "Database ready" in result.stdout
+
+
+def test_backfill_and_skip_catalog(fakes):
+    env, calls = fakes
+    result = run(env, "--skip-catalog", "--backfill")
+    assert result.returncode == 0, result.stderr
+    assert run_task_commands(calls) == [["python", "-m", "pelican", "migrate"],
+                                        ["python", "-m", "pelican", "backfill"]]
+
+
+def test_failed_migration_stops_before_catalog(fakes):
+    env, calls = fakes
+    result = run({**env, "FAIL_TASK": "1"})
+    assert result.returncode != 0
+    assert "schema failed: exit code 1" in result.stderr
+    assert len(run_task_commands(calls)) == 1
