@@ -125,6 +125,60 @@ class FieldColumn:
         self.list_rows = np.asarray(list_rows, dtype=np.int64)
         self.list_codes = np.asarray(list_codes, dtype=np.int32)
 
+    def _code_for(self, value: Any) -> int:
+        key = _value_key(value)
+        c = self.vocab.get(key)
+        if c is None:
+            c = self.vocab[key] = len(self.vocab)
+        return c
+
+    def update_rows(
+        self, field: str, rows: Sequence[int], metadatas: Sequence[dict[str, Any] | None], size: int
+    ) -> None:
+        """Bring the column up to date after *rows* were written (appended or overwritten).
+
+        *metadatas* are the rows' new metadata and *size* the namespace's new row count
+        (rows are only ever appended at the end or overwritten in place).
+        """
+        old = len(self.present)
+        if size > old:
+            grow = size - old
+            self.present = np.concatenate([self.present, np.zeros(grow, dtype=bool)])
+            self.num = np.concatenate([self.num, np.full(grow, np.nan, dtype=np.float64)])
+            self.code = np.concatenate([self.code, np.full(grow, -1, dtype=np.int32)])
+        row_array = np.asarray(rows, dtype=np.int64)
+        overwritten = row_array[row_array < old]
+        if overwritten.size:
+            self.present[overwritten] = False
+            self.num[overwritten] = np.nan
+            self.code[overwritten] = -1
+            if self.list_rows.size:
+                keep = ~np.isin(self.list_rows, overwritten)
+                self.list_rows = self.list_rows[keep]
+                self.list_codes = self.list_codes[keep]
+        new_rows: list[int] = []
+        new_codes: list[int] = []
+        for row, meta in zip(rows, metadatas, strict=True):
+            value = meta.get(field) if meta else None
+            if value is None:
+                continue
+            self.present[row] = True
+            if isinstance(value, (bool, str)):
+                self.code[row] = self._code_for(value)
+            elif isinstance(value, (int, float)):
+                self.num[row] = value
+            elif isinstance(value, list):
+                for element in value:
+                    new_rows.append(row)
+                    new_codes.append(self._code_for(element))
+        if new_rows:
+            self.list_rows = np.concatenate(
+                [self.list_rows, np.asarray(new_rows, dtype=np.int64)]
+            )
+            self.list_codes = np.concatenate(
+                [self.list_codes, np.asarray(new_codes, dtype=np.int32)]
+            )
+
     def eq_mask(self, values: Sequence[Any]) -> np.ndarray:
         """Rows whose value (or any list element) equals one of *values*."""
         mask = np.zeros(len(self.present), dtype=bool)

@@ -95,6 +95,7 @@ class Namespace:
         """Insert or overwrite rows. *ids* must be unique within the call."""
         self._reserve(len(ids))
         targets = np.empty(len(ids), dtype=np.int64)
+        added = False
         for i, (vid, meta) in enumerate(zip(ids, metadatas, strict=True)):
             row = self.rows.get(vid)
             if row is None:
@@ -102,16 +103,24 @@ class Namespace:
                 self.rows[vid] = row
                 self.ids.append(vid)
                 self.metadata.append(meta)
+                added = True
             else:
                 self.metadata[row] = meta
             targets[i] = row
         self._matrix[targets] = values
         self._sqnorm[targets] = np.einsum("ij,ij->i", values, values)
-        self._invalidate()
+        if added:
+            self._sorted_ids = None
+        self._update_columns(targets.tolist(), metadatas)
+
+    def _update_columns(self, rows: list[int], metadatas: Sequence[dict[str, Any] | None]) -> None:
+        """Keep cached filter columns current, so a write does not force a full rebuild."""
+        for field, column in self._columns.items():
+            column.update_rows(field, rows, metadatas, len(self.ids))
 
     def set_metadata(self, row: int, meta: dict[str, Any] | None) -> None:
         self.metadata[row] = meta
-        self._invalidate()
+        self._update_columns([row], [meta])
 
     def set_values(self, row: int, values: np.ndarray) -> None:
         self._matrix[row] = values
@@ -442,23 +451,23 @@ class IndexStore:
                 return []
             n = len(ns)
             mask = ns.filter_mask(node)
-            if mask is None:
+            candidates = None if mask is None else np.flatnonzero(mask)
+            if candidates is not None and candidates.size == 0:
+                return []
+            if candidates is not None and candidates.size == n:
                 candidates = None
-                matrix = ns.matrix
-                sqnorm = ns.sqnorm
-            else:
-                candidates = np.flatnonzero(mask)
-                if candidates.size == 0:
-                    return []
-                if candidates.size == n:
-                    candidates = None
-                    matrix = ns.matrix
-                    sqnorm = ns.sqnorm
-                else:
-                    matrix = ns.matrix[candidates]
-                    sqnorm = ns.sqnorm[candidates]
             q = np.asarray(vector, dtype=np.float32)
-            dots = matrix @ q
+            if candidates is None:
+                dots = ns.matrix @ q
+                sqnorm = ns.sqnorm
+            elif candidates.size * 5 > n:
+                # Scoring is memory-bound: past ~20% of rows, one pass over the whole
+                # matrix is cheaper than gathering the candidate rows first.
+                dots = (ns.matrix @ q)[candidates]
+                sqnorm = ns.sqnorm[candidates]
+            else:
+                dots = ns.matrix[candidates] @ q
+                sqnorm = ns.sqnorm[candidates]
             if self.metric == "cosine":
                 denom = np.sqrt(sqnorm) * np.float32(np.sqrt(np.dot(q, q)))
                 with np.errstate(divide="ignore", invalid="ignore"):

@@ -229,6 +229,22 @@ def test_query_with_metadata_filters(idx, ns):
     scores = [m.score for m in full.matches]
     assert scores == sorted(scores, reverse=True)
 
+    # writes after filtered queries are seen by the next filtered query
+    changed = {"genre": "comedy", "year": 1990, "even": True, "tags": ["t9"]}
+    added = {"genre": "drama", "year": 2100, "even": False, "tags": ["t9", "t0"]}
+    idx.upsert(vectors=[("r00", records[0][1], changed), ("new", rng.normal(size=DIM).tolist(), added)],
+               namespace=ns)
+    by_id.update({"r00": changed, "new": added})
+    assert ids_for({"genre": "drama"}) == expected(lambda m: m["genre"] == "drama")
+    assert ids_for({"tags": "t9"}) == {"r00", "new"}
+    assert ids_for({"year": {"$gt": 2050}}) == {"new"}
+    idx.delete(ids=["r03", "new"], namespace=ns)
+    del by_id["r03"], by_id["new"]
+    assert ids_for({"genre": "drama"}) == expected(lambda m: m["genre"] == "drama")
+    idx.update(id="r01", set_metadata={"genre": "drama"}, namespace=ns)
+    by_id["r01"] = {**by_id["r01"], "genre": "drama"}
+    assert ids_for({"genre": "drama"}) == expected(lambda m: m["genre"] == "drama")
+
 
 def test_invalid_filter_is_a_400(idx, ns):
     idx.upsert(vectors=[("a", vec(1))], namespace=ns)

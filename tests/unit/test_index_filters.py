@@ -179,3 +179,39 @@ def test_vectorised_and_python_evaluation_agree_on_random_data():
         )
         assert list(np.flatnonzero(mask)) == expected, raw
         assert expected, f"filter {raw} should match something in the random data"
+
+
+def test_incremental_column_updates_match_a_fresh_build():
+    rng = random.Random(11)
+
+    def record():
+        choice = rng.random()
+        if choice < 0.15:
+            return None
+        meta = {}
+        if rng.random() < 0.7:
+            meta["f"] = rng.choice(["x", "y", True, False, 1, 2.5, ["x", "z"], ["y"], []])
+        return meta
+
+    records = [record() for _ in range(200)]
+    columns = {"f": FieldColumn("f", records)}
+    for _ in range(30):
+        rows = rng.sample(range(len(records)), 5)  # overwrites
+        rows += list(range(len(records), len(records) + rng.randint(0, 4)))  # appends
+        metas = [record() for _ in rows]
+        for row, meta in zip(rows, metas):
+            if row < len(records):
+                records[row] = meta
+            else:
+                records.append(meta)
+        columns["f"].update_rows("f", rows, metas, len(records))
+
+    fresh = FieldColumn("f", records)
+    for raw in ({"f": "x"}, {"f": True}, {"f": {"$in": ["z", 2.5]}}, {"f": {"$nin": ["y", 1]}},
+                {"f": {"$exists": True}}, {"f": {"$gte": 2}}, {"f": {"$ne": False}}):
+        node = compile_filter(raw)
+        incremental = node.mask(lambda _f: columns["f"], len(records))
+        rebuilt = node.mask(lambda _f: fresh, len(records))
+        expected = [i for i, meta in enumerate(records) if node.matches(meta)]
+        assert list(np.flatnonzero(incremental)) == expected, raw
+        assert list(np.flatnonzero(rebuilt)) == expected, raw
