@@ -115,3 +115,12 @@ def test_upstream_stack_name_comes_from_config(upstream):
     run = run_layer("compute", {"networkStack": "other/network/shared", "dataStack": "other/data/x"},
                     stack="staging", stack_outputs=upstream)
     assert sorted(run.stack_refs) == ["acme/messaging/staging", "other/data/x", "other/network/shared"]
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_readme_documents_every_key_and_export(layer, all_runs):
+    readme = (REPO / layer / "README.md").read_text()
+    for key in yaml.safe_load((REPO / layer / "Pulumi.yaml").read_text())["config"]:
+        assert f"`{key}`" in readme, key
+    for export in all_runs[layer].exports:
+        assert f"`{export}`" in readme, export
