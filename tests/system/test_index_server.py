@@ -8,6 +8,7 @@ server's own check is exercised with raw HTTP instead.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import signal
@@ -23,7 +24,7 @@ import httpx
 import numpy as np
 import pytest
 from pinecone import Pinecone
-from pinecone.exceptions import PineconeApiException, UnauthorizedException
+from pinecone.exceptions import NotFoundException, PineconeApiException, UnauthorizedException
 from pinecone.errors import RateLimitError, ServiceError
 
 pytestmark = pytest.mark.timeout(120)
@@ -626,3 +627,34 @@ def test_other_metrics(tmp_path):
                 assert result.matches[1].score == pytest.approx(2.0)
         finally:
             srv.stop()
+
+
+# ----------------------------------------------------------------------------- extras
+def test_fetch_by_metadata_and_namespace_calls(idx, ns):
+    idx.upsert(vectors=[(f"v{i}", vec(1, i), {"g": "odd" if i % 2 else "even"}) for i in range(1, 8)],
+               namespace=ns)
+    first = idx.fetch_by_metadata(filter={"g": "odd"}, namespace=ns, limit=2)
+    assert sorted(first.vectors) == ["v1", "v3"]
+    second = idx.fetch_by_metadata(filter={"g": "odd"}, namespace=ns, limit=2,
+                                   pagination_token=first.pagination.next)
+    assert sorted(second.vectors) == ["v5", "v7"] and second.pagination is None
+    assert second.vectors["v5"].metadata == {"g": "odd"}
+
+    assert idx.describe_namespace(name=ns).record_count == 7
+    assert ns in {n.name for page in idx.list_namespaces() for n in page.namespaces}
+    idx.delete_namespace(name=ns)
+    assert ns not in idx.describe_index_stats().namespaces
+    with pytest.raises(NotFoundException):
+        idx.describe_namespace(name=ns)
+
+
+def test_async_index_client(server, ns):
+    async def scenario():
+        index = Pinecone(api_key=API_KEY).IndexAsyncio(host=server.url)
+        async with index:
+            await index.upsert(vectors=[("x", vec(1, 2)), ("y", vec(2, 1))], namespace=ns)
+            result = await index.query(vector=vec(1, 2), top_k=1, namespace=ns)
+            fetched = await index.fetch(ids=["y"], namespace=ns)
+            return result.matches[0].id, sorted(fetched.vectors)
+
+    assert asyncio.run(scenario()) == ("x", ["y"])
