@@ -84,6 +84,8 @@ pinecone_env = {
     "PINECONE_HOST": data.require_output("pineconeIndexHost"),
     "PINECONE_INDEX": data.require_output("pineconeIndexName"),
     "PINECONE_NAMESPACE": cfg.get("pineconeNamespace"),
+    # The index's dimension: the apps check their model against it at start.
+    "EMBEDDING_DIMENSION": data.require_output("pineconeDimension"),
 }
 jobs_queue_url = messaging.require_output("jobsQueueUrl")
 dlq_url = messaging.require_output("dlqUrl")
@@ -160,7 +162,9 @@ emu = AppService(
     environment={**common_env, **pinecone_env, "SQS_QUEUE_URL": jobs_queue_url, "SQS_DLQ_URL": dlq_url,
                  "SNS_TOPIC_ARN": messaging.require_output("topicArn"),
                  "EMBEDDING_DEVICE": "cuda" if gpu_enabled else "cpu",
-                 "EMBEDDING_BATCH_SIZE": cfg.get("embeddingBatchSize")},
+                 "EMBEDDING_BATCH_SIZE": cfg.get("embeddingBatchSize"),
+                 # Emu leases jobs for as long as the queue was sized for, and extends the lease.
+                 "EMU_VISIBILITY_TIMEOUT_SECONDS": messaging.require_output("jobsVisibilityTimeoutSeconds")},
     secrets={"PINECONE_API_KEY": secret_ref(pinecone_secret)},
     secret_arns=[pinecone_secret],
     task_grants=[

@@ -28,6 +28,7 @@ alerts = DeadLetterAlerts(
 pulumi.export("jobsQueueUrl", queues.queue.url)
 pulumi.export("jobsQueueArn", queues.queue.arn)
 pulumi.export("jobsQueueName", queues.queue.name)
+pulumi.export("jobsVisibilityTimeoutSeconds", queues.queue.visibility_timeout_seconds)
 pulumi.export("dlqUrl", queues.dlq.url)
 pulumi.export("dlqArn", queues.dlq.arn)
 pulumi.export("dlqName", queues.dlq.name)

@@ -143,14 +143,15 @@ def test_images_built_from_apps_pushed_with_ecr_token_and_deployed_by_digest(com
 
 def test_environment_contract(compute_run, data_run, messaging_run):
     d, m = data_run.exports, messaging_run.exports
-    db = {"PGHOST": d["dbAddress"], "PGPORT": "5432", "PGDATABASE": "search", "PGSSLMODE": "verify-full"}
+    db = {"PGHOST": d["dbAddress"], "PGPORT": "5432", "PGDATABASE": "products", "PGSSLMODE": "verify-full"}
     common = {"AWS_REGION": "us-east-1", "LOG_LEVEL": "INFO"}
     pinecone = {"PINECONE_HOST": d["pineconeIndexHost"], "PINECONE_INDEX": "products",
-                "PINECONE_NAMESPACE": "products"}
+                "PINECONE_NAMESPACE": "products", "EMBEDDING_DIMENSION": "384"}
     assert env(compute_run, "pelican") == {**common, **db, "SQS_QUEUE_URL": m["jobsQueueUrl"]}
     assert env(compute_run, "emu") == {
         **common, **pinecone, "SQS_QUEUE_URL": m["jobsQueueUrl"], "SQS_DLQ_URL": m["dlqUrl"],
-        "SNS_TOPIC_ARN": m["topicArn"], "EMBEDDING_DEVICE": "cpu", "EMBEDDING_BATCH_SIZE": "32"}
+        "SNS_TOPIC_ARN": m["topicArn"], "EMBEDDING_DEVICE": "cpu", "EMBEDDING_BATCH_SIZE": "64",
+        "EMU_VISIBILITY_TIMEOUT_SECONDS": "270"}
     assert env(compute_run, "frontend") == {
         **common, **db, **pinecone, "SQS_QUEUE_URL": m["jobsQueueUrl"], "SQS_DLQ_URL": m["dlqUrl"],
         "FRONTEND_PORT": "7860"}

@@ -73,10 +73,10 @@ def test_secrets_hold_the_pulumi_secrets_as_secrets(data_run):
 def test_exports(data_run):
     e = data_run.exports
     assert set(e) == {"dbAddress", "dbPort", "dbName", "dbSecretArn", "dbSecurityGroupId",
-                      "pineconeIndexName", "pineconeIndexHost", "pineconeApiKeySecretArn",
+                      "pineconeIndexName", "pineconeIndexHost", "pineconeDimension", "pineconeApiKeySecretArn",
                       "editorCredentialsSecretArn"}
     assert e["dbSecretArn"].startswith("arn:aws:secretsmanager:") and "rds!db" in e["dbSecretArn"]
-    assert e["dbPort"] == 5432 and e["dbName"] == "search"
+    assert e["dbPort"] == 5432 and e["dbName"] == "products"
     assert e["pineconeIndexHost"].endswith(".pinecone.io")
 
 

@@ -79,5 +79,7 @@ def test_exports(messaging_run):
     assert e["jobsQueueUrl"] == jobs.outputs["url"] and e["jobsQueueArn"] == jobs.outputs["arn"]
     assert e["dlqUrl"] == dlq.outputs["url"] and e["dlqArn"] == dlq.outputs["arn"]
     assert e["topicArn"] == messaging_run.one("aws:sns/topic:Topic").outputs["arn"]
-    assert set(e) == {"jobsQueueUrl", "jobsQueueArn", "jobsQueueName", "dlqUrl", "dlqArn", "dlqName",
+    assert e["jobsVisibilityTimeoutSeconds"] == jobs.inputs["visibilityTimeoutSeconds"]
+    assert set(e) == {"jobsQueueUrl", "jobsQueueArn", "jobsQueueName", "jobsVisibilityTimeoutSeconds",
+                      "dlqUrl", "dlqArn", "dlqName",
                       "topicArn", "topicKmsKeyArn"}
