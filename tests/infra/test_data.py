@@ -54,6 +54,7 @@ def test_pinecone_index_serverless_from_config(data_run, data_prod_run):
     idx = data_run.one("pinecone:index/index:Index")
     assert idx.inputs["name"] == "products"
     assert idx.inputs["dimension"] == 384 and idx.inputs["metric"] == "cosine"
+    assert idx.inputs["vectorType"] == "dense"
     assert idx.inputs["spec"] == {"serverless": {"cloud": "aws", "region": "us-east-1"}}
     assert idx.inputs["deletionProtection"] == "disabled"
     assert data_prod_run.one("pinecone:index/index:Index").inputs["deletionProtection"] == "enabled"

@@ -658,3 +658,19 @@ def test_async_index_client(server, ns):
             return result.matches[0].id, sorted(fetched.vectors)
 
     assert asyncio.run(scenario()) == ("x", ["y"])
+
+
+def test_early_answers_reach_clients_sending_large_bodies(server, idx, ns):
+    """429 faults, 401 and oversize refusals come back as statuses, not connection resets."""
+    big = [(f"b{i}", vec(1, i), {"text": "x" * 38_000}) for i in range(50)]  # ~1.9 MB
+    server.http("POST", "/_faults", key=None, json={"status": 429, "count": 4, "retry_after_seconds": 0,
+                                                    "paths": ["/vectors/upsert"]})
+    with pytest.raises(RateLimitError):
+        idx.upsert(vectors=big, namespace=ns)
+    with pytest.raises(UnauthorizedException):
+        server.index(api_key="wrong").upsert(vectors=big, namespace=ns)
+    huge = server.http("POST", "/vectors/upsert", content=b"{" + b" " * (8 * 1024 * 1024) + b"}",
+                       headers={"Content-Type": "application/json"})
+    assert huge.status_code == 400
+    assert "exceeds the limit of 2097152 bytes (2 MB) per request" in huge.json()["message"]
+    assert idx.upsert(vectors=big, namespace=ns).upserted_count == 50

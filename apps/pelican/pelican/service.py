@@ -64,7 +64,8 @@ class Pelican:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            for _ in self._listen.notifies(timeout=min(remaining, 0.5), stop_after=1):
+            woke = any(True for _ in self._listen.notifies(timeout=min(remaining, 0.5), stop_after=1))
+            if woke:
                 # Drain the burst so one wake-up covers many notifications.
                 for _ in self._listen.notifies(timeout=0.01):
                     pass

@@ -1,0 +1,105 @@
+"""Compares the table with the index and, with repair, re-captures the drift.
+
+- missing:  a row with no vector
+- stale:    a vector whose metadata (written in the same upsert as the vector, from
+            the same row state) differs from the row, so the vector embeds old text
+- orphaned: a vector with no row
+
+Both sides are streamed in pages (keyset over the table, `list` over the index), so
+memory stays flat however large the catalog.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from tqdm import tqdm
+
+from pelican.recapture import recapture
+from productsearch import db
+from productsearch.index import ProductIndex
+from productsearch.settings import DatabaseSettings, IndexSettings
+
+log = logging.getLogger(__name__)
+
+PAGE_SQL = """
+SELECT id, name, sku, description, price, category FROM products
+WHERE id > %s ORDER BY id LIMIT %s
+"""
+
+
+@dataclass
+class ReconcileReport:
+    rows: int = 0
+    vectors: int = 0
+    missing: list[int] = field(default_factory=list)
+    stale: list[int] = field(default_factory=list)
+    orphaned: list[int] = field(default_factory=list)
+    repaired: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.stale or self.orphaned)
+
+    def summary_line(self) -> str:
+        line = f"missing={len(self.missing)} stale={len(self.stale)} orphaned={len(self.orphaned)}"
+        return line + (f" repaired={self.repaired}" if self.repaired else "")
+
+
+def differs(row: dict, metadata: dict) -> bool:
+    if metadata.get("name") != row["name"] or metadata.get("sku") != row["sku"]:
+        return True
+    if metadata.get("description") != row["description"] or metadata.get("category", "") != (row["category"] or ""):
+        return True
+    try:
+        return Decimal(str(metadata.get("price"))).quantize(Decimal("0.01")) != Decimal(row["price"]).quantize(Decimal("0.01"))
+    except Exception:
+        return True
+
+
+def reconcile(database: DatabaseSettings, index_settings: IndexSettings, *, repair: bool = False,
+              page_size: int = 500, progress: bool = True) -> ReconcileReport:
+    report = ReconcileReport()
+    index = ProductIndex(index_settings)
+    with db.connect(database.url, application_name="reconcile") as conn:
+        total = conn.execute("SELECT count(*) AS n FROM products").fetchone()["n"]
+        bar = tqdm(total=total, unit="rows", desc="table -> index", disable=not progress)
+        after = 0
+        while True:
+            rows = conn.execute(PAGE_SQL, (after, page_size)).fetchall()
+            conn.commit()
+            if not rows:
+                break
+            after = rows[-1]["id"]
+            found = index.fetch([str(r["id"]) for r in rows])
+            for row in rows:
+                vector = found.get(str(row["id"]))
+                if vector is None:
+                    report.missing.append(row["id"])
+                elif differs(row, dict(vector.metadata or {})):
+                    report.stale.append(row["id"])
+            report.rows += len(rows)
+            bar.update(len(rows))
+        bar.close()
+
+        bar = tqdm(unit="vectors", desc="index -> table", disable=not progress)
+        for ids in index.list_ids(page_size=min(page_size, 100)):
+            numeric = [int(i) for i in ids if i.isdigit()]
+            present = {r["id"] for r in conn.execute("SELECT id FROM products WHERE id = ANY(%s)", (numeric,)).fetchall()}
+            conn.commit()
+            report.orphaned.extend(int(i) for i in numeric if int(i) not in present)
+            strays = [i for i in ids if not i.isdigit()]
+            if strays:
+                log.warning("index holds ids that are not product ids", extra={"ids": strays[:10]})
+            report.vectors += len(ids)
+            bar.update(len(ids))
+        bar.close()
+
+        if repair and not report.clean:
+            with conn.transaction():
+                report.repaired = recapture(conn, report.missing + report.stale + report.orphaned)
+    log.info("reconcile finished", extra={"rows": report.rows, "vectors": report.vectors, "missing": len(report.missing),
+                                          "stale": len(report.stale), "orphaned": len(report.orphaned), "repaired": report.repaired})
+    return report

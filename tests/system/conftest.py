@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+from productsearch import db
+from productsearch.index import ProductIndex
+from productsearch.settings import IndexSettings
+
+
+class Parts:
+    """Handles on the real local parts, reset to empty before each test."""
+
+    def __init__(self, stack):
+        self.stack = stack
+        env = stack.env()
+        self.env = env
+        kwargs = dict(region_name=env["AWS_REGION"], endpoint_url=env["AWS_ENDPOINT_URL"],
+                      aws_access_key_id="local", aws_secret_access_key="local")
+        self.sqs = boto3.client("sqs", **kwargs)
+        self.sns = boto3.client("sns", **kwargs)
+        self.index = ProductIndex(IndexSettings.from_env(env), attempts=3)
+        self.conn = db.connect(env["DATABASE_URL"], autocommit=True)
+
+    def reset(self) -> None:
+        self.conn.execute("SET session_replication_role = replica")  # no change capture while clearing
+        self.conn.execute("TRUNCATE products, product_changes, backfill_progress RESTART IDENTITY")
+        self.conn.execute("SET session_replication_role = DEFAULT")
+        # Recreated rather than purged: moto, like SQS, allows one purge a minute, and
+        # messages left in flight by a stopped app would reappear in a later test.
+        for url in (self.env["SQS_QUEUE_URL"], self.env["SQS_DLQ_URL"]):
+            self.sqs.delete_queue(QueueUrl=url)
+        self.stack.create_queues()
+        raw = self.index._index
+        for ns in (self.index.settings.namespace, self.index.settings.tombstone_namespace):
+            try:
+                raw.delete(delete_all=True, namespace=ns)
+            except Exception:
+                pass
+
+    # -- table helpers --------------------------------------------------------------
+    def insert(self, name: str, description: str, price: float = 100.0, sku: str | None = None, category: str = "") -> int:
+        sku = sku or f"SKU-{name}-{description}"[:90]
+        row = self.conn.execute(
+            "INSERT INTO products (name, sku, description, price, category) VALUES (%s, %s, %s, %s, %s) RETURNING id",
+            (name, sku, description, price, category),
+        ).fetchone()
+        return row["id"]
+
+    def insert_many(self, n: int, prefix: str = "item") -> list[int]:
+        with self.conn.cursor() as cur:
+            cur.execute(
+                """INSERT INTO products (name, sku, description, price, category)
+                   SELECT %s || ' ' || g, %s || '-' || g, 'description number ' || g || ' of a ' || %s, (g %% 900) + 100, 'gadget'
+                   FROM generate_series(1, %s) g RETURNING id""",
+                (prefix, prefix, prefix, n),
+            )
+            return [r["id"] for r in cur.fetchall()]
+
+    def pending_changes(self) -> int:
+        return self.conn.execute("SELECT count(*) AS n FROM product_changes").fetchone()["n"]
+
+    def vector(self, product_id: int):
+        return self.index.fetch([str(product_id)]).get(str(product_id))
+
+    def drain_queue(self, url: str, idle_rounds: int = 2) -> list[dict]:
+        """Receives and deletes everything on a queue (for tests that run no emu)."""
+        out, idle = [], 0
+        while idle < idle_rounds:
+            got = self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+            if not got:
+                idle += 1
+                continue
+            idle = 0
+            for m in got:
+                out.append(json.loads(m["Body"]))
+                self.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        return out
+
+
+@pytest.fixture
+def parts(stack):
+    p = Parts(stack)
+    p.reset()
+    yield p
+    for name in list(stack.processes):
+        if name not in ("postgres", "aws", "index"):
+            stack.stop(name, timeout=20)
+    p.conn.close()
