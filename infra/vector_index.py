@@ -34,6 +34,7 @@ class VectorIndex(pulumi.ComponentResource):
             name=index_name,
             dimension=dimension,
             metric=metric,
+            vector_type="dense",
             spec={"serverless": {"cloud": cloud, "region": region}},
             deletion_protection="enabled" if deletion_protection else "disabled",
             tags=dict(tags),
