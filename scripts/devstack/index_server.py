@@ -699,6 +699,15 @@ class Handlers:
 
 
 # ----------------------------------------------------------------------------- app
+async def _drain(request: Request) -> None:
+    """Read and discard the rest of the request body without buffering it."""
+    try:
+        async for _chunk in request.stream():
+            pass
+    except Exception:  # client went away; nothing to answer then
+        logger.debug("could not drain request body", exc_info=True)
+
+
 def create_app(store: IndexStore, api_key: str | None = None) -> FastAPI:
     handlers = Handlers(store)
     faults = FaultInjector()
@@ -751,6 +760,10 @@ def create_app(store: IndexStore, api_key: str | None = None) -> FastAPI:
                     response = error_response(400, request_too_large(int(length)).message)
             if response is None:
                 response = await call_next(request)
+            else:
+                # Answering before the client has finished sending can reset the connection
+                # under it, which the client would see as a network error instead of our status.
+                await _drain(request)
         except Exception:  # pragma: no cover - safety net
             logger.exception("unhandled error on %s %s", request.method, path)
             response = error_response(500, "Internal error in local index server")
