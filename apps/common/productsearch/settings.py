@@ -101,6 +101,8 @@ class QueueSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, *, need_dlq: bool = False) -> QueueSettings:
+        region = _get(env, "AWS_REGION", env.get("AWS_DEFAULT_REGION") or None)
+        jobs_queue_url = _url(env, "SQS_QUEUE_URL")
         endpoint = env.get("AWS_ENDPOINT_URL", "").strip() or None
         if endpoint is not None:
             _url(env, "AWS_ENDPOINT_URL")
@@ -109,8 +111,8 @@ class QueueSettings:
         if topic is not None and not topic.startswith("arn:"):
             raise ConfigError(f"SNS_TOPIC_ARN must be an ARN, got {topic!r}")
         return cls(
-            region=_get(env, "AWS_REGION", env.get("AWS_DEFAULT_REGION") or None),
-            jobs_queue_url=_url(env, "SQS_QUEUE_URL"),
+            region=region,
+            jobs_queue_url=jobs_queue_url,
             dead_letter_queue_url=dlq,
             dead_letter_topic_arn=topic,
             endpoint_url=endpoint,

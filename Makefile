@@ -1,0 +1,43 @@
+# Local development and CI entry points. Everything runs on loopback: no Docker, no cloud.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+REQS   := requirements/dev.txt pyproject.toml $(wildcard apps/*/pyproject.toml)
+
+.PHONY: deps up down status test test-unit test-system test-infra bench eval reconcile redrive logs
+
+$(STAMP): $(REQS)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+	touch $(STAMP)
+
+## deps: Debian packages (PostgreSQL server, Chromium) and the Python virtualenv
+deps: $(STAMP)
+	bash scripts/install-system-deps.sh
+
+## up: start Postgres, the SQS/SNS endpoint, the index server and the apps; load and index the sample catalog
+up: deps
+	$(PY) -m devstack.stack up
+
+## down: stop everything `make up` started (data is kept under .local/)
+down:
+	@if [ -x $(PY) ]; then $(PY) -m devstack.stack down; fi
+
+status:
+	$(PY) -m devstack.stack status
+
+## test: every test (unit, system against real local parts, browser, Pulumi mocks, SciFact quality gate)
+test: deps
+	$(PY) -m pytest
+
+test-unit: deps
+	$(PY) -m pytest tests/unit tests/infra
+
+## reconcile: compare table and index against the running stack (REPAIR=1 repairs through the pipeline)
+reconcile:
+	set -a && . .local/stack.env && set +a && $(PY) -m pelican reconcile $(if $(REPAIR),--repair,)
+
+## redrive: replay the dead-letter queue of the running stack after fixing the cause
+redrive:
+	set -a && . .local/stack.env && set +a && $(PY) -m pelican redrive

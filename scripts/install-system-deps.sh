@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the local stack and the tests need, if missing:
+# the PostgreSQL server (the stack runs its own instance) and Chromium (browser tests).
+set -euo pipefail
+
+need=()
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then need+=(postgresql); fi
+if ! command -v chromium >/dev/null 2>&1 && [ "${SKIP_BROWSER:-0}" != "1" ]; then need+=(chromium fonts-liberation); fi
+if ! command -v runuser >/dev/null 2>&1; then need+=(util-linux); fi
+[ ${#need[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; else
+  echo "missing Debian packages: ${need[*]} (install them as root, then re-run)" >&2; exit 1
+fi
+echo "installing Debian packages: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

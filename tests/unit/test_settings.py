@@ -1,0 +1,68 @@
+import pytest
+
+from productsearch.settings import ConfigError, DatabaseSettings, EmbeddingSettings, IndexSettings, PelicanSettings, QueueSettings
+
+
+def test_database_from_pg_variables_quotes_credentials_and_defaults_to_verified_tls():
+    s = DatabaseSettings.from_env({"PGHOST": "db.internal", "PGUSER": "app", "PGPASSWORD": "p@ss:/w", "PGSSLROOTCERT": "/etc/ssl/rds.pem"})
+    assert s.url == "postgresql://app:p%40ss%3A%2Fw@db.internal:5432/products?sslmode=verify-full&sslrootcert=/etc/ssl/rds.pem"
+    assert "p%40ss" not in s.redacted()
+
+
+@pytest.mark.parametrize("env, name", [
+    ({}, "PGHOST"),
+    ({"PGHOST": "h", "PGUSER": "u"}, "PGPASSWORD"),
+    ({"PGHOST": "h", "PGUSER": "u", "PGPASSWORD": "p", "PGPORT": "abc"}, "PGPORT"),
+    ({"PGHOST": "h", "PGUSER": "u", "PGPASSWORD": "p", "PGSSLMODE": "sometimes"}, "PGSSLMODE"),
+    ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+])
+def test_missing_or_malformed_database_setting_is_named(env, name):
+    with pytest.raises(ConfigError, match=name):
+        DatabaseSettings.from_env(env)
+
+
+def test_queue_settings_name_what_is_wrong():
+    with pytest.raises(ConfigError, match="SQS_QUEUE_URL"):
+        QueueSettings.from_env({"AWS_REGION": "eu-west-1"})
+    with pytest.raises(ConfigError, match="SQS_DLQ_URL"):
+        QueueSettings.from_env({"AWS_REGION": "eu-west-1", "SQS_QUEUE_URL": "https://sqs.x/1/q"}, need_dlq=True)
+    with pytest.raises(ConfigError, match="AWS_REGION"):
+        QueueSettings.from_env({"SQS_QUEUE_URL": "https://sqs.x/1/q"})
+    with pytest.raises(ConfigError, match="SNS_TOPIC_ARN"):
+        QueueSettings.from_env({"AWS_REGION": "r", "SQS_QUEUE_URL": "https://sqs.x/1/q", "SNS_TOPIC_ARN": "topic"})
+
+
+def test_index_settings_require_the_key_and_add_https_to_a_bare_host():
+    with pytest.raises(ConfigError, match="PINECONE_API_KEY"):
+        IndexSettings.from_env({"PINECONE_HOST": "idx.svc.pinecone.io"})
+    s = IndexSettings.from_env({"PINECONE_HOST": "idx.svc.pinecone.io", "PINECONE_API_KEY": "k"})
+    assert s.host == "https://idx.svc.pinecone.io" and s.tombstone_namespace == "products-deleted"
+
+
+@pytest.mark.parametrize("env, name", [
+    ({"EMBEDDING_DEVICE": "tpu"}, "EMBEDDING_DEVICE"),
+    ({"EMBEDDING_BATCH_SIZE": "0"}, "EMBEDDING_BATCH_SIZE"),
+    ({"INDEXED_TEXT_TEMPLATE": "{name} {colour}"}, "INDEXED_TEXT_TEMPLATE"),
+    ({"EMBEDDING_MODEL_PATH": "/nonexistent"}, "EMBEDDING_MODEL_PATH"),
+    ({"EMBEDDING_QUANTIZE": "int4"}, "EMBEDDING_QUANTIZE"),
+])
+def test_embedding_settings_reject_bad_values(env, name):
+    with pytest.raises(ConfigError, match=name):
+        EmbeddingSettings.from_env(env)
+
+
+def test_pelican_settings_bounds():
+    with pytest.raises(ConfigError, match="PELICAN_CHANGES_PER_MESSAGE"):
+        PelicanSettings.from_env({"PELICAN_CHANGES_PER_MESSAGE": "100000"})
+    assert PelicanSettings.from_env({}).changes_per_message == 50
+
+
+def test_apps_exit_with_a_message_naming_the_missing_setting():
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin"}
+    for module, named in (("pelican", "PGHOST is not set"), ("emu", "AWS_REGION is not set")):
+        done = subprocess.run([sys.executable, "-m", module, "run"], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert f"{module}: configuration error: {named}" in done.stderr
