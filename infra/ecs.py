@@ -34,7 +34,7 @@ def env_value(value) -> str:
 def env_list(env: Mapping[str, pulumi.Input]) -> pulumi.Output[list]:
     keys = sorted(env)
     return pulumi.Output.all(*[env[k] for k in keys]).apply(
-        lambda values: [{"name": k, "value": env_value(v)} for k, v in zip(keys, values)]
+        lambda values: [{"name": k, "value": env_value(v)} for k, v in zip(keys, values, strict=True)]
     )
 
 
@@ -126,7 +126,7 @@ class AppService(pulumi.ComponentResource):
 
         secret_keys = sorted(secrets)
         secret_list = pulumi.Output.all(*[secrets[k] for k in secret_keys]).apply(
-            lambda refs: [{"name": k, "valueFrom": r} for k, r in zip(secret_keys, refs)]
+            lambda refs: [{"name": k, "valueFrom": r} for k, r in zip(secret_keys, refs, strict=True)]
         )
 
         def container_definitions(args):

@@ -64,7 +64,7 @@ def policy_output(grants: Sequence[tuple[str, Sequence[str], Sequence[pulumi.Inp
 
     def render(arn_lists):
         return document(
-            [statement(actions, arns, sid) for (sid, actions, _), arns in zip(grants, arn_lists)]
+            [statement(actions, arns, sid) for (sid, actions, _), arns in zip(grants, arn_lists, strict=True)]
         )
 
     return pulumi.Output.all(*resolved).apply(render)

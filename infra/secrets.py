@@ -34,7 +34,7 @@ class StoredSecret(pulumi.ComponentResource):
         if json_value is not None:
             keys = list(json_value)
             secret_string = pulumi.Output.all(*json_value.values()).apply(
-                lambda vals: json.dumps(dict(zip(keys, vals)))
+                lambda vals: json.dumps(dict(zip(keys, vals, strict=True)))
             )
         else:
             secret_string = value
