@@ -100,3 +100,30 @@ def test_failed_migration_stops_before_catalog(fakes):
     assert result.returncode != 0
     assert "schema failed: exit code 1" in result.stderr
     assert len(run_task_commands(calls)) == 1
+
+
+LAYERS_SCRIPT = REPO / "scripts" / "aws" / "layers.sh"
+
+
+def test_layers_up_in_dependency_order_and_destroy_in_reverse(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "pulumi"
+    fake.write_text('#!/usr/bin/env bash\necho "$*" >> "$CALLS"\n')
+    fake.chmod(0o755)
+    calls = tmp_path / "calls.log"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls)}
+
+    def layers(*args):
+        calls.unlink(missing_ok=True)
+        result = subprocess.run(["bash", str(LAYERS_SCRIPT), *args], env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        return [line.split("--cwd ")[1].split()[0].rsplit("/", 1)[1] for line in calls.read_text().splitlines()]
+
+    assert layers("up", "--stack", "prod", "--policy", "--", "--yes") == ["network", "data", "messaging", "compute"]
+    first = calls.read_text().splitlines()[0]
+    assert first.startswith("up --stack prod") and "--policy-pack" in first and first.endswith("--yes")
+    assert layers("destroy") == ["compute", "messaging", "data", "network"]
+    assert "--policy-pack" not in calls.read_text()
+    bad = subprocess.run(["bash", str(LAYERS_SCRIPT), "deploy"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2
