@@ -57,7 +57,13 @@ run_task() {
   task_id="${task_arn##*/}"
   echo "    task $task_id started; waiting for it to stop"
   # The waiter gives up after 10 minutes; a large catalog load may take longer.
+  local tries=0
   until aws ecs wait tasks-stopped --cluster "$CLUSTER" --tasks "$task_arn" 2>/dev/null; do
+    tries=$((tries + 1))
+    if (( tries >= ${MIGRATION_WAIT_ROUNDS:-6} )); then
+      echo "$label task $task_id has not stopped after $((tries * 10)) minutes; giving up waiting" >&2
+      return 1
+    fi
     echo "    still running..."
   done
   exit_code="$(aws ecs describe-tasks --cluster "$CLUSTER" --tasks "$task_arn" \

@@ -127,3 +127,13 @@ def test_layers_up_in_dependency_order_and_destroy_in_reverse(tmp_path):
     assert "--policy-pack" not in calls.read_text()
     bad = subprocess.run(["bash", str(LAYERS_SCRIPT), "deploy"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2
+
+
+def test_gives_up_waiting_on_a_task_that_never_stops(fakes, tmp_path):
+    env, calls = fakes
+    aws = Path(env["PATH"].split(":")[0]) / "aws"
+    aws.write_text(aws.read_text().replace('"ecs wait") exit 0 ;;', '"ecs wait") exit 255 ;;'))
+    result = run({**env, "MIGRATION_WAIT_ROUNDS": "2"})
+    assert result.returncode != 0
+    assert "has not stopped after 20 minutes" in result.stderr
+    assert len(run_task_commands(calls)) == 1
