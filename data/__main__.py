@@ -8,7 +8,7 @@ import pulumi  # noqa: E402
 
 from infra.database import PostgresDatabase  # noqa: E402
 from infra.layer import bootstrap  # noqa: E402
-from infra.secrets import StoredSecret  # noqa: E402
+from infra.secrets import StoredSecret, require_min_length  # noqa: E402
 from infra.vector_index import VectorIndex  # noqa: E402
 
 layer = bootstrap("data", Path(__file__).parent)
@@ -50,10 +50,11 @@ pinecone_secret = StoredSecret(
     value=pinecone_key,
     recovery_window_days=cfg.get("secretRecoveryWindowDays"),
 )
+editor_password = cfg.secret("editorPassword").apply(require_min_length("editorPassword", 8))
 editor_secret = StoredSecret(
     f"{layer.prefix}-editor-credentials",
     description="Frontend editor login: JSON with username and password",
-    json_value={"username": cfg.get("editorUsername"), "password": cfg.secret("editorPassword")},
+    json_value={"username": cfg.get("editorUsername"), "password": editor_password},
     recovery_window_days=cfg.get("secretRecoveryWindowDays"),
 )
 

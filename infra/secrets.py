@@ -8,6 +8,17 @@ import pulumi
 import pulumi_aws as aws
 
 
+def require_min_length(key: str, minimum: int):
+    """For ``Output.apply``: refuse a too-short secret without echoing it."""
+
+    def check(value: str) -> str:
+        if value is None or len(value) < minimum:
+            raise ValueError(f"{key} must be at least {minimum} characters")
+        return value
+
+    return check
+
+
 class StoredSecret(pulumi.ComponentResource):
     """A Secrets Manager secret holding either a plain string or a JSON object."""
 

@@ -83,11 +83,17 @@ def test_exports(data_run):
 
 def test_missing_pinecone_key_fails_loudly(network_run):
     with pytest.raises(Exception, match="pineconeApiKey"):
-        run_layer("data", secrets={"editorPassword": "x"}, stack="nokey",
+        run_layer("data", secrets={"editorPassword": "long-enough"}, stack="nokey",
+                  stack_outputs={"network": network_run.exports})
+
+
+def test_short_editor_password_is_refused(network_run):
+    with pytest.raises(Exception, match="editorPassword must be at least 8 characters"):
+        run_layer("data", secrets={"pineconeApiKey": "k", "editorPassword": "short"}, stack="shortpw",
                   stack_outputs={"network": network_run.exports})
 
 
 def test_missing_upstream_output_fails_loudly():
     with pytest.raises(Exception, match="privateSubnetIds|vpcId"):
-        run_layer("data", secrets={"pineconeApiKey": "k", "editorPassword": "x"}, stack="noup",
+        run_layer("data", secrets={"pineconeApiKey": "k", "editorPassword": "long-enough"}, stack="noup",
                   stack_outputs={"network": {}})
