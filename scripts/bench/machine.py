@@ -1,0 +1,55 @@
+"""What the figures were measured on, printed and stored next to them."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def memory_gib() -> float | None:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def describe(embedding_device: str | None = None) -> dict:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    info = {
+        "cpu": cpu_model(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "memory_gib": memory_gib(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda_available": cuda,
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    if embedding_device:
+        info["embedding_device"] = embedding_device
+    return info
+
+
+def one_line(info: dict) -> str:
+    gpu = info["gpu"] or "no GPU"
+    dev = f", embedding on {info['embedding_device']}" if info.get("embedding_device") else ""
+    return (f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, {gpu}, "
+            f"torch {info['torch']} ({info['torch_threads']} threads){dev}")
