@@ -40,7 +40,7 @@ run_task() {
   local label="$1"; shift
   local overrides task_arn task_id exit_code reason
   overrides="$(python3 -c 'import json,sys; print(json.dumps({"containerOverrides": [{"name": "pelican", "command": sys.argv[1:]}]}))' "$@")"
-  echo "==> $label: $*"
+  echo "==> $label: python -m pelican $*"
   task_arn="$(aws ecs run-task \
     --cluster "$CLUSTER" \
     --task-definition "$TASK_DEFINITION" \
@@ -78,11 +78,13 @@ run_task() {
   echo "    $label done"
 }
 
-run_task "schema" python -m pelican migrate
+# pelican's image has ENTRYPOINT ["python", "-m", "pelican"]; an ECS command
+# override replaces only CMD, so the tasks are given the subcommand alone.
+run_task "schema" migrate
 if [[ "$LOAD_CATALOG" == 1 ]]; then
-  run_task "catalog" python -m pelican load-catalog "$CATALOG_PATH"
+  run_task "catalog" load-catalog "$CATALOG_PATH"
 fi
 if [[ "$BACKFILL" == 1 ]]; then
-  run_task "backfill" python -m pelican backfill
+  run_task "backfill" backfill
 fi
 echo "Database ready (stack $STACK)."

@@ -65,6 +65,13 @@ def run_task_commands(calls: Path):
     return commands
 
 
+def test_pelican_image_entrypoint_is_what_the_overrides_assume():
+    dockerfile = REPO / "apps" / "pelican" / "Dockerfile"
+    if not dockerfile.exists():
+        pytest.skip("apps/pelican/Dockerfile not there yet")
+    assert 'ENTRYPOINT ["python", "-m", "pelican"]' in dockerfile.read_text()
+
+
 def test_syntax():
     assert subprocess.run(["bash", "-n", str(SCRIPT)]).returncode == 0
 
@@ -73,9 +80,10 @@ def test_migrates_then_loads_catalog_with_stack_outputs(fakes):
     env, calls = fakes
     result = run(env, "--stack", "dev")
     assert result.returncode == 0, result.stderr
+    # The image's ENTRYPOINT is `python -m pelican`: overrides carry the subcommand only.
     assert run_task_commands(calls) == [
-        ["python", "-m", "pelican", "migrate"],
-        ["python", "-m", "pelican", "load-catalog", "/app/data/products.csv"],
+        ["migrate"],
+        ["load-catalog", "/app/data/products.csv"],
     ]
     log = calls.read_text()
     assert "--cluster ss-dev-pelican-abc" in log
@@ -90,8 +98,7 @@ def test_backfill_and_skip_catalog(fakes):
     env, calls = fakes
     result = run(env, "--skip-catalog", "--backfill")
     assert result.returncode == 0, result.stderr
-    assert run_task_commands(calls) == [["python", "-m", "pelican", "migrate"],
-                                        ["python", "-m", "pelican", "backfill"]]
+    assert run_task_commands(calls) == [["migrate"], ["backfill"]]
 
 
 def test_failed_migration_stops_before_catalog(fakes):
