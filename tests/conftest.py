@@ -7,6 +7,8 @@ and restart them."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,24 +31,20 @@ def wait_until(predicate: Callable[[], object], timeout: float = 60.0, interval:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory):
+def stack():
     from devstack.stack import LocalStack, free_port
 
-    root = tmp_path_factory.mktemp("stack")
-    if os.geteuid() == 0:
-        os.chmod(root, 0o755)
-        for parent in root.parents:
-            if str(parent).startswith(("/tmp", "/var")) and parent != Path("/"):
-                try:
-                    os.chmod(parent, os.stat(parent).st_mode | 0o055)
-                except PermissionError:
-                    pass
+    # Not under pytest's tmp_path: pytest keeps that tree private to the user (0700),
+    # and when CI runs as root PostgreSQL runs as the postgres user and must reach it.
+    root = Path(tempfile.mkdtemp(prefix="productsearch-stack-"))
+    os.chmod(root, 0o755)
     s = LocalStack(root=root, pg_port=free_port(), aws_port=free_port(), index_port=free_port(), frontend_port=free_port())
     s.start_infrastructure()
     for key, value in s.env().items():
         os.environ[key] = value
     yield s
     s.stop_all()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
