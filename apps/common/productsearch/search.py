@@ -70,7 +70,7 @@ def _price(value: Any, name: str) -> float | None:
         raise InvalidSearch(f"{name} must be a number")
     try:
         number = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise InvalidSearch(f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(number) or number < 0:
         raise InvalidSearch(f"{name} must be a non-negative number, got {value!r}")
@@ -87,6 +87,10 @@ def validate_query(query: Any) -> str:
         raise InvalidSearch(f"query is {len(text)} characters; the limit is {MAX_QUERY_CHARS}")
     if "\x00" in text:
         raise InvalidSearch("query contains a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON): not text the model can read
+        raise InvalidSearch("query is not valid Unicode text") from None
     return text
 
 
