@@ -1,0 +1,38 @@
+"""`python -m frontend`: serves the app with uvicorn on FRONTEND_HOST:FRONTEND_PORT.
+A missing or malformed setting stops it at start with a message naming the variable."""
+
+from __future__ import annotations
+
+import sys
+
+from productsearch import logs
+from productsearch.settings import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    log = logs.configure("frontend")
+    try:
+        from frontend.config import FrontendSettings
+
+        settings = FrontendSettings.from_env()
+    except ConfigError as exc:
+        print(f"frontend: configuration error: {exc}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from frontend.app import create_app
+    from frontend.services import Services
+
+    services = Services(settings)
+    services.load_model_in_background()
+    app = create_app(services)
+    log.info("frontend starting", extra={"host": settings.host, "port": settings.port,
+                                         "editing": settings.editing_enabled, "database": settings.database.redacted(),
+                                         "index": settings.index.host, "page_size": settings.page_size})
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, proxy_headers=True,
+                forwarded_allow_ips="*", timeout_graceful_shutdown=20, server_header=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

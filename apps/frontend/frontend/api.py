@@ -1,0 +1,192 @@
+"""JSON endpoints for scripts, benchmarks and tests (no browser needed), and /healthz.
+
+Every refusal is a 4xx with {"error": "<reason>"}; a part that does not answer is a
+503 with the same shape. Bodies are parsed here rather than by FastAPI's models so
+that each bad input gets its own plain reason."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from productsearch.search import InvalidSearch, SearchFilters, validate_query, validate_top_k
+
+from frontend import editing
+from frontend.searching import timed_search
+from frontend.services import NotReady
+
+log = logging.getLogger("frontend.api")
+
+MAX_BODY_BYTES = 1024 * 1024
+SEARCH_FIELDS = {"query", "top_k", "filters"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def unavailable(exc: BaseException) -> ApiError:
+    if isinstance(exc, NotReady):
+        return ApiError(503, f"not ready: {exc}")
+    module = type(exc).__module__ or ""
+    part = "the database" if module.startswith(("psycopg", "psycopg_pool")) else "the index"
+    log.error("dependency failed", extra={"part": part, "error_type": type(exc).__name__, "error": str(exc)[:300]})
+    return ApiError(503, f"{part} did not answer; try again shortly")
+
+
+async def read_json(request: Request) -> Any:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError(413, f"request body is over {MAX_BODY_BYTES:,} bytes")
+    if not body.strip():
+        raise ApiError(400, "request body is empty; send a JSON object")
+    try:
+        text = bytes(body).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"request body is not valid UTF-8 (byte {exc.start})") from None
+
+    def no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        return json.loads(text, parse_constant=no_constants)
+    except ValueError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+
+
+def basic_auth(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value:
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+CHALLENGE = {"WWW-Authenticate": 'Basic realm="productsearch editing", charset="UTF-8"'}
+
+
+def build_router(services, health) -> APIRouter:
+    router = APIRouter()
+    settings = services.settings
+
+    @router.get("/healthz")
+    async def healthz():
+        ok, parts = await run_in_threadpool(health.check)
+        return JSONResponse({"status": "ok" if ok else "unavailable", **parts}, status_code=200 if ok else 503)
+
+    @router.post("/api/search")
+    async def api_search(request: Request):
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, 'request body must be a JSON object like {"query": "...", "top_k": 10}')
+        unknown = sorted(set(body) - SEARCH_FIELDS)
+        if unknown:
+            raise ApiError(400, f"unknown field(s): {', '.join(unknown)} (allowed: query, top_k, filters)")
+        if "query" not in body:
+            raise ApiError(400, "query is missing")
+        try:
+            query = validate_query(body["query"])
+            top_k = validate_top_k(body.get("top_k", 10))
+            filters = SearchFilters.parse(body.get("filters"))
+        except InvalidSearch as exc:
+            raise ApiError(400, str(exc)) from None
+        try:
+            results = await run_in_threadpool(lambda: timed_search(services.search, query, top_k, filters, "api"))
+        except InvalidSearch as exc:
+            raise ApiError(400, str(exc)) from None
+        except Exception as exc:
+            raise unavailable(exc) from exc
+        return {"results": [r.to_json() for r in results]}
+
+    def product_id(raw: str) -> int:
+        try:
+            return editing.validate_product_id(raw)
+        except editing.InvalidEdit as exc:
+            raise ApiError(400, str(exc)) from None
+
+    @router.get("/api/products/{raw_id}")
+    async def get_product(raw_id: str):
+        pid = product_id(raw_id)
+        try:
+            row = await run_in_threadpool(editing.get_product, services.pool, pid)
+        except editing.NotFound as exc:
+            raise ApiError(404, str(exc)) from None
+        except Exception as exc:
+            raise unavailable(exc) from exc
+        return editing.product_json(row)
+
+    @router.put("/api/products/{raw_id}")
+    async def put_product(raw_id: str, request: Request):
+        # Refuse before reading anything else: an unauthenticated caller learns nothing.
+        if not settings.editing_enabled:
+            raise ApiError(403, "editing is disabled: EDITOR_USERNAME and EDITOR_PASSWORD are not configured")
+        given = basic_auth(request)
+        if given is None:
+            raise ApiError(401, "authentication required (HTTP Basic with the editor credentials)", CHALLENGE)
+        try:
+            editor = editing.authenticate(settings.editor, *given)
+        except editing.Unauthorized:
+            log.warning("edit refused", extra={"reason": "wrong credentials", "client": request.client.host if request.client else None})
+            raise ApiError(401, "wrong username or password", CHALLENGE) from None
+        pid = product_id(raw_id)
+        body = await read_json(request)
+        try:
+            changes = editing.validate_changes(body)
+        except editing.InvalidEdit as exc:
+            raise ApiError(400, str(exc)) from None
+        try:
+            result = await run_in_threadpool(editing.apply_edit, services.pool, pid, changes, editor)
+        except editing.NotFound as exc:
+            raise ApiError(404, str(exc)) from None
+        except editing.InvalidEdit as exc:
+            raise ApiError(400, str(exc)) from None
+        except Exception as exc:
+            raise unavailable(exc) from exc
+        return result.to_json()
+
+    @router.get("/api/products/{raw_id}/sync")
+    async def product_sync(raw_id: str, version: str | None = None):
+        pid = product_id(raw_id)
+        wanted = None
+        if version is not None:
+            if not version.isdigit() or len(version) > 19:
+                raise ApiError(400, f"version must be a non-negative integer, got {version!r}")
+            wanted = int(version)
+        try:
+            state = await run_in_threadpool(editing.sync_state, services.index, services.pool, pid, wanted)
+        except editing.NotFound as exc:
+            raise ApiError(404, str(exc)) from None
+        except Exception as exc:
+            raise unavailable(exc) from exc
+        return state.to_json()
+
+    @router.get("/api/status")
+    async def api_status():
+        status = await run_in_threadpool(services.status.read)
+        return status.to_json()
+
+    @router.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def unknown_api(rest: str, request: Request):
+        raise ApiError(404, f"no such endpoint: {request.method} /api/{rest}")
+
+    return router

@@ -1,0 +1,213 @@
+"""Authenticated edits of a product's name, description and price, addressed by
+primary key. The UPDATE fires the change-capture trigger in the same transaction,
+so the edit reaches the index through pelican and emu like any other change; the id
+of the change it captured is the index version at which the edit is searchable."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from productsearch.documents import MAX_METADATA_BYTES, metadata
+
+from frontend.config import EditorCredentials
+
+log = logging.getLogger("frontend.editing")
+
+MAX_NAME_CHARS = 500  # as the catalog loader
+MAX_DESCRIPTION_CHARS = 10_000
+MAX_PRICE = Decimal("9999999999.99")  # numeric(12,2)
+MAX_PRODUCT_ID = 2**63 - 1
+EDITABLE = ("name", "description", "price")
+
+
+class InvalidEdit(ValueError):
+    """The edit is malformed; the message is safe to show."""
+
+
+class NotFound(LookupError):
+    pass
+
+
+class EditingDisabled(RuntimeError):
+    pass
+
+
+class Unauthorized(PermissionError):
+    pass
+
+
+def authenticate(credentials: EditorCredentials | None, username: Any, password: Any) -> str:
+    """Returns the username, or raises. Both values are compared in constant time,
+    and both always, so timing tells nothing about which one was wrong."""
+    if credentials is None:
+        raise EditingDisabled("editing is disabled: EDITOR_USERNAME and EDITOR_PASSWORD are not configured")
+    given_user = (username if isinstance(username, str) else "").encode("utf-8", "surrogatepass")
+    given_pass = (password if isinstance(password, str) else "").encode("utf-8", "surrogatepass")
+    user_ok = hmac.compare_digest(given_user, credentials.username.encode())
+    pass_ok = hmac.compare_digest(given_pass, credentials.password.encode())
+    if not (user_ok and pass_ok):
+        raise Unauthorized("wrong username or password")
+    return credentials.username
+
+
+def validate_product_id(value: Any) -> int:
+    if isinstance(value, bool):
+        raise InvalidEdit("product id must be a positive integer")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int) or not 1 <= value <= MAX_PRODUCT_ID:
+        raise InvalidEdit(f"product id must be a positive integer, got {value!r}")
+    return value
+
+
+def _text(value: Any, field: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise InvalidEdit(f"{field} must be a string")
+    text = value.strip()
+    if not text:
+        raise InvalidEdit(f"{field} is empty")
+    if len(text) > limit:
+        raise InvalidEdit(f"{field} is {len(text):,} characters; the limit is {limit:,}")
+    if "\x00" in text:
+        raise InvalidEdit(f"{field} contains a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidEdit(f"{field} is not valid Unicode text (it holds a lone surrogate)") from None
+    return text
+
+
+def _price(value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+        raise InvalidEdit("price must be a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidEdit("price must be a finite number")
+    try:
+        price = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise InvalidEdit(f"price must be a number, got {value!r}") from None
+    if not price.is_finite():
+        raise InvalidEdit("price must be a finite number")
+    if price < 0:
+        raise InvalidEdit(f"price must not be negative, got {value}")
+    if price > MAX_PRICE:
+        raise InvalidEdit(f"price must be at most {MAX_PRICE}")
+    if price != price.quantize(Decimal("0.01")):
+        raise InvalidEdit(f"price has more than two decimal places: {value}")
+    return price.quantize(Decimal("0.01"))
+
+
+def validate_changes(raw: Any) -> dict[str, Any]:
+    """The fields to change: any of name, description and price, at least one."""
+    if not isinstance(raw, dict):
+        raise InvalidEdit("the edit must be a JSON object with name, description and/or price")
+    unknown = sorted(set(raw) - set(EDITABLE))
+    if unknown:
+        raise InvalidEdit(f"unknown or read-only field(s): {', '.join(unknown)} (editable: {', '.join(EDITABLE)})")
+    changes: dict[str, Any] = {}
+    if raw.get("name") is not None:
+        changes["name"] = _text(raw["name"], "name", MAX_NAME_CHARS)
+    if raw.get("description") is not None:
+        changes["description"] = _text(raw["description"], "description", MAX_DESCRIPTION_CHARS)
+    if raw.get("price") is not None:
+        changes["price"] = _price(raw["price"])
+    if not changes:
+        raise InvalidEdit("nothing to change: give name, description and/or price")
+    return changes
+
+
+@dataclass(frozen=True)
+class EditResult:
+    product: dict[str, Any]
+    changed: list[str]
+    version: int | None  # the captured change's id; None when nothing changed
+
+    def to_json(self) -> dict[str, Any]:
+        return {**product_json(self.product), "changed": self.changed, "version": self.version}
+
+
+def product_json(row: dict[str, Any]) -> dict[str, Any]:
+    price = row["price"]
+    return {"id": row["id"], "name": row["name"], "sku": row["sku"], "description": row["description"],
+            "price": float(price) if isinstance(price, Decimal) else price, "category": row["category"]}
+
+
+SELECT_SQL = "SELECT id, name, sku, description, price, category FROM products WHERE id = %s"
+
+
+def get_product(pool, product_id: int) -> dict[str, Any]:
+    with pool.connection() as conn:
+        row = conn.execute(SELECT_SQL, (product_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"product {product_id} does not exist")
+    return row
+
+
+def apply_edit(pool, product_id: int, changes: dict[str, Any], editor: str) -> EditResult:
+    with pool.connection() as conn, conn.transaction():
+        row = conn.execute(SELECT_SQL + " FOR UPDATE", (product_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"product {product_id} does not exist")
+        changed = [f for f in EDITABLE if f in changes and changes[f] != row[f]]
+        if not changed:
+            return EditResult(product=row, changed=[], version=None)
+        new = {**row, **{f: changes[f] for f in changed}}
+        size = len(_json(metadata(new, 0)).encode())
+        if size > MAX_METADATA_BYTES:
+            raise InvalidEdit(f"the product's index metadata would be {size:,} bytes, over the index's limit of "
+                              f"{MAX_METADATA_BYTES:,}; shorten the description or name")
+        assignments = ", ".join(f"{f} = %({f})s" for f in changed)
+        updated = conn.execute(
+            f"UPDATE products SET {assignments} WHERE id = %(id)s RETURNING id, name, sku, description, price, category",
+            {**{f: new[f] for f in changed}, "id": product_id},
+        ).fetchone()
+        # The trigger captured the change in this transaction; its id is the version emu will index it at.
+        version = conn.execute("SELECT max(id) AS v FROM product_changes WHERE product_id = %s", (product_id,)).fetchone()["v"]
+    log.info("product edited", extra={"product_id": product_id, "fields": changed, "editor": editor, "version": version})
+    return EditResult(product=updated, changed=changed, version=version)
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class SyncState:
+    product_id: int
+    indexed_version: int | None
+    searchable: bool
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.product_id, "indexed_version": self.indexed_version, "searchable": self.searchable,
+                "detail": self.detail}
+
+
+def sync_state(index, pool, product_id: int, version: int | None = None) -> SyncState:
+    """Whether the product's current text is what the index holds. With `version`
+    (an edit's captured change id) the index must hold that version or a newer one;
+    without, the index's copy of name, description and price must equal the row's."""
+    vector = index.fetch([str(product_id)]).get(str(product_id))
+    meta = dict(getattr(vector, "metadata", None) or {}) if vector is not None else {}
+    indexed_version = int(meta["version"]) if "version" in meta else None
+    if version is not None:
+        ok = indexed_version is not None and indexed_version >= version
+        detail = (f"the index holds version {indexed_version}; searchable" if ok else
+                  f"waiting for version {version} (the index holds {indexed_version if indexed_version is not None else 'nothing'})")
+        return SyncState(product_id, indexed_version, ok, detail)
+    row = get_product(pool, product_id)
+    if vector is None:
+        return SyncState(product_id, None, False, "not in the index yet")
+    same = (meta.get("name") == row["name"] and meta.get("description") == row["description"]
+            and float(meta.get("price", -1)) == float(row["price"]))
+    return SyncState(product_id, indexed_version, same,
+                     "the index holds the current text" if same else "the index holds an older text")

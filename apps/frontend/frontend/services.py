@@ -1,0 +1,115 @@
+"""The app's long-lived handles: the embedding model (loaded in the background so the
+port opens at once and /healthz can say what it is waiting for), the index client, the
+Postgres pool, the SQS client and the one search path (productsearch.search).
+
+Nothing here holds state that matters across requests except caches, so any number
+of replicas can serve the same users."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from frontend.config import FrontendSettings
+
+log = logging.getLogger("frontend.services")
+
+
+class NotReady(RuntimeError):
+    """The model is still loading (or failed to load); the message says which."""
+
+
+class Services:
+    def __init__(self, settings: FrontendSettings, *, embedder=None, index=None, pool=None, sqs=None):
+        from productsearch import aws
+        from productsearch.index import ProductIndex
+
+        self.settings = settings
+        self.index = index or ProductIndex(settings.index, attempts=3, timeout_s=5.0)
+        self.pool = pool or ConnectionPool(
+            settings.database.url,
+            min_size=1,
+            max_size=settings.db_pool_size,
+            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5,
+                    "application_name": "frontend"},
+            open=False,
+            timeout=5.0,
+            check=ConnectionPool.check_connection,
+        )
+        if pool is None:
+            self.pool.open(wait=False)  # the database may come up after us; /healthz says so meanwhile
+        self.sqs = sqs or aws.sqs_client(settings.queues)
+        from frontend.status import StatusReader
+
+        self.status = StatusReader(self.pool, self.index, self.sqs, settings.queues.jobs_queue_url,
+                                   settings.queues.dead_letter_queue_url)
+        self._categories: tuple[float, list[str]] | None = None
+        self._embedder = embedder
+        self._model_error: str | None = None
+        self._model_ready = threading.Event()
+        if embedder is not None:
+            self._model_ready.set()
+
+    # -- the embedding model ------------------------------------------------------
+    def load_model_in_background(self) -> threading.Thread:
+        thread = threading.Thread(target=self._load_model, name="model-loader", daemon=True)
+        thread.start()
+        return thread
+
+    def _load_model(self) -> None:
+        from productsearch.embedding import Embedder
+
+        started = time.monotonic()
+        try:
+            embedder = Embedder(self.settings.embedding)
+            embedder.embed(["warm up"])  # the first call pays for lazy initialisation
+        except Exception as exc:  # reported by /healthz, which keeps the task out of service
+            self._model_error = f"{type(exc).__name__}: {exc}"
+            log.exception("embedding model failed to load")
+            return
+        self._embedder = embedder
+        self._model_ready.set()
+        log.info("frontend ready to search", extra={"model_load_s": round(time.monotonic() - started, 2),
+                                                    "model": embedder.description})
+
+    @property
+    def model_state(self) -> tuple[bool, str]:
+        if self._model_ready.is_set():
+            return True, "loaded"
+        if self._model_error:
+            return False, f"failed to load: {self._model_error}"
+        return False, "loading"
+
+    @property
+    def embedder(self):
+        ok, state = self.model_state
+        if not ok:
+            raise NotReady(f"the embedding model is {state}")
+        return self._embedder
+
+    @property
+    def search(self):
+        from productsearch.search import ProductSearch
+
+        return ProductSearch(self.embedder, self.index, self.pool)
+
+    def categories(self, ttl_s: float = 60.0) -> list[str]:
+        """The categories in the table, for the filter's choices (cached; a cache is
+        the only state kept between requests)."""
+        now = time.monotonic()
+        if self._categories and now - self._categories[0] < ttl_s:
+            return self._categories[1]
+        with self.pool.connection(timeout=3.0) as conn:
+            rows = conn.execute(
+                "SELECT category FROM products WHERE category <> '' GROUP BY category ORDER BY category LIMIT 200"
+            ).fetchall()
+        found = [r["category"] for r in rows]
+        self._categories = (now, found)
+        return found
+
+    def close(self) -> None:
+        self.pool.close()

@@ -1,0 +1,141 @@
+"""How far the index is behind the table: rows, vectors, changes not yet shipped,
+messages in the queue and the dead-letter queue, age of the oldest unsynced change.
+
+Each figure is read on its own, so one unreachable part shows as unavailable without
+hiding the others. Readings are cached for a couple of seconds: many open browsers
+refreshing the panel cost the database and the queue one read per interval."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from productsearch.aws import queue_depth
+
+log = logging.getLogger("frontend.status")
+
+CHANGES_SQL = """
+SELECT count(*) AS n, min(captured_at) AS oldest, now() AS now FROM product_changes
+"""
+
+
+@dataclass(frozen=True)
+class SyncStatus:
+    read_at: str
+    rows: int | None = None
+    vectors: int | None = None
+    changes_pending: int | None = None
+    oldest_unsynced_age_s: float | None = None
+    queue: dict[str, int] | None = None
+    dead_letters: dict[str, int] | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "read_at": self.read_at,
+            "rows": self.rows,
+            "vectors": self.vectors,
+            "changes_pending": self.changes_pending,
+            "oldest_unsynced_age_s": self.oldest_unsynced_age_s,
+            "queue": self.queue,
+            "dead_letters": self.dead_letters,
+            "errors": self.errors,
+        }
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}".rstrip(": ")
+
+
+class StatusReader:
+    def __init__(self, pool, index, sqs, queue_url: str, dlq_url: str | None, ttl_s: float = 2.0):
+        self.pool, self.index, self.sqs = pool, index, sqs
+        self.queue_url, self.dlq_url, self.ttl_s = queue_url, dlq_url, ttl_s
+        self._lock = threading.Lock()
+        self._cached: tuple[float, SyncStatus] | None = None
+
+    def read(self) -> SyncStatus:
+        with self._lock:
+            if self._cached and time.monotonic() - self._cached[0] < self.ttl_s:
+                return self._cached[1]
+            status = self._read()
+            self._cached = (time.monotonic(), status)
+            return status
+
+    def _read(self) -> SyncStatus:
+        values: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        try:
+            with self.pool.connection(timeout=3.0) as conn:
+                values["rows"] = conn.execute("SELECT count(*) AS n FROM products").fetchone()["n"]
+                changes = conn.execute(CHANGES_SQL).fetchone()
+            values["changes_pending"] = changes["n"]
+            if changes["oldest"] is not None:
+                values["oldest_unsynced_age_s"] = round(max(0.0, (changes["now"] - changes["oldest"]).total_seconds()), 1)
+            else:
+                values["oldest_unsynced_age_s"] = 0.0
+        except Exception as exc:
+            errors["database"] = _short(exc)
+        try:
+            values["vectors"] = self.index.count()
+        except Exception as exc:
+            errors["index"] = _short(exc)
+        try:
+            values["queue"] = queue_depth(self.sqs, self.queue_url)
+        except Exception as exc:
+            errors["queue"] = _short(exc)
+        if self.dlq_url:
+            try:
+                values["dead_letters"] = queue_depth(self.sqs, self.dlq_url)
+            except Exception as exc:
+                errors["dead_letters"] = _short(exc)
+        else:
+            errors["dead_letters"] = "SQS_DLQ_URL is not configured"
+        if errors:
+            log.warning("status partly unavailable", extra={"errors": errors})
+        read_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return SyncStatus(read_at=read_at, errors=errors, **values)
+
+
+def age_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    if seconds == 0:
+        return "nothing waiting"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def status_markdown(status: SyncStatus) -> str:
+    def n(value: Any) -> str:
+        return "unavailable" if value is None else f"{value:,}"
+
+    def q(depth: dict[str, int] | None) -> str:
+        if depth is None:
+            return "unavailable"
+        return f"{depth['visible']:,} waiting, {depth['in_flight']:,} in flight"
+
+    in_sync = (status.rows is not None and status.rows == status.vectors and status.changes_pending == 0
+               and status.queue is not None and status.queue["visible"] + status.queue["in_flight"] == 0)
+    lines = [
+        "| | |",
+        "|---|---|",
+        f"| Rows in the table | {n(status.rows)} |",
+        f"| Vectors in the index | {n(status.vectors)} |",
+        f"| Changes waiting in the change log | {n(status.changes_pending)} |",
+        f"| Messages in the jobs queue | {q(status.queue)} |",
+        f"| Messages in the dead-letter queue | {q(status.dead_letters)} |",
+        f"| Age of the oldest unsynced change | {age_text(status.oldest_unsynced_age_s) if status.changes_pending is not None else 'unavailable'} |",
+        "",
+        f"{'In sync.' if in_sync else 'Catching up (or see the figures above).'} Read at {status.read_at}.",
+    ]
+    for part, error in status.errors.items():
+        lines.append(f"\n**{part}**: {error}")
+    return "\n".join(lines)

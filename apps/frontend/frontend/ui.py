@@ -1,0 +1,263 @@
+"""The Gradio page: search with filters and pages, product editing, sync status.
+
+Every handler is stateless: what a later click needs (the query that was run, the
+page, an edit's version) travels in hidden components with the browser, so any
+replica can answer any click."""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import time
+from typing import Any
+
+import gradio as gr
+
+from productsearch.search import MAX_TOP_K, InvalidSearch, SearchFilters, validate_query
+
+from frontend import editing
+from frontend.searching import Page, search_page
+from frontend.services import NotReady
+from frontend.status import status_markdown
+
+log = logging.getLogger("frontend.ui")
+
+SEARCHABLE_WAIT_S = 180.0
+ANY_CATEGORY = ""
+
+CSS = """
+#results table { width: 100%; border-collapse: collapse; font-size: 0.92rem; }
+#results th, #results td { text-align: left; padding: 6px 8px; border-bottom: 1px solid var(--border-color-primary); vertical-align: top; }
+#results td.num, #results th.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
+#results td.desc { color: var(--body-text-color); opacity: 0.8; }
+#results .name { font-weight: 600; }
+#results .sku { font-family: var(--font-mono); font-size: 0.8rem; color: var(--body-text-color-subdued); }
+#page-label { text-align: center; }
+"""
+
+
+# -- rendering --------------------------------------------------------------------
+def results_html(page: Page) -> str:
+    rows = []
+    for offset, r in enumerate(page.results):
+        rank = page.first_rank + offset
+        description = r.description if len(r.description) <= 400 else r.description[:400] + "…"
+        rows.append(
+            f'<tr class="result" data-id="{r.id}" data-rank="{rank}">'
+            f'<td class="num rank">{rank}</td>'
+            f'<td class="num score">{r.score:.4f}</td>'
+            f'<td><div class="name">{html.escape(r.name)}</div><div class="sku">{html.escape(r.sku)} · #{r.id}</div></td>'
+            f'<td class="category">{html.escape(r.category or "—")}</td>'
+            f'<td class="num price">${r.price:,.2f}</td>'
+            f'<td class="desc">{html.escape(description)}</td>'
+            "</tr>"
+        )
+    head = ('<tr><th class="num">#</th><th class="num">Score</th><th>Product</th><th>Category</th>'
+            '<th class="num">Price</th><th>Description</th></tr>')
+    return f'<table class="results"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _filters_text(filters: SearchFilters) -> str:
+    parts = []
+    if filters.price_min is not None:
+        parts.append(f"price ≥ {filters.price_min:g}")
+    if filters.price_max is not None:
+        parts.append(f"price ≤ {filters.price_max:g}")
+    if filters.category:
+        parts.append(f"category {filters.category}")
+    return ", ".join(parts)
+
+
+def build_ui(services) -> gr.Blocks:
+    settings = services.settings
+    page_size = settings.page_size
+
+    # -- search -----------------------------------------------------------------------
+    def run(query: str, raw_filters: dict[str, Any], page: int):
+        """Returns the outputs of every search event: message, results, page label,
+        previous and next buttons, and the hidden state of the search shown."""
+        nothing = ("", "", gr.Button(interactive=False), gr.Button(interactive=False), "")
+        try:
+            text = validate_query(query)
+            filters = SearchFilters.parse(raw_filters)
+            result = search_page(services.search, text, filters, page, page_size)
+        except InvalidSearch as exc:
+            return (f"⚠️ {exc}", *nothing)
+        except NotReady as exc:
+            return (f"⏳ Search is not ready yet: {exc}. Try again in a few seconds.", *nothing)
+        except Exception as exc:
+            log.exception("search failed")
+            part = "database" if type(exc).__module__.startswith("psycopg") else "index"
+            return (f"❌ Search is unavailable: the {part} did not answer. Try again shortly.", *nothing)
+        state = json.dumps({"query": text, "filters": raw_filters, "page": page})
+        where = f" with {_filters_text(filters)}" if _filters_text(filters) else ""
+        if not result.results:
+            if page == 1:
+                message = f"No products match this query{where}."
+            else:
+                message = f"No more results{where}."
+            return (message, "", f"Page {page}", gr.Button(interactive=page > 1), gr.Button(interactive=False), state)
+        first, last = result.first_rank, result.first_rank + len(result.results) - 1
+        message = f"Results {first}–{last}{where}, best match first."
+        if not result.has_more:
+            message += " That is the last page." if not result.capped else f" Only the top {MAX_TOP_K} can be paged through; refine the query to see others."
+        return (message, results_html(result), f"Page {page}", gr.Button(interactive=page > 1),
+                gr.Button(interactive=result.has_more), state)
+
+    def new_search(query, price_min, price_max, category):
+        raw = {"price_min": (price_min or "").strip() or None, "price_max": (price_max or "").strip() or None,
+               "category": category or None}
+        raw = {k: v for k, v in raw.items() if v is not None}
+        return run(query, raw, 1)
+
+    def turn(state_json: str, delta: int):
+        try:
+            state = json.loads(state_json) if state_json else None
+        except ValueError:
+            state = None
+        if not isinstance(state, dict) or not isinstance(state.get("page"), int):
+            return ("⚠️ Run a search first.", "", "", gr.Button(interactive=False), gr.Button(interactive=False), "")
+        return run(state.get("query", ""), state.get("filters") or {}, max(1, state["page"] + delta))
+
+    def categories():
+        try:
+            found = services.categories()
+        except Exception:
+            log.warning("categories unavailable", exc_info=True)
+            found = []
+        return gr.Dropdown(choices=[("Any category", ANY_CATEGORY)] + [(c, c) for c in found], value=ANY_CATEGORY)
+
+    # -- editing ------------------------------------------------------------------------
+    def load_product(raw_id):
+        try:
+            pid = editing.validate_product_id(raw_id)
+            row = editing.get_product(services.pool, pid)
+        except (editing.InvalidEdit, editing.NotFound) as exc:
+            return gr.Textbox(), gr.Textbox(), gr.Textbox(), f"⚠️ {exc}"
+        except Exception:
+            log.exception("load product failed")
+            return gr.Textbox(), gr.Textbox(), gr.Textbox(), "❌ The database did not answer. Try again shortly."
+        return (row["name"], row["description"], str(row["price"]),
+                f"Loaded product #{pid} ({html.escape(row['sku'])}). Edit and save with the editor credentials.")
+
+    def save(raw_id, name, description, price, username, password):
+        idle = ("", gr.Timer(active=False))
+        try:
+            editor = editing.authenticate(settings.editor, username, password)
+        except editing.EditingDisabled as exc:
+            return (f"⛔ {exc}. Nothing was saved.", "", *idle)
+        except editing.Unauthorized:
+            log.warning("edit refused", extra={"reason": "wrong credentials", "source": "ui"})
+            return ("⛔ Wrong username or password. Nothing was saved.", "", *idle)
+        try:
+            pid = editing.validate_product_id(raw_id)
+            # The form always sends all three fields; each must be filled in.
+            for field, value in (("name", name), ("description", description), ("price", price)):
+                if not isinstance(value, str) or not value.strip():
+                    raise editing.InvalidEdit(f"{field} is empty")
+            changes = editing.validate_changes({"name": name, "description": description, "price": price.strip()})
+            result = editing.apply_edit(services.pool, pid, changes, editor)
+        except (editing.InvalidEdit, editing.NotFound) as exc:
+            return (f"⚠️ {exc}. Nothing was saved.", "", *idle)
+        except Exception:
+            log.exception("edit failed")
+            return ("❌ The database did not answer. Nothing was saved; try again shortly.", "", *idle)
+        if result.version is None:
+            return (f"Product #{pid} already has these values; nothing to save.", "", *idle)
+        state = json.dumps({"id": pid, "version": result.version, "saved_at": time.time()})
+        return (f"✅ Saved product #{pid} ({', '.join(result.changed)}).",
+                "⏳ Waiting for the change to reach the index…", state, gr.Timer(active=True))
+
+    def poll(state_json: str):
+        try:
+            state = json.loads(state_json)
+            pid, version, saved_at = int(state["id"]), int(state["version"]), float(state["saved_at"])
+        except (ValueError, TypeError, KeyError):
+            return "", "", gr.Timer(active=False)
+        waited = max(0.0, time.time() - saved_at)
+        try:
+            sync = editing.sync_state(services.index, services.pool, pid, version)
+        except Exception as exc:
+            log.warning("sync check failed", extra={"product_id": pid, "error_type": type(exc).__name__})
+            sync = None
+        if sync is not None and sync.searchable:
+            return (f"🔎 Searchable now: product #{pid} is in the index at version {sync.indexed_version} "
+                    f"({waited:.0f} s after saving).", "", gr.Timer(active=False))
+        if waited > SEARCHABLE_WAIT_S:
+            return (f"⚠️ Not searchable after {waited:.0f} s. The change is saved; see the Sync status tab.",
+                    "", gr.Timer(active=False))
+        return f"⏳ Waiting for the change to reach the index… ({waited:.0f} s)", state_json, gr.Timer(active=True)
+
+    # -- status --------------------------------------------------------------------------
+    def status():
+        return status_markdown(services.status.read())
+
+    # -- layout ----------------------------------------------------------------------------
+    with gr.Blocks(title="Product search", analytics_enabled=False) as demo:
+        gr.Markdown("# Product search\nSemantic search over the product catalog: results are ranked by meaning, "
+                    "best match first, with the index's similarity score.")
+        with gr.Tab("Search", id="search-tab"):
+            with gr.Row(equal_height=True):
+                query = gr.Textbox(label="Search", placeholder="e.g. wireless controller for gaming",
+                                   elem_id="query", scale=5, max_lines=1, autofocus=True)
+                search_btn = gr.Button("Search", variant="primary", elem_id="search-btn", scale=0, min_width=140)
+            with gr.Row(equal_height=True):
+                # Text, not gr.Number: an empty box means "no bound", where a Number would send 0.
+                price_min = gr.Textbox(label="Min price", placeholder="no minimum", max_lines=1, elem_id="price-min")
+                price_max = gr.Textbox(label="Max price", placeholder="no maximum", max_lines=1, elem_id="price-max")
+                category = gr.Dropdown(label="Category", choices=[("Any category", ANY_CATEGORY)],
+                                       value=ANY_CATEGORY, elem_id="category")
+            message = gr.Markdown(elem_id="search-message")
+            results = gr.HTML(elem_id="results")
+            with gr.Row():
+                prev_btn = gr.Button("← Previous", interactive=False, elem_id="prev-btn", size="sm")
+                page_label = gr.Markdown(elem_id="page-label")
+                next_btn = gr.Button("Next →", interactive=False, elem_id="next-btn", size="sm")
+            search_state = gr.Textbox(visible=False, elem_id="search-state")
+
+        with gr.Tab("Edit product", id="edit-tab"):
+            if settings.editing_enabled:
+                gr.Markdown("Edit a product by its id (shown as #id under each result). Saving needs the editor "
+                            "credentials; the change then flows through the sync pipeline, and this page says when "
+                            "the new text is searchable.")
+            else:
+                gr.Markdown("**Editing is disabled**: no editor credentials are configured "
+                            "(EDITOR_USERNAME and EDITOR_PASSWORD). Search works as usual.", elem_id="editing-disabled")
+            with gr.Row(equal_height=True):
+                product_id = gr.Textbox(label="Product id", max_lines=1, elem_id="edit-id", scale=3)
+                load_btn = gr.Button("Load", elem_id="load-btn", scale=0, min_width=140)
+            name = gr.Textbox(label="Name", max_lines=1, elem_id="edit-name")
+            description = gr.Textbox(label="Description", lines=4, elem_id="edit-description")
+            price = gr.Textbox(label="Price", max_lines=1, elem_id="edit-price")
+            with gr.Row():
+                username = gr.Textbox(label="Editor username", max_lines=1, elem_id="edit-username")
+                password = gr.Textbox(label="Editor password", type="password", max_lines=1, elem_id="edit-password")
+            save_btn = gr.Button("Save", variant="primary", interactive=settings.editing_enabled, elem_id="save-btn")
+            edit_message = gr.Markdown(elem_id="edit-message")
+            sync_message = gr.Markdown(elem_id="sync-message")
+            edit_state = gr.Textbox(visible=False, elem_id="edit-state")
+            poll_timer = gr.Timer(1.0, active=False)
+
+        with gr.Tab("Sync status", id="status-tab"):
+            gr.Markdown("How far the index is behind the table. Edits show up in the change log, then the queue, "
+                        "then the index.")
+            status_md = gr.Markdown(elem_id="status")
+            refresh_btn = gr.Button("Refresh", size="sm", elem_id="refresh-status")
+            status_timer = gr.Timer(10.0)
+
+        outputs = [message, results, page_label, prev_btn, next_btn, search_state]
+        opts = dict(queue=False, show_progress="minimal")
+        search_btn.click(new_search, [query, price_min, price_max, category], outputs, **opts)
+        query.submit(new_search, [query, price_min, price_max, category], outputs, **opts)
+        prev_btn.click(lambda s: turn(s, -1), [search_state], outputs, **opts)
+        next_btn.click(lambda s: turn(s, +1), [search_state], outputs, **opts)
+        load_btn.click(load_product, [product_id], [name, description, price, edit_message], **opts)
+        save_btn.click(save, [product_id, name, description, price, username, password],
+                       [edit_message, sync_message, edit_state, poll_timer], **opts)
+        poll_timer.tick(poll, [edit_state], [sync_message, edit_state, poll_timer], queue=False, show_progress="hidden")
+        refresh_btn.click(status, None, [status_md], **opts)
+        status_timer.tick(status, None, [status_md], queue=False, show_progress="hidden")
+        demo.load(categories, None, [category], queue=False)
+        demo.load(status, None, [status_md], queue=False)
+    return demo

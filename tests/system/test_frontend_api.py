@@ -1,0 +1,308 @@
+"""The frontend's JSON API and /healthz against the running local stack: Postgres,
+moto's SQS, the index server, pelican and emu syncing the first rows of the sample
+catalog, and the frontend itself as a real process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, wait_until
+from tests.e2e import frontend_stack
+from tests.e2e.frontend_stack import EDITOR, request
+
+pytestmark = pytest.mark.stack
+
+QUERY = "wireless controller for gaming"
+
+
+@pytest.fixture(scope="module")
+def front(stack):
+    f = frontend_stack.start(stack, rows=200)
+    yield f
+    frontend_stack.stop(f)
+
+
+def index_order(front, embedder, query: str, top_k: int, index_filter=None) -> list[tuple[int, float]]:
+    vector = embedder.embed([query])[0]
+    return [(int(m.id), m.score) for m in front.parts.index.query(vector, top_k=top_k, filter=index_filter)]
+
+
+# -- search ------------------------------------------------------------------------------
+def test_results_are_in_the_index_rank_order_with_scores(front, embedder):
+    results = front.search(QUERY, top_k=15)
+    expected = index_order(front, embedder, QUERY, 15)
+    assert [r["id"] for r in results] == [i for i, _ in expected]
+    assert [r["score"] for r in results] == pytest.approx([s for _, s in expected], abs=1e-4)
+    assert all(a["score"] >= b["score"] for a, b in zip(results, results[1:]))
+    row = front.parts.conn.execute("SELECT * FROM products WHERE id = %s", (results[0]["id"],)).fetchone()
+    assert {k: results[0][k] for k in ("name", "sku", "description")} == {k: row[k] for k in ("name", "sku", "description")}
+    assert results[0]["price"] == float(row["price"])
+    assert set(results[0]) >= {"id", "name", "sku", "description", "price", "score"}
+
+
+def test_price_filter_is_pushed_down_to_the_index(front, embedder):
+    prices = sorted(float(r["price"]) for r in front.parts.conn.execute("SELECT price FROM products").fetchall())
+    low, high = prices[40], prices[54]  # 15 of the 200 rows
+    unfiltered = front.search(QUERY, top_k=10)
+    assert sum(low <= r["price"] <= high for r in unfiltered) < 10, "range too wide to tell push-down from post-filtering"
+
+    results = front.search(QUERY, top_k=10, filters={"price_min": low, "price_max": high})
+    # Post-filtering the unfiltered top 10 would leave fewer than 10; the index filtered before ranking.
+    assert len(results) == 10
+    assert all(low <= r["price"] <= high for r in results)
+    expected = index_order(front, embedder, QUERY, 10, {"price": {"$gte": low, "$lte": high}})
+    assert [r["id"] for r in results] == [i for i, _ in expected]
+
+
+def test_category_filter_narrows_results(front, embedder):
+    results = front.search(QUERY, top_k=20, filters={"category": "Device"})
+    assert results and all(r["category"] == "device" for r in results)
+    expected = index_order(front, embedder, QUERY, 20, {"category": {"$eq": "device"}})
+    assert [r["id"] for r in results] == [i for i, _ in expected]
+    both = front.search(QUERY, top_k=20, filters={"category": "device", "price_max": 300})
+    assert both and all(r["category"] == "device" and r["price"] <= 300 for r in both)
+    assert len(both) < len(results)
+
+
+def test_empty_result_says_so(front):
+    assert front.search(QUERY, filters={"price_min": 999_999}) == []
+    assert front.search(QUERY, filters={"category": "no-such-category"}) == []
+
+
+def test_pages_cover_the_ranking_and_know_where_it_ends(front, embedder):
+    from productsearch.search import ProductSearch, SearchFilters
+    from psycopg.rows import dict_row
+    from psycopg_pool import ConnectionPool
+
+    from frontend.searching import search_page
+
+    with ConnectionPool(front.stack.database_url, min_size=1, max_size=2,
+                        kwargs={"autocommit": True, "row_factory": dict_row}) as pool:
+        search = ProductSearch(embedder, front.parts.index, pool)
+        top = [r.id for r in search.search(QUERY, top_k=30)]
+        pages = [search_page(search, QUERY, SearchFilters(), n, 10) for n in (1, 2, 3)]
+        assert [r.id for p in pages for r in p.results] == top
+        assert all(p.has_more for p in pages)
+
+        prices = sorted(float(r["price"]) for r in front.parts.conn.execute("SELECT price FROM products").fetchall())
+        narrow = SearchFilters(price_min=prices[100], price_max=prices[111])  # 12 rows
+        first = search_page(search, QUERY, narrow, 1, 10)
+        second = search_page(search, QUERY, narrow, 2, 10)
+        assert len(first.results) == 10 and first.has_more
+        assert len(second.results) == 2 and not second.has_more
+        assert second.first_rank == 11
+        beyond = search_page(search, QUERY, narrow, 3, 10)
+        assert beyond.results == [] and not beyond.has_more
+
+
+BAD_SEARCHES = [
+    ({"query": ""}, "query is empty"),
+    ({"query": "   \t\n "}, "query is empty"),
+    ({"query": "x" * 10_000}, "10000 characters"),
+    ({"query": "abc \ud800 def"}, "not valid unicode"),
+    ({"query": "tea\x00pot"}, "nul"),
+    ({"query": 42}, "query must be a string"),
+    ({}, "query is missing"),
+    ({"query": "lamp", "top_k": 0}, "top_k must be between 1 and 100"),
+    ({"query": "lamp", "top_k": 100_000}, "top_k must be between 1 and 100"),
+    ({"query": "lamp", "top_k": "ten"}, "top_k must be an integer"),
+    ({"query": "lamp", "filters": {"price_min": -5}}, "non-negative"),
+    ({"query": "lamp", "filters": {"price_max": -0.01}}, "non-negative"),
+    ({"query": "lamp", "filters": {"price_min": 500, "price_max": 100}}, "greater than price_max"),
+    ({"query": "lamp", "filters": {"price_min": "cheap"}}, "must be a number"),
+    ({"query": "lamp", "filters": {"colour": "red"}}, "unknown filter"),
+    ({"query": "lamp", "filters": [1, 2]}, "filters must be an object"),
+    ({"query": "lamp", "page": 2}, "unknown field"),
+]
+
+
+@pytest.mark.parametrize("body,reason", BAD_SEARCHES, ids=[str(i) for i in range(len(BAD_SEARCHES))])
+def test_bad_search_input_is_a_4xx_with_a_reason(front, body, reason):
+    resp = front.api("/api/search", "POST", raw=json.dumps(body).encode())
+    assert resp.status == 400, resp.body
+    assert reason.lower() in resp.body["error"].lower()
+
+
+@pytest.mark.parametrize("raw,reason", [
+    (b"", "empty"),
+    (b"not json", "not valid json"),
+    (b'{"query": "lamp", "filters": {"price_min": NaN}}', "not valid json"),
+    (b'["lamp"]', "json object"),
+    ('{"query": "caf\u00e9"}'.encode("latin-1"), "not valid utf-8"),
+    (b'{"query": "lamp", "filters": {"price_min": 1' + b"0" * 400 + b"}}", "must be a number"),
+])
+def test_malformed_bodies_are_refused(front, raw, reason):
+    resp = front.api("/api/search", "POST", raw=raw)
+    assert resp.status == 400, resp.body
+    assert reason in resp.body["error"].lower()
+
+
+def test_oversized_body_is_refused(front):
+    resp = front.api("/api/search", "POST", raw=json.dumps({"query": "x" * (2 * 1024 * 1024)}).encode())
+    assert resp.status == 413 and "error" in resp.body
+
+
+@pytest.mark.parametrize("query", ["🔦🔋 flashlight that lasts", "'; DROP TABLE products; --", "Ã©tÃ© mojibake cafÃ©",
+                                   "<script>alert(1)</script>"])
+def test_odd_but_valid_queries_search_safely(front, query):
+    results = front.search(query, top_k=5)
+    assert len(results) == 5
+    assert front.parts.conn.execute("SELECT count(*) AS n FROM products").fetchone()["n"] == 200
+
+
+# -- editing -------------------------------------------------------------------------------
+def _row(front, pid):
+    return front.parts.conn.execute("SELECT name, description, price, updated_at FROM products WHERE id = %s", (pid,)).fetchone()
+
+
+def _captured(front, pid) -> int:
+    return front.parts.conn.execute("SELECT count(*) AS n FROM product_changes WHERE product_id = %s", (pid,)).fetchone()["n"]
+
+
+@pytest.mark.parametrize("auth", [None, ("editor", "wrong-password"), ("someone", EDITOR[1]), ("", "")],
+                         ids=["none", "wrong-password", "wrong-user", "empty"])
+def test_unauthenticated_edit_is_401_and_writes_nothing(front, auth):
+    pid = front.product_ids[3]
+    before = _row(front, pid)
+    resp = front.api(f"/api/products/{pid}", "PUT", {"description": "defaced"}, auth=auth)
+    assert resp.status == 401, resp.body
+    assert "error" in resp.body and "basic" in resp.headers.get("www-authenticate", "").lower()
+    assert _row(front, pid) == before
+    assert _captured(front, pid) == 0
+
+
+def test_malformed_basic_auth_header_is_401(front):
+    pid = front.product_ids[3]
+    req_headers = {"authorization": "Basic !!!not-base64!!!"}
+    import urllib.request
+
+    r = urllib.request.Request(f"{front.url}/api/products/{pid}", data=b'{"price": 1}', method="PUT", headers=req_headers)
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(r, timeout=10)
+    assert err.value.code == 401
+
+
+BAD_EDITS = [
+    ({"description": ""}, "description is empty"),
+    ({"description": "   "}, "description is empty"),
+    ({"description": "x" * 50 * 1024}, "51,200 characters; the limit is 10,000"),
+    ({"description": "x" * 10_001}, "the limit is 10,000"),
+    ({"name": ""}, "name is empty"),
+    ({"price": -1}, "must not be negative"),
+    ({"price": "abc"}, "must be a number"),
+    ({"price": 1.234}, "two decimal places"),
+    ({"price": 1e13}, "at most"),
+    ({"sku": "NEW-SKU"}, "read-only"),
+    ({"description": "bad \ud800 text"}, "lone surrogate"),
+    ({}, "nothing to change"),
+    ([1], "json object"),
+]
+
+
+@pytest.mark.parametrize("body,reason", BAD_EDITS, ids=[str(i) for i in range(len(BAD_EDITS))])
+def test_bad_edits_are_refused_and_write_nothing(front, body, reason):
+    pid = front.product_ids[4]
+    before = _row(front, pid)
+    resp = front.api(f"/api/products/{pid}", "PUT", body, auth=EDITOR)
+    assert resp.status == 400, resp.body
+    assert reason.lower() in resp.body["error"].lower()
+    assert _row(front, pid) == before
+    assert _captured(front, pid) == 0
+
+
+def test_edit_of_a_missing_or_malformed_id(front):
+    assert front.api("/api/products/99999999", "PUT", {"price": 5}, auth=EDITOR).status == 404
+    assert front.api("/api/products/abc", "PUT", {"price": 5}, auth=EDITOR).status == 400
+    assert front.api("/api/products/-3", "PUT", {"price": 5}, auth=EDITOR).status == 400
+    assert front.api("/api/products/99999999999999999999999", "PUT", {"price": 5}, auth=EDITOR).status == 400
+
+
+def test_authenticated_edit_becomes_searchable(front):
+    pid = front.product_ids[7]
+    text = "A hand-stitched leather saddlebag for touring bicycles"
+    assert all(r["id"] != pid for r in front.search("leather saddlebag for a bicycle", top_k=3))
+
+    resp = front.api(f"/api/products/{pid}", "PUT", {"description": text, "price": "123.45"}, auth=EDITOR)
+    assert resp.status == 200, resp.body
+    assert resp.body["changed"] == ["description", "price"] and resp.body["version"]
+    assert resp.body["description"] == text and resp.body["price"] == 123.45
+    row = front.api(f"/api/products/{pid}").body
+    assert row["description"] == text
+
+    front.wait_searchable(pid, resp.body["version"])
+    top = front.search("leather saddlebag for a bicycle", top_k=3)
+    assert top[0]["id"] == pid and top[0]["description"] == text and top[0]["price"] == 123.45
+    sync = front.api(f"/api/products/{pid}/sync").body
+    assert sync["searchable"] is True and sync["indexed_version"] >= resp.body["version"]
+
+    again = front.api(f"/api/products/{pid}", "PUT", {"description": text}, auth=EDITOR)
+    assert again.status == 200 and again.body["changed"] == [] and again.body["version"] is None
+
+
+# -- operations ----------------------------------------------------------------------------
+def test_healthz_is_fast_and_reports_its_parts(front):
+    started = time.monotonic()
+    for _ in range(20):
+        resp = front.api("/healthz")
+        assert resp.status == 200
+    assert (time.monotonic() - started) / 20 < 0.25
+    assert resp.body == {"status": "ok", "model": "loaded", "database": "reachable"}
+
+
+def test_status_reports_table_index_log_and_queues(front):
+    status = front.api("/api/status").body
+    assert status["rows"] == 200 and status["vectors"] == 200
+    assert status["changes_pending"] == 0 and status["oldest_unsynced_age_s"] == 0
+    assert set(status["queue"]) == {"visible", "in_flight"} and status["dead_letters"] == {"visible": 0, "in_flight": 0}
+    assert status["errors"] == {}
+
+
+def test_status_shows_the_age_of_an_unsynced_change(front):
+    front.stack.stop("pelican", timeout=20)
+    try:
+        pid = front.product_ids[9]
+        front.parts.conn.execute("UPDATE products SET price = price + 1 WHERE id = %s", (pid,))
+        front.parts.conn.execute("UPDATE product_changes SET captured_at = now() - interval '90 seconds'")
+        time.sleep(2.1)  # past the status cache
+        status = front.api("/api/status").body
+        assert status["changes_pending"] == 1
+        assert 90 <= status["oldest_unsynced_age_s"] < 120
+    finally:
+        front.stack.start_app("pelican", frontend_stack.FAST)
+    wait_until(lambda: front.parts.pending_changes() == 0, 60, message="pelican caught up")
+
+
+def test_unknown_api_path_is_a_json_404(front):
+    resp = front.api("/api/nothing-here")
+    assert resp.status == 404 and "error" in resp.body
+
+
+def test_logs_are_json_without_secrets(front):
+    front.api("/api/products/1", "PUT", {"price": 5}, auth=("editor", "a-wrong-guess"))
+    log = front.stack.log_path("frontend").read_text()
+    lines = [line for line in log.splitlines() if line.startswith("{")]
+    assert lines and all(isinstance(json.loads(line), dict) for line in lines)
+    assert EDITOR[1] not in log and "a-wrong-guess" not in log
+    assert any(json.loads(line).get("msg") == "search" for line in lines)
+    assert "edit refused" in log
+
+
+@pytest.mark.parametrize("env,name", [
+    ({"PINECONE_HOST": ""}, "PINECONE_HOST"),
+    ({"FRONTEND_PORT": "eighty"}, "FRONTEND_PORT"),
+    ({"EDITOR_USERNAME": "editor", "EDITOR_PASSWORD": ""}, "EDITOR_PASSWORD"),
+    ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+])
+def test_bad_setting_stops_the_app_at_start_naming_it(stack, env, name):
+    full = stack.app_env(env)
+    for key, value in env.items():
+        if value == "":
+            full.pop(key, None)
+    proc = subprocess.run([sys.executable, "-m", "frontend"], env=full, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert name in proc.stderr and "configuration error" in proc.stderr
