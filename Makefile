@@ -10,6 +10,8 @@ REQS   := requirements/dev.txt pyproject.toml $(wildcard apps/*/pyproject.toml)
 $(STAMP): $(REQS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+	# The policy pack's SDK pins an older protobuf than pulumi itself; it runs fine beside the newer one.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps pulumi-policy==1.21.0
 	touch $(STAMP)
 
 ## deps: Debian packages (PostgreSQL server, Chromium) and the Python virtualenv
