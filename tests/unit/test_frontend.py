@@ -1,0 +1,171 @@
+"""The frontend's settings, input validation and refusals, without the stack: the
+app is built on stand-in parts (no model, database or index)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+from productsearch.settings import ConfigError
+
+from frontend import editing
+from frontend.config import EditorCredentials, FrontendSettings
+
+BASE_ENV = {
+    "DATABASE_URL": "postgresql://u:p@127.0.0.1:1/products",
+    "PINECONE_HOST": "http://127.0.0.1:2",
+    "PINECONE_API_KEY": "k",
+    "SQS_QUEUE_URL": "http://127.0.0.1:3/123456789012/q",
+    "AWS_REGION": "us-east-1",
+}
+
+
+@pytest.mark.parametrize("change,name", [
+    ({"DATABASE_URL": None}, "PGHOST"),
+    ({"PINECONE_API_KEY": None}, "PINECONE_API_KEY"),
+    ({"SQS_QUEUE_URL": None}, "SQS_QUEUE_URL"),
+    ({"FRONTEND_PORT": "70000"}, "FRONTEND_PORT"),
+    ({"FRONTEND_PORT": "http"}, "FRONTEND_PORT"),
+    ({"FRONTEND_HOST": "0.0.0.0 extra"}, "FRONTEND_HOST"),
+    ({"FRONTEND_PAGE_SIZE": "0"}, "FRONTEND_PAGE_SIZE"),
+    ({"EDITOR_USERNAME": "editor"}, "EDITOR_PASSWORD"),
+    ({"EDITOR_PASSWORD": "long-enough-pw"}, "EDITOR_USERNAME"),
+    ({"EDITOR_USERNAME": "editor", "EDITOR_PASSWORD": "short"}, "EDITOR_PASSWORD"),
+    ({"EMBEDDING_MODEL_PATH": "/nonexistent"}, "EMBEDDING_MODEL_PATH"),
+])
+def test_bad_settings_name_the_variable(change, name):
+    env = {**BASE_ENV, **{k: v for k, v in change.items() if v is not None}}
+    for key, value in change.items():
+        if value is None:
+            env.pop(key)
+    with pytest.raises(ConfigError, match=name):
+        FrontendSettings.from_env(env)
+
+
+def test_defaults_and_editor_credentials():
+    settings = FrontendSettings.from_env(BASE_ENV)
+    assert (settings.host, settings.port, settings.page_size) == ("127.0.0.1", 7860, 10)
+    assert settings.editor is None and not settings.editing_enabled
+    with_editor = FrontendSettings.from_env({**BASE_ENV, "EDITOR_USERNAME": "ed", "EDITOR_PASSWORD": "pw-12345678"})
+    assert with_editor.editing_enabled and "pw-12345678" not in repr(with_editor)
+
+
+def test_authenticate():
+    creds = EditorCredentials("editor", "right-password")
+    assert editing.authenticate(creds, "editor", "right-password") == "editor"
+    for user, password in [("editor", "wrong"), ("Editor", "right-password"), ("", ""), (None, None),
+                           ("editor", "right-password\x00"), ("editor\ud800", "x")]:
+        with pytest.raises(editing.Unauthorized):
+            editing.authenticate(creds, user, password)
+    with pytest.raises(editing.EditingDisabled):
+        editing.authenticate(None, "editor", "right-password")
+
+
+@pytest.mark.parametrize("raw,reason", [
+    ({"description": ""}, "description is empty"),
+    ({"description": "x" * 51_200}, "limit is 10,000"),
+    ({"name": "n" * 501}, "limit is 500"),
+    ({"price": float("nan")}, "finite"),
+    ({"price": "Infinity"}, "finite"),
+    ({"price": True}, "must be a number"),
+    ({"price": "12.345"}, "two decimal places"),
+    ({"category": "x"}, "read-only"),
+    ({"description": None}, "nothing to change"),
+    ("text", "JSON object"),
+])
+def test_validate_changes_refuses(raw, reason):
+    with pytest.raises(editing.InvalidEdit, match=reason):
+        editing.validate_changes(raw)
+
+
+def test_validate_changes_accepts_and_normalises():
+    from decimal import Decimal
+
+    assert editing.validate_changes({"name": "  Lamp ", "price": "12.5"}) == {"name": "Lamp", "price": Decimal("12.50")}
+    assert editing.validate_product_id("42") == 42
+    for bad in ("0", "-1", "1.5", "abc", str(2**63), True):
+        with pytest.raises(editing.InvalidEdit):
+            editing.validate_product_id(bad)
+
+
+# -- the app on stand-in parts ---------------------------------------------------------------
+class FakeConn:
+    def execute(self, *args, **kwargs):
+        raise AssertionError("no database in these tests")
+
+
+class FakePool:
+    def __init__(self, up: bool = True):
+        self.up = up
+
+    @contextlib.contextmanager
+    def connection(self, timeout=None):
+        if not self.up:
+            raise TimeoutError("pool timeout")
+        yield type("C", (), {"execute": lambda self, sql, *a: None})()
+
+
+class FakeServices:
+    def __init__(self, settings, model=(True, "loaded"), db_up=True):
+        self.settings = settings
+        self.model_state = model
+        self.pool = FakePool(db_up)
+        self.index = None
+        self.status = None
+
+    @property
+    def search(self):
+        from frontend.services import NotReady
+
+        if not self.model_state[0]:
+            raise NotReady(f"the embedding model is {self.model_state[1]}")
+        raise AssertionError("no index in these tests")
+
+    def categories(self):
+        return ["device"]
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def client_for():
+    from fastapi.testclient import TestClient
+
+    from frontend.app import create_app
+
+    def make(env=None, **kw):
+        return TestClient(create_app(FakeServices(FrontendSettings.from_env({**BASE_ENV, **(env or {})}), **kw)))
+
+    return make
+
+
+def test_editing_disabled_without_credentials(client_for):
+    client = client_for()
+    resp = client.put("/api/products/1", json={"description": "x"}, auth=("editor", "anything"))
+    assert resp.status_code == 403 and "editing is disabled" in resp.json()["error"]
+    assert "Editing is disabled" in client.get("/config").text
+
+
+def test_edit_needs_credentials_before_anything_else(client_for):
+    client = client_for({"EDITOR_USERNAME": "editor", "EDITOR_PASSWORD": "right-password"})
+    resp = client.put("/api/products/abc", content=b"not json")
+    assert resp.status_code == 401 and resp.headers["www-authenticate"].startswith("Basic")
+    resp = client.put("/api/products/abc", content=b"not json", auth=("editor", "wrong"))
+    assert resp.status_code == 401 and resp.json() == {"error": "wrong username or password"}
+    resp = client.put("/api/products/abc", content=b"{}", auth=("editor", "right-password"))
+    assert resp.status_code == 400 and "product id" in resp.json()["error"]
+
+
+def test_healthz_waits_for_the_model_and_the_database(client_for):
+    assert client_for().get("/healthz").json() == {"status": "ok", "model": "loaded", "database": "reachable"}
+    loading = client_for(model=(False, "loading")).get("/healthz")
+    assert loading.status_code == 503 and loading.json()["model"] == "loading"
+    down = client_for(db_up=False).get("/healthz")
+    assert down.status_code == 503 and down.json()["database"].startswith("unreachable")
+
+
+def test_search_before_the_model_loads_is_503(client_for):
+    resp = client_for(model=(False, "loading")).post("/api/search", json={"query": "lamp"})
+    assert resp.status_code == 503 and "model is loading" in resp.json()["error"]
