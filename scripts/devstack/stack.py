@@ -284,18 +284,57 @@ def up(stack: LocalStack, catalog: Path, with_frontend: bool) -> None:
     _sh([sys.executable, "-m", "pelican", "load-catalog", str(catalog)], env)
     stack.start_app("pelican")
     stack.start_app("emu")
+    editor = editor_credentials(REPO / ".local" / "editor.env")
     if with_frontend:
-        stack.start_app("frontend")
+        stack.start_app("frontend", editor)
     print("backfilling existing rows into the index ...", flush=True)
     _sh([sys.executable, "-m", "pelican", "backfill"], env)
     stack.write_env_file(REPO / ".local" / "stack.env")
+    wait_for_index(stack, timeout=1800)
     print(f"\nlogs: {stack.root / 'logs'}   settings: .local/stack.env")
     if with_frontend:
         _wait_for("frontend", lambda: _http_ok(f"http://127.0.0.1:{stack.frontend_port}/healthz"), timeout=180,
                   proc=stack.processes["frontend"], log=stack.log_path("frontend"))
+        print(f"editor login (for edits in the UI): {editor['EDITOR_USERNAME']} / {editor['EDITOR_PASSWORD']}  (.local/editor.env)")
         print(f"UI: http://127.0.0.1:{stack.frontend_port}/")
     else:
         print("frontend not started (apps/frontend not present)")
+
+
+def editor_credentials(path: Path) -> dict[str, str]:
+    """A random local editor login, made once and kept, so edits are never unauthenticated."""
+    if not path.exists():
+        import secrets
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"EDITOR_USERNAME=editor\nEDITOR_PASSWORD={secrets.token_urlsafe(12)}\n")
+        path.chmod(0o600)
+    return dict(line.split("=", 1) for line in path.read_text().split())
+
+
+def wait_for_index(stack: LocalStack, timeout: float) -> None:
+    """Shows the index catching up with the table, so `make up` returns when search is complete."""
+    import psycopg
+    from tqdm import tqdm
+
+    from productsearch.index import ProductIndex
+    from productsearch.settings import IndexSettings
+
+    with psycopg.connect(stack.database_url) as conn:
+        rows = conn.execute("SELECT count(*) FROM products").fetchone()[0]
+    index = ProductIndex(IndexSettings.from_env(stack.env()), attempts=3)
+    deadline = time.monotonic() + timeout
+    with tqdm(total=rows, unit="vectors", desc="indexing") as bar:
+        while time.monotonic() < deadline:
+            count = index.count()
+            bar.update(count - bar.n)
+            if count >= rows:
+                return
+            for name in ("pelican", "emu"):
+                if stack.processes[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited; see {stack.log_path(name)}")
+            time.sleep(1)
+    print("indexing is still going on in the background; the UI's status panel shows progress")
 
 
 def main(argv: list[str] | None = None) -> int:
