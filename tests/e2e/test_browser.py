@@ -81,7 +81,7 @@ def _event(inputs: int, marker: str = ""):
     """Matches the answer to one of the page's events by its number of inputs (the
     status panel's timer also posts to the same endpoint)."""
     def match(response) -> bool:
-        if "/run/predict" not in response.url:
+        if "/gradio_api/run/" not in response.url:
             return False
         try:
             data = json.loads(response.request.post_data or "{}").get("data") or []

@@ -306,3 +306,40 @@ def test_bad_setting_stops_the_app_at_start_naming_it(stack, env, name):
     proc = subprocess.run([sys.executable, "-m", "frontend"], env=full, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert name in proc.stderr and "configuration error" in proc.stderr
+
+
+def test_any_replica_answers_any_click(front, stack):
+    """The page keeps no server-side session: a search run on one replica pages on
+    another, and an edit saved through one is seen as searchable through the other."""
+    import re
+
+    from devstack.stack import free_port
+
+    port = free_port()
+    stack.start_app("frontend", {"FRONTEND_PORT": str(port), "EDITOR_USERNAME": EDITOR[0],
+                                 "EDITOR_PASSWORD": EDITOR[1]}, instance="frontend-b")
+    other = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(other + "/healthz"), 120, interval=0.3, message="second replica healthy")
+        first = request(front.url + "/gradio_api/run/ui_search", "POST", {"data": [QUERY, "", "", ""]})
+        assert first.status == 200, first.body
+        state = first.body["data"][5]
+        second = request(other + "/gradio_api/run/ui_next_page", "POST", {"data": [state]})
+        assert second.status == 200, second.body
+        assert second.body["data"][0].startswith("Results 11–20")
+        ids = [int(i) for i in re.findall(r'data-id="(\d+)"', first.body["data"][1] + second.body["data"][1])]
+        assert ids == [r["id"] for r in front.search(QUERY, top_k=20)]
+
+        pid = front.product_ids[11]
+        edit = request(f"{other}/api/products/{pid}", "PUT", {"name": "Replica Lantern"}, auth=EDITOR)
+        assert edit.status == 200, edit.body
+        front.wait_searchable(pid, edit.body["version"])
+    finally:
+        stack.stop("frontend-b", timeout=20)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return request(url, timeout=3).status == 200
+    except OSError:
+        return False

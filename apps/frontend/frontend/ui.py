@@ -246,18 +246,20 @@ def build_ui(services) -> gr.Blocks:
             refresh_btn = gr.Button("Refresh", size="sm", elem_id="refresh-status")
             status_timer = gr.Timer(10.0)
 
+        # Named events: plain HTTP posts to /gradio_api/run/<name>, answerable by any replica.
         outputs = [message, results, page_label, prev_btn, next_btn, search_state]
         opts = dict(queue=False, show_progress="minimal")
-        search_btn.click(new_search, [query, price_min, price_max, category], outputs, **opts)
-        query.submit(new_search, [query, price_min, price_max, category], outputs, **opts)
-        prev_btn.click(lambda s: turn(s, -1), [search_state], outputs, **opts)
-        next_btn.click(lambda s: turn(s, +1), [search_state], outputs, **opts)
-        load_btn.click(load_product, [product_id], [name, description, price, edit_message], **opts)
+        search_btn.click(new_search, [query, price_min, price_max, category], outputs, api_name="ui_search", **opts)
+        query.submit(new_search, [query, price_min, price_max, category], outputs, api_name=False, **opts)
+        prev_btn.click(lambda s: turn(s, -1), [search_state], outputs, api_name="ui_previous_page", **opts)
+        next_btn.click(lambda s: turn(s, +1), [search_state], outputs, api_name="ui_next_page", **opts)
+        load_btn.click(load_product, [product_id], [name, description, price, edit_message], api_name="ui_load", **opts)
         save_btn.click(save, [product_id, name, description, price, username, password],
-                       [edit_message, sync_message, edit_state, poll_timer], **opts)
-        poll_timer.tick(poll, [edit_state], [sync_message, edit_state, poll_timer], queue=False, show_progress="hidden")
-        refresh_btn.click(status, None, [status_md], **opts)
-        status_timer.tick(status, None, [status_md], queue=False, show_progress="hidden")
-        demo.load(categories, None, [category], queue=False)
-        demo.load(status, None, [status_md], queue=False)
+                       [edit_message, sync_message, edit_state, poll_timer], api_name="ui_save", **opts)
+        poll_timer.tick(poll, [edit_state], [sync_message, edit_state, poll_timer], api_name="ui_poll_edit",
+                        queue=False, show_progress="hidden")
+        refresh_btn.click(status, None, [status_md], api_name="ui_status", **opts)
+        status_timer.tick(status, None, [status_md], api_name=False, queue=False, show_progress="hidden")
+        demo.load(categories, None, [category], api_name=False, queue=False)
+        demo.load(status, None, [status_md], api_name=False, queue=False)
     return demo
