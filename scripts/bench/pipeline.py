@@ -1,0 +1,281 @@
+"""Drives the real pipeline for the evaluation and the benchmarks: a local stack of
+its own (Postgres, moto, the index server on free ports under a temporary folder),
+or a running one named by its stack.env file. Only the apps' own commands move data:
+rows are written to Postgres, pelican ships the captured changes, emu indexes them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    env = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            env[key.strip()] = value.strip()
+    return env
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last value: {last!r})")
+
+
+def memory_of(pid: int) -> dict[str, int]:
+    """Peak (VmHWM) and current (VmRSS) resident memory of a live process, in KiB."""
+    out = {}
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith(("VmHWM:", "VmRSS:")):
+                key, value = line.split(":", 1)
+                out[key] = int(value.split()[0])
+    return {"peak_rss_kib": out.get("VmHWM", 0), "rss_kib": out.get("VmRSS", 0)}
+
+
+class Pipeline:
+    """One stack: `Pipeline.own()` starts a private one, `Pipeline.running(env_file)`
+    attaches to `make up`'s. Use as a context manager; an own stack is torn down on exit."""
+
+    def __init__(self, env: dict[str, str], stack=None, root: Path | None = None):
+        self.env = env
+        self.stack = stack
+        self.root = root
+        self._conn = None
+        self._index = None
+        self._log_offsets: dict[str, int] = {}
+
+    # -- construction -------------------------------------------------------------
+    @classmethod
+    def own(cls, log: Callable[[str], None] = print) -> Pipeline:
+        from devstack.stack import LocalStack, free_port
+
+        root = Path(tempfile.mkdtemp(prefix="productsearch-bench-"))
+        if os.geteuid() == 0:
+            os.chmod(root, 0o755)  # PostgreSQL runs as the postgres user when we are root
+        stack = LocalStack(root=root, pg_port=free_port(), aws_port=free_port(), index_port=free_port(),
+                           frontend_port=free_port())
+        log(f"starting a local stack under {root} ...")
+        try:
+            stack.start_infrastructure()
+        except BaseException:
+            stack.stop_all()
+            raise
+        return cls(stack.env(), stack=stack, root=root)
+
+    @classmethod
+    def running(cls, env_file: Path) -> Pipeline:
+        env = read_env_file(env_file)
+        for key in ("DATABASE_URL", "PINECONE_HOST", "PINECONE_API_KEY", "SQS_QUEUE_URL"):
+            if key not in env:
+                raise SystemExit(f"{env_file} lacks {key}; is it the stack.env that `make up` writes?")
+        return cls(env)
+
+    @property
+    def is_own(self) -> bool:
+        return self.stack is not None
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self.stack is not None:
+            self.stack.stop_all()
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.stack = None
+
+    # -- handles --------------------------------------------------------------------
+    @property
+    def conn(self):
+        if self._conn is None:
+            from productsearch import db
+
+            self._conn = db.connect(self.env["DATABASE_URL"], autocommit=True, application_name="bench")
+        return self._conn
+
+    @property
+    def index(self):
+        if self._index is None:
+            from productsearch.index import ProductIndex
+            from productsearch.settings import IndexSettings
+
+            self._index = ProductIndex(IndexSettings.from_env(self.env), attempts=3, timeout_s=60)
+        return self._index
+
+    def app_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(extra or {})
+        return env
+
+    # -- apps (own stack only) --------------------------------------------------------
+    def start_app(self, name: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        assert self.stack is not None, "apps are started only on a stack of our own"
+        log = self.stack.log_path(name)
+        self._log_offsets[name] = log.stat().st_size if log.exists() else 0  # logs are appended to across starts
+        return self.stack.start_app(name, extra_env)
+
+    def stop_app(self, name: str) -> None:
+        if self.stack is not None:
+            self.stack.stop(name, timeout=60)
+
+    def log_text(self, name: str) -> str:
+        """What the app logged since its latest start."""
+        path = self.stack.log_path(name) if self.stack else None
+        if not path or not path.exists():
+            return ""
+        with open(path, "rb") as handle:
+            handle.seek(self._log_offsets.get(name, 0))
+            return handle.read().decode(errors="replace")
+
+    def wait_for_log(self, name: str, text: str, timeout: float = 180.0) -> None:
+        proc = self.stack.processes.get(name) if self.stack else None
+
+        def seen():
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode}:\n{self.log_text(name)[-3000:]}")
+            return text in self.log_text(name)
+
+        wait_until(seen, timeout, 0.2, what=f"{name} to log {text!r}")
+
+    def run_cli(self, argv: list[str], extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *argv], env=self.app_env(extra_env), cwd=REPO, check=True,
+                              capture_output=True, text=True)
+
+    # -- data -------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Empties the table, the change log, the queues and the index (own stack only)."""
+        assert self.stack is not None, "refusing to empty a stack that is not ours"
+        import boto3
+
+        self.conn.execute("SET session_replication_role = replica")
+        self.conn.execute("TRUNCATE products, product_changes, backfill_progress RESTART IDENTITY")
+        self.conn.execute("SET session_replication_role = DEFAULT")
+        sqs = boto3.client("sqs", region_name=self.env["AWS_REGION"], endpoint_url=self.env["AWS_ENDPOINT_URL"],
+                           aws_access_key_id="local", aws_secret_access_key="local")
+        for url in (self.env["SQS_QUEUE_URL"], self.env["SQS_DLQ_URL"]):
+            sqs.delete_queue(QueueUrl=url)
+        self.stack.create_queues()
+        raw = self.index._index
+        for ns in (self.index.settings.namespace, self.index.settings.tombstone_namespace):
+            try:
+                raw.delete(delete_all=True, namespace=ns)
+            except Exception:
+                pass
+        wait_until(lambda: self.index.count() == 0, 30, what="an empty index")
+
+    def insert_products(self, rows: Iterable[dict], *, capture: bool = True, batch: int = 2000) -> list[int]:
+        """Upserts rows by SKU and returns their product ids in order. capture=False writes
+        them with the change triggers off (as a pre-existing table a backfill then picks up)."""
+        sql = """INSERT INTO products (name, sku, description, price, category)
+                 VALUES (%(name)s, %(sku)s, %(description)s, %(price)s, %(category)s)
+                 ON CONFLICT (sku) DO UPDATE SET name = EXCLUDED.name, description = EXCLUDED.description,
+                     price = EXCLUDED.price, category = EXCLUDED.category
+                 RETURNING id"""
+        ids: list[int] = []
+        rows = list(rows)
+        conn = self.conn
+        if not capture:
+            conn.execute("SET session_replication_role = replica")
+        try:
+            for start in range(0, len(rows), batch):
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.executemany(sql, rows[start : start + batch], returning=True)
+                    while True:
+                        ids.append(cur.fetchone()["id"])
+                        if not cur.nextset():
+                            break
+        finally:
+            if not capture:
+                conn.execute("SET session_replication_role = DEFAULT")
+        return ids
+
+    def wait_count(self, target: int, timeout: float, interval: float = 0.25,
+                   progress: Callable[[int], None] | None = None) -> float:
+        """Waits until the index's main namespace holds `target` vectors; returns the
+        monotonic time at which that was first seen."""
+        deadline = time.monotonic() + timeout
+        last_report = 0.0
+        while True:
+            n = self.index.count()
+            now = time.monotonic()
+            if n >= target:
+                return now
+            if progress and now - last_report > 10:
+                progress(n)
+                last_report = now
+            if now > deadline:
+                raise TimeoutError(f"the index holds {n} of {target} vectors after {timeout:.0f}s")
+            time.sleep(interval)
+
+    def missing_ids(self, ids: list[int]) -> list[int]:
+        """The product ids that have no vector in the index (fetched in chunks)."""
+        present = self.index.fetch_versions([str(i) for i in ids])
+        return [i for i in ids if str(i) not in present]
+
+    def wait_ids(self, ids: list[int], timeout: float, progress: Callable[[int], None] | None = None) -> None:
+        """Waits until every id has a vector, fetching only those still missing, less
+        often while many are (a fetch carries vectors and metadata)."""
+        deadline = time.monotonic() + timeout
+        remaining = list(ids)
+        while remaining:
+            remaining = self.missing_ids(remaining)
+            if not remaining:
+                return
+            if progress:
+                progress(len(ids) - len(remaining))
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(remaining)} of {len(ids)} rows are still not indexed after {timeout:.0f}s")
+            time.sleep(min(10.0, 1.0 + len(remaining) / 1000))
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def session_cpu_seconds(session_id: int) -> float:
+    """User + system CPU time of every live process in a session (an app started with
+    start_new_session, with its children: Postgres's backends, for instance)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # fields[0] is field 3 (state): session is field 6, utime 14, stime 15.
+        if int(fields[3]) == session_id:
+            total += int(fields[11]) + int(fields[12])
+    return total / _TICKS
+
+
+def cpu_by_part(pipeline: Pipeline) -> dict[str, float]:
+    """CPU seconds used so far by each part of an own stack (and by this process)."""
+    out = {name: session_cpu_seconds(proc.pid) for name, proc in (pipeline.stack.processes.items() if pipeline.stack else [])}
+    times = os.times()
+    out["benchmark (this process)"] = times.user + times.system
+    return out
