@@ -3,14 +3,25 @@ A missing or malformed setting stops it at start with a message naming the varia
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from productsearch import logs
 from productsearch.settings import ConfigError
 
 
+class _PlainUvicornLines(logging.Filter):
+    """uvicorn adds an ANSI-coloured copy of some messages; the JSON line needs one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.pop("color_message", None)
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     log = logs.configure("frontend")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_PlainUvicornLines())
     try:
         from frontend.config import FrontendSettings
 

@@ -27,8 +27,10 @@ SEARCHABLE_WAIT_S = 180.0
 ANY_CATEGORY = ""
 
 CSS = """
-#results table { width: 100%; border-collapse: collapse; font-size: 0.92rem; }
-#results th, #results td { text-align: left; padding: 6px 8px; border-bottom: 1px solid var(--border-color-primary); vertical-align: top; }
+#results table { width: 100%; border-collapse: collapse; font-size: 0.92rem; border: none !important; }
+#results th, #results td { text-align: left; padding: 6px 8px; vertical-align: top;
+  border: none !important; border-bottom: 1px solid var(--border-color-primary) !important; }
+#results th { border-bottom: 2px solid var(--border-color-primary) !important; }
 #results td.num, #results th.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
 #results td.desc { color: var(--body-text-color); opacity: 0.8; }
 #results .name { font-weight: 600; }
