@@ -279,3 +279,12 @@ def cpu_by_part(pipeline: Pipeline) -> dict[str, float]:
     times = os.times()
     out["benchmark (this process)"] = times.user + times.system
     return out
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores together have spent busy since boot (from /proc/stat), to tell
+    how much of a phase's CPU went to processes that are not part of the measurement."""
+    with open("/proc/stat") as handle:
+        fields = [int(x) for x in handle.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / _TICKS

@@ -1,0 +1,457 @@
+#!/usr/bin/env python3
+"""Benchmarks of the sync pipeline and the search, in one run on one machine, on a
+private local stack (Postgres, moto, the index server, pelican, emu, the frontend):
+
+  (a) raw embedding throughput of the configured model on the catalog's own texts,
+      same batch size, device and settings as emu, in this process (texts/s);
+  (b) end-to-end backfill throughput: from starting `pelican backfill` over N rows to
+      the index holding the last vector, through pelican, SQS, emu and the index;
+      the ratio (b)/(a); peak RSS (VmHWM) of pelican and emu for every N in --sizes;
+      CPU seconds each part of the stack used during the backfill;
+  freshness: update one row's description, time until a query with the new text's
+      vector returns that row first with the new text in its metadata; p50/p95/max;
+  search latency through the frontend's POST /api/search with the first N indexed:
+      p50/p95/p99 and QPS at 1, 4 and 16 concurrent clients;
+  optionally (--int8) int8 dynamic quantization: its raw throughput gain and, with
+      --quality-dataset, its nDCG@10 change on a BEIR dataset (two full evaluations).
+
+Prints the figures with the machine's description, writes results/bench.json and a
+chart results/bench.png. It reports; it asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench import machine, workload  # noqa: E402
+from bench.pipeline import REPO, Pipeline, cpu_by_part, machine_busy_seconds, memory_of, wait_until  # noqa: E402
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def pct(values: list[float], q: float) -> float:
+    """Percentile with linear interpolation (numpy's default)."""
+    import numpy as np
+
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="10000,50000", help="comma-separated row counts N for the backfill runs (the first one "
+                   "also serves the raw embedding, freshness and search figures)")
+    p.add_argument("--freshness-samples", type=int, default=50)
+    p.add_argument("--freshness-spacing", type=float, default=1.0, help="mean seconds between freshness samples")
+    p.add_argument("--concurrency", default="1,4,16")
+    p.add_argument("--search-requests", type=int, default=400, help="requests per concurrency level (capped by --search-seconds)")
+    p.add_argument("--search-seconds", type=float, default=60.0)
+    p.add_argument("--skip-search", action="store_true", help="no frontend latency figures")
+    p.add_argument("--int8", action="store_true", help="also measure int8 dynamic quantization's raw throughput")
+    p.add_argument("--quality-dataset", type=Path, help="with --int8: BEIR folder to measure the nDCG@10 change on")
+    p.add_argument("--sync-timeout", type=float, default=3600.0)
+    p.add_argument("--output", type=Path, default=REPO / "results" / "bench.json")
+    p.add_argument("--chart", type=Path, default=REPO / "results" / "bench.png")
+    return p.parse_args(argv)
+
+
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+# -- (a) raw embedding ----------------------------------------------------------------
+def raw_throughput(texts: list[str], env: dict[str, str]) -> dict:
+    from productsearch.embedding import Embedder
+    from productsearch.settings import EmbeddingSettings
+
+    embedder = Embedder(EmbeddingSettings.from_env(env))
+    embedder.embed(texts[: embedder.settings.batch_size])  # warm-up: lazy initialisation, allocator
+    busy, mine = machine_busy_seconds(), _own_cpu()
+    t = time.perf_counter()
+    embedder.embed(texts)
+    elapsed = time.perf_counter() - t
+    others = (machine_busy_seconds() - busy) - (_own_cpu() - mine)
+    return {"texts": len(texts), "seconds": round(elapsed, 2), "texts_per_s": round(len(texts) / elapsed, 1),
+            "cpu_s_used_by_other_processes": round(others, 1), "model": embedder.description, "device": str(embedder.device), "_embedder": embedder}
+
+
+# -- (b) end-to-end backfill ------------------------------------------------------------
+def backfill_run(pipeline: Pipeline, rows: list[dict], timeout: float) -> dict:
+    n = len(rows)
+    pipeline.reset()
+    t = time.monotonic()
+    ids = pipeline.insert_products(rows, capture=False)  # an existing table, as a backfill finds it
+    load_s = time.monotonic() - t
+    pelican = pipeline.start_app("pelican")
+    emu = pipeline.start_app("emu")
+    pipeline.wait_for_log("emu", "emu started")  # model loaded: the clock measures the pipeline, not start-up
+    pipeline.wait_for_log("pelican", "pelican started")
+    time.sleep(1.0)
+    cpu_before = cpu_by_part(pipeline)
+    busy_before = machine_busy_seconds()
+    series = [(0.0, 0)]
+    t0 = time.monotonic()
+    cli = pipeline.run_cli(["-m", "pelican", "backfill"])
+    captured_s = time.monotonic() - t0
+    first_s = None
+    deadline = t0 + timeout
+    last_print = t0
+    while True:
+        count = pipeline.index.count()
+        now = time.monotonic()
+        series.append((round(now - t0, 3), count))
+        if count and first_s is None:
+            first_s = now - t0
+        if count >= n:
+            break
+        if now > deadline:
+            raise TimeoutError(f"the index holds {count} of {n} vectors after {timeout:.0f}s")
+        if now - last_print > 15:
+            say(f"    {count}/{n} indexed after {now - t0:.0f}s")
+            last_print = now
+        time.sleep(0.25)
+    elapsed = series[-1][0]
+    cpu_after = cpu_by_part(pipeline)
+    busy = machine_busy_seconds() - busy_before
+    ours = sum(cpu_after.get(k, 0) - v for k, v in cpu_before.items())
+    missing = pipeline.missing_ids(ids[-1000:])  # the last rows are queryable by id, not only counted
+    memory = {"pelican": memory_of(pelican.pid), "emu": memory_of(emu.pid)}
+    for name in ("index", "aws"):
+        proc = pipeline.stack.processes.get(name)
+        if proc:
+            memory[name] = memory_of(proc.pid)
+    return {
+        "rows": n,
+        "load_s": round(load_s, 2),
+        "backfill_capture_s": round(captured_s, 2),
+        "first_vector_s": round(first_s, 2) if first_s is not None else None,
+        "seconds": round(elapsed, 2),
+        "rows_per_s": round(n / elapsed, 1),
+        "missing_among_last_1000": len(missing),
+        "memory_kib": memory,
+        "cpu_s_during_backfill": {k: round(cpu_after.get(k, 0) - v, 1) for k, v in cpu_before.items()},
+        "cpu_s_used_by_other_processes": round(busy - ours, 1),
+        "backfill_output": cli.stdout.strip().splitlines()[-1:] if cli.stdout else [],
+        "series": series,
+        "_ids": ids,
+    }
+
+
+# -- freshness --------------------------------------------------------------------------
+def freshness(pipeline: Pipeline, embedder, ids: list[int], samples: int, spacing: float, seed: int = 11) -> dict:
+    rnd = random.Random(seed)
+    latencies = []
+    for i in range(samples):
+        pid = rnd.choice(ids)
+        row = pipeline.conn.execute("SELECT name, description FROM products WHERE id = %s", (pid,)).fetchone()
+        new_description = f"{row['description'].split(' Revised')[0]} Revised {i}: {rnd.choice(WORDS)} {rnd.choice(WORDS)} edition."
+        vector = embedder.embed([f"{row['name']} {new_description}".strip()])[0]  # before the clock starts
+        t0 = time.monotonic()
+        pipeline.conn.execute("UPDATE products SET description = %s WHERE id = %s", (new_description, pid))
+
+        def arrived():
+            matches = pipeline.index.query(vector, top_k=1)
+            return bool(matches) and matches[0].id == str(pid) and matches[0].score > 0.999 \
+                and matches[0].metadata.get("description") == new_description
+
+        wait_until(arrived, 60, interval=0.02, what=f"the update of product {pid} to be searchable")
+        latencies.append(time.monotonic() - t0)
+        time.sleep(rnd.uniform(0.5 * spacing, 1.5 * spacing))
+    return {
+        "samples": len(latencies),
+        "criterion": "a query with the new text's embedding returns the row first (cosine > 0.999) and the "
+                     "match's metadata holds the new description",
+        "p50_s": round(pct(latencies, 50), 3), "p95_s": round(pct(latencies, 95), 3),
+        "max_s": round(max(latencies), 3), "mean_s": round(statistics.fmean(latencies), 3),
+        "latencies_s": [round(x, 3) for x in latencies],
+    }
+
+
+WORDS = ["amber", "basalt", "cobalt", "delta", "ember", "fjord", "granite", "harbor", "indigo", "juniper",
+         "kelvin", "lumen", "meadow", "nimbus", "onyx", "prairie", "quartz", "russet", "sierra", "tundra"]
+
+
+# -- search latency ---------------------------------------------------------------------
+def search_latency(url: str, queries: list[str], levels: list[int], per_level: int, max_seconds: float) -> dict:
+    import httpx
+
+    def one(client, q):
+        t = time.perf_counter()
+        r = client.post(f"{url}/api/search", json={"query": q, "top_k": 10})
+        elapsed = time.perf_counter() - t
+        ok = r.status_code == 200 and isinstance(r.json().get("results"), list)
+        return elapsed, ok
+
+    with httpx.Client(timeout=30) as client:
+        for q in queries[:10]:  # warm-up
+            one(client, q)
+        sample = client.post(f"{url}/api/search", json={"query": queries[0], "top_k": 10}).json()
+    out = {"endpoint": f"POST {url}/api/search", "top_k": 10, "sample_query": queries[0],
+           "sample_top_result": (sample.get("results") or [{}])[0].get("name"), "levels": {}}
+    for clients in levels:
+        latencies: list[float] = []
+        errors = 0
+        lock = threading.Lock()
+        counter = iter(range(per_level))
+        stop_at = time.monotonic() + max_seconds
+
+        def worker(seed):
+            nonlocal errors
+            rnd = random.Random(seed)
+            with httpx.Client(timeout=30) as client:
+                while time.monotonic() < stop_at:
+                    with lock:
+                        if next(counter, None) is None:
+                            return
+                    try:
+                        elapsed, ok = one(client, rnd.choice(queries))
+                    except httpx.HTTPError:
+                        elapsed, ok = None, False
+                    with lock:
+                        if ok:
+                            latencies.append(elapsed)
+                        else:
+                            errors += 1
+
+        threads = [threading.Thread(target=worker, args=(c,)) for c in range(clients)]
+        t = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        wall = time.perf_counter() - t
+        out["levels"][str(clients)] = {
+            "clients": clients, "requests": len(latencies), "errors": errors, "seconds": round(wall, 2),
+            "qps": round(len(latencies) / wall, 1),
+            "p50_ms": round(pct(latencies, 50) * 1000, 1), "p95_ms": round(pct(latencies, 95) * 1000, 1),
+            "p99_ms": round(pct(latencies, 99) * 1000, 1),
+        }
+        say(f"    {clients:>2} client(s): {out['levels'][str(clients)]}")
+    return out
+
+
+# -- int8 nDCG change -------------------------------------------------------------------
+def quality_pair(dataset: Path) -> dict:
+    """nDCG@10 with and without int8. The fp32 figure is taken from the latest full
+    `make eval` result for the same dataset when there is one (scores do not depend on
+    timing), else measured here too."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from evaluate_beir import dataset_key
+
+    key = dataset_key(dataset.resolve().name)
+    out = {"dataset": dataset.resolve().name}
+    for mode in ("none", "int8"):
+        path = REPO / "results" / (f"eval-{key}.json" if mode == "none" else f"eval-{key}-int8.json")
+        previous = json.loads(path.read_text()) if mode == "none" and path.exists() else None
+        if previous and not previous.get("subset") and "(fp32)" in previous.get("model", ""):
+            say(f"  fp32 nDCG@10 from {path.relative_to(REPO)} ({previous['measured_at']})")
+            result = previous
+        else:
+            say(f"  evaluating {dataset} with EMBEDDING_QUANTIZE={mode} ...")
+            subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate_beir.py"), str(dataset), "--quantize", mode,
+                            "--output", str(path)], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+            result = json.loads(path.read_text())
+        out[mode] = {"ndcg@10": result["ndcg@10"], "recall@100": result["recall@100"], "model": result["model"],
+                     "sync_s": result["timings_s"]["sync_s"], "from": str(path.relative_to(REPO))}
+    out["ndcg_change"] = round(out["int8"]["ndcg@10"] - out["none"]["ndcg@10"], 5)
+    return out
+
+
+# -- chart ------------------------------------------------------------------------------
+def chart(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    fig.suptitle(f"productsearch benchmarks, {result['measured_at'][:10]}: {machine.one_line(result['machine'])}", fontsize=9)
+
+    ax = axes[0][0]
+    labels, values = ["raw model\n(a)"], [result["raw_embedding"]["texts_per_s"]]
+    if result.get("int8"):
+        labels.append("raw model\nint8")
+        values.append(result["int8"]["raw_texts_per_s"])
+    for run in result["backfill"]:
+        labels.append(f"pipeline (b)\nN={run['rows']:,}")
+        values.append(run["rows_per_s"])
+    bars = ax.bar(labels, values, color=["#4c72b0"] * (2 if result.get("int8") else 1) + ["#dd8452"] * len(result["backfill"]))
+    ax.bar_label(bars, fmt="%.0f", fontsize=8)
+    ax.set_ylabel("texts / s")
+    ax.set_title(f"Embedding throughput; (b)/(a) = {result['ratio_b_over_a']:.2f}", fontsize=10)
+
+    ax = axes[0][1]
+    for run in result["backfill"]:
+        xs, ys = zip(*run["series"])
+        ax.plot(xs, ys, label=f"N={run['rows']:,}: {run['seconds']:.0f}s, emu peak RSS "
+                f"{run['memory_kib']['emu']['peak_rss_kib'] / 1024:.0f} MiB")
+    ax.set_xlabel("seconds since the backfill started")
+    ax.set_ylabel("vectors in the index")
+    ax.set_title("End-to-end backfill", fontsize=10)
+    ax.legend(fontsize=8)
+
+    ax = axes[1][0]
+    fresh = result.get("freshness")
+    if fresh:
+        values = sorted(fresh["latencies_s"])
+        ax.plot(values, [(i + 1) / len(values) for i in range(len(values))], drawstyle="steps-post")
+        ax.axvline(fresh["p95_s"], color="grey", linestyle="--", linewidth=1)
+        ax.set_title(f"Freshness (change to searchable): p50 {fresh['p50_s']:.2f}s, p95 {fresh['p95_s']:.2f}s, "
+                     f"max {fresh['max_s']:.2f}s", fontsize=10)
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("fraction of updates")
+
+    ax = axes[1][1]
+    search = result.get("search")
+    if search and search.get("levels"):
+        levels = list(search["levels"].values())
+        xs = [str(lv["clients"]) for lv in levels]
+        for key, style in (("p50_ms", "o-"), ("p95_ms", "s-"), ("p99_ms", "^-")):
+            ax.plot(xs, [lv[key] for lv in levels], style, label=key.replace("_ms", ""))
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel("latency (ms)")
+        ax.legend(fontsize=8, loc="upper left")
+        twin = ax.twinx()
+        twin.bar(xs, [lv["qps"] for lv in levels], alpha=0.2, color="green")
+        twin.set_ylabel("queries / s (bars)")
+        ax.set_title("Search latency, POST /api/search", fontsize=10)
+    else:
+        ax.text(0.5, 0.5, "search latency not measured", ha="center", va="center")
+        ax.set_axis_off()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- main ---------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    levels = [int(s) for s in args.concurrency.split(",") if s.strip()]
+    started = time.monotonic()
+    base = workload.catalog_rows()
+    from productsearch.documents import indexed_text
+    from productsearch.settings import EmbeddingSettings
+
+    pipeline = Pipeline.own(say)
+    result: dict = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sizes": sizes}
+    with pipeline:
+        env = pipeline.app_env()
+        settings = EmbeddingSettings.from_env(env)
+        texts = [indexed_text(r, settings.text_template) for r in workload.rows(sizes[0], base)]
+        say(f"(a) raw embedding throughput on {len(texts):,} catalog texts ...")
+        raw = raw_throughput(texts, env)
+        embedder = raw.pop("_embedder")
+        result["raw_embedding"] = raw
+        result["machine"] = machine.describe(raw["device"])
+        say(f"    {raw['texts_per_s']:.1f} texts/s in {raw['seconds']:.0f}s ({raw['model']}); other processes on the "
+            f"machine used {raw['cpu_s_used_by_other_processes']} CPU s meanwhile")
+        if args.int8:
+            q = raw_throughput(texts, {**env, "EMBEDDING_QUANTIZE": "int8"})
+            q.pop("_embedder")
+            result["int8"] = {"raw_texts_per_s": q["texts_per_s"], "model": q["model"],
+                              "throughput_gain": round(q["texts_per_s"] / raw["texts_per_s"], 2)}
+            say(f"    int8: {q['texts_per_s']:.1f} texts/s (x{result['int8']['throughput_gain']})")
+
+        result["backfill"] = []
+        for n in sizes:
+            say(f"(b) end-to-end backfill of {n:,} rows ...")
+            run = backfill_run(pipeline, workload.rows(n, base), args.sync_timeout)
+            ids = run.pop("_ids")
+            mem = run["memory_kib"]
+            say(f"    {run['rows_per_s']:.1f} rows/s ({run['seconds']:.1f}s; first vector after {run['first_vector_s']}s); "
+                f"peak RSS pelican {mem['pelican']['peak_rss_kib'] / 1024:.0f} MiB, emu {mem['emu']['peak_rss_kib'] / 1024:.0f} MiB")
+            say(f"    CPU seconds during the backfill: {run['cpu_s_during_backfill']}; other processes on the machine: "
+                f"{run['cpu_s_used_by_other_processes']}")
+            result["backfill"].append(run)
+            if n == sizes[0]:
+                say(f"freshness: {args.freshness_samples} updates, about {args.freshness_spacing}s apart ...")
+                result["freshness"] = freshness(pipeline, embedder, ids, args.freshness_samples, args.freshness_spacing)
+                f = result["freshness"]
+                say(f"    p50 {f['p50_s']:.3f}s  p95 {f['p95_s']:.3f}s  max {f['max_s']:.3f}s")
+                if args.skip_search:
+                    result["search"] = {"skipped": "--skip-search"}
+                elif not (REPO / "apps" / "frontend" / "frontend" / "__main__.py").exists():
+                    result["search"] = {"skipped": "apps/frontend is not there"}
+                    say("search latency: skipped, apps/frontend is not there")
+                else:
+                    say(f"search latency through the frontend with {n:,} products indexed ...")
+                    pipeline.start_app("frontend")
+                    url = pipeline.env["FRONTEND_URL"]
+                    wait_until(lambda: _healthy(url), 300, 0.5, what="the frontend's /healthz")
+                    result["search"] = search_latency(url, workload.queries(200, base), levels, args.search_requests,
+                                                      args.search_seconds)
+                    result["search"]["rows_indexed"] = n
+                    result["search"]["frontend_memory_kib"] = memory_of(pipeline.stack.processes["frontend"].pid)
+                    pipeline.stop_app("frontend")
+            pipeline.stop_app("pelican")
+            pipeline.stop_app("emu")
+
+    first = result["backfill"][0]
+    result["ratio_b_over_a"] = round(first["rows_per_s"] / raw["texts_per_s"], 3)
+    if args.int8 and args.quality_dataset:
+        say("int8 quality: two full evaluations ...")
+        result["int8"]["quality"] = quality_pair(args.quality_dataset)
+    result["duration_s"] = round(time.monotonic() - started, 1)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    chart(result, args.chart)
+    report(result)
+    say(f"wrote {args.output} and {args.chart}")
+    return 0
+
+
+def _healthy(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def report(r: dict) -> None:
+    say()
+    say(f"machine: {machine.one_line(r['machine'])}")
+    say(f"model:   {r['raw_embedding']['model']}")
+    say(f"(a) raw embedding            {r['raw_embedding']['texts_per_s']:>9.1f} texts/s  ({r['raw_embedding']['texts']:,} catalog texts)")
+    for run in r["backfill"]:
+        m = run["memory_kib"]
+        say(f"(b) backfill N={run['rows']:<7,}      {run['rows_per_s']:>9.1f} rows/s   ({run['seconds']:.1f}s)   "
+            f"peak RSS pelican {m['pelican']['peak_rss_kib'] / 1024:.0f} MiB, emu {m['emu']['peak_rss_kib'] / 1024:.0f} MiB")
+    say(f"(b)/(a) at N={r['backfill'][0]['rows']:,}          {r['ratio_b_over_a']:>9.3f}")
+    f = r.get("freshness")
+    if f:
+        say(f"freshness ({f['samples']} updates)      p50 {f['p50_s']:.3f}s  p95 {f['p95_s']:.3f}s  max {f['max_s']:.3f}s")
+    s = r.get("search") or {}
+    for lv in (s.get("levels") or {}).values():
+        say(f"search, {lv['clients']:>2} client(s)         p50 {lv['p50_ms']:.1f} ms  p95 {lv['p95_ms']:.1f} ms  "
+            f"p99 {lv['p99_ms']:.1f} ms  {lv['qps']:.1f} QPS  ({lv['requests']} requests, {lv['errors']} errors)")
+    if s.get("skipped"):
+        say(f"search: skipped ({s['skipped']})")
+    if r.get("int8"):
+        q = r["int8"]
+        line = f"int8 dynamic quantization    {q['raw_texts_per_s']:>9.1f} texts/s  (x{q['throughput_gain']} raw)"
+        if q.get("quality"):
+            line += f"; nDCG@10 {q['quality']['int8']['ndcg@10']:.5f} vs {q['quality']['none']['ndcg@10']:.5f} ({q['quality']['ndcg_change']:+.5f})"
+        say(line)
+    say("GPU: " + (r["machine"]["gpu"] or "none on this machine; CUDA fp16 (EMBEDDING_DEVICE=cuda) not measured"))
+    say(f"duration {r['duration_s']:.0f}s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Runs the evaluation and the benchmark scripts at a tiny size, so they cannot rot:
+each on its own private stack, checked for well-formed output, not for speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, SHARED
+
+sys.path.insert(0, str(REPO / "scripts"))
+
+from bench import beir, workload  # noqa: E402
+from bench.metrics import evaluate  # noqa: E402
+
+SCIFACT = SHARED / "data" / "beir-scifact"
+
+
+def tiny_beir(folder, n_docs: int = 50, n_queries: int = 4):
+    """The first n_docs SciFact documents plus the documents the first n_queries judged
+    test queries need, in BEIR layout."""
+    full = beir.load(SCIFACT)
+    qids = list(full.qrels)[:n_queries]
+    wanted = {d for q in qids for d in full.qrels[q]}
+    docs = [d for i, d in enumerate(full.corpus) if i < n_docs or d.id in wanted]
+    (folder / "qrels").mkdir(parents=True)
+    with open(folder / "corpus.jsonl", "w") as f:
+        for d in docs:
+            f.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n")
+    with open(folder / "queries.jsonl", "w") as f:
+        for q in qids:
+            f.write(json.dumps({"_id": q, "text": full.queries[q]}) + "\n")
+    with open(folder / "qrels" / "test.tsv", "w") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for q in qids:
+            for d, grade in full.qrels[q].items():
+                f.write(f"{q}\t{d}\t{grade}\n")
+    return docs, qids
+
+
+@pytest.fixture
+def scifact_subset(tmp_path):
+    if not (SCIFACT / "corpus.jsonl").is_file():
+        pytest.skip(f"{SCIFACT} is not here")
+    folder = tmp_path / "scifact-tiny"
+    docs, qids = tiny_beir(folder)
+    return folder, docs, qids
+
+
+def test_a_hand_built_perfect_ranking_scores_one(scifact_subset):
+    folder, _, _ = scifact_subset
+    data = beir.load(folder)
+    perfect = {q: sorted(judged, key=judged.get, reverse=True) for q, judged in data.qrels.items()}
+    scores = evaluate(perfect, data.qrels)
+    assert scores["ndcg@10"] == pytest.approx(1.0) and scores["recall@100"] == pytest.approx(1.0)
+    assert evaluate({}, data.qrels)["ndcg@10"] == 0.0
+
+
+def test_generated_rows_extend_the_catalog_with_unique_skus():
+    base = workload.catalog_rows()
+    rows = workload.rows(len(base) + 500, base)
+    assert rows[: len(base)] == base
+    assert len({r["sku"] for r in rows}) == len(rows)
+    assert all(r["name"] and r["description"] for r in rows[len(base):])
+    assert len(workload.queries(20, base)) == 20
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(600)
+def test_evaluate_beir_on_a_tiny_subset(scifact_subset, tmp_path):
+    folder, docs, qids = scifact_subset
+    out = tmp_path / "eval.json"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate_beir.py"), str(folder), "--output", str(out),
+                           "--min-ndcg", "0.0"], cwd=REPO, capture_output=True, text=True, timeout=580)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["documents"] == len(docs) and result["queries"] == len(qids)
+    assert 0.0 <= result["ndcg@10"] <= 1.0 and 0.0 <= result["recall@100"] <= 1.0
+    # With the relevant abstracts among ~50, a working id mapping finds some of them.
+    assert result["ndcg@10"] > 0.3 and result["recall@100"] > 0.5
+    assert set(result["per_query"]) == set(qids)
+    assert result["results_outside_dataset"] == 0 and result["refused_queries"] == {}
+    assert result["machine"]["cores"] >= 1 and result["machine"]["cpu"]
+    assert "nDCG@10" in proc.stdout and "machine:" in proc.stdout
+
+    # --min-ndcg that cannot be met makes the command fail.
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate_beir.py"), str(folder), "--output",
+                           str(tmp_path / "eval2.json"), "--limit-queries", "1", "--min-ndcg", "1.01"],
+                          cwd=REPO, capture_output=True, text=True, timeout=580)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "FAIL" in proc.stdout
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(900)
+def test_benchmark_at_a_tiny_size(tmp_path):
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--sizes", "120,200", "--freshness-samples", "3",
+         "--freshness-spacing", "0.2", "--concurrency", "1,2", "--search-requests", "8", "--output", str(out), "--chart", str(png)],
+        cwd=REPO, capture_output=True, text=True, timeout=880,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert r["raw_embedding"]["texts"] == 120 and r["raw_embedding"]["texts_per_s"] > 0
+    assert [b["rows"] for b in r["backfill"]] == [120, 200]
+    for run in r["backfill"]:
+        assert run["rows_per_s"] > 0 and run["missing_among_last_1000"] == 0
+        assert run["memory_kib"]["pelican"]["peak_rss_kib"] > 0 and run["memory_kib"]["emu"]["peak_rss_kib"] > 0
+        assert run["series"][-1][1] >= run["rows"]
+    assert r["ratio_b_over_a"] > 0
+    fresh = r["freshness"]
+    assert fresh["samples"] == 3 and 0 < fresh["p50_s"] <= fresh["p95_s"] <= fresh["max_s"]
+    search = r["search"]
+    if (REPO / "apps" / "frontend" / "frontend" / "__main__.py").exists():
+        assert set(search["levels"]) == {"1", "2"}
+        for level in search["levels"].values():
+            assert level["requests"] > 0 and level["errors"] == 0
+            assert 0 < level["p50_ms"] <= level["p95_ms"] <= level["p99_ms"] and level["qps"] > 0
+    assert "machine:" in proc.stdout and "(b)/(a)" in proc.stdout
