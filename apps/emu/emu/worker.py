@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import queue
 import random
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from productsearch import jobs
 from productsearch.documents import IndexRecord, UnindexableProduct, build_record
 from productsearch.index import PermanentIndexError, ProductIndex
 from productsearch.jobs import Change
+from productsearch.lifecycle import stop_on_signals
 from productsearch.settings import EmbeddingSettings, EmuSettings, QueueSettings
 
 log = logging.getLogger(__name__)
@@ -75,12 +75,7 @@ class Emu:
 
     # -- lifecycle ------------------------------------------------------------
     def install_signal_handlers(self) -> None:
-        def handle(signum, _frame):
-            log.info("stop requested; finishing the work in hand", extra={"signal": signal.Signals(signum).name})
-            self.stopping.set()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        stop_on_signals(self.stopping, log, "finishing the work in hand")
 
     def run(self) -> None:
         log.info("emu started", extra={"queue": self.queues.jobs_queue_url, "model": self.embedder.description})

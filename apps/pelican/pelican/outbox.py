@@ -10,7 +10,6 @@ check makes a repeat harmless.
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 
 import psycopg
@@ -80,6 +79,3 @@ def send_message_batch(sqs, queue_url: str, bodies: list[str]) -> None:
         entries = [e for e in entries if e["Id"] in retry_ids]
     raise SendFailed(f"SQS kept failing {len(entries)} message(s) after 3 attempts")
 
-
-def new_token() -> str:
-    return uuid.uuid4().hex

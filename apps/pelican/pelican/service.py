@@ -8,7 +8,6 @@ back) and trying again. SIGTERM lets the batch in hand finish, then exits.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 
@@ -17,6 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pelican.outbox import SendFailed, ship_batch
 from productsearch import aws, db
+from productsearch.lifecycle import stop_on_signals
 from productsearch.settings import DatabaseSettings, PelicanSettings, QueueSettings
 
 log = logging.getLogger(__name__)
@@ -34,12 +34,7 @@ class Pelican:
         self._listen: psycopg.Connection | None = None
 
     def install_signal_handlers(self) -> None:
-        def handle(signum, _frame):
-            log.info("stop requested; finishing the batch in hand", extra={"signal": signal.Signals(signum).name})
-            self.stopping.set()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        stop_on_signals(self.stopping, log, "finishing the batch in hand")
 
     def _connect(self) -> None:
         if self._work is None or self._work.closed:
