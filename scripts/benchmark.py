@@ -61,6 +61,8 @@ def parse_args(argv=None):
     p.add_argument("--skip-search", action="store_true", help="no frontend latency figures")
     p.add_argument("--int8", action="store_true", help="also measure int8 dynamic quantization's raw throughput")
     p.add_argument("--quality-dataset", type=Path, help="with --int8: BEIR folder to measure the nDCG@10 change on")
+    p.add_argument("--fresh-quality", action="store_true", help="with --quality-dataset: re-run both evaluations even if "
+                   "results/ holds them")
     p.add_argument("--sync-timeout", type=float, default=3600.0)
     p.add_argument("--output", type=Path, default=REPO / "results" / "bench.json")
     p.add_argument("--chart", type=Path, default=REPO / "results" / "bench.png")
@@ -83,8 +85,10 @@ def raw_throughput(texts: list[str], env: dict[str, str]) -> dict:
     t = time.perf_counter()
     embedder.embed(texts)
     elapsed = time.perf_counter() - t
-    others = (machine_busy_seconds() - busy) - (_own_cpu() - mine)
+    used = _own_cpu() - mine
+    others = (machine_busy_seconds() - busy) - used
     return {"texts": len(texts), "seconds": round(elapsed, 2), "texts_per_s": round(len(texts) / elapsed, 1),
+            "cpu_s": round(used, 1), "texts_per_cpu_s": round(len(texts) / used, 2) if used > 0 else None,
             "cpu_s_used_by_other_processes": round(others, 1), "model": embedder.description, "device": str(embedder.device), "_embedder": embedder}
 
 
@@ -144,6 +148,7 @@ def backfill_run(pipeline: Pipeline, rows: list[dict], timeout: float) -> dict:
         "memory_kib": memory,
         "cpu_s_during_backfill": {k: round(cpu_after.get(k, 0) - v, 1) for k, v in cpu_before.items()},
         "cpu_s_used_by_other_processes": round(busy - ours, 1),
+        "rows_per_cpu_s": round(n / ours, 2) if ours > 0 else None,
         "backfill_output": cli.stdout.strip().splitlines()[-1:] if cli.stdout else [],
         "series": series,
         "_ids": ids,
@@ -243,11 +248,32 @@ def search_latency(url: str, queries: list[str], levels: list[int], per_level: i
     return out
 
 
+def search_breakdown(pipeline: Pipeline, embedder, queries: list[str], n: int = 100) -> dict:
+    """Where a search's time goes, in this process, one query at a time: embedding the
+    query, the index query (top_k 10, metadata), reading the rows from Postgres."""
+    from productsearch.search import ROWS_SQL
+
+    stages: dict[str, list[float]] = {"embed_ms": [], "index_query_ms": [], "postgres_rows_ms": []}
+    for q in queries[:n]:
+        t0 = time.perf_counter()
+        vector = embedder.embed([q])[0]
+        t1 = time.perf_counter()
+        matches = pipeline.index.query(vector, top_k=10)
+        t2 = time.perf_counter()
+        pipeline.conn.execute(ROWS_SQL, ([int(m.id) for m in matches],)).fetchall()
+        t3 = time.perf_counter()
+        for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2)):
+            stages[key].append(value * 1000)
+    return {"queries": len(stages["embed_ms"]),
+            **{key: {"p50": round(pct(v, 50), 1), "p95": round(pct(v, 95), 1)} for key, v in stages.items()}}
+
+
 # -- int8 nDCG change -------------------------------------------------------------------
-def quality_pair(dataset: Path) -> dict:
-    """nDCG@10 with and without int8. The fp32 figure is taken from the latest full
-    `make eval` result for the same dataset when there is one (scores do not depend on
-    timing), else measured here too."""
+def quality_pair(dataset: Path, fresh: bool = False) -> dict:
+    """nDCG@10 with and without int8. Each figure is taken from the latest full
+    evaluation of the same dataset in results/ when there is one (a score does not
+    depend on timing or load; `make eval` writes the fp32 one), else measured here:
+    a full evaluation through the pipeline each. fresh=True measures both."""
     sys.path.insert(0, str(REPO / "scripts"))
     from evaluate_beir import dataset_key
 
@@ -255,9 +281,10 @@ def quality_pair(dataset: Path) -> dict:
     out = {"dataset": dataset.resolve().name}
     for mode in ("none", "int8"):
         path = REPO / "results" / (f"eval-{key}.json" if mode == "none" else f"eval-{key}-int8.json")
-        previous = json.loads(path.read_text()) if mode == "none" and path.exists() else None
-        if previous and not previous.get("subset") and "(fp32)" in previous.get("model", ""):
-            say(f"  fp32 nDCG@10 from {path.relative_to(REPO)} ({previous['measured_at']})")
+        previous = json.loads(path.read_text()) if path.exists() and not fresh else None
+        expected = "(fp32)" if mode == "none" else "(int8-dynamic)"
+        if previous and not previous.get("subset") and expected in previous.get("model", ""):
+            say(f"  {mode} nDCG@10 from {path.relative_to(REPO)} ({previous['measured_at']})")
             result = previous
         else:
             say(f"  evaluating {dataset} with EMBEDDING_QUANTIZE={mode} ...")
@@ -398,14 +425,20 @@ def main(argv=None) -> int:
                     result["search"]["rows_indexed"] = n
                     result["search"]["frontend_memory_kib"] = memory_of(pipeline.stack.processes["frontend"].pid)
                     pipeline.stop_app("frontend")
+                result["search_breakdown"] = search_breakdown(pipeline, embedder, workload.queries(200, base))
+                say(f"    search path in process, per stage: {result['search_breakdown']}")
             pipeline.stop_app("pelican")
             pipeline.stop_app("emu")
 
     first = result["backfill"][0]
     result["ratio_b_over_a"] = round(first["rows_per_s"] / raw["texts_per_s"], 3)
+    if first.get("rows_per_cpu_s") and raw.get("texts_per_cpu_s"):
+        # The same ratio per CPU second (all parts of the stack together): it does not
+        # move with the load other processes put on a shared machine.
+        result["ratio_b_over_a_per_cpu_s"] = round(first["rows_per_cpu_s"] / raw["texts_per_cpu_s"], 3)
     if args.int8 and args.quality_dataset:
         say("int8 quality: two full evaluations ...")
-        result["int8"]["quality"] = quality_pair(args.quality_dataset)
+        result["int8"]["quality"] = quality_pair(args.quality_dataset, args.fresh_quality)
     result["duration_s"] = round(time.monotonic() - started, 1)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
@@ -434,6 +467,9 @@ def report(r: dict) -> None:
         say(f"(b) backfill N={run['rows']:<7,}      {run['rows_per_s']:>9.1f} rows/s   ({run['seconds']:.1f}s)   "
             f"peak RSS pelican {m['pelican']['peak_rss_kib'] / 1024:.0f} MiB, emu {m['emu']['peak_rss_kib'] / 1024:.0f} MiB")
     say(f"(b)/(a) at N={r['backfill'][0]['rows']:,}          {r['ratio_b_over_a']:>9.3f}")
+    if r.get("ratio_b_over_a_per_cpu_s"):
+        say(f"(b)/(a) per CPU second         {r['ratio_b_over_a_per_cpu_s']:>9.3f}  ({r['raw_embedding']['texts_per_cpu_s']} texts "
+            f"per CPU s raw, {r['backfill'][0]['rows_per_cpu_s']} rows per CPU s for the whole stack)")
     f = r.get("freshness")
     if f:
         say(f"freshness ({f['samples']} updates)      p50 {f['p50_s']:.3f}s  p95 {f['p95_s']:.3f}s  max {f['max_s']:.3f}s")
@@ -441,6 +477,10 @@ def report(r: dict) -> None:
     for lv in (s.get("levels") or {}).values():
         say(f"search, {lv['clients']:>2} client(s)         p50 {lv['p50_ms']:.1f} ms  p95 {lv['p95_ms']:.1f} ms  "
             f"p99 {lv['p99_ms']:.1f} ms  {lv['qps']:.1f} QPS  ({lv['requests']} requests, {lv['errors']} errors)")
+    b = r.get("search_breakdown")
+    if b:
+        say(f"search stages (in process)    embed p50 {b['embed_ms']['p50']} ms, index query p50 {b['index_query_ms']['p50']} ms, "
+            f"Postgres rows p50 {b['postgres_rows_ms']['p50']} ms")
     if s.get("skipped"):
         say(f"search: skipped ({s['skipped']})")
     if r.get("int8"):

@@ -255,10 +255,9 @@ class Pipeline:
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def session_cpu_seconds(session_id: int) -> float:
-    """User + system CPU time of every live process in a session (an app started with
-    start_new_session, with its children: Postgres's backends, for instance)."""
-    total = 0
+def _proc_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds of the process and of its exited, waited-for children)."""
+    table = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -267,17 +266,33 @@ def session_cpu_seconds(session_id: int) -> float:
                 fields = handle.read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        # fields[0] is field 3 (state): session is field 6, utime 14, stime 15.
-        if int(fields[3]) == session_id:
-            total += int(fields[11]) + int(fields[12])
-    return total / _TICKS
+        # fields[0] is stat field 3 (state): ppid is field 4, utime..cstime fields 14-17.
+        table[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / _TICKS)
+    return table
+
+
+def tree_cpu_seconds(root_pid: int, table: dict[int, tuple[int, float]] | None = None) -> float:
+    """CPU time of a process and all its descendants, live or exited (Postgres's backends
+    call setsid, so a session does not hold them; the process tree does)."""
+    table = table if table is not None else _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0.0, [root_pid]
+    while todo:
+        pid = todo.pop()
+        if pid in table:
+            total += table[pid][1]
+            todo.extend(children.get(pid, []))
+    return total
 
 
 def cpu_by_part(pipeline: Pipeline) -> dict[str, float]:
     """CPU seconds used so far by each part of an own stack (and by this process)."""
-    out = {name: session_cpu_seconds(proc.pid) for name, proc in (pipeline.stack.processes.items() if pipeline.stack else [])}
-    times = os.times()
-    out["benchmark (this process)"] = times.user + times.system
+    table = _proc_table()
+    out = {name: tree_cpu_seconds(proc.pid, table) for name, proc in (pipeline.stack.processes.items() if pipeline.stack else [])}
+    times = os.times()  # children: commands it ran and waited for (pelican backfill), not the running apps
+    out["benchmark + backfill command"] = times.user + times.system + times.children_user + times.children_system
     return out
 
 

@@ -112,7 +112,8 @@ def test_benchmark_at_a_tiny_size(tmp_path):
         assert run["rows_per_s"] > 0 and run["missing_among_last_1000"] == 0
         assert run["memory_kib"]["pelican"]["peak_rss_kib"] > 0 and run["memory_kib"]["emu"]["peak_rss_kib"] > 0
         assert run["series"][-1][1] >= run["rows"]
-    assert r["ratio_b_over_a"] > 0
+    assert r["ratio_b_over_a"] > 0 and r["ratio_b_over_a_per_cpu_s"] > 0
+    assert r["search_breakdown"]["queries"] > 0 and r["search_breakdown"]["embed_ms"]["p50"] > 0
     fresh = r["freshness"]
     assert fresh["samples"] == 3 and 0 < fresh["p50_s"] <= fresh["p95_s"] <= fresh["max_s"]
     search = r["search"]
@@ -122,3 +123,24 @@ def test_benchmark_at_a_tiny_size(tmp_path):
             assert level["requests"] > 0 and level["errors"] == 0
             assert 0 < level["p50_ms"] <= level["p95_ms"] <= level["p99_ms"] and level["qps"] > 0
     assert "machine:" in proc.stdout and "(b)/(a)" in proc.stdout
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(600)
+def test_evaluate_beir_against_a_running_stack_leaves_its_rows_out_and_cleans_up(parts, stack, scifact_subset, tmp_path):
+    folder, docs, qids = scifact_subset
+    stack.start_app("pelican", {"PELICAN_POLL_INTERVAL_SECONDS": "1"})
+    stack.start_app("emu")
+    catalog = parts.insert_many(30, prefix="catalog")  # rows of the running stack that must not compete
+    env_file = tmp_path / "stack.env"
+    stack.write_env_file(env_file)
+    out = tmp_path / "eval.json"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate_beir.py"), str(folder), "--use-running-stack",
+                           str(env_file), "--output", str(out)], cwd=REPO, capture_output=True, text=True, timeout=580)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["documents"] == len(docs) and result["results_outside_dataset"] == 0
+    assert result["ndcg@10"] > 0.3 and "category=beir-scifact-tiny" in result["search_path"]
+    left = parts.conn.execute("SELECT count(*) AS n FROM products WHERE category = 'beir-scifact-tiny'").fetchone()["n"]
+    assert left == 0
+    assert parts.conn.execute("SELECT count(*) AS n FROM products").fetchone()["n"] == len(catalog)
