@@ -88,10 +88,14 @@ def start(stack, rows: int = 200, editor: tuple[str, str] | None = EDITOR) -> Fr
     stack.start_app("pelican", FAST)
     stack.start_app("emu")
     started = time.monotonic()
-    wait_until(lambda: parts.index.count() == rows, 180, interval=0.5, message=f"{rows} catalog rows indexed")
-    wait_until(lambda: parts.pending_changes() == 0, 60, message="change log drained")
     front = FrontendStack(stack, parts, ids)
-    wait_until(lambda: _healthy(front), 120, interval=0.3, message="frontend /healthz 200")
+    try:
+        wait_until(lambda: parts.index.count() == rows, 180, interval=0.5, message=f"{rows} catalog rows indexed")
+        wait_until(lambda: parts.pending_changes() == 0, 60, message="change log drained")
+        wait_until(lambda: _healthy(front), 120, interval=0.3, message="frontend /healthz 200")
+    except AssertionError as exc:
+        stop(front)
+        raise AssertionError(f"{exc}\n{_log_tails(stack)}") from None
     print(f"frontend stack ready in {time.monotonic() - started:.1f}s")
     return front
 
@@ -104,6 +108,15 @@ def _healthy(front: FrontendStack) -> bool:
         return front.api("/healthz", timeout=3).status == 200
     except OSError:
         return False
+
+
+def _log_tails(stack, names=("pelican", "emu", "frontend", "index")) -> str:
+    out = []
+    for name in names:
+        path = stack.log_path(name)
+        if path.exists():
+            out.append(f"--- {name}.log (tail) ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-15:]))
+    return "\n".join(out)
 
 
 def stop(front: FrontendStack) -> None:
