@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 REQS   := requirements/dev.txt pyproject.toml $(wildcard apps/*/pyproject.toml)
 
-.PHONY: deps up down status test test-unit test-system test-infra bench eval reconcile redrive logs
+.PHONY: deps up down status test test-unit bench eval soak reconcile redrive
 
 $(STAMP): $(REQS)
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,20 @@ test: deps
 
 test-unit: deps
 	$(PY) -m pytest tests/unit tests/infra
+
+## eval: search quality end to end on a BEIR dataset (default SciFact beside the checkout); fails below MIN_NDCG
+DATASET  ?= ../shared/data/beir-scifact
+MIN_NDCG ?= 0.64008
+eval: deps
+	$(PY) scripts/evaluate_beir.py $(DATASET) --min-ndcg $(MIN_NDCG)
+
+## bench: throughput, memory, freshness and search latency on a private local stack (prints figures, writes results/)
+bench: deps
+	$(PY) scripts/benchmark.py $(BENCH_ARGS)
+
+## soak: mixed write load with searches against the running `make up` stack
+soak:
+	$(PY) scripts/soak.py $(SOAK_ARGS)
 
 ## reconcile: compare table and index against the running stack (REPAIR=1 repairs through the pipeline)
 reconcile:
