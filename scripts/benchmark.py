@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -63,6 +64,8 @@ def parse_args(argv=None):
     p.add_argument("--quality-dataset", type=Path, help="with --int8: BEIR folder to measure the nDCG@10 change on")
     p.add_argument("--fresh-quality", action="store_true", help="with --quality-dataset: re-run both evaluations even if "
                    "results/ holds them")
+    p.add_argument("--app-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for the apps and the raw measurement alike, e.g. EMBEDDING_BATCH_SIZE=128 (repeatable)")
     p.add_argument("--sync-timeout", type=float, default=3600.0)
     p.add_argument("--output", type=Path, default=REPO / "results" / "bench.json")
     p.add_argument("--chart", type=Path, default=REPO / "results" / "bench.png")
@@ -93,14 +96,14 @@ def raw_throughput(texts: list[str], env: dict[str, str]) -> dict:
 
 
 # -- (b) end-to-end backfill ------------------------------------------------------------
-def backfill_run(pipeline: Pipeline, rows: list[dict], timeout: float) -> dict:
+def backfill_run(pipeline: Pipeline, rows: list[dict], timeout: float, app_env: dict[str, str] | None = None) -> dict:
     n = len(rows)
     pipeline.reset()
     t = time.monotonic()
     ids = pipeline.insert_products(rows, capture=False)  # an existing table, as a backfill finds it
     load_s = time.monotonic() - t
-    pelican = pipeline.start_app("pelican")
-    emu = pipeline.start_app("emu")
+    pelican = pipeline.start_app("pelican", app_env)
+    emu = pipeline.start_app("emu", app_env)
     pipeline.wait_for_log("emu", "emu started")  # model loaded: the clock measures the pipeline, not start-up
     pipeline.wait_for_log("pelican", "pelican started")
     time.sleep(1.0)
@@ -377,7 +380,9 @@ def main(argv=None) -> int:
     pipeline = Pipeline.own(say)
     result: dict = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sizes": sizes}
     with pipeline:
-        env = pipeline.app_env()
+        extra = dict(item.split("=", 1) for item in args.app_env)
+        env = pipeline.app_env(extra)
+        result["app_env"] = extra
         settings = EmbeddingSettings.from_env(env)
         texts = [indexed_text(r, settings.text_template) for r in workload.rows(sizes[0], base)]
         say(f"(a) raw embedding throughput on {len(texts):,} catalog texts ...")
@@ -397,7 +402,7 @@ def main(argv=None) -> int:
         result["backfill"] = []
         for n in sizes:
             say(f"(b) end-to-end backfill of {n:,} rows ...")
-            run = backfill_run(pipeline, workload.rows(n, base), args.sync_timeout)
+            run = backfill_run(pipeline, workload.rows(n, base), args.sync_timeout, extra)
             ids = run.pop("_ids")
             mem = run["memory_kib"]
             say(f"    {run['rows_per_s']:.1f} rows/s ({run['seconds']:.1f}s; first vector after {run['first_vector_s']}s); "
@@ -417,7 +422,7 @@ def main(argv=None) -> int:
                     say("search latency: skipped, apps/frontend is not there")
                 else:
                     say(f"search latency through the frontend with {n:,} products indexed ...")
-                    pipeline.start_app("frontend")
+                    pipeline.start_app("frontend", extra)
                     url = pipeline.env["FRONTEND_URL"]
                     wait_until(lambda: _healthy(url), 300, 0.5, what="the frontend's /healthz")
                     result["search"] = search_latency(url, workload.queries(200, base), levels, args.search_requests,
@@ -429,7 +434,14 @@ def main(argv=None) -> int:
                 say(f"    search path in process, per stage: {result['search_breakdown']}")
             pipeline.stop_app("pelican")
             pipeline.stop_app("emu")
+        logs = REPO / "results" / "tmp" / "bench-logs"  # the apps' logs outlive the temporary stack (git ignores results/tmp)
+        shutil.rmtree(logs, ignore_errors=True)
+        shutil.copytree(pipeline.stack.root / "logs", logs)
 
+    for run in result["backfill"]:
+        run["ratio_to_raw"] = round(run["rows_per_s"] / raw["texts_per_s"], 3)
+        if run.get("rows_per_cpu_s") and raw.get("texts_per_cpu_s"):
+            run["ratio_to_raw_per_cpu_s"] = round(run["rows_per_cpu_s"] / raw["texts_per_cpu_s"], 3)
     first = result["backfill"][0]
     result["ratio_b_over_a"] = round(first["rows_per_s"] / raw["texts_per_s"], 3)
     if first.get("rows_per_cpu_s") and raw.get("texts_per_cpu_s"):
@@ -464,7 +476,8 @@ def report(r: dict) -> None:
     say(f"(a) raw embedding            {r['raw_embedding']['texts_per_s']:>9.1f} texts/s  ({r['raw_embedding']['texts']:,} catalog texts)")
     for run in r["backfill"]:
         m = run["memory_kib"]
-        say(f"(b) backfill N={run['rows']:<7,}      {run['rows_per_s']:>9.1f} rows/s   ({run['seconds']:.1f}s)   "
+        say(f"(b) backfill N={run['rows']:<7,}      {run['rows_per_s']:>9.1f} rows/s   ({run['seconds']:.1f}s; "
+            f"{run.get('rows_per_cpu_s')} rows per CPU s)   "
             f"peak RSS pelican {m['pelican']['peak_rss_kib'] / 1024:.0f} MiB, emu {m['emu']['peak_rss_kib'] / 1024:.0f} MiB")
     say(f"(b)/(a) at N={r['backfill'][0]['rows']:,}          {r['ratio_b_over_a']:>9.3f}")
     if r.get("ratio_b_over_a_per_cpu_s"):
