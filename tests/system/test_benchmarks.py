@@ -114,6 +114,7 @@ def test_benchmark_at_a_tiny_size(tmp_path):
         assert run["series"][-1][1] >= run["rows"]
     assert r["ratio_b_over_a"] > 0 and r["ratio_b_over_a_per_cpu_s"] > 0
     assert r["search_breakdown"]["queries"] > 0 and r["search_breakdown"]["embed_ms"]["p50"] > 0
+    assert r["search_breakdown"]["embed_ms_1_thread"]["p50"] > 0
     fresh = r["freshness"]
     assert fresh["samples"] == 3 and 0 < fresh["p50_s"] <= fresh["p95_s"] <= fresh["max_s"]
     search = r["search"]
