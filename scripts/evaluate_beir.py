@@ -73,7 +73,9 @@ def main(argv=None) -> int:
         keep = list(data.qrels)[: args.limit_queries]
         data.qrels = {q: data.qrels[q] for q in keep}
         data.queries = {q: data.queries[q] for q in keep}
-    reference = args.reference if args.reference is not None else PUBLISHED_NDCG10.get(key)
+    subset = bool(args.limit_docs or args.limit_queries)
+    # A published score is for the whole dataset: a subset's is not comparable with it.
+    reference = None if subset else (args.reference if args.reference is not None else PUBLISHED_NDCG10.get(key))
     say(f"dataset {data.name}: {len(data.corpus)} documents, {len(data.queries)} judged {args.split} queries")
 
     from productsearch.search import MAX_QUERY_CHARS
@@ -177,7 +179,7 @@ def main(argv=None) -> int:
         "model": model,
         "search_path": "productsearch.search.ProductSearch.search (top_k=%d%s)" % (args.top_k, f", category={category}" if category else ""),
         "stack": "own (temporary)" if own else str(args.use_running_stack),
-        "subset": bool(args.limit_docs or args.limit_queries),
+        "subset": subset,
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "machine": info,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -191,7 +193,8 @@ def main(argv=None) -> int:
     say(f"machine: {machine.one_line(info)}")
     say(f"model:   {model}")
     say(f"{data.name} ({args.split}): {len(data.corpus)} docs, {scores['queries']} queries")
-    ref_text = f"   published {reference:.5f}   delta {ndcg - reference:+.5f}" if reference is not None else ""
+    ref_text = f"   published {reference:.5f}   delta {ndcg - reference:+.5f}" if reference is not None else (
+        "   (a subset: not comparable with the published score)" if subset else "")
     say(f"  nDCG@10    {ndcg:.5f}{ref_text}")
     say(f"  recall@100 {recall:.5f}")
     if refused:
