@@ -23,6 +23,8 @@ class Embedder:
 
         self._torch = torch
         self.settings = settings
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
         device = settings.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -169,6 +169,7 @@ class EmbeddingSettings:
     max_tokens: int
     text_template: str
     quantize_int8: bool
+    threads: int = 0  # torch intra-op threads; 0 leaves torch's default (one per core)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> EmbeddingSettings:
@@ -198,6 +199,7 @@ class EmbeddingSettings:
             max_tokens=_int(env, "EMBEDDING_MAX_TOKENS", 256, maximum=8192),
             text_template=template,
             quantize_int8=quantize == "int8",
+            threads=_int(env, "EMBEDDING_THREADS", 0, minimum=0, maximum=256),
         )
 
 

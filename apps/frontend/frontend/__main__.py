@@ -4,6 +4,7 @@ A missing or malformed setting stops it at start with a message naming the varia
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from productsearch import logs
@@ -20,6 +21,10 @@ class _PlainUvicornLines(logging.Filter):
 
 def main(argv: list[str] | None = None) -> int:
     log = logs.configure("frontend")
+    # A query is one short text: torch's thread pool only adds hand-off cost there and
+    # competes with the server's own threads (measured: ~10 ms with one thread against
+    # ~100 ms with two on a busy 2-core machine; see docs/benchmarks.md).
+    os.environ.setdefault("EMBEDDING_THREADS", "1")
     for handler in logging.getLogger().handlers:
         handler.addFilter(_PlainUvicornLines())
     try:
