@@ -280,15 +280,24 @@ def up(stack: LocalStack, catalog: Path, with_frontend: bool) -> None:
     stack.stop_all()
     stack.start_infrastructure()
     env = stack.app_env()
-    print("loading the sample catalog ...", flush=True)
-    _sh([sys.executable, "-m", "pelican", "load-catalog", str(catalog)], env)
+    existing = product_count(stack)
+    if existing:
+        # Reloading would overwrite edits made through the UI since the first `make up`.
+        print(f"keeping the {existing} products already in the database", flush=True)
+    else:
+        print("loading the sample catalog ...", flush=True)
+        _sh([sys.executable, "-m", "pelican", "load-catalog", str(catalog)], env)
     stack.start_app("pelican")
     stack.start_app("emu")
     editor = editor_credentials(REPO / ".local" / "editor.env")
     if with_frontend:
         stack.start_app("frontend", editor)
-    print("backfilling existing rows into the index ...", flush=True)
-    _sh([sys.executable, "-m", "pelican", "backfill"], env)
+    if uncaptured_rows(stack):
+        print("backfilling existing rows into the index ...", flush=True)
+        _sh([sys.executable, "-m", "pelican", "backfill"], env)
+    else:
+        # A fresh load is captured row by row by the triggers; a backfill would embed it all twice.
+        print("every row is captured in the change log already; no backfill needed", flush=True)
     stack.write_env_file(REPO / ".local" / "stack.env")
     wait_for_index(stack, timeout=1800)
     print(f"\nlogs: {stack.root / 'logs'}   settings: .local/stack.env")
@@ -312,6 +321,24 @@ def editor_credentials(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().split())
 
 
+def product_count(stack: LocalStack) -> int:
+    import psycopg
+
+    with psycopg.connect(stack.database_url) as conn:
+        return conn.execute("SELECT count(*) FROM products").fetchone()[0]
+
+
+def uncaptured_rows(stack: LocalStack) -> int:
+    """Rows with no pending change: they reach the index only through a backfill
+    (e.g. state kept under .local while the index was wiped)."""
+    import psycopg
+
+    with psycopg.connect(stack.database_url) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM products p WHERE NOT EXISTS (SELECT 1 FROM product_changes c WHERE c.product_id = p.id)"
+        ).fetchone()[0]
+
+
 def wait_for_index(stack: LocalStack, timeout: float) -> None:
     """Shows the index catching up with the table, so `make up` returns when search is complete."""
     import psycopg
@@ -320,16 +347,26 @@ def wait_for_index(stack: LocalStack, timeout: float) -> None:
     from productsearch.index import ProductIndex
     from productsearch.settings import IndexSettings
 
+    import boto3
+
+    from productsearch import aws
+
     with psycopg.connect(stack.database_url) as conn:
         rows = conn.execute("SELECT count(*) FROM products").fetchone()[0]
     index = ProductIndex(IndexSettings.from_env(stack.env()), attempts=3)
+    sqs = boto3.client("sqs", region_name=REGION, endpoint_url=stack.aws_endpoint,
+                       aws_access_key_id="local", aws_secret_access_key="local")
     deadline = time.monotonic() + timeout
     with tqdm(total=rows, unit="vectors", desc="indexing") as bar:
         while time.monotonic() < deadline:
             count = index.count()
-            bar.update(count - bar.n)
+            bar.update(max(0, min(count, rows) - bar.n))
             if count >= rows:
-                return
+                with psycopg.connect(stack.database_url) as conn:
+                    pending = conn.execute("SELECT count(*) FROM product_changes").fetchone()[0]
+                depth = aws.queue_depth(sqs, stack.env()["SQS_QUEUE_URL"])
+                if pending == 0 and depth["visible"] == 0 and depth["in_flight"] == 0:
+                    return
             for name in ("pelican", "emu"):
                 if stack.processes[name].poll() is not None:
                     raise RuntimeError(f"{name} exited; see {stack.log_path(name)}")
