@@ -184,9 +184,15 @@ def test_rejected_rows_go_to_the_dlq_and_redrive_replays_them(parts, stack):
     # The index refuses every write for a while (e.g. a misconfigured index): a permanent 400.
     faults(stack, status=400, count=1000, paths=["/vectors/upsert"])
     ids = parts.insert_many(5, prefix="refused")
-    dead = wait_until(lambda: (d := parts.sqs.get_queue_attributes(QueueUrl=parts.env["SQS_DLQ_URL"], AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"]) and int(d) >= 5 and d,
-                      120, message="refused rows dead-lettered")
-    assert int(dead) == 5
+    def dead_letters() -> int:
+        attrs = parts.sqs.get_queue_attributes(QueueUrl=parts.env["SQS_DLQ_URL"], AttributeNames=["ApproximateNumberOfMessages"])
+        return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
+
+    try:
+        wait_until(lambda: dead_letters() >= 5, 240, message="refused rows dead-lettered")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nemu log tail:\n{stack.log_path('emu').read_text()[-4000:]}") from None
+    assert dead_letters() == 5
     assert parts.drain_queue(topic_watch, idle_rounds=1), "no SNS notification published"
     clear_faults(stack)
     assert all(parts.vector(i) is None for i in ids)
