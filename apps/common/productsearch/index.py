@@ -9,7 +9,7 @@ that queries never read, so a late, older upsert of a deleted row is refused too
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,14 +57,16 @@ class Match:
 
 class ProductIndex:
     def __init__(self, settings: IndexSettings, *, attempts: int = 8, timeout_s: float = 10.0,
-                 should_stop: Callable[[], bool] = lambda: False):
+                 should_stop: Callable[[], bool] = lambda: False, headers: Mapping[str, str] | None = None):
+        """should_stop: when it returns True a failed call is not retried. headers: sent
+        with every request (e.g. for a proxy in between)."""
         from pinecone import Pinecone
 
         self.settings = settings
         self._attempts = attempts
         self._timeout = timeout_s
         self._should_stop = should_stop
-        client = Pinecone(api_key=settings.api_key)
+        client = Pinecone(api_key=settings.api_key, additional_headers=dict(headers or {}))
         self._index = client.Index(host=settings.host)
 
     # -- plumbing -------------------------------------------------------------

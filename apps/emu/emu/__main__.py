@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 
 from productsearch import logs
 from productsearch.settings import ConfigError, EmbeddingSettings, EmuSettings, IndexSettings, QueueSettings
@@ -32,8 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from emu.worker import Emu
 
-    index = ProductIndex(index_settings, attempts=settings.max_index_attempts)
-    worker = Emu(queues, embedding, settings, index, embedder, aws.sqs_client(queues), aws.sns_client(queues))
+    stopping = threading.Event()
+    # After SIGTERM a failing index call is not retried: its messages go back to the
+    # queue at once instead of outlasting the grace period in backoff.
+    index = ProductIndex(index_settings, attempts=settings.max_index_attempts, should_stop=stopping.is_set)
+    worker = Emu(queues, embedding, settings, index, embedder, aws.sqs_client(queues), aws.sns_client(queues),
+                 stopping=stopping)
     worker.install_signal_handlers()
     worker.run()
     return 0

@@ -61,11 +61,11 @@ class EmbeddedBatch:
 
 class Emu:
     def __init__(self, queues: QueueSettings, embedding: EmbeddingSettings, settings: EmuSettings,
-                 index: ProductIndex, embedder, sqs, sns):
+                 index: ProductIndex, embedder, sqs, sns, stopping: threading.Event | None = None):
         self.queues, self.embedding, self.settings = queues, embedding, settings
         self.index, self.embedder, self.sqs = index, embedder, sqs
         self.dead_letters = DeadLetters(sqs, sns, queues.dead_letter_queue_url, queues.dead_letter_topic_arn)
-        self.stopping = threading.Event()
+        self.stopping = stopping or threading.Event()
         self._in_flight: dict[str, InFlightMessage] = {}
         self._lock = threading.Lock()
         self._work: queue.Queue[WorkItem] = queue.Queue()
