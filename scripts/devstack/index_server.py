@@ -34,7 +34,11 @@ Errors use Pinecone's data-plane shape ``{"code": <grpc code>, "message": "...",
 (alias ``PineconeApiException``) and its status subclasses.
 
 Local-only extras (not part of Pinecone's API): ``GET /healthz`` and the fault
-injection API ``POST /_faults`` / ``GET /_faults`` / ``DELETE /_faults``.
+injection API ``POST /_faults`` / ``GET /_faults`` / ``DELETE /_faults``. A request
+carrying the header ``X-Devstack-Fault-Exempt: 1`` neither triggers nor consumes a
+fault, so a test can watch the index while the services under test meet the faults.
+``DELETE /_faults`` also releases requests a delay is holding, and ``GET /_faults``
+counts the API requests in flight, so a test can wait for the index to be quiet.
 """
 
 from __future__ import annotations
@@ -98,6 +102,7 @@ _GRPC_CODES = {
 }
 
 _UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/_faults"})
+FAULT_EXEMPT_HEADER = "x-devstack-fault-exempt"
 
 
 class ApiError(Exception):
@@ -135,6 +140,8 @@ class FaultInjector:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rules: list[dict[str, Any]] = []
+        self._released = asyncio.Event()
+        self.in_flight = 0  # API requests being served; only the event loop touches it
 
     @staticmethod
     def parse(raw: Any) -> dict[str, Any]:
@@ -175,8 +182,17 @@ class FaultInjector:
             self._rules.append(rule)
 
     def clear(self) -> None:
+        """Drops every rule and lets requests stalled by a delay go on at once."""
         with self._lock:
             self._rules.clear()
+        self._released.set()
+        self._released = asyncio.Event()
+
+    async def stall(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._released.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -732,12 +748,15 @@ def create_app(store: IndexStore, api_key: str | None = None) -> FastAPI:
         started = time.perf_counter()
         path = request.url.path
         response: Response | None = None
+        counted = path not in _UNAUTHENTICATED_PATHS
+        if counted:
+            faults.in_flight += 1
         try:
-            if path not in _UNAUTHENTICATED_PATHS:
+            if counted and not request.headers.get(FAULT_EXEMPT_HEADER):
                 rule = faults.take(path)
                 if rule is not None:
                     if rule["delay_seconds"]:
-                        await asyncio.sleep(rule["delay_seconds"])
+                        await faults.stall(rule["delay_seconds"])
                     if rule["status"] is not None:
                         headers = {}
                         if rule["retry_after_seconds"] is not None:
@@ -767,6 +786,9 @@ def create_app(store: IndexStore, api_key: str | None = None) -> FastAPI:
         except Exception:  # pragma: no cover - safety net
             logger.exception("unhandled error on %s %s", request.method, path)
             response = error_response(500, "Internal error in local index server")
+        finally:
+            if counted:
+                faults.in_flight -= 1
         response.headers["x-pinecone-request-id"] = uuid.uuid4().hex[:16]
         elapsed_ms = (time.perf_counter() - started) * 1000
         logger.info("%s %s %d %.1fms", request.method, path, response.status_code, elapsed_ms)
@@ -859,7 +881,7 @@ def create_app(store: IndexStore, api_key: str | None = None) -> FastAPI:
 
     @app.get("/_faults")
     async def get_faults() -> Response:
-        return json_response({"faults": faults.snapshot()})
+        return json_response({"faults": faults.snapshot(), "in_flight_requests": faults.in_flight})
 
     @app.delete("/_faults")
     async def clear_faults() -> Response:

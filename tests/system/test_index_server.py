@@ -27,6 +27,8 @@ from pinecone import Pinecone
 from pinecone.exceptions import NotFoundException, PineconeApiException, UnauthorizedException
 from pinecone.errors import RateLimitError, ServiceError
 
+from devstack.waiting import wait_until
+
 pytestmark = pytest.mark.timeout(120)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -545,6 +547,29 @@ def test_fault_delay_and_clear(idx, server, ns):
 
     bad = server.http("POST", "/_faults", key=None, json={"status": 200})
     assert bad.status_code == 400
+
+
+def test_clearing_faults_releases_stalled_requests(idx, server, ns):
+    idx.upsert(vectors=[("a", vec(1))], namespace=ns)
+    server.http("POST", "/_faults", key=None, json={"delay_seconds": 120, "count": 1, "paths": ["/vectors/fetch"]})
+    with ThreadPoolExecutor(1) as pool:
+        stalled = pool.submit(lambda: idx.fetch(ids=["a"], namespace=ns))
+        wait_until(lambda: server.http("GET", "/_faults", key=None).json()["in_flight_requests"] == 1, 10, what="the fetch stalled")
+        assert not stalled.done()
+        server.http("DELETE", "/_faults", key=None)
+        assert "a" in stalled.result(timeout=20).vectors  # well before the 120 s delay
+    assert server.http("GET", "/_faults", key=None).json()["in_flight_requests"] == 0
+
+
+def test_fault_exempt_requests_neither_fail_nor_consume_faults(idx, server, ns):
+    idx.upsert(vectors=[("a", vec(1))], namespace=ns)
+    server.http("POST", "/_faults", key=None, json={"status": 500, "count": 2, "paths": ["/vectors/fetch"]})
+    exempt = server.http("GET", f"/vectors/fetch?ids=a&namespace={ns}", headers={"X-Devstack-Fault-Exempt": "1"})
+    assert exempt.status_code == 200 and "a" in exempt.json()["vectors"]
+    assert server.http("GET", "/_faults", key=None).json()["faults"][0]["count"] == 2
+    plain = server.http("GET", f"/vectors/fetch?ids=a&namespace={ns}")
+    assert plain.status_code == 500
+    assert server.http("GET", "/_faults", key=None).json()["faults"][0]["count"] == 1
 
 
 # ----------------------------------------------------------------------------- concurrency
