@@ -36,7 +36,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench import machine, workload  # noqa: E402
-from bench.pipeline import REPO, Pipeline, cpu_by_part, machine_busy_seconds, memory_of, wait_until  # noqa: E402
+from bench.pipeline import REPO, Pipeline, cpu_by_part, machine_busy_seconds, memory_of  # noqa: E402
+from devstack.waiting import wait_until  # noqa: E402
 
 
 def say(text: str = "") -> None:

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from devstack.waiting import wait_until
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -25,17 +27,6 @@ def read_env_file(path: Path) -> dict[str, str]:
             key, value = line.split("=", 1)
             env[key.strip()] = value.strip()
     return env
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.2, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last value: {last!r})")
 
 
 def memory_of(pid: int) -> dict[str, int]:
@@ -169,23 +160,7 @@ class Pipeline:
     def reset(self) -> None:
         """Empties the table, the change log, the queues and the index (own stack only)."""
         assert self.stack is not None, "refusing to empty a stack that is not ours"
-        import boto3
-
-        self.conn.execute("SET session_replication_role = replica")
-        self.conn.execute("TRUNCATE products, product_changes, backfill_progress RESTART IDENTITY")
-        self.conn.execute("SET session_replication_role = DEFAULT")
-        sqs = boto3.client("sqs", region_name=self.env["AWS_REGION"], endpoint_url=self.env["AWS_ENDPOINT_URL"],
-                           aws_access_key_id="local", aws_secret_access_key="local")
-        for url in (self.env["SQS_QUEUE_URL"], self.env["SQS_DLQ_URL"]):
-            sqs.delete_queue(QueueUrl=url)
-        self.stack.create_queues()
-        raw = self.index._index
-        for ns in (self.index.settings.namespace, self.index.settings.tombstone_namespace):
-            try:
-                raw.delete(delete_all=True, namespace=ns)
-            except Exception:
-                pass
-        wait_until(lambda: self.index.count() == 0, 30, what="an empty index")
+        self.stack.reset_data()
 
     def insert_products(self, rows: Iterable[dict], *, capture: bool = True, batch: int = 2000) -> list[int]:
         """Upserts rows by SKU and returns their product ids in order. capture=False writes

@@ -13,7 +13,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import REPO, wait_until
+from devstack.waiting import wait_until
+from tests.conftest import REPO
 
 CATALOG = REPO / "apps" / "pelican" / "catalog" / "products.csv"
 EDITOR = ("editor", "correct-horse-battery")
@@ -65,7 +66,7 @@ class FrontendStack:
 
     def wait_searchable(self, product_id: int, version: int, timeout: float = 90.0) -> None:
         wait_until(lambda: self.api(f"/api/products/{product_id}/sync?version={version}").body.get("searchable"),
-                   timeout, interval=0.5, message=f"product {product_id} searchable at version {version}")
+                   timeout, interval=0.5, what=f"product {product_id} searchable at version {version}")
 
 
 def start(stack, rows: int = 200, editor: tuple[str, str] | None = EDITOR) -> FrontendStack:
@@ -90,10 +91,10 @@ def start(stack, rows: int = 200, editor: tuple[str, str] | None = EDITOR) -> Fr
     started = time.monotonic()
     front = FrontendStack(stack, parts, ids)
     try:
-        wait_until(lambda: parts.index.count() == rows, 180, interval=0.5, message=f"{rows} catalog rows indexed")
-        wait_until(lambda: parts.pending_changes() == 0, 60, message="change log drained")
-        wait_until(lambda: _healthy(front), 120, interval=0.3, message="frontend /healthz 200")
-    except AssertionError as exc:
+        wait_until(lambda: parts.index.count() == rows, 180, interval=0.5, what=f"{rows} catalog rows indexed")
+        wait_until(lambda: parts.pending_changes() == 0, 60, what="change log drained")
+        wait_until(lambda: _healthy(front), 120, interval=0.3, what="frontend /healthz 200")
+    except TimeoutError as exc:
         stop(front)
         raise AssertionError(f"{exc}\n{_log_tails(stack)}") from None
     print(f"frontend stack ready in {time.monotonic() - started:.1f}s")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import wait_until
+from devstack.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -32,11 +32,11 @@ def test_ten_thousand_row_backfill_makes_the_index_equal_the_table(parts, stack,
     stack.start_app("emu", {"EMBEDDING_BATCH_SIZE": "128"})
     done = subprocess.run([sys.executable, "-m", "pelican", "backfill"], env=stack.app_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    wait_until(lambda: parts.index.count() == 10_000 and parts.pending_changes() == 0, 900, interval=2, message="10,000 vectors")
+    wait_until(lambda: parts.index.count() == 10_000 and parts.pending_changes() == 0, 900, interval=2, what="10,000 vectors")
 
     deleted = [r["id"] for r in parts.conn.execute("SELECT id FROM products ORDER BY random() LIMIT 25").fetchall()]
     parts.conn.execute("DELETE FROM products WHERE id = ANY(%s)", (deleted,))
-    wait_until(lambda: parts.index.count() == 9_975, 120, message="deleted rows removed")
+    wait_until(lambda: parts.index.count() == 9_975, 120, what="deleted rows removed")
 
     reconciled = subprocess.run([sys.executable, "-m", "pelican", "reconcile"], env=stack.app_env(), capture_output=True, text=True, timeout=600)
     assert reconciled.stdout.strip().splitlines()[-1] == "missing=0 stale=0 orphaned=0", reconciled.stdout + reconciled.stderr

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, wait_until
+from devstack.waiting import wait_until
+from tests.conftest import REPO
 from tests.e2e import frontend_stack
 from tests.e2e.frontend_stack import EDITOR, request
 
@@ -274,7 +275,7 @@ def test_status_shows_the_age_of_an_unsynced_change(front):
         assert 90 <= status["oldest_unsynced_age_s"] < 120
     finally:
         front.stack.start_app("pelican", frontend_stack.FAST)
-    wait_until(lambda: front.parts.pending_changes() == 0, 60, message="pelican caught up")
+    wait_until(lambda: front.parts.pending_changes() == 0, 60, what="pelican caught up")
 
 
 def test_unknown_api_path_is_a_json_404(front):
@@ -320,7 +321,7 @@ def test_any_replica_answers_any_click(front, stack):
                                  "EDITOR_PASSWORD": EDITOR[1]}, instance="frontend-b")
     other = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: _answers(other + "/healthz"), 120, interval=0.3, message="second replica healthy")
+        wait_until(lambda: _answers(other + "/healthz"), 120, interval=0.3, what="second replica healthy")
         first = request(front.url + "/gradio_api/run/ui_search", "POST", {"data": [QUERY, "", "", ""]})
         assert first.status == 200, first.body
         state = first.body["data"][5]

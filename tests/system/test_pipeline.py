@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import wait_until
+from devstack.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -26,20 +26,20 @@ def test_insert_update_delete_reach_the_index(parts, stack, embedder):
     stack.start_app("emu")
     pid = parts.insert("Trail Shoe", "A light running shoe for muddy mountain paths", 120)
 
-    v = wait_until(lambda: parts.vector(pid), 90, message="inserted row indexed")
+    v = wait_until(lambda: parts.vector(pid), 90, what="inserted row indexed")
     assert v.metadata["name"] == "Trail Shoe" and v.metadata["price"] == 120.0
     expected = embedder.embed([indexed_text("Trail Shoe", "A light running shoe for muddy mountain paths")])[0]
     assert np.allclose(np.array(v.values), expected, atol=1e-4)
 
     parts.conn.execute("UPDATE products SET description = %s WHERE id = %s", ("A warm wool winter coat", pid))
     v = wait_until(lambda: (x := parts.vector(pid)) and x.metadata["description"] == "A warm wool winter coat" and x,
-                   60, message="updated text indexed")
+                   60, what="updated text indexed")
     expected = embedder.embed([indexed_text("Trail Shoe", "A warm wool winter coat")])[0]
     assert np.allclose(np.array(v.values), expected, atol=1e-4)
 
     parts.conn.execute("DELETE FROM products WHERE id = %s", (pid,))
-    wait_until(lambda: parts.vector(pid) is None, 60, message="deleted row removed from the index")
-    wait_until(lambda: parts.pending_changes() == 0, 30, message="change log drained")
+    wait_until(lambda: parts.vector(pid) is None, 60, what="deleted row removed from the index")
+    wait_until(lambda: parts.pending_changes() == 0, 30, what="change log drained")
 
 
 def test_update_of_unindexed_column_enqueues_nothing(parts):
@@ -68,7 +68,7 @@ def test_change_made_while_pelican_is_down_arrives_after_restart(parts, stack):
     assert parts.vector(pid) is None  # nobody shipped it yet
     assert parts.pending_changes() == 1
     stack.start_app("pelican", FAST)
-    wait_until(lambda: parts.vector(pid), 90, message="change captured while pelican was down indexed")
+    wait_until(lambda: parts.vector(pid), 90, what="change captured while pelican was down indexed")
 
 
 def test_two_pelican_replicas_ship_each_change_exactly_once(parts, stack):
@@ -79,7 +79,7 @@ def test_two_pelican_replicas_ship_each_change_exactly_once(parts, stack):
     for round_ in range(10):
         ids += parts.insert_many(100, prefix=f"r{round_}")
         time.sleep(0.05)
-    wait_until(lambda: parts.pending_changes() == 0, 60, message="both replicas drained the change log")
+    wait_until(lambda: parts.pending_changes() == 0, 60, what="both replicas drained the change log")
     bodies = parts.drain_queue(parts.env["SQS_QUEUE_URL"])
     shipped = [c["id"] for body in bodies for c in body["changes"]]
     assert sorted(shipped) == sorted(ids), "a change was duplicated or lost"
@@ -100,8 +100,8 @@ def test_poison_row_is_dead_lettered_with_reason_and_neighbours_indexed(parts, s
     stack.start_app("pelican", FAST)
     stack.start_app("emu")
 
-    wait_until(lambda: all(parts.vector(i) for i in before + after), 120, message="neighbours indexed")
-    dead = wait_until(lambda: parts.drain_queue(parts.env["SQS_DLQ_URL"], idle_rounds=1), 60, message="dead letter")
+    wait_until(lambda: all(parts.vector(i) for i in before + after), 120, what="neighbours indexed")
+    dead = wait_until(lambda: parts.drain_queue(parts.env["SQS_DLQ_URL"], idle_rounds=1), 60, what="dead letter")
     assert [d["product_id"] for d in dead] == [poison]
     assert "40960" in dead[0]["reason"] and "metadata" in dead[0]["reason"]
     assert parts.vector(poison) is None
@@ -110,7 +110,7 @@ def test_poison_row_is_dead_lettered_with_reason_and_neighbours_indexed(parts, s
 
     # Fixing the row is itself a change, and it flows through.
     parts.conn.execute("UPDATE products SET description = 'A short manual' WHERE id = %s", (poison,))
-    wait_until(lambda: parts.vector(poison), 60, message="fixed row indexed")
+    wait_until(lambda: parts.vector(poison), 60, what="fixed row indexed")
 
 
 def test_emu_killed_mid_batch_loses_nothing(parts, stack):
@@ -118,11 +118,11 @@ def test_emu_killed_mid_batch_loses_nothing(parts, stack):
     env = {"EMU_VISIBILITY_TIMEOUT_SECONDS": "10", "EMBEDDING_BATCH_SIZE": "32"}
     stack.start_app("pelican", FAST)
     stack.start_app("emu", env)
-    wait_until(lambda: parts.index.count() >= 100, 120, interval=0.05, message="emu part-way through")
+    wait_until(lambda: parts.index.count() >= 100, 120, interval=0.05, what="emu part-way through")
     stack.stop("emu", signal.SIGKILL)
     assert parts.index.count() < len(ids), "emu finished before it was killed; the test proves nothing"
     stack.start_app("emu", env)
-    wait_until(lambda: parts.index.count() == len(ids), 240, interval=1, message="every row indexed after the restart")
+    wait_until(lambda: parts.index.count() == len(ids), 240, interval=1, what="every row indexed after the restart")
     found = parts.index.fetch([str(i) for i in ids[:1000]])
     assert len(found) == 1000
 
@@ -131,10 +131,10 @@ def test_emu_sigterm_finishes_or_returns_its_batch(parts, stack):
     ids = parts.insert_many(800, prefix="term")
     stack.start_app("pelican", FAST)
     stack.start_app("emu", {"EMBEDDING_BATCH_SIZE": "16"})
-    wait_until(lambda: parts.index.count() >= 50, 120, interval=0.05, message="emu part-way through")
+    wait_until(lambda: parts.index.count() >= 50, 120, interval=0.05, what="emu part-way through")
     code = stack.stop("emu", signal.SIGTERM, timeout=60)
     assert code == 0
     assert "emu stopped" in stack.log_path("emu").read_text()
     # Whatever it had not finished went back to the queue; a new emu completes the job.
     stack.start_app("emu")
-    wait_until(lambda: parts.index.count() == len(ids), 240, interval=1, message="all rows indexed")
+    wait_until(lambda: parts.index.count() == len(ids), 240, interval=1, what="all rows indexed")

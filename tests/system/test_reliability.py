@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import wait_until
+from devstack.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -37,7 +37,7 @@ def converge(parts, stack, timeout: float = 180) -> None:
         if parts.pending_changes():
             return False
         return reconcile_line(stack) == CLEAN
-    wait_until(clean, timeout, interval=2, message="index converged to the table")
+    wait_until(clean, timeout, interval=2, what="index converged to the table")
 
 
 def faults(stack, **rule) -> None:
@@ -81,7 +81,7 @@ def test_pelican_killed_mid_backfill_resumes_and_loses_nothing(parts, stack):
     proc = subprocess.Popen([sys.executable, "-m", "pelican", "backfill", "--chunk-size", "50"], env=stack.app_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_until(lambda: (r := parts.conn.execute("SELECT last_id FROM backfill_progress").fetchone()) and r["last_id"] > 0,
-               60, interval=0.02, message="backfill under way")
+               60, interval=0.02, what="backfill under way")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_at_kill = parts.conn.execute("SELECT last_id FROM backfill_progress").fetchone()["last_id"]
@@ -119,7 +119,7 @@ def test_two_emus_racing_and_rapid_edits_end_with_the_last_text(parts, stack):
             parts.conn.execute("UPDATE products SET price = %s WHERE id = %s", (100 + i, other))
     assert time.monotonic() - started < 5
     wait_until(lambda: (v := parts.vector(target)) and v.metadata["description"] == "edit number 99", 120,
-               message="last of 100 edits indexed")
+               what="last of 100 edits indexed")
     converge(parts, stack)
     time.sleep(3)  # any straggling older message must not overwrite it
     assert parts.vector(target).metadata["description"] == "edit number 99"
@@ -130,14 +130,14 @@ def test_postgres_restart_while_pelican_listens(parts, stack):
     stack.start_app("pelican", FAST)
     stack.start_app("emu")
     first = parts.insert("Before Restart", "row written before the database restarted")
-    wait_until(lambda: parts.vector(first), 60, message="first row indexed")
+    wait_until(lambda: parts.vector(first), 60, what="first row indexed")
     parts.conn.close()
     stack.restart_postgres(down_seconds=2)
     from productsearch import db
 
     parts.conn = db.connect(stack.database_url, autocommit=True, attempts=20)
     second = parts.insert("After Restart", "row written after the database came back")
-    wait_until(lambda: parts.vector(second), 90, message="row written after the restart indexed")
+    wait_until(lambda: parts.vector(second), 90, what="row written after the restart indexed")
     assert "database connection lost" in stack.log_path("pelican").read_text()
     converge(parts, stack)
 
@@ -150,7 +150,7 @@ def test_queue_endpoint_down_for_a_while(parts, stack):
     time.sleep(4)
     assert parts.pending_changes() >= 40, "changes must stay in the database while the queue is down"
     stack.start_aws()  # moto keeps nothing across a restart; start_aws recreates the queues
-    wait_until(lambda: all(parts.vector(i) for i in ids), 180, interval=1, message="rows indexed after the queue returned")
+    wait_until(lambda: all(parts.vector(i) for i in ids), 180, interval=1, what="rows indexed after the queue returned")
     converge(parts, stack)
 
 
@@ -160,7 +160,7 @@ def test_index_429_and_500_for_a_stretch(parts, stack):
     faults(stack, status=429, count=12, paths=["/vectors/upsert"], retry_after_seconds=0)
     faults(stack, status=500, count=12, paths=["/vectors/fetch"])
     ids = parts.insert_many(60, prefix="flaky")
-    wait_until(lambda: all(parts.vector(i) for i in ids), 180, interval=1, message="rows indexed through 429s and 500s")
+    wait_until(lambda: all(parts.vector(i) for i in ids), 180, interval=1, what="rows indexed through 429s and 500s")
     clear_faults(stack)
     converge(parts, stack)
 
@@ -170,13 +170,11 @@ def test_slow_index_times_out_and_recovers(parts, stack):
     stack.start_app("emu", {"EMU_MAX_INDEX_ATTEMPTS": "10"})
     faults(stack, status=None, delay_seconds=12, count=3, paths=["/vectors/upsert"])
     ids = parts.insert_many(10, prefix="slow")
-    wait_until(lambda: all(parts.vector(i) for i in ids), 240, interval=1, message="rows indexed after timeouts")
+    wait_until(lambda: all(parts.vector(i) for i in ids), 240, interval=1, what="rows indexed after timeouts")
     clear_faults(stack)
     converge(parts, stack)
 
 
-@pytest.mark.skip(reason="flaky in clean-clone CI after the slow-index test: emu receives no job (emu log shows no work); "
-                         "under investigation. Dead-lettering with SNS is covered by test_pipeline's poison-row test.")
 def test_rejected_rows_go_to_the_dlq_and_redrive_replays_them(parts, stack):
     topic_watch = parts.sqs.create_queue(QueueName="redrive-watch")["QueueUrl"]
     arn = parts.sqs.get_queue_attributes(QueueUrl=topic_watch, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -191,8 +189,8 @@ def test_rejected_rows_go_to_the_dlq_and_redrive_replays_them(parts, stack):
         return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
 
     try:
-        wait_until(lambda: dead_letters() >= 5, 240, message="refused rows dead-lettered")
-    except AssertionError as exc:
+        wait_until(lambda: dead_letters() >= 5, 240, what="refused rows dead-lettered")
+    except TimeoutError as exc:
         raise AssertionError(f"{exc}\nemu log tail:\n{stack.log_path('emu').read_text()[-4000:]}") from None
     assert dead_letters() == 5
     assert parts.drain_queue(topic_watch, idle_rounds=1), "no SNS notification published"
@@ -200,7 +198,7 @@ def test_rejected_rows_go_to_the_dlq_and_redrive_replays_them(parts, stack):
     assert all(parts.vector(i) is None for i in ids)
     done = pelican_cli(stack, "redrive")
     assert done.returncode == 0 and "re-captured 5 products" in done.stdout, done.stdout + done.stderr
-    wait_until(lambda: all(parts.vector(i) for i in ids), 120, message="redriven rows indexed")
+    wait_until(lambda: all(parts.vector(i) for i in ids), 120, what="redriven rows indexed")
     converge(parts, stack)
 
 
@@ -208,7 +206,7 @@ def test_secrets_never_reach_the_logs(parts, stack):
     stack.start_app("pelican", FAST)
     stack.start_app("emu")
     pid = parts.insert("Log Check", "a row to make every service log something")
-    wait_until(lambda: parts.vector(pid), 60, message="row indexed")
+    wait_until(lambda: parts.vector(pid), 60, what="row indexed")
     secrets = [parts.env["PINECONE_API_KEY"], "products-local"]  # the index key and the database password
     for log in (stack.root / "logs").glob("*.log"):
         text = log.read_text(errors="replace")

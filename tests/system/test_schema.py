@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import wait_until
+from devstack.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -63,7 +63,7 @@ def test_pelican_exits_cleanly_on_sigterm(parts, stack):
     name = "pelican-sigterm"
     stack.log_path(name).unlink(missing_ok=True)
     stack.start_app("pelican", {"PELICAN_POLL_INTERVAL_SECONDS": "1"}, instance=name)
-    wait_until(lambda: "pelican started" in stack.log_path(name).read_text(), 60, message="pelican started")
+    wait_until(lambda: "pelican started" in stack.log_path(name).read_text(), 60, what="pelican started")
     parts.insert_many(200, prefix="sigterm")
     assert stack.stop(name, signal.SIGTERM, timeout=30) == 0
     assert "pelican stopped" in stack.log_path(name).read_text()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_until
+from devstack.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -35,8 +35,8 @@ def test_short_soak_applies_every_change_without_errors(parts, stack):
     stack.start_app("pelican", {"PELICAN_POLL_INTERVAL_SECONDS": "1"})
     stack.start_app("emu")
     stack.start_app("frontend")
-    wait_until(lambda: parts.index.count() == 50, 120, message="seed rows indexed")
-    wait_until(lambda: healthy(stack.env()["FRONTEND_URL"]), 180, interval=1, message="frontend healthy")
+    wait_until(lambda: parts.index.count() == 50, 120, what="seed rows indexed")
+    wait_until(lambda: healthy(stack.env()["FRONTEND_URL"]), 180, interval=1, what="frontend healthy")
     result = load_soak().run_soak(stack.env(), minutes=0.25, writes_per_second=8, search_clients=1)
     assert result["changes_applied"] >= 60
     assert result["inserts"] and result["updates"] and result["deletes"]
