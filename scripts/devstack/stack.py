@@ -316,7 +316,9 @@ def _sh(cmd: list[str], env: dict[str, str]) -> None:
     subprocess.run(cmd, env=env, check=True, cwd=REPO)
 
 
-def up(stack: LocalStack, catalog: Path, with_frontend: bool) -> None:
+def up(stack: LocalStack, catalog: Path, with_frontend: bool, settings_dir: Path = REPO / ".local") -> None:
+    """Starts everything and returns when search is complete. settings_dir receives
+    stack.env (every endpoint, for scripts and `make reconcile`) and editor.env."""
     stack.stop_all()
     stack.start_infrastructure()
     env = stack.app_env()
@@ -329,22 +331,28 @@ def up(stack: LocalStack, catalog: Path, with_frontend: bool) -> None:
         _sh([sys.executable, "-m", "pelican", "load-catalog", str(catalog)], env)
     stack.start_app("pelican")
     stack.start_app("emu")
-    editor = editor_credentials(REPO / ".local" / "editor.env")
+    editor = editor_credentials(settings_dir / "editor.env")
     if with_frontend:
         stack.start_app("frontend", editor)
     if uncaptured_rows(stack):
-        print("backfilling existing rows into the index ...", flush=True)
-        _sh([sys.executable, "-m", "pelican", "backfill"], env)
+        if index_is_empty(stack):
+            print("backfilling existing rows into the index ...", flush=True)
+            _sh([sys.executable, "-m", "pelican", "backfill"], env)
+        else:
+            # The index kept its vectors across the restart: re-embed only rows it lacks or
+            # holds stale, not the whole table.
+            print("comparing the index with the table; re-syncing only the drift ...", flush=True)
+            _sh([sys.executable, "-m", "pelican", "reconcile", "--repair"], env)
     else:
         # A fresh load is captured row by row by the triggers; a backfill would embed it all twice.
         print("every row is captured in the change log already; no backfill needed", flush=True)
-    stack.write_env_file(REPO / ".local" / "stack.env")
+    stack.write_env_file(settings_dir / "stack.env")
     wait_for_index(stack, timeout=1800)
-    print(f"\nlogs: {stack.root / 'logs'}   settings: .local/stack.env")
+    print(f"\nlogs: {stack.root / 'logs'}   settings: {settings_dir / 'stack.env'}")
     if with_frontend:
         _wait_for("frontend", lambda: _http_ok(f"http://127.0.0.1:{stack.frontend_port}/healthz"), timeout=180,
                   proc=stack.processes["frontend"], log=stack.log_path("frontend"))
-        print(f"editor login (for edits in the UI): {editor['EDITOR_USERNAME']} / {editor['EDITOR_PASSWORD']}  (.local/editor.env)")
+        print(f"editor login (for edits in the UI): {editor['EDITOR_USERNAME']} / {editor['EDITOR_PASSWORD']}  ({settings_dir / 'editor.env'})")
         print(f"UI: http://127.0.0.1:{stack.frontend_port}/")
     else:
         print("frontend not started (apps/frontend not present)")
@@ -377,6 +385,13 @@ def uncaptured_rows(stack: LocalStack) -> int:
         return conn.execute(
             "SELECT count(*) FROM products p WHERE NOT EXISTS (SELECT 1 FROM product_changes c WHERE c.product_id = p.id)"
         ).fetchone()[0]
+
+
+def index_is_empty(stack: LocalStack) -> bool:
+    from productsearch.index import ProductIndex
+    from productsearch.settings import IndexSettings
+
+    return ProductIndex(IndexSettings.from_env(stack.env()), attempts=3).count() == 0
 
 
 def wait_for_index(stack: LocalStack, timeout: float) -> None:
