@@ -161,10 +161,20 @@ class ProductIndex:
             self._call("delete", lambda: self._index.delete(ids=chunk, namespace=self.settings.namespace, timeout=self._timeout))
 
 
+# The longest JSON text of a float is 24 characters ("-2.2250738585072014e-308"); one
+# more for the comma. Bounding the values this way instead of serialising them keeps
+# the size check off the hot path (a full dumps of every vector cost more than the
+# request itself).
+MAX_FLOAT_JSON_BYTES = 25
+ITEM_ENVELOPE_BYTES = 64
+
+
 def _item_bytes(item: dict[str, Any]) -> int:
+    """An upper bound of the item's size in the request's JSON."""
     import json
 
-    return len(json.dumps(item, separators=(",", ":")).encode())
+    head = json.dumps({"id": item["id"], "metadata": item.get("metadata") or {}}, separators=(",", ":")).encode()
+    return len(head) + len(item["values"]) * MAX_FLOAT_JSON_BYTES + ITEM_ENVELOPE_BYTES
 
 
 def _chunks_within_limits(items: list[dict[str, Any]]):
