@@ -30,14 +30,21 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def memory_of(pid: int) -> dict[str, int]:
-    """Peak (VmHWM) and current (VmRSS) resident memory of a live process, in KiB."""
-    out = {}
-    with open(f"/proc/{pid}/status") as handle:
-        for line in handle:
-            if line.startswith(("VmHWM:", "VmRSS:")):
-                key, value = line.split(":", 1)
-                out[key] = int(value.split()[0])
-    return {"peak_rss_kib": out.get("VmHWM", 0), "rss_kib": out.get("VmRSS", 0)}
+    """Resident memory of a live process and its descendants (emu runs its model in a
+    child), in KiB: the sum of each process's peak (VmHWM), an upper bound of the
+    tree's peak, and the sum of their current VmRSS."""
+    peak = current = 0
+    for member in _tree(pid):
+        try:
+            with open(f"/proc/{member}/status") as handle:
+                for line in handle:
+                    if line.startswith("VmHWM:"):
+                        peak += int(line.split()[1])
+                    elif line.startswith("VmRSS:"):
+                        current += int(line.split()[1])
+        except OSError:
+            continue
+    return {"peak_rss_kib": peak, "rss_kib": current}
 
 
 class Pipeline:
@@ -246,20 +253,26 @@ def _proc_table() -> dict[int, tuple[int, float]]:
     return table
 
 
-def tree_cpu_seconds(root_pid: int, table: dict[int, tuple[int, float]] | None = None) -> float:
-    """CPU time of a process and all its descendants, live or exited (Postgres's backends
-    call setsid, so a session does not hold them; the process tree does)."""
+def _tree(root_pid: int, table: dict[int, tuple[int, float]] | None = None) -> list[int]:
+    """A live process and all its descendants (Postgres's backends call setsid, so a
+    session does not hold them; the process tree does)."""
     table = table if table is not None else _proc_table()
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in table.items():
         children.setdefault(ppid, []).append(pid)
-    total, todo = 0.0, [root_pid]
+    members, todo = [], [root_pid]
     while todo:
         pid = todo.pop()
         if pid in table:
-            total += table[pid][1]
+            members.append(pid)
             todo.extend(children.get(pid, []))
-    return total
+    return members
+
+
+def tree_cpu_seconds(root_pid: int, table: dict[int, tuple[int, float]] | None = None) -> float:
+    """CPU time of a process and all its descendants, live or exited."""
+    table = table if table is not None else _proc_table()
+    return sum(table[pid][1] for pid in _tree(root_pid, table))
 
 
 def cpu_by_part(pipeline: Pipeline) -> dict[str, float]:

@@ -23,13 +23,18 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"emu: configuration error: {exc}", file=sys.stderr)
         return 2
+    from emu.embedding_process import EmbeddingFailed, EmbeddingProcess
     from productsearch import aws
-    from productsearch.embedding import Embedder
     from productsearch.index import ProductIndex
 
-    embedder = Embedder(embedding)
+    try:
+        embedder = EmbeddingProcess(embedding)
+    except EmbeddingFailed as exc:
+        print(f"emu: {exc}", file=sys.stderr)
+        return 3
     if args.command == "check":
         print(embedder.description)
+        embedder.close()
         return 0
     from emu.worker import Emu
 
@@ -40,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     worker = Emu(queues, embedding, settings, index, embedder, aws.sqs_client(queues), aws.sns_client(queues),
                  stopping=stopping)
     worker.install_signal_handlers()
-    worker.run()
+    try:
+        worker.run()
+    finally:
+        embedder.close()
     return 0
 
 
