@@ -3,8 +3,11 @@ writing to the index overlap with embedding and the model stays busy.
 
     receiver thread --changes--> embedder (main thread) --vectors--> writer thread
 
-A message is deleted from SQS only when every change in it has been acknowledged
-by the index (or dead-lettered with its reason). A message whose work failed is
+The main thread hands texts to the model in a process of its own
+(emu.embedding_process), so the Python work of the other two threads never holds
+the model up. A message is deleted from SQS (in batches of up to ten) only when
+every change in it has been acknowledged by the index (or dead-lettered with its
+reason). A message whose work failed is
 made visible again after a short delay; SQS's redrive policy moves it to the DLQ
 if it keeps failing. SIGTERM stops receiving, finishes the work in hand within a
 grace period, and returns whatever is left to the queue.
@@ -33,6 +36,11 @@ log = logging.getLogger(__name__)
 
 RECEIVE_WAIT_SECONDS = 5
 RETRY_VISIBILITY_SECONDS = 10
+# Finished messages are deleted ten at a time (SQS's batch limit) or after this long:
+# a tenth of the requests, and a finished message waits a second at most. If emu dies
+# before deleting, the message comes back and is redone; versions make that harmless.
+DELETE_BATCH_SIZE = 10
+DELETE_BATCH_MAX_WAIT_SECONDS = 1.0
 
 
 @dataclass
@@ -71,6 +79,8 @@ class Emu:
         self._work: queue.Queue[WorkItem] = queue.Queue()
         self._embedded: queue.Queue[EmbeddedBatch | None] = queue.Queue(maxsize=2)
         self._receiver_done = threading.Event()
+        self._finished: list[str] = []  # receipts of messages done with, not yet deleted
+        self._finished_since = 0.0
         self.stats = {"upserted": 0, "deleted": 0, "skipped_older": 0, "dead_lettered": 0, "messages_deleted": 0}
 
     # -- lifecycle ------------------------------------------------------------
@@ -86,6 +96,7 @@ class Emu:
         self._embed_loop()
         self._embedded.put(None)
         writer.join(timeout=self.settings.shutdown_grace_seconds)
+        self._delete_finished(everything=True)
         self._release_all()
         log.info("emu stopped", extra=self.stats)
 
@@ -211,21 +222,29 @@ class Emu:
     # -- stage 3: write -------------------------------------------------------------
     def _write_loop(self) -> None:
         while True:
-            batch = self._embedded.get()
+            try:
+                batch = self._embedded.get(timeout=DELETE_BATCH_MAX_WAIT_SECONDS / 2)
+            except queue.Empty:
+                self._delete_finished()
+                continue
             if batch is None:
                 return
-            for item in batch.superseded:
-                self._done(item, ok=True)
-            try:
-                self._write(batch.upserts, batch.vectors, batch.deletes)
-            except PermanentIndexError as exc:
-                self._isolate_poison(batch, exc)
-            except Exception as exc:
-                log.error("index write failed; messages will be retried", extra={"error": str(exc)[:500]})
-                for item, _ in batch.upserts:
-                    self._done(item, ok=False)
-                for item in batch.deletes:
-                    self._done(item, ok=False)
+            self._write_batch(batch)
+            self._delete_finished()
+
+    def _write_batch(self, batch: EmbeddedBatch) -> None:
+        for item in batch.superseded:
+            self._done(item, ok=True)
+        try:
+            self._write(batch.upserts, batch.vectors, batch.deletes)
+        except PermanentIndexError as exc:
+            self._isolate_poison(batch, exc)
+        except Exception as exc:
+            log.error("index write failed; messages will be retried", extra={"error": str(exc)[:500]})
+            for item, _ in batch.upserts:
+                self._done(item, ok=False)
+            for item in batch.deletes:
+                self._done(item, ok=False)
 
     def _write(self, upserts: list[tuple[WorkItem, IndexRecord]], vectors: np.ndarray, deletes: list[WorkItem]) -> None:
         ids = [record.id for _, record in upserts] + [str(item.change.product_id) for item in deletes]
@@ -296,7 +315,33 @@ class Emu:
         if message.failed:
             self._change_visibility(message.receipt, RETRY_VISIBILITY_SECONDS + random.randint(0, 5))
         else:
-            self._delete_message(message.receipt)
+            with self._lock:
+                if not self._finished:
+                    self._finished_since = time.monotonic()
+                self._finished.append(message.receipt)
+
+    def _delete_finished(self, everything: bool = False) -> None:
+        with self._lock:
+            due = everything or len(self._finished) >= DELETE_BATCH_SIZE or (
+                self._finished and time.monotonic() - self._finished_since >= DELETE_BATCH_MAX_WAIT_SECONDS)
+            if not due:
+                return
+            receipts, self._finished = self._finished, []
+        for start in range(0, len(receipts), DELETE_BATCH_SIZE):
+            chunk = receipts[start : start + DELETE_BATCH_SIZE]
+            try:
+                response = self.sqs.delete_message_batch(
+                    QueueUrl=self.queues.jobs_queue_url,
+                    Entries=[{"Id": str(i), "ReceiptHandle": r} for i, r in enumerate(chunk)])
+            except Exception as exc:
+                log.warning("could not delete finished messages; they will come back and be redone",
+                            extra={"messages": len(chunk), "error": str(exc)[:300]})
+                continue
+            failed = response.get("Failed", [])
+            self.stats["messages_deleted"] += len(chunk) - len(failed)
+            if failed:
+                log.warning("could not delete finished messages; they will come back and be redone",
+                            extra={"messages": len(failed), "error": str(failed[0])[:300]})
 
     def _delete_message(self, receipt: str) -> None:
         try:
