@@ -112,7 +112,13 @@ def test_benchmark_at_a_tiny_size(tmp_path):
         assert run["rows_per_s"] > 0 and run["missing_among_last_1000"] == 0
         assert run["memory_kib"]["pelican"]["peak_rss_kib"] > 0 and run["memory_kib"]["emu"]["peak_rss_kib"] > 0
         assert run["series"][-1][1] >= run["rows"]
-    assert r["ratio_b_over_a"] > 0 and r["ratio_b_over_a_per_cpu_s"] > 0
+        before, after = run["raw_texts_per_s_before_after"]
+        assert before > 0 and after > 0
+        assert run["ratio_to_raw"] == pytest.approx(run["rows_per_s"] / ((before + after) / 2), abs=0.002)
+    # each (b) is bracketed by (a) runs: the second's "before" is the first's "after"
+    assert r["backfill"][1]["raw_texts_per_s_before_after"][0] == r["backfill"][0]["raw_texts_per_s_before_after"][1]
+    assert r["backfill"][0]["raw_texts_per_s_before_after"][0] == r["raw_embedding"]["texts_per_s"]
+    assert r["ratio_b_over_a"] == r["backfill"][0]["ratio_to_raw"] and r["ratio_b_over_a_per_cpu_s"] > 0
     assert r["search_breakdown"]["queries"] > 0 and r["search_breakdown"]["embed_ms"]["p50"] > 0
     assert r["search_breakdown"]["embed_ms_1_thread"]["p50"] > 0
     fresh = r["freshness"]
