@@ -234,7 +234,7 @@ def test_cpu_autoscaling_for_pelican_and_emu(compute_run):
 def test_emu_backlog_per_task_policy_tracks_queue_depth(compute_run, messaging_run):
     policy = compute_run.one(POLICY, "-emu-backlog").inputs
     tt = policy["targetTrackingScalingPolicyConfiguration"]
-    assert tt["targetValue"] == 100
+    assert tt["targetValue"] == 30
     metrics = {m["id"]: m for m in tt["customizedMetricSpecification"]["metrics"]}
     visible = metrics["visible"]["metricStat"]["metric"]
     assert (visible["namespace"], visible["metricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")

@@ -54,7 +54,7 @@ def test_embedding_settings_reject_bad_values(env, name):
 def test_pelican_settings_bounds():
     with pytest.raises(ConfigError, match="PELICAN_CHANGES_PER_MESSAGE"):
         PelicanSettings.from_env({"PELICAN_CHANGES_PER_MESSAGE": "100000"})
-    assert PelicanSettings.from_env({}).changes_per_message == 50
+    assert PelicanSettings.from_env({}).changes_per_message == 150
 
 
 def test_apps_exit_with_a_message_naming_the_missing_setting():

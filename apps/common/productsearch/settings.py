@@ -214,7 +214,10 @@ class PelicanSettings:
         return cls(
             poll_interval_seconds=_float(env, "PELICAN_POLL_INTERVAL_SECONDS", 5.0, minimum=0.05),
             claim_batch_size=_int(env, "PELICAN_CLAIM_BATCH_SIZE", 1000, maximum=10000),
-            changes_per_message=_int(env, "PELICAN_CHANGES_PER_MESSAGE", 50, maximum=500),
+            # About 150 typical rows (~350 bytes each) fill one 64 KiB SQS billing chunk, so a
+            # message costs one request; fuller messages also keep the queue short, and
+            # moto's SQS slows quadratically with queue length (docs/benchmarks.md).
+            changes_per_message=_int(env, "PELICAN_CHANGES_PER_MESSAGE", 150, maximum=500),
         )
 
 
@@ -228,7 +231,8 @@ class EmuSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> EmuSettings:
         return cls(
-            max_messages_in_flight=_int(env, "EMU_MAX_MESSAGES_IN_FLIGHT", 40, maximum=1000),
+            # 20 messages of up to 150 changes: work in hand that the shutdown grace can finish.
+            max_messages_in_flight=_int(env, "EMU_MAX_MESSAGES_IN_FLIGHT", 20, maximum=1000),
             visibility_timeout_seconds=_int(env, "EMU_VISIBILITY_TIMEOUT_SECONDS", 300, minimum=10, maximum=43200),
             max_index_attempts=_int(env, "EMU_MAX_INDEX_ATTEMPTS", 8, maximum=100),
             shutdown_grace_seconds=_float(env, "EMU_SHUTDOWN_GRACE_SECONDS", 25.0),
