@@ -54,6 +54,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -814,15 +815,20 @@ def create_app(store: IndexStore, api_key: str | None = None) -> FastAPI:
     async def healthz() -> Response:
         return json_response({"status": "ok", "dimension": store.dimension, "metric": store.metric})
 
-    @app.post("/vectors/upsert")
-    async def upsert(request: Request) -> Response:
-        body = await body_of(request)
-        return json_response(await run_in_threadpool(handlers.upsert, body))
+    def post_json(path: str, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """A POST route whose JSON body goes to a handler, run off the event loop."""
+        async def endpoint(request: Request) -> Response:
+            body = await body_of(request)
+            return json_response(await run_in_threadpool(handler, body))
 
-    @app.post("/query")
-    async def query(request: Request) -> Response:
-        body = await body_of(request)
-        return json_response(await run_in_threadpool(handlers.query, body))
+        app.add_api_route(path, endpoint, methods=["POST"])
+
+    post_json("/vectors/upsert", handlers.upsert)
+    post_json("/query", handlers.query)
+    post_json("/vectors/fetch_by_metadata", handlers.fetch_by_metadata)
+    post_json("/vectors/delete", handlers.delete)
+    post_json("/vectors/update", handlers.update)
+    post_json("/describe_index_stats", handlers.stats)
 
     @app.get("/vectors/fetch")
     async def fetch(request: Request) -> Response:
@@ -830,30 +836,10 @@ def create_app(store: IndexStore, api_key: str | None = None) -> FastAPI:
         namespace = request.query_params.get("namespace")
         return json_response(await run_in_threadpool(handlers.fetch, ids, namespace))
 
-    @app.post("/vectors/fetch_by_metadata")
-    async def fetch_by_metadata(request: Request) -> Response:
-        body = await body_of(request)
-        return json_response(await run_in_threadpool(handlers.fetch_by_metadata, body))
-
-    @app.post("/vectors/delete")
-    async def delete(request: Request) -> Response:
-        body = await body_of(request)
-        return json_response(await run_in_threadpool(handlers.delete, body))
-
-    @app.post("/vectors/update")
-    async def update(request: Request) -> Response:
-        body = await body_of(request)
-        return json_response(await run_in_threadpool(handlers.update, body))
-
     @app.get("/vectors/list")
     async def list_ids(request: Request) -> Response:
         params = dict(request.query_params)
         return json_response(await run_in_threadpool(handlers.list_ids, params))
-
-    @app.post("/describe_index_stats")
-    async def stats_post(request: Request) -> Response:
-        body = await body_of(request)
-        return json_response(await run_in_threadpool(handlers.stats, body))
 
     @app.get("/describe_index_stats")
     async def stats_get() -> Response:
