@@ -262,6 +262,21 @@ class LocalStack:
         self.start_index()
         self.migrate()
 
+    # -- index faults (the index server's local-only /_faults API) ----------------------
+    @property
+    def _index_faults_url(self) -> str:
+        return f"http://127.0.0.1:{self.index_port}/_faults"
+
+    def inject_index_fault(self, **rule) -> None:
+        """Makes the next matching index requests fail or stall; see devstack.index_server."""
+        request = urllib.request.Request(self._index_faults_url, method="POST", data=json.dumps(rule).encode(),
+                                         headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=5).read()
+
+    def clear_index_faults(self) -> None:
+        """Drops every fault rule and releases requests a delay is holding."""
+        urllib.request.urlopen(urllib.request.Request(self._index_faults_url, method="DELETE"), timeout=5).read()
+
     # -- a clean slate (tests and benchmarks, on a stack of their own) ----------------
     def reset_data(self) -> None:
         """Empties the table, the change log, the queues and the index, and drops injected
@@ -274,11 +289,10 @@ class LocalStack:
 
         from productsearch.settings import IndexSettings
 
-        faults_url = f"http://127.0.0.1:{self.index_port}/_faults"
-        urllib.request.urlopen(urllib.request.Request(faults_url, method="DELETE"), timeout=5).read()
+        self.clear_index_faults()
 
         def index_quiet() -> bool:
-            with urllib.request.urlopen(faults_url, timeout=5) as response:
+            with urllib.request.urlopen(self._index_faults_url, timeout=5) as response:
                 return json.load(response)["in_flight_requests"] == 0
 
         _wait_for("the index server to finish its requests", index_quiet, timeout=60)

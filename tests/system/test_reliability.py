@@ -3,12 +3,10 @@ converges to the table, and reconcile then reports no drift."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 
@@ -38,16 +36,6 @@ def converge(parts, stack, timeout: float = 180) -> None:
             return False
         return reconcile_line(stack) == CLEAN
     wait_until(clean, timeout, interval=2, what="index converged to the table")
-
-
-def faults(stack, **rule) -> None:
-    request = urllib.request.Request(f"http://127.0.0.1:{stack.index_port}/_faults", method="POST",
-                                     data=json.dumps(rule).encode(), headers={"Content-Type": "application/json"})
-    urllib.request.urlopen(request, timeout=5).read()
-
-
-def clear_faults(stack) -> None:
-    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{stack.index_port}/_faults", method="DELETE"), timeout=5).read()
 
 
 def without_capture(parts, sql: str, params=()) -> None:
@@ -157,21 +145,21 @@ def test_queue_endpoint_down_for_a_while(parts, stack):
 def test_index_429_and_500_for_a_stretch(parts, stack):
     stack.start_app("pelican", FAST)
     stack.start_app("emu", {"EMU_MAX_INDEX_ATTEMPTS": "10"})
-    faults(stack, status=429, count=12, paths=["/vectors/upsert"], retry_after_seconds=0)
-    faults(stack, status=500, count=12, paths=["/vectors/fetch"])
+    stack.inject_index_fault(status=429, count=12, paths=["/vectors/upsert"], retry_after_seconds=0)
+    stack.inject_index_fault(status=500, count=12, paths=["/vectors/fetch"])
     ids = parts.insert_many(60, prefix="flaky")
     wait_until(lambda: all(parts.vector(i) for i in ids), 180, interval=1, what="rows indexed through 429s and 500s")
-    clear_faults(stack)
+    stack.clear_index_faults()
     converge(parts, stack)
 
 
 def test_slow_index_times_out_and_recovers(parts, stack):
     stack.start_app("pelican", FAST)
     stack.start_app("emu", {"EMU_MAX_INDEX_ATTEMPTS": "10"})
-    faults(stack, status=None, delay_seconds=12, count=3, paths=["/vectors/upsert"])
+    stack.inject_index_fault(status=None, delay_seconds=12, count=3, paths=["/vectors/upsert"])
     ids = parts.insert_many(10, prefix="slow")
     wait_until(lambda: all(parts.vector(i) for i in ids), 240, interval=1, what="rows indexed after timeouts")
-    clear_faults(stack)
+    stack.clear_index_faults()
     converge(parts, stack)
 
 
@@ -182,7 +170,7 @@ def test_rejected_rows_go_to_the_dlq_and_redrive_replays_them(parts, stack):
     stack.start_app("pelican", FAST)
     stack.start_app("emu")
     # The index refuses every write for a while (e.g. a misconfigured index): a permanent 400.
-    faults(stack, status=400, count=1000, paths=["/vectors/upsert"])
+    stack.inject_index_fault(status=400, count=1000, paths=["/vectors/upsert"])
     ids = parts.insert_many(5, prefix="refused")
     def dead_letters() -> int:
         attrs = parts.sqs.get_queue_attributes(QueueUrl=parts.env["SQS_DLQ_URL"], AttributeNames=["ApproximateNumberOfMessages"])
@@ -194,7 +182,7 @@ def test_rejected_rows_go_to_the_dlq_and_redrive_replays_them(parts, stack):
         raise AssertionError(f"{exc}\nemu log tail:\n{stack.log_path('emu').read_text()[-4000:]}") from None
     assert dead_letters() == 5
     assert parts.drain_queue(topic_watch, idle_rounds=1), "no SNS notification published"
-    clear_faults(stack)
+    stack.clear_index_faults()
     assert all(parts.vector(i) is None for i in ids)
     done = pelican_cli(stack, "redrive")
     assert done.returncode == 0 and "re-captured 5 products" in done.stdout, done.stdout + done.stderr

@@ -8,6 +8,7 @@ that queries never read, so a late, older upsert of a deleted row is refused too
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -171,8 +172,6 @@ ITEM_ENVELOPE_BYTES = 64
 
 def _item_bytes(item: dict[str, Any]) -> int:
     """An upper bound of the item's size in the request's JSON."""
-    import json
-
     head = json.dumps({"id": item["id"], "metadata": item.get("metadata") or {}}, separators=(",", ":")).encode()
     return len(head) + len(item["values"]) * MAX_FLOAT_JSON_BYTES + ITEM_ENVELOPE_BYTES
 
