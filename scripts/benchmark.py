@@ -7,8 +7,9 @@ private local stack (Postgres, moto, the index server, pelican, emu, the fronten
   (b) end-to-end backfill throughput: from starting `pelican backfill` over N rows to
       the index holding the last vector, through pelican, SQS, emu and the index;
       the ratio (b)/(a), with (a) measured again after every (b) and each (b)
-      compared with the mean of the (a) just before and after it; peak RSS (VmHWM) of pelican and emu for every N in --sizes;
-      CPU seconds each part of the stack used during the backfill;
+      compared with the mean of the (a) just before and after it; peak RSS (VmHWM)
+      of pelican and of emu's processes for every N in --sizes; CPU seconds each
+      part of the stack used during the backfill;
   freshness: update one row's description, time until a query with the new text's
       vector returns that row first with the new text in its metadata; p50/p95/max;
   search latency through the frontend's POST /api/search with the first N indexed:
