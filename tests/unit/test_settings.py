@@ -66,3 +66,24 @@ def test_apps_exit_with_a_message_naming_the_missing_setting():
         done = subprocess.run([sys.executable, "-m", module, "run"], env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2, done.stderr
         assert f"{module}: configuration error: {named}" in done.stderr
+
+
+def test_database_timeouts_default_to_30s_and_can_be_scaled_down():
+    url = "postgresql://u:p@h/db"
+    s = DatabaseSettings.from_env({"DATABASE_URL": url})
+    assert (s.url, s.dead_connection_seconds, s.statement_timeout_seconds) == (url, 30, 30)
+    pg = DatabaseSettings.from_env({"PGHOST": "h", "PGUSER": "u", "PGPASSWORD": "p",
+                                    "DATABASE_DEAD_CONNECTION_SECONDS": "5", "DATABASE_STATEMENT_TIMEOUT_SECONDS": "2"})
+    assert (pg.dead_connection_seconds, pg.statement_timeout_seconds) == (5, 2)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("DATABASE_DEAD_CONNECTION_SECONDS", "3"),
+    ("DATABASE_DEAD_CONNECTION_SECONDS", "3601"),
+    ("DATABASE_DEAD_CONNECTION_SECONDS", "soon"),
+    ("DATABASE_STATEMENT_TIMEOUT_SECONDS", "0"),
+    ("DATABASE_STATEMENT_TIMEOUT_SECONDS", "1.5"),
+])
+def test_bad_database_timeouts_are_named(name, value):
+    with pytest.raises(ConfigError, match=name):
+        DatabaseSettings.from_env({"DATABASE_URL": "postgresql://u:p@h/db", name: value})

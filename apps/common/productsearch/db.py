@@ -1,34 +1,217 @@
-"""Postgres connections and the schema migration."""
+"""Postgres connections and the schema migration.
+
+Every connection the apps open gets its libpq parameters from connection_params,
+so a database that goes silent (no FIN or RST: an RDS Multi-AZ failover, a dropped
+route) is noticed within DatabaseSettings.dead_connection_seconds instead of the
+kernel's ~15 minutes:
+
+- TCP keepalives find a dead peer under an idle connection, e.g. pelican's LISTEN
+  connection waiting in notifies(), which sends nothing on its own;
+- tcp_user_timeout bounds how long sent data may stay unacknowledged;
+- the server-side statement_timeout bounds how long a healthy server may work on a
+  statement, so a connection that has not answered for statement_timeout plus
+  dead_connection_seconds is dead, and GuardedConnection cuts it. That stall guard
+  also covers what the kernel cannot see: a proxy or load balancer in between
+  (RDS Proxy, PgBouncer, an NLB) keeps acknowledging packets and keepalives for a
+  database that is gone.
+"""
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
+import socket
+import threading
 import time
 from importlib import resources
+from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
+
+from productsearch.settings import DatabaseSettings
 
 log = logging.getLogger(__name__)
 
 # Arbitrary but fixed: every process that migrates takes the same advisory lock.
 MIGRATION_LOCK_KEY = 7_305_117_001
+KEEPALIVE_PROBES = 3
 
 
-def connect(url: str, *, autocommit: bool = False, attempts: int = 1, application_name: str = "productsearch") -> psycopg.Connection:
-    """Connects, retrying with backoff when attempts > 1 (e.g. while the database restarts)."""
+def _settings(database: DatabaseSettings | str) -> DatabaseSettings:
+    # A bare URL (tests, scripts) gets the default timeouts.
+    return DatabaseSettings(url=database) if isinstance(database, str) else database
+
+
+def connection_params(database: DatabaseSettings | str, *, application_name: str,
+                      statement_timeout: bool = True) -> dict[str, Any]:
+    """The libpq keyword parameters for a connection to `database` (merged over the
+    URL's own): connect_timeout, keepalives, tcp_user_timeout (ms) and, unless
+    statement_timeout is False (schema migrations), `-c statement_timeout=<n>s` in
+    options, appended to any options the URL carries.
+
+    The keepalive probes start after idle = dead_connection_seconds - 3 * interval
+    and give up after 3 unanswered ones, so a silent peer is declared dead after
+    dead_connection_seconds (libpq parameters are whole seconds)."""
+    database = _settings(database)
+    dead_s = database.dead_connection_seconds
+    interval = max(1, dead_s // (2 * KEEPALIVE_PROBES))
+    params: dict[str, Any] = {
+        "application_name": application_name,
+        "connect_timeout": max(2, dead_s // 3),
+        "keepalives": 1,
+        "keepalives_idle": max(1, dead_s - KEEPALIVE_PROBES * interval),
+        "keepalives_interval": interval,
+        "keepalives_count": KEEPALIVE_PROBES,
+        "tcp_user_timeout": dead_s * 1000,
+    }
+    if statement_timeout:
+        existing = conninfo_to_dict(database.url).get("options") or ""
+        params["options"] = f"{existing} -c statement_timeout={database.statement_timeout_seconds}s".strip()
+    return params
+
+
+def stall_limit_seconds(database: DatabaseSettings | str) -> float:
+    """How long a connection may leave a request unanswered before GuardedConnection
+    cuts it: the server may work statement_timeout_seconds, then the network gets
+    dead_connection_seconds."""
+    database = _settings(database)
+    return float(database.statement_timeout_seconds + database.dead_connection_seconds)
+
+
+class _StallReaper:
+    """One daemon thread per process that shuts down the socket of a connection whose
+    wait has passed its deadline. Shutting the socket down (rather than closing it)
+    wakes the thread blocked on it, and libpq reports the connection as lost."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._deadlines: dict[int, tuple[float, float, psycopg.Connection]] = {}
+        self._tokens = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, conn: psycopg.Connection, limit_s: float) -> int:
+        with self._changed:
+            token = next(self._tokens)
+            self._deadlines[token] = (time.monotonic() + limit_s, limit_s, conn)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="db-stall-reaper", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+            return token
+
+    def unwatch(self, token: int) -> bool:
+        """False if the deadline had passed and the connection was cut."""
+        with self._changed:
+            return self._deadlines.pop(token, None) is not None
+
+    def _run(self) -> None:
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                for token, (deadline, limit_s, conn) in list(self._deadlines.items()):
+                    if deadline <= now:
+                        del self._deadlines[token]
+                        # Under the lock: the waiter cannot return and close (and the
+                        # fd be reused) while the socket is shut down.
+                        _cut(conn, limit_s)
+                upcoming = [d for d, _, _ in self._deadlines.values()]
+                self._changed.wait(timeout=max(0.0, min(upcoming) - now) if upcoming else None)
+
+
+def _cut(conn: psycopg.Connection, limit_s: float) -> None:
+    try:
+        fd = conn.pgconn.socket
+    except psycopg.OperationalError:
+        return  # already closed
+    log.warning("database did not answer; cutting the connection", extra={"waited_s": limit_s, "pid": conn.info.backend_pid})
+    sock = socket.socket(fileno=os.dup(fd))
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+_reaper = _StallReaper()
+
+
+class GuardedConnection(psycopg.Connection):
+    """A psycopg connection that gives up on a server that stops answering.
+
+    Every round trip after connecting (execute, commit, notifies) goes through
+    psycopg's Connection.wait; while stall_limit_s is set, a wait that lasts longer
+    than stall_limit_s (plus the timeout the caller gave it, e.g. notifies(timeout=))
+    gets its socket shut down, and the caller sees psycopg.OperationalError. None
+    (the default, and for migrations) leaves only the kernel's keepalives. Call
+    notifies() with a timeout: a wait for notifications without one counts as stalled
+    after stall_limit_s."""
+
+    stall_limit_s: float | None = None
+
+    def wait(self, gen, *args, **kwargs):
+        limit_s = self.stall_limit_s
+        if limit_s is None:
+            return super().wait(gen, *args, **kwargs)
+        timeout = kwargs.get("timeout", args[1] if len(args) > 1 else None)
+        token = _reaper.watch(self, limit_s + (timeout or 0.0))
+        try:
+            return super().wait(gen, *args, **kwargs)
+        except psycopg.OperationalError as exc:
+            if not _reaper.unwatch(token):
+                raise psycopg.OperationalError(
+                    f"the database did not answer within {limit_s:.0f}s; connection cut ({exc})"
+                ) from exc
+            raise
+        finally:
+            _reaper.unwatch(token)
+
+
+def guard(database: DatabaseSettings | str):
+    """A psycopg_pool `configure` callback that arms a GuardedConnection's stall guard."""
+    limit_s = stall_limit_seconds(database)
+
+    def configure(conn: GuardedConnection) -> None:
+        conn.stall_limit_s = limit_s
+
+    return configure
+
+
+def pool_options(database: DatabaseSettings | str, *, application_name: str) -> dict[str, Any]:
+    """Keyword arguments for psycopg_pool.ConnectionPool: guarded autocommit
+    connections with dict rows and connection_params."""
+    return {
+        "connection_class": GuardedConnection,
+        "kwargs": {"autocommit": True, "row_factory": dict_row,
+                   **connection_params(database, application_name=application_name)},
+        "configure": guard(database),
+    }
+
+
+def connect(database: DatabaseSettings | str, *, autocommit: bool = False, attempts: int = 1,
+            application_name: str = "productsearch", statement_timeout: bool = True) -> GuardedConnection:
+    """Connects with connection_params and the stall guard armed (neither the guard nor
+    statement_timeout when statement_timeout is False, as for migrations), retrying
+    with backoff when attempts > 1 (e.g. while the database restarts). Raises
+    psycopg.OperationalError when the last attempt fails."""
+    params = connection_params(database, application_name=application_name, statement_timeout=statement_timeout)
     delay = 0.2
     for attempt in range(1, attempts + 1):
         try:
-            return psycopg.connect(
-                url, autocommit=autocommit, row_factory=dict_row, connect_timeout=10, application_name=application_name
-            )
+            conn = GuardedConnection.connect(_settings(database).url, autocommit=autocommit, row_factory=dict_row, **params)
         except psycopg.OperationalError:
             if attempt == attempts:
                 raise
             log.warning("database unreachable, retrying", extra={"attempt": attempt, "retry_in_s": round(delay, 2)})
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+            continue
+        if statement_timeout:
+            conn.stall_limit_s = stall_limit_seconds(database)
+        return conn
     raise AssertionError("unreachable")
 
 
@@ -38,12 +221,18 @@ def migration_files() -> list[tuple[str, str]]:
     return [(name, (sql_dir / name).read_text()) for name in names]
 
 
-def migrate(url: str) -> list[str]:
+def migrate(database: DatabaseSettings | str) -> list[str]:
     """Applies the schema files not yet applied, in order. Safe to run twice and from
     several processes at once: a transaction-scoped advisory lock serialises them and
-    every file is itself idempotent. Returns the names applied by this call."""
+    every file is itself idempotent. Returns the names applied by this call. Runs
+    without statement_timeout: building an index or waiting for another migration's
+    lock may take minutes."""
     applied_now = []
-    with connect(url, application_name="migrate") as conn:
+    with connect(database, application_name="migrate", statement_timeout=False) as conn:
+        # A migration reports what it did to existing rows with RAISE WARNING (e.g. 002's
+        # quarantined prices): the operator running it must see that, not only the server log.
+        conn.add_notice_handler(lambda notice: notice.severity_nonlocalized == "WARNING" and log.warning(
+            "migration notice", extra={"severity": notice.severity_nonlocalized, "message": notice.message_primary}))
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
             conn.execute(

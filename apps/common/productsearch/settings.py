@@ -61,18 +61,44 @@ def _url(env: Mapping[str, str], name: str, default: str | None = None) -> str:
 
 @dataclass(frozen=True)
 class DatabaseSettings:
-    """Where Postgres is. DATABASE_URL wins; otherwise the libpq PG* variables,
-    which is how ECS passes the RDS-managed secret's username and password."""
+    """Where Postgres is and how long a silent connection may hang. DATABASE_URL wins;
+    otherwise the libpq PG* variables, which is how ECS passes the RDS-managed
+    secret's username and password.
+
+    dead_connection_seconds (DATABASE_DEAD_CONNECTION_SECONDS, default 30, 4..3600):
+    how long a connection whose peer went silent (no FIN or RST, as when an RDS
+    Multi-AZ failover moves the primary, or a proxy keeps answering for a database
+    that is gone) may go unnoticed. Without it Linux's defaults leave such a
+    connection hanging for about 15 minutes (tcp_retries2). A Multi-AZ failover
+    takes one to two minutes (AWS docs, "Failover process for Amazon RDS":
+    "typically 60-120 seconds"); noticing within 30 s means the apps are already
+    reconnecting when the new primary opens, while a healthy peer always answers a
+    keepalive well within it. db.py turns it into keepalives, tcp_user_timeout,
+    connect_timeout and a client-side stall guard.
+
+    statement_timeout_seconds (DATABASE_STATEMENT_TIMEOUT_SECONDS, default 30,
+    1..3600): the server-side statement_timeout. The apps' statements take
+    milliseconds; 30 s cancels a runaway one (or a stuck lock wait) instead of
+    letting it hold a connection, and it bounds how long a healthy server may take
+    to answer, which the stall guard adds to dead_connection_seconds. It limits
+    statements only: an idle LISTEN connection is never cancelled for idling.
+    Schema migrations run without it."""
 
     url: str
+    dead_connection_seconds: int = 30
+    statement_timeout_seconds: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> DatabaseSettings:
+        timeouts = {
+            "dead_connection_seconds": _int(env, "DATABASE_DEAD_CONNECTION_SECONDS", 30, minimum=4, maximum=3600),
+            "statement_timeout_seconds": _int(env, "DATABASE_STATEMENT_TIMEOUT_SECONDS", 30, maximum=3600),
+        }
         if env.get("DATABASE_URL", "").strip():
             url = env["DATABASE_URL"].strip()
             if not url.startswith(("postgresql://", "postgres://")):
                 raise ConfigError("DATABASE_URL must start with postgresql://")
-            return cls(url=url)
+            return cls(url=url, **timeouts)
         host = _get(env, "PGHOST")
         port = _int(env, "PGPORT", 5432, maximum=65535)
         user = _get(env, "PGUSER")
@@ -85,7 +111,7 @@ class DatabaseSettings:
         root_cert = env.get("PGSSLROOTCERT", "").strip()
         if root_cert:
             url += f"&sslrootcert={quote(root_cert, safe='/')}"
-        return cls(url=url)
+        return cls(url=url, **timeouts)
 
     def redacted(self) -> str:
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.url)
@@ -227,6 +253,10 @@ class EmuSettings:
     visibility_timeout_seconds: int
     max_index_attempts: int
     shutdown_grace_seconds: float
+    retry_base_seconds: float = 15.0
+    retry_max_seconds: float = 900.0
+    outage_retry_max_seconds: float = 30.0
+    index_timeout_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> EmuSettings:
@@ -236,4 +266,14 @@ class EmuSettings:
             visibility_timeout_seconds=_int(env, "EMU_VISIBILITY_TIMEOUT_SECONDS", 300, minimum=10, maximum=43200),
             max_index_attempts=_int(env, "EMU_MAX_INDEX_ATTEMPTS", 8, maximum=100),
             shutdown_grace_seconds=_float(env, "EMU_SHUTDOWN_GRACE_SECONDS", 25.0),
+            # A failed message's next delivery waits base * 2^(receives - 1), at most max:
+            # 15 s, 30 s, 1 min, 2 min, then 4 min before the fifth and last receive that
+            # the queue's redrive policy allows (messaging/: maxReceiveCount 5).
+            retry_base_seconds=_float(env, "EMU_RETRY_BASE_SECONDS", 15.0, minimum=0.0),
+            retry_max_seconds=_float(env, "EMU_RETRY_MAX_SECONDS", 900.0, minimum=0.0),
+            # While the index is down the batch in hand is retried at most this far apart.
+            outage_retry_max_seconds=_float(env, "EMU_OUTAGE_RETRY_MAX_SECONDS", 30.0, minimum=0.1),
+            # Each index request's deadline; it must stay far below the visibility timeout,
+            # or a request that outlived its message could land after the next writer's.
+            index_timeout_seconds=_float(env, "EMU_INDEX_TIMEOUT_SECONDS", 10.0, minimum=0.1),
         )

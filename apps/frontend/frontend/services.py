@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 
-from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from frontend.config import FrontendSettings
@@ -25,7 +24,7 @@ class NotReady(RuntimeError):
 
 class Services:
     def __init__(self, settings: FrontendSettings, *, embedder=None, index=None, pool=None, sqs=None):
-        from productsearch import aws
+        from productsearch import aws, db
         from productsearch.index import ProductIndex
 
         self.settings = settings
@@ -34,8 +33,7 @@ class Services:
             settings.database.url,
             min_size=1,
             max_size=settings.db_pool_size,
-            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5,
-                    "application_name": "frontend"},
+            **db.pool_options(settings.database, application_name="frontend"),
             open=False,
             timeout=5.0,
             check=ConnectionPool.check_connection,

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             service.install_signal_handlers()
             service.run()
         elif args.command == "migrate":
-            applied = db.migrate(database.url)
+            applied = db.migrate(database)
             print(f"schema up to date (applied now: {', '.join(applied) or 'nothing'})")
         elif args.command == "load-catalog":
             from productsearch.catalog import load_catalog
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.path.is_file():
                 print(f"pelican: catalog file {args.path} not found", file=sys.stderr)
                 return 2
-            with db.connect(database.url) as conn:
+            with db.connect(database) as conn:
                 report = load_catalog(conn, args.path)
             for line, reason in report.skipped:
                 print(f"{args.path}:{line}: skipped: {reason}", file=sys.stderr)
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "backfill":
             from pelican.backfill import backfill
 
-            with db.connect(database.url) as conn:
+            with db.connect(database) as conn:
                 n = backfill(conn, chunk_size=args.chunk_size, restart=args.restart, progress=sys.stderr.isatty() or True)
             print(f"backfill captured {n} products; the pelican service ships them")
         elif args.command == "reconcile":

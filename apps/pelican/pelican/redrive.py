@@ -36,7 +36,7 @@ def redrive(database: DatabaseSettings, queues: QueueSettings) -> int:
     sqs = aws.sqs_client(queues)
     recaptured = 0
     unreadable = 0
-    with db.connect(database.url, application_name="redrive") as conn:
+    with db.connect(database, application_name="redrive") as conn:
         while True:
             messages = sqs.receive_message(QueueUrl=queues.dead_letter_queue_url, MaxNumberOfMessages=10,
                                            WaitTimeSeconds=1, VisibilityTimeout=60).get("Messages", [])

@@ -1,8 +1,10 @@
 """The pelican service loop: wake on NOTIFY, poll as a safety net, ship, repeat.
 
-Survives a dropped connection or a database restart by reconnecting with backoff,
-and an unreachable SQS endpoint by keeping the changes (uncommitted claims roll
-back) and trying again. SIGTERM lets the batch in hand finish, then exits.
+Survives a dropped connection or a database restart by reconnecting with backoff
+(a silent drop is noticed within DATABASE_DEAD_CONNECTION_SECONDS, see
+productsearch.db), a database without the schema by waiting for the migration, and
+an unreachable SQS endpoint by keeping the changes (uncommitted claims roll back)
+and trying again. SIGTERM lets the batch in hand finish, then exits.
 """
 
 from __future__ import annotations
@@ -13,14 +15,19 @@ import time
 
 import psycopg
 from botocore.exceptions import BotoCoreError, ClientError
+from psycopg import errors
 
-from pelican.outbox import SendFailed, ship_batch
+from pelican.outbox import SendFailed, SendRefused, ship_batch
 from productsearch import aws, db
 from productsearch.lifecycle import stop_on_signals
 from productsearch.settings import DatabaseSettings, PelicanSettings, QueueSettings
 
 log = logging.getLogger(__name__)
 CHANNEL = "product_changes"
+# What a database without the schema, or with a migration half applied, answers.
+# Waiting rather than migrating: on ECS a one-off task migrates
+# (scripts/aws/run-migration.sh), and pelican's role need not have DDL rights.
+SCHEMA_MISSING = (errors.UndefinedTable, errors.UndefinedFunction, errors.UndefinedColumn)
 
 
 class Pelican:
@@ -38,9 +45,9 @@ class Pelican:
 
     def _connect(self) -> None:
         if self._work is None or self._work.closed:
-            self._work = db.connect(self.database.url, application_name="pelican")
+            self._work = db.connect(self.database, application_name="pelican")
         if self._listen is None or self._listen.closed:
-            self._listen = db.connect(self.database.url, autocommit=True, application_name="pelican-listen")
+            self._listen = db.connect(self.database, autocommit=True, application_name="pelican-listen")
             self._listen.execute(f"LISTEN {CHANNEL}")
 
     def _disconnect(self) -> None:
@@ -80,11 +87,22 @@ class Pelican:
                 backoff = 0.5
                 if result.changes_claimed == 0:
                     self._wait_for_wakeup()
+            except SCHEMA_MISSING as exc:
+                log.warning("schema not found; waiting for the migration (pelican migrate)",
+                            extra={"error": str(exc).splitlines()[0][:300], "retry_in_s": backoff})
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
             except psycopg.OperationalError as exc:
                 log.warning("database connection lost; reconnecting", extra={"error": str(exc)[:300], "retry_in_s": backoff})
                 self._disconnect()
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
+            except SendRefused as exc:
+                # Not an outage: every retry is refused alike, and no queue alarm fires.
+                log.error("SQS refused a message built by pelican; the change log is stuck until that is fixed",
+                          extra={"error": str(exc)[:500], "retry_in_s": backoff})
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 60.0)
             except (BotoCoreError, ClientError, SendFailed) as exc:
                 log.warning("queue unavailable; changes kept in the database", extra={"error": str(exc)[:300], "retry_in_s": backoff})
                 self.stopping.wait(backoff)

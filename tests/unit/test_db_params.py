@@ -1,0 +1,29 @@
+"""The libpq parameters every app's connections get (productsearch.db)."""
+
+import pytest
+
+from productsearch import db
+from productsearch.settings import DatabaseSettings
+
+
+@pytest.mark.parametrize("dead_s", [4, 5, 10, 30, 3600])
+def test_keepalives_declare_a_silent_peer_dead_within_the_setting(dead_s):
+    params = db.connection_params(DatabaseSettings(url="postgresql://h/db", dead_connection_seconds=dead_s),
+                                  application_name="t")
+    assert params["keepalives"] == 1
+    assert all(params[k] >= 1 for k in ("keepalives_idle", "keepalives_interval", "keepalives_count"))
+    assert params["keepalives_idle"] + params["keepalives_interval"] * params["keepalives_count"] <= dead_s
+    assert params["tcp_user_timeout"] == dead_s * 1000
+    assert 2 <= params["connect_timeout"] <= dead_s
+
+
+def test_statement_timeout_joins_the_urls_options_and_migrations_go_without():
+    settings = DatabaseSettings(url="postgresql://h/db?options=-c%20search_path%3Dshop", statement_timeout_seconds=7)
+    assert db.connection_params(settings, application_name="t")["options"] == "-c search_path=shop -c statement_timeout=7s"
+    assert "options" not in db.connection_params(settings, application_name="t", statement_timeout=False)
+    assert db.stall_limit_seconds(settings) == 7 + 30
+
+
+def test_a_bare_url_gets_the_default_timeouts():
+    params = db.connection_params("postgresql://h/db", application_name="script")
+    assert params["tcp_user_timeout"] == 30_000 and params["options"] == "-c statement_timeout=30s"
