@@ -1,6 +1,8 @@
+from decimal import Decimal
+
 import pytest
 
-from productsearch.documents import UnindexableProduct, build_record, indexed_text
+from productsearch.documents import UnindexableProduct, build_record, finite_price, indexed_text, normalise_category
 from productsearch.search import InvalidSearch, SearchFilters, validate_query, validate_top_k
 
 ROW = {"id": 7, "name": "Pro System", "sku": "SKU-1", "description": "A fine thing", "price": "19.99", "category": "system"}
@@ -26,8 +28,65 @@ def test_blank_text_and_oversized_metadata_are_unindexable_with_reasons():
 
 def test_filters_become_a_pinecone_metadata_filter():
     f = SearchFilters.parse({"price_min": 100, "price_max": "500", "category": " Device "})
-    assert f.to_index_filter() == {"$and": [{"price": {"$gte": 100.0, "$lte": 500.0}}, {"category": {"$eq": "device"}}]}
+    assert f.to_index_filter() == {"$and": [{"price": {"$gte": 100.0, "$lte": 500.0}}, {"category_key": {"$eq": "device"}}]}
     assert SearchFilters.parse({}).to_index_filter() is None
+
+
+@pytest.mark.parametrize("price", ["NaN", Decimal("NaN"), float("nan"), "Infinity", "-Infinity", float("inf"), "1e400",
+                                   "sNaN", "about ten", None])
+def test_a_price_that_is_not_a_finite_number_is_unindexable(price):
+    with pytest.raises(UnindexableProduct, match="price is not a finite number"):
+        build_record({**ROW, "price": price}, 1, "{name} {description}")
+
+
+def test_a_negative_price_is_unindexable():
+    with pytest.raises(UnindexableProduct, match="negative"):
+        build_record({**ROW, "price": "-0.01"}, 1, "{name} {description}")
+
+
+def test_finite_price_is_json_safe():
+    assert finite_price(Decimal("19.99")) == 19.99 and finite_price("5") == 5.0 and finite_price(3) == 3.0
+    for bad in (Decimal("NaN"), "NaN", float("nan"), "Infinity", float("-inf"), "1e400", "", "abc", None, True):
+        assert finite_price(bad) is None, bad
+
+
+@pytest.mark.parametrize("written", ["Outdoor", "outdoor", " OUTDOOR ", "\tOutDoor\n", "ＯＵＴＤＯＯＲ"])
+def test_category_spellings_share_one_key_in_the_index_and_the_filter(written):
+    record = build_record({**ROW, "category": written}, 1, "{name} {description}")
+    assert record.metadata["category"] == written  # shown as written
+    assert record.metadata["category_key"] == normalise_category(written) == "outdoor"
+    assert SearchFilters.parse({"category": written}).to_index_filter() == {"category_key": {"$eq": "outdoor"}}
+
+
+def test_filters_built_directly_hold_the_normalised_key():
+    assert SearchFilters(category=" Outdoor ") == SearchFilters.parse({"category": "outdoor"})
+    assert SearchFilters(category="  ").category is None
+
+
+@pytest.mark.parametrize("category", ["a\x00b", "bad \ud800 text", "x" * 101, 5])
+def test_a_category_that_is_not_short_text_is_refused(category):
+    with pytest.raises(InvalidSearch, match="category"):
+        SearchFilters.parse({"category": category})
+
+
+def test_german_sharp_s_is_casefolded_not_just_lowercased():
+    assert normalise_category("STRASSE") == normalise_category("straße")
+
+
+def test_blank_category_is_no_filter_and_an_empty_key():
+    assert SearchFilters.parse({"category": "   "}).to_index_filter() is None
+    assert build_record({**ROW, "category": None}, 1, "{name} {description}").metadata["category_key"] == ""
+
+
+def test_filters_admit_rows_by_their_current_values():
+    f = SearchFilters.parse({"price_min": 10, "price_max": "100", "category": "Outdoor"})
+    assert f.admits(Decimal("10.00"), "outdoor") and f.admits(Decimal("100.00"), " OUTDOOR ")
+    assert not f.admits(Decimal("100.01"), "Outdoor")
+    assert not f.admits(Decimal("9.99"), "Outdoor")
+    assert not f.admits(Decimal("50"), "Kitchen")
+    assert not f.admits(Decimal("NaN"), "Outdoor")  # satisfies no price bound
+    assert SearchFilters.parse({"category": "outdoor"}).admits(Decimal("NaN"), "Outdoor")
+    assert SearchFilters().admits(Decimal("NaN"), "")
 
 
 @pytest.mark.parametrize("raw, reason", [

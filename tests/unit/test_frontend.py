@@ -79,6 +79,46 @@ def test_validate_changes_refuses(raw, reason):
         editing.validate_changes(raw)
 
 
+@pytest.mark.parametrize("price,reason", [
+    ("NaN", "finite"), ("nan", "finite"), ("Infinity", "finite"), ("-Infinity", "finite"), ("sNaN", "finite"),
+    (float("inf"), "finite"), (1e400, "finite"), ("1e400", "at most"),
+])
+def test_non_finite_and_huge_prices_are_refused(price, reason):
+    with pytest.raises(editing.InvalidEdit, match=reason):
+        editing.validate_changes({"price": price})
+
+
+def test_a_stored_non_finite_price_is_shown_as_null_in_valid_json():
+    import json
+    from decimal import Decimal
+
+    row = {"id": 3, "name": "Lamp", "sku": "L-1", "description": "d", "price": Decimal("NaN"), "category": "Outdoor"}
+    shown = editing.product_json(row)
+    assert shown["price"] is None
+    json.dumps(shown, allow_nan=False)
+    assert editing.product_json({**row, "price": Decimal("12.50")})["price"] == 12.5
+
+
+def test_results_page_renders_a_result_without_a_price():
+    from productsearch.search import SearchResult
+
+    from frontend.searching import Page
+    from frontend.ui import results_html
+
+    result = SearchResult(id=3, name="Lamp", sku="L-1", description="d", price=None, category="Outdoor", score=0.5)
+    page = Page(results=[result, SearchResult(**{**result.to_json(), "id": 4, "price": 1234.5})], page=1,
+                page_size=10, has_more=False, capped=False)
+    html = results_html(page)
+    assert '<td class="num price">—</td>' in html and '<td class="num price">$1,234.50</td>' in html
+
+
+def test_category_dropdown_offers_each_category_once_as_first_written():
+    from frontend.ui import ANY_CATEGORY, category_choices
+
+    assert category_choices(["Outdoor", "device", "outdoor", " OUTDOOR", "  "]) == [
+        ("Any category", ANY_CATEGORY), ("Outdoor", "Outdoor"), ("device", "device")]
+
+
 def test_validate_changes_accepts_and_normalises():
     from decimal import Decimal
 

@@ -8,9 +8,11 @@ instead of being retried forever.
 from __future__ import annotations
 
 import json
+import math
 import string
+import unicodedata
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 INDEXED_COLUMNS = ("name", "sku", "description", "price", "category")
@@ -44,16 +46,54 @@ def vector_id(product_id: int) -> str:
     return str(product_id)
 
 
+def normalise_category(value: Any) -> str:
+    """The key a category is compared by: Unicode NFKC, casefolded, stripped; "" for
+    none. `Outdoor`, `outdoor` and ` OUTDOOR ` are one category. The row keeps the
+    category as written (for display); the index stores this key beside it and the
+    search filter normalises the request with this same function, so the UI, the API
+    and the index can never disagree."""
+    if value is None:
+        return ""
+    return unicodedata.normalize("NFKC", str(value)).casefold().strip()
+
+
+def finite_price(value: Any) -> float | None:
+    """A price as a JSON-safe float, or None when the value is not a finite number
+    (NaN, Infinity, unparseable text, None). Accepts int, float, Decimal or str.
+    Callers that show a row use this so no stored value can break a JSON answer."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    if not number.is_finite():
+        return None
+    as_float = float(number)
+    return as_float if math.isfinite(as_float) else None
+
+
 def metadata(product: dict[str, Any], version: int) -> dict[str, Any]:
     """Fields a search may filter on or show without a database round trip.
-    `version` is the id of the newest captured change this state reflects."""
-    price = product["price"]
+    `version` is the row state's version (products.version; a deletion's for tombstones).
+
+    Raises UnindexableProduct when the price is not a finite, non-negative number:
+    the schema refuses such prices (migration 002), so this only meets a row from a
+    database restored from before it, or a malformed job; a vector stored without a
+    usable price would break every search that returns it."""
+    price = finite_price(product["price"])
+    if price is None:
+        raise UnindexableProduct(f"price is not a finite number: {product['price']}")
+    if price < 0:
+        raise UnindexableProduct(f"price is negative: {product['price']}")
+    category = product.get("category") or ""
     return {
         "name": product["name"],
         "sku": product["sku"],
         "description": product["description"],
-        "price": float(price if isinstance(price, (int, float, Decimal)) else Decimal(str(price))),
-        "category": product.get("category") or "",
+        "price": price,
+        "category": category,
+        "category_key": normalise_category(category),
         "version": version,
     }
 
@@ -85,3 +125,31 @@ def build_record(product: dict[str, Any], version: int, template: str) -> IndexR
             "(shorten the description or name)"
         )
     return IndexRecord(id=record_id, text=text, metadata=meta)
+
+
+def differs(product: dict[str, Any], indexed: dict[str, Any]) -> bool:
+    """True when `indexed` (a vector's metadata as the index returns it) is not what
+    metadata() writes for `product` (a products row as a dict): the index holds other
+    content, so the vector embeds other text. Every field metadata() writes is compared
+    except `version`, so a field added there is compared here too; a vector that lacks
+    it counts as different, and a repair rewrites it. Prices compare to the cent. A row
+    that cannot be indexed at all (UnindexableProduct) always differs.
+
+    Reconcile's "stale" and the frontend's "searchable" are both this one question."""
+    try:
+        expected = metadata(product, 0)
+    except UnindexableProduct:
+        return True
+    for key, value in expected.items():
+        if key == "version":
+            continue
+        got = indexed.get(key)
+        if key == "price":
+            try:
+                if Decimal(str(got)).quantize(Decimal("0.01")) != Decimal(str(value)).quantize(Decimal("0.01")):
+                    return True
+            except (InvalidOperation, TypeError, ValueError):
+                return True
+        elif got != value:
+            return True
+    return False

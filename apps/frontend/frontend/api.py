@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from productsearch.documents import UnindexableProduct
 from productsearch.search import InvalidSearch, SearchFilters, validate_query, validate_top_k
 
 from frontend import editing
@@ -160,6 +161,10 @@ def build_router(services, health) -> APIRouter:
             raise ApiError(404, str(exc)) from None
         except editing.InvalidEdit as exc:
             raise ApiError(400, str(exc)) from None
+        except UnindexableProduct as exc:
+            # The stored row cannot be indexed (a NaN price from before migration 002) and the
+            # edit leaves that value alone: a row fault the editor can fix, not a failed part.
+            raise ApiError(400, f"{exc}; give a valid price in the same edit (nothing was saved)") from None
         except Exception as exc:
             raise unavailable(exc) from exc
         return result.to_json()

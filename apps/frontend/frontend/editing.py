@@ -1,7 +1,8 @@
 """Authenticated edits of a product's name, description and price, addressed by
 primary key. The UPDATE fires the change-capture trigger in the same transaction,
-so the edit reaches the index through pelican and emu like any other change; the id
-of the change it captured is the index version at which the edit is searchable."""
+so the edit reaches the index through pelican and emu like any other change; the
+version the UPDATE stamps on the row is the index version at which the edit is
+searchable."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from productsearch.documents import MAX_METADATA_BYTES, metadata
+from productsearch.documents import MAX_METADATA_BYTES, differs, finite_price, metadata
 
 from frontend.config import EditorCredentials
 
@@ -127,16 +128,22 @@ def validate_changes(raw: Any) -> dict[str, Any]:
 class EditResult:
     product: dict[str, Any]
     changed: list[str]
-    version: int | None  # the captured change's id; None when nothing changed
+    version: int | None  # the row's version after the edit; None when nothing changed
 
     def to_json(self) -> dict[str, Any]:
         return {**product_json(self.product), "changed": self.changed, "version": self.version}
 
 
 def product_json(row: dict[str, Any]) -> dict[str, Any]:
-    price = row["price"]
+    """A row as JSON. `price` is null when the stored value is not a finite number
+    (a row that predates the schema's check): JSON has no NaN, and the answer must
+    still be valid."""
+    price = finite_price(row["price"])
+    if price is None:
+        log.warning("product price is not a finite number; shown as null",
+                    extra={"product_id": row["id"], "price": str(row["price"])})
     return {"id": row["id"], "name": row["name"], "sku": row["sku"], "description": row["description"],
-            "price": float(price) if isinstance(price, Decimal) else price, "category": row["category"]}
+            "price": price, "category": row["category"]}
 
 
 SELECT_SQL = "SELECT id, name, sku, description, price, category FROM products WHERE id = %s"
@@ -165,11 +172,11 @@ def apply_edit(pool, product_id: int, changes: dict[str, Any], editor: str) -> E
                               f"{MAX_METADATA_BYTES:,}; shorten the description or name")
         assignments = ", ".join(f"{f} = %({f})s" for f in changed)
         updated = conn.execute(
-            f"UPDATE products SET {assignments} WHERE id = %(id)s RETURNING id, name, sku, description, price, category",
+            f"UPDATE products SET {assignments} WHERE id = %(id)s RETURNING id, name, sku, description, price, category, version",
             {**{f: new[f] for f in changed}, "id": product_id},
         ).fetchone()
-        # The trigger captured the change in this transaction; its id is the version emu will index it at.
-        version = conn.execute("SELECT max(id) AS v FROM product_changes WHERE product_id = %s", (product_id,)).fetchone()["v"]
+        # Stamped by the row's trigger; pelican ships this state at exactly this version.
+        version = updated.pop("version")
     log.info("product edited", extra={"product_id": product_id, "fields": changed, "editor": editor, "version": version})
     return EditResult(product=updated, changed=changed, version=version)
 
@@ -193,21 +200,27 @@ class SyncState:
 
 
 def sync_state(index, pool, product_id: int, version: int | None = None) -> SyncState:
-    """Whether the product's current text is what the index holds. With `version`
-    (an edit's captured change id) the index must hold that version or a newer one;
-    without, the index's copy of name, description and price must equal the row's."""
+    """Whether search finds the product as the table holds it now: the index must hold
+    the row's current content (the comparison reconcile makes, documents.differs) and,
+    with `version` (an edit's version, from apply_edit), a version at least that high.
+
+    The content is compared, not only the version: after a restore rolls the table
+    back, the index holds a higher version of content the table no longer has. The
+    index is read before the row, so "searchable" never describes a state the row
+    left before the answer: an edit landing in between makes the two differ.
+    Raises NotFound when the row is gone."""
     vector = index.fetch([str(product_id)]).get(str(product_id))
-    meta = dict(getattr(vector, "metadata", None) or {}) if vector is not None else {}
-    indexed_version = int(meta["version"]) if "version" in meta else None
-    if version is not None:
-        ok = indexed_version is not None and indexed_version >= version
-        detail = (f"the index holds version {indexed_version}; searchable" if ok else
-                  f"waiting for version {version} (the index holds {indexed_version if indexed_version is not None else 'nothing'})")
-        return SyncState(product_id, indexed_version, ok, detail)
     row = get_product(pool, product_id)
     if vector is None:
         return SyncState(product_id, None, False, "not in the index yet")
-    same = (meta.get("name") == row["name"] and meta.get("description") == row["description"]
-            and float(meta.get("price", -1)) == float(row["price"]))
-    return SyncState(product_id, indexed_version, same,
-                     "the index holds the current text" if same else "the index holds an older text")
+    meta = dict(getattr(vector, "metadata", None) or {})
+    indexed_version = int(meta["version"]) if "version" in meta else None
+    if differs(row, meta):
+        waiting = f"; waiting for version {version}" if version is not None else ""
+        return SyncState(product_id, indexed_version, False,
+                         f"the index holds other text (version {indexed_version}){waiting}")
+    if version is not None and (indexed_version is None or indexed_version < version):
+        return SyncState(product_id, indexed_version, False,
+                         f"waiting for version {version} (the index holds {indexed_version})")
+    return SyncState(product_id, indexed_version, True,
+                     f"the index holds the current text at version {indexed_version}; searchable")

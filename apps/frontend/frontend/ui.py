@@ -14,6 +14,7 @@ from typing import Any
 
 import gradio as gr
 
+from productsearch.documents import UnindexableProduct, normalise_category
 from productsearch.search import MAX_TOP_K, InvalidSearch, SearchFilters, validate_query
 
 from frontend import editing
@@ -45,19 +46,29 @@ def results_html(page: Page) -> str:
     for offset, r in enumerate(page.results):
         rank = page.first_rank + offset
         description = r.description if len(r.description) <= 400 else r.description[:400] + "…"
+        price = "—" if r.price is None else f"${r.price:,.2f}"
         rows.append(
             f'<tr class="result" data-id="{r.id}" data-rank="{rank}">'
             f'<td class="num rank">{rank}</td>'
             f'<td class="num score">{r.score:.4f}</td>'
             f'<td><div class="name">{html.escape(r.name)}</div><div class="sku">{html.escape(r.sku)} · #{r.id}</div></td>'
             f'<td class="category">{html.escape(r.category or "—")}</td>'
-            f'<td class="num price">${r.price:,.2f}</td>'
+            f'<td class="num price">{price}</td>'
             f'<td class="desc">{html.escape(description)}</td>'
             "</tr>"
         )
     head = ('<tr><th class="num">#</th><th class="num">Score</th><th>Product</th><th>Category</th>'
             '<th class="num">Price</th><th>Description</th></tr>')
     return f'<table class="results"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def category_choices(found: list[str]) -> list[tuple[str, str]]:
+    """The dropdown's (label, value) pairs: one per category key, shown as first
+    written, since the filter ignores case and `Outdoor` and `outdoor` are one."""
+    seen: dict[str, str] = {}
+    for category in found:
+        seen.setdefault(normalise_category(category), category)
+    return [("Any category", ANY_CATEGORY)] + [(c, c) for key, c in seen.items() if key]
 
 
 def _filters_text(filters: SearchFilters) -> str:
@@ -128,7 +139,7 @@ def build_ui(services) -> gr.Blocks:
         except Exception:
             log.warning("categories unavailable", exc_info=True)
             found = []
-        return gr.Dropdown(choices=[("Any category", ANY_CATEGORY)] + [(c, c) for c in found], value=ANY_CATEGORY)
+        return gr.Dropdown(choices=category_choices(found), value=ANY_CATEGORY)
 
     # -- editing ------------------------------------------------------------------------
     def load_product(raw_id):
@@ -160,7 +171,7 @@ def build_ui(services) -> gr.Blocks:
                     raise editing.InvalidEdit(f"{field} is empty")
             changes = editing.validate_changes({"name": name, "description": description, "price": price.strip()})
             result = editing.apply_edit(services.pool, pid, changes, editor)
-        except (editing.InvalidEdit, editing.NotFound) as exc:
+        except (editing.InvalidEdit, editing.NotFound, UnindexableProduct) as exc:
             return (f"⚠️ {exc}. Nothing was saved.", "", *idle)
         except Exception:
             log.exception("edit failed")
@@ -208,8 +219,12 @@ def build_ui(services) -> gr.Blocks:
                 # Text, not gr.Number: an empty box means "no bound", where a Number would send 0.
                 price_min = gr.Textbox(label="Min price", placeholder="no minimum", max_lines=1, elem_id="price-min")
                 price_max = gr.Textbox(label="Max price", placeholder="no maximum", max_lines=1, elem_id="price-max")
+                # allow_custom_value: Gradio checks a value against the choices this process
+                # built the page with, and the real choices arrive per browser on load, so a
+                # click answered by another replica (or a direct API call) would be refused.
+                # SearchFilters.parse validates the category instead.
                 category = gr.Dropdown(label="Category", choices=[("Any category", ANY_CATEGORY)],
-                                       value=ANY_CATEGORY, elem_id="category")
+                                       value=ANY_CATEGORY, elem_id="category", allow_custom_value=True)
             message = gr.Markdown(elem_id="search-message")
             results = gr.HTML(elem_id="results")
             with gr.Row():
