@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from devstack.waiting import wait_until
+from productsearch import db
 
 pytestmark = pytest.mark.stack
 
@@ -37,7 +38,7 @@ def test_migration_is_safe_twice_and_from_two_processes_at_once(stack, fresh_dat
     again = subprocess.run([sys.executable, "-m", "pelican", "migrate"], env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "applied now: nothing" in again.stdout
     with psycopg.connect(fresh_database) as conn:
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(db.migration_files())
         triggers = {r[0] for r in conn.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'products'::regclass AND NOT tgisinternal")}
         assert {"products_capture_insert_delete", "products_capture_update", "products_capture_truncate"} <= triggers
 
@@ -67,3 +68,122 @@ def test_pelican_exits_cleanly_on_sigterm(parts, stack):
     parts.insert_many(200, prefix="sigterm")
     assert stack.stop(name, signal.SIGTERM, timeout=30) == 0
     assert "pelican stopped" in stack.log_path(name).read_text()
+
+
+# -- row versions (003_row_versions.sql) --------------------------------------------------
+# Versions are microseconds on the database's clock; any value stamped today is above this.
+CLOCK_FLOOR = 1_600_000_000 * 1_000_000
+
+
+def version_of(parts, pid: int) -> int:
+    return parts.conn.execute("SELECT version FROM products WHERE id = %s", (pid,)).fetchone()["version"]
+
+
+def captured(parts, pid: int) -> list[tuple[str, int | None]]:
+    rows = parts.conn.execute("SELECT operation, version FROM product_changes WHERE product_id = %s ORDER BY id", (pid,))
+    return [(r["operation"], r["version"]) for r in rows]
+
+
+def test_indexed_changes_raise_the_row_version_and_nothing_else_does(parts):
+    pid = parts.insert("Tent", "A two-person tent")
+    inserted = version_of(parts, pid)
+    assert inserted > CLOCK_FLOOR and captured(parts, pid) == [("insert", inserted)]
+
+    parts.conn.execute("UPDATE products SET description = 'A three-person tent' WHERE id = %s", (pid,))
+    updated = version_of(parts, pid)
+    assert updated > inserted and captured(parts, pid)[-1] == ("update", updated)
+
+    parts.conn.execute("UPDATE products SET updated_at = now() - interval '1 day' WHERE id = %s", (pid,))
+    parts.conn.execute("UPDATE products SET price = price WHERE id = %s", (pid,))
+    assert version_of(parts, pid) == updated and len(captured(parts, pid)) == 2
+
+    # A repair's bump sets the version and nothing else: kept as given, not captured.
+    parts.conn.execute("UPDATE products SET version = %s WHERE id = %s", (updated + 1000, pid))
+    assert version_of(parts, pid) == updated + 1000 and len(captured(parts, pid)) == 2
+
+    # A version ahead of the clock (the clock stepped back): the next edit still rises by one.
+    ahead = updated + 10**12
+    parts.conn.execute("UPDATE products SET version = %s WHERE id = %s", (ahead, pid))
+    parts.conn.execute("UPDATE products SET price = 7 WHERE id = %s", (pid,))
+    assert version_of(parts, pid) == ahead + 1 and captured(parts, pid)[-1] == ("update", ahead + 1)
+
+    parts.conn.execute("DELETE FROM products WHERE id = %s", (pid,))
+    operation, deleted = captured(parts, pid)[-1]
+    assert operation == "delete" and deleted > ahead + 1
+
+
+def test_an_insert_given_a_version_still_gets_a_newer_one(parts):
+    ahead = 10**16  # past any clock value this century
+    pid = parts.conn.execute("INSERT INTO products (name, sku, description, price, version) "
+                             "VALUES ('Mug', 'MUG-1', 'A mug', 5, %s) RETURNING id", (ahead,)).fetchone()["id"]
+    assert version_of(parts, pid) == ahead + 1
+
+
+def test_key_changes_and_truncate_record_deletions_above_the_rows_versions(parts):
+    ids = parts.insert_many(3, prefix="ver")
+    before = {pid: version_of(parts, pid) for pid in ids}
+    parts.conn.execute("DELETE FROM product_changes")
+
+    moved = max(ids) + 100
+    parts.conn.execute("UPDATE products SET id = %s WHERE id = %s", (moved, ids[0]))
+    [(op_old, v_old)] = captured(parts, ids[0])
+    [(op_new, v_new)] = captured(parts, moved)
+    assert op_old == "delete" and v_old > before[ids[0]]
+    assert op_new == "insert" and v_new == version_of(parts, moved) > before[ids[0]]
+
+    versions = {r["id"]: r["version"] for r in parts.conn.execute("SELECT id, version FROM products")}
+    parts.conn.execute("DELETE FROM product_changes")
+    parts.conn.execute("TRUNCATE products")
+    rows = parts.conn.execute("SELECT product_id, operation, version FROM product_changes").fetchall()
+    assert {r["product_id"] for r in rows} == set(versions) and {r["operation"] for r in rows} == {"truncate"}
+    assert all(r["version"] > versions[r["product_id"]] for r in rows)
+
+
+def test_migration_upgrades_a_database_with_rows_and_reruns_harmlessly(parts, stack, fresh_database):
+    from pelican.outbox import ship_batch
+
+    # A database from before row versions: the earlier files applied, rows and pending changes in it.
+    earlier = [(name, sql) for name, sql in db.migration_files() if name < "003"]
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+        for name, sql in earlier:
+            conn.execute(sql)
+            conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+        conn.execute("INSERT INTO products (name, sku, description, price) VALUES ('Old A', 'OLD-A', 'first', 1), ('Old B', 'OLD-B', 'second', 2)")
+        conn.execute("UPDATE products SET description = 'first, edited' WHERE sku = 'OLD-A'")
+
+    assert db.migrate(fresh_database) == ["003_row_versions.sql"]
+    upgraded = db.connect(fresh_database, autocommit=True)
+    try:
+        rows = {r["sku"]: r for r in upgraded.execute("SELECT id, sku, version FROM products")}
+        assert {r["version"] for r in rows.values()} == {0}
+        pending = upgraded.execute("SELECT id, product_id, version FROM product_changes ORDER BY id").fetchall()
+        assert [r["version"] for r in pending] == [None, None, None]
+
+        # Pending pre-migration changes ship at their change ids, the versions the index knows
+        # these states by; shipping the row's 0 would be refused as older.
+        queue = stack.env()["SQS_QUEUE_URL"]
+        ship_batch(upgraded, parts.sqs, queue, claim_limit=100, changes_per_message=10)
+        shipped = {c["id"]: c["v"] for body in parts.drain_queue(queue) for c in body["changes"]}
+        a, b = rows["OLD-A"]["id"], rows["OLD-B"]["id"]
+        assert shipped == {a: pending[-1]["id"], b: pending[1]["id"]}
+
+        # The file is idempotent: applying it again changes nothing and stamps once.
+        sql = dict(db.migration_files())["003_row_versions.sql"]
+        upgraded.execute(sql)
+        upgraded.execute(sql)
+        stamps = upgraded.execute("SELECT count(*) AS n FROM pg_trigger WHERE tgname = 'products_stamp_version'").fetchone()["n"]
+        assert stamps == 1
+        assert {r["version"] for r in upgraded.execute("SELECT version FROM products")} == {0}
+
+        # The first edit after the upgrade gets a clock version, far above any change id;
+        # a deletion of a row still at 0 records one too.
+        upgraded.execute("UPDATE products SET price = 3 WHERE id = %s", (a,))
+        edited = upgraded.execute("SELECT version FROM products WHERE id = %s", (a,)).fetchone()["version"]
+        assert edited > CLOCK_FLOOR
+        upgraded.execute("DELETE FROM products WHERE id = %s", (b,))
+        captured_now = upgraded.execute("SELECT product_id, operation, version FROM product_changes ORDER BY id").fetchall()
+        assert [(r["product_id"], r["operation"]) for r in captured_now] == [(a, "update"), (b, "delete")]
+        assert captured_now[0]["version"] == edited and captured_now[1]["version"] > CLOCK_FLOOR
+    finally:
+        upgraded.close()

@@ -20,14 +20,14 @@ from productsearch.jobs import Change
 log = logging.getLogger(__name__)
 
 CLAIM_SQL = """
-SELECT id, product_id FROM product_changes
+SELECT id, product_id, version FROM product_changes
 ORDER BY id
 LIMIT %s
 FOR UPDATE SKIP LOCKED
 """
 
 CURRENT_ROWS_SQL = """
-SELECT id, name, sku, description, price, category, updated_at
+SELECT id, name, sku, description, price, category, updated_at, version
 FROM products WHERE id = ANY(%s)
 """
 
@@ -35,7 +35,12 @@ DELETE_CLAIMED_SQL = "DELETE FROM product_changes WHERE id = ANY(%s)"
 
 
 class SendFailed(RuntimeError):
-    pass
+    """SQS did not take every message of a batch; nothing was deleted from the outbox."""
+
+
+class SendRefused(SendFailed):
+    """SQS refused a message as the sender's fault (e.g. InvalidMessageContents): a
+    retry gets the same answer, so the outbox is stuck until the producer is fixed."""
 
 
 @dataclass(frozen=True)
@@ -52,22 +57,46 @@ def ship_batch(conn: psycopg.Connection, sqs, queue_url: str, *, claim_limit: in
             return ShipResult(0, 0, 0)
         newest: dict[int, int] = {}
         for row in claimed:
-            newest[row["product_id"]] = max(newest.get(row["product_id"], 0), row["id"])
+            # Rows captured before migration 003 carry no version: their id was their version.
+            captured = row["version"] if row["version"] is not None else row["id"]
+            newest[row["product_id"]] = max(newest.get(row["product_id"], 0), captured)
+        # One statement reads each row's state and its version together.
         rows = {r["id"]: r for r in conn.execute(CURRENT_ROWS_SQL, (list(newest),)).fetchall()}
-        changes = [
-            Change(product_id=pid, version=version, product=jobs.product_payload(rows[pid]) if pid in rows else None)
-            for pid, version in sorted(newest.items())
-        ]
-        bodies = [jobs.encode(batch) for batch in jobs.pack(changes, changes_per_message)]
-        for group in jobs.group_for_batch_requests(bodies):
-            send_message_batch(sqs, queue_url, group)
+        changes = [shipped_change(pid, version, rows.get(pid)) for pid, version in sorted(newest.items())]
+        packed = list(jobs.pack_by_partition(changes, changes_per_message))
+        bodies = [jobs.encode(batch) for _, batch in packed]
+        groups = iter([group for group, _ in packed])
+        for request in jobs.group_for_batch_requests(bodies):
+            send_message_batch(sqs, queue_url, request, [next(groups) for _ in request])
         conn.execute(DELETE_CLAIMED_SQL, ([r["id"] for r in claimed],))
     log.info("shipped changes", extra={"changes": len(claimed), "products": len(changes), "messages": len(bodies)})
     return ShipResult(len(claimed), len(changes), len(bodies))
 
 
-def send_message_batch(sqs, queue_url: str, bodies: list[str]) -> None:
-    entries = [{"Id": f"m{i}", "MessageBody": body} for i, body in enumerate(bodies)]
+def shipped_change(product_id: int, newest_captured: int, row: dict | None) -> Change:
+    """The job for one product: its current row at the row's own version, or, when the
+    row is gone, a deletion at `newest_captured` (the greatest version among its claimed
+    change rows, which for a delete outranks the row's last state).
+
+    A row still at version 0 has not been written since migration 003, so the change
+    ids it was captured under are the versions an existing index knows its state by;
+    shipping it at 0 would be refused as older than that same state."""
+    if row is None:
+        return Change(product_id=product_id, version=newest_captured, product=None)
+    state = {k: v for k, v in row.items() if k != "version"}
+    return Change(product_id=product_id, version=row["version"] or newest_captured, product=jobs.product_payload(state))
+
+
+def send_message_batch(sqs, queue_url: str, bodies: list[str], groups: list[str]) -> None:
+    """Sends up to ten bodies in one request, retrying entries SQS failed on its side.
+    On a FIFO queue each body goes to its message group (groups[i]) with its content
+    hash as the deduplication id. Raises SendFailed when SQS refuses an entry."""
+    entries = []
+    for i, (body, group) in enumerate(zip(bodies, groups, strict=True)):
+        entry = {"Id": f"m{i}", "MessageBody": body}
+        if jobs.is_fifo(queue_url):
+            entry |= {"MessageGroupId": group, "MessageDeduplicationId": jobs.deduplication_id(body)}
+        entries.append(entry)
     for attempt in range(3):
         response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
         failed = response.get("Failed", [])
@@ -75,7 +104,7 @@ def send_message_batch(sqs, queue_url: str, bodies: list[str]) -> None:
             return
         retry_ids = {f["Id"] for f in failed if not f.get("SenderFault")}
         if len(retry_ids) != len(failed):
-            raise SendFailed(f"SQS refused messages: {[(f['Id'], f.get('Message')) for f in failed]}")
+            raise SendRefused(f"SQS refused messages: {[(f['Id'], f.get('Message')) for f in failed]}")
         entries = [e for e in entries if e["Id"] in retry_ids]
     raise SendFailed(f"SQS kept failing {len(entries)} message(s) after 3 attempts")
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 from tqdm import tqdm
 
 from pelican.recapture import recapture
 from productsearch import db
+from productsearch.documents import differs
 from productsearch.index import ProductIndex
 from productsearch.settings import DatabaseSettings, IndexSettings
 
@@ -48,22 +48,16 @@ class ReconcileReport:
         return line + (f" repaired={self.repaired}" if self.repaired else "")
 
 
-def differs(row: dict, metadata: dict) -> bool:
-    if metadata.get("name") != row["name"] or metadata.get("sku") != row["sku"]:
-        return True
-    if metadata.get("description") != row["description"] or metadata.get("category", "") != (row["category"] or ""):
-        return True
-    try:
-        return Decimal(str(metadata.get("price"))).quantize(Decimal("0.01")) != Decimal(row["price"]).quantize(Decimal("0.01"))
-    except Exception:
-        return True
-
-
 def reconcile(database: DatabaseSettings, index_settings: IndexSettings, *, repair: bool = False,
               page_size: int = 500, progress: bool = True) -> ReconcileReport:
+    """Compares every row with its vector and every vector with its row, `page_size`
+    of each at a time. With repair, every drifted id is re-captured with a version
+    above the newest the index holds for it (live or tombstone), so the repair
+    overwrites whatever is there and a second run is clean once it is shipped and
+    indexed. Raises what the database or the index raise (nothing is repaired then)."""
     report = ReconcileReport()
     index = ProductIndex(index_settings)
-    with db.connect(database.url, application_name="reconcile") as conn:
+    with db.connect(database, application_name="reconcile") as conn:
         total = conn.execute("SELECT count(*) AS n FROM products").fetchone()["n"]
         bar = tqdm(total=total, unit="rows", desc="table -> index", disable=not progress)
         after = 0
@@ -98,8 +92,12 @@ def reconcile(database: DatabaseSettings, index_settings: IndexSettings, *, repa
         bar.close()
 
         if repair and not report.clean:
-            with conn.transaction():
-                report.repaired = recapture(conn, report.missing + report.stale + report.orphaned)
+            drift = report.missing + report.stale + report.orphaned
+            # Past the newest version the index holds for each id, live or tombstone, so
+            # the repair wins whatever restores or clocks did to the table's versions.
+            known = index.newest_versions([str(i) for i in drift])
+            floors = {i: known.get(str(i), 0) + 1 for i in drift}
+            report.repaired = recapture(conn, drift, floors)
     log.info("reconcile finished", extra={"rows": report.rows, "vectors": report.vectors, "missing": len(report.missing),
                                           "stale": len(report.stale), "orphaned": len(report.orphaned), "repaired": report.repaired})
     return report
