@@ -1,13 +1,14 @@
 """The job format on the SQS queue, shared by pelican (producer) and emu (consumer).
 
 A message carries a batch of changes. Each change is the product's *current* state
-when pelican shipped it (or a deletion), stamped with the id of the newest captured
-change it reflects. Emu needs no database access: the message is self-contained.
+when pelican shipped it (or a deletion), stamped with that state's version (the
+row's own `version`, or the deletion's). Emu needs no database access: the message is self-contained.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -24,6 +25,10 @@ MESSAGE_BUDGET_BYTES = 240 * 1024
 # while staying above Pinecone's 40 KB metadata limit, so an oversized description is
 # still reported as such by emu rather than silently shortened.
 MAX_FIELD_BYTES = 41 * 1024
+# The characters SQS takes in a message body (AWS docs: SendMessage, MessageBody):
+# #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF. Anything else
+# gets the whole send refused with InvalidMessageContents.
+_SQS_REFUSED = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 class MalformedJob(ValueError):
@@ -55,10 +60,15 @@ def _jsonable(value: Any) -> Any:
 
 
 def _cap_utf8(text: str, limit: int) -> str:
-    data = text.encode()
+    # surrogatepass: a lone surrogate (possible in a str read from JSON) is kept, not
+    # an encoding error.
+    data = text.encode("utf-8", "surrogatepass")
     if len(data) <= limit:
         return text
-    return data[:limit].decode(errors="ignore")
+    end = limit
+    while end > 0 and data[end] & 0xC0 == 0x80:  # back off to a character's first byte
+        end -= 1
+    return data[:end].decode("utf-8", "surrogatepass")
 
 
 def _shrunk(change: Change, limit: int) -> Change:
@@ -72,30 +82,137 @@ def product_payload(row: dict[str, Any]) -> dict[str, Any]:
     return {key: _jsonable(value) for key, value in row.items()}
 
 
+def sqs_body(value: Any) -> str:
+    """`value` (JSON types only) as compact JSON text that SQS accepts as a message body.
+
+    JSON escapes the control characters itself; the other characters SQS refuses
+    (U+FFFE, U+FFFF, and lone surrogates, which a str read from JSON may hold) are
+    written as `\\uXXXX` escapes too, so json.loads gives back exactly `value`. (As in
+    any JSON, a high surrogate directly followed by a low one reads back as the one
+    character the pair encodes.) Everything else stays as it is (UTF-8 on the wire),
+    so the size is what SQS counts: len(body.encode()).
+
+    Raises TypeError for a value JSON cannot hold (a Decimal, a datetime: see
+    product_payload). Build every SQS body here: a body SQS refuses would be refused
+    on every retry, stalling the outbox with both queues empty."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    # Structural JSON is ASCII, so a refused character can only sit inside a string,
+    # where an escape stands for it.
+    return _SQS_REFUSED.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def encode(changes: list[Change]) -> str:
-    return json.dumps({"format": FORMAT_VERSION, "changes": [c.to_json() for c in changes]}, separators=(",", ":"), ensure_ascii=False)
+    """The message body for `changes`, valid for SQS (see sqs_body)."""
+    return sqs_body({"format": FORMAT_VERSION, "changes": [c.to_json() for c in changes]})
 
 
-def decode(body: str) -> list[Change]:
+# Versions are microsecond clock readings (~1.8e15) or, from before the row-version
+# migration, change ids; either way they must stay exact in Pinecone's metadata,
+# whose numbers are 64-bit floats (integers are exact up to 2**53).
+MAX_VERSION = 2**53
+# Postgres bigint; the vector id is the decimal text of the product id.
+MAX_PRODUCT_ID = 2**63 - 1
+# The row fields a job carries, with the JSON types each may take. `price` travels as
+# the decimal's text (product_payload) but a number is accepted too.
+ROW_FIELDS: dict[str, tuple[type, ...]] = {
+    "name": (str,), "sku": (str,), "description": (str,), "price": (str, int, float),
+}
+OPTIONAL_ROW_FIELDS: dict[str, tuple[type, ...]] = {"category": (str, type(None))}
+
+
+@dataclass(frozen=True)
+class RefusedChange:
+    """One change of a message that emu cannot read; its neighbours still can.
+    `raw` is the change exactly as it arrived (for the dead-letter record)."""
+
+    position: int
+    reason: str
+    raw: Any
+    product_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A decoded message: the changes emu can act on, and the ones it must refuse."""
+
+    changes: list[Change]
+    refused: list[RefusedChange]
+
+
+def _bounded_int(value: Any, name: str, minimum: int, maximum: int) -> int:
+    # bool is an int in Python but never a valid id or version; a float (1.0, 1e400)
+    # means the producer is not ours or is broken.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a JSON integer, got {type(value).__name__} {str(value)[:40]}")
+    if not minimum <= value <= maximum:
+        raise ValueError(f"{name} {value} is outside {minimum}..{maximum}")
+    return value
+
+
+def _read_change(item: Any) -> Change:
+    """Raises ValueError with the reason when the change does not fit the format."""
+    if not isinstance(item, dict):
+        raise ValueError(f"a change must be an object, got {type(item).__name__}")
+    missing = {"id", "v", "row"} - set(item)
+    if missing:
+        raise ValueError(f"change lacks {', '.join(sorted(missing))}")
+    product_id = _bounded_int(item["id"], "id", 1, MAX_PRODUCT_ID)
+    version = _bounded_int(item["v"], "version", 0, MAX_VERSION)
+    row = item["row"]
+    if row is None:
+        return Change(product_id, version, None)
+    if not isinstance(row, dict):
+        raise ValueError(f"row must be an object or null, got {type(row).__name__}")
+    for name, types in ROW_FIELDS.items():
+        if name not in row:
+            raise ValueError(f"row lacks {name}")
+        if isinstance(row[name], bool) or not isinstance(row[name], types):
+            raise ValueError(f"row field {name} has type {type(row[name]).__name__}")
+    for name, types in OPTIONAL_ROW_FIELDS.items():
+        if name in row and not isinstance(row[name], types):
+            raise ValueError(f"row field {name} has type {type(row[name]).__name__}")
+    return Change(product_id, version, row)
+
+
+def read(body: str, max_bytes: int = MAX_SQS_MESSAGE_BYTES) -> Job:
+    """Decodes a message body change by change.
+
+    Raises MalformedJob (with the reason) when the body as a whole is unreadable:
+    over `max_bytes` (SQS's own cap, AWS docs: Amazon SQS message quotas), not JSON,
+    an unknown format, or no list of changes. A change that does not fit the format
+    (a missing or mistyped field, an id or version out of range such as 1e400) is
+    returned in `refused` with its reason, so its neighbours can still be indexed."""
+    size = len(body.encode("utf-8", errors="surrogatepass"))
+    if size > max_bytes:
+        raise MalformedJob(f"body is {size} bytes, over the {max_bytes}-byte SQS message limit")
     try:
         data = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise MalformedJob(f"body is not JSON: {exc}") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise MalformedJob(f"body is not JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
-        raise MalformedJob(f"unknown job format {data.get('format') if isinstance(data, dict) else type(data).__name__!r}")
+        shown = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise MalformedJob(f"unknown job format {str(shown)[:40]!r} (this emu reads format {FORMAT_VERSION})")
     changes = data.get("changes")
     if not isinstance(changes, list):
         raise MalformedJob("'changes' is not a list")
-    out = []
+    job = Job([], [])
     for i, item in enumerate(changes):
         try:
-            product_id, version, row = int(item["id"]), int(item["v"]), item["row"]
-        except (KeyError, TypeError, ValueError):
-            raise MalformedJob(f"change {i} lacks an integer id, an integer v or a row") from None
-        if row is not None and not isinstance(row, dict):
-            raise MalformedJob(f"change {i}: row must be an object or null")
-        out.append(Change(product_id=product_id, version=version, product=row))
-    return out
+            job.changes.append(_read_change(item))
+        except (ValueError, TypeError) as exc:
+            raw_id = item.get("id") if isinstance(item, dict) else None
+            product_id = raw_id if isinstance(raw_id, int) and not isinstance(raw_id, bool) and 0 < raw_id <= MAX_PRODUCT_ID else None
+            job.refused.append(RefusedChange(i, f"change {i}: {exc}", item, product_id))
+    return job
+
+
+def decode(body: str) -> list[Change]:
+    """The changes of a body that must be wholly valid (tests, tools); raises
+    MalformedJob naming the first problem."""
+    job = read(body)
+    if job.refused:
+        raise MalformedJob(job.refused[0].reason)
+    return job.changes
 
 
 def pack(changes: Iterable[Change], max_changes: int, budget_bytes: int = MESSAGE_BUDGET_BYTES) -> Iterator[list[Change]]:
@@ -118,7 +235,8 @@ def pack(changes: Iterable[Change], max_changes: int, budget_bytes: int = MESSAG
 
 
 def _encoded_size(change: Change) -> int:
-    return len(json.dumps(change.to_json(), separators=(",", ":"), ensure_ascii=False).encode()) + 1
+    # Bytes this change adds to encode()'s body: its escaped JSON plus a comma.
+    return len(sqs_body(change.to_json()).encode()) + 1
 
 
 def group_for_batch_requests(bodies: list[str]) -> Iterator[list[str]]:
@@ -134,3 +252,47 @@ def group_for_batch_requests(bodies: list[str]) -> Iterator[list[str]]:
         size += n
     if group:
         yield group
+
+
+# -- ordering: FIFO message groups ---------------------------------------------------
+# The jobs queue is an SQS FIFO queue. SQS hands the messages of one message group
+# to one consumer at a time, in order, and withholds the group's later messages
+# until the earlier ones are deleted (AWS docs: "Using the message group ID").
+# Every change of a product goes to its partition's group, so two emu tasks never
+# write the same product at once, and an older state can never land after a newer
+# one. Partitions are ranges of ids, not hashes: a backfill or a bulk load claims
+# consecutive ids, so its messages stay full (150 changes) instead of being split
+# across every group.
+PARTITION_SPAN = 1024
+# AWS docs (SendMessage): MessageGroupId and MessageDeduplicationId are at most 128 characters.
+MAX_GROUP_ID_CHARS = 128
+
+
+def is_fifo(queue_url: str) -> bool:
+    """SQS requires a FIFO queue's name to end in `.fifo` (AWS docs: FIFO queue names)."""
+    return queue_url.rstrip("/").endswith(".fifo")
+
+
+def partition_of(product_id: int) -> str:
+    """The message group of a product's changes: `products-<id // PARTITION_SPAN>`."""
+    return f"products-{product_id // PARTITION_SPAN}"
+
+
+def pack_by_partition(changes: Iterable[Change], max_changes: int,
+                      budget_bytes: int = MESSAGE_BUDGET_BYTES) -> Iterator[tuple[str, list[Change]]]:
+    """Like `pack`, but every message holds changes of one partition only, and each
+    partition's messages keep the changes' order. Yields (message group id, changes)."""
+    by_partition: dict[str, list[Change]] = {}
+    for change in changes:
+        by_partition.setdefault(partition_of(change.product_id), []).append(change)
+    for group, members in by_partition.items():
+        for batch in pack(members, max_changes, budget_bytes):
+            yield group, batch
+
+
+def deduplication_id(body: str) -> str:
+    """SHA-256 of the body: a resend of the very same job within SQS's five-minute
+    deduplication window (a pelican that crashed after sending) is dropped."""
+    import hashlib
+
+    return hashlib.sha256(body.encode("utf-8", errors="surrogatepass")).hexdigest()
