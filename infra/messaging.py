@@ -23,8 +23,20 @@ def visibility_timeout(worst_batch_seconds: int) -> int:
     return min(MAX_VISIBILITY_SECONDS, int(math.ceil(worst_batch_seconds * 2 + 30)))
 
 
+# FIFO with high throughput: ordering and exclusivity are per message group (one group
+# per product partition, productsearch.jobs.partition_of), and each group is
+# throttled on its own rather than the queue as a whole (AWS docs: "High throughput
+# for FIFO queues"). A FIFO queue's DLQ must be FIFO too.
+FIFO_ARGS = {"fifo_queue": True, "deduplication_scope": "messageGroup", "fifo_throughput_limit": "perMessageGroupId"}
+
+
 class JobQueues(pulumi.ComponentResource):
-    """Jobs queue (pelican -> emu) and its DLQ, both with SSE-SQS encryption."""
+    """Jobs queue (pelican -> emu) and its DLQ: FIFO, both with SSE-SQS encryption.
+
+    FIFO is what guarantees an older state of a product never lands after a newer
+    one: SQS gives a message group to one emu task at a time. Moving an existing
+    stack from the earlier standard queues replaces both queues (a queue cannot turn
+    FIFO): stop pelican, let emu drain the old queue, `pulumi up`, then start pelican."""
 
     def __init__(
         self,
@@ -42,6 +54,7 @@ class JobQueues(pulumi.ComponentResource):
             message_retention_seconds=DLQ_RETENTION_SECONDS,
             sqs_managed_sse_enabled=True,
             receive_wait_time_seconds=LONG_POLL_SECONDS,
+            **FIFO_ARGS,
             opts=child,
         )
         self.queue = aws.sqs.Queue(
@@ -53,6 +66,7 @@ class JobQueues(pulumi.ComponentResource):
             redrive_policy=self.dlq.arn.apply(
                 lambda arn: json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": max_receive_count})
             ),
+            **FIFO_ARGS,
             opts=child,
         )
         # Only the jobs queue may use this DLQ.

@@ -68,6 +68,9 @@ class LocalStack:
     aws_port: int = 55000
     index_port: int = 55081
     frontend_port: int = 7860
+    # FIFO queues, as messaging/ deploys them; False gives standard queues (the
+    # benchmark measures what ordering costs by running both).
+    fifo: bool = True
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     # -- paths and environment --------------------------------------------------
@@ -92,6 +95,9 @@ class LocalStack:
     def queue_url(self, name: str) -> str:
         return f"{self.aws_endpoint}/123456789012/{name}"
 
+    def _queue_name(self, base: str) -> str:
+        return f"{base}.fifo" if self.fifo else base
+
     def env(self) -> dict[str, str]:
         """What every app and script needs to reach every part (written to stack.env)."""
         return {
@@ -100,8 +106,8 @@ class LocalStack:
             "AWS_REGION": REGION,
             "AWS_ACCESS_KEY_ID": "local",
             "AWS_SECRET_ACCESS_KEY": "local",
-            "SQS_QUEUE_URL": self.queue_url("product-jobs"),
-            "SQS_DLQ_URL": self.queue_url("product-jobs-dlq"),
+            "SQS_QUEUE_URL": self.queue_url(self._queue_name("product-jobs")),
+            "SQS_DLQ_URL": self.queue_url(self._queue_name("product-jobs-dlq")),
             "SNS_TOPIC_ARN": f"arn:aws:sns:{REGION}:123456789012:product-dead-letters",
             "PINECONE_HOST": f"http://127.0.0.1:{self.index_port}",
             "PINECONE_API_KEY": LOCAL_API_KEY,
@@ -215,8 +221,8 @@ class LocalStack:
 
     # -- AWS endpoint ---------------------------------------------------------------
     def start_aws(self) -> None:
-        moto = Path(sys.executable).parent / "moto_server"
-        self._spawn("aws", [str(moto), "-H", "127.0.0.1", "-p", str(self.aws_port)])
+        # moto behind the checks real SQS makes on message bodies (devstack.aws_server).
+        self._spawn("aws", [sys.executable, "-m", "devstack.aws_server", "--host", "127.0.0.1", "--port", str(self.aws_port)])
         _wait_for("moto server", lambda: _http_ok(f"{self.aws_endpoint}/moto-api/"), proc=self.processes["aws"], log=self.log_path("aws"))
         self.create_queues()
 
@@ -226,13 +232,19 @@ class LocalStack:
         env = self.env()
         kwargs = dict(region_name=REGION, endpoint_url=self.aws_endpoint, aws_access_key_id="local", aws_secret_access_key="local")
         sqs = boto3.client("sqs", **kwargs)
-        dlq = sqs.create_queue(QueueName="product-jobs-dlq", Attributes={"MessageRetentionPeriod": str(14 * 86400)})
+        # The same settings as messaging/ (infra/messaging.py JobQueues).
+        fifo = {"FifoQueue": "true", "DeduplicationScope": "messageGroup",
+                "FifoThroughputLimit": "perMessageGroupId"} if self.fifo else {}
+        dlq = sqs.create_queue(QueueName=self._queue_name("product-jobs-dlq"),
+                               Attributes={"MessageRetentionPeriod": str(14 * 86400), **fifo})
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq["QueueUrl"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sqs.create_queue(QueueName="product-jobs", Attributes={
+        jobs = sqs.create_queue(QueueName=self._queue_name("product-jobs"), Attributes={
             "VisibilityTimeout": "300",
             "ReceiveMessageWaitTimeSeconds": "5",
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
+            **fifo,
         })
+        assert (jobs["QueueUrl"], dlq["QueueUrl"]) == (env["SQS_QUEUE_URL"], env["SQS_DLQ_URL"]), (jobs, dlq)
         sns = boto3.client("sns", **kwargs)
         topic = sns.create_topic(Name="product-dead-letters")
         assert topic["TopicArn"] == env["SNS_TOPIC_ARN"], topic

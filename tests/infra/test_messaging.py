@@ -20,6 +20,15 @@ def test_jobs_queue_encrypted_long_polling_sized_to_emu(messaging_run):
     assert jobs.inputs["messageRetentionSeconds"] == 4 * 24 * 3600
 
 
+def test_both_queues_are_fifo_with_per_group_throughput(messaging_run):
+    # One message group per product partition: SQS hands a group to one emu at a time,
+    # so an older state can never be written after a newer one.
+    for queue in queues(messaging_run):
+        assert queue.inputs["fifoQueue"] is True
+        assert queue.inputs["deduplicationScope"] == "messageGroup"
+        assert queue.inputs["fifoThroughputLimit"] == "perMessageGroupId"
+
+
 def test_visibility_timeout_outlasts_worst_batch():
     for worst in (1, 30, 120, 900):
         assert visibility_timeout(worst) >= 2 * worst

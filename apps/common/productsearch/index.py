@@ -1,8 +1,9 @@
 """The Pinecone index as this system uses it: versioned upserts and deletes that
 never let older state overwrite newer, with retries on 429/5xx/timeouts.
 
-Versions: each record's metadata holds the id of the newest captured change it
-reflects. Deletions leave a tombstone (the deletion's version) in a side namespace
+Versions: each record's metadata holds the version of the row state it reflects
+(products.version, a hybrid clock the database stamps: sql/003_row_versions.sql).
+Deletions leave a tombstone (the deletion's version) in a side namespace
 that queries never read, so a late, older upsert of a deleted row is refused too.
 """
 
@@ -47,6 +48,14 @@ def is_transient(exc: BaseException) -> bool:
 
 class PermanentIndexError(RuntimeError):
     """The index refused a request for a reason retrying cannot fix (4xx other than 429)."""
+
+
+@dataclass(frozen=True)
+class VersionedWrite:
+    """What a versioned write did, by vector id."""
+
+    written: set[str]  # upserted or deleted
+    superseded: set[str]  # the index already held a newer version
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,38 @@ class ProductIndex:
     def _upsert_items(self, items: list[dict[str, Any]], namespace: str) -> None:
         for chunk in _chunks_within_limits(items):
             self._call("upsert", lambda: self._index.upsert(vectors=chunk, namespace=namespace, timeout=self._timeout))
+
+    def write_versioned(self, upserts: Sequence[tuple[IndexRecord, np.ndarray]],
+                        deletions: Mapping[str, int]) -> VersionedWrite:
+        """Writes each record, or deletes each id, unless the index already holds a newer
+        version of it (live or as a tombstone): the only way the pipeline writes.
+
+        upserts: (record, vector of shape (dimension,)) pairs; deletions: id -> the
+        deletion's version. An equal version is the same state and is written again
+        (harmless, and it lets a forced backfill rewrite vectors). Returns which ids
+        were written and which were superseded. Raises PermanentIndexError when the
+        index refuses a request, and the transient error (RetriesExhausted, a timeout)
+        when it keeps failing; nothing is partially acknowledged in either case.
+
+        The check and the write are two requests, so two writers of the same id must
+        never overlap: the jobs queue gives each product partition to one emu at a time."""
+        ids = [record.id for record, _ in upserts] + list(deletions)
+        known = self.newest_versions(ids) if ids else {}
+        fresh = [(r, v) for r, v in upserts if r.version >= known.get(r.id, 0)]
+        fresh_deletions = {i: v for i, v in deletions.items() if v >= known.get(i, 0)}
+        if fresh:
+            self.upsert([r for r, _ in fresh], np.stack([v for _, v in fresh]))
+        if fresh_deletions:
+            self.delete(fresh_deletions)
+        if fresh:
+            # A deletion written by another writer between our check and our upsert left
+            # its tombstone first, so looking after the write catches it.
+            tombstones = self.fetch_versions([r.id for r, _ in fresh], namespace=self.settings.tombstone_namespace)
+            late = [r.id for r, _ in fresh if tombstones.get(r.id, 0) > r.version]
+            if late:
+                self.delete_ids(late)
+        written = {r.id for r, _ in fresh} | set(fresh_deletions)
+        return VersionedWrite(written=written, superseded=set(ids) - written)
 
     def delete(self, deletions: dict[str, int]) -> None:
         """Deletes ids, first recording a tombstone with each deletion's version."""

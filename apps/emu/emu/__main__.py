@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     stopping = threading.Event()
     # After SIGTERM a failing index call is not retried: its messages go back to the
     # queue at once instead of outlasting the grace period in backoff.
-    index = ProductIndex(index_settings, attempts=settings.max_index_attempts, should_stop=stopping.is_set)
+    index = ProductIndex(index_settings, attempts=settings.max_index_attempts, timeout_s=settings.index_timeout_seconds,
+                         should_stop=stopping.is_set)
     worker = Emu(queues, embedding, settings, index, embedder, aws.sqs_client(queues), aws.sns_client(queues),
                  stopping=stopping)
     worker.install_signal_handlers()

@@ -53,6 +53,11 @@ class EmbeddingProcess:
     def pid(self) -> int | None:
         return self._process.pid
 
+    @property
+    def alive(self) -> bool:
+        """False once the model's process has exited: emu cannot embed any more."""
+        return self._process.is_alive()
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.settings.dimension), dtype=np.float32)

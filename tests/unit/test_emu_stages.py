@@ -1,0 +1,113 @@
+"""emu's pure stages: reading a message change by change, and preparing records.
+Every malformed variant becomes a dead-letter outcome with its reason; neighbours
+in the same message carry on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from emu import stages
+from emu.jobqueue import ReceivedMessage, retry_delay_seconds
+from emu.outcomes import Kind
+from productsearch import jobs
+
+TEMPLATE = "{name} {description}"
+
+
+def row(**overrides):
+    return {"name": "Lamp", "sku": "L-1", "description": "a desk lamp", "price": "12.50", "category": "Home", **overrides}
+
+
+def message(body) -> ReceivedMessage:
+    text = body if isinstance(body, str) else json.dumps(body)
+    return ReceivedMessage("m-1", "r-1", text, receive_count=1, received_at=0.0)
+
+
+def job(*changes) -> dict:
+    return {"format": 1, "changes": list(changes)}
+
+
+@pytest.mark.parametrize("body, reason", [
+    ("not json at all", "not JSON"),
+    ("[1, 2]", "unknown job format"),
+    (json.dumps({"format": 2, "changes": []}), "unknown job format '2'"),
+    (json.dumps({"format": 1}), "not a list"),
+    (json.dumps({"format": 1, "changes": []}) + " " * (jobs.MAX_SQS_MESSAGE_BYTES + 1), "over the 262144-byte"),
+    ("[" * 100_000, "not JSON"),
+])
+def test_an_unreadable_body_is_one_dead_letter_for_the_whole_message(body, reason):
+    items, settled = stages.read_message(message(body))
+    assert items == []
+    [(item, outcome)] = settled
+    assert outcome.kind is Kind.DEAD_LETTER and reason in outcome.reason
+    assert item.change is None and item.refused is None  # the ledger records the raw body
+
+
+BAD_CHANGES = [
+    ({"id": 2, "v": 1e400, "row": row()}, "version must be a JSON integer"),
+    ({"id": 3, "v": 2**60, "row": row()}, "outside"),
+    ({"id": 4, "v": True, "row": row()}, "version must be a JSON integer"),
+    ({"id": "5", "v": 1, "row": row()}, "id must be a JSON integer"),
+    ({"id": 6, "row": row()}, "lacks v"),
+    ({"id": 7, "v": 1, "row": row(price=None)}, "price has type NoneType"),
+    ({"id": 8, "v": 1, "row": row(name=["x"])}, "name has type list"),
+    ({"id": 9, "v": 1, "row": {k: v for k, v in row().items() if k != "sku"}}, "lacks sku"),
+    ({"id": 10, "v": 1, "row": row(category=5)}, "category has type int"),
+    ({"id": 11, "v": 1, "row": "a string"}, "row must be an object"),
+    ("not an object", "must be an object"),
+    ({"id": -1, "v": 1, "row": None}, "outside"),
+]
+
+
+def test_each_malformed_change_is_refused_and_its_neighbours_kept():
+    good_before = {"id": 1, "v": 5, "row": row()}
+    good_after = {"id": 99, "v": 6, "row": None}
+    body = job(good_before, *[c for c, _ in BAD_CHANGES], good_after)
+    items, settled = stages.read_message(message(body))
+    assert [i.change.product_id for i in items] == [1, 99]
+    assert len(settled) == len(BAD_CHANGES)
+    for (item, outcome), (raw, reason) in zip(settled, BAD_CHANGES, strict=True):
+        assert outcome.kind is Kind.DEAD_LETTER
+        assert reason in outcome.reason, (reason, outcome.reason)
+        assert item.refused.raw == raw
+    # the product id is kept for the dead letter (and redrive) where it was readable
+    assert settled[0][0].product_id == 2 and settled[3][0].product_id is None
+
+
+def items_of(*changes):
+    items, settled = stages.read_message(message(job(*changes)))
+    assert settled == []
+    return items
+
+
+@pytest.mark.parametrize("price, reason", [
+    ("abc", "price"),
+    ("NaN", "finite"),
+    ("Infinity", "finite"),
+    ("-1", ""),
+])
+def test_a_row_that_cannot_become_a_record_is_dead_lettered_alone(price, reason):
+    items = items_of({"id": 1, "v": 1, "row": row(price=price)}, {"id": 2, "v": 1, "row": row()})
+    prepared = stages.prepare(items, TEMPLATE)
+    assert [record.id for _, record in prepared.upserts] == ["2"]
+    [(item, outcome)] = prepared.settled
+    assert item.change.product_id == 1 and outcome.kind is Kind.DEAD_LETTER
+    assert reason.lower() in outcome.reason.lower()
+
+
+def test_prepare_keeps_the_newest_change_per_product():
+    items = items_of({"id": 1, "v": 3, "row": row(description="third")},
+                     {"id": 1, "v": 1, "row": row(description="first")},
+                     {"id": 1, "v": 7, "row": None},
+                     {"id": 2, "v": 2, "row": row()})
+    prepared = stages.prepare(items, TEMPLATE)
+    assert [item.change.version for item in prepared.deletes] == [7]
+    assert [record.id for _, record in prepared.upserts] == ["2"]
+    assert sorted(item.change.version for item, outcome in prepared.settled if outcome.kind is Kind.SUPERSEDED) == [1, 3]
+
+
+def test_retry_delay_doubles_with_each_receive_up_to_the_cap():
+    assert [retry_delay_seconds(n, 15, 900) for n in range(1, 8)] == [15, 30, 60, 120, 240, 480, 900]
+    assert retry_delay_seconds(10**6, 15, 10**9) == 12 * 3600  # SQS's maximum visibility
