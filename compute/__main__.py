@@ -9,11 +9,12 @@ import pulumi_aws as aws  # noqa: E402
 
 from infra import iam  # noqa: E402
 from infra.dashboard import dashboard_body  # noqa: E402
-from infra.ecs import AppService, Gpu, LoadBalancing, ecs_cluster, secret_ref  # noqa: E402
-from infra.gpu import GpuCapacity  # noqa: E402
+from infra.ecs import AppService, Gpu, LoadBalancing, OneOffTask, TaskSpec, ecs_cluster, secret_ref  # noqa: E402
+from infra.gpu import GpuCapacity, check_gpu_capacity  # noqa: E402
 from infra.images import ServiceImage  # noqa: E402
 from infra.layer import bootstrap, require_region  # noqa: E402
-from infra.loadbalancer import PublicLoadBalancer, listener_ports  # noqa: E402
+from infra.loadbalancer import PublicLoadBalancer, web_endpoint  # noqa: E402
+from infra.monitoring import METRICS_NAMESPACE, unshipped_changes_alarm  # noqa: E402
 from infra.security import ServiceFirewall  # noqa: E402
 
 FRONTEND_PORT = 7860
@@ -27,6 +28,10 @@ network = layer.upstream("network")
 data = layer.upstream("data")
 messaging = layer.upstream("messaging")
 gpu_enabled = cfg.get("emuGpu")
+# Refuse at preview what would only fail (or leak a password) after deploying.
+endpoint = web_endpoint(cfg.get("certificateArn"), cfg.get("allowPlainHttp"), cfg.get("domainName"))
+if gpu_enabled:
+    check_gpu_capacity(cfg.get("gpuInstanceType"), cfg.get("gpuMaxInstances"), cfg.get("emuMaxTasks"))
 
 vpc_id = network.require_output("vpcId")
 private_subnets = network.require_output("privateSubnetIds")
@@ -40,7 +45,7 @@ dlq_arn = messaging.require_output("dlqArn")
 # --- Images (built from apps/, pushed with ECR's token, deployed by digest) ---
 apps_dir = (Path(__file__).parent / cfg.get("appsDir")).resolve()
 image_opts = dict(apps_dir=apps_dir, tag=layer.stack, platform=cfg.get("imagePlatform"),
-                  force_delete=cfg.get("ecrForceDelete"))
+                  force_delete=cfg.get("ecrForceDelete"), keep_images=cfg.get("ecrKeepImages"))
 images = {
     "frontend": ServiceImage(f"{prefix}-frontend", app="frontend", **image_opts),
     "pelican": ServiceImage(f"{prefix}-pelican", app="pelican", **image_opts),
@@ -49,12 +54,11 @@ images = {
 }
 
 # --- Network guards ---
-certificate_arn = cfg.get("certificateArn")
 firewall = ServiceFirewall(
     prefix,
     vpc_id=vpc_id,
     db_security_group_id=data.require_output("dbSecurityGroupId"),
-    listener_ports=listener_ports(certificate_arn),
+    listener_ports=endpoint.listener_ports,
     alb_ingress_cidr=cfg.get("albIngressCidr"),
     frontend_port=FRONTEND_PORT,
 )
@@ -65,7 +69,8 @@ alb = PublicLoadBalancer(
     security_group_id=firewall.alb.id,
     target_port=FRONTEND_PORT,
     health_check_path=HEALTH_PATH,
-    certificate_arn=certificate_arn,
+    endpoint=endpoint,
+    hosted_zone_id=cfg.get("hostedZoneId"),
 )
 
 # --- Clusters: one per app, so each scales and is operated on its own ---
@@ -89,8 +94,18 @@ pinecone_env = {
 }
 jobs_queue_url = messaging.require_output("jobsQueueUrl")
 dlq_url = messaging.require_output("dlqUrl")
+topic_arn = messaging.require_output("topicArn")
+# Pelican publishes its shipping lag here; the alarm below reads the same names.
+metrics_env = {"CLOUDWATCH_NAMESPACE": METRICS_NAMESPACE, "DEPLOYMENT_NAME": prefix}
 
-service_common = dict(subnet_ids=private_subnets, log_retention_days=cfg.get("logRetentionDays"), region=region)
+service_common = dict(subnet_ids=private_subnets, log_retention_days=cfg.get("logRetentionDays"), region=region,
+                      deploy_timeout_minutes=cfg.get("serviceDeployTimeoutMinutes"))
+
+# Over plain HTTP the editor password would cross the internet in clear: without these
+# secrets the frontend turns editing off.
+editor_secrets = ({"EDITOR_USERNAME": secret_ref(editor_secret, "username"),
+                   "EDITOR_PASSWORD": secret_ref(editor_secret, "password")}
+                  if endpoint.editing_enabled else {})
 
 frontend = AppService(
     f"{prefix}-frontend",
@@ -102,16 +117,14 @@ frontend = AppService(
     memory=cfg.get("frontendMemory"),
     environment={**common_env, **database_env, **pinecone_env, "SQS_QUEUE_URL": jobs_queue_url,
                  "SQS_DLQ_URL": dlq_url, "FRONTEND_PORT": FRONTEND_PORT},
-    secrets={**database_secrets, "PINECONE_API_KEY": secret_ref(pinecone_secret),
-             "EDITOR_USERNAME": secret_ref(editor_secret, "username"),
-             "EDITOR_PASSWORD": secret_ref(editor_secret, "password")},
-    secret_arns=[db_secret, pinecone_secret, editor_secret],
+    secrets={**database_secrets, "PINECONE_API_KEY": secret_ref(pinecone_secret), **editor_secrets},
+    secret_arns=[db_secret, pinecone_secret, *([editor_secret] if editor_secrets else [])],
     task_grants=[("QueueStatus", iam.SQS_READ_ATTRS, [jobs_queue_arn, dlq_arn])],
     security_group_ids=[firewall.frontend.id],
     log_group_name=f"/ecs/{prefix}/frontend",
     desired_count=cfg.get("frontendDesiredCount"),
     port=FRONTEND_PORT,
-    load_balancing=LoadBalancing(alb.target_group.arn, FRONTEND_PORT, depends_on=[alb.http_listener]),
+    load_balancing=LoadBalancing(alb.target_group.arn, FRONTEND_PORT, depends_on=alb.listeners),
     **service_common,
 )
 
@@ -123,10 +136,10 @@ pelican = AppService(
     repository_arn=images["pelican"].repository_arn,
     cpu=cfg.get("pelicanCpu"),
     memory=cfg.get("pelicanMemory"),
-    environment={**common_env, **database_env, "SQS_QUEUE_URL": jobs_queue_url},
+    environment={**common_env, **database_env, **metrics_env, "SQS_QUEUE_URL": jobs_queue_url},
     secrets=database_secrets,
     secret_arns=[db_secret],
-    task_grants=[("JobsQueueSend", iam.SQS_SEND, [jobs_queue_arn])],
+    task_grants=[("JobsQueueSend", iam.SQS_SEND, [jobs_queue_arn]), iam.put_metrics_grant(METRICS_NAMESPACE)],
     security_group_ids=[firewall.pelican.id],
     log_group_name=f"/ecs/{prefix}/pelican",
     desired_count=cfg.get("pelicanMinTasks"),
@@ -135,6 +148,37 @@ pelican = AppService(
 )
 pelican.autoscale(min_tasks=cfg.get("pelicanMinTasks"), max_tasks=cfg.get("pelicanMaxTasks"),
                   cpu_target_percent=cfg.get("cpuTargetPercent"))
+unshipped_changes_alarm(
+    f"{prefix}-unshipped-changes",
+    deployment=prefix,
+    threshold_seconds=cfg.get("unshippedChangeAlarmSeconds"),
+    topic_arn=topic_arn,
+)
+
+# One-off commands (migrate, reconcile [--repair], redrive, ...) with pelican's image, their
+# own role and security group; scripts/aws/operator.sh runs them.
+operator = OneOffTask(
+    f"{prefix}-operator",
+    TaskSpec(
+        container="operator",
+        image=images["pelican"].image_ref,
+        repository_arn=images["pelican"].repository_arn,
+        cpu=cfg.get("operatorCpu"),
+        memory=cfg.get("operatorMemory"),
+        environment={**common_env, **database_env, **pinecone_env, **metrics_env,
+                     "SQS_QUEUE_URL": jobs_queue_url, "SQS_DLQ_URL": dlq_url},
+        secrets={**database_secrets, "PINECONE_API_KEY": secret_ref(pinecone_secret)},
+        secret_arns=[db_secret, pinecone_secret],
+        task_grants=[
+            ("JobsQueueSend", iam.SQS_SEND, [jobs_queue_arn]),
+            ("DeadLetterRedrive", iam.SQS_CONSUME, [dlq_arn]),
+            iam.put_metrics_grant(METRICS_NAMESPACE),
+        ],
+        log_group_name=f"/ecs/{prefix}/operator",
+        log_retention_days=cfg.get("logRetentionDays"),
+        region=region,
+    ),
+)
 
 gpu = None
 if gpu_enabled:
@@ -160,7 +204,7 @@ emu = AppService(
     cpu=cfg.get("emuGpuCpu") if gpu_enabled else cfg.get("emuCpu"),
     memory=cfg.get("emuGpuMemory") if gpu_enabled else cfg.get("emuMemory"),
     environment={**common_env, **pinecone_env, "SQS_QUEUE_URL": jobs_queue_url, "SQS_DLQ_URL": dlq_url,
-                 "SNS_TOPIC_ARN": messaging.require_output("topicArn"),
+                 "SNS_TOPIC_ARN": topic_arn,
                  "EMBEDDING_DEVICE": "cuda" if gpu_enabled else "cpu",
                  "EMBEDDING_BATCH_SIZE": cfg.get("embeddingBatchSize"),
                  # Emu leases jobs for as long as the queue was sized for, and extends the lease.
@@ -170,7 +214,7 @@ emu = AppService(
     task_grants=[
         ("JobsQueueConsume", iam.SQS_CONSUME, [jobs_queue_arn]),
         ("DeadLetterSend", ["sqs:SendMessage"], [dlq_arn]),
-        ("DeadLetterNotify", iam.SNS_PUBLISH, [messaging.require_output("topicArn")]),
+        ("DeadLetterNotify", iam.SNS_PUBLISH, [topic_arn]),
         ("DeadLetterTopicKey", iam.KMS_FOR_ENCRYPTED_TOPIC, [messaging.require_output("topicKmsKeyArn")]),
     ],
     security_group_ids=[firewall.emu.id],
@@ -209,9 +253,10 @@ pulumi.export("serviceNames", {app: s.service.name for app, s in services.items(
 pulumi.export("repositoryUrls", {app: i.repository_url for app, i in images.items()})
 pulumi.export("imageRefs", {app: i.image_ref for app, i in images.items()})
 pulumi.export("logGroupNames", {app: s.log_group.name for app, s in services.items()})
-# Used by scripts/aws/run-migration.sh to run one-off pelican tasks.
-pulumi.export("pelicanTaskDefinitionArn", pelican.task_definition.arn)
-pulumi.export("pelicanClusterName", clusters["pelican"].name)
-pulumi.export("pelicanSecurityGroupId", firewall.pelican.id)
+# Used by scripts/aws/operator.sh (and run-migration.sh) to run one-off operator tasks.
+pulumi.export("operatorTaskDefinitionArn", operator.task_definition.arn)
+pulumi.export("operatorClusterName", clusters["pelican"].name)
+pulumi.export("operatorSecurityGroupId", firewall.operator.id)
+pulumi.export("operatorLogGroupName", operator.log_group.name)
 pulumi.export("privateSubnetIds", private_subnets)
 pulumi.export("emuCapacity", "gpu-ec2" if gpu_enabled else "fargate")

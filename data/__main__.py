@@ -9,7 +9,7 @@ import pulumi  # noqa: E402
 from infra.database import PostgresDatabase  # noqa: E402
 from infra.layer import bootstrap  # noqa: E402
 from infra.secrets import StoredSecret, require_min_length  # noqa: E402
-from infra.vector_index import VectorIndex  # noqa: E402
+from infra.vector_index import VectorIndex, default_index_name  # noqa: E402
 
 layer = bootstrap("data", Path(__file__).parent)
 cfg = layer.config
@@ -25,6 +25,9 @@ database = PostgresDatabase(
     max_allocated_storage=cfg.get("dbMaxAllocatedStorage"),
     db_name=cfg.get("dbName"),
     master_username=cfg.get("dbMasterUsername"),
+    identifier=cfg.get("dbIdentifier") or f"{layer.prefix}-db",
+    log_retention_days=cfg.get("dbLogRetentionDays"),
+    allow_major_version_upgrade=cfg.get("dbAllowMajorVersionUpgrade"),
     multi_az=cfg.get("dbMultiAz"),
     deletion_protection=cfg.get("dbDeletionProtection"),
     backup_retention_days=cfg.get("dbBackupRetentionDays"),
@@ -34,7 +37,7 @@ database = PostgresDatabase(
 pinecone_key = cfg.secret("pineconeApiKey")
 index = VectorIndex(
     f"{layer.prefix}-vectors",
-    index_name=cfg.get("pineconeIndexName"),
+    index_name=cfg.get("pineconeIndexName") or default_index_name(layer.prefix),
     dimension=cfg.get("pineconeDimension"),
     metric=cfg.get("pineconeMetric"),
     cloud=cfg.get("pineconeCloud"),
@@ -63,6 +66,7 @@ pulumi.export("dbPort", database.port)
 pulumi.export("dbName", cfg.get("dbName"))
 pulumi.export("dbSecretArn", database.secret_arn)
 pulumi.export("dbSecurityGroupId", database.security_group_id)
+pulumi.export("dbIdentifier", database.identifier)
 pulumi.export("pineconeIndexName", index.name)
 pulumi.export("pineconeIndexHost", index.host)
 pulumi.export("pineconeDimension", cfg.get("pineconeDimension"))

@@ -1,12 +1,25 @@
 """PostgreSQL on RDS: private, encrypted, TLS-only, password managed by RDS."""
 from __future__ import annotations
 
+import datetime
 from typing import Sequence
 
 import pulumi
 import pulumi_aws as aws
 
 POSTGRES_PORT = 5432
+LOG_EXPORTS = ("postgresql",)
+
+
+def final_snapshot_name(base: str, now: datetime.datetime | None = None) -> str:
+    """``<base>-final-<UTC timestamp>``: a fresh name for each database instance's lifetime.
+
+    A fixed name collides with the snapshot the previous destroy left behind, and the second
+    destroy of a stack fails.  The instance keeps the name it was created with (ignore_changes),
+    so previews do not churn.
+    """
+    stamp = (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y%m%d%H%M%S")
+    return f"{base}-final-{stamp}"
 
 
 def parameter_group_family(engine_version: str) -> str:
@@ -33,6 +46,9 @@ class PostgresDatabase(pulumi.ComponentResource):
         max_allocated_storage: int,
         db_name: str,
         master_username: str,
+        identifier: str,
+        log_retention_days: int,
+        allow_major_version_upgrade: bool,
         multi_az: bool,
         deletion_protection: bool,
         backup_retention_days: int,
@@ -63,8 +79,20 @@ class PostgresDatabase(pulumi.ComponentResource):
             parameters=[{"name": "rds.force_ssl", "value": "1", "apply_method": "immediate"}],
             opts=child,
         )
+        # Created before the instance, so RDS exports into a group that expires its logs
+        # (the group RDS would create itself keeps them forever).
+        self.log_groups = [
+            aws.cloudwatch.LogGroup(
+                f"{name}-db-{log}",
+                name=f"/aws/rds/instance/{identifier}/{log}",
+                retention_in_days=log_retention_days,
+                opts=child,
+            )
+            for log in LOG_EXPORTS
+        ]
         self.instance = aws.rds.Instance(
             f"{name}-db",
+            identifier=identifier,
             engine="postgres",
             engine_version=engine_version,
             instance_class=instance_class,
@@ -87,13 +115,18 @@ class PostgresDatabase(pulumi.ComponentResource):
             copy_tags_to_snapshot=True,
             deletion_protection=deletion_protection,
             skip_final_snapshot=skip_final_snapshot,
-            final_snapshot_identifier=None if skip_final_snapshot else f"{name}-db-final",
+            final_snapshot_identifier=None if skip_final_snapshot else final_snapshot_name(identifier),
             auto_minor_version_upgrade=True,
-            enabled_cloudwatch_logs_exports=["postgresql"],
+            # Major upgrades happen only when asked for (dbAllowMajorVersionUpgrade with a new
+            # dbEngineVersion); the parameter group's family follows the version.
+            allow_major_version_upgrade=allow_major_version_upgrade,
+            enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
             ca_cert_identifier="rds-ca-rsa2048-g1",
             apply_immediately=True,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=self.log_groups,
+                                        ignore_changes=["finalSnapshotIdentifier"]),
         )
+        self.identifier = self.instance.identifier
         self.address = self.instance.address
         self.port = self.instance.port
         self.secret_arn = self.instance.master_user_secrets.apply(lambda secrets: secrets[0].secret_arn)

@@ -10,7 +10,7 @@ import pulumi_aws as aws
 
 from infra import iam
 
-Grant = tuple  # (sid, actions, resource ARNs)
+Grant = tuple  # (sid, actions, resource ARNs[, IAM condition])
 
 
 def ecs_cluster(name: str, opts: pulumi.ResourceOptions | None = None) -> aws.ecs.Cluster:
@@ -55,75 +55,76 @@ class Gpu:
 
 @dataclass
 class LoadBalancing:
+    """Register the service in a target group once ``depends_on`` (its listeners) exist."""
+
     target_group_arn: pulumi.Input[str]
     container_port: int
     depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
 
 
-class AppService(pulumi.ComponentResource):
-    """One app on ECS: log group, execution and task roles, task definition, service."""
+@dataclass
+class TaskSpec:
+    """What one container needs to run: image, sizes, environment, secrets and permissions."""
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        container: str,
-        cluster: aws.ecs.Cluster,
-        image: pulumi.Input[str],
-        repository_arn: pulumi.Input[str],
-        cpu: int,
-        memory: int,
-        environment: Mapping[str, pulumi.Input],
-        secrets: Mapping[str, pulumi.Input[str]],
-        secret_arns: Sequence[pulumi.Input[str]],
-        task_grants: Sequence[Grant],
-        subnet_ids: pulumi.Input[Sequence[str]],
-        security_group_ids: Sequence[pulumi.Input[str]],
-        log_group_name: str,
-        log_retention_days: int,
-        region: str,
-        desired_count: int,
-        autoscaled: bool = False,
-        port: int | None = None,
-        load_balancing: LoadBalancing | None = None,
-        gpu: Gpu | None = None,
-        opts: pulumi.ResourceOptions | None = None,
-    ):
-        super().__init__("semsearch:compute:AppService", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        self.cluster = cluster
-        self.logical_name = name
+    container: str
+    image: pulumi.Input[str]
+    repository_arn: pulumi.Input[str]
+    cpu: int
+    memory: int
+    environment: Mapping[str, pulumi.Input]
+    secrets: Mapping[str, pulumi.Input[str]]
+    secret_arns: Sequence[pulumi.Input[str]]
+    task_grants: Sequence[Grant]
+    log_group_name: str
+    log_retention_days: int
+    region: str
+    port: int | None = None
+    gpu: Gpu | None = None
+
+
+class _TaskResources:
+    """Log group, execution and task roles, and the task definition, under ``parent``.
+
+    Shared by services and one-off tasks so both get the same least-privilege shape.
+    """
+
+    def __init__(self, name: str, spec: TaskSpec, parent: pulumi.Resource):
+        child = pulumi.ResourceOptions(parent=parent)
+        container, region, gpu, port = spec.container, spec.region, spec.gpu, spec.port
+        account_id = aws.get_caller_identity_output().account_id
 
         self.log_group = aws.cloudwatch.LogGroup(
-            name, name=log_group_name, retention_in_days=log_retention_days, opts=child
+            name, name=spec.log_group_name, retention_in_days=spec.log_retention_days, opts=child
         )
 
         self.execution_role = aws.iam.Role(
             f"{name}-execution",
             description=f"ECS agent for {container}: pull its image, write its logs, read its secrets",
-            assume_role_policy=iam.assume_role_policy(iam.ECS_TASKS),
+            assume_role_policy=iam.ecs_task_trust(account_id, region, task_role=False),
             opts=child,
         )
         aws.iam.RolePolicy(
             f"{name}-execution",
             role=self.execution_role.id,
-            policy=iam.policy_output(iam.execution_grants(repository_arn, self.log_group.arn, secret_arns)),
+            policy=iam.policy_output(
+                iam.execution_grants(spec.repository_arn, self.log_group.arn, spec.secret_arns)),
             opts=child,
         )
         self.task_role = aws.iam.Role(
             f"{name}-task",
             description=f"What {container} itself may call",
-            assume_role_policy=iam.assume_role_policy(iam.ECS_TASKS),
+            assume_role_policy=iam.ecs_task_trust(account_id, region, task_role=True),
             opts=child,
         )
-        if task_grants:
+        if spec.task_grants:
             aws.iam.RolePolicy(
                 f"{name}-task",
                 role=self.task_role.id,
-                policy=iam.policy_output(task_grants),
+                policy=iam.policy_output(spec.task_grants),
                 opts=child,
             )
 
+        secrets = spec.secrets
         secret_keys = sorted(secrets)
         secret_list = pulumi.Output.all(*[secrets[k] for k in secret_keys]).apply(
             lambda refs: [{"name": k, "valueFrom": r} for k, r in zip(secret_keys, refs, strict=True)]
@@ -157,16 +158,81 @@ class AppService(pulumi.ComponentResource):
             family=name,
             network_mode="awsvpc",
             requires_compatibilities=["EC2"] if gpu else ["FARGATE"],
-            cpu=str(cpu),
-            memory=str(memory),
+            cpu=str(spec.cpu),
+            memory=str(spec.memory),
             execution_role_arn=self.execution_role.arn,
             task_role_arn=self.task_role.arn,
             runtime_platform=None if gpu else {"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
             container_definitions=pulumi.Output.all(
-                image, env_list(environment), secret_list, self.log_group.name
+                spec.image, env_list(spec.environment), secret_list, self.log_group.name
             ).apply(container_definitions),
             opts=child,
         )
+
+
+class OneOffTask(pulumi.ComponentResource):
+    """A task definition with its own roles and logs but no service: run with ``aws ecs run-task``."""
+
+    def __init__(self, name: str, spec: TaskSpec, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("semsearch:compute:OneOffTask", name, None, opts)
+        task = _TaskResources(name, spec, self)
+        self.log_group = task.log_group
+        self.task_role = task.task_role
+        self.execution_role = task.execution_role
+        self.task_definition = task.task_definition
+        self.register_outputs({"taskDefinitionArn": self.task_definition.arn})
+
+
+class AppService(pulumi.ComponentResource):
+    """One app on ECS: log group, execution and task roles, task definition, service.
+
+    The service waits for steady state, so a deploy whose tasks crash-loop (and that the
+    circuit breaker rolls back) fails ``pulumi up`` instead of reporting success.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        container: str,
+        cluster: aws.ecs.Cluster,
+        image: pulumi.Input[str],
+        repository_arn: pulumi.Input[str],
+        cpu: int,
+        memory: int,
+        environment: Mapping[str, pulumi.Input],
+        secrets: Mapping[str, pulumi.Input[str]],
+        secret_arns: Sequence[pulumi.Input[str]],
+        task_grants: Sequence[Grant],
+        subnet_ids: pulumi.Input[Sequence[str]],
+        security_group_ids: Sequence[pulumi.Input[str]],
+        log_group_name: str,
+        log_retention_days: int,
+        region: str,
+        desired_count: int,
+        deploy_timeout_minutes: int,
+        autoscaled: bool = False,
+        port: int | None = None,
+        load_balancing: LoadBalancing | None = None,
+        gpu: Gpu | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("semsearch:compute:AppService", name, None, opts)
+        if deploy_timeout_minutes <= 0:
+            raise ValueError("serviceDeployTimeoutMinutes must be positive")
+        self.cluster = cluster
+        self.logical_name = name
+        spec = TaskSpec(
+            container=container, image=image, repository_arn=repository_arn, cpu=cpu, memory=memory,
+            environment=environment, secrets=secrets, secret_arns=secret_arns, task_grants=task_grants,
+            log_group_name=log_group_name, log_retention_days=log_retention_days, region=region,
+            port=port, gpu=gpu,
+        )
+        task = _TaskResources(name, spec, self)
+        self.log_group = task.log_group
+        self.execution_role = task.execution_role
+        self.task_role = task.task_role
+        self.task_definition = task.task_definition
 
         depends_on: list[pulumi.Resource] = []
         service_args: dict = {}
@@ -201,13 +267,16 @@ class AppService(pulumi.ComponentResource):
             deployment_circuit_breaker={"enable": True, "rollback": True},
             enable_ecs_managed_tags=True,
             propagate_tags="SERVICE",
-            wait_for_steady_state=False,
+            wait_for_steady_state=True,
             **service_args,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=depends_on,
                 # Application Auto Scaling owns the count once it is attached.
                 ignore_changes=["desiredCount"] if autoscaled else None,
+                # Bounds the wait: a GPU host has to boot before emu's first task.
+                custom_timeouts=pulumi.CustomTimeouts(
+                    create=f"{deploy_timeout_minutes}m", update=f"{deploy_timeout_minutes}m"),
             ),
         )
         self.register_outputs({"serviceName": self.service.name})

@@ -12,17 +12,48 @@ from infra import iam
 ECS_INSTANCE_MANAGED_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"
 
 
+# ECS agent settings for the GPU hosts.  ECS_AWSVPC_BLOCK_IMDS: awsvpc tasks cannot reach
+# the instance metadata service, so a task can never borrow the host role's credentials;
+# the hop limit of 1 in the launch template covers bridge-mode containers as well.
+ECS_AGENT_CONFIG = (
+    ("ECS_ENABLE_GPU_SUPPORT", "true"),
+    ("ECS_ENABLE_TASK_IAM_ROLE", "true"),
+    ("ECS_AWSVPC_BLOCK_IMDS", "true"),
+)
+
+
 def user_data(cluster_name: str) -> str:
-    script = "\n".join(
-        [
-            "#!/bin/bash",
-            f"echo ECS_CLUSTER={cluster_name} >> /etc/ecs/ecs.config",
-            "echo ECS_ENABLE_GPU_SUPPORT=true >> /etc/ecs/ecs.config",
-            "echo ECS_ENABLE_TASK_IAM_ROLE=true >> /etc/ecs/ecs.config",
-            "",
-        ]
-    )
+    """Base64 user data that joins the host to the cluster with ``ECS_AGENT_CONFIG``."""
+    lines = ["#!/bin/bash", f"echo ECS_CLUSTER={cluster_name} >> /etc/ecs/ecs.config"]
+    lines += [f"echo {key}={value} >> /etc/ecs/ecs.config" for key, value in ECS_AGENT_CONFIG]
+    script = "\n".join([*lines, ""])
     return base64.b64encode(script.encode()).decode()
+
+
+# GPUs per instance of the usual ECS GPU families by size; every other size has one.
+_MULTI_GPU_SIZES = {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8, "metal": 8}
+_KNOWN_FAMILIES = ("g4dn", "g5", "g6", "g6e")
+
+
+def gpus_per_instance(instance_type: str) -> int:
+    """GPUs of one instance of a g4dn/g5/g6/g6e type (others are refused: we cannot size them)."""
+    family, _, size = instance_type.partition(".")
+    if family not in _KNOWN_FAMILIES:
+        raise ValueError(f"gpuInstanceType {instance_type!r}: only {', '.join(_KNOWN_FAMILIES)} are supported")
+    return _MULTI_GPU_SIZES.get(size, 1)
+
+
+def check_gpu_capacity(instance_type: str, max_instances: int, max_tasks: int, gpus_per_task: int = 1) -> None:
+    """Fail at preview when autoscaling may ask for emu tasks no GPU host could place.
+
+    ECS would leave such tasks PROVISIONING forever while the backlog grows.
+    """
+    slots = max_instances * (gpus_per_instance(instance_type) // gpus_per_task)
+    if max_tasks > slots:
+        raise ValueError(
+            f"emuMaxTasks={max_tasks} cannot be placed: gpuMaxInstances={max_instances} x {instance_type} "
+            f"hold {slots} emu task(s) of {gpus_per_task} GPU each; raise gpuMaxInstances or lower emuMaxTasks"
+        )
 
 
 class GpuCapacity(pulumi.ComponentResource):

@@ -10,24 +10,20 @@ import pulumi_aws as aws
 import pulumi_docker as docker
 
 
-def lifecycle_policy(keep_images: int, untagged_days: int = 7) -> str:
+def lifecycle_policy(keep_images: int) -> str:
+    """Keep the newest ``keep_images`` images, tagged or not.
+
+    Services deploy by digest and the stack tag moves to each new build, so every earlier
+    image is untagged: expiring untagged images by age would delete the rollback targets.
+    """
+    if keep_images < 1:
+        raise ValueError("ecrKeepImages must be at least 1")
     return json.dumps(
         {
             "rules": [
                 {
                     "rulePriority": 1,
-                    "description": f"Expire untagged images after {untagged_days} days",
-                    "selection": {
-                        "tagStatus": "untagged",
-                        "countType": "sinceImagePushed",
-                        "countUnit": "days",
-                        "countNumber": untagged_days,
-                    },
-                    "action": {"type": "expire"},
-                },
-                {
-                    "rulePriority": 2,
-                    "description": f"Keep the last {keep_images} images",
+                    "description": f"Keep the last {keep_images} images (rollback targets)",
                     "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": keep_images},
                     "action": {"type": "expire"},
                 },

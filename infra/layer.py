@@ -1,6 +1,8 @@
 """Layer bootstrap: naming, tagging of every taggable resource, upstream stacks."""
 from __future__ import annotations
 
+import functools
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,33 +23,57 @@ def base_tags(layer: str, stack: str) -> dict[str, str]:
     }
 
 
-def is_taggable(resource: Any) -> bool:
-    """True for custom resources whose schema has a ``tags`` input.
+_SDK_MODULES = {"aws": "pulumi_aws", "pinecone": "pinecone_pulumi"}
 
-    Provider SDK classes expose each input as a property; ``tags_all`` is an
-    output-only companion and is not what we look for.
+
+@functools.lru_cache(maxsize=None)
+def is_taggable_type(resource_type: str) -> bool:
+    """True for resource types whose schema has a ``tags`` input, e.g. ``aws:ec2/subnet:Subnet``.
+
+    Judged by type token, not by object, because the transform also sees the children
+    that packaged components (awsx) create in their own process.  Provider SDK classes
+    expose each input as a property; ``tags_all`` is an output-only companion.
     """
-    return isinstance(resource, pulumi.CustomResource) and isinstance(
-        getattr(type(resource), "tags", None), property
-    )
+    package, _, rest = resource_type.partition(":")
+    module_name = _SDK_MODULES.get(package)
+    if module_name is None or rest.count(":") != 1:
+        return False
+    module_path, cls_name = rest.split(":")
+    submodule = module_path.split("/")[0]
+    try:
+        module = importlib.import_module(module_name if submodule == "index" else f"{module_name}.{submodule}")
+        cls = getattr(module, cls_name)
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(getattr(cls, "tags", None), property)
+
+
+def _plain(value: Any) -> bool:
+    return not isinstance(value, pulumi.Output)
 
 
 def merge_tags(defaults: Mapping[str, str], existing: Any) -> Any:
+    """Stack tags under the resource's own (its own win)."""
     if existing is None:
         return dict(defaults)
+    if isinstance(existing, Mapping) and all(_plain(v) for v in existing.values()):
+        return {**defaults, **existing}
     return pulumi.Output.from_input(existing).apply(
         lambda current: {**defaults, **(current or {})}
     )
 
 
 def merge_tag_list(defaults: Mapping[str, str], existing: Any) -> Any:
-    """Auto Scaling groups take a list of ``{key, value, propagate_at_launch}``."""
+    """Auto Scaling groups take a list of ``{key, value, propagateAtLaunch}``.
+
+    Stack transforms see properties as the engine names them (camelCase), nested ones too.
+    """
 
     def merge(current):
         current = list(current or [])
         present = {t["key"] for t in current}
         extra = [
-            {"key": k, "value": v, "propagate_at_launch": True}
+            {"key": k, "value": v, "propagateAtLaunch": True}
             for k, v in defaults.items()
             if k not in present
         ]
@@ -55,22 +81,32 @@ def merge_tag_list(defaults: Mapping[str, str], existing: Any) -> Any:
 
     if existing is None:
         return merge([])
+    if isinstance(existing, list) and all(isinstance(t, Mapping) and all(_plain(v) for v in t.values())
+                                          for t in existing):
+        return merge(existing)
     return pulumi.Output.from_input(existing).apply(merge)
 
 
 LIST_TAGGED_TYPES = ("aws:autoscaling/group:Group",)
 
 
-def _tagging_transformation(tags: Mapping[str, str]):
-    def transform(args: pulumi.ResourceTransformationArgs):
-        if not is_taggable(args.resource) or not isinstance(args.props, dict):
+def tagging_transform(tags: Mapping[str, str]):
+    """Stack transform adding ``tags`` to every taggable custom resource.
+
+    A stack transform (unlike the older transformations) also runs for the resources
+    packaged components create - the subnets, NAT gateways, EIPs and route tables of
+    awsx's Vpc - so nothing the stack owns goes untagged.
+    """
+
+    def transform(args: pulumi.ResourceTransformArgs):
+        if not args.custom or not is_taggable_type(args.type_) or not isinstance(args.props, Mapping):
             return None
         props = dict(args.props)
         if args.type_ in LIST_TAGGED_TYPES:
             props["tags"] = merge_tag_list(tags, props.get("tags"))
         else:
             props["tags"] = merge_tags(tags, props.get("tags"))
-        return pulumi.ResourceTransformationResult(props, args.opts)
+        return pulumi.ResourceTransformResult(props, args.opts)
 
     return transform
 
@@ -107,7 +143,7 @@ class Layer:
 def bootstrap(name: str, project_dir: str | Path) -> Layer:
     """Create the layer context and tag every taggable resource it registers."""
     layer = Layer(name, Path(project_dir).resolve())
-    pulumi.runtime.register_stack_transformation(_tagging_transformation(layer.tags))
+    pulumi.runtime.register_stack_transform(tagging_transform(layer.tags))
     return layer
 
 

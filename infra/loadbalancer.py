@@ -1,6 +1,7 @@
 """The public ALB in front of the frontend (Gradio needs sticky sessions)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import pulumi
@@ -9,7 +10,51 @@ import pulumi_aws as aws
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 
 
+@dataclass(frozen=True)
+class WebEndpoint:
+    """How the ALB faces users: HTTPS with a certificate, or plain HTTP by explicit opt-in."""
+
+    certificate_arn: str
+    allow_plain_http: bool
+    domain_name: str = ""
+
+    @property
+    def https(self) -> bool:
+        return bool(self.certificate_arn)
+
+    @property
+    def editing_enabled(self) -> bool:
+        """The editor login is a password: it only travels over TLS."""
+        return self.https
+
+    @property
+    def listener_ports(self) -> list[int]:
+        return [80, 443] if self.https else [80]
+
+
+def web_endpoint(certificate_arn: str, allow_plain_http: bool, domain_name: str = "") -> WebEndpoint:
+    """Validate the TLS settings at preview: HTTPS unless plain HTTP is asked for by name."""
+    if certificate_arn and allow_plain_http:
+        raise ValueError("set either certificateArn (HTTPS) or allowPlainHttp, not both: "
+                         "with a certificate, port 80 only redirects to HTTPS")
+    if not certificate_arn and not allow_plain_http:
+        raise ValueError(
+            "the frontend is served over HTTPS by default: set certificateArn to an ACM certificate in "
+            "this region (pulumi config set certificateArn arn:aws:acm:...), or, for a throwaway stack, "
+            "pulumi config set allowPlainHttp true (plain HTTP on port 80, editing turned off)"
+        )
+    if domain_name and not certificate_arn:
+        raise ValueError("domainName needs certificateArn: the domain is served over HTTPS")
+    return WebEndpoint(certificate_arn, allow_plain_http, domain_name)
+
+
 class PublicLoadBalancer(pulumi.ComponentResource):
+    """ALB, target group and listeners; optionally a Route 53 alias for the domain.
+
+    ``listeners`` are what a service registering into the target group must wait for:
+    ECS refuses a target group that no listener forwards to yet.
+    """
+
     def __init__(
         self,
         name: str,
@@ -19,14 +64,15 @@ class PublicLoadBalancer(pulumi.ComponentResource):
         security_group_id: pulumi.Input[str],
         target_port: int,
         health_check_path: str,
-        certificate_arn: str = "",
+        endpoint: WebEndpoint,
+        hosted_zone_id: str = "",
         idle_timeout_seconds: int = 120,
         stickiness_seconds: int = 86400,
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("semsearch:compute:PublicLoadBalancer", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.https = bool(certificate_arn)
+        self.https = endpoint.https
         self.lb = aws.lb.LoadBalancer(
             name,
             load_balancer_type="application",
@@ -60,17 +106,19 @@ class PublicLoadBalancer(pulumi.ComponentResource):
             opts=child,
         )
         forward = [{"type": "forward", "target_group_arn": self.target_group.arn}]
+        self.listeners: list[aws.lb.Listener] = []
         if self.https:
-            aws.lb.Listener(
+            self.https_listener = aws.lb.Listener(
                 f"{name}-https",
                 load_balancer_arn=self.lb.arn,
                 port=443,
                 protocol="HTTPS",
                 ssl_policy=TLS_POLICY,
-                certificate_arn=certificate_arn,
+                certificate_arn=endpoint.certificate_arn,
                 default_actions=forward,
                 opts=child,
             )
+            self.listeners.append(self.https_listener)
             http_actions = [
                 {"type": "redirect",
                  "redirect": {"port": "443", "protocol": "HTTPS", "status_code": "HTTP_301"}}
@@ -85,11 +133,25 @@ class PublicLoadBalancer(pulumi.ComponentResource):
             default_actions=http_actions,
             opts=child,
         )
-        scheme = "https" if self.https else "http"
-        self.url = self.lb.dns_name.apply(lambda dns: f"{scheme}://{dns}")
+        self.listeners.append(self.http_listener)
+        if hosted_zone_id:
+            if not endpoint.domain_name:
+                raise ValueError("hostedZoneId needs domainName: the alias record is for that name")
+            aws.route53.Record(
+                f"{name}-alias",
+                zone_id=hosted_zone_id,
+                name=endpoint.domain_name,
+                type="A",
+                aliases=[{"name": self.lb.dns_name, "zone_id": self.lb.zone_id,
+                          "evaluate_target_health": True}],
+                opts=child,
+            )
         self.dns_name = self.lb.dns_name
+        if endpoint.domain_name:
+            self.url = pulumi.Output.from_input(f"https://{endpoint.domain_name}")
+        else:
+            # With a certificate but no domain, browsers reject the ALB's own name (it is not
+            # on the certificate); the URL is still the one to open, past the warning.
+            scheme = "https" if self.https else "http"
+            self.url = self.lb.dns_name.apply(lambda dns: f"{scheme}://{dns}")
         self.register_outputs({"url": self.url})
-
-
-def listener_ports(certificate_arn: str) -> list[int]:
-    return [80, 443] if certificate_arn else [80]

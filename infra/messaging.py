@@ -7,6 +7,8 @@ import math
 import pulumi
 import pulumi_aws as aws
 
+from infra import iam
+
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600  # the SQS maximum
 LONG_POLL_SECONDS = 20  # the SQS maximum
 MAX_VISIBILITY_SECONDS = 12 * 3600
@@ -81,8 +83,13 @@ class JobQueues(pulumi.ComponentResource):
         self.register_outputs({"queueUrl": self.queue.url, "dlqUrl": self.dlq.url})
 
 
-def topic_key_policy(account_id: str) -> str:
-    """Key policy: the account administers the key; CloudWatch may encrypt alarm messages."""
+def alarm_source(account_id: str, region: str) -> dict:
+    """Condition: the CloudWatch service acts for an alarm of this account and region only."""
+    return iam.source_condition(account_id, f"arn:aws:cloudwatch:{region}:{account_id}:alarm:*")
+
+
+def topic_key_policy(account_id: str, region: str) -> str:
+    """Key policy: the account administers the key; this account's alarms may encrypt messages."""
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -100,9 +107,32 @@ def topic_key_policy(account_id: str) -> str:
                     "Principal": {"Service": "cloudwatch.amazonaws.com"},
                     "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
                     "Resource": "*",
+                    "Condition": alarm_source(account_id, region),
                 },
             ],
-        }
+        },
+        sort_keys=True,
+    )
+
+
+def topic_policy(topic_arn: str, account_id: str, region: str) -> str:
+    """Topic policy: CloudWatch may publish for this account's alarms; the account's own
+    principals keep what their IAM policies grant them."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "CloudWatchAlarmsPublish",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                    "Action": "sns:Publish",
+                    "Resource": topic_arn,
+                    "Condition": alarm_source(account_id, region),
+                },
+            ],
+        },
+        sort_keys=True,
     )
 
 
@@ -114,6 +144,7 @@ class DeadLetterAlerts(pulumi.ComponentResource):
         name: str,
         *,
         queues: JobQueues,
+        region: str,
         alert_email: str,
         oldest_message_age_seconds: int,
         opts: pulumi.ResourceOptions | None = None,
@@ -127,12 +158,19 @@ class DeadLetterAlerts(pulumi.ComponentResource):
             description="Encrypts the dead-letter SNS topic",
             enable_key_rotation=True,
             deletion_window_in_days=7,
-            policy=account_id.apply(topic_key_policy),
+            policy=account_id.apply(lambda account: topic_key_policy(account, region)),
             opts=child,
         )
         self.topic = aws.sns.Topic(
             f"{name}-dead-letters",
             kms_master_key_id=self.key.arn,
+            opts=child,
+        )
+        aws.sns.TopicPolicy(
+            f"{name}-dead-letters",
+            arn=self.topic.arn,
+            policy=pulumi.Output.all(self.topic.arn, account_id).apply(
+                lambda v: topic_policy(v[0], v[1], region)),
             opts=child,
         )
         if alert_email:

@@ -1,7 +1,9 @@
 """Security groups of the compute layer and every rule between them.
 
 internet -> ALB (listener ports only) -> frontend (its port only);
-frontend, pelican -> database; emu and pelican accept nothing.
+frontend, pelican, operator -> database (5432, to its security group only);
+every task -> TCP 443 anywhere (AWS APIs, Pinecone); emu, pelican and the
+operator accept nothing.
 """
 from __future__ import annotations
 
@@ -12,8 +14,14 @@ import pulumi_aws as aws
 
 from infra.database import POSTGRES_PORT
 
+HTTPS_PORT = 443
+# Who talks to PostgreSQL; emu only reads the queue and writes the index.
+DATABASE_CLIENTS = ("frontend", "pelican", "operator")
+
 
 class ServiceFirewall(pulumi.ComponentResource):
+    """One security group per role and the only rules between them (no inline rules)."""
+
     def __init__(
         self,
         name: str,
@@ -35,6 +43,8 @@ class ServiceFirewall(pulumi.ComponentResource):
         self.frontend = group("frontend", "Frontend tasks")
         self.pelican = group("pelican", "Pelican tasks (no inbound)")
         self.emu = group("emu", "Emu tasks and GPU hosts (no inbound)")
+        self.operator = group("operator", "One-off operator tasks: migrate, reconcile, redrive (no inbound)")
+        tasks = {"frontend": self.frontend, "pelican": self.pelican, "emu": self.emu, "operator": self.operator}
 
         for port in listener_ports:
             aws.vpc.SecurityGroupIngressRule(
@@ -67,7 +77,7 @@ class ServiceFirewall(pulumi.ComponentResource):
             referenced_security_group_id=self.alb.id,
             opts=child,
         )
-        for role, sg in (("frontend", self.frontend), ("pelican", self.pelican)):
+        for role in DATABASE_CLIENTS:
             aws.vpc.SecurityGroupIngressRule(
                 f"{name}-db-from-{role}",
                 security_group_id=db_security_group_id,
@@ -75,16 +85,29 @@ class ServiceFirewall(pulumi.ComponentResource):
                 ip_protocol="tcp",
                 from_port=POSTGRES_PORT,
                 to_port=POSTGRES_PORT,
-                referenced_security_group_id=sg.id,
+                referenced_security_group_id=tasks[role].id,
                 opts=child,
             )
-        # Tasks reach AWS APIs, Pinecone and the database: outbound is open, inbound is not.
-        for role, sg in (("frontend", self.frontend), ("pelican", self.pelican), ("emu", self.emu)):
             aws.vpc.SecurityGroupEgressRule(
-                f"{name}-{role}-out",
+                f"{name}-{role}-to-db",
+                security_group_id=tasks[role].id,
+                description="PostgreSQL, to the database's security group only",
+                ip_protocol="tcp",
+                from_port=POSTGRES_PORT,
+                to_port=POSTGRES_PORT,
+                referenced_security_group_id=db_security_group_id,
+                opts=child,
+            )
+        # AWS APIs (through NAT or endpoints) and Pinecone all speak HTTPS; DNS, NTP and
+        # the metadata services are link-local and not subject to security groups.
+        for role, sg in tasks.items():
+            aws.vpc.SecurityGroupEgressRule(
+                f"{name}-{role}-https-out",
                 security_group_id=sg.id,
-                description="All outbound",
-                ip_protocol="-1",
+                description="HTTPS out: AWS APIs and Pinecone",
+                ip_protocol="tcp",
+                from_port=HTTPS_PORT,
+                to_port=HTTPS_PORT,
                 cidr_ipv4="0.0.0.0/0",
                 opts=child,
             )

@@ -1,13 +1,28 @@
 """The Pinecone serverless index, managed as a resource."""
 from __future__ import annotations
 
-import pulumi
+import re
+
 import pinecone_pulumi as pinecone
+import pulumi
 
 METRICS = ("cosine", "euclidean", "dotproduct")
+MAX_INDEX_NAME = 45
+
+
+def default_index_name(prefix: str) -> str:
+    """``<prefix>-products`` as Pinecone allows it (lowercase letters, digits, hyphens, <= 45).
+
+    Index names are unique per Pinecone project: a shared default would make every stack
+    after the first fail to create, or two stacks write one index.
+    """
+    base = re.sub(r"[^a-z0-9-]+", "-", prefix.lower()).strip("-")
+    return f"{base}-products"[:MAX_INDEX_NAME].strip("-")
 
 
 class VectorIndex(pulumi.ComponentResource):
+    """A dense serverless index with its own provider (the API key stays a secret)."""
+
     def __init__(
         self,
         name: str,

@@ -6,7 +6,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pulumi  # noqa: E402
 
-from infra.layer import bootstrap  # noqa: E402
+from infra.layer import bootstrap, require_region  # noqa: E402
 from infra.messaging import DeadLetterAlerts, JobQueues  # noqa: E402
 
 layer = bootstrap("messaging", Path(__file__).parent)
@@ -21,6 +21,7 @@ queues = JobQueues(
 alerts = DeadLetterAlerts(
     layer.prefix,
     queues=queues,
+    region=require_region(),
     alert_email=cfg.get("alertEmail"),
     oldest_message_age_seconds=cfg.get("oldestMessageAgeAlarmSeconds"),
 )

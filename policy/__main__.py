@@ -11,12 +11,21 @@ from pulumi_policy import (  # noqa: E402
     ResourceValidationPolicy,
 )
 
-from guardrails import RULES  # noqa: E402
+from guardrails import RULES, plain_props  # noqa: E402
+
+try:
+    from pulumi_policy.proxy import UnknownValueError
+except ImportError:  # an SDK without the proxy module: nothing raises on unknowns
+    class UnknownValueError(Exception):  # type: ignore[no-redef]
+        """Never raised."""
 
 
 def as_policy(name, description, validator):
+    """One CrossGuard policy over a plain validator, judging known values even at preview."""
+
     def validate(args: ResourceValidationArgs, report_violation):
-        for message in validator(args.resource_type, dict(args.props)):
+        props = plain_props(args.props, (UnknownValueError,))
+        for message in validator(args.resource_type, props):
             report_violation(message)
 
     return ResourceValidationPolicy(name=name, description=description, validate=validate)

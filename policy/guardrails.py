@@ -2,12 +2,47 @@
 
 ``props`` are the resource's inputs as the Pulumi engine names them (camelCase),
 which is what CrossGuard hands to a policy and what the test mocks record.
-Unknown values (a preview before a dependency exists) are not reported.
+During a preview some inputs are not known yet (they depend on resources still to
+be created); ``plain_props`` turns those into ``UNKNOWN`` so every validator still
+judges what is known.  An unknown reference (a key ARN, a subnet group) counts as
+set; a security switch that is unknown (``publiclyAccessible``) is reported,
+because nothing shows it is off.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Iterable
+
+
+class _Unknown:
+    """A value Pulumi cannot know at preview."""
+
+    def __repr__(self) -> str:
+        return "<unknown at preview>"
+
+
+UNKNOWN = _Unknown()
+
+
+def plain_props(props: Any, unknown_errors: tuple[type[BaseException], ...]) -> Any:
+    """Copy CrossGuard's props, replacing each value that raises one of ``unknown_errors``.
+
+    CrossGuard hands props that raise on access to an unknown value, so ``dict(props)``
+    fails as soon as any input is unknown and the whole policy is skipped.
+    """
+
+    def read(container, key):
+        try:
+            return plain_props(container[key], unknown_errors)
+        except unknown_errors:
+            return UNKNOWN
+
+    if isinstance(props, Mapping):
+        return {key: read(props, key) for key in props}
+    if isinstance(props, Sequence) and not isinstance(props, (str, bytes)):
+        return [read(props, i) for i in range(len(props))]
+    return props
 
 Validator = Callable[[str, dict], list]
 
@@ -37,7 +72,11 @@ def _truthy(value: Any) -> bool:
 
 def no_public_database(resource_type: str, props: dict) -> list[str]:
     if resource_type in ("aws:rds/instance:Instance", "aws:rds/clusterInstance:ClusterInstance"):
-        if _truthy(props.get("publiclyAccessible")):
+        public = props.get("publiclyAccessible")
+        if public is UNKNOWN:
+            return ["databases must not be publicly accessible (publiclyAccessible is unknown at preview; "
+                    "set it to false literally)"]
+        if _truthy(public):
             return ["databases must not be publicly accessible (publiclyAccessible=true)"]
     return []
 
@@ -77,7 +116,7 @@ def postgres_requires_tls(resource_type: str, props: dict) -> list[str]:
     if not isinstance(family, str) or not family.startswith("postgres"):
         return []
     for param in props.get("parameters") or []:
-        if param.get("name") == "rds.force_ssl" and str(param.get("value")) == "1":
+        if isinstance(param, dict) and param.get("name") == "rds.force_ssl" and str(param.get("value")) == "1":
             return []
     return ["PostgreSQL parameter groups must force TLS (rds.force_ssl=1)"]
 
@@ -116,7 +155,8 @@ def no_open_ingress(resource_type: str, props: dict) -> list[str]:
 
 def _actions(statement: dict) -> Iterable[str]:
     action = statement.get("Action", [])
-    return [action] if isinstance(action, str) else list(action)
+    actions = [action] if isinstance(action, str) else list(action) if isinstance(action, list) else []
+    return [a for a in actions if isinstance(a, str)]
 
 
 def wildcard_actions_in(document: Any) -> list[str]:
@@ -133,7 +173,7 @@ def wildcard_actions_in(document: Any) -> list[str]:
         statements = [statements]
     found = []
     for stmt in statements:
-        if stmt.get("Effect") != "Allow":
+        if not isinstance(stmt, dict) or stmt.get("Effect") != "Allow":
             continue
         if "NotAction" in stmt:
             found.append("Allow with NotAction grants everything else")
@@ -146,7 +186,8 @@ def no_wildcard_iam_actions(resource_type: str, props: dict) -> list[str]:
     if resource_type in IAM_POLICY_TYPES:
         documents.append(props.get("policy"))
     elif resource_type == "aws:iam/role:Role":
-        documents += [p.get("policy") for p in props.get("inlinePolicies") or []]
+        inline = props.get("inlinePolicies")
+        documents += [p.get("policy") for p in inline if isinstance(p, dict)] if isinstance(inline, list) else []
     return [f"IAM policies must name their actions: {v}" for d in documents for v in wildcard_actions_in(d)]
 
 

@@ -18,6 +18,7 @@ from harness import REPO, run_layer  # noqa: E402
 sys.path.insert(0, str(REPO / "policy"))
 
 DATA_SECRETS = {"pineconeApiKey": "pcsk-test-key", "editorPassword": "editor-pass"}
+CERT = "arn:aws:acm:us-east-1:123456789012:certificate/abc"
 
 
 @pytest.fixture(scope="session")
@@ -63,24 +64,32 @@ def upstream(network_run, data_run, messaging_run):
 
 @pytest.fixture(scope="session")
 def compute_run(upstream):
-    return run_layer("compute", stack_outputs=upstream)
+    """The default shape: HTTPS with a certificate, no domain of its own."""
+    return run_layer("compute", {"certificateArn": CERT}, stack_outputs=upstream)
+
+
+@pytest.fixture(scope="session")
+def compute_plain_run(upstream):
+    """The explicit plain-HTTP opt-in of a throwaway stack, reachable from one address."""
+    return run_layer("compute", {"allowPlainHttp": True, "albIngressCidr": "203.0.113.10/32"},
+                     stack_outputs=upstream)
 
 
 @pytest.fixture(scope="session")
 def compute_gpu_run(upstream):
-    return run_layer("compute", {"emuGpu": True, "certificateArn":
-                                 "arn:aws:acm:us-east-1:123456789012:certificate/abc"},
+    return run_layer("compute", {"emuGpu": True, "certificateArn": CERT, "emuMaxTasks": 2,
+                                 "domainName": "search.example.com", "hostedZoneId": "Z0123456789ABC"},
                      stack_outputs=upstream)
 
 
 @pytest.fixture(scope="session")
 def all_runs(network_run, network_prod_run, data_run, data_prod_run, messaging_run,
-             messaging_quiet_run, compute_run, compute_gpu_run):
+             messaging_quiet_run, compute_run, compute_plain_run, compute_gpu_run):
     return {
         "network": network_run, "network-prod": network_prod_run,
         "data": data_run, "data-prod": data_prod_run,
         "messaging": messaging_run, "messaging-quiet": messaging_quiet_run,
-        "compute": compute_run, "compute-gpu-https": compute_gpu_run,
+        "compute": compute_run, "compute-plain": compute_plain_run, "compute-gpu-https": compute_gpu_run,
     }
 
 

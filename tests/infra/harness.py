@@ -106,7 +106,7 @@ def fake_outputs(typ: str, name: str, inputs: dict) -> dict:
             out["repositoryUrl"] = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{physical}"
         elif typ == "aws:lb/loadBalancer:LoadBalancer":
             out.update(dnsName=f"{physical}-123.{REGION}.elb.amazonaws.com",
-                       arnSuffix=f"app/{physical}/abc")
+                       arnSuffix=f"app/{physical}/abc", zoneId="Z35SXDOTRQ7X7K")
         elif typ == "aws:lb/targetGroup:TargetGroup":
             out["arnSuffix"] = f"targetgroup/{physical}/def"
         elif typ == "aws:ecs/capacityProvider:CapacityProvider":
@@ -122,6 +122,21 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.resources: list[Recorded] = []
         self.calls: list[tuple[str, dict]] = []
         self.stack_refs: list[str] = []
+        self.stack_transforms: list = []
+
+    def register_transform(self, transform) -> None:
+        # The mock monitor does not run stack transforms; new_resource does, as the engine would.
+        self.stack_transforms.append(transform)
+
+    def _transformed(self, args: pulumi.runtime.MockResourceArgs) -> dict:
+        props = dict(args.inputs)
+        for transform in self.stack_transforms:
+            result = transform(pulumi.ResourceTransformArgs(
+                custom=bool(args.custom), type_=args.typ, name=args.name, props=props,
+                opts=pulumi.ResourceOptions()))
+            if result is not None:
+                props = dict(result.props)
+        return props
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         if args.typ == "pulumi:pulumi:StackReference":
@@ -130,11 +145,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
             project = ref.split("/")[1]
             return f"{ref}", {"name": ref, "outputs": self.stack_outputs.get(project, {}),
                               "secretOutputNames": []}
-        computed = fake_outputs(args.typ, args.name, args.inputs)
+        raw_inputs = self._transformed(args)
+        computed = fake_outputs(args.typ, args.name, raw_inputs)
         # Remote components (awsx) have outputs unlike their inputs: echo nothing back.
-        outputs = {**args.inputs, **computed} if args.custom else computed
+        outputs = {**raw_inputs, **computed} if args.custom else computed
         secret_paths: list[str] = []
-        inputs = unwrap_secrets(json.loads(json.dumps(args.inputs, default=str)), found=secret_paths)
+        inputs = unwrap_secrets(json.loads(json.dumps(raw_inputs, default=str)), found=secret_paths)
         self.resources.append(
             Recorded(args.typ, args.name, inputs, outputs, bool(args.custom), secret_paths)
         )
@@ -167,6 +183,10 @@ class LayerRun:
     exports: dict[str, Any]
     stack_refs: list[str]
     calls: list[tuple[str, dict]] = field(default_factory=list)
+    stack_transforms: list = field(default_factory=list)
+    # Resource options by "<type>::<logical name>" (depends_on, custom_timeouts, ignore_changes),
+    # as the program passed them: the mocks never see options.
+    options: dict[str, pulumi.ResourceOptions] = field(default_factory=dict)
 
     def of_type(self, typ: str) -> list[Recorded]:
         return [r for r in self.resources if r.typ == typ]
@@ -175,6 +195,9 @@ class LayerRun:
         found = [r for r in self.of_type(typ) if r.name.endswith(name_suffix)]
         assert len(found) == 1, f"expected one {typ} named *{name_suffix}, got {found}"
         return found[0]
+
+    def opts(self, typ: str, name: str) -> pulumi.ResourceOptions:
+        return self.options[f"{typ}::{name}"]
 
     def by_name(self, name: str) -> Recorded:
         found = [r for r in self.resources if r.name == name]
@@ -203,11 +226,22 @@ def run_layer(project: str, config: dict[str, Any] | None = None, *,
     _settings.SETTINGS.outputs.clear()
 
     main = REPO / project / "__main__.py"
-    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(main), run_name="__main__")))
+    options: dict[str, pulumi.ResourceOptions] = {}
+
+    def record_options(args: pulumi.ResourceTransformationArgs):
+        options[f"{args.type_}::{args.name}"] = args.opts
+        return None
+
+    def program():
+        pulumi.runtime.register_stack_transformation(record_options)
+        runpy.run_path(str(main), run_name="__main__")
+
+    _sync_await(run_pulumi_func(program))
 
     root = _settings.get_root_resource()
     exports = {k: _resolve(v) for k, v in root.outputs.items()}
-    return LayerRun(project, mocks.resources, exports, mocks.stack_refs, mocks.calls)
+    return LayerRun(project, mocks.resources, exports, mocks.stack_refs, mocks.calls,
+                    mocks.stack_transforms, options)
 
 
 def _resolve(value: Any) -> Any:

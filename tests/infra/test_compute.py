@@ -42,13 +42,14 @@ def rules(run, typ):
     return [r.inputs for r in run.of_type(typ)]
 
 
-def test_internet_reaches_only_the_alb_listener(compute_run, compute_gpu_run):
-    for run, ports in ((compute_run, [80]), (compute_gpu_run, [80, 443])):
+def test_internet_reaches_only_the_alb_listener(compute_run, compute_plain_run, compute_gpu_run):
+    for run, ports, cidr in ((compute_run, [80, 443], "0.0.0.0/0"), (compute_plain_run, [80], "203.0.113.10/32"),
+                             (compute_gpu_run, [80, 443], "0.0.0.0/0")):
         open_rules = [r for r in rules(run, INGRESS) if r.get("cidrIpv4")]
         assert sorted(r["fromPort"] for r in open_rules) == ports
         for r in open_rules:
             assert r["securityGroupId"] == sg_id(run, "alb")
-            assert r["cidrIpv4"] == "0.0.0.0/0" and r["ipProtocol"] == "tcp"
+            assert r["cidrIpv4"] == cidr and r["ipProtocol"] == "tcp"
             assert r["fromPort"] == r["toPort"]
 
 
@@ -63,9 +64,11 @@ def test_exact_security_group_graph(compute_run, data_run):
         (sg_id(run, "frontend"), sg_id(run, "alb"), 7860, 7860),   # ALB -> frontend port only
         (db_sg, sg_id(run, "frontend"), 5432, 5432),                # frontend -> database
         (db_sg, sg_id(run, "pelican"), 5432, 5432),                 # pelican -> database
+        (db_sg, sg_id(run, "operator"), 5432, 5432),                # operator task -> database
     ])
     targets = {r["securityGroupId"] for r in rules(run, INGRESS)}
-    assert sg_id(run, "emu") not in targets and sg_id(run, "pelican") not in targets
+    for role in ("emu", "pelican", "operator"):
+        assert sg_id(run, role) not in targets
     # The ALB may only talk to the frontend port.
     alb_out = [r for r in rules(run, EGRESS) if r["securityGroupId"] == sg_id(run, "alb")]
     assert alb_out == [dict(alb_out[0], referencedSecurityGroupId=sg_id(run, "frontend"),
@@ -76,7 +79,7 @@ def test_exact_security_group_graph(compute_run, data_run):
 
 # --- load balancer ---------------------------------------------------------------------
 
-def test_alb_public_sticky_health_checked(compute_run, network_run):
+def test_alb_public_sticky_health_checked(compute_run, compute_plain_run, network_run):
     lb = compute_run.one("aws:lb/loadBalancer:LoadBalancer").inputs
     assert lb["internal"] is False and lb["subnets"] == network_run.exports["publicSubnetIds"]
     assert lb["securityGroups"] == [sg_id(compute_run, "alb")]
@@ -84,9 +87,10 @@ def test_alb_public_sticky_health_checked(compute_run, network_run):
     assert tg["port"] == 7860 and tg["targetType"] == "ip"
     assert tg["healthCheck"]["path"] == "/healthz" and tg["healthCheck"]["matcher"] == "200"
     assert tg["stickiness"]["enabled"] is True and tg["stickiness"]["type"] == "lb_cookie"
-    (listener,) = compute_run.of_type("aws:lb/listener:Listener")
+    # Plain HTTP only by opt-in: then port 80 forwards.
+    (listener,) = compute_plain_run.of_type("aws:lb/listener:Listener")
     assert listener.inputs["port"] == 80 and listener.inputs["defaultActions"][0]["type"] == "forward"
-    assert compute_run.exports["serviceUrl"].startswith("http://")
+    assert compute_plain_run.exports["serviceUrl"].startswith("http://")
 
 
 def test_https_with_certificate_redirects_http(compute_gpu_run):
@@ -128,7 +132,7 @@ def test_images_built_from_apps_pushed_with_ecr_token_and_deployed_by_digest(com
         assert repo.inputs["imageScanningConfiguration"] == {"scanOnPush": True}
         lifecycle = json.loads(compute_run.one("aws:ecr/lifecyclePolicy:LifecyclePolicy", f"-{app}")
                                .inputs["policy"])
-        assert [r["action"]["type"] for r in lifecycle["rules"]] == ["expire", "expire"]
+        assert [r["action"]["type"] for r in lifecycle["rules"]] == ["expire"]
         image = compute_run.one("docker:index/image:Image", f"-{app}")
         assert image.inputs["build"]["context"].endswith("/apps")
         assert image.inputs["build"]["dockerfile"].endswith(f"/apps/{app}/Dockerfile")
@@ -145,9 +149,10 @@ def test_environment_contract(compute_run, data_run, messaging_run):
     d, m = data_run.exports, messaging_run.exports
     db = {"PGHOST": d["dbAddress"], "PGPORT": "5432", "PGDATABASE": "products", "PGSSLMODE": "verify-full"}
     common = {"AWS_REGION": "us-east-1", "LOG_LEVEL": "INFO"}
-    pinecone = {"PINECONE_HOST": d["pineconeIndexHost"], "PINECONE_INDEX": "products",
+    pinecone = {"PINECONE_HOST": d["pineconeIndexHost"], "PINECONE_INDEX": "ss-dev-products",
                 "PINECONE_NAMESPACE": "products", "EMBEDDING_DIMENSION": "384"}
-    assert env(compute_run, "pelican") == {**common, **db, "SQS_QUEUE_URL": m["jobsQueueUrl"]}
+    metrics = {"CLOUDWATCH_NAMESPACE": "ProductSearch", "DEPLOYMENT_NAME": "ss-dev"}
+    assert env(compute_run, "pelican") == {**common, **db, **metrics, "SQS_QUEUE_URL": m["jobsQueueUrl"]}
     assert env(compute_run, "emu") == {
         **common, **pinecone, "SQS_QUEUE_URL": m["jobsQueueUrl"], "SQS_DLQ_URL": m["dlqUrl"],
         "SNS_TOPIC_ARN": m["topicArn"], "EMBEDDING_DEVICE": "cpu", "EMBEDDING_BATCH_SIZE": "64",
@@ -176,7 +181,8 @@ def test_env_values_render_stack_reference_numbers_as_integers():
 def test_task_roles_grant_only_listed_actions_on_exact_arns(compute_run, messaging_run):
     m = messaging_run.exports
     assert statements(compute_run, "-pelican-task") == {
-        "JobsQueueSend": (sorted(["sqs:SendMessage", "sqs:GetQueueAttributes"]), [m["jobsQueueArn"]])}
+        "JobsQueueSend": (sorted(["sqs:SendMessage", "sqs:GetQueueAttributes"]), [m["jobsQueueArn"]]),
+        "PutMetrics": (["cloudwatch:PutMetricData"], ["*"])}
     assert statements(compute_run, "-emu-task") == {
         "JobsQueueConsume": (sorted(["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                                      "sqs:GetQueueAttributes"]), [m["jobsQueueArn"]]),
@@ -304,10 +310,11 @@ def test_exports(compute_run):
     e = compute_run.exports
     for key in ("clusterNames", "serviceNames", "repositoryUrls"):
         assert set(e[key]) == set(APPS)
-    assert e["serviceUrl"] == f"http://{e['albDnsName']}"
-    assert e["pelicanTaskDefinitionArn"] == compute_run.one(TASKDEF, "-pelican").outputs["arn"]
-    assert e["pelicanSecurityGroupId"] == sg_id(compute_run, "pelican")
-    assert e["privateSubnetIds"] and e["pelicanClusterName"] == e["clusterNames"]["pelican"]
+    assert e["serviceUrl"] == f"https://{e['albDnsName']}"
+    assert e["operatorTaskDefinitionArn"] == compute_run.one(TASKDEF, "-operator").outputs["arn"]
+    assert e["operatorSecurityGroupId"] == sg_id(compute_run, "operator")
+    assert e["operatorLogGroupName"] == "/ecs/ss-dev/operator"
+    assert e["privateSubnetIds"] and e["operatorClusterName"] == e["clusterNames"]["pelican"]
 
 
 def test_stack_references_default_to_same_org_and_stack(compute_run):
@@ -319,4 +326,5 @@ def test_missing_messaging_output_fails(upstream):
 
     broken = {**upstream, "messaging": {k: v for k, v in upstream["messaging"].items() if k != "topicArn"}}
     with pytest.raises(Exception, match="topicArn"):
-        run_layer("compute", stack_outputs=broken, stack="broken")
+        run_layer("compute", {"certificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/abc"},
+                  stack_outputs=broken, stack="broken")

@@ -52,7 +52,7 @@ def test_dev_and_prod_switches(data_run, data_prod_run):
 
 def test_pinecone_index_serverless_from_config(data_run, data_prod_run):
     idx = data_run.one("pinecone:index/index:Index")
-    assert idx.inputs["name"] == "products"
+    assert idx.inputs["name"] == "ss-dev-products"
     assert idx.inputs["dimension"] == 384 and idx.inputs["metric"] == "cosine"
     assert idx.inputs["vectorType"] == "dense"
     assert idx.inputs["spec"] == {"serverless": {"cloud": "aws", "region": "us-east-1"}}
@@ -74,7 +74,7 @@ def test_secrets_hold_the_pulumi_secrets_as_secrets(data_run):
 def test_exports(data_run):
     e = data_run.exports
     assert set(e) == {"dbAddress", "dbPort", "dbName", "dbSecretArn", "dbSecurityGroupId",
-                      "pineconeIndexName", "pineconeIndexHost", "pineconeDimension", "pineconeApiKeySecretArn",
+                      "dbIdentifier", "pineconeIndexName", "pineconeIndexHost", "pineconeDimension", "pineconeApiKeySecretArn",
                       "editorCredentialsSecretArn"}
     assert e["dbSecretArn"].startswith("arn:aws:secretsmanager:") and "rds!db" in e["dbSecretArn"]
     assert e["dbPort"] == 5432 and e["dbName"] == "products"

@@ -137,3 +137,58 @@ def test_pack_loads_with_the_real_sdk_when_installed():
     sdk = pytest.importorskip("pulumi_policy")
     policy = sdk.ResourceValidationPolicy(name="x", description="d", validate=lambda a, r: None)
     assert policy.name == "x"
+
+
+# --- preview: unknown inputs -----------------------------------------------------------------
+
+def _pack_policies(monkeypatch):
+    """The pack's policies as built by policy/__main__.py against the real SDK."""
+    sdk = pytest.importorskip("pulumi_policy")
+    captured = {}
+    monkeypatch.setattr(sdk, "PolicyPack", lambda name, enforcement_level, policies: captured.update(p=policies))
+    runpy.run_path(str(REPO / "policy" / "__main__.py"), run_name="__main__")
+    return {p.name: p for p in captured["p"]}
+
+
+def _preview_args(resource_type, props):
+    """Props as CrossGuard hands them during a preview: unknown values raise on access."""
+    from pulumi_policy.proxy import unknown_checking_proxy
+
+    return types.SimpleNamespace(resource_type=resource_type, props=unknown_checking_proxy(props))
+
+
+def test_pack_judges_known_values_when_others_are_unknown(monkeypatch, data_run):
+    from pulumi_policy.proxy import UNKNOWN_BOOLEAN_VALUE, UNKNOWN_STRING_VALUE
+
+    policies = _pack_policies(monkeypatch)
+    db = dict(data_run.one("aws:rds/instance:Instance").inputs)
+    # The subnet group and security group do not exist yet at the first preview.
+    db.update(dbSubnetGroupName=UNKNOWN_STRING_VALUE, vpcSecurityGroupIds=[UNKNOWN_STRING_VALUE])
+
+    def reported(policy, props, typ="aws:rds/instance:Instance"):
+        found = []
+        policies[policy].validate(_preview_args(typ, props), lambda msg, urn=None: found.append(msg))
+        return found
+
+    assert reported("no-public-database", db) == []
+    assert reported("no-public-database", {**db, "publiclyAccessible": True})
+    assert reported("no-public-database", {**db, "publiclyAccessible": UNKNOWN_BOOLEAN_VALUE})
+    assert reported("encryption-at-rest", {**db, "storageEncrypted": False})
+    # A topic whose key is still to be created is encrypted; one with no key is not.
+    topic = "aws:sns/topic:Topic"
+    assert reported("encryption-at-rest", {"kmsMasterKeyId": UNKNOWN_STRING_VALUE}, topic) == []
+    assert reported("encryption-at-rest", {"name": UNKNOWN_STRING_VALUE}, topic)
+    # Open ingress is caught even when the security group id is unknown.
+    rule = {"securityGroupId": UNKNOWN_STRING_VALUE, "cidrIpv4": "0.0.0.0/0", "ipProtocol": "tcp",
+            "fromPort": 22, "toPort": 22}
+    assert reported("no-open-ingress", rule, "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    # A policy document that is still unknown cannot be judged, and is not an error.
+    assert reported("no-wildcard-iam-actions", {"role": UNKNOWN_STRING_VALUE, "policy": UNKNOWN_STRING_VALUE},
+                    "aws:iam/rolePolicy:RolePolicy") == []
+
+
+def test_plain_props_marks_nested_unknowns():
+    from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
+
+    props = unknown_checking_proxy({"a": [1, UNKNOWN_STRING_VALUE], "b": {"c": UNKNOWN_STRING_VALUE}, "d": "x"})
+    assert g.plain_props(props, (UnknownValueError,)) == {"a": [1, g.UNKNOWN], "b": {"c": g.UNKNOWN}, "d": "x"}

@@ -15,11 +15,11 @@ FAKE_PULUMI = r"""#!/usr/bin/env bash
 echo "pulumi $*" >> "$CALLS"
 case "$*" in
   "config get aws:region"*) echo eu-west-1 ;;
-  "stack output pelicanClusterName"*) echo ss-dev-pelican-abc ;;
-  "stack output pelicanTaskDefinitionArn"*) echo arn:aws:ecs:eu-west-1:1:task-definition/ss-dev-pelican:3 ;;
-  "stack output pelicanSecurityGroupId"*) echo sg-pelican ;;
+  "stack output operatorClusterName"*) echo ss-dev-pelican-abc ;;
+  "stack output operatorTaskDefinitionArn"*) echo arn:aws:ecs:eu-west-1:1:task-definition/ss-dev-operator:3 ;;
+  "stack output operatorSecurityGroupId"*) echo sg-operator ;;
   "stack output privateSubnetIds"*) echo '["subnet-a","subnet-b"]' ;;
-  "stack output logGroupNames"*) echo '{"pelican": "/ecs/ss-dev/pelican"}' ;;
+  "stack output operatorLogGroupName"*) echo /ecs/ss-dev/operator ;;
   *) echo "unexpected: $*" >&2; exit 1 ;;
 esac
 """
@@ -61,7 +61,9 @@ def run_task_commands(calls: Path):
     for line in calls.read_text().splitlines():
         if line.startswith("aws ecs run-task"):
             overrides = line.split("--overrides ", 1)[1].split(" --query", 1)[0]
-            commands.append(json.loads(overrides)["containerOverrides"][0]["command"])
+            (override,) = json.loads(overrides)["containerOverrides"]
+            assert override["name"] == "operator"
+            commands.append(override["command"])
     return commands
 
 
@@ -72,8 +74,28 @@ def test_pelican_image_entrypoint_is_what_the_overrides_assume():
     assert 'ENTRYPOINT ["python", "-m", "pelican"]' in dockerfile.read_text()
 
 
+OPERATOR = REPO / "scripts" / "aws" / "operator.sh"
+
+
 def test_syntax():
-    assert subprocess.run(["bash", "-n", str(SCRIPT)]).returncode == 0
+    for script in (SCRIPT, OPERATOR, REPO / "scripts" / "aws" / "ecs-task.sh"):
+        assert subprocess.run(["bash", "-n", str(script)]).returncode == 0, script
+
+
+@pytest.mark.parametrize("args", [["reconcile"], ["reconcile", "--repair"], ["redrive"], ["migrate"]])
+def test_operator_runs_one_command(fakes, args):
+    env, calls = fakes
+    result = subprocess.run(["bash", str(OPERATOR), "--stack", "prod", *args], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert run_task_commands(calls) == [args]
+    log = calls.read_text()
+    assert "--stack prod" in log and "--started-by operator" in log
+
+
+def test_operator_without_a_command_is_a_usage_error(fakes):
+    env, _ = fakes
+    assert subprocess.run(["bash", str(OPERATOR)], env=env, capture_output=True).returncode == 2
 
 
 def test_migrates_then_loads_catalog_with_stack_outputs(fakes):
@@ -87,8 +109,9 @@ def test_migrates_then_loads_catalog_with_stack_outputs(fakes):
     ]
     log = calls.read_text()
     assert "--cluster ss-dev-pelican-abc" in log
-    assert "--task-definition arn:aws:ecs:eu-west-1:1:task-definition/ss-dev-pelican:3" in log
-    assert "subnets=[subnet-a,subnet-b],securityGroups=[sg-pelican],assignPublicIp=DISABLED" in log
+    assert "--task-definition arn:aws:ecs:eu-west-1:1:task-definition/ss-dev-operator:3" in log
+    assert "subnets=[subnet-a,subnet-b],securityGroups=[sg-operator],assignPublicIp=DISABLED" in log
+    assert "--log-stream-names operator/operator/task1" in log
     assert "--launch-type FARGATE" in log
     assert "--stack dev" in log
     assert "Database ready" in result.stdout

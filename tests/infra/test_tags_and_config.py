@@ -113,7 +113,8 @@ def test_undeclared_key_is_an_error(tmp_path: Path):
 
 
 def test_upstream_stack_name_comes_from_config(upstream):
-    run = run_layer("compute", {"networkStack": "other/network/shared", "dataStack": "other/data/x"},
+    run = run_layer("compute", {"networkStack": "other/network/shared", "dataStack": "other/data/x",
+                                "allowPlainHttp": True},
                     stack="staging", stack_outputs=upstream)
     assert sorted(run.stack_refs) == ["acme/messaging/staging", "other/data/x", "other/network/shared"]
 
