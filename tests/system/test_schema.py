@@ -60,6 +60,35 @@ def test_loader_reports_bad_rows_with_line_numbers_and_loads_the_rest(parts, sta
     assert [(r["sku"], r["price"], r["category"]) for r in rows] == [("SKU-A", "344.87", "system"), ("SKU-C", "1200.00", "device")]
 
 
+def test_reloading_the_catalog_keeps_edits_unless_asked_to_update(parts, stack, tmp_path):
+    csv_path = tmp_path / "catalog.csv"
+    csv_path.write_text("name,sku,description,price\n"
+                        "Pro System,SKU-A,As in the file,10.00\n"
+                        "Lite Device,SKU-C,Also from the file,20.00\n")
+
+    def load(*flags: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "pelican", "load-catalog", str(csv_path), *flags],
+                              env=stack.app_env(), capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "loaded=2 skipped=0 kept=0" in load()
+    parts.conn.execute("UPDATE products SET description = 'Edited in the UI', price = 12.50 WHERE sku = 'SKU-A'")
+    csv_path.write_text(csv_path.read_text() + "New Gadget,SKU-D,Added to the file later,30.00\n")
+
+    again = load()
+    assert "loaded=1 skipped=0 kept=2" in again and "--update-existing" in again
+
+    def rows():
+        return {r["sku"]: (r["description"], r["price"]) for r in parts.conn.execute(
+            "SELECT sku, description, price::text AS price FROM products").fetchall()}
+
+    assert rows() == {"SKU-A": ("Edited in the UI", "12.50"), "SKU-C": ("Also from the file", "20.00"),
+                      "SKU-D": ("Added to the file later", "30.00")}
+    assert "loaded=3 skipped=0 kept=0" in load("--update-existing")
+    assert rows()["SKU-A"] == ("As in the file", "10.00")
+
+
 def test_pelican_exits_cleanly_on_sigterm(parts, stack):
     name = "pelican-sigterm"
     stack.log_path(name).unlink(missing_ok=True)

@@ -1,5 +1,6 @@
 """The libpq parameters every app's connections get (productsearch.db)."""
 
+import psycopg
 import pytest
 
 from productsearch import db
@@ -27,3 +28,18 @@ def test_statement_timeout_joins_the_urls_options_and_migrations_go_without():
 def test_a_bare_url_gets_the_default_timeouts():
     params = db.connection_params("postgresql://h/db", application_name="script")
     assert params["tcp_user_timeout"] == 30_000 and params["options"] == "-c statement_timeout=30s"
+
+
+@pytest.mark.parametrize("message, refused", [
+    ('connection failed: connection to server at "10.0.0.5", port 5432 failed: FATAL:  password authentication failed for user "app"', True),
+    ('connection failed: connection to server at "10.0.0.5", port 5432 failed: FATAL:  role "app_clone" does not exist', True),
+    ('connection failed: connection to server at "10.0.0.5", port 5432 failed: Connection refused', False),
+    ("connection failed: FATAL:  the database system is starting up", False),
+])
+def test_only_refused_credentials_count_as_an_auth_failure(message, refused):
+    assert db.is_auth_failure(psycopg.OperationalError(message)) is refused
+
+
+def test_the_secrets_credentials_never_show_their_password():
+    creds = db.Credentials("app", "s3cret-value")
+    assert "s3cret-value" not in repr(creds) and creds.params() == {"user": "app", "password": "s3cret-value"}

@@ -87,3 +87,36 @@ def test_database_timeouts_default_to_30s_and_can_be_scaled_down():
 def test_bad_database_timeouts_are_named(name, value):
     with pytest.raises(ConfigError, match=name):
         DatabaseSettings.from_env({"DATABASE_URL": "postgresql://u:p@h/db", name: value})
+
+
+SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-1a2b-AbCdEf"
+
+
+def test_database_secret_replaces_pg_credentials_and_names_its_region():
+    from productsearch.settings import secret_region
+
+    s = DatabaseSettings.from_env({"PGHOST": "db.internal", "DATABASE_SECRET_ARN": SECRET_ARN,
+                                   "AWS_ENDPOINT_URL": "http://127.0.0.1:5000"})
+    assert s.url == "postgresql://db.internal:5432/products?sslmode=verify-full"
+    assert (s.secret_arn, s.aws_endpoint_url) == (SECRET_ARN, "http://127.0.0.1:5000")
+    assert secret_region(SECRET_ARN) == "eu-west-1"
+    assert DatabaseSettings.from_env({"DATABASE_URL": "postgresql://h/db"}).secret_arn is None
+
+
+@pytest.mark.parametrize("arn", ["my-secret", "arn:aws:ssm:eu-west-1:1:parameter/x", "arn:aws:secretsmanager::1:secret:x"])
+def test_a_malformed_database_secret_arn_is_named(arn):
+    with pytest.raises(ConfigError, match="DATABASE_SECRET_ARN"):
+        DatabaseSettings.from_env({"DATABASE_URL": "postgresql://h/db", "DATABASE_SECRET_ARN": arn})
+
+
+def test_pelican_metric_settings_default_off_and_validate_the_namespace():
+    base = {"PELICAN_POLL_INTERVAL_SECONDS": "1"}
+    off = PelicanSettings.from_env(base)
+    assert (off.cloudwatch_namespace, off.deployment_name, off.metric_interval_seconds) == (None, "local", 60)
+    on = PelicanSettings.from_env({**base, "CLOUDWATCH_NAMESPACE": "ProductSearch", "DEPLOYMENT_NAME": "prod"})
+    assert (on.cloudwatch_namespace, on.deployment_name) == ("ProductSearch", "prod")
+    for bad in ("AWS/SQS", "x" * 256):
+        with pytest.raises(ConfigError, match="CLOUDWATCH_NAMESPACE"):
+            PelicanSettings.from_env({**base, "CLOUDWATCH_NAMESPACE": bad})
+    with pytest.raises(ConfigError, match="PELICAN_METRIC_INTERVAL_SECONDS"):
+        PelicanSettings.from_env({**base, "PELICAN_METRIC_INTERVAL_SECONDS": "0"})

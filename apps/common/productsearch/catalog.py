@@ -1,7 +1,11 @@
 """Loads a product catalog CSV (name, sku, description, price[, category]) into Postgres.
 
 Prices may be written as money text ("$1,344.87"). Bad rows are reported with their
-line number and skipped; good rows are upserted by SKU, so loading twice is harmless.
+line number and skipped. Good rows are inserted; a SKU already in the table is left
+as it is (and counted as kept), because the table, edited through the UI since, is
+the source of truth: re-running a load must not revert those edits. With
+update_existing (`pelican load-catalog --update-existing`) the file's values
+overwrite existing SKUs instead.
 """
 
 from __future__ import annotations
@@ -28,11 +32,19 @@ _PRICE = re.compile(r"^\$?\s*(\d{1,3}(,\d{3})+|\d+)(\.\d{1,2})?$")
 
 @dataclass
 class LoadReport:
+    """loaded: rows written (inserted, or with update_existing also overwritten);
+    kept: rows whose SKU was already in the table and were left untouched;
+    skipped: (line number, reason) of each bad row."""
+
     loaded: int = 0
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    kept: int = 0
 
     def summary(self) -> str:
-        return f"loaded={self.loaded} skipped={len(self.skipped)}"
+        text = f"loaded={self.loaded} skipped={len(self.skipped)} kept={self.kept}"
+        if self.kept:
+            text += " (SKUs already in the table were left as they are; --update-existing overwrites them)"
+        return text
 
 
 def parse_price(text: str) -> Decimal:
@@ -88,31 +100,39 @@ def infer_category(name: str) -> str:
     return words[-1].lower() if words else ""
 
 
-UPSERT_SQL = """
+INSERT_SQL = """
 INSERT INTO products (name, sku, description, price, category)
 VALUES (%(name)s, %(sku)s, %(description)s, %(price)s, %(category)s)
-ON CONFLICT (sku) DO UPDATE
-SET name = EXCLUDED.name, description = EXCLUDED.description,
-    price = EXCLUDED.price, category = EXCLUDED.category
 """
+KEEP_EXISTING = "ON CONFLICT (sku) DO NOTHING"
+UPDATE_EXISTING = """ON CONFLICT (sku) DO UPDATE
+SET name = EXCLUDED.name, description = EXCLUDED.description,
+    price = EXCLUDED.price, category = EXCLUDED.category"""
 
 
-def load_catalog(conn: psycopg.Connection, path: Path, batch_size: int = 1000) -> LoadReport:
+def load_catalog(conn: psycopg.Connection, path: Path, batch_size: int = 1000, *,
+                 update_existing: bool = False) -> LoadReport:
+    """Loads the CSV at `path` in transactions of batch_size rows. Existing SKUs are
+    kept unless update_existing. Raises ValueError when the header lacks a required
+    column, UnicodeDecodeError when the file is not UTF-8."""
     report = LoadReport()
+    sql = INSERT_SQL + (UPDATE_EXISTING if update_existing else KEEP_EXISTING)
     with open(path, newline="", encoding="utf-8", errors="strict") as handle:
         batch: list[dict] = []
         for row in parse_rows(handle, report):
             batch.append(row)
             if len(batch) >= batch_size:
-                _write(conn, batch)
-                report.loaded += len(batch)
+                _write(conn, sql, batch, report)
                 batch = []
         if batch:
-            _write(conn, batch)
-            report.loaded += len(batch)
+            _write(conn, sql, batch, report)
     return report
 
 
-def _write(conn: psycopg.Connection, batch: list[dict]) -> None:
+def _write(conn: psycopg.Connection, sql: str, batch: list[dict], report: LoadReport) -> None:
     with conn.transaction(), conn.cursor() as cur:
-        cur.executemany(UPSERT_SQL, batch)
+        cur.executemany(sql, batch)
+        # psycopg sums executemany's rowcount; DO NOTHING counts only the inserted rows.
+        written = cur.rowcount
+    report.loaded += written
+    report.kept += len(batch) - written

@@ -14,16 +14,24 @@ kernel's ~15 minutes:
   also covers what the kernel cannot see: a proxy or load balancer in between
   (RDS Proxy, PgBouncer, an NLB) keeps acknowledging packets and keepalives for a
   database that is gone.
+
+With DATABASE_SECRET_ARN set, every connection (db.connect and the frontend's pool
+alike) takes its username and password from that Secrets Manager secret, and one the
+database refuses for its credentials is retried once with the secret re-read: a
+rotation changes the password under running tasks (SecretCredentials).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -31,7 +39,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from productsearch.settings import DatabaseSettings
+from productsearch.settings import DatabaseSettings, secret_region
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +79,112 @@ def connection_params(database: DatabaseSettings | str, *, application_name: str
         existing = conninfo_to_dict(database.url).get("options") or ""
         params["options"] = f"{existing} -c statement_timeout={database.statement_timeout_seconds}s".strip()
     return params
+
+
+# invalid_password and invalid_authorization_specification (e.g. the role is gone, as
+# after a rotation that alternates between two users).
+AUTH_FAILURE_SQLSTATES = frozenset({"28P01", "28000"})
+# libpq reports no SQLSTATE for a refused connection attempt (exc.sqlstate is None),
+# so the server's FATAL message, in English as on RDS, is matched too.
+_AUTH_FAILURE_MESSAGE = re.compile(r"authentication failed for user|role \".*\" does not exist")
+
+
+def is_auth_failure(exc: psycopg.OperationalError) -> bool:
+    """Whether the database refused `exc`'s connection for its credentials
+    (SQLSTATE 28P01 or 28000), rather than being unreachable or overloaded."""
+    return exc.sqlstate in AUTH_FAILURE_SQLSTATES or bool(_AUTH_FAILURE_MESSAGE.search(str(exc)))
+
+
+class SecretUnavailable(psycopg.OperationalError):
+    """The database secret could not be read or does not hold `username` and
+    `password`. An OperationalError, so every caller's reconnect backoff covers it."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)  # never printed, never logged
+
+    def params(self) -> dict[str, str]:
+        """libpq keyword parameters; they override any user or password in the URL."""
+        return {"user": self.username, "password": self.password}
+
+
+class SecretCredentials:
+    """The database username and password held in a Secrets Manager secret (JSON with
+    at least `username` and `password`, as the RDS-managed secret), read on first use
+    and re-read by refresh() when the database refuses them.
+
+    Re-reads are at most one per MIN_REFRESH_INTERVAL_S: while a rotation has set
+    the new password in the database but not yet promoted it to AWSCURRENT, every
+    reconnect attempt is refused, and that must not become a flood of
+    GetSecretValue calls. Thread-safe; one instance per secret per process
+    (for_settings), so the pool's connections and pelican's share what was read."""
+
+    MIN_REFRESH_INTERVAL_S = 2.0
+
+    def __init__(self, arn: str, endpoint_url: str | None = None):
+        self.arn = arn
+        self._endpoint_url = endpoint_url
+        self._lock = threading.Lock()
+        self._client = None
+        self._current: Credentials | None = None
+        self._read_at = float("-inf")
+
+    def current(self) -> Credentials:
+        """The credentials last read, reading the secret if never read. Raises
+        SecretUnavailable."""
+        with self._lock:
+            if self._current is None:
+                self._current = self._read()
+            return self._current
+
+    def refresh(self, refused: Credentials) -> Credentials:
+        """The secret's credentials after the database refused `refused`: re-read, unless
+        another connection already re-read them (they differ from `refused`) or the
+        last read is under MIN_REFRESH_INTERVAL_S old. Raises SecretUnavailable."""
+        with self._lock:
+            if self._current is not None and self._current != refused:
+                return self._current
+            if self._current is None or time.monotonic() - self._read_at >= self.MIN_REFRESH_INTERVAL_S:
+                self._current = self._read()
+            return self._current
+
+    def _read(self) -> Credentials:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from productsearch import aws
+
+        try:
+            if self._client is None:
+                self._client = aws.secrets_client(secret_region(self.arn), self._endpoint_url)
+            raw = self._client.get_secret_value(SecretId=self.arn)["SecretString"]
+        except (BotoCoreError, ClientError, KeyError) as exc:
+            raise SecretUnavailable(f"could not read the database secret {self.arn}: {type(exc).__name__}: {exc}") from None
+        self._read_at = time.monotonic()
+        try:
+            value = json.loads(raw)
+            username, password = value["username"], value["password"]
+        except (ValueError, TypeError, KeyError):
+            # The secret's text is not echoed: it may hold the password.
+            raise SecretUnavailable(f"the database secret {self.arn} is not JSON with username and password") from None
+        if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
+            raise SecretUnavailable(f"the database secret {self.arn} has an empty or non-string username or password")
+        return Credentials(username, password)
+
+    _instances: dict[tuple[str, str | None], SecretCredentials] = {}
+    _instances_lock = threading.Lock()
+
+    @classmethod
+    def for_settings(cls, database: DatabaseSettings) -> SecretCredentials | None:
+        """The process's instance for database.secret_arn; None when it is not set."""
+        if not database.secret_arn:
+            return None
+        key = (database.secret_arn, database.aws_endpoint_url)
+        with cls._instances_lock:
+            if key not in cls._instances:
+                cls._instances[key] = cls(*key)
+            return cls._instances[key]
 
 
 def stall_limit_seconds(database: DatabaseSettings | str) -> float:
@@ -152,6 +266,29 @@ class GuardedConnection(psycopg.Connection):
 
     stall_limit_s: float | None = None
 
+    @classmethod
+    def connect(cls, conninfo: str = "", *, credentials: SecretCredentials | None = None, **kwargs: Any):
+        """psycopg's Connection.connect; with `credentials`, connects as the secret's
+        user and, when the database refuses those credentials (is_auth_failure),
+        re-reads the secret and tries once more. psycopg_pool passes its `kwargs`
+        here, so pool_options carries `credentials` to the pool's connections too.
+        Raises psycopg.OperationalError (SecretUnavailable when the secret cannot be
+        read)."""
+        if credentials is None:
+            return super().connect(conninfo, **kwargs)
+        tried = credentials.current()
+        try:
+            return super().connect(conninfo, **kwargs, **tried.params())
+        except psycopg.OperationalError as exc:
+            if not is_auth_failure(exc):
+                raise
+            fresh = credentials.refresh(tried)
+            if fresh == tried:
+                raise
+            log.warning("the database refused the credentials; connecting with the ones the secret holds now",
+                        extra={"secret": credentials.arn, "username": fresh.username})
+            return super().connect(conninfo, **kwargs, **fresh.params())
+
     def wait(self, gen, *args, **kwargs):
         limit_s = self.stall_limit_s
         if limit_s is None:
@@ -182,13 +319,14 @@ def guard(database: DatabaseSettings | str):
 
 def pool_options(database: DatabaseSettings | str, *, application_name: str) -> dict[str, Any]:
     """Keyword arguments for psycopg_pool.ConnectionPool: guarded autocommit
-    connections with dict rows and connection_params."""
-    return {
-        "connection_class": GuardedConnection,
-        "kwargs": {"autocommit": True, "row_factory": dict_row,
-                   **connection_params(database, application_name=application_name)},
-        "configure": guard(database),
-    }
+    connections with dict rows and connection_params, as the secret's user when
+    DATABASE_SECRET_ARN is set (GuardedConnection.connect)."""
+    kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row,
+                              **connection_params(database, application_name=application_name)}
+    credentials = SecretCredentials.for_settings(_settings(database))
+    if credentials is not None:
+        kwargs["credentials"] = credentials
+    return {"connection_class": GuardedConnection, "kwargs": kwargs, "configure": guard(database)}
 
 
 def connect(database: DatabaseSettings | str, *, autocommit: bool = False, attempts: int = 1,
@@ -198,10 +336,12 @@ def connect(database: DatabaseSettings | str, *, autocommit: bool = False, attem
     with backoff when attempts > 1 (e.g. while the database restarts). Raises
     psycopg.OperationalError when the last attempt fails."""
     params = connection_params(database, application_name=application_name, statement_timeout=statement_timeout)
+    credentials = SecretCredentials.for_settings(_settings(database))
     delay = 0.2
     for attempt in range(1, attempts + 1):
         try:
-            conn = GuardedConnection.connect(_settings(database).url, autocommit=autocommit, row_factory=dict_row, **params)
+            conn = GuardedConnection.connect(_settings(database).url, autocommit=autocommit, row_factory=dict_row,
+                                             credentials=credentials, **params)
         except psycopg.OperationalError:
             if attempt == attempts:
                 raise

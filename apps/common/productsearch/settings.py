@@ -82,39 +82,69 @@ class DatabaseSettings:
     letting it hold a connection, and it bounds how long a healthy server may take
     to answer, which the stall guard adds to dead_connection_seconds. It limits
     statements only: an idle LISTEN connection is never cancelled for idling.
-    Schema migrations run without it."""
+    Schema migrations run without it.
+
+    secret_arn (DATABASE_SECRET_ARN, optional): a Secrets Manager secret holding JSON
+    with at least `username` and `password` (the shape of the RDS-managed secret).
+    When set, those credentials replace any in DATABASE_URL or PGUSER/PGPASSWORD
+    (which may then be left out), and db.py re-reads the secret whenever the
+    database refuses them: a rotation changes the password while a task runs, and
+    ECS injects secrets only when a task starts. The secret's region is the one in
+    its ARN; aws_endpoint_url (AWS_ENDPOINT_URL) points the client at a local
+    endpoint, as for the queues."""
 
     url: str
     dead_connection_seconds: int = 30
     statement_timeout_seconds: int = 30
+    secret_arn: str | None = None
+    aws_endpoint_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> DatabaseSettings:
-        timeouts = {
+        fields = {
             "dead_connection_seconds": _int(env, "DATABASE_DEAD_CONNECTION_SECONDS", 30, minimum=4, maximum=3600),
             "statement_timeout_seconds": _int(env, "DATABASE_STATEMENT_TIMEOUT_SECONDS", 30, maximum=3600),
         }
+        secret_arn = env.get("DATABASE_SECRET_ARN", "").strip() or None
+        if secret_arn is not None:
+            secret_region(secret_arn)  # validates it
+            fields["secret_arn"] = secret_arn
+            if env.get("AWS_ENDPOINT_URL", "").strip():
+                fields["aws_endpoint_url"] = _url(env, "AWS_ENDPOINT_URL")
         if env.get("DATABASE_URL", "").strip():
             url = env["DATABASE_URL"].strip()
             if not url.startswith(("postgresql://", "postgres://")):
                 raise ConfigError("DATABASE_URL must start with postgresql://")
-            return cls(url=url, **timeouts)
+            return cls(url=url, **fields)
         host = _get(env, "PGHOST")
         port = _int(env, "PGPORT", 5432, maximum=65535)
-        user = _get(env, "PGUSER")
-        password = _get(env, "PGPASSWORD")
+        if secret_arn is not None:  # the credentials come from the secret
+            credentials = ""
+        else:
+            credentials = f"{quote(_get(env, 'PGUSER'), safe='')}:{quote(_get(env, 'PGPASSWORD'), safe='')}@"
         database = _get(env, "PGDATABASE", "products")
         sslmode = _get(env, "PGSSLMODE", "verify-full")
         if sslmode not in {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}:
             raise ConfigError(f"PGSSLMODE is not a libpq sslmode: {sslmode!r}")
-        url = f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/{quote(database, safe='')}?sslmode={sslmode}"
+        url = f"postgresql://{credentials}{host}:{port}/{quote(database, safe='')}?sslmode={sslmode}"
         root_cert = env.get("PGSSLROOTCERT", "").strip()
         if root_cert:
             url += f"&sslrootcert={quote(root_cert, safe='/')}"
-        return cls(url=url, **timeouts)
+        return cls(url=url, **fields)
 
     def redacted(self) -> str:
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.url)
+
+
+def secret_region(arn: str) -> str:
+    """The region of a Secrets Manager secret ARN
+    (arn:<partition>:secretsmanager:<region>:<account>:secret:<name>). Raises
+    ConfigError naming DATABASE_SECRET_ARN when `arn` is not one."""
+    parts = arn.split(":")
+    if len(parts) < 7 or parts[0] != "arn" or parts[2] != "secretsmanager" or not parts[3] or parts[5] != "secret":
+        raise ConfigError(f"DATABASE_SECRET_ARN must be a Secrets Manager secret ARN "
+                          f"(arn:aws:secretsmanager:<region>:<account>:secret:<name>), got {arn!r}")
+    return parts[3]
 
 
 @dataclass(frozen=True)
@@ -231,13 +261,33 @@ class EmbeddingSettings:
 
 @dataclass(frozen=True)
 class PelicanSettings:
+    """pelican's loop. With cloudwatch_namespace (CLOUDWATCH_NAMESPACE, unset: no
+    metric) pelican puts OldestUnshippedChangeAgeSeconds, dimension Deployment =
+    deployment_name (DEPLOYMENT_NAME, default "local"), at most once per
+    metric_interval_seconds (PELICAN_METRIC_INTERVAL_SECONDS, default 60, 1..3600:
+    CloudWatch's standard resolution is one minute, so putting more often costs
+    requests and shows nothing more)."""
+
     poll_interval_seconds: float
     claim_batch_size: int
     changes_per_message: int
+    cloudwatch_namespace: str | None = None
+    deployment_name: str = "local"
+    metric_interval_seconds: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> PelicanSettings:
+        namespace = env.get("CLOUDWATCH_NAMESPACE", "").strip() or None
+        # CloudWatch's limits: namespace up to 255 characters, a dimension value up to 1024.
+        if namespace is not None and (len(namespace) > 255 or namespace.startswith(":") or namespace.startswith("AWS/")):
+            raise ConfigError(f"CLOUDWATCH_NAMESPACE must be 1-255 characters, not starting with 'AWS/' or ':', got {namespace!r}")
+        deployment = _get(env, "DEPLOYMENT_NAME", "local")
+        if len(deployment) > 1024:
+            raise ConfigError("DEPLOYMENT_NAME must be at most 1024 characters")
         return cls(
+            cloudwatch_namespace=namespace,
+            deployment_name=deployment,
+            metric_interval_seconds=_int(env, "PELICAN_METRIC_INTERVAL_SECONDS", 60, maximum=3600),
             poll_interval_seconds=_float(env, "PELICAN_POLL_INTERVAL_SECONDS", 5.0, minimum=0.05),
             claim_batch_size=_int(env, "PELICAN_CLAIM_BATCH_SIZE", 1000, maximum=10000),
             # About 150 typical rows (~350 bytes each) fill one 64 KiB SQS billing chunk, so a

@@ -15,8 +15,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="ship captured changes to the jobs queue until SIGTERM")
     sub.add_parser("migrate", help="apply the schema (idempotent, safe to run concurrently)")
-    load = sub.add_parser("load-catalog", help="import a product CSV, reporting bad rows")
+    load = sub.add_parser("load-catalog", help="import a product CSV, reporting bad rows; SKUs already loaded are kept")
     load.add_argument("path", type=Path)
+    load.add_argument("--update-existing", action="store_true",
+                      help="overwrite products whose SKU is already in the table (default: keep them, and any edits)")
     back = sub.add_parser("backfill", help="capture every existing product so it is (re)indexed; resumes after a crash")
     back.add_argument("--restart", action="store_true", help="start over instead of resuming an unfinished backfill")
     back.add_argument("--chunk-size", type=int, default=1000)
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"pelican: catalog file {args.path} not found", file=sys.stderr)
                 return 2
             with db.connect(database) as conn:
-                report = load_catalog(conn, args.path)
+                report = load_catalog(conn, args.path, update_existing=args.update_existing)
             for line, reason in report.skipped:
                 print(f"{args.path}:{line}: skipped: {reason}", file=sys.stderr)
             print(report.summary())

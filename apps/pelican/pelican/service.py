@@ -28,6 +28,8 @@ CHANNEL = "product_changes"
 # Waiting rather than migrating: on ECS a one-off task migrates
 # (scripts/aws/run-migration.sh), and pelican's role need not have DDL rights.
 SCHEMA_MISSING = (errors.UndefinedTable, errors.UndefinedFunction, errors.UndefinedColumn)
+AGE_METRIC = "OldestUnshippedChangeAgeSeconds"
+OLDEST_AGE_SQL = "SELECT EXTRACT(EPOCH FROM now() - min(captured_at))::float8 AS age_s FROM product_changes"
 
 
 class Pelican:
@@ -36,6 +38,8 @@ class Pelican:
         self.queues = queues
         self.settings = settings
         self.sqs = aws.sqs_client(queues)
+        self.cloudwatch = aws.cloudwatch_client(queues) if settings.cloudwatch_namespace else None
+        self._metric_put_at = float("-inf")
         self.stopping = threading.Event()
         self._work: psycopg.Connection | None = None
         self._listen: psycopg.Connection | None = None
@@ -73,12 +77,37 @@ class Pelican:
                     pass
                 return
 
+    def publish_oldest_change_age(self) -> float | None:
+        """Puts OldestUnshippedChangeAgeSeconds (seconds since the oldest captured_at in
+        product_changes, 0 when it is empty) to CloudWatch, at most once per
+        metric_interval_seconds; an alarm on it (missing data included) tells that
+        pelican has stopped shipping. Returns the age put, or None when nothing was put.
+        A failed put is logged and dropped; a database error propagates like any other."""
+        if self.cloudwatch is None or time.monotonic() - self._metric_put_at < self.settings.metric_interval_seconds:
+            return None
+        with self._work.transaction():
+            age_s = self._work.execute(OLDEST_AGE_SQL).fetchone()["age_s"] or 0.0
+        age_s = max(0.0, age_s)
+        self._metric_put_at = time.monotonic()
+        try:
+            self.cloudwatch.put_metric_data(Namespace=self.settings.cloudwatch_namespace, MetricData=[{
+                "MetricName": AGE_METRIC, "Value": age_s, "Unit": "Seconds",
+                "Dimensions": [{"Name": "Deployment", "Value": self.settings.deployment_name}],
+            }])
+        except (BotoCoreError, ClientError) as exc:
+            log.warning("could not put the change-age metric; trying again next interval",
+                        extra={"metric": AGE_METRIC, "error": str(exc)[:300]})
+            return None
+        return age_s
+
     def run(self) -> None:
         log.info("pelican started", extra={"database": self.database.redacted(), "queue": self.queues.jobs_queue_url})
         backoff = 0.5
         while not self.stopping.is_set():
             try:
                 self._connect()
+                # Before shipping: when the queue refuses every batch, the age must still go out.
+                self.publish_oldest_change_age()
                 result = ship_batch(
                     self._work, self.sqs, self.queues.jobs_queue_url,
                     claim_limit=self.settings.claim_batch_size,

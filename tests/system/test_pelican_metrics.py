@@ -1,0 +1,69 @@
+"""pelican puts the age of the oldest unshipped change to CloudWatch (issue 13), so an
+alarm fires when changes stop leaving the table: moto's CloudWatch on the local stack,
+a real pelican process, and a queue that refuses every batch to hold a change back."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import boto3
+import pytest
+
+from devstack.waiting import wait_until
+
+pytestmark = pytest.mark.stack
+
+METRIC = "OldestUnshippedChangeAgeSeconds"
+
+
+def cloudwatch(stack):
+    env = stack.env()
+    return boto3.client("cloudwatch", region_name=env["AWS_REGION"], endpoint_url=env["AWS_ENDPOINT_URL"],
+                        aws_access_key_id="local", aws_secret_access_key="local")
+
+
+def age_statistics(cw, namespace: str, deployment: str) -> dict:
+    now = datetime.now(timezone.utc)
+    points = cw.get_metric_statistics(
+        Namespace=namespace, MetricName=METRIC, Dimensions=[{"Name": "Deployment", "Value": deployment}],
+        StartTime=now - timedelta(minutes=10), EndTime=now + timedelta(minutes=1), Period=600,
+        Statistics=["Minimum", "Maximum", "SampleCount"])["Datapoints"]
+    if not points:
+        return {"Minimum": None, "Maximum": None, "SampleCount": 0}
+    return {"Minimum": min(p["Minimum"] for p in points), "Maximum": max(p["Maximum"] for p in points),
+            "SampleCount": sum(p["SampleCount"] for p in points)}
+
+
+def test_pelican_publishes_the_age_of_the_oldest_unshipped_change(stack, parts):
+    cw = cloudwatch(stack)
+    namespace, deployment = f"ProductSearchTest{uuid.uuid4().hex[:8]}", "test-deployment"
+    metrics_env = {"CLOUDWATCH_NAMESPACE": namespace, "DEPLOYMENT_NAME": deployment,
+                   "PELICAN_METRIC_INTERVAL_SECONDS": "1", "PELICAN_POLL_INTERVAL_SECONDS": "0.5"}
+    parts.insert("Held Back", "a change the queue will not take")
+
+    # A queue that does not exist refuses every batch: the change stays, and ages.
+    stuck = stack.start_app("pelican", {**metrics_env, "SQS_QUEUE_URL": stack.queue_url("no-such-queue.fifo")})
+    held = wait_until(lambda: (s := age_statistics(cw, namespace, deployment))["Maximum"] and s["Maximum"] >= 3 and s,
+                      60, interval=0.5, what="an age of 3 s or more for the held-back change")
+    assert held["SampleCount"] >= 2, "put on every interval, not once"
+    assert stuck.poll() is None
+    listed = cw.list_metrics(Namespace=namespace)["Metrics"]
+    assert [(m["MetricName"], m["Dimensions"]) for m in listed] == [(METRIC, [{"Name": "Deployment", "Value": deployment}])]
+    stack.stop("pelican")
+    assert parts.pending_changes() == 1
+
+    # Shipping again empties the change log, and the age goes back to 0.
+    stack.start_app("pelican", metrics_env)
+    wait_until(lambda: parts.pending_changes() == 0, 60, what="the held-back change shipped")
+    wait_until(lambda: age_statistics(cw, namespace, deployment)["Minimum"] == 0, 30, interval=0.5,
+               what="an age of 0 once nothing waits")
+
+
+def test_without_a_namespace_pelican_puts_no_metric(stack, parts):
+    cw = cloudwatch(stack)
+    before = {m["Namespace"] for m in cw.list_metrics()["Metrics"]}
+    stack.start_app("pelican", {"PELICAN_POLL_INTERVAL_SECONDS": "0.5", "PELICAN_METRIC_INTERVAL_SECONDS": "1"})
+    parts.insert("Plain", "no metrics configured")
+    wait_until(lambda: parts.pending_changes() == 0, 60, what="the change shipped")
+    assert {m["Namespace"] for m in cw.list_metrics()["Metrics"]} == before
