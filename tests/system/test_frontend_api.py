@@ -290,7 +290,7 @@ def test_logs_are_json_without_secrets(front):
     assert lines and all(isinstance(json.loads(line), dict) for line in lines)
     assert EDITOR[1] not in log and "a-wrong-guess" not in log
     assert any(json.loads(line).get("msg") == "search" for line in lines)
-    assert "edit refused" in log
+    assert "editor login failed" in log
 
 
 @pytest.mark.parametrize("env,name", [

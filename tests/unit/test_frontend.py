@@ -148,9 +148,12 @@ class FakePool:
 
 class FakeServices:
     def __init__(self, settings, model=(True, "loaded"), db_up=True):
+        from frontend.services import login_throttle
+
         self.settings = settings
         self.model_state = model
         self.pool = FakePool(db_up)
+        self.login_throttle = login_throttle(settings)
         self.index = None
         self.status = None
 
@@ -209,3 +212,48 @@ def test_healthz_waits_for_the_model_and_the_database(client_for):
 def test_search_before_the_model_loads_is_503(client_for):
     resp = client_for(model=(False, "loading")).post("/api/search", json={"query": "lamp"})
     assert resp.status_code == 503 and "model is loading" in resp.json()["error"]
+
+
+def test_login_throttle_is_a_sliding_window_per_client_and_bounded():
+    from frontend.throttle import LoginThrottle
+
+    now = [0.0]
+    throttle = LoginThrottle(max_failures=3, window_s=10, max_clients=2, clock=lambda: now[0])
+    for t in (0, 4, 8):
+        now[0] = t
+        assert throttle.retry_after("a") is None
+        throttle.failed("a")
+    assert throttle.retry_after("a") == 2  # the failure at 0 leaves the window at 10
+    assert throttle.retry_after("b") is None
+    now[0] = 10.0
+    assert throttle.retry_after("a") is None  # one slot free again
+    throttle.failed("a")
+    assert throttle.retry_after("a") == 4  # now the failure at 4 is the oldest
+    throttle.succeeded("a")
+    assert throttle.retry_after("a") is None
+    for client in ("x", "y", "z"):
+        throttle.failed(client)
+    assert len(throttle._failures) == 2 and throttle.failures_total == 7
+
+
+def test_too_many_wrong_passwords_get_429_with_retry_after(client_for, caplog):
+    client = client_for({"EDITOR_USERNAME": "editor", "EDITOR_PASSWORD": "right-password",
+                         "EDITOR_LOGIN_MAX_FAILURES": "2", "EDITOR_LOGIN_WINDOW_SECONDS": "60"})
+    for _ in range(2):
+        assert client.put("/api/products/1", json={"price": 1}, auth=("editor", "guess-123")).status_code == 401
+    for auth in (("editor", "guess-123"), ("editor", "right-password")):
+        resp = client.put("/api/products/1", json={"price": 1}, auth=auth)
+        assert resp.status_code == 429 and "too many failed logins" in resp.json()["error"]
+        assert 1 <= int(resp.headers["retry-after"]) <= 60
+    failed = [r for r in caplog.records if r.getMessage() == "editor login failed"]
+    assert len(failed) == 2 and failed[-1].client == "testclient" and failed[-1].failures_in_window == 2
+    assert "guess-123" not in caplog.text
+
+
+@pytest.mark.parametrize("value", ["10.0.0.0/33", "alb", "10.0.0.1;rm"])
+def test_trusted_proxies_must_be_addresses_or_networks(value):
+    with pytest.raises(ConfigError, match="FRONTEND_TRUSTED_PROXIES"):
+        FrontendSettings.from_env({**BASE_ENV, "FRONTEND_TRUSTED_PROXIES": value})
+    settings = FrontendSettings.from_env({**BASE_ENV, "FRONTEND_TRUSTED_PROXIES": "10.0.0.0/16, 192.168.1.7"})
+    assert settings.logins.uvicorn_options() == {"proxy_headers": True, "forwarded_allow_ips": "10.0.0.0/16,192.168.1.7/32"}
+    assert FrontendSettings.from_env(BASE_ENV).logins.uvicorn_options() == {"proxy_headers": False}

@@ -45,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     log.info("frontend starting", extra={"host": settings.host, "port": settings.port,
                                          "editing": settings.editing_enabled, "database": settings.database.redacted(),
                                          "index": settings.index.host, "page_size": settings.page_size})
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, proxy_headers=True,
-                forwarded_allow_ips="*", timeout_graceful_shutdown=20, server_header=False)
+    # X-Forwarded-For is believed only from trusted proxies (the ALB's subnets): anyone
+    # can send the header, and the login throttle counts failures per client address.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=20,
+                server_header=False, **settings.logins.uvicorn_options())
     return 0
 
 

@@ -145,9 +145,11 @@ def build_router(services, health) -> APIRouter:
         if given is None:
             raise ApiError(401, "authentication required (HTTP Basic with the editor credentials)", CHALLENGE)
         try:
-            editor = editing.authenticate(settings.editor, *given)
+            editor = editing.authenticate(settings.editor, *given, throttle=services.login_throttle,
+                                          client=request.client.host if request.client else None)
+        except editing.Throttled as exc:
+            raise ApiError(429, str(exc), {"Retry-After": str(exc.retry_after_s)}) from None
         except editing.Unauthorized:
-            log.warning("edit refused", extra={"reason": "wrong credentials", "client": request.client.host if request.client else None})
             raise ApiError(401, "wrong username or password", CHALLENGE) from None
         pid = product_id(raw_id)
         body = await read_json(request)

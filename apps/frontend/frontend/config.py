@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,48 @@ class EditorCredentials:
 
 
 @dataclass(frozen=True)
+class LoginThrottling:
+    """How failed editor logins are throttled (frontend.throttle.LoginThrottle).
+
+    max_failures (EDITOR_LOGIN_MAX_FAILURES, default 5, 1..1000) failed logins from
+    one client within window_seconds (EDITOR_LOGIN_WINDOW_SECONDS, default 300,
+    1..86400) and that client is answered 429 until the window has passed. Five
+    guesses per five minutes leaves a mistyping editor room and caps guessing at
+    1,440 a day per address; NIST SP 800-63B (5.2.2) allows at most 100 consecutive
+    failures before an account must be locked out.
+
+    trusted_proxies (FRONTEND_TRUSTED_PROXIES, default none): comma-separated
+    addresses or CIDR networks of the proxies in front of the app (behind the ALB:
+    the VPC's CIDR). Only then is X-Forwarded-For read, and the client is its
+    right-most entry that is not a trusted proxy; without it the client is the
+    socket's peer, since anyone can write an X-Forwarded-For header."""
+
+    max_failures: int = 5
+    window_seconds: int = 300
+    trusted_proxies: tuple[str, ...] = ()
+
+    def uvicorn_options(self) -> dict[str, object]:
+        """uvicorn.run's proxy_headers and forwarded_allow_ips for trusted_proxies."""
+        if not self.trusted_proxies:
+            return {"proxy_headers": False}
+        return {"proxy_headers": True, "forwarded_allow_ips": ",".join(self.trusted_proxies)}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> LoginThrottling:
+        proxies = []
+        for item in (env.get("FRONTEND_TRUSTED_PROXIES") or "").split(","):
+            if not item.strip():
+                continue
+            try:
+                proxies.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+            except ValueError:
+                raise ConfigError(f"FRONTEND_TRUSTED_PROXIES must list IP addresses or CIDR networks, got {item.strip()!r}") from None
+        return cls(max_failures=_int(env, "EDITOR_LOGIN_MAX_FAILURES", 5, 1, 1000),
+                   window_seconds=_int(env, "EDITOR_LOGIN_WINDOW_SECONDS", 300, 1, 86400),
+                   trusted_proxies=tuple(proxies))
+
+
+@dataclass(frozen=True)
 class FrontendSettings:
     host: str
     port: int
@@ -44,6 +87,7 @@ class FrontendSettings:
     index: IndexSettings = field(repr=False)
     embedding: EmbeddingSettings
     queues: QueueSettings
+    logins: LoginThrottling = LoginThrottling()
 
     @property
     def editing_enabled(self) -> bool:
@@ -64,6 +108,7 @@ class FrontendSettings:
             index=IndexSettings.from_env(env),
             embedding=EmbeddingSettings.from_env(env),
             queues=QueueSettings.from_env(env),
+            logins=LoginThrottling.from_env(env),
         )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from productsearch.documents import MAX_METADATA_BYTES, differs, finite_price, metadata
 
 from frontend.config import EditorCredentials
+from frontend.throttle import LoginThrottle
 
 log = logging.getLogger("frontend.editing")
 
@@ -42,17 +43,43 @@ class Unauthorized(PermissionError):
     pass
 
 
-def authenticate(credentials: EditorCredentials | None, username: Any, password: Any) -> str:
-    """Returns the username, or raises. Both values are compared in constant time,
-    and both always, so timing tells nothing about which one was wrong."""
+class Throttled(PermissionError):
+    """Too many failed logins from this client; retry_after_s says when it may try again."""
+
+    def __init__(self, retry_after_s: int):
+        super().__init__(f"too many failed logins; try again in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+def authenticate(credentials: EditorCredentials | None, username: Any, password: Any, *,
+                 client: str | None = None, throttle: LoginThrottle | None = None, source: str = "api") -> str:
+    """Returns the username, or raises EditingDisabled, Throttled or Unauthorized.
+
+    With a throttle, a client (its address) that failed too often lately is refused
+    before the credentials are looked at, so even the right password waits out the
+    window; each failure is logged as `editor login failed` with the client. Both
+    values are compared in constant time, and both always, so timing tells nothing
+    about which one was wrong."""
     if credentials is None:
         raise EditingDisabled("editing is disabled: EDITOR_USERNAME and EDITOR_PASSWORD are not configured")
+    client = client or "unknown"
+    if throttle is not None:
+        wait_s = throttle.retry_after(client)
+        if wait_s is not None:
+            log.warning("editor login throttled", extra={"client": client, "source": source, "retry_after_s": wait_s})
+            raise Throttled(wait_s)
     given_user = (username if isinstance(username, str) else "").encode("utf-8", "surrogatepass")
     given_pass = (password if isinstance(password, str) else "").encode("utf-8", "surrogatepass")
     user_ok = hmac.compare_digest(given_user, credentials.username.encode())
     pass_ok = hmac.compare_digest(given_pass, credentials.password.encode())
     if not (user_ok and pass_ok):
+        recent = throttle.failed(client) if throttle is not None else None
+        log.warning("editor login failed", extra={
+            "client": client, "source": source, "failures_in_window": recent,
+            "failures_total": throttle.failures_total if throttle is not None else None})
         raise Unauthorized("wrong username or password")
+    if throttle is not None:
+        throttle.succeeded(client)
     return credentials.username
 
 

@@ -154,14 +154,17 @@ def build_ui(services) -> gr.Blocks:
         return (row["name"], row["description"], str(row["price"]),
                 f"Loaded product #{pid} ({html.escape(row['sku'])}). Edit and save with the editor credentials.")
 
-    def save(raw_id, name, description, price, username, password):
+    def save(raw_id, name, description, price, username, password, request: gr.Request):
         idle = ("", gr.Timer(active=False))
+        client = request.client.host if request is not None and request.client else None
         try:
-            editor = editing.authenticate(settings.editor, username, password)
+            editor = editing.authenticate(settings.editor, username, password, client=client,
+                                          throttle=services.login_throttle, source="ui")
         except editing.EditingDisabled as exc:
             return (f"⛔ {exc}. Nothing was saved.", "", *idle)
+        except editing.Throttled as exc:
+            return (f"⛔ {str(exc).capitalize()}. Nothing was saved.", "", *idle)
         except editing.Unauthorized:
-            log.warning("edit refused", extra={"reason": "wrong credentials", "source": "ui"})
             return ("⛔ Wrong username or password. Nothing was saved.", "", *idle)
         try:
             pid = editing.validate_product_id(raw_id)
