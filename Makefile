@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
-REQS   := requirements/dev.txt pyproject.toml $(wildcard apps/*/pyproject.toml)
+REQS   := requirements/dev.txt apps/constraints.txt pyproject.toml $(wildcard apps/*/pyproject.toml)
 
-.PHONY: deps up down status test test-unit bench eval soak reconcile redrive
+.PHONY: deps up down status test test-unit bench bench-ordering eval soak reconcile redrive
 
 $(STAMP): $(REQS)
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ eval: deps
 ## bench: throughput, memory, freshness and search latency on a private local stack (prints figures, writes results/)
 bench: deps
 	$(PY) scripts/benchmark.py $(BENCH_ARGS)
+
+## bench-ordering: backfill throughput and freshness with FIFO against standard queues, interleaved (what ordering costs)
+bench-ordering: deps
+	$(PY) scripts/benchmark_ordering.py $(BENCH_ARGS)
 
 ## soak: mixed write load with searches against the running `make up` stack
 soak:
