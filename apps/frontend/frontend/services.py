@@ -22,6 +22,13 @@ class NotReady(RuntimeError):
     """The model is still loading (or failed to load); the message says which."""
 
 
+def login_throttle(settings: FrontendSettings):
+    """The one LoginThrottle the API and the UI share, from settings.logins."""
+    from frontend.throttle import LoginThrottle
+
+    return LoginThrottle(settings.logins.max_failures, settings.logins.window_seconds)
+
+
 class Services:
     def __init__(self, settings: FrontendSettings, *, embedder=None, index=None, pool=None, sqs=None):
         from productsearch import aws, db
@@ -41,6 +48,7 @@ class Services:
         if pool is None:
             self.pool.open(wait=False)  # the database may come up after us; /healthz says so meanwhile
         self.sqs = sqs or aws.sqs_client(settings.queues)
+        self.login_throttle = login_throttle(settings)
         from frontend.status import StatusReader
 
         self.status = StatusReader(self.pool, self.index, self.sqs, settings.queues.jobs_queue_url,
