@@ -9,7 +9,7 @@ import pulumi_aws as aws  # noqa: E402
 
 from infra import iam  # noqa: E402
 from infra.dashboard import dashboard_body  # noqa: E402
-from infra.ecs import AppService, Gpu, LoadBalancing, OneOffTask, TaskSpec, ecs_cluster, secret_ref  # noqa: E402
+from infra.ecs import AppService, Gpu, LoadBalancing, OneOffTask, Runtime, TaskSpec, ecs_cluster, secret_ref  # noqa: E402
 from infra.gpu import GpuCapacity, check_gpu_capacity  # noqa: E402
 from infra.images import ServiceImage  # noqa: E402
 from infra.layer import bootstrap, require_region  # noqa: E402
@@ -19,6 +19,8 @@ from infra.security import ServiceFirewall  # noqa: E402
 
 FRONTEND_PORT = 7860
 HEALTH_PATH = "/healthz"
+# The frontend's only writable directory under its read-only root filesystem.
+FRONTEND_SCRATCH = "/scratch"
 
 layer = bootstrap("compute", Path(__file__).parent)
 cfg = layer.config
@@ -71,6 +73,7 @@ alb = PublicLoadBalancer(
     health_check_path=HEALTH_PATH,
     endpoint=endpoint,
     hosted_zone_id=cfg.get("hostedZoneId"),
+    idle_timeout_seconds=cfg.get("albIdleTimeoutSeconds"),
 )
 
 # --- Clusters: one per app, so each scales and is operated on its own ---
@@ -84,7 +87,11 @@ database_env = {
     "PGDATABASE": data.require_output("dbName"),
     "PGSSLMODE": "verify-full",
 }
-database_secrets = {"PGUSER": secret_ref(db_secret, "username"), "PGPASSWORD": secret_ref(db_secret, "password")}
+# The apps read the database credentials from the secret themselves and re-read it when the
+# database refuses them: RDS rotates the password under running tasks, while ECS would inject
+# a secret only at task start.
+database_env["DATABASE_SECRET_ARN"] = db_secret
+database_secret_grant = ("DatabaseSecret", ["secretsmanager:GetSecretValue"], [db_secret])
 pinecone_env = {
     "PINECONE_HOST": data.require_output("pineconeIndexHost"),
     "PINECONE_INDEX": data.require_output("pineconeIndexName"),
@@ -116,15 +123,26 @@ frontend = AppService(
     cpu=cfg.get("frontendCpu"),
     memory=cfg.get("frontendMemory"),
     environment={**common_env, **database_env, **pinecone_env, "SQS_QUEUE_URL": jobs_queue_url,
-                 "SQS_DLQ_URL": dlq_url, "FRONTEND_PORT": FRONTEND_PORT},
-    secrets={**database_secrets, "PINECONE_API_KEY": secret_ref(pinecone_secret), **editor_secrets},
-    secret_arns=[db_secret, pinecone_secret, *([editor_secret] if editor_secrets else [])],
-    task_grants=[("QueueStatus", iam.SQS_READ_ATTRS, [jobs_queue_arn, dlq_arn])],
+                 "SQS_DLQ_URL": dlq_url, "FRONTEND_PORT": FRONTEND_PORT,
+                 # One value for both ends: the app outlasts the ALB's idle timeout.
+                 "LOAD_BALANCER_IDLE_TIMEOUT_SECONDS": cfg.get("albIdleTimeoutSeconds"),
+                 # Only the ALB (inside the VPC) may say who the client is: the login throttle
+                 # counts per client, and Gradio needs X-Forwarded-Proto for its https links.
+                 "FRONTEND_TRUSTED_PROXIES": network.require_output("vpcCidrBlock"),
+                 **{name: FRONTEND_SCRATCH for name in ("HOME", "TMPDIR", "GRADIO_TEMP_DIR")},
+                 "HF_HOME": f"{FRONTEND_SCRATCH}/huggingface"},
+    secrets={"PINECONE_API_KEY": secret_ref(pinecone_secret), **editor_secrets},
+    secret_arns=[pinecone_secret, *([editor_secret] if editor_secrets else [])],
+    task_grants=[("QueueStatus", iam.SQS_READ_ATTRS, [jobs_queue_arn, dlq_arn]), database_secret_grant],
     security_group_ids=[firewall.frontend.id],
     log_group_name=f"/ecs/{prefix}/frontend",
     desired_count=cfg.get("frontendDesiredCount"),
     port=FRONTEND_PORT,
     load_balancing=LoadBalancing(alb.target_group.arn, FRONTEND_PORT, depends_on=alb.listeners),
+    # The public-facing task cannot write its image; uploads and caches are bounded by the app
+    # and land on storage of a set size.
+    runtime=Runtime(read_only_root=True, scratch_path=FRONTEND_SCRATCH,
+                    ephemeral_storage_gib=cfg.get("frontendEphemeralStorageGib")),
     **service_common,
 )
 
@@ -137,9 +155,10 @@ pelican = AppService(
     cpu=cfg.get("pelicanCpu"),
     memory=cfg.get("pelicanMemory"),
     environment={**common_env, **database_env, **metrics_env, "SQS_QUEUE_URL": jobs_queue_url},
-    secrets=database_secrets,
-    secret_arns=[db_secret],
-    task_grants=[("JobsQueueSend", iam.SQS_SEND, [jobs_queue_arn]), iam.put_metrics_grant(METRICS_NAMESPACE)],
+    secrets={},
+    secret_arns=[],
+    task_grants=[("JobsQueueSend", iam.SQS_SEND, [jobs_queue_arn]), iam.put_metrics_grant(METRICS_NAMESPACE),
+                 database_secret_grant],
     security_group_ids=[firewall.pelican.id],
     log_group_name=f"/ecs/{prefix}/pelican",
     desired_count=cfg.get("pelicanMinTasks"),
@@ -167,9 +186,10 @@ operator = OneOffTask(
         memory=cfg.get("operatorMemory"),
         environment={**common_env, **database_env, **pinecone_env, **metrics_env,
                      "SQS_QUEUE_URL": jobs_queue_url, "SQS_DLQ_URL": dlq_url},
-        secrets={**database_secrets, "PINECONE_API_KEY": secret_ref(pinecone_secret)},
-        secret_arns=[db_secret, pinecone_secret],
+        secrets={"PINECONE_API_KEY": secret_ref(pinecone_secret)},
+        secret_arns=[pinecone_secret],
         task_grants=[
+            database_secret_grant,
             ("JobsQueueSend", iam.SQS_SEND, [jobs_queue_arn]),
             ("DeadLetterRedrive", iam.SQS_CONSUME, [dlq_arn]),
             iam.put_metrics_grant(METRICS_NAMESPACE),
@@ -208,7 +228,9 @@ emu = AppService(
                  "EMBEDDING_DEVICE": "cuda" if gpu_enabled else "cpu",
                  "EMBEDDING_BATCH_SIZE": cfg.get("embeddingBatchSize"),
                  # Emu leases jobs for as long as the queue was sized for, and extends the lease.
-                 "EMU_VISIBILITY_TIMEOUT_SECONDS": messaging.require_output("jobsVisibilityTimeoutSeconds")},
+                 "EMU_VISIBILITY_TIMEOUT_SECONDS": messaging.require_output("jobsVisibilityTimeoutSeconds"),
+                 # The same number as the container's stopTimeout: emu's drain fits inside it.
+                 "EMU_STOP_TIMEOUT_SECONDS": cfg.get("emuStopTimeoutSeconds")},
     secrets={"PINECONE_API_KEY": secret_ref(pinecone_secret)},
     secret_arns=[pinecone_secret],
     task_grants=[
@@ -222,6 +244,7 @@ emu = AppService(
     desired_count=cfg.get("emuMinTasks"),
     autoscaled=True,
     gpu=gpu,
+    runtime=Runtime(stop_timeout_seconds=cfg.get("emuStopTimeoutSeconds")),
     **service_common,
 )
 emu.autoscale(min_tasks=cfg.get("emuMinTasks"), max_tasks=cfg.get("emuMaxTasks"),

@@ -62,6 +62,33 @@ class LoadBalancing:
     depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """How the container lives and dies on ECS.
+
+    stop_timeout_seconds: SIGTERM to SIGKILL (ECS's default is 30 s; Fargate allows at
+    most 120 s); the app must be told the same number to plan its drain.
+    read_only_root: the image's filesystem cannot be written; `scratch_path` is then the
+    one writable directory (a task volume on the task's ephemeral storage), and
+    ephemeral_storage_gib sizes that storage (Fargate: 21 to 200 GiB)."""
+
+    stop_timeout_seconds: int | None = None
+    read_only_root: bool = False
+    scratch_path: str | None = None
+    ephemeral_storage_gib: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.stop_timeout_seconds is not None and not 2 <= self.stop_timeout_seconds <= 120:
+            raise ValueError("a container's stopTimeout must be between 2 and 120 seconds (Fargate's maximum)")
+        if self.ephemeral_storage_gib is not None and not 21 <= self.ephemeral_storage_gib <= 200:
+            raise ValueError("Fargate ephemeral storage must be between 21 and 200 GiB")
+        if self.read_only_root and not self.scratch_path:
+            raise ValueError("a read-only root filesystem needs a writable scratch_path")
+
+
+SCRATCH_VOLUME = "scratch"
+
+
 @dataclass
 class TaskSpec:
     """What one container needs to run: image, sizes, environment, secrets and permissions."""
@@ -80,6 +107,7 @@ class TaskSpec:
     region: str
     port: int | None = None
     gpu: Gpu | None = None
+    runtime: Runtime = field(default_factory=Runtime)
 
 
 class _TaskResources:
@@ -90,7 +118,7 @@ class _TaskResources:
 
     def __init__(self, name: str, spec: TaskSpec, parent: pulumi.Resource):
         child = pulumi.ResourceOptions(parent=parent)
-        container, region, gpu, port = spec.container, spec.region, spec.gpu, spec.port
+        container, region, gpu, port, runtime = spec.container, spec.region, spec.gpu, spec.port, spec.runtime
         account_id = aws.get_caller_identity_output().account_id
 
         self.log_group = aws.cloudwatch.LogGroup(
@@ -151,6 +179,13 @@ class _TaskResources:
                 definition["portMappings"] = [{"containerPort": port, "protocol": "tcp"}]
             if gpu is not None:
                 definition["resourceRequirements"] = [{"type": "GPU", "value": str(gpu.count)}]
+            if runtime.stop_timeout_seconds is not None:
+                definition["stopTimeout"] = runtime.stop_timeout_seconds
+            if runtime.read_only_root:
+                definition["readonlyRootFilesystem"] = True
+            if runtime.scratch_path:
+                definition["mountPoints"] = [{"sourceVolume": SCRATCH_VOLUME, "containerPath": runtime.scratch_path,
+                                              "readOnly": False}]
             return json.dumps([definition])
 
         self.task_definition = aws.ecs.TaskDefinition(
@@ -163,6 +198,9 @@ class _TaskResources:
             execution_role_arn=self.execution_role.arn,
             task_role_arn=self.task_role.arn,
             runtime_platform=None if gpu else {"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
+            volumes=[{"name": SCRATCH_VOLUME}] if runtime.scratch_path else None,
+            ephemeral_storage=({"size_in_gib": runtime.ephemeral_storage_gib}
+                               if runtime.ephemeral_storage_gib and not gpu else None),
             container_definitions=pulumi.Output.all(
                 spec.image, env_list(spec.environment), secret_list, self.log_group.name
             ).apply(container_definitions),
@@ -215,6 +253,7 @@ class AppService(pulumi.ComponentResource):
         port: int | None = None,
         load_balancing: LoadBalancing | None = None,
         gpu: Gpu | None = None,
+        runtime: Runtime | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("semsearch:compute:AppService", name, None, opts)
@@ -226,7 +265,7 @@ class AppService(pulumi.ComponentResource):
             container=container, image=image, repository_arn=repository_arn, cpu=cpu, memory=memory,
             environment=environment, secrets=secrets, secret_arns=secret_arns, task_grants=task_grants,
             log_group_name=log_group_name, log_retention_days=log_retention_days, region=region,
-            port=port, gpu=gpu,
+            port=port, gpu=gpu, runtime=runtime or Runtime(),
         )
         task = _TaskResources(name, spec, self)
         self.log_group = task.log_group

@@ -80,7 +80,10 @@ class PublicLoadBalancer(pulumi.ComponentResource):
             subnets=subnet_ids,
             security_groups=[security_group_id],
             drop_invalid_header_fields=True,
-            idle_timeout=idle_timeout_seconds,  # Gradio streams results over long requests
+            # Gradio streams results over long requests. The frontend keeps idle
+            # connections open longer than this (LOAD_BALANCER_IDLE_TIMEOUT_SECONDS), or
+            # the ALB would reuse one the app had just closed: a 502 with no log line.
+            idle_timeout=idle_timeout_seconds,
             opts=child,
         )
         self.target_group = aws.lb.TargetGroup(

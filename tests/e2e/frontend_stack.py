@@ -69,7 +69,8 @@ class FrontendStack:
                    timeout, interval=0.5, what=f"product {product_id} searchable at version {version}")
 
 
-def start(stack, rows: int = 200, editor: tuple[str, str] | None = EDITOR) -> FrontendStack:
+def start(stack, rows: int = 200, editor: tuple[str, str] | None = EDITOR,
+          frontend_env: dict[str, str] | None = None) -> FrontendStack:
     """Resets the parts, loads `rows` catalog rows and starts pelican, emu and the
     frontend; returns when every row is in the index and /healthz answers 200."""
     from productsearch.catalog import load_catalog
@@ -85,6 +86,7 @@ def start(stack, rows: int = 200, editor: tuple[str, str] | None = EDITOR) -> Fr
     ids = [r["id"] for r in parts.conn.execute("SELECT id FROM products ORDER BY id").fetchall()]
 
     env = {"EDITOR_USERNAME": editor[0], "EDITOR_PASSWORD": editor[1]} if editor else {}
+    env.update(frontend_env or {})
     stack.start_app("frontend", env)  # first: its model load overlaps emu's
     stack.start_app("pelican", FAST)
     stack.start_app("emu")

@@ -147,7 +147,8 @@ def test_images_built_from_apps_pushed_with_ecr_token_and_deployed_by_digest(com
 
 def test_environment_contract(compute_run, data_run, messaging_run):
     d, m = data_run.exports, messaging_run.exports
-    db = {"PGHOST": d["dbAddress"], "PGPORT": "5432", "PGDATABASE": "products", "PGSSLMODE": "verify-full"}
+    db = {"PGHOST": d["dbAddress"], "PGPORT": "5432", "PGDATABASE": "products", "PGSSLMODE": "verify-full",
+          "DATABASE_SECRET_ARN": d["dbSecretArn"]}
     common = {"AWS_REGION": "us-east-1", "LOG_LEVEL": "INFO"}
     pinecone = {"PINECONE_HOST": d["pineconeIndexHost"], "PINECONE_INDEX": "ss-dev-products",
                 "PINECONE_NAMESPACE": "products", "EMBEDDING_DIMENSION": "384"}
@@ -156,15 +157,18 @@ def test_environment_contract(compute_run, data_run, messaging_run):
     assert env(compute_run, "emu") == {
         **common, **pinecone, "SQS_QUEUE_URL": m["jobsQueueUrl"], "SQS_DLQ_URL": m["dlqUrl"],
         "SNS_TOPIC_ARN": m["topicArn"], "EMBEDDING_DEVICE": "cpu", "EMBEDDING_BATCH_SIZE": "64",
-        "EMU_VISIBILITY_TIMEOUT_SECONDS": "270"}
+        "EMU_VISIBILITY_TIMEOUT_SECONDS": "270", "EMU_STOP_TIMEOUT_SECONDS": "120"}
     assert env(compute_run, "frontend") == {
         **common, **db, **pinecone, "SQS_QUEUE_URL": m["jobsQueueUrl"], "SQS_DLQ_URL": m["dlqUrl"],
-        "FRONTEND_PORT": "7860"}
+        "FRONTEND_PORT": "7860", "LOAD_BALANCER_IDLE_TIMEOUT_SECONDS": "120",
+        "FRONTEND_TRUSTED_PROXIES": "10.0.0.0/16", "HOME": "/scratch", "TMPDIR": "/scratch",
+        "GRADIO_TEMP_DIR": "/scratch", "HF_HOME": "/scratch/huggingface"}
     dbs, pk, ed = d["dbSecretArn"], d["pineconeApiKeySecretArn"], d["editorCredentialsSecretArn"]
-    assert secrets(compute_run, "pelican") == {"PGUSER": f"{dbs}:username::", "PGPASSWORD": f"{dbs}:password::"}
+    # The database credentials are read (and re-read after a rotation) by the apps, not injected.
+    assert secrets(compute_run, "pelican") == {}
     assert secrets(compute_run, "emu") == {"PINECONE_API_KEY": pk}
     assert secrets(compute_run, "frontend") == {
-        "PGUSER": f"{dbs}:username::", "PGPASSWORD": f"{dbs}:password::", "PINECONE_API_KEY": pk,
+        "PINECONE_API_KEY": pk,
         "EDITOR_USERNAME": f"{ed}:username::", "EDITOR_PASSWORD": f"{ed}:password::"}
     assert container(compute_run, "frontend")["portMappings"] == [{"containerPort": 7860, "protocol": "tcp"}]
 
@@ -178,11 +182,12 @@ def test_env_values_render_stack_reference_numbers_as_integers():
 
 # --- IAM -----------------------------------------------------------------------------------
 
-def test_task_roles_grant_only_listed_actions_on_exact_arns(compute_run, messaging_run):
+def test_task_roles_grant_only_listed_actions_on_exact_arns(compute_run, messaging_run, data_run):
     m = messaging_run.exports
+    database_secret = ("DatabaseSecret", (["secretsmanager:GetSecretValue"], [data_run.exports["dbSecretArn"]]))
     assert statements(compute_run, "-pelican-task") == {
         "JobsQueueSend": (sorted(["sqs:SendMessage", "sqs:GetQueueAttributes"]), [m["jobsQueueArn"]]),
-        "PutMetrics": (["cloudwatch:PutMetricData"], ["*"])}
+        "PutMetrics": (["cloudwatch:PutMetricData"], ["*"]), **dict([database_secret])}
     assert statements(compute_run, "-emu-task") == {
         "JobsQueueConsume": (sorted(["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                                      "sqs:GetQueueAttributes"]), [m["jobsQueueArn"]]),
@@ -191,7 +196,7 @@ def test_task_roles_grant_only_listed_actions_on_exact_arns(compute_run, messagi
         "DeadLetterTopicKey": (["kms:Decrypt", "kms:GenerateDataKey"], [m["topicKmsKeyArn"]]),
     }
     assert statements(compute_run, "-frontend-task") == {
-        "QueueStatus": (["sqs:GetQueueAttributes"], sorted([m["jobsQueueArn"], m["dlqArn"]]))}
+        "QueueStatus": (["sqs:GetQueueAttributes"], sorted([m["jobsQueueArn"], m["dlqArn"]])), **dict([database_secret])}
     for app in APPS:
         td = compute_run.one(TASKDEF, f"-{app}").inputs
         assert td["taskRoleArn"] == compute_run.one("aws:iam/role:Role", f"-{app}-task").outputs["arn"]
@@ -202,21 +207,24 @@ def test_task_roles_grant_only_listed_actions_on_exact_arns(compute_run, messagi
 
 def test_execution_roles_read_only_their_own_secrets(compute_run, data_run):
     d = data_run.exports
+    # The database secret is read by the apps' task roles (it rotates), not injected by the agent.
     own = {
-        "pelican": [d["dbSecretArn"]],
+        "pelican": [],
         "emu": [d["pineconeApiKeySecretArn"]],
-        "frontend": [d["dbSecretArn"], d["pineconeApiKeySecretArn"], d["editorCredentialsSecretArn"]],
+        "frontend": [d["pineconeApiKeySecretArn"], d["editorCredentialsSecretArn"]],
     }
     for app in APPS:
         grants = statements(compute_run, f"-{app}-execution")
         repo_arn = compute_run.one("aws:ecr/repository:Repository", f"-{app}").outputs["arn"]
         log_arn = compute_run.one("aws:cloudwatch/logGroup:LogGroup", f"-{app}").outputs["arn"]
-        assert grants == {
+        expected = {
             "EcrToken": (["ecr:GetAuthorizationToken"], ["*"]),
             "EcrPull": (sorted(iam.ECR_PULL), [repo_arn]),
             "Logs": (sorted(iam.LOGS_WRITE), [f"{log_arn}:log-stream:*"]),
-            "Secrets": (["secretsmanager:GetSecretValue"], sorted(own[app])),
         }
+        if own[app]:
+            expected["Secrets"] = (["secretsmanager:GetSecretValue"], sorted(own[app]))
+        assert grants == expected
 
 
 # --- autoscaling -------------------------------------------------------------------------

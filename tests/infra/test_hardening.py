@@ -267,16 +267,18 @@ def test_operator_task_has_its_env_secrets_and_role(compute_run, data_run, messa
     assert e["SQS_QUEUE_URL"] == m["jobsQueueUrl"] and e["SQS_DLQ_URL"] == m["dlqUrl"]
     assert e["PGSSLMODE"] == "verify-full" and e["PINECONE_INDEX"] == "ss-dev-products"
     assert (e["CLOUDWATCH_NAMESPACE"], e["DEPLOYMENT_NAME"]) == ("ProductSearch", "ss-dev")
-    assert secret_names(compute_run, "-operator") == {"PGUSER", "PGPASSWORD", "PINECONE_API_KEY"}
+    assert secret_names(compute_run, "-operator") == {"PINECONE_API_KEY"}
+    assert e["DATABASE_SECRET_ARN"] == d["dbSecretArn"]
     grants = {s["Sid"]: (sorted(s["Action"]), s["Resource"]) for s in statements(compute_run, "-operator-task")}
     assert grants == {
         "JobsQueueSend": (["sqs:GetQueueAttributes", "sqs:SendMessage"], [m["jobsQueueArn"]]),
         "DeadLetterRedrive": (sorted(["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                                       "sqs:GetQueueAttributes"]), [m["dlqArn"]]),
         "PutMetrics": (["cloudwatch:PutMetricData"], ["*"]),
+        "DatabaseSecret": (["secretsmanager:GetSecretValue"], [d["dbSecretArn"]]),
     }
     (secrets,) = [s for s in statements(compute_run, "-operator-execution") if s["Sid"] == "Secrets"]
-    assert sorted(secrets["Resource"]) == sorted([d["dbSecretArn"], d["pineconeApiKeySecretArn"]])
+    assert sorted(secrets["Resource"]) == [d["pineconeApiKeySecretArn"]]
 
 
 # --- 11. Pelican's liveness alarm -----------------------------------------------------------------

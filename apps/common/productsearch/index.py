@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,10 @@ def is_transient(exc: BaseException) -> bool:
     )
 
 
+class DeadlinePassed(TimeoutError):
+    """The caller's deadline (ProductIndex.set_deadline) left no time for the request."""
+
+
 class PermanentIndexError(RuntimeError):
     """The index refused a request for a reason retrying cannot fix (4xx other than 429)."""
 
@@ -70,16 +75,36 @@ class ProductIndex:
                  should_stop: Callable[[], bool] = lambda: False, headers: Mapping[str, str] | None = None):
         """should_stop: when it returns True a failed call is not retried. headers: sent
         with every request (e.g. for a proxy in between)."""
-        from pinecone import Pinecone
+        from pinecone import Pinecone, RetryConfig
 
         self.settings = settings
         self._attempts = attempts
         self._timeout = timeout_s
         self._should_stop = should_stop
-        client = Pinecone(api_key=settings.api_key, additional_headers=dict(headers or {}))
+        self._deadline: float | None = None
+        # One retry layer, ours (with_backoff): the SDK would otherwise retry 429s, 5xx and
+        # timeouts up to 3 more times inside every call, so a call's worst case would be
+        # four timeouts plus backoff, past any deadline a caller sets.
+        client = Pinecone(api_key=settings.api_key, additional_headers=dict(headers or {}),
+                          retry_config=RetryConfig(max_retries=0))
         self._index = client.Index(host=settings.host)
 
     # -- plumbing -------------------------------------------------------------
+    def set_deadline(self, when: float | None) -> None:
+        """From now on no request outlives `when` (a time.monotonic() value): each one's
+        timeout is cut to the time left, and none starts once it has passed (raising
+        DeadlinePassed, a TimeoutError). emu sets it on SIGTERM, from the container's
+        stop timeout; None lifts it."""
+        self._deadline = when
+
+    def _timeout_now(self) -> float:
+        if self._deadline is None:
+            return self._timeout
+        left = self._deadline - time.monotonic()
+        if left <= 0.05:
+            raise DeadlinePassed("the deadline for index requests has passed")
+        return min(self._timeout, left)
+
     def _call(self, what: str, fn: Callable[[], Any], attempts: int | None = None) -> Any:
         try:
             return with_backoff(fn, retryable=is_transient, attempts=attempts or self._attempts, what=what,
@@ -95,27 +120,32 @@ class ProductIndex:
         versions: dict[str, int] = {}
         for start in range(0, len(ids), MAX_IDS_PER_FETCH):
             chunk = list(ids[start : start + MAX_IDS_PER_FETCH])
-            found = self._call("fetch", lambda: self._index.fetch(ids=chunk, namespace=ns, timeout=self._timeout))
+            found = self._call("fetch", lambda: self._index.fetch(ids=chunk, namespace=ns, timeout=self._timeout_now()))
             for vid, vec in (found.vectors or {}).items():
                 meta = vec.metadata or {}
                 versions[vid] = int(meta.get("version", 0))
         return versions
 
     def fetch(self, ids: Sequence[str]) -> dict[str, Any]:
-        found = self._call("fetch", lambda: self._index.fetch(ids=list(ids), namespace=self.settings.namespace, timeout=self._timeout))
+        found = self._call("fetch", lambda: self._index.fetch(ids=list(ids), namespace=self.settings.namespace, timeout=self._timeout_now()))
         return dict(found.vectors or {})
 
-    def query(self, vector: np.ndarray, top_k: int, filter: dict[str, Any] | None = None) -> list[Match]:
+    def query(self, vector: np.ndarray, top_k: int, filter: dict[str, Any] | None = None, *,
+              attempts: int | None = None) -> list[Match]:
+        """Top-k matches with metadata; each attempt gets this client's timeout (s), and
+        there are this client's attempts unless given."""
         result = self._call(
             "query",
             lambda: self._index.query(vector=vector.tolist(), top_k=top_k, filter=filter or None,
-                                      namespace=self.settings.namespace, include_metadata=True, timeout=self._timeout),
-            attempts=3,
+                                      namespace=self.settings.namespace, include_metadata=True, timeout=self._timeout_now()),
+            attempts=attempts,
         )
         return [Match(id=m.id, score=float(m.score), metadata=dict(m.metadata or {})) for m in result.matches or []]
 
-    def count(self) -> int:
-        stats = self._call("describe_index_stats", lambda: self._index.describe_index_stats(), attempts=3)
+    def count(self, *, attempts: int | None = None) -> int:
+        """Vectors in the main namespace; each attempt gets this client's timeout (s)."""
+        stats = self._call("describe_index_stats", lambda: self._index.describe_index_stats(timeout=self._timeout_now()),
+                           attempts=attempts)
         namespaces = stats.namespaces or {}
         ns = namespaces.get(self.settings.namespace)
         return int(getattr(ns, "vector_count", 0) or 0) if ns is not None else 0
@@ -125,7 +155,7 @@ class ProductIndex:
         token = None
         while True:
             page = self._call("list", lambda: self._index.list_paginated(namespace=self.settings.namespace, limit=page_size,
-                                                                        pagination_token=token))
+                                                                        pagination_token=token, timeout=self._timeout_now()))
             ids = [v.id for v in (page.vectors or [])]
             if ids:
                 yield ids
@@ -149,7 +179,7 @@ class ProductIndex:
 
     def _upsert_items(self, items: list[dict[str, Any]], namespace: str) -> None:
         for chunk in _chunks_within_limits(items):
-            self._call("upsert", lambda: self._index.upsert(vectors=chunk, namespace=namespace, timeout=self._timeout))
+            self._call("upsert", lambda: self._index.upsert(vectors=chunk, namespace=namespace, timeout=self._timeout_now()))
 
     def write_versioned(self, upserts: Sequence[tuple[IndexRecord, np.ndarray]],
                         deletions: Mapping[str, int]) -> VersionedWrite:
@@ -194,13 +224,13 @@ class ProductIndex:
         ids = list(deletions)
         for start in range(0, len(ids), MAX_IDS_PER_DELETE):
             chunk = ids[start : start + MAX_IDS_PER_DELETE]
-            self._call("delete", lambda: self._index.delete(ids=chunk, namespace=self.settings.namespace, timeout=self._timeout))
+            self._call("delete", lambda: self._index.delete(ids=chunk, namespace=self.settings.namespace, timeout=self._timeout_now()))
 
     def delete_ids(self, ids: Sequence[str]) -> None:
         """Deletes vectors outright (reconcile's orphans: rows that do not exist)."""
         for start in range(0, len(ids), MAX_IDS_PER_DELETE):
             chunk = list(ids[start : start + MAX_IDS_PER_DELETE])
-            self._call("delete", lambda: self._index.delete(ids=chunk, namespace=self.settings.namespace, timeout=self._timeout))
+            self._call("delete", lambda: self._index.delete(ids=chunk, namespace=self.settings.namespace, timeout=self._timeout_now()))
 
 
 # The longest JSON text of a float is 24 characters ("-2.2250738585072014e-308"); one

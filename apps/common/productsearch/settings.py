@@ -302,7 +302,7 @@ class EmuSettings:
     max_messages_in_flight: int
     visibility_timeout_seconds: int
     max_index_attempts: int
-    shutdown_grace_seconds: float
+    stop_timeout_seconds: float
     retry_base_seconds: float = 15.0
     retry_max_seconds: float = 900.0
     outage_retry_max_seconds: float = 30.0
@@ -315,7 +315,10 @@ class EmuSettings:
             max_messages_in_flight=_int(env, "EMU_MAX_MESSAGES_IN_FLIGHT", 20, maximum=1000),
             visibility_timeout_seconds=_int(env, "EMU_VISIBILITY_TIMEOUT_SECONDS", 300, minimum=10, maximum=43200),
             max_index_attempts=_int(env, "EMU_MAX_INDEX_ATTEMPTS", 8, maximum=100),
-            shutdown_grace_seconds=_float(env, "EMU_SHUTDOWN_GRACE_SECONDS", 25.0),
+            # The container's stopTimeout: SIGKILL follows SIGTERM this long after (ECS's
+            # default is 30 s, Fargate's maximum 120 s; compute sets it and passes it here).
+            # emu finishes or hands back all of its work within it.
+            stop_timeout_seconds=_float(env, "EMU_STOP_TIMEOUT_SECONDS", 30.0, minimum=2.0),
             # A failed message's next delivery waits base * 2^(receives - 1), at most max:
             # 15 s, 30 s, 1 min, 2 min, then 4 min before the fifth and last receive that
             # the queue's redrive policy allows (messaging/: maxReceiveCount 5).

@@ -16,10 +16,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs.configure("emu")
     try:
-        queues = QueueSettings.from_env(need_dlq=True)
         embedding = EmbeddingSettings.from_env()
-        settings = EmuSettings.from_env()
-        index_settings = IndexSettings.from_env()
+        # `check` only loads the model (e.g. to verify an image), so it needs no queue or index.
+        if args.command == "run":
+            queues = QueueSettings.from_env(need_dlq=True)
+            settings = EmuSettings.from_env()
+            index_settings = IndexSettings.from_env()
     except ConfigError as exc:
         print(f"emu: configuration error: {exc}", file=sys.stderr)
         return 2

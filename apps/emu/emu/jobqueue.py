@@ -90,6 +90,23 @@ class JobQueue:
             log.warning("could not change message visibility", extra={"error": str(exc)[:300]})
             return False
 
+    def release(self, receipts: list[str]) -> int:
+        """Makes messages visible again at once, ten per request (shutdown: none of them
+        failed, so another emu may take them up immediately). Returns how many went."""
+        released = 0
+        for start in range(0, len(receipts), MAX_BATCH_ENTRIES):
+            chunk = receipts[start : start + MAX_BATCH_ENTRIES]
+            try:
+                response = self.sqs.change_message_visibility_batch(
+                    QueueUrl=self.url,
+                    Entries=[{"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": 0} for i, r in enumerate(chunk)])
+            except Exception as exc:
+                log.warning("could not hand messages back; they return after their visibility timeout",
+                            extra={"messages": len(chunk), "error": str(exc)[:300]})
+                continue
+            released += len(chunk) - len(response.get("Failed", []))
+        return released
+
     def dead_letter(self, reason: str, *, product_id: int | None, change: Any = None, raw_body: str | None = None,
                     source_message_id: str | None = None) -> None:
         """Sends the record to the DLQ, then tells a person through SNS.

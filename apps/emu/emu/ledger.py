@@ -129,6 +129,4 @@ class Ledger:
         with self._lock:
             left = list(self._open.values())
             self._open.clear()
-        for entry in left:
-            self.queue.set_visibility(entry.message.receipt, 0)
-        return len(left)
+        return self.queue.release([entry.message.receipt for entry in left])

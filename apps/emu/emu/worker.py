@@ -14,8 +14,14 @@ emu.jobqueue alone talks to SQS. The model runs in a process of its own
 While the index fails transiently, the writer holds its batch and retries it with
 backoff, and the receiver stops taking new messages but keeps the held ones hidden:
 an outage uses up none of a message's receives, so it ends with every change
-indexed and nothing dead-lettered. SIGTERM stops receiving, finishes the work in
-hand within a grace period, and hands whatever is left back to the queue.
+indexed and nothing dead-lettered.
+
+SIGTERM starts a countdown to the SIGKILL that follows it (EMU_STOP_TIMEOUT_SECONDS,
+the container's stopTimeout). Receiving stops at once; the work in hand is embedded
+and written while time is left, with every index request cut to the time left;
+what is unfinished then is handed back to the queue, visible at once, ten messages
+per request, before the deadline. Nothing is left hidden for a visibility timeout,
+and no kill uses up a receive.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ from productsearch.settings import EmbeddingSettings, EmuSettings, QueueSettings
 log = logging.getLogger(__name__)
 
 RECEIVE_WAIT_SECONDS = 5
+# Of the stop timeout, kept back for handing messages back and exiting: a
+# ChangeMessageVisibilityBatch per ten messages, and the model process's exit.
+HANDBACK_RESERVE_SECONDS = 5.0
 # How long the embedder waits for more items to fill a batch once it has one.
 BATCH_FILL_SECONDS = 0.05
 
@@ -55,10 +64,13 @@ class Emu:
         self._work: queue.Queue[WorkItem] = queue.Queue()
         self._embedded: queue.Queue[EmbeddedBatch | None] = queue.Queue(maxsize=2)
         self._receiver_done = threading.Event()
+        self._work_deadline: float | None = None  # monotonic; set when a stop is requested
+        self._deadline_lock = threading.Lock()
+        self._stop_requested_at: float | None = None
 
     # -- lifecycle ------------------------------------------------------------
     def install_signal_handlers(self) -> None:
-        stop_on_signals(self.stopping, log, "finishing the work in hand")
+        stop_on_signals(self.stopping, log, "finishing the work in hand", on_stop=self._note_stop)
 
     def run(self) -> None:
         log.info("emu started", extra={"queue": self.jobs.url, "model": self.embedder.description})
@@ -68,12 +80,33 @@ class Emu:
         writer.start()
         self._embed_loop()
         self._embedded.put(None)
-        writer.join(timeout=self.settings.shutdown_grace_seconds)
+        writer.join(timeout=max(0.0, self._deadline() - time.monotonic()))
         self.ledger.delete_finished(everything=True)
         released = self.ledger.release_all()
         if released:
             log.info("returned unfinished messages to the queue", extra={"messages": released})
         log.info("emu stopped", extra=dict(self.ledger.counts))
+
+    def _deadline(self) -> float:
+        """When the work in hand must be done (monotonic): the stop timeout after the
+        stop request, less the hand-back reserve. Index requests never outlive it."""
+        with self._deadline_lock:
+            if self._work_deadline is None:
+                budget = self.settings.stop_timeout_seconds
+                reserve = min(HANDBACK_RESERVE_SECONDS, budget / 4)
+                self._work_deadline = (self._stop_requested_at or time.monotonic()) + budget - reserve
+                self.index.set_deadline(self._work_deadline)
+                log.info("stopping: finishing the work in hand", extra={"deadline_s": round(budget - reserve, 1)})
+            return self._work_deadline
+
+    def _note_stop(self) -> None:
+        # Taken in the signal handler: the countdown to SIGKILL starts then, not when a
+        # thread next looks.
+        if self._stop_requested_at is None:
+            self._stop_requested_at = time.monotonic()
+
+    def _time_left(self) -> float:
+        return self._deadline() - time.monotonic() if self.stopping.is_set() else float("inf")
 
     # -- stage 1: receive and read ----------------------------------------------
     def _receive_loop(self) -> None:
@@ -122,12 +155,10 @@ class Emu:
         return items
 
     def _embed_loop(self) -> None:
-        grace_deadline = None
         while True:
-            if self.stopping.is_set() and grace_deadline is None:
-                grace_deadline = time.monotonic() + self.settings.shutdown_grace_seconds
-            if grace_deadline is not None and time.monotonic() > grace_deadline:
-                log.warning("grace period over; returning unfinished messages to the queue")
+            # A batch embedded now must still be written before the deadline.
+            if self._time_left() < 2 * self.settings.index_timeout_seconds:
+                log.warning("stop deadline near; returning unfinished messages to the queue")
                 return
             items = self._take_batch()
             if not items:
@@ -160,6 +191,8 @@ class Emu:
                 continue
             if batch is None:
                 return
+            if self._time_left() <= 0:
+                continue  # its messages stay open and are handed back
             self.ledger.settle_all(batch.prepared.settled)
             self.ledger.settle_all(self._write_patiently(batch))
             self.ledger.delete_finished()
@@ -175,7 +208,10 @@ class Emu:
             except IndexUnavailable as exc:
                 held = [item for item, _ in batch.prepared.upserts] + batch.prepared.deletes
                 if self.stopping.is_set():
-                    return [(item, outcomes.retry_later(f"index unavailable at shutdown: {exc}")) for item in held]
+                    # Left open: the messages are handed back visible at once, so another
+                    # emu takes them up without waiting out a retry delay.
+                    log.warning("index unavailable at shutdown; handing the batch back", extra={"changes": len(held)})
+                    return []
                 if not self.index_down.is_set():
                     log.warning("index unavailable; pausing receiving and holding the batch",
                                 extra={"changes": len(held), "error": str(exc)[:300]})

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     # X-Forwarded-For is believed only from trusted proxies (the ALB's subnets): anyone
     # can send the header, and the login throttle counts failures per client address.
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=20,
-                server_header=False, **settings.logins.uvicorn_options())
+                server_header=False, timeout_keep_alive=settings.keep_alive_seconds, **settings.logins.uvicorn_options())
     return 0
 
 

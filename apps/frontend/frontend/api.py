@@ -6,10 +6,12 @@ that each bad input gets its own plain reason."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import logging
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,12 +22,13 @@ from productsearch.documents import UnindexableProduct
 from productsearch.search import InvalidSearch, SearchFilters, validate_query, validate_top_k
 
 from frontend import editing
+from frontend.config import DEFAULT_MAX_BODY_BYTES
 from frontend.searching import timed_search
 from frontend.services import NotReady
 
 log = logging.getLogger("frontend.api")
 
-MAX_BODY_BYTES = 1024 * 1024
+MAX_BODY_BYTES = DEFAULT_MAX_BODY_BYTES  # frontend.limits enforces it for every route first
 SEARCH_FIELDS = {"query", "top_k", "filters"}
 
 
@@ -92,7 +95,18 @@ def build_router(services, health) -> APIRouter:
 
     @router.get("/healthz")
     async def healthz():
-        ok, parts = await run_in_threadpool(health.check)
+        # Answered on the event loop from the latest readings (frontend.health): never
+        # queued behind user work on the thread pool, whatever the index or database do.
+        health.start()
+        waited_until = time.monotonic() + health.first_reading_timeout_s
+        result = health.check()
+        while result is None and time.monotonic() < waited_until:
+            await asyncio.sleep(0.02)
+            result = health.check()
+        if result is None:
+            ok, parts = False, {"model": services.model_state[1], "database": "not checked yet"}
+        else:
+            ok, parts = result
         return JSONResponse({"status": "ok" if ok else "unavailable", **parts}, status_code=200 if ok else 503)
 
     @router.post("/api/search")

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa
 
 from frontend.api import ApiError, build_router  # noqa: E402
 from frontend.health import HealthCheck  # noqa: E402
+from frontend.limits import RequestBodyLimit  # noqa: E402
 from frontend.ui import CSS, build_ui  # noqa: E402
 
 log = logging.getLogger("frontend.app")
@@ -26,6 +27,7 @@ def create_app(services) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
+        health.close()
         services.close()
 
     app = FastAPI(title="productsearch frontend", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
@@ -51,5 +53,9 @@ def create_app(services) -> FastAPI:
 
     app.include_router(build_router(services, health))
     demo = build_ui(services)
-    return gr.mount_gradio_app(app, demo, path="", css=CSS, footer_links=[], show_error=False,
-                               theme=gr.themes.Default(primary_hue="indigo"))
+    app = gr.mount_gradio_app(app, demo, path="", css=CSS, footer_links=[], show_error=False,
+                              theme=gr.themes.Default(primary_hue="indigo"),
+                              max_file_size=services.settings.max_body_bytes)
+    # Outermost, so no route (ours or Gradio's) reads a body before its size is known.
+    app.add_middleware(RequestBodyLimit, max_bytes=services.settings.max_body_bytes)
+    return app

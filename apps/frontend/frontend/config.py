@@ -28,6 +28,15 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum:
     return value
 
 
+# The largest request body any route reads (the JSON API's bodies are far smaller).
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# AWS docs (Application Load Balancers, connection idle timeout): 60 s by default.
+DEFAULT_LOAD_BALANCER_IDLE_SECONDS = 60
+# The app must keep an idle connection open longer than the load balancer does, or
+# the balancer reuses one the app has just closed and the user gets a 502.
+KEEP_ALIVE_MARGIN_SECONDS = 5
+
+
 @dataclass(frozen=True)
 class EditorCredentials:
     username: str
@@ -87,6 +96,14 @@ class FrontendSettings:
     index: IndexSettings = field(repr=False)
     embedding: EmbeddingSettings
     queues: QueueSettings
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    index_timeout_seconds: float = 3.0
+    load_balancer_idle_seconds: int = DEFAULT_LOAD_BALANCER_IDLE_SECONDS
+
+    @property
+    def keep_alive_seconds(self) -> int:
+        """uvicorn's idle keep-alive: longer than the load balancer's idle timeout."""
+        return self.load_balancer_idle_seconds + KEEP_ALIVE_MARGIN_SECONDS
     logins: LoginThrottling = LoginThrottling()
 
     @property
@@ -108,6 +125,12 @@ class FrontendSettings:
             index=IndexSettings.from_env(env),
             embedding=EmbeddingSettings.from_env(env),
             queues=QueueSettings.from_env(env),
+            max_body_bytes=_int(env, "FRONTEND_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024, 64 * 1024 * 1024),
+            # Each index request's deadline; a search makes up to two attempts.
+            index_timeout_seconds=_int(env, "FRONTEND_INDEX_TIMEOUT_SECONDS", 3, 1, 60),
+            # compute sets the ALB's idle timeout and this from one config value.
+            load_balancer_idle_seconds=_int(env, "LOAD_BALANCER_IDLE_TIMEOUT_SECONDS", DEFAULT_LOAD_BALANCER_IDLE_SECONDS,
+                                            1, 4000),
             logins=LoginThrottling.from_env(env),
         )
 

@@ -1,37 +1,60 @@
 """Readiness for the load balancer: the model is loaded and the database answers.
-The database check is cached for a moment so health checks from the ALB, the
-container's HEALTHCHECK and monitors cost one `SELECT 1` per interval at most, and
-the answer comes back fast even while the database is slow or down."""
+
+/healthz is answered from memory on the event loop. A thread of its own checks the
+database every couple of seconds (`SELECT 1`, bounded by a pool timeout), so the
+answer never waits on the database and never queues behind user work on the thread
+pool: a slow index or database makes searches slow, not the task unhealthy, and the
+ALB does not kill a task that is only waiting on a dependency."""
 
 from __future__ import annotations
 
 import threading
-import time
 
 
 class HealthCheck:
-    def __init__(self, services, ttl_s: float = 2.0, db_timeout_s: float = 1.5):
+    def __init__(self, services, interval_s: float = 2.0, db_timeout_s: float = 1.5):
         self.services = services
-        self.ttl_s = ttl_s
+        self.interval_s = interval_s
         self.db_timeout_s = db_timeout_s
-        self._lock = threading.Lock()
-        self._db: tuple[float, bool, str] | None = None
+        self._db: tuple[bool, str] | None = None  # the latest database reading
+        self._started = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
-    def database(self) -> tuple[bool, str]:
-        with self._lock:
-            now = time.monotonic()
-            if self._db and now - self._db[0] < self.ttl_s:
-                return self._db[1], self._db[2]
-            try:
-                with self.services.pool.connection(timeout=self.db_timeout_s) as conn:
-                    conn.execute("SELECT 1")
-                result = (True, "reachable")
-            except Exception as exc:
-                result = (False, f"unreachable ({type(exc).__name__})")
-            self._db = (time.monotonic(), *result)
-            return result
+    def start(self) -> None:
+        """Starts the checking thread once; later calls do nothing."""
+        with self._started:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="health-check", daemon=True)
+                self._thread.start()
 
-    def check(self) -> tuple[bool, dict[str, str]]:
+    def close(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._db = self._check_database()
+            self._stop.wait(self.interval_s)
+
+    def _check_database(self) -> tuple[bool, str]:
+        try:
+            with self.services.pool.connection(timeout=self.db_timeout_s) as conn:
+                conn.execute("SELECT 1")
+            return True, "reachable"
+        except Exception as exc:
+            return False, f"unreachable ({type(exc).__name__})"
+
+    @property
+    def first_reading_timeout_s(self) -> float:
+        """How long the very first /healthz may wait for the first database reading."""
+        return self.db_timeout_s + 1.0
+
+    def check(self) -> tuple[bool, dict[str, str]] | None:
+        """(ready, parts) from the latest readings, without waiting; None until the
+        database has been checked once."""
+        db = self._db
+        if db is None:
+            return None
         model_ok, model = self.services.model_state
-        db_ok, db = self.database()
-        return model_ok and db_ok, {"model": model, "database": db}
+        return model_ok and db[0], {"model": model, "database": db[1]}
+

@@ -35,7 +35,7 @@ class Services:
         from productsearch.index import ProductIndex
 
         self.settings = settings
-        self.index = index or ProductIndex(settings.index, attempts=3, timeout_s=5.0)
+        self.index = index or ProductIndex(settings.index, attempts=2, timeout_s=settings.index_timeout_seconds)
         self.pool = pool or ConnectionPool(
             settings.database.url,
             min_size=1,
@@ -47,7 +47,7 @@ class Services:
         )
         if pool is None:
             self.pool.open(wait=False)  # the database may come up after us; /healthz says so meanwhile
-        self.sqs = sqs or aws.sqs_client(settings.queues)
+        self.sqs = sqs or aws.sqs_client(settings.queues, timeout_s=3.0, attempts=2)
         self.login_throttle = login_throttle(settings)
         from frontend.status import StatusReader
 

@@ -3,7 +3,10 @@ messages in the queue and the dead-letter queue, age of the oldest unsynced chan
 
 Each figure is read on its own, so one unreachable part shows as unavailable without
 hiding the others. Readings are cached for a couple of seconds: many open browsers
-refreshing the panel cost the database and the queue one read per interval."""
+refreshing the panel cost the database and the queue one read per interval. A
+reading is taken by one background thread at a time and callers never wait for it
+(only the very first waits, briefly): a stalled index or queue cannot pile status
+requests up on the server's thread pool, whatever the number of open pages."""
 
 from __future__ import annotations
 
@@ -52,19 +55,40 @@ def _short(exc: BaseException) -> str:
 
 
 class StatusReader:
-    def __init__(self, pool, index, sqs, queue_url: str, dlq_url: str | None, ttl_s: float = 2.0):
+    def __init__(self, pool, index, sqs, queue_url: str, dlq_url: str | None, ttl_s: float = 2.0,
+                 first_wait_s: float = 1.0):
         self.pool, self.index, self.sqs = pool, index, sqs
-        self.queue_url, self.dlq_url, self.ttl_s = queue_url, dlq_url, ttl_s
+        self.queue_url, self.dlq_url, self.ttl_s, self.first_wait_s = queue_url, dlq_url, ttl_s, first_wait_s
         self._lock = threading.Lock()
         self._cached: tuple[float, SyncStatus] | None = None
+        self._reading = False
+        self._first = threading.Event()
 
     def read(self) -> SyncStatus:
+        """The latest reading, refreshed in the background once it is ttl_s old. Waits
+        (at most first_wait_s) only for the very first reading."""
         with self._lock:
-            if self._cached and time.monotonic() - self._cached[0] < self.ttl_s:
+            cached = self._cached
+            if (cached is None or time.monotonic() - cached[0] >= self.ttl_s) and not self._reading:
+                self._reading = True
+                threading.Thread(target=self._refresh, name="status-reader", daemon=True).start()
+        if cached is not None:
+            return cached[1]
+        self._first.wait(self.first_wait_s)
+        with self._lock:
+            if self._cached is not None:
                 return self._cached[1]
+        return SyncStatus(read_at=_now(), errors={"status": "the first reading is still in progress"})
+
+    def _refresh(self) -> None:
+        try:
             status = self._read()
-            self._cached = (time.monotonic(), status)
-            return status
+            with self._lock:
+                self._cached = (time.monotonic(), status)
+        finally:
+            with self._lock:
+                self._reading = False
+            self._first.set()
 
     def _read(self) -> SyncStatus:
         values: dict[str, Any] = {}
@@ -81,7 +105,7 @@ class StatusReader:
         except Exception as exc:
             errors["database"] = _short(exc)
         try:
-            values["vectors"] = self.index.count()
+            values["vectors"] = self.index.count(attempts=1)  # the next reading is the retry
         except Exception as exc:
             errors["index"] = _short(exc)
         try:
@@ -97,8 +121,11 @@ class StatusReader:
             errors["dead_letters"] = "SQS_DLQ_URL is not configured"
         if errors:
             log.warning("status partly unavailable", extra={"errors": errors})
-        read_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return SyncStatus(read_at=read_at, errors=errors, **values)
+        return SyncStatus(read_at=_now(), errors=errors, **values)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def age_text(seconds: float | None) -> str:

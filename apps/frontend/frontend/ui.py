@@ -210,7 +210,8 @@ def build_ui(services) -> gr.Blocks:
         return status_markdown(services.status.read())
 
     # -- layout ----------------------------------------------------------------------------
-    with gr.Blocks(title="Product search", analytics_enabled=False) as demo:
+    # Gradio's cache (files it serves) is emptied hourly of anything over an hour old.
+    with gr.Blocks(title="Product search", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# Product search\nSemantic search over the product catalog: results are ranked by meaning, "
                     "best match first, with the index's similarity score.")
         with gr.Tab("Search", id="search-tab"):

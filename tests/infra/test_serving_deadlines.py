@@ -1,0 +1,54 @@
+"""Issue 15: the deadlines ECS and the ALB impose are set explicitly and handed to the
+apps from one value each: emu's stopTimeout, the ALB's idle timeout against the
+frontend's keep-alive, and the frontend's read-only root with bounded scratch space."""
+import json
+
+from conftest import CERT
+from harness import run_layer
+
+TASKDEF = "aws:ecs/taskDefinition:TaskDefinition"
+ALB = "aws:lb/loadBalancer:LoadBalancer"
+
+
+def container(run, suffix):
+    (definition,) = json.loads(run.one(TASKDEF, suffix).inputs["containerDefinitions"])
+    return definition
+
+
+def env(run, suffix):
+    return {e["name"]: e["value"] for e in container(run, suffix)["environment"]}
+
+
+def test_emu_is_told_its_own_stop_timeout(compute_run):
+    emu = container(compute_run, "-emu")
+    assert emu["stopTimeout"] == 120  # Fargate's maximum, set rather than ECS's 30 s default
+    assert env(compute_run, "-emu")["EMU_STOP_TIMEOUT_SECONDS"] == "120"
+
+
+def test_stop_timeout_follows_config(upstream):
+    run = run_layer("compute", {"emuStopTimeoutSeconds": 45, "certificateArn": CERT}, stack_outputs=upstream, stack="stop45")
+    assert container(run, "-emu")["stopTimeout"] == 45
+    assert env(run, "-emu")["EMU_STOP_TIMEOUT_SECONDS"] == "45"
+
+
+def test_frontend_keep_alive_comes_from_the_albs_idle_timeout(upstream):
+    run = run_layer("compute", {"albIdleTimeoutSeconds": 300, "certificateArn": CERT}, stack_outputs=upstream, stack="idle300")
+    assert run.one(ALB, "-web").inputs["idleTimeout"] == 300
+    assert env(run, "-frontend")["LOAD_BALANCER_IDLE_TIMEOUT_SECONDS"] == "300"
+
+
+def test_frontend_trusts_forwarded_headers_only_from_the_vpc(compute_run, upstream):
+    assert env(compute_run, "-frontend")["FRONTEND_TRUSTED_PROXIES"] == upstream["network"]["vpcCidrBlock"]
+
+
+def test_frontend_root_is_read_only_with_bounded_scratch(compute_run):
+    front = container(compute_run, "-frontend")
+    assert front["readonlyRootFilesystem"] is True
+    assert front["mountPoints"] == [{"sourceVolume": "scratch", "containerPath": "/scratch", "readOnly": False}]
+    task = compute_run.one(TASKDEF, "-frontend").inputs
+    assert task["volumes"] == [{"name": "scratch"}]
+    assert task["ephemeralStorage"] == {"sizeInGib": 21}
+    written = env(compute_run, "-frontend")
+    assert all(written[name].startswith("/scratch") for name in ("HOME", "TMPDIR", "GRADIO_TEMP_DIR", "HF_HOME"))
+    # emu and pelican keep their defaults
+    assert "readonlyRootFilesystem" not in container(compute_run, "-pelican")
