@@ -61,15 +61,16 @@ class Pipeline:
 
     # -- construction -------------------------------------------------------------
     @classmethod
-    def own(cls, log: Callable[[str], None] = print) -> Pipeline:
+    def own(cls, log: Callable[[str], None] = print, *, fifo: bool = True) -> Pipeline:
+        """fifo=False: standard SQS queues instead of FIFO (to measure what ordering costs)."""
         from devstack.stack import LocalStack, free_port
 
         root = Path(tempfile.mkdtemp(prefix="productsearch-bench-"))
         if os.geteuid() == 0:
             os.chmod(root, 0o755)  # PostgreSQL runs as the postgres user when we are root
         stack = LocalStack(root=root, pg_port=free_port(), aws_port=free_port(), index_port=free_port(),
-                           frontend_port=free_port())
-        log(f"starting a local stack under {root} ...")
+                           frontend_port=free_port(), fifo=fifo)
+        log(f"starting a local stack under {root} ({'FIFO' if fifo else 'standard'} queues) ...")
         try:
             stack.start_infrastructure()
         except BaseException:

@@ -151,3 +151,16 @@ def test_evaluate_beir_against_a_running_stack_leaves_its_rows_out_and_cleans_up
     left = parts.conn.execute("SELECT count(*) AS n FROM products WHERE category = 'beir-scifact-tiny'").fetchone()["n"]
     assert left == 0
     assert parts.conn.execute("SELECT count(*) AS n FROM products").fetchone()["n"] == len(catalog)
+
+
+def test_ordering_benchmark_runs_both_queue_kinds_at_tiny_size(tmp_path):
+    out = tmp_path / "ordering.json"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark_ordering.py"), "--rows", "60", "--rounds", "1",
+                           "--freshness-samples", "2", "--freshness-spacing", "0.1", "--output", str(out)],
+                          capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [r["kind"] for r in result["runs"]] == ["standard", "fifo"]
+    assert all(r["rows_per_s"] > 0 and r["freshness_p95_s"] > 0 for r in result["runs"])
+    assert set(result["fifo_over_standard"]) == {"rows_per_s", "freshness_p50_s", "freshness_p95_s"}
+    assert "fifo/std" in done.stdout

@@ -49,6 +49,8 @@ class JobQueue:
     def __init__(self, sqs, sns, queues: QueueSettings, visibility_timeout_seconds: int):
         self.sqs, self.sns, self.queues = sqs, sns, queues
         self.url = queues.jobs_queue_url
+        # On a FIFO queue a message's group stays locked until it is deleted.
+        self.fifo = jobs.is_fifo(self.url)
         self.visibility_timeout_seconds = visibility_timeout_seconds
 
     def receive(self, max_messages: int, wait_seconds: int) -> list[ReceivedMessage]:

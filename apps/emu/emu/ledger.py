@@ -105,8 +105,10 @@ class Ledger:
     # -- SQS housekeeping (called from the threads that own the timing) -------------------
     def delete_finished(self, everything: bool = False) -> None:
         with self._lock:
-            due = everything or len(self._finished) >= 10 or (
-                self._finished and time.monotonic() - self._finished_since >= DELETE_BATCH_MAX_WAIT_SECONDS)
+            # On a FIFO queue the next job of each finished message's group waits for the
+            # delete, so there it goes at once; on a standard queue batching saves requests.
+            due = everything or len(self._finished) >= 10 or (self._finished and (
+                self.queue.fifo or time.monotonic() - self._finished_since >= DELETE_BATCH_MAX_WAIT_SECONDS))
             if not due or not self._finished:
                 return
             receipts, self._finished = self._finished, []

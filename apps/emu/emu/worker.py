@@ -44,6 +44,10 @@ from productsearch.settings import EmbeddingSettings, EmuSettings, QueueSettings
 log = logging.getLogger(__name__)
 
 RECEIVE_WAIT_SECONDS = 5
+# While this emu holds messages it does not long-poll but looks every BUSY_POLL_SECONDS:
+# a FIFO group it releases is then taken up again at once, not when a long poll that
+# began while the group was locked ends.
+BUSY_POLL_SECONDS = 0.1
 # Of the stop timeout, kept back for handing messages back and exiting: a
 # ChangeMessageVisibilityBatch per ten messages, and the model process's exit.
 HANDBACK_RESERVE_SECONDS = 5.0
@@ -120,13 +124,16 @@ class Emu:
                     self.stopping.wait(0.05 if not self.index_down.is_set() else 0.5)
                     continue
                 try:
-                    messages = self.jobs.receive(10, RECEIVE_WAIT_SECONDS)
+                    busy = self.ledger.in_flight() > 0
+                    messages = self.jobs.receive(10, 0 if busy else RECEIVE_WAIT_SECONDS)
                     backoff = 0.5
                 except Exception as exc:
                     log.warning("cannot receive from the queue", extra={"error": str(exc)[:300], "retry_in_s": backoff})
                     self.stopping.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
                     continue
+                if busy and not messages:
+                    self.stopping.wait(BUSY_POLL_SECONDS)
                 for message in messages:
                     if self.stopping.is_set():
                         self.jobs.set_visibility(message.receipt, 0)
