@@ -13,7 +13,7 @@ from infra.ecs import AppService, Gpu, LoadBalancing, OneOffTask, Runtime, TaskS
 from infra.gpu import GpuCapacity, check_gpu_capacity  # noqa: E402
 from infra.images import ServiceImage  # noqa: E402
 from infra.layer import bootstrap, require_region  # noqa: E402
-from infra.loadbalancer import PublicLoadBalancer, web_endpoint  # noqa: E402
+from infra.loadbalancer import PublicLoadBalancer, rate_limit_acl, web_endpoint  # noqa: E402
 from infra.monitoring import METRICS_NAMESPACE, unshipped_changes_alarm  # noqa: E402
 from infra.security import ServiceFirewall  # noqa: E402
 
@@ -75,6 +75,8 @@ alb = PublicLoadBalancer(
     hosted_zone_id=cfg.get("hostedZoneId"),
     idle_timeout_seconds=cfg.get("albIdleTimeoutSeconds"),
 )
+if cfg.get("wafRateLimit"):
+    rate_limit_acl(f"{prefix}-web-rate", load_balancer_arn=alb.lb.arn, limit_per_5_min=cfg.get("wafRateLimit"))
 
 # --- Clusters: one per app, so each scales and is operated on its own ---
 clusters = {app: ecs_cluster(f"{prefix}-{app}") for app in ("frontend", "pelican", "emu")}

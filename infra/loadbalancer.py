@@ -158,3 +158,32 @@ class PublicLoadBalancer(pulumi.ComponentResource):
             scheme = "https" if self.https else "http"
             self.url = self.lb.dns_name.apply(lambda dns: f"{scheme}://{dns}")
         self.register_outputs({"url": self.url})
+
+
+def rate_limit_acl(name: str, *, load_balancer_arn: pulumi.Input[str], limit_per_5_min: int,
+                   opts: pulumi.ResourceOptions | None = None) -> aws.wafv2.WebAcl:
+    """A regional WAF web ACL on the ALB that blocks an address sending more than
+    limit_per_5_min requests in any 5 minutes (AWS docs: rate-based rule statements;
+    the limit must be at least 10). It bounds, across all frontend replicas, what the
+    app's per-replica login throttle cannot: guessing spread over many tasks."""
+    if limit_per_5_min < 10:
+        raise ValueError("wafRateLimit must be at least 10 (the WAF minimum), or 0 for no WAF")
+    metric = name.replace("_", "-")[:120]
+    acl = aws.wafv2.WebAcl(
+        name,
+        scope="REGIONAL",
+        description="Per-address request rate limit in front of the frontend",
+        default_action={"allow": {}},
+        rules=[{
+            "name": "per-address-rate",
+            "priority": 0,
+            "action": {"block": {}},
+            "statement": {"rate_based_statement": {"limit": limit_per_5_min, "aggregate_key_type": "IP"}},
+            "visibility_config": {"cloudwatch_metrics_enabled": True, "metric_name": f"{metric}-rate",
+                                  "sampled_requests_enabled": True},
+        }],
+        visibility_config={"cloudwatch_metrics_enabled": True, "metric_name": metric, "sampled_requests_enabled": True},
+        opts=opts,
+    )
+    aws.wafv2.WebAclAssociation(name, resource_arn=load_balancer_arn, web_acl_arn=acl.arn, opts=opts)
+    return acl

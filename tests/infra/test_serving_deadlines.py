@@ -52,3 +52,18 @@ def test_frontend_root_is_read_only_with_bounded_scratch(compute_run):
     assert all(written[name].startswith("/scratch") for name in ("HOME", "TMPDIR", "GRADIO_TEMP_DIR", "HF_HOME"))
     # emu and pelican keep their defaults
     assert "readonlyRootFilesystem" not in container(compute_run, "-pelican")
+
+
+def test_no_waf_unless_configured(compute_run):
+    assert not [r for r in compute_run.resources if r.typ == "aws:wafv2/webAcl:WebAcl"]
+
+
+def test_waf_rate_rule_blocks_a_fast_address(upstream):
+    run = run_layer("compute", {"wafRateLimit": 300, "certificateArn": CERT}, stack_outputs=upstream, stack="waf")
+    acl = run.one("aws:wafv2/webAcl:WebAcl").inputs
+    (rule,) = acl["rules"]
+    assert rule["action"] == {"block": {}}
+    assert rule["statement"]["rateBasedStatement"] == {"limit": 300, "aggregateKeyType": "IP"}
+    assert acl["scope"] == "REGIONAL" and acl["defaultAction"] == {"allow": {}}
+    association = run.one("aws:wafv2/webAclAssociation:WebAclAssociation").inputs
+    assert association["resourceArn"] == run.one(ALB, "-web").outputs["arn"]
