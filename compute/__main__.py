@@ -89,11 +89,25 @@ database_env = {
     "PGDATABASE": data.require_output("dbName"),
     "PGSSLMODE": "verify-full",
 }
-# The apps read the database credentials from the secret themselves and re-read it when the
-# database refuses them: RDS rotates the password under running tasks, while ECS would inject
-# a secret only at task start.
-database_env["DATABASE_SECRET_ARN"] = db_secret
-database_secret_grant = ("DatabaseSecret", ["secretsmanager:GetSecretValue"], [db_secret])
+# The apps read the database credentials from a secret themselves and re-read it when the
+# database refuses them: a password can change under running tasks, while ECS would inject
+# a secret only at task start. Pelican and the frontend connect as their own least-privilege
+# roles, each with a secret of its own; only the operator task holds the master secret
+# (it migrates and runs `pelican grant-roles`, which reads the app secrets to set the roles'
+# passwords).
+app_db_secrets = {app: data.require_output(f"{app}DbSecretArn") for app in ("pelican", "frontend")}
+
+
+def database_access(secret_arn) -> tuple[dict, tuple]:
+    """The database environment of a task connecting with `secret_arn`'s credentials, and
+    the task-role grant to read that secret (and no other)."""
+    return ({**database_env, "DATABASE_SECRET_ARN": secret_arn},
+            ("DatabaseSecret", ["secretsmanager:GetSecretValue"], [secret_arn]))
+
+
+pelican_db_env, pelican_db_grant = database_access(app_db_secrets["pelican"])
+frontend_db_env, frontend_db_grant = database_access(app_db_secrets["frontend"])
+operator_db_env, operator_db_grant = database_access(db_secret)
 pinecone_env = {
     "PINECONE_HOST": data.require_output("pineconeIndexHost"),
     "PINECONE_INDEX": data.require_output("pineconeIndexName"),
@@ -124,7 +138,7 @@ frontend = AppService(
     repository_arn=images["frontend"].repository_arn,
     cpu=cfg.get("frontendCpu"),
     memory=cfg.get("frontendMemory"),
-    environment={**common_env, **database_env, **pinecone_env, "SQS_QUEUE_URL": jobs_queue_url,
+    environment={**common_env, **frontend_db_env, **pinecone_env, "SQS_QUEUE_URL": jobs_queue_url,
                  "SQS_DLQ_URL": dlq_url, "FRONTEND_PORT": FRONTEND_PORT,
                  # One value for both ends: the app outlasts the ALB's idle timeout.
                  "LOAD_BALANCER_IDLE_TIMEOUT_SECONDS": cfg.get("albIdleTimeoutSeconds"),
@@ -135,7 +149,7 @@ frontend = AppService(
                  "HF_HOME": f"{FRONTEND_SCRATCH}/huggingface"},
     secrets={"PINECONE_API_KEY": secret_ref(pinecone_secret), **editor_secrets},
     secret_arns=[pinecone_secret, *([editor_secret] if editor_secrets else [])],
-    task_grants=[("QueueStatus", iam.SQS_READ_ATTRS, [jobs_queue_arn, dlq_arn]), database_secret_grant],
+    task_grants=[("QueueStatus", iam.SQS_READ_ATTRS, [jobs_queue_arn, dlq_arn]), frontend_db_grant],
     security_group_ids=[firewall.frontend.id],
     log_group_name=f"/ecs/{prefix}/frontend",
     desired_count=cfg.get("frontendDesiredCount"),
@@ -156,11 +170,11 @@ pelican = AppService(
     repository_arn=images["pelican"].repository_arn,
     cpu=cfg.get("pelicanCpu"),
     memory=cfg.get("pelicanMemory"),
-    environment={**common_env, **database_env, **metrics_env, "SQS_QUEUE_URL": jobs_queue_url},
+    environment={**common_env, **pelican_db_env, **metrics_env, "SQS_QUEUE_URL": jobs_queue_url},
     secrets={},
     secret_arns=[],
     task_grants=[("JobsQueueSend", iam.SQS_SEND, [jobs_queue_arn]), iam.put_metrics_grant(METRICS_NAMESPACE),
-                 database_secret_grant],
+                 pelican_db_grant],
     security_group_ids=[firewall.pelican.id],
     log_group_name=f"/ecs/{prefix}/pelican",
     desired_count=cfg.get("pelicanMinTasks"),
@@ -176,8 +190,9 @@ unshipped_changes_alarm(
     topic_arn=topic_arn,
 )
 
-# One-off commands (migrate, reconcile [--repair], redrive, ...) with pelican's image, their
-# own role and security group; scripts/aws/operator.sh runs them.
+# One-off commands (migrate, grant-roles, reconcile [--repair], redrive, ...) with pelican's
+# image, their own role and security group, as the database's administrator (the master
+# secret); scripts/aws/operator.sh runs them.
 operator = OneOffTask(
     f"{prefix}-operator",
     TaskSpec(
@@ -186,12 +201,15 @@ operator = OneOffTask(
         repository_arn=images["pelican"].repository_arn,
         cpu=cfg.get("operatorCpu"),
         memory=cfg.get("operatorMemory"),
-        environment={**common_env, **database_env, **pinecone_env, **metrics_env,
-                     "SQS_QUEUE_URL": jobs_queue_url, "SQS_DLQ_URL": dlq_url},
+        environment={**common_env, **operator_db_env, **pinecone_env, **metrics_env,
+                     "SQS_QUEUE_URL": jobs_queue_url, "SQS_DLQ_URL": dlq_url,
+                     # For grant-roles (productsearch.settings.AppRoleSettings).
+                     **{f"{app.upper()}_DATABASE_SECRET_ARN": arn for app, arn in app_db_secrets.items()}},
         secrets={"PINECONE_API_KEY": secret_ref(pinecone_secret)},
         secret_arns=[pinecone_secret],
         task_grants=[
-            database_secret_grant,
+            operator_db_grant,
+            ("AppRoleSecrets", ["secretsmanager:GetSecretValue"], list(app_db_secrets.values())),
             ("JobsQueueSend", iam.SQS_SEND, [jobs_queue_arn]),
             ("DeadLetterRedrive", iam.SQS_CONSUME, [dlq_arn]),
             iam.put_metrics_grant(METRICS_NAMESPACE),

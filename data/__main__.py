@@ -5,6 +5,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pulumi  # noqa: E402
+import pulumi_aws as aws  # noqa: E402
 
 from infra.database import PostgresDatabase  # noqa: E402
 from infra.layer import bootstrap  # noqa: E402
@@ -61,6 +62,25 @@ editor_secret = StoredSecret(
     recovery_window_days=cfg.get("secretRecoveryWindowDays"),
 )
 
+# The apps' own database roles (apps/common/productsearch/roles.py; `pelican grant-roles`,
+# run from the operator task, creates them and sets these passwords). Secrets Manager
+# generates each password; it is generated anew on every run, so the secret keeps the
+# first one (keep_first_value) and the role and its secret never drift apart.
+APP_DB_ROLES = {"pelican": "productsearch_pelican", "frontend": "productsearch_frontend"}
+app_db_secrets = {
+    app: StoredSecret(
+        f"{layer.prefix}-{app}-db-credentials",
+        description=f"{app}'s database role: JSON with username and password (pelican grant-roles sets it)",
+        json_value={"username": role, "password": aws.secretsmanager.get_random_password_output(
+            # Letters and digits only: safe in a connection URL or a shell, and 40 of them
+            # are ~238 bits.
+            password_length=40, exclude_punctuation=True, include_space=False).random_password},
+        keep_first_value=True,
+        recovery_window_days=cfg.get("secretRecoveryWindowDays"),
+    )
+    for app, role in APP_DB_ROLES.items()
+}
+
 pulumi.export("dbAddress", database.address)
 pulumi.export("dbPort", database.port)
 pulumi.export("dbName", cfg.get("dbName"))
@@ -72,3 +92,5 @@ pulumi.export("pineconeIndexHost", index.host)
 pulumi.export("pineconeDimension", cfg.get("pineconeDimension"))
 pulumi.export("pineconeApiKeySecretArn", pinecone_secret.arn)
 pulumi.export("editorCredentialsSecretArn", editor_secret.arn)
+pulumi.export("pelicanDbSecretArn", app_db_secrets["pelican"].arn)
+pulumi.export("frontendDbSecretArn", app_db_secrets["frontend"].arn)

@@ -30,8 +30,12 @@ class StoredSecret(pulumi.ComponentResource):
         value: pulumi.Input[str] | None = None,
         json_value: Mapping[str, pulumi.Input[str]] | None = None,
         recovery_window_days: int = 7,
+        keep_first_value: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ):
+        """keep_first_value: later changes to the value are ignored, for a value that is
+        generated anew on every run (a random password) and must keep the one it was
+        first given; the secret is then changed in Secrets Manager, not by Pulumi."""
         super().__init__("semsearch:data:StoredSecret", name, None, opts)
         if (value is None) == (json_value is None):
             raise ValueError("give exactly one of value or json_value")
@@ -53,7 +57,8 @@ class StoredSecret(pulumi.ComponentResource):
             name,
             secret_id=self.secret.id,
             secret_string=pulumi.Output.secret(secret_string),
-            opts=child,
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(ignore_changes=["secretString"] if keep_first_value else None)),
         )
         self.arn = self.secret.arn
         self.register_outputs({"arn": self.arn})

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Apply pelican's schema and load the sample catalog into RDS, with no jump host:
+# Apply pelican's schema, create the apps' database roles and load the sample catalog
+# into RDS, with no jump host:
 # runs one-off ECS tasks from the operator task definition (pelican's image, its own
 # role, secrets and security group, private subnets) and waits for each to finish.
 #
@@ -31,6 +32,9 @@ STARTED_BY="run-migration"
 source "$(dirname "${BASH_SOURCE[0]}")/ecs-task.sh"
 
 run_task "schema" migrate
+# After every migrate: the apps connect as their own roles, which exist and hold their
+# grants (on the tables the migration may have added) only once this has run.
+run_task "roles" grant-roles
 if [[ "$LOAD_CATALOG" == 1 ]]; then
   run_task "catalog" load-catalog "$CATALOG_PATH"
 fi

@@ -123,6 +123,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.calls: list[tuple[str, dict]] = []
         self.stack_refs: list[str] = []
         self.stack_transforms: list = []
+        self.random_passwords = 0
 
     def register_transform(self, transform) -> None:
         # The mock monitor does not run stack transforms; new_resource does, as the engine would.
@@ -170,6 +171,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/x",
                     "id": ACCOUNT, "userId": "AIDA"}
+        if args.token == "aws:secretsmanager/getRandomPassword:getRandomPassword":
+            # A new value on every call, as the real data source gives on every run.
+            self.random_passwords += 1
+            return {"randomPassword": f"mock-random-password-{self.random_passwords}", "id": "random"}
         if args.token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws",
                     "reverseDnsPrefix": "com.amazonaws"}

@@ -147,19 +147,21 @@ def test_images_built_from_apps_pushed_with_ecr_token_and_deployed_by_digest(com
 
 def test_environment_contract(compute_run, data_run, messaging_run):
     d, m = data_run.exports, messaging_run.exports
-    db = {"PGHOST": d["dbAddress"], "PGPORT": "5432", "PGDATABASE": "products", "PGSSLMODE": "verify-full",
-          "DATABASE_SECRET_ARN": d["dbSecretArn"]}
+    db = {"PGHOST": d["dbAddress"], "PGPORT": "5432", "PGDATABASE": "products", "PGSSLMODE": "verify-full"}
     common = {"AWS_REGION": "us-east-1", "LOG_LEVEL": "INFO"}
     pinecone = {"PINECONE_HOST": d["pineconeIndexHost"], "PINECONE_INDEX": "ss-dev-products",
                 "PINECONE_NAMESPACE": "products", "EMBEDDING_DIMENSION": "384"}
     metrics = {"CLOUDWATCH_NAMESPACE": "ProductSearch", "DEPLOYMENT_NAME": "ss-dev"}
-    assert env(compute_run, "pelican") == {**common, **db, **metrics, "SQS_QUEUE_URL": m["jobsQueueUrl"]}
+    # Each app connects as its own database role, never as the master user.
+    assert env(compute_run, "pelican") == {**common, **db, **metrics, "SQS_QUEUE_URL": m["jobsQueueUrl"],
+                                           "DATABASE_SECRET_ARN": d["pelicanDbSecretArn"]}
     assert env(compute_run, "emu") == {
         **common, **pinecone, "SQS_QUEUE_URL": m["jobsQueueUrl"], "SQS_DLQ_URL": m["dlqUrl"],
         "SNS_TOPIC_ARN": m["topicArn"], "EMBEDDING_DEVICE": "cpu", "EMBEDDING_BATCH_SIZE": "64",
         "EMU_VISIBILITY_TIMEOUT_SECONDS": "270", "EMU_STOP_TIMEOUT_SECONDS": "120"}
     assert env(compute_run, "frontend") == {
         **common, **db, **pinecone, "SQS_QUEUE_URL": m["jobsQueueUrl"], "SQS_DLQ_URL": m["dlqUrl"],
+        "DATABASE_SECRET_ARN": d["frontendDbSecretArn"],
         "FRONTEND_PORT": "7860", "LOAD_BALANCER_IDLE_TIMEOUT_SECONDS": "120",
         "FRONTEND_TRUSTED_PROXIES": "10.0.0.0/16", "HOME": "/scratch", "TMPDIR": "/scratch",
         "GRADIO_TEMP_DIR": "/scratch", "HF_HOME": "/scratch/huggingface"}
@@ -184,10 +186,12 @@ def test_env_values_render_stack_reference_numbers_as_integers():
 
 def test_task_roles_grant_only_listed_actions_on_exact_arns(compute_run, messaging_run, data_run):
     m = messaging_run.exports
-    database_secret = ("DatabaseSecret", (["secretsmanager:GetSecretValue"], [data_run.exports["dbSecretArn"]]))
+    def database_secret(app):  # its own role's secret only: not the master secret, not the other app's
+        return {"DatabaseSecret": (["secretsmanager:GetSecretValue"], [data_run.exports[f"{app}DbSecretArn"]])}
+
     assert statements(compute_run, "-pelican-task") == {
         "JobsQueueSend": (sorted(["sqs:SendMessage", "sqs:GetQueueAttributes"]), [m["jobsQueueArn"]]),
-        "PutMetrics": (["cloudwatch:PutMetricData"], ["*"]), **dict([database_secret])}
+        "PutMetrics": (["cloudwatch:PutMetricData"], ["*"]), **database_secret("pelican")}
     assert statements(compute_run, "-emu-task") == {
         "JobsQueueConsume": (sorted(["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                                      "sqs:GetQueueAttributes"]), [m["jobsQueueArn"]]),
@@ -196,7 +200,8 @@ def test_task_roles_grant_only_listed_actions_on_exact_arns(compute_run, messagi
         "DeadLetterTopicKey": (["kms:Decrypt", "kms:GenerateDataKey"], [m["topicKmsKeyArn"]]),
     }
     assert statements(compute_run, "-frontend-task") == {
-        "QueueStatus": (["sqs:GetQueueAttributes"], sorted([m["jobsQueueArn"], m["dlqArn"]])), **dict([database_secret])}
+        "QueueStatus": (["sqs:GetQueueAttributes"], sorted([m["jobsQueueArn"], m["dlqArn"]])),
+        **database_secret("frontend")}
     for app in APPS:
         td = compute_run.one(TASKDEF, f"-{app}").inputs
         assert td["taskRoleArn"] == compute_run.one("aws:iam/role:Role", f"-{app}-task").outputs["arn"]

@@ -71,11 +71,37 @@ def test_secrets_hold_the_pulumi_secrets_as_secrets(data_run):
     assert "secretString" in pinecone.secret_paths and "secretString" in editor.secret_paths
 
 
+def test_each_app_role_has_a_generated_password_in_a_secret_that_keeps_it(data_run):
+    from productsearch.roles import FRONTEND_ROLE, PELICAN_ROLE
+
+    e = data_run.exports
+    generated = [args for token, args in data_run.calls
+                 if token == "aws:secretsmanager/getRandomPassword:getRandomPassword"]
+    assert len(generated) == 2
+    assert all(a["passwordLength"] >= 32 and a["excludePunctuation"] for a in generated)
+    passwords = set()
+    for app, role in (("pelican", PELICAN_ROLE), ("frontend", FRONTEND_ROLE)):
+        secret = data_run.one("aws:secretsmanager/secret:Secret", f"-{app}-db-credentials")
+        assert e[f"{app}DbSecretArn"] == secret.outputs["arn"] != e["dbSecretArn"]
+        version = data_run.one("aws:secretsmanager/secretVersion:SecretVersion", f"-{app}-db-credentials")
+        value = json.loads(version.inputs["secretString"])
+        # The username is the role grant-roles manages for the app; it refuses any other.
+        assert value["username"] == role and value["password"].startswith("mock-random-password-")
+        assert "secretString" in version.secret_paths
+        passwords.add(value["password"])
+        # A new random value on every run must not replace the password the role was given.
+        options = data_run.opts("aws:secretsmanager/secretVersion:SecretVersion", version.name)
+        assert options.ignore_changes == ["secretString"]
+    assert len(passwords) == 2
+    editor = data_run.one("aws:secretsmanager/secretVersion:SecretVersion", "-editor-credentials")
+    assert not data_run.opts("aws:secretsmanager/secretVersion:SecretVersion", editor.name).ignore_changes
+
+
 def test_exports(data_run):
     e = data_run.exports
     assert set(e) == {"dbAddress", "dbPort", "dbName", "dbSecretArn", "dbSecurityGroupId",
                       "dbIdentifier", "pineconeIndexName", "pineconeIndexHost", "pineconeDimension", "pineconeApiKeySecretArn",
-                      "editorCredentialsSecretArn"}
+                      "editorCredentialsSecretArn", "pelicanDbSecretArn", "frontendDbSecretArn"}
     assert e["dbSecretArn"].startswith("arn:aws:secretsmanager:") and "rds!db" in e["dbSecretArn"]
     assert e["dbPort"] == 5432 and e["dbName"] == "products"
     assert e["pineconeIndexHost"].endswith(".pinecone.io")

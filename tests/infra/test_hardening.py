@@ -268,7 +268,11 @@ def test_operator_task_has_its_env_secrets_and_role(compute_run, data_run, messa
     assert e["PGSSLMODE"] == "verify-full" and e["PINECONE_INDEX"] == "ss-dev-products"
     assert (e["CLOUDWATCH_NAMESPACE"], e["DEPLOYMENT_NAME"]) == ("ProductSearch", "ss-dev")
     assert secret_names(compute_run, "-operator") == {"PINECONE_API_KEY"}
+    # The operator task is the database's administrator (migrate, grant-roles) and reads the
+    # app roles' secrets to set their passwords.
     assert e["DATABASE_SECRET_ARN"] == d["dbSecretArn"]
+    assert (e["PELICAN_DATABASE_SECRET_ARN"], e["FRONTEND_DATABASE_SECRET_ARN"]) == (
+        d["pelicanDbSecretArn"], d["frontendDbSecretArn"])
     grants = {s["Sid"]: (sorted(s["Action"]), s["Resource"]) for s in statements(compute_run, "-operator-task")}
     assert grants == {
         "JobsQueueSend": (["sqs:GetQueueAttributes", "sqs:SendMessage"], [m["jobsQueueArn"]]),
@@ -276,6 +280,7 @@ def test_operator_task_has_its_env_secrets_and_role(compute_run, data_run, messa
                                       "sqs:GetQueueAttributes"]), [m["dlqArn"]]),
         "PutMetrics": (["cloudwatch:PutMetricData"], ["*"]),
         "DatabaseSecret": (["secretsmanager:GetSecretValue"], [d["dbSecretArn"]]),
+        "AppRoleSecrets": (["secretsmanager:GetSecretValue"], [d["pelicanDbSecretArn"], d["frontendDbSecretArn"]]),
     }
     (secrets,) = [s for s in statements(compute_run, "-operator-execution") if s["Sid"] == "Secrets"]
     assert sorted(secrets["Resource"]) == [d["pineconeApiKeySecretArn"]]

@@ -82,7 +82,7 @@ def test_syntax():
         assert subprocess.run(["bash", "-n", str(script)]).returncode == 0, script
 
 
-@pytest.mark.parametrize("args", [["reconcile"], ["reconcile", "--repair"], ["redrive"], ["migrate"]])
+@pytest.mark.parametrize("args", [["reconcile"], ["reconcile", "--repair"], ["redrive"], ["migrate"], ["grant-roles"]])
 def test_operator_runs_one_command(fakes, args):
     env, calls = fakes
     result = subprocess.run(["bash", str(OPERATOR), "--stack", "prod", *args], env=env, capture_output=True,
@@ -103,8 +103,10 @@ def test_migrates_then_loads_catalog_with_stack_outputs(fakes):
     result = run(env, "--stack", "dev")
     assert result.returncode == 0, result.stderr
     # The image's ENTRYPOINT is `python -m pelican`: overrides carry the subcommand only.
+    # grant-roles right after migrate: the apps connect as roles that only it creates and grants.
     assert run_task_commands(calls) == [
         ["migrate"],
+        ["grant-roles"],
         ["load-catalog", "/app/data/products.csv"],
     ]
     log = calls.read_text()
@@ -121,7 +123,7 @@ def test_backfill_and_skip_catalog(fakes):
     env, calls = fakes
     result = run(env, "--skip-catalog", "--backfill")
     assert result.returncode == 0, result.stderr
-    assert run_task_commands(calls) == [["migrate"], ["backfill"]]
+    assert run_task_commands(calls) == [["migrate"], ["grant-roles"], ["backfill"]]
 
 
 def test_failed_migration_stops_before_catalog(fakes):

@@ -136,15 +136,40 @@ class DatabaseSettings:
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.url)
 
 
-def secret_region(arn: str) -> str:
+def secret_region(arn: str, variable: str = "DATABASE_SECRET_ARN") -> str:
     """The region of a Secrets Manager secret ARN
     (arn:<partition>:secretsmanager:<region>:<account>:secret:<name>). Raises
-    ConfigError naming DATABASE_SECRET_ARN when `arn` is not one."""
+    ConfigError naming `variable` when `arn` is not one."""
     parts = arn.split(":")
     if len(parts) < 7 or parts[0] != "arn" or parts[2] != "secretsmanager" or not parts[3] or parts[5] != "secret":
-        raise ConfigError(f"DATABASE_SECRET_ARN must be a Secrets Manager secret ARN "
+        raise ConfigError(f"{variable} must be a Secrets Manager secret ARN "
                           f"(arn:aws:secretsmanager:<region>:<account>:secret:<name>), got {arn!r}")
     return parts[3]
+
+
+@dataclass(frozen=True)
+class AppRoleSettings:
+    """The secrets that hold the application roles' credentials, for `pelican
+    grant-roles` (productsearch.roles), which runs as the administrator: JSON with
+    `username` and `password`, one secret per app.
+
+    pelican_secret_arn (PELICAN_DATABASE_SECRET_ARN) and frontend_secret_arn
+    (FRONTEND_DATABASE_SECRET_ARN), both required; aws_endpoint_url (AWS_ENDPOINT_URL,
+    optional) points the Secrets Manager client at a local endpoint."""
+
+    pelican_secret_arn: str
+    frontend_secret_arn: str
+    aws_endpoint_url: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> AppRoleSettings:
+        arns = {}
+        for app in ("pelican", "frontend"):
+            variable = f"{app.upper()}_DATABASE_SECRET_ARN"
+            arns[f"{app}_secret_arn"] = _get(env, variable)
+            secret_region(arns[f"{app}_secret_arn"], variable)
+        endpoint = _url(env, "AWS_ENDPOINT_URL") if env.get("AWS_ENDPOINT_URL", "").strip() else None
+        return cls(**arns, aws_endpoint_url=endpoint)
 
 
 @dataclass(frozen=True)

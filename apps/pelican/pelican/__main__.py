@@ -15,6 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="ship captured changes to the jobs queue until SIGTERM")
     sub.add_parser("migrate", help="apply the schema (idempotent, safe to run concurrently)")
+    sub.add_parser("grant-roles", help="as the administrator, after migrate: create the apps' database roles from "
+                                       "PELICAN_DATABASE_SECRET_ARN and FRONTEND_DATABASE_SECRET_ARN and grant "
+                                       "each only what it needs (idempotent)")
     load = sub.add_parser("load-catalog", help="import a product CSV, reporting bad rows; SKUs already loaded are kept")
     load.add_argument("path", type=Path)
     load.add_argument("--update-existing", action="store_true",
@@ -40,6 +43,16 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "migrate":
             applied = db.migrate(database)
             print(f"schema up to date (applied now: {', '.join(applied) or 'nothing'})")
+        elif args.command == "grant-roles":
+            from productsearch.roles import RoleError, grant_roles
+            from productsearch.settings import AppRoleSettings
+
+            try:
+                granted = grant_roles(database, AppRoleSettings.from_env())
+            except (RoleError, db.SecretUnavailable) as exc:
+                print(f"pelican: grant-roles: {exc}", file=sys.stderr)
+                return 1
+            print(f"database roles granted: {', '.join(granted)}")
         elif args.command == "load-catalog":
             from productsearch.catalog import load_catalog
 
