@@ -14,7 +14,7 @@ from infra.gpu import GpuCapacity, check_gpu_capacity  # noqa: E402
 from infra.images import ServiceImage  # noqa: E402
 from infra.layer import bootstrap, require_region  # noqa: E402
 from infra.loadbalancer import PublicLoadBalancer, rate_limit_acl, web_endpoint  # noqa: E402
-from infra.monitoring import METRICS_NAMESPACE, unshipped_changes_alarm  # noqa: E402
+from infra.monitoring import METRICS_NAMESPACE, login_failures_alarm, unshipped_changes_alarm  # noqa: E402
 from infra.security import ServiceFirewall  # noqa: E402
 
 FRONTEND_PORT = 7860
@@ -183,6 +183,9 @@ pelican = AppService(
 )
 pelican.autoscale(min_tasks=cfg.get("pelicanMinTasks"), max_tasks=cfg.get("pelicanMaxTasks"),
                   cpu_target_percent=cfg.get("cpuTargetPercent"))
+if endpoint.editing_enabled:
+    login_failures_alarm(f"{prefix}-login-failures", log_group_name=frontend.log_group.name, deployment=prefix,
+                         threshold=cfg.get("loginFailureAlarmCount"), topic_arn=topic_arn)
 unshipped_changes_alarm(
     f"{prefix}-unshipped-changes",
     deployment=prefix,

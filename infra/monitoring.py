@@ -43,3 +43,48 @@ def unshipped_changes_alarm(
         ok_actions=[topic_arn],
         opts=opts,
     )
+
+
+LOGIN_FAILURES_METRIC = "EditorLoginFailures"
+# The frontend's JSON log line for a refused editor login (frontend.editing.authenticate).
+LOGIN_FAILURE_PATTERN = '{ $.msg = "editor login failed" }'
+
+
+def login_failures_alarm(
+    name: str,
+    *,
+    log_group_name: pulumi.Input[str],
+    deployment: str,
+    threshold: int,
+    topic_arn: pulumi.Input[str],
+    opts: pulumi.ResourceOptions | None = None,
+) -> aws.cloudwatch.MetricAlarm:
+    """Counts failed editor logins from the frontend's logs (a metric filter on its JSON
+    lines) and alarms when more than `threshold` happen in 5 minutes across all
+    replicas: someone is guessing the editor password, or it was changed under a user."""
+    if threshold <= 0:
+        raise ValueError("loginFailureAlarmCount must be positive")
+    # A filter's dimensions can only come from the log event, so the stack goes in the name.
+    metric = f"{LOGIN_FAILURES_METRIC}-{deployment}"
+    aws.cloudwatch.LogMetricFilter(
+        name,
+        log_group_name=log_group_name,
+        pattern=LOGIN_FAILURE_PATTERN,
+        metric_transformation={"name": metric, "namespace": METRICS_NAMESPACE, "value": "1",
+                               "default_value": "0", "unit": "Count"},
+        opts=opts,
+    )
+    return aws.cloudwatch.MetricAlarm(
+        name,
+        alarm_description="Many failed editor logins: password guessing, or a changed password",
+        namespace=METRICS_NAMESPACE,
+        metric_name=metric,
+        statistic="Sum",
+        period=ALARM_PERIOD_SECONDS,
+        evaluation_periods=1,
+        threshold=threshold,
+        comparison_operator="GreaterThanThreshold",
+        treat_missing_data="notBreaching",
+        alarm_actions=[topic_arn],
+        opts=opts,
+    )

@@ -1,7 +1,9 @@
 import json
+from pathlib import Path
 
 import pytest
 
+from harness import REPO
 from infra import iam
 
 SG = "aws:ec2/securityGroup:SecurityGroup"
@@ -341,3 +343,11 @@ def test_missing_messaging_output_fails(upstream):
     with pytest.raises(Exception, match="topicArn"):
         run_layer("compute", {"certificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/abc"},
                   stack_outputs=broken, stack="broken")
+
+
+def test_image_context_root_has_the_dockerignore_every_builder_reads(compute_run):
+    # pulumi-docker packs the context itself and reads only <context>/.dockerignore.
+    contexts = {Path(i.inputs["build"]["context"]) for i in compute_run.of_type("docker:index/image:Image")}
+    assert contexts == {REPO / "apps"}
+    ignored = (REPO / "apps" / ".dockerignore").read_text().split()
+    assert {"**/__pycache__", "**/*.egg-info", "**/.venv"} <= set(ignored)

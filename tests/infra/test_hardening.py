@@ -307,3 +307,19 @@ def test_silent_or_lagging_pelican_alarms(compute_run, messaging_run, upstream):
     run = run_layer("compute", {"certificateArn": CERT, "unshippedChangeAlarmSeconds": 120},
                     stack_outputs=upstream, stack="alarm")
     assert run.one("aws:cloudwatch/metricAlarm:MetricAlarm", "-unshipped-changes").inputs["threshold"] == 120
+
+
+def test_failed_editor_logins_are_counted_and_alarm(compute_run, messaging_run):
+    metric_filter = compute_run.one("aws:cloudwatch/logMetricFilter:LogMetricFilter", "-login-failures").inputs
+    frontend_logs = compute_run.one("aws:cloudwatch/logGroup:LogGroup", "-frontend")
+    assert metric_filter["logGroupName"] == frontend_logs.outputs["name"]
+    assert metric_filter["pattern"] == '{ $.msg = "editor login failed" }'  # frontend.editing's log line
+    transform = metric_filter["metricTransformation"]
+    alarm = compute_run.one("aws:cloudwatch/metricAlarm:MetricAlarm", "-login-failures").inputs
+    assert (alarm["namespace"], alarm["metricName"]) == (transform["namespace"], transform["name"])
+    assert alarm["statistic"] == "Sum" and alarm["threshold"] == 20 and alarm["period"] == 300
+    assert alarm["alarmActions"] == [messaging_run.exports["topicArn"]]
+
+
+def test_no_login_alarm_when_editing_is_off(compute_plain_run):
+    assert not compute_plain_run.of_type("aws:cloudwatch/logMetricFilter:LogMetricFilter")
