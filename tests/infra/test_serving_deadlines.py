@@ -1,22 +1,11 @@
 """Issue 15: the deadlines ECS and the ALB impose are set explicitly and handed to the
 apps from one value each: emu's stopTimeout, the ALB's idle timeout against the
 frontend's keep-alive, and the frontend's read-only root with bounded scratch space."""
-import json
-
 from conftest import CERT
 from harness import run_layer
+from test_hardening import TASKDEF, container, env
 
-TASKDEF = "aws:ecs/taskDefinition:TaskDefinition"
 ALB = "aws:lb/loadBalancer:LoadBalancer"
-
-
-def container(run, suffix):
-    (definition,) = json.loads(run.one(TASKDEF, suffix).inputs["containerDefinitions"])
-    return definition
-
-
-def env(run, suffix):
-    return {e["name"]: e["value"] for e in container(run, suffix)["environment"]}
 
 
 def test_emu_is_told_its_own_stop_timeout(compute_run):

@@ -7,6 +7,7 @@ row's own `version`, or the deletion's). Emu needs no database access: the messa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -293,6 +294,4 @@ def pack_by_partition(changes: Iterable[Change], max_changes: int,
 def deduplication_id(body: str) -> str:
     """SHA-256 of the body: a resend of the very same job within SQS's five-minute
     deduplication window (a pelican that crashed after sending) is dropped."""
-    import hashlib
-
     return hashlib.sha256(body.encode("utf-8", errors="surrogatepass")).hexdigest()
