@@ -5,7 +5,12 @@ file input, and its other POST routes take bodies of any size: an anonymous clie
 could fill the task's disk or memory. This ASGI middleware, outermost in the app:
 
 - refuses Gradio's upload route outright (403): this page has no file inputs;
-- refuses a body whose Content-Length is over `max_bytes` (413) without reading it;
+- refuses a body whose Content-Length is over `max_bytes` (413). A body of up to
+  DRAIN_MAX_BYTES is read and discarded first: answering before the client has sent it
+  makes the server close a socket with unread data, which the kernel answers with a
+  reset, and a client still sending sees that reset instead of the 413. A larger
+  declared body is refused without reading it (a reset is then the lesser harm than
+  spending the bandwidth);
 - counts a body sent without a length (chunked) as it streams, and stops at
   `max_bytes`: the app is told the client went away, and the client gets 413.
 """
@@ -19,6 +24,8 @@ log = logging.getLogger("frontend.limits")
 
 # Gradio's upload endpoint, under its API prefix and (older versions) at the root.
 UPLOAD_PATHS = frozenset({"/gradio_api/upload", "/upload"})
+# The most of an oversized body read before refusing it (see the module docstring).
+DRAIN_MAX_BYTES = 8 * 1024 * 1024
 
 
 class RequestBodyLimit:
@@ -39,6 +46,8 @@ class RequestBodyLimit:
             except ValueError:
                 return await _refuse(send, 400, "Content-Length is not a number", path)
             if declared > self.max_bytes:
+                if declared <= DRAIN_MAX_BYTES:
+                    await _drain(receive, DRAIN_MAX_BYTES)
                 return await _refuse(send, 413, f"request body is over {self.max_bytes:,} bytes", path)
         seen = 0
         over = False
@@ -71,6 +80,18 @@ class RequestBodyLimit:
                 raise  # the app's own error; only a cut-off body is ours to answer
         if over and not started:
             await _refuse(send, 413, f"request body is over {self.max_bytes:,} bytes", path)
+
+
+async def _drain(receive, limit: int) -> None:
+    """Reads and drops the request body, up to `limit` bytes or the client's disconnect."""
+    read = 0
+    while read <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        read += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 async def _refuse(send, status: int, reason: str, path: str) -> None:
