@@ -1,0 +1,115 @@
+"""Embedding throughput on a CUDA GPU: fp16 through emu's own code paths.
+
+Measures, side by side in one run, on texts prepared beforehand (so the GPU machine
+needs neither the database nor the catalog loader):
+
+- raw texts/s of productsearch.embedding.Embedder on CUDA (fp16), per batch size;
+- texts/s through emu's model process (emu.embedding_process.EmbeddingProcess: the
+  pipe, pickling and the child process included), which bounds what emu's backfill
+  can reach on that GPU;
+- agreement with CPU fp32 vectors computed on the development machine (cosine, per
+  text), so a faster path is only reported together with how equal its vectors are.
+
+Rounds are interleaved (A B A B ...) and the median round is reported, as the other
+benchmarks do. Run directly:
+
+    python scripts/bench/cuda.py --model DIR --texts texts.json [--reference ref.npz] [--out cuda.json]
+
+texts.json: {"catalog": [str, ...], "scifact": [str, ...]}; ref.npz: arrays `texts`
+(the reference texts) and `vectors` (float32, (n, 384), CPU fp32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+def _embedder(model: str, device: str, batch_size: int):
+    from productsearch.embedding import Embedder
+    from productsearch.settings import EmbeddingSettings
+
+    return Embedder(EmbeddingSettings.from_env({"EMBEDDING_MODEL_PATH": model, "EMBEDDING_DEVICE": device,
+                                                "EMBEDDING_BATCH_SIZE": str(batch_size)}))
+
+
+def _rate(embed, texts: list[str]) -> float:
+    started = time.perf_counter()
+    embed(texts)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def run(model: str, corpora: dict[str, list[str]], *, batch_sizes=(64, 256), rounds: int = 3,
+        reference: tuple[list[str], "object"] | None = None) -> dict:
+    """Returns {"gpu", "torch", "corpora": {name: {"texts", "raw_fp16": {batch: texts/s},
+    "emu_process_fp16": texts/s}}, "agreement": {...}, "peak_gpu_mib"}. Raises
+    RuntimeError when torch sees no GPU."""
+    import numpy as np
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("no CUDA device: this benchmark measures the GPU path")
+    from emu.embedding_process import EmbeddingProcess
+    from productsearch.settings import EmbeddingSettings
+
+    out: dict = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "corpora": {}}
+    embedders = {b: _embedder(model, "cuda", b) for b in batch_sizes}
+    process = EmbeddingProcess(EmbeddingSettings.from_env({"EMBEDDING_MODEL_PATH": model, "EMBEDDING_DEVICE": "cuda",
+                                                           "EMBEDDING_BATCH_SIZE": str(max(batch_sizes))}))
+    try:
+        for name, texts in corpora.items():
+            for e in embedders.values():
+                e.embed(texts[:512])  # warm-up: kernels, allocator
+            process.embed(texts[:512])
+            raw: dict[int, list[float]] = {b: [] for b in batch_sizes}
+            piped: list[float] = []
+            for _ in range(rounds):
+                for b, e in embedders.items():
+                    raw[b].append(_rate(e.embed, texts))
+                piped.append(_rate(process.embed, texts))
+            out["corpora"][name] = {
+                "texts": len(texts),
+                "raw_fp16_texts_per_s": {str(b): round(statistics.median(v), 1) for b, v in raw.items()},
+                "emu_process_fp16_texts_per_s": round(statistics.median(piped), 1),
+            }
+    finally:
+        process.close()
+    if reference is not None:
+        ref_texts, ref_vectors = reference
+        got = embedders[batch_sizes[0]].embed(list(ref_texts))
+        cosines = (got * ref_vectors).sum(axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref_vectors, axis=1))
+        out["agreement_with_cpu_fp32"] = {"texts": len(ref_texts), "min_cosine": float(cosines.min()),
+                                          "mean_cosine": float(cosines.mean())}
+    out["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--texts", required=True, type=Path)
+    parser.add_argument("--reference", type=Path)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    import numpy as np
+
+    corpora = json.loads(args.texts.read_text())
+    reference = None
+    if args.reference:
+        data = np.load(args.reference)
+        reference = ([str(t) for t in data["texts"]], data["vectors"])
+    result = run(args.model, corpora, rounds=args.rounds, reference=reference)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
