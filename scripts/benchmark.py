@@ -477,6 +477,7 @@ def main(argv=None) -> int:
         # The same ratio per CPU second (all parts of the stack together): it does not
         # move with the load other processes put on a shared machine.
         result["ratio_b_over_a_per_cpu_s"] = round(first["rows_per_cpu_s"] / raw["texts_per_cpu_s"], 3)
+    result["cuda"] = cuda_figures()
     if args.int8 and args.quality_dataset:
         say("int8 quality: two full evaluations ...")
         result["int8"]["quality"] = quality_pair(args.quality_dataset, args.fresh_quality)
@@ -487,6 +488,29 @@ def main(argv=None) -> int:
     report(result)
     say(f"wrote {args.output} and {args.chart}")
     return 0
+
+
+def cuda_figures() -> dict:
+    """CUDA fp16 figures (bench.cuda) when this machine has a GPU; otherwise the last
+    ones measured on one (results/cuda.json), marked as such."""
+    import torch
+
+    if torch.cuda.is_available():
+        from bench import cuda
+
+        from productsearch.documents import indexed_text
+        from productsearch.settings import EmbeddingSettings
+
+        settings = EmbeddingSettings.from_env(os.environ)
+        corpora = {"catalog": [indexed_text(r, settings.text_template) for r in workload.rows(10000)]}
+        say("CUDA fp16 embedding throughput ...")
+        return cuda.run(settings.model_path, corpora)
+    stored = REPO / "results" / "cuda.json"
+    if stored.exists():
+        saved = json.loads(stored.read_text())
+        return {"skipped": f"figures below from {saved.get('gpu')} ({saved.get('measured', 'earlier')}), results/cuda.json",
+                **{k: saved[k] for k in ("gpu", "corpora", "agreement_with_cpu_fp32") if k in saved}}
+    return {"skipped": "no GPU here and no results/cuda.json"}
 
 
 def _healthy(url: str) -> bool:
@@ -534,7 +558,16 @@ def report(r: dict) -> None:
         if q.get("quality"):
             line += f"; nDCG@10 {q['quality']['int8']['ndcg@10']:.5f} vs {q['quality']['none']['ndcg@10']:.5f} ({q['quality']['ndcg_change']:+.5f})"
         say(line)
-    say("GPU: " + (r["machine"]["gpu"] or "none on this machine; CUDA fp16 (EMBEDDING_DEVICE=cuda) not measured"))
+    gpu = r.get("cuda") or {}
+    if gpu.get("skipped"):
+        say(f"GPU: none on this machine; {gpu['skipped']}")
+    if gpu.get("corpora"):
+        for name, c in gpu["corpora"].items():
+            say(f"CUDA fp16 on {gpu['gpu']}, {name:<8} raw {c['raw_fp16_texts_per_s']} texts/s by batch size; "
+                f"through emu's model process {c['emu_process_fp16_texts_per_s']} texts/s")
+        a = gpu.get("agreement_with_cpu_fp32")
+        if a:
+            say(f"    vectors against CPU fp32: min cosine {a['min_cosine']:.7f} over {a['texts']} texts")
     say(f"duration {r['duration_s']:.0f}s")
 
 
