@@ -13,17 +13,22 @@ and point the official SDK at it::
 Endpoints (Pinecone data plane, JSON field names in camelCase; snake_case is
 accepted too):
 
-* ``POST /vectors/upsert``         ``{"vectors": [{"id", "values", "metadata"}], "namespace"}``
-* ``POST /query``                  ``{"vector"|"id", "topK", "filter", "includeValues",
-  "includeMetadata", "namespace"}``
+* ``POST /vectors/upsert``         ``{"vectors": [{"id", "values", "sparseValues", "metadata"}],
+  "namespace"}``
+* ``POST /query``                  ``{"vector"|"id", "sparseVector", "topK", "filter",
+  "includeValues", "includeMetadata", "namespace"}``
 * ``GET  /vectors/fetch``          ``?ids=a&ids=b&namespace=ns``
 * ``POST /vectors/fetch_by_metadata`` ``{"filter", "namespace", "limit", "paginationToken"}``
 * ``POST /vectors/delete``         ``{"ids"|"deleteAll"|"filter", "namespace"}``
 * ``GET  /vectors/list``           ``?namespace=&prefix=&limit=&paginationToken=``
-* ``POST /vectors/update``         ``{"id"|"filter", "values", "setMetadata", "namespace",
-  "dryRun"}``
+* ``POST /vectors/update``         ``{"id"|"filter", "values", "sparseValues", "setMetadata",
+  "namespace", "dryRun"}``
 * ``POST|GET /describe_index_stats``
 * ``GET /namespaces``, ``GET|DELETE /namespaces/{name}``
+
+Sparse values (``{"indices": [uint32], "values": [float32]}``) ride along with the dense
+values of a record, as in a Pinecone sparse-dense (hybrid) index: see :func:`parse_sparse`
+for the rules and :meth:`Handlers.query` for how they are scored.
 
 The default namespace is ``""``; ``"__default__"`` is accepted as its alias in
 requests and is how it is reported by ``describe_index_stats`` and ``/namespaces``
@@ -66,7 +71,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from devstack.index_filters import FilterError, FilterNode, compile_filter
-from devstack.index_store import METRICS, IndexStore
+from devstack.index_store import METRICS, IndexStore, SparseVector
 
 logger = logging.getLogger("devstack.index_server")
 
@@ -85,6 +90,14 @@ DEFAULT_LIST_LIMIT = 100
 MAX_FETCH_BY_METADATA_LIMIT = 10_000
 DEFAULT_FETCH_BY_METADATA_LIMIT = 100
 DEFAULT_NAMESPACE_ALIAS = "__default__"
+# Pinecone docs, Limits: "Sparse vectors can contain no more than 1000 non-zero values" and
+# "Max dimensionality for sparse vectors is 4.2 billion"; the sparse-dense vector format page
+# gives the element types: indices uint32, values float32.
+MAX_SPARSE_VALUES = 1_000
+MAX_SPARSE_INDEX = 2**32 - 1
+# The message Pinecone answers (400, gRPC code 3) to a sparse query on an index whose metric
+# is not dotproduct (quoted in langchain-ai/langchain issue #2451).
+SPARSE_METRIC_MESSAGE = "Index configuration does not support sparse values"
 
 _GRPC_CODES = {
     400: 3,  # INVALID_ARGUMENT
@@ -391,6 +404,80 @@ def parse_values(raw_rows: list[Any], ids: list[str], dimension: int) -> np.ndar
     return matrix
 
 
+def parse_sparse(raw: Any, what: str) -> SparseVector | None:
+    """Validate Pinecone sparse values ``{"indices": [...], "values": [...]}``.
+
+    *what* names the owner in messages (``"vector 'a'"``, ``"the query"``). Rules, each a
+    400 with a message saying which entry is wrong:
+
+    * an object with both ``indices`` and ``values`` arrays (the SDK sends these two keys
+      for both ``sparse_values`` and ``sparse_vector``);
+    * the same number of indices and values;
+    * at most ``MAX_SPARSE_VALUES`` (1000) entries (Pinecone docs: Limits);
+    * indices are integers in ``[0, 2**32 - 1]`` (uint32, Pinecone docs: sparse-dense vector
+      format; Limits: "Max dimensionality for sparse vectors is 4.2 billion"), each once;
+    * values are numbers that are finite as float32, like dense values.
+
+    Empty arrays are accepted and mean "no sparse part" (returns ``None``): Pinecone's docs
+    set only an upper bound on the non-zero values, and a product whose text yields no
+    terms must still be writable. Zero weights are kept as given.
+    """
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("indices"), list) or not isinstance(
+        raw.get("values"), list
+    ):
+        raise bad_request(
+            f"Sparse values of {what} must be an object with 'indices' and 'values' arrays"
+        )
+    indices, values = raw["indices"], raw["values"]
+    if len(indices) != len(values):
+        raise bad_request(
+            f"Sparse values of {what} have {len(indices)} indices and {len(values)} values; "
+            f"indices and values must have the same length"
+        )
+    if len(indices) > MAX_SPARSE_VALUES:
+        raise bad_request(
+            f"Sparse vector size {len(indices)} exceeds the limit of {MAX_SPARSE_VALUES} "
+            f"non-zero values per sparse vector ({what})"
+        )
+    if not indices:
+        return None
+    for position, index in enumerate(indices):
+        if not isinstance(index, int) or isinstance(index, bool) or not (
+            0 <= index <= MAX_SPARSE_INDEX
+        ):
+            raise bad_request(
+                f"Sparse indices must be integers between 0 and {MAX_SPARSE_INDEX} (uint32): "
+                f"{what} has {_render_value(index)} at position {position}"
+            )
+    idx = np.array(indices, dtype=np.uint32)
+    if len(set(indices)) != len(indices):
+        seen: set[int] = set()
+        duplicate = next(i for i in indices if i in seen or seen.add(i))
+        raise bad_request(
+            f"Sparse indices must be unique: {what} has index {duplicate} more than once"
+        )
+    for position, value in enumerate(values):
+        if value is not None and not _is_number(value):
+            raise bad_request(
+                f"Sparse values must be numbers: {what} has {_render_value(value)} at "
+                f"position {position}"
+            )
+    with np.errstate(over="ignore"):
+        # null counts as non-finite: the SDK's JSON encoder writes NaN and infinities as null
+        vals = np.array([np.nan if v is None else v for v in values], dtype=np.float32)
+    finite = np.isfinite(vals)
+    if not finite.all():
+        position = int(np.flatnonzero(~finite)[0])
+        raise bad_request(
+            f"NaN and infinite values are not allowed in sparse values: {what} has "
+            f"{_render_value(values[position])} at position {position} (values must be finite "
+            f"32-bit floats)"
+        )
+    return SparseVector(idx, vals)
+
+
 def parse_bool(value: Any, name: str, default: bool = False) -> bool:
     if value is None:
         return default
@@ -430,6 +517,19 @@ def parse_limit(raw: Any, default: int, maximum: int, name: str = "limit") -> in
     return value
 
 
+def fetched_record(
+    vid: str, values: np.ndarray, sparse: SparseVector | None, meta: dict[str, Any] | None
+) -> dict[str, Any]:
+    """A record as fetch answers it: ``id``, ``values``, and ``sparseValues`` /
+    ``metadata`` when the record has them."""
+    record: dict[str, Any] = {"id": vid, "values": values}
+    if sparse is not None:
+        record["sparseValues"] = sparse.as_json()
+    if meta is not None:
+        record["metadata"] = meta
+    return record
+
+
 # ----------------------------------------------------------------------------- handlers
 class Handlers:
     """Synchronous request handlers (run in the thread pool)."""
@@ -465,38 +565,70 @@ class Handlers:
         ids: list[str] = []
         raw_values: list[Any] = []
         metadatas: list[dict[str, Any] | None] = []
+        sparse: list[SparseVector | None] = []
         for item in vectors:
             if not isinstance(item, dict):
                 raise bad_request("Each vector must be a JSON object with 'id' and 'values'")
             vid = check_id(item.get("id"))
-            if _pick(item, "sparseValues", "sparse_values") is not None:
-                raise bad_request(
-                    f"Sparse values are not supported by the local index server (vector '{vid}'); "
-                    f"it emulates a dense index"
-                )
             values = item.get("values")
             if values is None or values == []:
+                # Pinecone docs, Limits: records with sparse values must also contain dense
+                # values (in a dense index, which is what this server emulates).
                 raise bad_request(f"Vector '{vid}' must have non-empty dense values")
             ids.append(vid)
             raw_values.append(values)
             metadatas.append(parse_metadata(item.get("metadata"), vid))
+            # Accepted whatever the metric: Pinecone docs (Known limitations) say upserting,
+            # updating and fetching sparse-dense vectors succeeds on any metric; only
+            # querying with sparse values needs dotproduct.
+            raw_sparse = _pick(item, "sparseValues", "sparse_values")
+            sparse.append(parse_sparse(raw_sparse, f"vector '{vid}'"))
         matrix = self._dense(raw_values, ids)
-        count = self.store.upsert(namespace, ids, matrix, metadatas)
+        count = self.store.upsert(namespace, ids, matrix, metadatas, sparse)
         return {"upsertedCount": count}
 
-    def _query_vector(self, body: dict[str, Any], namespace: str) -> np.ndarray | None:
+    def _query_vector(
+        self, body: dict[str, Any], namespace: str
+    ) -> tuple[np.ndarray, SparseVector | None] | None:
+        """The query's (dense vector, sparse vector or None); ``None`` for an unknown id.
+
+        Rules (Pinecone docs: query sparse-dense vectors, Known limitations):
+
+        * ``sparseVector`` on an index whose metric is not dotproduct: 400 ``Index
+          configuration does not support sparse values``;
+        * ``sparseVector`` without ``vector``: 400, since this emulates a dense index, whose
+          queries need a dense vector; a keyword-only query sends an all-zero ``vector``
+          (Pinecone's ``hybrid_score_norm`` with alpha=0), which dotproduct accepts;
+        * ``id`` with ``vector`` or ``sparseVector``: 400; by ``id``, a dotproduct index
+          queries with the stored record's dense and sparse values, other metrics with
+          its dense values only.
+        """
         vector = body.get("vector")
         qid = body.get("id")
-        if _pick(body, "sparseVector", "sparse_vector") is not None:
-            raise bad_request(
-                "Sparse query vectors are not supported by the local index server (dense index)"
-            )
+        raw_sparse = _pick(body, "sparseVector", "sparse_vector")
         if vector is not None and qid is not None:
             raise bad_request("Cannot provide both 'ID' and 'vector' at the same time")
+        if raw_sparse is not None and qid is not None:
+            raise bad_request("Cannot provide both 'ID' and 'sparse_vector' at the same time")
+        if raw_sparse is not None and self.store.metric != "dotproduct":
+            raise bad_request(
+                f"{SPARSE_METRIC_MESSAGE}: sparse query vectors need an index with the "
+                f"dotproduct metric, and this index uses {self.store.metric}"
+            )
         if vector is None and qid is None:
+            if raw_sparse is not None:
+                raise bad_request(
+                    "Query must provide 'vector' (or 'id'): this is a dense index, so a sparse "
+                    "query needs a dense vector too; send an all-zero 'vector' with "
+                    "'sparseVector' for a sparse-only (keyword) query"
+                )
             raise bad_request("Query must provide either 'vector' or 'id'")
         if qid is not None:
-            return self.store.get_vector(namespace, check_id(qid))
+            stored = self.store.get_vector(namespace, check_id(qid))
+            if stored is None or self.store.metric == "dotproduct":
+                return stored
+            return stored[0], None
+        sparse = parse_sparse(raw_sparse, "the query")
         if not isinstance(vector, list):
             raise bad_request("Query 'vector' must be an array of numbers")
         if len(vector) != self.dimension:
@@ -504,7 +636,7 @@ class Handlers:
                 f"Query vector dimension {len(vector)} does not match the dimension of the "
                 f"index {self.dimension}"
             )
-        return self._dense([vector], ["<query>"])[0]
+        return self._dense([vector], ["<query>"])[0], sparse
 
     def query(self, body: dict[str, Any]) -> dict[str, Any]:
         namespace = parse_namespace(body.get("namespace"))
@@ -527,15 +659,20 @@ class Handlers:
                 f"query when includeValues or includeMetadata is true"
             )
         node = parse_filter(body.get("filter"))
-        vector = self._query_vector(body, namespace)
+        query = self._query_vector(body, namespace)
         shown_ns = body.get("namespace") or ""
-        if vector is None:  # query by an id that does not exist
+        if query is None:  # query by an id that does not exist
             return {"matches": [], "namespace": shown_ns, "usage": {"readUnits": 1}}
-        matches = self.store.query(namespace, vector, top_k, node, include_values, include_metadata)
+        vector, sparse = query
+        matches = self.store.query(
+            namespace, vector, top_k, node, include_values, include_metadata, sparse
+        )
         out = []
         for m in matches:
             item: dict[str, Any] = {"id": m.id, "score": m.score}
             item["values"] = m.values if m.values is not None else []
+            if m.sparse_values is not None:
+                item["sparseValues"] = m.sparse_values.as_json()
             if m.metadata is not None:
                 item["metadata"] = m.metadata
             out.append(item)
@@ -546,12 +683,8 @@ class Handlers:
         if not ids:
             raise bad_request("Fetch request must contain at least one id")
         ids = check_ids(ids, "fetch")
-        vectors = {}
-        for vid, values, meta in self.store.fetch(namespace, ids):
-            record: dict[str, Any] = {"id": vid, "values": values}
-            if meta is not None:
-                record["metadata"] = meta
-            vectors[vid] = record
+        found = self.store.fetch(namespace, ids)
+        vectors = {record[0]: fetched_record(*record) for record in found}
         return {"vectors": vectors, "namespace": namespace_raw or "", "usage": {"readUnits": 1}}
 
     def fetch_by_metadata(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -572,12 +705,8 @@ class Handlers:
 
             ids = ids[bisect.bisect_right(ids, after) :]
         page, more = ids[:limit], len(ids) > limit
-        vectors = {}
-        for vid, values, meta in self.store.fetch(namespace, page):
-            record: dict[str, Any] = {"id": vid, "values": values}
-            if meta is not None:
-                record["metadata"] = meta
-            vectors[vid] = record
+        found = self.store.fetch(namespace, page)
+        vectors = {record[0]: fetched_record(*record) for record in found}
         out: dict[str, Any] = {
             "vectors": vectors,
             "namespace": body.get("namespace") or "",
@@ -614,8 +743,7 @@ class Handlers:
         vid = body.get("id")
         raw_filter = body.get("filter")
         values = body.get("values")
-        if _pick(body, "sparseValues", "sparse_values") is not None:
-            raise bad_request("Sparse values are not supported by the local index server")
+        raw_sparse = _pick(body, "sparseValues", "sparse_values")
         dry_run = parse_bool(_pick(body, "dryRun", "dry_run"), "dryRun")
         if vid is not None and raw_filter is not None:
             raise bad_request("Update request must specify either 'id' or 'filter', not both")
@@ -630,6 +758,10 @@ class Handlers:
             if raw_filter is not None:
                 raise bad_request("Update by filter can only set metadata, not values")
             matrix = self._dense([values], [label])[0]
+        if raw_sparse is not None and raw_filter is not None:
+            raise bad_request("Update by filter can only set metadata, not sparse values")
+        # Replaces the record's sparse values (empty arrays remove them); absent keeps them.
+        sparse = parse_sparse(raw_sparse, f"vector '{label}'")
         if vid is not None:
             ids = [check_id(vid)]
         else:
@@ -639,7 +771,8 @@ class Handlers:
             assert node is not None
             ids = self.store.matching_ids(namespace, node)
         matched = self.store.update(
-            namespace, ids, matrix, set_metadata, dry_run=dry_run, check_metadata=check_metadata_size
+            namespace, ids, matrix, set_metadata, dry_run=dry_run,
+            check_metadata=check_metadata_size, sparse=sparse, set_sparse=raw_sparse is not None,
         )
         return {"matchedRecords": matched}
 

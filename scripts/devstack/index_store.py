@@ -1,10 +1,13 @@
 """Storage for the local index server: in-memory numpy matrices backed by SQLite.
 
 Every namespace keeps a contiguous float32 matrix of its vectors (grown by
-doubling), their squared norms, their ids and their metadata dicts. Queries are
-exact (brute force) over that matrix. Metadata filters are evaluated with
-lazily built per-field :class:`~devstack.index_filters.FieldColumn` objects that
-are dropped whenever the namespace changes.
+doubling), their squared norms, their ids, their metadata dicts and their
+optional sparse values. Queries are exact (brute force) over that matrix. Metadata
+filters are evaluated with lazily built per-field
+:class:`~devstack.index_filters.FieldColumn` objects that are dropped whenever the
+namespace changes. Sparse values are scored through :class:`SparsePostings`, a
+scipy CSC matrix (records x terms) kept current by rescoring the few rows written
+since it was built.
 
 Durability: every mutation is written to SQLite (WAL, ``synchronous=FULL``) and
 committed *before* the in-memory state changes and before the HTTP response is
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 
 from devstack.index_filters import FieldColumn, FilterNode
 
@@ -34,12 +38,163 @@ logger = logging.getLogger("devstack.index_store")
 METRICS = ("cosine", "dotproduct", "euclidean")
 
 
+@dataclass(frozen=True)
+class SparseVector:
+    """The sparse part of a record or query: parallel arrays of term indices and weights.
+
+    indices: uint32, unique, in the order given; values: float32, finite, same length.
+    Validation happens where requests are parsed (``index_server.parse_sparse``); this
+    type only carries a valid vector. An empty sparse vector is represented by ``None``.
+    """
+
+    indices: np.ndarray
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    def to_bytes(self) -> bytes:
+        """On-disk form: n little-endian uint32 indices, then n little-endian float32 values."""
+        return self.indices.astype("<u4").tobytes() + self.values.astype("<f4").tobytes()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> SparseVector:
+        n = len(blob) // 8
+        indices = np.frombuffer(blob, dtype="<u4", count=n).astype(np.uint32)
+        values = np.frombuffer(blob, dtype="<f4", count=n, offset=4 * n).astype(np.float32)
+        return cls(indices, values)
+
+    def as_json(self) -> dict[str, list]:
+        """Pinecone's wire shape: ``{"indices": [int], "values": [float]}``."""
+        return {"indices": self.indices.tolist(), "values": self.values}
+
+
+def _encode_sparse(sparse: SparseVector | None) -> bytes | None:
+    return None if sparse is None else sparse.to_bytes()
+
+
 @dataclass
 class Match:
     id: str
     score: float  # numpy float32 scalar, serialised with its float32 repr
     values: np.ndarray | None
     metadata: dict[str, Any] | None
+    sparse_values: SparseVector | None = None
+
+
+class SparsePostings:
+    """Sparse dot products of one namespace's records against a query, without a Python loop.
+
+    Term indices (uint32, up to 4.2 billion) are mapped to compact column numbers in a
+    vocabulary that only grows. ``matrix`` is a CSC matrix of shape (rows built, terms)
+    so a query touches only the postings of its own terms. Writes do not rebuild it:
+    the written rows are marked *dirty* and rescored one by one at query time, and the
+    matrix is rebuilt (O(non-zeros)) only once the dirty rows exceed ``max(256, rows/32)``.
+    """
+
+    def __init__(self) -> None:
+        self.vocab: dict[int, int] = {}
+        self.cols: list[np.ndarray | None] = []  # per row: compact column of each index
+        self.matrix: scipy.sparse.csc_matrix | None = None
+        self.dirty: set[int] = set()
+        self.with_sparse = 0  # rows that have sparse values
+
+    def columns_for(self, indices: np.ndarray, grow: bool) -> np.ndarray:
+        """Compact columns for *indices*; unknown terms get new columns or, without
+        *grow*, -1 (no record has them)."""
+        vocab = self.vocab
+        out = np.empty(indices.shape[0], dtype=np.int64)
+        for i, term in enumerate(indices.tolist()):
+            col = vocab.get(term)
+            if col is None:
+                if grow:
+                    col = vocab[term] = len(vocab)
+                else:
+                    col = -1
+            out[i] = col
+        return out
+
+    def set_row(self, row: int, sparse: SparseVector | None) -> None:
+        while len(self.cols) <= row:
+            self.cols.append(None)
+        if self.cols[row] is not None:
+            self.with_sparse -= 1
+        self.cols[row] = None if sparse is None else self.columns_for(sparse.indices, grow=True)
+        if sparse is not None:
+            self.with_sparse += 1
+        self.dirty.add(row)
+
+    def move_row(self, src: int, dst: int) -> None:
+        """Row *src* (the last one) now lives at *dst*; *dst*'s old content is gone."""
+        if self.cols[dst] is not None:
+            self.with_sparse -= 1
+        self.cols[dst] = self.cols[src]
+        self.cols.pop()
+        self.dirty.discard(src)
+        self.dirty.add(dst)
+
+    def drop_last(self) -> None:
+        last = len(self.cols) - 1
+        if self.cols[last] is not None:
+            self.with_sparse -= 1
+        self.cols.pop()
+        self.dirty.discard(last)
+
+    def _rebuild(self, sparse: list[SparseVector | None]) -> None:
+        n = len(self.cols)
+        lengths = np.fromiter(
+            (0 if c is None else c.shape[0] for c in self.cols), dtype=np.int64, count=n
+        )
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        present = [i for i, c in enumerate(self.cols) if c is not None]
+        if present:
+            cols = np.concatenate([self.cols[i] for i in present])
+            data = np.concatenate([sparse[i].values for i in present])  # type: ignore[union-attr]
+        else:
+            cols = np.empty(0, dtype=np.int64)
+            data = np.empty(0, dtype=np.float32)
+        csr = scipy.sparse.csr_matrix(
+            (data, cols, indptr), shape=(n, max(len(self.vocab), 1)), dtype=np.float32
+        )
+        self.matrix = csr.tocsc()
+        self.dirty.clear()
+
+    def scores(self, query: SparseVector, sparse: list[SparseVector | None]) -> np.ndarray | None:
+        """float32 array (rows,) of each record's sparse dot product with *query*, or
+        ``None`` when every product is zero (no record has sparse values, or the query
+        shares no term with any record). Records without sparse values score 0."""
+        n = len(self.cols)
+        if not self.with_sparse or not len(query):
+            return None
+        qcols = self.columns_for(query.indices, grow=False)
+        known = qcols >= 0
+        if not known.any():
+            return None
+        qcols, qvals = qcols[known], query.values[known]
+        if self.matrix is None or len(self.dirty) > max(256, n // 32):
+            self._rebuild(sparse)
+        assert self.matrix is not None
+        out = np.zeros(n, dtype=np.float32)
+        built = min(self.matrix.shape[0], n)
+        inside = qcols < self.matrix.shape[1]
+        if built and inside.any():
+            part = self.matrix[:, qcols[inside]] @ qvals[inside]
+            out[:built] = np.asarray(part, dtype=np.float32).ravel()[:built]
+        if self.dirty:
+            rows = np.fromiter(self.dirty, dtype=np.int64, count=len(self.dirty))
+            out[rows] = 0.0
+            present = [r for r in rows.tolist() if self.cols[r] is not None]
+            if present:
+                weights = np.zeros(len(self.vocab), dtype=np.float32)
+                weights[qcols] = qvals
+                cols = np.concatenate([self.cols[r] for r in present])
+                vals = np.concatenate([sparse[r].values for r in present])  # type: ignore
+                lengths = [self.cols[r].shape[0] for r in present]  # type: ignore[union-attr]
+                owner = np.repeat(np.arange(len(present)), lengths)
+                sums = np.bincount(owner, weights=weights[cols] * vals, minlength=len(present))
+                out[present] = sums.astype(np.float32)
+        return out
 
 
 class Namespace:
@@ -50,6 +205,8 @@ class Namespace:
         self.ids: list[str] = []
         self.rows: dict[str, int] = {}
         self.metadata: list[dict[str, Any] | None] = []
+        self.sparse: list[SparseVector | None] = []
+        self.postings = SparsePostings()
         self._matrix = np.empty((0, dimension), dtype=np.float32)
         self._sqnorm = np.empty(0, dtype=np.float32)
         self._columns: dict[str, FieldColumn] = {}
@@ -91,21 +248,28 @@ class Namespace:
         ids: Sequence[str],
         values: np.ndarray,
         metadatas: Sequence[dict[str, Any] | None],
+        sparse: Sequence[SparseVector | None] | None = None,
     ) -> None:
-        """Insert or overwrite rows. *ids* must be unique within the call."""
+        """Insert or overwrite rows (a whole record each: an overwrite without *sparse*
+        drops the old sparse values, as Pinecone's upsert does). *ids* must be unique
+        within the call."""
         self._reserve(len(ids))
         targets = np.empty(len(ids), dtype=np.int64)
         added = False
-        for i, (vid, meta) in enumerate(zip(ids, metadatas, strict=True)):
+        sparse = sparse if sparse is not None else [None] * len(ids)
+        for i, (vid, meta, sv) in enumerate(zip(ids, metadatas, sparse, strict=True)):
             row = self.rows.get(vid)
             if row is None:
                 row = len(self.ids)
                 self.rows[vid] = row
                 self.ids.append(vid)
                 self.metadata.append(meta)
+                self.sparse.append(sv)
                 added = True
             else:
                 self.metadata[row] = meta
+                self.sparse[row] = sv
+            self.postings.set_row(row, sv)
             targets[i] = row
         self._matrix[targets] = values
         self._sqnorm[targets] = np.einsum("ij,ij->i", values, values)
@@ -126,6 +290,15 @@ class Namespace:
         self._matrix[row] = values
         self._sqnorm[row] = float(np.dot(values, values))
 
+    def set_sparse(self, row: int, sparse: SparseVector | None) -> None:
+        self.sparse[row] = sparse
+        self.postings.set_row(row, sparse)
+
+    def sparse_scores(self, query: SparseVector) -> np.ndarray | None:
+        """Sparse dot product of every row with *query* (float32, shape (rows,)), or
+        ``None`` when all are zero."""
+        return self.postings.scores(query, self.sparse)
+
     def remove(self, ids: Iterable[str]) -> int:
         """Delete rows by id (swap-with-last); returns how many existed."""
         removed = 0
@@ -139,11 +312,16 @@ class Namespace:
                 moved = self.ids[last]
                 self.ids[row] = moved
                 self.metadata[row] = self.metadata[last]
+                self.sparse[row] = self.sparse[last]
                 self._matrix[row] = self._matrix[last]
                 self._sqnorm[row] = self._sqnorm[last]
                 self.rows[moved] = row
+                self.postings.move_row(last, row)
+            else:
+                self.postings.drop_last()
             self.ids.pop()
             self.metadata.pop()
+            self.sparse.pop()
         if removed:
             self._invalidate()
         return removed
@@ -196,8 +374,13 @@ class IndexStore:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS vectors ("
             " namespace TEXT NOT NULL, id TEXT NOT NULL, vals BLOB NOT NULL, metadata TEXT,"
-            " PRIMARY KEY (namespace, id))"
+            " sparse BLOB, PRIMARY KEY (namespace, id))"
         )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(vectors)")}
+        if "sparse" not in columns:
+            # Data directories written before sparse values existed: their records simply
+            # have none (NULL), so adding the column is the whole migration.
+            self._db.execute("ALTER TABLE vectors ADD COLUMN sparse BLOB")
         self._check_settings()
         self._load()
 
@@ -226,6 +409,7 @@ class IndexStore:
         batch_ids: list[str] = []
         batch_vals: list[bytes] = []
         batch_meta: list[dict[str, Any] | None] = []
+        batch_sparse: list[SparseVector | None] = []
 
         def flush() -> None:
             if current_ns is None or not batch_ids:
@@ -234,19 +418,20 @@ class IndexStore:
             values = np.frombuffer(b"".join(batch_vals), dtype=np.float32).reshape(
                 len(batch_ids), self.dimension
             )
-            ns.put(batch_ids, values, batch_meta)
+            ns.put(batch_ids, values, batch_meta, batch_sparse)
 
         cursor = self._db.execute(
-            "SELECT namespace, id, vals, metadata FROM vectors ORDER BY namespace"
+            "SELECT namespace, id, vals, metadata, sparse FROM vectors ORDER BY namespace"
         )
-        for namespace, vid, vals, meta in cursor:
+        for namespace, vid, vals, meta, sparse in cursor:
             if namespace != current_ns or len(batch_ids) >= 10_000:
                 flush()
-                batch_ids, batch_vals, batch_meta = [], [], []
+                batch_ids, batch_vals, batch_meta, batch_sparse = [], [], [], []
                 current_ns = namespace
             batch_ids.append(vid)
             batch_vals.append(vals)
             batch_meta.append(json.loads(meta) if meta else None)
+            batch_sparse.append(SparseVector.from_bytes(sparse) if sparse else None)
             count += 1
         flush()
         logger.info(
@@ -279,8 +464,14 @@ class IndexStore:
         ids: Sequence[str],
         values: np.ndarray,
         metadatas: Sequence[dict[str, Any] | None],
+        sparse: Sequence[SparseVector | None] | None = None,
     ) -> int:
-        """Insert or overwrite records; a later duplicate id in the batch wins."""
+        """Insert or overwrite whole records; a later duplicate id in the batch wins.
+
+        values: (n, dimension) float32; sparse: one :class:`SparseVector` or ``None``
+        per record (``None`` for all when omitted).
+        """
+        sparse = list(sparse) if sparse is not None else [None] * len(ids)
         last: dict[str, int] = {}
         for i, vid in enumerate(ids):
             last[vid] = i
@@ -289,22 +480,24 @@ class IndexStore:
             ids = [ids[i] for i in keep]
             values = values[keep]
             metadatas = [metadatas[i] for i in keep]
+            sparse = [sparse[i] for i in keep]
         rows = [
-            (namespace, vid, values[i].tobytes(), _encode_meta(metadatas[i]))
+            (namespace, vid, values[i].tobytes(), _encode_meta(metadatas[i]),
+             _encode_sparse(sparse[i]))
             for i, vid in enumerate(ids)
         ]
         with self.lock:
             self._write(
                 [
                     (
-                        "INSERT OR REPLACE INTO vectors (namespace, id, vals, metadata) "
-                        "VALUES (?, ?, ?, ?)",
+                        "INSERT OR REPLACE INTO vectors (namespace, id, vals, metadata, sparse) "
+                        "VALUES (?, ?, ?, ?, ?)",
                         rows,
                     )
                 ]
             )
             ns = self.namespaces.setdefault(namespace, Namespace(self.dimension))
-            ns.put(ids, values, metadatas)
+            ns.put(ids, values, metadatas, sparse)
         return len(ids)
 
     def delete_ids(self, namespace: str, ids: Sequence[str]) -> int:
@@ -355,13 +548,16 @@ class IndexStore:
         set_metadata: dict[str, Any] | None,
         dry_run: bool = False,
         check_metadata: Callable[[str, dict[str, Any]], None] | None = None,
+        sparse: SparseVector | None = None,
+        set_sparse: bool = False,
     ) -> int:
-        """Overwrite values and/or merge *set_metadata* into existing records.
+        """Overwrite values and/or sparse values and/or merge *set_metadata* into records.
 
         Returns how many of *ids* exist. Keys in *set_metadata* whose value is
-        ``None`` are removed from the record's metadata. *check_metadata* is
-        called with each merged result before anything is written and may raise
-        to refuse the whole update.
+        ``None`` are removed from the record's metadata. With *set_sparse* the
+        records' sparse values become *sparse* (``None`` removes them); without it
+        they are kept. *check_metadata* is called with each merged result before
+        anything is written and may raise to refuse the whole update.
         """
         with self.lock:
             ns = self.namespaces.get(namespace)
@@ -386,13 +582,14 @@ class IndexStore:
             for vid, row in targets:
                 vec = values if values is not None else ns.matrix[row]
                 meta = new_meta[row] if row in new_meta else ns.metadata[row]
+                sv = sparse if set_sparse else ns.sparse[row]
                 sql_rows.append((namespace, vid, np.asarray(vec, np.float32).tobytes(),
-                                 _encode_meta(meta)))
+                                 _encode_meta(meta), _encode_sparse(sv)))
             self._write(
                 [
                     (
-                        "INSERT OR REPLACE INTO vectors (namespace, id, vals, metadata) "
-                        "VALUES (?, ?, ?, ?)",
+                        "INSERT OR REPLACE INTO vectors (namespace, id, vals, metadata, sparse) "
+                        "VALUES (?, ?, ?, ?, ?)",
                         sql_rows,
                     )
                 ]
@@ -400,6 +597,8 @@ class IndexStore:
             for _vid, row in targets:
                 if values is not None:
                     ns.set_values(row, values)
+                if set_sparse:
+                    ns.set_sparse(row, sparse)
                 if row in new_meta:
                     ns.set_metadata(row, new_meta[row])
             return len(targets)
@@ -416,7 +615,8 @@ class IndexStore:
     # ------------------------------------------------------------------ reads
     def fetch(
         self, namespace: str, ids: Sequence[str]
-    ) -> list[tuple[str, np.ndarray, dict[str, Any] | None]]:
+    ) -> list[tuple[str, np.ndarray, SparseVector | None, dict[str, Any] | None]]:
+        """(id, dense values, sparse values or None, metadata or None) of each id found."""
         with self.lock:
             ns = self.namespaces.get(namespace)
             if ns is None:
@@ -425,16 +625,19 @@ class IndexStore:
             for vid in dict.fromkeys(ids):
                 row = ns.rows.get(vid)
                 if row is not None:
-                    out.append((vid, ns.matrix[row].copy(), ns.metadata[row]))
+                    out.append((vid, ns.matrix[row].copy(), ns.sparse[row], ns.metadata[row]))
             return out
 
-    def get_vector(self, namespace: str, vid: str) -> np.ndarray | None:
+    def get_vector(
+        self, namespace: str, vid: str
+    ) -> tuple[np.ndarray, SparseVector | None] | None:
+        """A stored record's (dense values, sparse values or None), or ``None`` if absent."""
         with self.lock:
             ns = self.namespaces.get(namespace)
             if ns is None:
                 return None
             row = ns.rows.get(vid)
-            return None if row is None else ns.matrix[row].copy()
+            return None if row is None else (ns.matrix[row].copy(), ns.sparse[row])
 
     def query(
         self,
@@ -444,7 +647,15 @@ class IndexStore:
         node: FilterNode | None,
         include_values: bool,
         include_metadata: bool,
+        sparse: SparseVector | None = None,
     ) -> list[Match]:
+        """The *top_k* best matches of *vector* (and, on a dotproduct index, *sparse*).
+
+        dotproduct scores are ``dense dot + sparse dot``, the sparse part being 0 for
+        records without sparse values (Pinecone scores a sparse-dense vector as one
+        vector). *sparse* is ignored by the other metrics; the server refuses such
+        queries before they get here.
+        """
         with self.lock:
             ns = self.namespaces.get(namespace)
             if ns is None or not len(ns):
@@ -475,6 +686,11 @@ class IndexStore:
                 ranking = -scores
             elif self.metric == "dotproduct":
                 scores = dots
+                sparse_scores = None if sparse is None else ns.sparse_scores(sparse)
+                if sparse_scores is not None:
+                    scores = dots + (
+                        sparse_scores if candidates is None else sparse_scores[candidates]
+                    )
                 ranking = -scores
             else:  # euclidean: squared distance, smaller is closer
                 scores = np.maximum(sqnorm + np.float32(np.dot(q, q)) - 2 * dots, 0)
@@ -494,6 +710,7 @@ class IndexStore:
                         score=scores[local],
                         values=ns.matrix[row].copy() if include_values else None,
                         metadata=ns.metadata[row] if include_metadata else None,
+                        sparse_values=ns.sparse[row] if include_values else None,
                     )
                 )
             return matches
