@@ -291,7 +291,16 @@ class PelicanSettings:
     deployment_name (DEPLOYMENT_NAME, default "local"), at most once per
     metric_interval_seconds (PELICAN_METRIC_INTERVAL_SECONDS, default 60, 1..3600:
     CloudWatch's standard resolution is one minute, so putting more often costs
-    requests and shows nothing more)."""
+    requests and shows nothing more).
+
+    Adaptive polling (pelican/service.py): after an empty claim pelican waits
+    busy_poll_interval_seconds (PELICAN_BUSY_POLL_INTERVAL_SECONDS, default 0.05,
+    at least 0.01), doubling the wait after each further empty claim up to
+    poll_interval_seconds (PELICAN_POLL_INTERVAL_SECONDS, default 5, at least 0.05,
+    not below the busy interval): an idle pelican claims once per poll interval. A
+    NOTIFY (sent when a change lands in an empty outbox, sql/005) or a claim that
+    finds changes starts again from the busy interval. Raises ConfigError on a value
+    out of range."""
 
     poll_interval_seconds: float
     claim_batch_size: int
@@ -299,6 +308,7 @@ class PelicanSettings:
     cloudwatch_namespace: str | None = None
     deployment_name: str = "local"
     metric_interval_seconds: int = 60
+    busy_poll_interval_seconds: float = 0.05
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> PelicanSettings:
@@ -309,11 +319,17 @@ class PelicanSettings:
         deployment = _get(env, "DEPLOYMENT_NAME", "local")
         if len(deployment) > 1024:
             raise ConfigError("DEPLOYMENT_NAME must be at most 1024 characters")
+        poll = _float(env, "PELICAN_POLL_INTERVAL_SECONDS", 5.0, minimum=0.05)
+        busy = _float(env, "PELICAN_BUSY_POLL_INTERVAL_SECONDS", 0.05, minimum=0.01)
+        if busy > poll:
+            raise ConfigError(f"PELICAN_BUSY_POLL_INTERVAL_SECONDS ({busy}) must not exceed "
+                              f"PELICAN_POLL_INTERVAL_SECONDS ({poll})")
         return cls(
             cloudwatch_namespace=namespace,
             deployment_name=deployment,
             metric_interval_seconds=_int(env, "PELICAN_METRIC_INTERVAL_SECONDS", 60, maximum=3600),
-            poll_interval_seconds=_float(env, "PELICAN_POLL_INTERVAL_SECONDS", 5.0, minimum=0.05),
+            poll_interval_seconds=poll,
+            busy_poll_interval_seconds=busy,
             claim_batch_size=_int(env, "PELICAN_CLAIM_BATCH_SIZE", 1000, maximum=10000),
             # About 150 typical rows (~350 bytes each) fill one 64 KiB SQS billing chunk, so a
             # message costs one request; fuller messages also keep the queue short, and

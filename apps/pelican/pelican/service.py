@@ -1,4 +1,10 @@
-"""The pelican service loop: wake on NOTIFY, poll as a safety net, ship, repeat.
+"""The pelican service loop: claim and ship, then wait for a NOTIFY or the next poll.
+
+Polling adapts (AdaptivePoll): quick while changes keep arriving, slower after each
+empty claim, down to PELICAN_POLL_INTERVAL_SECONDS when idle. Writers no longer
+notify per transaction (that serialised their commits, sql/005): a NOTIFY comes only
+when a change lands in an empty outbox, which is when pelican may be asleep at the
+slow poll; while pelican is busy the quick polls find the changes.
 
 Survives a dropped connection or a database restart by reconnecting with backoff
 (a silent drop is noticed within DATABASE_DEAD_CONNECTION_SECONDS, see
@@ -32,6 +38,28 @@ AGE_METRIC = "OldestUnshippedChangeAgeSeconds"
 OLDEST_AGE_SQL = "SELECT EXTRACT(EPOCH FROM now() - min(captured_at))::float8 AS age_s FROM product_changes"
 
 
+class AdaptivePoll:
+    """How long pelican waits after an empty claim, in seconds: busy_s after a claim that
+    found changes or a NOTIFY, then doubling with each empty claim up to idle_s. So a
+    change that no NOTIFY announces (one that joined a non-empty outbox that was then
+    shipped before it committed) waits at most about as long as the outbox has been
+    quiet, and an idle pelican claims once per idle_s."""
+
+    def __init__(self, busy_s: float, idle_s: float):
+        self.busy_s = busy_s
+        self.idle_s = max(idle_s, busy_s)
+        self._next_s = busy_s
+
+    def found_work(self) -> None:
+        self._next_s = self.busy_s
+
+    def found_nothing(self) -> float:
+        """The wait before the next claim; the one after it doubles."""
+        wait_s = self._next_s
+        self._next_s = min(wait_s * 2, self.idle_s)
+        return wait_s
+
+
 class Pelican:
     def __init__(self, database: DatabaseSettings, queues: QueueSettings, settings: PelicanSettings):
         self.database = database
@@ -63,19 +91,21 @@ class Pelican:
                     pass
         self._work = self._listen = None
 
-    def _wait_for_wakeup(self) -> None:
-        """Returns on a NOTIFY, after the poll interval, or soon after a stop request."""
-        deadline = time.monotonic() + self.settings.poll_interval_seconds
+    def _wait_for_wakeup(self, timeout_s: float) -> bool:
+        """Waits up to timeout_s seconds; True on a NOTIFY, False after the timeout or
+        soon after a stop request."""
+        deadline = time.monotonic() + timeout_s
         while not self.stopping.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return
+                return False
             woke = any(True for _ in self._listen.notifies(timeout=min(remaining, 0.5), stop_after=1))
             if woke:
                 # Drain the burst so one wake-up covers many notifications.
                 for _ in self._listen.notifies(timeout=0.01):
                     pass
-                return
+                return True
+        return False
 
     def publish_oldest_change_age(self) -> float | None:
         """Puts OldestUnshippedChangeAgeSeconds (seconds since the oldest captured_at in
@@ -103,6 +133,7 @@ class Pelican:
     def run(self) -> None:
         log.info("pelican started", extra={"database": self.database.redacted(), "queue": self.queues.jobs_queue_url})
         backoff = 0.5
+        poll = AdaptivePoll(self.settings.busy_poll_interval_seconds, self.settings.poll_interval_seconds)
         while not self.stopping.is_set():
             try:
                 self._connect()
@@ -114,8 +145,10 @@ class Pelican:
                     changes_per_message=self.settings.changes_per_message,
                 )
                 backoff = 0.5
-                if result.changes_claimed == 0:
-                    self._wait_for_wakeup()
+                if result.changes_claimed:
+                    poll.found_work()
+                elif self._wait_for_wakeup(poll.found_nothing()):
+                    poll.found_work()
             except SCHEMA_MISSING as exc:
                 log.warning("schema not found; waiting for the migration (pelican migrate)",
                             extra={"error": str(exc).splitlines()[0][:300], "retry_in_s": backoff})
