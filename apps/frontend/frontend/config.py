@@ -86,6 +86,43 @@ class LoginThrottling:
 
 
 @dataclass(frozen=True)
+class QueryEmbeddingSettings:
+    """How the frontend embeds search queries (frontend.query_embedding).
+
+    batch_window_ms (FRONTEND_QUERY_BATCH_WINDOW_MS, default 3, 0..100): while
+    searches run concurrently, the longest a query waits for others to share its
+    forward pass, counted from the oldest waiting query's arrival. A lone query on an
+    idle process never waits. 0: batches hold only the queries that queued up while
+    the previous forward pass ran. A few milliseconds: under the cost of one query
+    alone (about 10 ms on a 2-core CPU, docs/benchmarks.md), so waiting is repaid by
+    the batch.
+    max_batch (FRONTEND_QUERY_BATCH_MAX, default 32, 1..256): the most distinct
+    queries in one forward pass; 1 turns batching off. The API's searches run in
+    anyio's thread pool of 40 threads (its default), so more than 40 rarely wait.
+    cache_size (FRONTEND_QUERY_CACHE_SIZE, default 4096, 0..100000): query vectors kept
+    in an LRU cache keyed by the query's exact text after trimming; 0 turns it off.
+    About 1.5 KiB a vector for all-MiniLM-L6-v2 plus the text (at most 1,000
+    characters): about 6 MiB at 4,096 short queries.
+    timeout_seconds (FRONTEND_QUERY_EMBED_TIMEOUT_SECONDS, default 10, 1..120): the
+    longest a search waits for its query's vector before it is answered 503.
+
+    FRONTEND_QUERY_BATCH_MAX=1 with FRONTEND_QUERY_CACHE_SIZE=0 embeds each query in
+    its request's thread, one at a time, as before batching existed."""
+
+    batch_window_ms: int = 3
+    max_batch: int = 32
+    cache_size: int = 4096
+    timeout_seconds: int = 10
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> QueryEmbeddingSettings:
+        return cls(batch_window_ms=_int(env, "FRONTEND_QUERY_BATCH_WINDOW_MS", 3, 0, 100),
+                   max_batch=_int(env, "FRONTEND_QUERY_BATCH_MAX", 32, 1, 256),
+                   cache_size=_int(env, "FRONTEND_QUERY_CACHE_SIZE", 4096, 0, 100_000),
+                   timeout_seconds=_int(env, "FRONTEND_QUERY_EMBED_TIMEOUT_SECONDS", 10, 1, 120))
+
+
+@dataclass(frozen=True)
 class FrontendSettings:
     host: str
     port: int
@@ -105,6 +142,7 @@ class FrontendSettings:
         """uvicorn's idle keep-alive: longer than the load balancer's idle timeout."""
         return self.load_balancer_idle_seconds + KEEP_ALIVE_MARGIN_SECONDS
     logins: LoginThrottling = LoginThrottling()
+    query_embedding: QueryEmbeddingSettings = QueryEmbeddingSettings()
 
     @property
     def editing_enabled(self) -> bool:
@@ -132,6 +170,7 @@ class FrontendSettings:
             load_balancer_idle_seconds=_int(env, "LOAD_BALANCER_IDLE_TIMEOUT_SECONDS", DEFAULT_LOAD_BALANCER_IDLE_SECONDS,
                                             1, 4000),
             logins=LoginThrottling.from_env(env),
+            query_embedding=QueryEmbeddingSettings.from_env(env),
         )
 
 

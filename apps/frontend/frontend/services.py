@@ -54,7 +54,7 @@ class Services:
         self.status = StatusReader(self.pool, self.index, self.sqs, settings.queues.jobs_queue_url,
                                    settings.queues.dead_letter_queue_url)
         self._categories: tuple[float, list[str]] | None = None
-        self._embedder = embedder
+        self._embedder = self._for_queries(embedder) if embedder is not None else None
         self._model_error: str | None = None
         self._model_ready = threading.Event()
         if embedder is not None:
@@ -77,10 +77,17 @@ class Services:
             self._model_error = f"{type(exc).__name__}: {exc}"
             log.exception("embedding model failed to load")
             return
-        self._embedder = embedder
+        self._embedder = self._for_queries(embedder)
         self._model_ready.set()
         log.info("frontend ready to search", extra={"model_load_s": round(time.monotonic() - started, 2),
-                                                    "model": embedder.description})
+                                                    "model": self._embedder.description})
+
+    def _for_queries(self, embedder):
+        """The one place the model is wrapped for queries: concurrent searches (UI and
+        API alike) share forward passes, and recent query vectors are cached."""
+        from frontend.query_embedding import for_queries
+
+        return for_queries(embedder, self.settings.query_embedding)
 
     @property
     def model_state(self) -> tuple[bool, str]:
@@ -118,4 +125,6 @@ class Services:
         return found
 
     def close(self) -> None:
+        if hasattr(self._embedder, "close"):  # the query batcher's worker thread
+            self._embedder.close()
         self.pool.close()

@@ -1,0 +1,354 @@
+#!/usr/bin/env python3
+"""Search throughput and latency under concurrency: POST /api/search on two frontend
+processes side by side on one private local stack, one with query batching and the
+query cache on (the defaults), one with both off (FRONTEND_QUERY_BATCH_MAX=1,
+FRONTEND_QUERY_CACHE_SIZE=0: each query embedded alone in its request's thread).
+
+The stack holds the sample catalog (its 9,999 rows by default), loaded by
+`pelican backfill` and emu as in scripts/benchmark.py (backfill_run); pelican and emu
+are stopped before measuring. For each number of concurrent clients (1, 4, 16, 64 by
+default) both frontends are measured in turn, the order alternating between rounds,
+so drift in the machine's speed falls on both alike. Every query text is sent at most
+once to a frontend, so the cache cannot flatter the figures; one more pair of rows
+uses a workload where a share of the queries repeat earlier ones (Simon's model:
+with probability --repeat-share a query repeats one sent before, picked uniformly, so
+popular queries get more popular, a Zipf-like popularity), which is what the cache is
+for.
+
+Each client is a thread with its own keep-alive connection, sending the next query as
+soon as its previous answer arrives (a closed loop). Figures: completed requests per
+second (qps) and client-side p50/p95/p99 latency, pooled over the rounds. Prints them
+with the machine's description and writes JSON (results/search-load.json). It reports;
+it asserts nothing about time.
+
+    .venv/bin/python scripts/bench/search_load.py                      # about 5 minutes on 2 cores
+    .venv/bin/python scripts/bench/search_load.py --rows 500 --concurrency 1,16 --requests 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# `bench`, `devstack` and `benchmark` (scripts/benchmark.py) live in scripts/.
+if str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import machine, workload  # noqa: E402
+from bench.pipeline import REPO, Pipeline, memory_of  # noqa: E402
+from devstack.stack import free_port  # noqa: E402
+from devstack.waiting import wait_until  # noqa: E402
+
+# The two configurations measured side by side (frontend instance name -> settings).
+CONFIGS = {
+    "off": {"FRONTEND_QUERY_BATCH_MAX": "1", "FRONTEND_QUERY_CACHE_SIZE": "0"},
+    "on": {},  # the defaults: batching and the cache on
+}
+DEFAULT_LEVELS = (1, 4, 16, 64)
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+class UniqueQueries:
+    """Shopper-style catalog queries (bench.workload.queries), each text at most once;
+    thread-safe. RuntimeError when the pool runs out."""
+
+    def __init__(self, base: list[dict], n: int, seed: int = 21):
+        seen: set[str] = set()
+        self._texts = [q for q in workload.queries(n, base, seed) if not (q in seen or seen.add(q))]
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def take(self) -> str:
+        with self._lock:
+            if self._next >= len(self._texts):
+                raise RuntimeError(f"all {len(self._texts)} distinct queries are used up; ask for fewer requests")
+            self._next += 1
+            return self._texts[self._next - 1]
+
+
+class RepeatingQueries:
+    """Simon's model over fresh texts: with probability `share` a query repeats one
+    sent before in this workload (uniformly among all sent, so a query's chance grows
+    with its count), else it is a text never sent. Deterministic for a seed and a
+    sequence of calls; thread-safe."""
+
+    def __init__(self, fresh: Callable[[], str], share: float, seed: int = 5):
+        if not 0.0 <= share < 1.0:
+            raise ValueError(f"share must be within [0, 1), got {share}")
+        self._fresh, self.share = fresh, share
+        self._sent: list[str] = []
+        self._rnd = random.Random(seed)
+        self._lock = threading.Lock()
+        self.repeats = 0
+
+    def take(self) -> str:
+        with self._lock:
+            if self._sent and self._rnd.random() < self.share:
+                text = self._rnd.choice(self._sent)
+                self.repeats += 1
+            else:
+                text = self._fresh()
+            self._sent.append(text)
+            return text
+
+
+def load_level(url: str, clients: int, next_query: Callable[[], str], requests: int, max_seconds: float,
+               body: dict | None = None) -> dict:
+    """`clients` closed-loop clients sending POST {url}/api/search with next_query()'s
+    texts until `requests` are sent or max_seconds have passed. Returns the completed
+    requests, errors (non-200 answers and transport errors), wall seconds, qps and
+    p50/p95/p99 latency in ms, and the raw latencies in seconds under "_latencies_s"."""
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    sent = 0
+    lock = threading.Lock()
+    stop_at = time.monotonic() + max_seconds
+    extra = body or {}
+
+    def client_loop():
+        nonlocal errors, sent
+        with httpx.Client(timeout=60) as client:
+            while time.monotonic() < stop_at:
+                with lock:
+                    if sent >= requests:
+                        return
+                    sent += 1
+                query = next_query()
+                t = time.perf_counter()
+                try:
+                    r = client.post(f"{url}/api/search", json={"query": query, "top_k": 10, **extra})
+                    ok = r.status_code == 200 and isinstance(r.json().get("results"), list)
+                except httpx.HTTPError:
+                    ok = False
+                elapsed = time.perf_counter() - t
+                with lock:
+                    if ok:
+                        latencies.append(elapsed)
+                    else:
+                        errors += 1
+
+    threads = [threading.Thread(target=client_loop, name=f"client-{c}") for c in range(clients)]
+    started = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - started
+    return {"clients": clients, "requests": len(latencies), "errors": errors, "seconds": round(wall, 2),
+            **summary(latencies, wall), "_latencies_s": latencies}
+
+
+def summary(latencies: list[float], seconds: float) -> dict:
+    """qps and p50/p95/p99 (ms, numpy's linear interpolation) of completed requests."""
+    from benchmark import pct
+
+    if not latencies:
+        return {"qps": 0.0, "p50_ms": None, "p95_ms": None, "p99_ms": None}
+    p50, p95, p99 = (pct(latencies, q) * 1000 for q in (50, 95, 99))
+    return {"qps": round(len(latencies) / seconds, 1), "p50_ms": round(p50, 1), "p95_ms": round(p95, 1),
+            "p99_ms": round(p99, 1)}
+
+
+def pooled(runs: list[dict]) -> dict:
+    """One level's figures over its rounds: every latency, total requests over total seconds."""
+    latencies = [x for run in runs for x in run["_latencies_s"]]
+    seconds = sum(run["seconds"] for run in runs)
+    return {"clients": runs[0]["clients"], "requests": len(latencies), "errors": sum(r["errors"] for r in runs),
+            "seconds": round(seconds, 2), **summary(latencies, seconds),
+            "qps_per_round": [r["qps"] for r in runs]}
+
+
+def start_frontends(pipeline: Pipeline, app_env: dict[str, str]) -> dict[str, str]:
+    """Starts one frontend per CONFIGS entry on a free port; returns name -> base URL
+    once every /healthz answers 200 (the model loaded)."""
+    from benchmark import _healthy
+
+    urls = {}
+    for name, settings in CONFIGS.items():
+        port = free_port()
+        pipeline.stack.start_app("frontend", {**app_env, **settings, "FRONTEND_PORT": str(port)},
+                                 instance=f"frontend-{name}")
+        urls[name] = f"http://127.0.0.1:{port}"
+    for name, url in urls.items():
+        proc = pipeline.stack.processes[f"frontend-{name}"]
+
+        def up(url=url, proc=proc, name=name):
+            if proc.poll() is not None:
+                raise RuntimeError(f"frontend-{name} exited:\n{pipeline.stack.log_path(f'frontend-{name}').read_text()[-3000:]}")
+            return _healthy(url)
+
+        wait_until(up, 300, 0.5, what=f"frontend-{name}'s /healthz")
+    return urls
+
+
+def run(*, rows: int | None = None, levels: tuple[int, ...] = DEFAULT_LEVELS, requests: int = 400,
+        max_seconds: float = 60.0, rounds: int = 2, repeat_share: float = 0.5, repeat_clients: int = 16,
+        mode: str | None = None, app_env: dict[str, str] | None = None, sync_timeout: float = 1800.0,
+        log: Callable[[str], None] = say) -> dict:
+    """Measures search qps and latency at each number of concurrent clients in `levels`,
+    batching+cache on against off, on a private stack holding the first `rows` rows of
+    the sample catalog (None: all). Per level and round each configuration gets
+    max(requests, 10 x clients) distinct queries (at most max_seconds). The repeat
+    workload (share `repeat_share`, `repeat_clients` clients; repeat_share 0 skips it)
+    runs after the levels. mode: the API's `mode` field, None to send none (the API's
+    default). app_env: settings for all apps (KEY -> value). Returns the figures as a
+    dict (see main's output); raises RuntimeError if a frontend fails to start."""
+    from benchmark import backfill_run  # the loading step of `make bench`, reused as is
+
+    from productsearch.settings import EmbeddingSettings
+
+    app_env = dict(app_env or {})
+    base = workload.catalog_rows()
+    catalog = workload.rows(rows if rows is not None else len(base), base)
+    per_level = {c: max(requests, 10 * c) for c in levels}
+    body = {"mode": mode} if mode else {}
+    needed = rounds * sum(per_level.values()) + (max(requests, 10 * repeat_clients) if repeat_share else 0) + 20
+    # Each frontend reads its own sequence of fresh texts, the same one: the same workload
+    # for both. Catalog phrases sometimes coincide, so more are drawn than needed.
+    streams = {name: UniqueQueries(base, int(needed * 1.4) + 100) for name in CONFIGS}
+    if len(streams["on"]) < needed:
+        raise RuntimeError(f"only {len(streams['on'])} distinct queries for {needed} requests; ask for fewer")
+    started = time.monotonic()
+    result: dict = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": len(catalog),
+                    "configs": CONFIGS, "app_env": app_env, "mode": mode or "(API default)", "rounds": rounds,
+                    "levels": {}}
+    pipeline = Pipeline.own(log)
+    with pipeline:
+        env = pipeline.app_env(app_env)
+        device = EmbeddingSettings.from_env(env).device
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        result["machine"] = machine.describe(device)
+        log(f"loading {len(catalog):,} catalog rows through pelican backfill and emu ...")
+        backfill = backfill_run(pipeline, catalog, sync_timeout, app_env)
+        backfill.pop("_ids")
+        result["load"] = {"rows": backfill["rows"], "seconds": backfill["seconds"], "rows_per_s": backfill["rows_per_s"]}
+        pipeline.stop_app("pelican")
+        pipeline.stop_app("emu")
+        log("starting the frontends (batching+cache on, and off) ...")
+        urls = start_frontends(pipeline, app_env)
+        for name, url in urls.items():  # warm-up: connections, allocator, first-request paths
+            load_level(url, 2, streams[name].take, 10, 30, body)
+        for clients in levels:
+            runs: dict[str, list[dict]] = {name: [] for name in CONFIGS}
+            for r in range(rounds):
+                order = list(CONFIGS) if r % 2 == 0 else list(reversed(CONFIGS))
+                for name in order:
+                    runs[name].append(load_level(urls[name], clients, streams[name].take, per_level[clients],
+                                                 max_seconds, body))
+            result["levels"][str(clients)] = {name: pooled(runs[name]) for name in CONFIGS}
+            row = result["levels"][str(clients)]
+            log(f"  {clients:>2} client(s): " + "; ".join(
+                f"{name} {row[name]['qps']} qps, p50 {row[name]['p50_ms']} ms, p95 {row[name]['p95_ms']} ms"
+                for name in CONFIGS))
+        if repeat_share:
+            n = max(requests, 10 * repeat_clients)
+            runs = {name: [] for name in CONFIGS}
+            repeaters = {name: RepeatingQueries(streams[name].take, repeat_share) for name in CONFIGS}
+            for r in range(rounds):
+                order = list(CONFIGS) if r % 2 == 0 else list(reversed(CONFIGS))
+                for name in order:
+                    runs[name].append(load_level(urls[name], repeat_clients, repeaters[name].take, n, max_seconds, body))
+            sent = sum(run["requests"] + run["errors"] for run in runs["on"])
+            result["repeats"] = {"share_asked": repeat_share, "clients": repeat_clients,
+                                 "share_sent": round(repeaters["on"].repeats / sent, 3) if sent else None,
+                                 **{name: pooled(runs[name]) for name in CONFIGS}}
+            rep = result["repeats"]
+            log(f"  {repeat_clients:>2} client(s), {rep['share_sent']:.0%} repeated queries: " + "; ".join(
+                f"{name} {rep[name]['qps']} qps, p95 {rep[name]['p95_ms']} ms" for name in CONFIGS))
+        result["frontend_memory_kib"] = {name: memory_of(pipeline.stack.processes[f"frontend-{name}"].pid)
+                                         for name in CONFIGS}
+        for name in CONFIGS:
+            pipeline.stop_app(f"frontend-{name}")
+    result["goals"] = goals(result)
+    result["duration_s"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def goals(result: dict) -> dict:
+    """The issue's goals, read off the "on" figures: qps at 16 clients >= 2.5x qps at
+    one client, p95 at 16 clients < 150 ms, p95 at one client < 25 ms."""
+    levels = result["levels"]
+    if "1" not in levels or "16" not in levels:
+        return {}
+    one, sixteen = levels["1"]["on"], levels["16"]["on"]
+    ratio = round(sixteen["qps"] / one["qps"], 2) if one["qps"] else None
+    return {"qps_16_over_1": ratio, "qps_16_over_1_met": ratio is not None and ratio >= 2.5,
+            "p95_16_ms": sixteen["p95_ms"], "p95_16_met": sixteen["p95_ms"] is not None and sixteen["p95_ms"] < 150,
+            "p95_1_ms": one["p95_ms"], "p95_1_met": one["p95_ms"] is not None and one["p95_ms"] < 25,
+            "qps_16_off_over_1_off": round(levels["16"]["off"]["qps"] / levels["1"]["off"]["qps"], 2)
+            if levels["1"]["off"]["qps"] else None}
+
+
+def report(result: dict) -> None:
+    say()
+    say(f"machine: {machine.one_line(result['machine'])}")
+    say(f"{result['rows']:,} products indexed; POST /api/search top_k 10, mode {result['mode']}; "
+        f"{result['rounds']} rounds per level, on and off alternating")
+    say(f"{'clients':>7} | {'config':<6} | {'qps':>7} | {'p50 ms':>7} | {'p95 ms':>7} | {'p99 ms':>7} | requests | errors")
+    rows = [(lv, name, figs[name]) for lv, figs in result["levels"].items() for name in CONFIGS]
+    if result.get("repeats"):
+        rep = result["repeats"]
+        rows += [(f"{rep['clients']}*", name, rep[name]) for name in CONFIGS]
+    for lv, name, f in rows:
+        say(f"{lv:>7} | {name:<6} | {f['qps']:>7} | {f['p50_ms']!s:>7} | {f['p95_ms']!s:>7} | {f['p99_ms']!s:>7} | "
+            f"{f['requests']:>8} | {f['errors']:>6}")
+    if result.get("repeats"):
+        say(f"  * {result['repeats']['share_sent']:.0%} of the queries repeat an earlier one (Simon's model)")
+    g = result.get("goals") or {}
+    if g:
+        say(f"goals (on): qps 16/1 = {g['qps_16_over_1']} (>= 2.5: {g['qps_16_over_1_met']}); p95 at 16 = "
+            f"{g['p95_16_ms']} ms (< 150: {g['p95_16_met']}); p95 at 1 = {g['p95_1_ms']} ms (< 25: {g['p95_1_met']}); "
+            f"off: qps 16/1 = {g['qps_16_off_over_1_off']}")
+    say(f"duration {result['duration_s']:.0f}s")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", type=int, help="catalog rows to index (default: the whole sample catalog)")
+    p.add_argument("--concurrency", default=",".join(map(str, DEFAULT_LEVELS)))
+    p.add_argument("--requests", type=int, default=400, help="requests per level, configuration and round "
+                   "(at least 10 per client)")
+    p.add_argument("--seconds", type=float, default=60.0, help="at most this long per level, configuration and round")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--repeat-share", type=float, default=0.5, help="share of repeated queries in the cache row (0: no row)")
+    p.add_argument("--repeat-clients", type=int, default=16)
+    p.add_argument("--mode", help="the API's search mode field (default: none sent, the API's default)")
+    p.add_argument("--app-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for every app, e.g. FRONTEND_QUERY_BATCH_WINDOW_MS=5 (repeatable; the 'off' "
+                   "frontend still gets batching and the cache off)")
+    p.add_argument("--output", type=Path, default=REPO / "results" / "search-load.json")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    result = run(rows=args.rows, levels=tuple(int(s) for s in args.concurrency.split(",") if s.strip()),
+                 requests=args.requests, max_seconds=args.seconds, rounds=args.rounds,
+                 repeat_share=args.repeat_share, repeat_clients=args.repeat_clients, mode=args.mode,
+                 app_env=dict(item.split("=", 1) for item in args.app_env))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    report(result)
+    say(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
