@@ -114,6 +114,11 @@ pinecone_env = {
     "PINECONE_NAMESPACE": cfg.get("pineconeNamespace"),
     # The index's dimension: the apps check their model against it at start.
     "EMBEDDING_DIMENSION": data.require_output("pineconeDimension"),
+    # Only during an index migration (data's pineconeNextIndexName): emu writes both
+    # indexes, the frontend serves whichever the serving_index row names, and the
+    # operator task's `pelican migrate-index` builds and switches. Absent otherwise
+    # (infra.ecs.env_list leaves out values that resolve to None).
+    "PINECONE_NEXT_HOST": data.get_output("pineconeNextIndexHost"),
 }
 jobs_queue_url = messaging.require_output("jobsQueueUrl")
 dlq_url = messaging.require_output("dlqUrl")

@@ -36,17 +36,53 @@ database = PostgresDatabase(
 )
 
 pinecone_key = cfg.secret("pineconeApiKey")
-index = VectorIndex(
-    f"{layer.prefix}-vectors",
-    index_name=cfg.get("pineconeIndexName") or default_index_name(layer.prefix),
+index_name = cfg.get("pineconeIndexName") or default_index_name(layer.prefix)
+next_index_name = cfg.get("pineconeNextIndexName")
+retiring_index_name = cfg.get("pineconeRetiringIndexName")
+named = [n for n in (index_name, next_index_name, retiring_index_name) if n]
+if len(set(named)) != len(named):
+    raise ValueError("pineconeIndexName, pineconeNextIndexName and pineconeRetiringIndexName must name "
+                     f"different indexes, got {named}")
+index_options = dict(
     dimension=cfg.get("pineconeDimension"),
-    metric=cfg.get("pineconeMetric"),
     cloud=cfg.get("pineconeCloud"),
     region=cfg.get("pineconeRegion"),
-    deletion_protection=cfg.get("pineconeDeletionProtection"),
     api_key=pinecone_key,
     tags=layer.tags,
 )
+# Each index's Pulumi name follows its Pinecone name, not its role, so moving to a new
+# index (docs/index-migration.md) only ever creates the next index and deletes the old
+# one: the same resource is the next index, then the primary. Before migrations
+# existed the primary was "<prefix>-vectors"; the alias carries such a stack's index
+# over without replacing it.
+index = VectorIndex(
+    f"{layer.prefix}-vectors-{index_name}",
+    index_name=index_name,
+    metric=cfg.get("pineconeMetric"),
+    deletion_protection=cfg.get("pineconeDeletionProtection"),
+    opts=pulumi.ResourceOptions(aliases=[pulumi.Alias(name=f"{layer.prefix}-vectors")]),
+    **index_options,
+)
+# The index `pelican migrate-index` builds beside the primary: dotproduct, the metric
+# hybrid (dense + sparse) queries need.
+next_index = VectorIndex(
+    f"{layer.prefix}-vectors-{next_index_name}",
+    index_name=next_index_name,
+    metric="dotproduct",
+    deletion_protection=cfg.get("pineconeDeletionProtection"),
+    **index_options,
+) if next_index_name else None
+# The old index after a switch, kept (not exported, so no app uses it) until compute
+# has been redeployed without it; unsetting the key then deletes it. Its deletion
+# protection is lifted meanwhile, so that delete goes through.
+if retiring_index_name:
+    VectorIndex(
+        f"{layer.prefix}-vectors-{retiring_index_name}",
+        index_name=retiring_index_name,
+        metric=cfg.get("pineconeMetric"),  # ignored: an existing index keeps its metric
+        deletion_protection=False,
+        **index_options,
+    )
 
 pinecone_secret = StoredSecret(
     f"{layer.prefix}-pinecone-api-key",
@@ -89,6 +125,9 @@ pulumi.export("dbSecurityGroupId", database.security_group_id)
 pulumi.export("dbIdentifier", database.identifier)
 pulumi.export("pineconeIndexName", index.name)
 pulumi.export("pineconeIndexHost", index.host)
+if next_index is not None:
+    pulumi.export("pineconeNextIndexName", next_index.name)
+    pulumi.export("pineconeNextIndexHost", next_index.host)
 pulumi.export("pineconeDimension", cfg.get("pineconeDimension"))
 pulumi.export("pineconeApiKeySecretArn", pinecone_secret.arn)
 pulumi.export("editorCredentialsSecretArn", editor_secret.arn)

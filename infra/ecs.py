@@ -32,9 +32,12 @@ def env_value(value) -> str:
 
 
 def env_list(env: Mapping[str, pulumi.Input]) -> pulumi.Output[list]:
+    """ECS's environment list, sorted by name. A value that resolves to None (an
+    optional upstream output, e.g. data's pineconeNextIndexHost) leaves its variable
+    out rather than setting it to "None"."""
     keys = sorted(env)
     return pulumi.Output.all(*[env[k] for k in keys]).apply(
-        lambda values: [{"name": k, "value": env_value(v)} for k, v in zip(keys, values, strict=True)]
+        lambda values: [{"name": k, "value": env_value(v)} for k, v in zip(keys, values, strict=True) if v is not None]
     )
 
 

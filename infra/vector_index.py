@@ -21,7 +21,12 @@ def default_index_name(prefix: str) -> str:
 
 
 class VectorIndex(pulumi.ComponentResource):
-    """A dense serverless index with its own provider (the API key stays a secret)."""
+    """A dense serverless index with its own provider (the API key stays a secret).
+
+    `metric` (one of METRICS) applies when the index is created. Pinecone cannot change
+    an index's metric, so Pulumi would replace the index (and lose every vector in it);
+    the metric is therefore ignored on an existing index, and a new metric is reached by
+    building a second index and switching to it (docs/index-migration.md)."""
 
     def __init__(
         self,
@@ -53,7 +58,7 @@ class VectorIndex(pulumi.ComponentResource):
             spec={"serverless": {"cloud": cloud, "region": region}},
             deletion_protection="enabled" if deletion_protection else "disabled",
             tags=dict(tags),
-            opts=pulumi.ResourceOptions(parent=self, provider=provider),
+            opts=pulumi.ResourceOptions(parent=self, provider=provider, ignore_changes=["metric"]),
         )
         self.name = self.index.name
         self.host = self.index.host

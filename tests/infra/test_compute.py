@@ -351,3 +351,24 @@ def test_image_context_root_has_the_dockerignore_every_builder_reads(compute_run
     assert contexts == {REPO / "apps"}
     ignored = (REPO / "apps" / ".dockerignore").read_text().split()
     assert {"**/__pycache__", "**/*.egg-info", "**/.venv"} <= set(ignored)
+
+
+def test_a_next_index_reaches_emu_the_frontend_and_the_operator_task(upstream):
+    """During an index migration (data's pineconeNextIndexName) the next index's host goes
+    to what writes it (emu), what may serve from it (the frontend) and what builds and
+    switches (the operator task's `pelican migrate-index`); without one, no variable."""
+    from harness import run_layer
+
+    next_host = "ss-dev-products-hybrid-x1y2.svc.aped-4627-b74a.pinecone.io"
+    data = {**upstream["data"], "pineconeNextIndexHost": next_host, "pineconeNextIndexName": "ss-dev-products-hybrid"}
+    run = run_layer("compute", {"certificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/abc"},
+                    stack_outputs={**upstream, "data": data}, stack="migrating")
+    for app in ("emu", "frontend", "operator"):
+        assert env(run, app)["PINECONE_NEXT_HOST"] == next_host, app
+        assert env(run, app)["PINECONE_HOST"] == upstream["data"]["pineconeIndexHost"], app
+    assert "PINECONE_NEXT_HOST" not in env(run, "pelican")
+
+
+def test_without_a_next_index_no_app_gets_the_variable(compute_run):
+    for app in ("emu", "frontend", "operator", "pelican"):
+        assert "PINECONE_NEXT_HOST" not in env(compute_run, app)

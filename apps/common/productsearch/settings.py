@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import quote
 
@@ -203,30 +203,61 @@ class QueueSettings:
 @dataclass(frozen=True)
 class IndexSettings:
     """The Pinecone index. PINECONE_HOST is the index's data-plane host (exported
-    by the data/ stack, or the local index server's URL)."""
+    by the data/ stack, or the local index server's URL).
+
+    PINECONE_NEXT_HOST (optional) is a second index being built beside it during an
+    index migration (docs/index-migration.md): emu writes both, the frontend serves
+    whichever the serving_index row names, `pelican migrate-index` builds and switches.
+    Index hosts come only from here, never from a message or a row the apps did not
+    configure, so the API key is only ever sent to configured hosts."""
 
     api_key: str
     host: str
     name: str
     namespace: str
     dimension: int
+    next_host: str | None = None
+
+    @staticmethod
+    def normal_host(raw: str) -> str:
+        """`raw` as the apps compare hosts: https:// when no scheme is given (the
+        data/ stack exports bare host names), no trailing slash, lower case."""
+        host = raw.strip().rstrip("/")
+        if not host.lower().startswith(("http://", "https://")):
+            host = "https://" + host
+        return host.lower()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> IndexSettings:
-        host = _get(env, "PINECONE_HOST")
-        if not host.startswith(("http://", "https://")):
-            host = "https://" + host
+        host = cls.normal_host(_get(env, "PINECONE_HOST"))
+        next_host = cls.normal_host(env["PINECONE_NEXT_HOST"]) if (env.get("PINECONE_NEXT_HOST") or "").strip() else None
+        if next_host == host:
+            raise ConfigError("PINECONE_NEXT_HOST must differ from PINECONE_HOST (it is the index a migration builds)")
         return cls(
             api_key=_get(env, "PINECONE_API_KEY"),
             host=host,
             name=_get(env, "PINECONE_INDEX", "products"),
             namespace=env.get("PINECONE_NAMESPACE", "products").strip(),
             dimension=_int(env, "EMBEDDING_DIMENSION", 384, maximum=20000),
+            next_host=next_host,
         )
 
     @property
     def tombstone_namespace(self) -> str:
         return f"{self.namespace}-deleted"
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The configured hosts: PINECONE_HOST, then PINECONE_NEXT_HOST if set."""
+        return (self.host,) if self.next_host is None else (self.host, self.next_host)
+
+    def for_host(self, host: str) -> IndexSettings:
+        """These settings aimed at one configured host (with no next host).
+
+        Raises ConfigError for a host that is not configured."""
+        if self.normal_host(host) not in self.hosts:
+            raise ConfigError(f"{host!r} is not a configured index host (PINECONE_HOST or PINECONE_NEXT_HOST)")
+        return replace(self, host=self.normal_host(host), next_host=None)
 
 
 DEFAULT_TEXT_TEMPLATE = "{name} {description}"

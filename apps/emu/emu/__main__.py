@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from emu.embedding_process import EmbeddingFailed, EmbeddingProcess
     from productsearch import aws
     from productsearch.index import ProductIndex
+    from productsearch.index_set import writer_for
 
     try:
         embedder = EmbeddingProcess(embedding)
@@ -42,9 +43,11 @@ def main(argv: list[str] | None = None) -> int:
 
     stopping = threading.Event()
     # After SIGTERM a failing index call is not retried: its messages go back to the
-    # queue at once instead of outlasting the grace period in backoff.
-    index = ProductIndex(index_settings, attempts=settings.max_index_attempts, timeout_s=settings.index_timeout_seconds,
-                         should_stop=stopping.is_set)
+    # queue at once instead of outlasting the grace period in backoff. With
+    # PINECONE_NEXT_HOST set (an index migration) every batch is written to both indexes.
+    index = writer_for(index_settings, lambda one: ProductIndex(
+        one, attempts=settings.max_index_attempts, timeout_s=settings.index_timeout_seconds,
+        should_stop=stopping.is_set))
     worker = Emu(queues, embedding, settings, index, embedder, aws.sqs_client(queues), aws.sns_client(queues),
                  stopping=stopping)
     worker.install_signal_handlers()

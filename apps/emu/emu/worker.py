@@ -38,6 +38,7 @@ from emu.jobqueue import JobQueue
 from emu.ledger import Ledger
 from emu.stages import EmbeddedBatch, IndexUnavailable, WorkItem
 from productsearch.index import ProductIndex
+from productsearch.index_set import IndexSet
 from productsearch.lifecycle import stop_on_signals
 from productsearch.settings import EmbeddingSettings, EmuSettings, QueueSettings
 
@@ -57,7 +58,7 @@ BATCH_FILL_SECONDS = 0.05
 
 class Emu:
     def __init__(self, queues: QueueSettings, embedding: EmbeddingSettings, settings: EmuSettings,
-                 index: ProductIndex, embedder, sqs, sns, stopping: threading.Event | None = None):
+                 index: ProductIndex | IndexSet, embedder, sqs, sns, stopping: threading.Event | None = None):
         self.embedding, self.settings = embedding, settings
         self.index, self.embedder = index, embedder
         self.jobs = JobQueue(sqs, sns, queues, settings.visibility_timeout_seconds)

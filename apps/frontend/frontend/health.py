@@ -56,5 +56,11 @@ class HealthCheck:
         if db is None:
             return None
         model_ok, model = self.services.model_state
-        return model_ok and db[0], {"model": model, "database": db[1]}
+        parts = {"model": model, "database": db[1]}
+        # Which index serves (an index migration switches it): informative, never a reason
+        # to take the task out of service. Stand-ins for Services may have none.
+        serving = getattr(self.services, "index_state", None)
+        if serving:
+            parts["index"] = serving
+        return model_ok and db[0], parts
 

@@ -35,7 +35,6 @@ class Services:
         from productsearch.index import ProductIndex
 
         self.settings = settings
-        self.index = index or ProductIndex(settings.index, attempts=2, timeout_s=settings.index_timeout_seconds)
         self.pool = pool or ConnectionPool(
             settings.database.url,
             min_size=1,
@@ -47,6 +46,15 @@ class Services:
         )
         if pool is None:
             self.pool.open(wait=False)  # the database may come up after us; /healthz says so meanwhile
+        if index is None:
+            from productsearch.index_set import ServingIndex
+
+            # Whichever configured index the serving_index row names (an index migration
+            # switches it); searches, the status panel and edit checks all read that one.
+            index = ServingIndex(settings.index, self.pool, lambda one: ProductIndex(
+                one, attempts=2, timeout_s=settings.index_timeout_seconds))
+            index.start()
+        self.index = index
         self.sqs = sqs or aws.sqs_client(settings.queues, timeout_s=3.0, attempts=2)
         self.login_throttle = login_throttle(settings)
         from frontend.status import StatusReader
@@ -103,6 +111,13 @@ class Services:
         if not ok:
             raise NotReady(f"the embedding model is {state}")
         return self._embedder
+
+    @property
+    def index_state(self) -> str | None:
+        """Which configured index serves, as /healthz shows it (ServingIndex.state:
+        "primary" or "next", with a reason when the serving_index row is not followed);
+        None for an index handle given by the caller."""
+        return getattr(self.index, "state", None)
 
     @property
     def search(self):
