@@ -196,6 +196,20 @@ class Pipeline:
                 conn.execute("SET session_replication_role = DEFAULT")
         return ids
 
+    def refit_lexical(self) -> str:
+        """Runs `pelican refit-lexical` (the keyword-search statistics from the table as
+        it is now); returns its report line."""
+        return self.run_cli(["-m", "pelican", "refit-lexical"]).stdout.strip()
+
+    def capture(self, ids: list[int], chunk: int = 1000) -> None:
+        """Captures the given products as changes, as a backfill does for every row, so
+        the running pelican ships them (rows inserted with capture=False)."""
+        for start in range(0, len(ids), chunk):
+            with self.conn.transaction():
+                self.conn.execute("INSERT INTO product_changes (product_id, operation) "
+                                  "SELECT unnest(%s::bigint[]), 'backfill'", (ids[start : start + chunk],))
+                self.conn.execute("SELECT pg_notify('product_changes', '')")
+
     def wait_count(self, target: int, timeout: float, interval: float = 0.25,
                    progress: Callable[[int], None] | None = None) -> float:
         """Waits until the index's main namespace holds `target` vectors; returns the

@@ -251,8 +251,10 @@ class LocalStack:
 
     # -- index server -------------------------------------------------------------
     def start_index(self, extra_args: list[str] | None = None) -> None:
+        # dotproduct: hybrid (sparse-dense) queries need it (Pinecone docs: Limits); the
+        # dense vectors are unit length, so dense scores are the cosine similarities.
         self._spawn("index", [sys.executable, "-m", "devstack.index_server", "--host", "127.0.0.1", "--port", str(self.index_port),
-                              "--data-dir", str(self.root / "index"), "--dimension", "384", "--metric", "cosine",
+                              "--data-dir", str(self.root / "index"), "--dimension", "384", "--metric", "dotproduct",
                               "--api-key", LOCAL_API_KEY, *(extra_args or [])])
         _wait_for("index server", lambda: _http_ok(f"http://127.0.0.1:{self.index_port}/healthz"),
                   proc=self.processes["index"], log=self.log_path("index"))
@@ -260,6 +262,10 @@ class LocalStack:
     # -- apps -----------------------------------------------------------------------
     def migrate(self) -> None:
         subprocess.run([sys.executable, "-m", "pelican", "migrate"], env=self.app_env(), check=True, cwd=REPO)
+
+    def refit_lexical(self) -> None:
+        """`pelican refit-lexical`: the keyword-search statistics from the table as it is."""
+        subprocess.run([sys.executable, "-m", "pelican", "refit-lexical"], env=self.app_env(), check=True, cwd=REPO)
 
     def start_app(self, name: str, extra_env: dict[str, str] | None = None, *, instance: str | None = None) -> subprocess.Popen:
         argv = {"pelican": [sys.executable, "-m", "pelican", "run"],
@@ -346,7 +352,17 @@ def up(stack: LocalStack, catalog: Path, with_frontend: bool, settings_dir: Path
     """Starts everything and returns when search is complete. settings_dir receives
     stack.env (every endpoint, for scripts and `make reconcile`) and editor.env."""
     stack.stop_all()
-    stack.start_infrastructure()
+    try:
+        stack.start_infrastructure()
+    except RuntimeError as exc:
+        if "holds an index with" not in str(exc):
+            raise
+        # An index kept from before hybrid search (metric cosine): it is derived data, so
+        # it is rebuilt from the table (the backfill below) with the dotproduct metric.
+        print("the local index was made with another metric; rebuilding it from the table ...", flush=True)
+        stack.stop_all()
+        shutil.rmtree(stack.root / "index", ignore_errors=True)
+        stack.start_infrastructure()
     env = stack.app_env()
     existing = product_count(stack)
     if existing:
@@ -355,6 +371,10 @@ def up(stack: LocalStack, catalog: Path, with_frontend: bool, settings_dir: Path
     else:
         print("loading the sample catalog ...", flush=True)
         _sh([sys.executable, "-m", "pelican", "load-catalog", str(catalog)], env)
+    # Before pelican ships anything: every job then carries statistics fitted on the
+    # whole table, so keyword and hybrid search weigh terms as BM25 does.
+    print("fitting the keyword-search statistics ...", flush=True)
+    stack.refit_lexical()
     stack.start_app("pelican")
     stack.start_app("emu")
     editor = editor_credentials(settings_dir / "editor.env")

@@ -56,10 +56,12 @@ class FrontendStack:
     def api(self, path: str, method: str = "GET", body: object = None, **kw) -> Http:
         return request(self.url + path, method, body, **kw)
 
-    def search(self, query: str, top_k: int = 10, filters: dict | None = None) -> list[dict]:
+    def search(self, query: str, top_k: int = 10, filters: dict | None = None, mode: str | None = None) -> list[dict]:
         body = {"query": query, "top_k": top_k}
         if filters is not None:
             body["filters"] = filters
+        if mode is not None:
+            body["mode"] = mode
         resp = self.api("/api/search", "POST", body)
         assert resp.status == 200, resp.body
         return resp.body["results"]
@@ -84,6 +86,7 @@ def start(stack, rows: int = 200, editor: tuple[str, str] | None = EDITOR,
     report = load_catalog(parts.conn, subset)
     assert report.loaded == rows, report.summary()
     ids = [r["id"] for r in parts.conn.execute("SELECT id FROM products ORDER BY id").fetchall()]
+    stack.refit_lexical()  # as `make up` does: keyword statistics fitted before pelican ships
 
     env = {"EDITOR_USERNAME": editor[0], "EDITOR_PASSWORD": editor[1]} if editor else {}
     env.update(frontend_env or {})

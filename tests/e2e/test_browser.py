@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from frontend.ui import MODE_LABELS
+from productsearch.search import MODES
 from tests.e2e import frontend_stack
 from tests.e2e.frontend_stack import EDITOR
 
@@ -96,16 +98,41 @@ def settle(page) -> None:
     page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(r, 50))))")
 
 
-def search(page, query: str, price_min: str = "", price_max: str = "", category: str | None = None) -> str:
+def search(page, query: str, price_min: str = "", price_max: str = "", category: str | None = None,
+           mode: str | None = None) -> str:
+    if mode is not None:
+        choose_mode(page, mode)
     field(page, "query").fill(query)
     field(page, "price-min").fill(price_min)
     field(page, "price-max").fill(price_max)
     if category is not None:
         choose_category(page, category)
-    with page.expect_response(_event(4)):
+    with page.expect_response(_event(5)):
         page.locator("#search-btn").click()
     settle(page)
     return message(page)
+
+
+def selected_mode(page) -> str:
+    checked = [m for m in MODES if page.locator("#mode").get_by_label(MODE_LABELS[m], exact=True).is_checked()]
+    assert len(checked) == 1, checked
+    return checked[0]
+
+
+def choose_mode(page, mode: str) -> None:
+    """Picks a mode as a user does and waits for the page's answer: with a query in
+    the box, the search re-run in that mode; without one, an answer that changes
+    nothing (waited for all the same, so a later search's wait cannot catch it)."""
+    if selected_mode(page) == mode:
+        return
+    with page.expect_response(_event(5, f'"{mode}"')):
+        page.locator("#mode").get_by_label(MODE_LABELS[mode], exact=True).check()
+    settle(page)
+    assert selected_mode(page) == mode
+
+
+def rows_and_scores(rows: list[dict]) -> list[tuple[int, float]]:
+    return [(r["id"], round(r["score"], 4)) for r in rows]
 
 
 def choose_category(page, label: str) -> None:
@@ -187,6 +214,73 @@ def test_empty_result_and_bad_input_say_so(page, front):
     # Markup in a query is text, not HTML.
     search(page, "<img src=x onerror=alert(1)> controller")
     assert page.locator("#results img").count() == 0 and len(shown(page)) == 10
+
+
+def test_a_sku_is_found_first_and_switching_the_mode_changes_the_ranking(page, front):
+    product = front.parts.conn.execute("SELECT id, sku FROM products ORDER BY id OFFSET 123 LIMIT 1").fetchone()
+    assert selected_mode(page) == "hybrid"  # the default
+    ranked = {}
+    for mode in ("hybrid", "keyword"):
+        text = search(page, product["sku"], mode=mode)
+        assert "Results 1–" in text and f"({mode})" in text, text
+        assert selected_mode(page) == mode
+        rows = shown(page)
+        assert rows[0]["id"] == product["id"] and rows[0]["rank"] == 1
+        ranked[mode] = rows_and_scores(rows)
+
+    # Picking another mode re-runs the same query, ranked by meaning alone.
+    choose_mode(page, "semantic")
+    assert message(page).startswith("Results 1–10 (semantic)"), message(page)
+    semantic = shown(page)
+    api = front.search(product["sku"], top_k=10, mode="semantic")
+    assert [r["id"] for r in semantic] == [r["id"] for r in api]
+    assert [r["score"] for r in semantic] == pytest.approx([r["score"] for r in api], abs=1e-4)
+    assert rows_and_scores(semantic) != ranked["keyword"] and rows_and_scores(semantic) != ranked["hybrid"]
+
+
+def test_keyword_search_finds_only_exact_words(page, front):
+    text = search(page, "zyxqwv", mode="keyword")  # a word no product has
+    assert "No products match this query (keyword)" in text and shown(page) == [], (text, shown(page)[:3])
+    assert "Hybrid or Semantic" in text
+    choose_mode(page, "semantic")
+    assert "(semantic)" in message(page) and len(shown(page)) == 10
+
+
+def test_a_mode_switch_starts_at_page_one_and_paging_keeps_the_mode(page, front):
+    query = "controller for gaming"  # 22 of the 200 rows are controllers: two pages by keyword
+    search(page, query, mode="hybrid")
+    turn(page, "next-btn", 11)
+
+    choose_mode(page, "keyword")
+    first = shown(page)
+    assert first[0]["rank"] == 1 and message(page).startswith("Results 1–10 (keyword)")
+    assert page.locator("#prev-btn").is_disabled() and page.locator("#next-btn").is_enabled()
+    turn(page, "next-btn", 11)
+    second = shown(page)
+    assert message(page).startswith("Results 11–20 (keyword)"), message(page)
+    assert selected_mode(page) == "keyword"
+    # Scores, not ids: products sharing a word and a length tie under BM25.
+    api = front.search(query, top_k=20, mode="keyword")
+    assert [r["score"] for r in first + second] == pytest.approx([r["score"] for r in api], abs=1e-4)
+    assert len({r["id"] for r in first + second}) == 20
+    turn(page, "prev-btn", 1)
+    assert message(page).startswith("Results 1–10 (keyword)")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_filters_apply_in_every_mode(page, front, mode):
+    query = "plug-and-play device"
+    text = search(page, query, category="device", mode=mode)
+    rows = shown(page)
+    assert f"({mode}) with category device" in text, text
+    assert rows and all(r["category"] == "device" for r in rows)
+    api = front.search(query, 10, {"category": "device"}, mode=mode)
+    assert [r["score"] for r in rows] == pytest.approx([r["score"] for r in api], abs=1e-4)
+
+    search(page, query, price_min="100", price_max="400", category="device")
+    rows = shown(page)
+    assert rows and all(r["category"] == "device" and 100 <= r["price"] <= 400 for r in rows)
+    assert selected_mode(page) == mode
 
 
 def open_edit(page, pid: int) -> None:

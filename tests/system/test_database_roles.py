@@ -98,8 +98,13 @@ REFUSED_TO_BOTH = [
     "SELECT * FROM product_price_quarantine",
     "UPDATE backfill_progress SET last_id = 0",
     "SELECT setval(pg_get_serial_sequence('product_changes', 'id'), 1)",
+    # Only `pelican refit-lexical`, as the administrator, writes the keyword statistics.
+    "UPDATE lexical_corpus SET documents = 0",
+    "DELETE FROM lexical_terms",
+    "INSERT INTO lexical_terms VALUES (1, 1)",
 ]
-REFUSED_TO_PELICAN = ["UPDATE products SET name = name || '!'", "UPDATE products SET price = 0"]
+REFUSED_TO_PELICAN = ["UPDATE products SET name = name || '!'", "UPDATE products SET price = 0",
+                      "SELECT * FROM lexical_terms"]
 REFUSED_TO_FRONTEND = ["DELETE FROM product_changes", "SELECT id FROM product_changes FOR UPDATE",
                        "UPDATE products SET category = 'other'"]
 
@@ -153,6 +158,9 @@ def test_each_role_can_do_its_apps_work_and_nothing_else(stack, parts, role_secr
         with pool.connection() as conn:
             assert conn.execute(CHANGES_SQL).fetchone()["n"] == 1
             assert conn.execute("SELECT count(*) AS n FROM products").fetchone()["n"] == 2
+            from productsearch import lexical
+
+            assert lexical.query_statistics(conn, [lexical.term_id("role")]) == (0, {})  # keyword search's read
             for statement in REFUSED_TO_BOTH + REFUSED_TO_FRONTEND:
                 assert refused(conn, statement), f"{FRONTEND_ROLE} was allowed: {statement}"
     captured = parts.conn.execute("SELECT product_id, operation, version FROM product_changes").fetchall()

@@ -35,7 +35,7 @@ def index_order(front, embedder, query: str, top_k: int, index_filter=None) -> l
 
 # -- search ------------------------------------------------------------------------------
 def test_results_are_in_the_index_rank_order_with_scores(front, embedder):
-    results = front.search(QUERY, top_k=15)
+    results = front.search(QUERY, top_k=15, mode="semantic")
     expected = index_order(front, embedder, QUERY, 15)
     assert [r["id"] for r in results] == [i for i, _ in expected]
     assert [r["score"] for r in results] == pytest.approx([s for _, s in expected], abs=1e-4)
@@ -49,10 +49,10 @@ def test_results_are_in_the_index_rank_order_with_scores(front, embedder):
 def test_price_filter_is_pushed_down_to_the_index(front, embedder):
     prices = sorted(float(r["price"]) for r in front.parts.conn.execute("SELECT price FROM products").fetchall())
     low, high = prices[40], prices[54]  # 15 of the 200 rows
-    unfiltered = front.search(QUERY, top_k=10)
+    unfiltered = front.search(QUERY, top_k=10, mode="semantic")
     assert sum(low <= r["price"] <= high for r in unfiltered) < 10, "range too wide to tell push-down from post-filtering"
 
-    results = front.search(QUERY, top_k=10, filters={"price_min": low, "price_max": high})
+    results = front.search(QUERY, top_k=10, filters={"price_min": low, "price_max": high}, mode="semantic")
     # Post-filtering the unfiltered top 10 would leave fewer than 10; the index filtered before ranking.
     assert len(results) == 10
     assert all(low <= r["price"] <= high for r in results)
@@ -61,7 +61,7 @@ def test_price_filter_is_pushed_down_to_the_index(front, embedder):
 
 
 def test_category_filter_narrows_results(front, embedder):
-    results = front.search(QUERY, top_k=20, filters={"category": "Device"})
+    results = front.search(QUERY, top_k=20, filters={"category": "Device"}, mode="semantic")
     assert results and all(r["category"] == "device" for r in results)
     expected = index_order(front, embedder, QUERY, 20, {"category": {"$eq": "device"}})
     assert [r["id"] for r in results] == [i for i, _ in expected]
@@ -252,7 +252,8 @@ def test_healthz_is_fast_and_reports_its_parts(front):
         resp = front.api("/healthz")
         assert resp.status == 200
     assert (time.monotonic() - started) / 20 < 0.25
-    assert resp.body == {"status": "ok", "model": "loaded", "database": "reachable"}
+    # "index": which configured index serves (docs/index-migration.md); no row: PINECONE_HOST.
+    assert resp.body == {"status": "ok", "model": "loaded", "database": "reachable", "index": "primary"}
 
 
 def test_status_reports_table_index_log_and_queues(front):
@@ -324,14 +325,14 @@ def test_any_replica_answers_any_click(front, stack):
     other = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _answers(other + "/healthz"), 120, interval=0.3, what="second replica healthy")
-        first = request(front.url + "/gradio_api/run/ui_search", "POST", {"data": [QUERY, "", "", ""]})
+        first = request(front.url + "/gradio_api/run/ui_search", "POST", {"data": [QUERY, "", "", "", "semantic"]})
         assert first.status == 200, first.body
         state = first.body["data"][5]
         second = request(other + "/gradio_api/run/ui_next_page", "POST", {"data": [state]})
         assert second.status == 200, second.body
-        assert second.body["data"][0].startswith("Results 11–20")
+        assert second.body["data"][0].startswith("Results 11–20 (semantic)")  # the mode travels with the page
         ids = [int(i) for i in re.findall(r'data-id="(\d+)"', first.body["data"][1] + second.body["data"][1])]
-        assert ids == [r["id"] for r in front.search(QUERY, top_k=20)]
+        assert ids == [r["id"] for r in front.search(QUERY, top_k=20, mode="semantic")]
 
         pid = front.product_ids[11]
         edit = request(f"{other}/api/products/{pid}", "PUT", {"name": "Replica Lantern"}, auth=EDITOR)
@@ -339,6 +340,14 @@ def test_any_replica_answers_any_click(front, stack):
         front.wait_searchable(pid, edit.body["version"])
     finally:
         stack.stop("frontend-b", timeout=20)
+
+
+@pytest.mark.parametrize("mode", ["bogus", None, {"mode": "keyword"}, 3])
+def test_the_ui_search_event_answers_a_tampered_mode_with_a_message(front, mode):
+    resp = request(front.url + "/gradio_api/run/ui_search", "POST", {"data": [QUERY, "", "", "", mode]})
+    assert resp.status == 200, resp.body
+    assert resp.body["data"][0].startswith("⚠️ mode must be one of hybrid, semantic, keyword"), resp.body["data"][0]
+    assert resp.body["data"][1] == ""
 
 
 def _answers(url: str) -> bool:

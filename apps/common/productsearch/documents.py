@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from productsearch.lexical import SparseVector
+
 INDEXED_COLUMNS = ("name", "sku", "description", "price", "category")
 
 # Pinecone limits (docs: "Limits" for serverless indexes).
@@ -40,6 +42,19 @@ def validate_template(template: str) -> None:
 def indexed_text(product: dict[str, Any], template: str) -> str:
     values = {column: "" if product.get(column) is None else str(product[column]) for column in INDEXED_COLUMNS}
     return template.format(**values).strip()
+
+
+def lexical_text(product: dict[str, Any], template: str) -> str:
+    """The text of a product's BM25 sparse vector (productsearch.lexical): the indexed
+    text, plus the SKU when the template leaves it out, so a product is always found
+    by its SKU. emu encodes it and `pelican refit-lexical` counts it, both with the
+    deployment's INDEXED_TEXT_TEMPLATE."""
+    text = indexed_text(product, template)
+    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    sku = product.get("sku")
+    if "sku" not in fields and sku is not None and str(sku).strip():
+        text = f"{text} {str(sku).strip()}".strip()
+    return text
 
 
 def vector_id(product_id: int) -> str:
@@ -100,9 +115,14 @@ def metadata(product: dict[str, Any], version: int) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class IndexRecord:
+    """A product as the index stores it. `sparse`: its BM25 vector
+    (lexical.encode_document of lexical_text), written in the same upsert as the dense
+    vector; None (or empty) writes the record without sparse values."""
+
     id: str
     text: str
     metadata: dict[str, Any]
+    sparse: SparseVector | None = None
 
     @property
     def version(self) -> int:

@@ -5,6 +5,12 @@ Versions: each record's metadata holds the version of the row state it reflects
 (products.version, a hybrid clock the database stamps: sql/003_row_versions.sql).
 Deletions leave a tombstone (the deletion's version) in a side namespace
 that queries never read, so a late, older upsert of a deleted row is refused too.
+
+Records carry a BM25 sparse vector beside the dense one (productsearch.lexical),
+written in the same upsert, so the two never disagree. Hybrid queries need an index
+with the dotproduct metric (Pinecone docs: Limits, "Only indexes using the dotproduct
+distance metric support sparse-dense vectors"); the dense vectors are unit length,
+so a dense-only query scores as cosine did.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from productsearch.documents import MAX_UPSERT_REQUEST_BYTES, MAX_VECTORS_PER_UPSERT, IndexRecord
+from productsearch.lexical import SparseVector
 from productsearch.retry import with_backoff
 from productsearch.settings import IndexSettings
 
@@ -82,9 +89,12 @@ class ProductIndex:
         self._timeout = timeout_s
         self._should_stop = should_stop
         self._deadline: float | None = None
-        # One retry layer, ours (with_backoff): the SDK would otherwise retry 429s, 5xx and
-        # timeouts up to 3 more times inside every call, so a call's worst case would be
-        # four timeouts plus backoff, past any deadline a caller sets.
+        # Retries are meant to be ours alone (with_backoff, which honours should_stop and
+        # the deadline). RetryConfig(max_retries=0) turns the SDK's own off only for the
+        # control plane: pinecone 10.2's data-plane REST client takes no retry setting and
+        # still retries 408/429/5xx up to 3 times inside each call (within its per-host
+        # retry budget). So a deadline bounds each HTTP attempt, not a whole call; a call
+        # cut off by the container's stop loses nothing (its messages are redelivered).
         client = Pinecone(api_key=settings.api_key, additional_headers=dict(headers or {}),
                           retry_config=RetryConfig(max_retries=0))
         self._index = client.Index(host=settings.host)
@@ -131,12 +141,16 @@ class ProductIndex:
         return dict(found.vectors or {})
 
     def query(self, vector: np.ndarray, top_k: int, filter: dict[str, Any] | None = None, *,
-              attempts: int | None = None) -> list[Match]:
+              attempts: int | None = None, sparse_vector: SparseVector | None = None) -> list[Match]:
         """Top-k matches with metadata; each attempt gets this client's timeout (s), and
-        there are this client's attempts unless given."""
+        there are this client's attempts unless given. With a non-empty sparse_vector
+        the index scores dense . dense + sparse . sparse (a hybrid query: the caller has
+        weighted both parts; a keyword-only query sends an all-zero dense part, as
+        Pinecone requires a dense vector in every query of a dense index)."""
+        sparse = sparse_vector.to_pinecone() if sparse_vector else None
         result = self._call(
             "query",
-            lambda: self._index.query(vector=vector.tolist(), top_k=top_k, filter=filter or None,
+            lambda: self._index.query(vector=vector.tolist(), sparse_vector=sparse, top_k=top_k, filter=filter or None,
                                       namespace=self.settings.namespace, include_metadata=True, timeout=self._timeout_now()),
             attempts=attempts,
         )
@@ -171,10 +185,15 @@ class ProductIndex:
         return {i: max(live.get(i, 0), dead.get(i, 0)) for i in set(live) | set(dead)}
 
     def upsert(self, records: Sequence[IndexRecord], vectors: np.ndarray) -> None:
-        """Writes records in requests within Pinecone's count and size limits."""
-        items = [
-            {"id": r.id, "values": v.tolist(), "metadata": r.metadata} for r, v in zip(records, vectors, strict=True)
-        ]
+        """Writes records in requests within Pinecone's count and size limits, each
+        record's sparse vector (when it has a non-empty one) in the same item as its
+        dense vector."""
+        items = []
+        for r, v in zip(records, vectors, strict=True):
+            item = {"id": r.id, "values": v.tolist(), "metadata": r.metadata}
+            if r.sparse:
+                item["sparse_values"] = r.sparse.to_pinecone()
+            items.append(item)
         self._upsert_items(items, self.settings.namespace)
 
     def _upsert_items(self, items: list[dict[str, Any]], namespace: str) -> None:
@@ -239,12 +258,16 @@ class ProductIndex:
 # request itself).
 MAX_FLOAT_JSON_BYTES = 25
 ITEM_ENVELOPE_BYTES = 64
+# A sparse index is a uint32 (at most 10 digits) plus a comma.
+MAX_SPARSE_INDEX_JSON_BYTES = 11
 
 
 def _item_bytes(item: dict[str, Any]) -> int:
     """An upper bound of the item's size in the request's JSON."""
     head = json.dumps({"id": item["id"], "metadata": item.get("metadata") or {}}, separators=(",", ":")).encode()
-    return len(head) + len(item["values"]) * MAX_FLOAT_JSON_BYTES + ITEM_ENVELOPE_BYTES
+    sparse = item.get("sparse_values")
+    sparse_bytes = len(sparse["indices"]) * (MAX_SPARSE_INDEX_JSON_BYTES + MAX_FLOAT_JSON_BYTES) + 64 if sparse else 0
+    return len(head) + len(item["values"]) * MAX_FLOAT_JSON_BYTES + sparse_bytes + ITEM_ENVELOPE_BYTES
 
 
 def _chunks_within_limits(items: list[dict[str, Any]]):

@@ -3,6 +3,12 @@
 A message carries a batch of changes. Each change is the product's *current* state
 when pelican shipped it (or a deletion), stamped with that state's version (the
 row's own `version`, or the deletion's). Emu needs no database access: the message is self-contained.
+
+The envelope may also carry `lexical`: the corpus parameters (lexical.CorpusStats:
+documents, average_length, k1, b) emu weights the changes' BM25 sparse vectors by,
+read by pelican once per shipped batch. It is optional, so format 1 is unchanged both
+ways: an older emu ignores it, and a message without it (sent by an older pelican)
+is encoded without length normalisation (lexical.UNFITTED).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from productsearch.lexical import CorpusStats
+
 FORMAT_VERSION = 1
 
 # SQS caps a message, and a SendMessageBatch request as a whole, at 256 KiB.
@@ -22,6 +30,9 @@ MAX_SQS_MESSAGE_BYTES = 256 * 1024
 MAX_SQS_BATCH_ENTRIES = 10
 # Room for the envelope and the batch request's own overhead.
 MESSAGE_BUDGET_BYTES = 240 * 1024
+# An upper bound of the envelope's `lexical` object: four numbers of at most 24
+# characters each (a float's longest JSON text), their keys and punctuation.
+MAX_LEXICAL_BYTES = 192
 # No embedding reads this far (256 tokens); capping keeps any row within one message
 # while staying above Pinecone's 40 KB metadata limit, so an oversized description is
 # still reported as such by emu rather than silently shortened.
@@ -102,9 +113,13 @@ def sqs_body(value: Any) -> str:
     return _SQS_REFUSED.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-def encode(changes: list[Change]) -> str:
-    """The message body for `changes`, valid for SQS (see sqs_body)."""
-    return sqs_body({"format": FORMAT_VERSION, "changes": [c.to_json() for c in changes]})
+def encode(changes: list[Change], lexical: CorpusStats | None = None) -> str:
+    """The message body for `changes`, valid for SQS (see sqs_body), carrying the
+    corpus parameters `lexical` when given."""
+    body: dict[str, Any] = {"format": FORMAT_VERSION, "changes": [c.to_json() for c in changes]}
+    if lexical is not None:
+        body["lexical"] = lexical.to_json()
+    return sqs_body(body)
 
 
 # Versions are microsecond clock readings (~1.8e15) or, from before the row-version
@@ -134,10 +149,15 @@ class RefusedChange:
 
 @dataclass(frozen=True)
 class Job:
-    """A decoded message: the changes emu can act on, and the ones it must refuse."""
+    """A decoded message: the changes emu can act on, and the ones it must refuse.
+    `lexical`: the corpus parameters the message carries; None when it carries none or
+    malformed ones (`lexical_problem` then says what was wrong), which costs only the
+    length normalisation of its sparse vectors, never the changes."""
 
     changes: list[Change]
     refused: list[RefusedChange]
+    lexical: CorpusStats | None = None
+    lexical_problem: str | None = None
 
 
 def _bounded_int(value: Any, name: str, minimum: int, maximum: int) -> int:
@@ -196,7 +216,13 @@ def read(body: str, max_bytes: int = MAX_SQS_MESSAGE_BYTES) -> Job:
     changes = data.get("changes")
     if not isinstance(changes, list):
         raise MalformedJob("'changes' is not a list")
-    job = Job([], [])
+    lexical, problem = None, None
+    if data.get("lexical") is not None:
+        try:
+            lexical = CorpusStats.from_json(data["lexical"])
+        except ValueError as exc:
+            problem = str(exc)[:200]
+    job = Job([], [], lexical, problem)
     for i, item in enumerate(changes):
         try:
             job.changes.append(_read_change(item))
@@ -218,7 +244,7 @@ def decode(body: str) -> list[Change]:
 
 def pack(changes: Iterable[Change], max_changes: int, budget_bytes: int = MESSAGE_BUDGET_BYTES) -> Iterator[list[Change]]:
     """Groups changes into message bodies of at most max_changes and budget_bytes."""
-    envelope = len(encode([]).encode())
+    envelope = len(encode([]).encode()) + MAX_LEXICAL_BYTES
     batch: list[Change] = []
     size = envelope
     for change in changes:

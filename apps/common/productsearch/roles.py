@@ -5,7 +5,7 @@ migrate`, from the operator task.
 Each app connects as its own LOGIN role, whose username and password are in a Secrets
 Manager secret of its own (JSON with username and password). Each role holds exactly
 the privileges its long-running app needs (GRANTS); the one-off commands (migrate,
-grant-roles, load-catalog, backfill, reconcile, redrive) run as the administrator in
+grant-roles, load-catalog, backfill, reconcile, redrive, refit-lexical) run as the administrator in
 the operator task, so no app role needs INSERT on the outbox, DDL, or the
 bookkeeping tables (schema_migrations, backfill_progress, product_price_quarantine).
 
@@ -46,6 +46,9 @@ GRANTS: dict[str, tuple[str, ...]] = {
         # The claim's SELECT ... FOR UPDATE needs UPDATE on at least one column of the table
         # it locks. `operation` is the column no reader of the outbox acts on.
         "GRANT UPDATE (operation) ON {schema}.product_changes TO {role}",
+        # Each shipped batch carries the lexical corpus parameters (outbox.corpus_parameters);
+        # only `pelican refit-lexical`, as the administrator, writes the statistics.
+        "GRANT SELECT ON {schema}.lexical_corpus TO {role}",
     ),
     FRONTEND_ROLE: (
         "GRANT USAGE ON SCHEMA {schema} TO {role}",
@@ -57,6 +60,11 @@ GRANTS: dict[str, tuple[str, ...]] = {
         "GRANT UPDATE (name, description, price) ON {schema}.products TO {role}",
         # The status panel's count of changes not yet shipped.
         "GRANT SELECT ON {schema}.product_changes TO {role}",
+        # Keyword and hybrid search weight a query's terms by the last fit (lexical.query_statistics).
+        "GRANT SELECT ON {schema}.lexical_corpus, {schema}.lexical_terms TO {role}",
+        # Which index serves (sql/007_serving_index.sql); only migrate-index, as the
+        # administrator, writes it.
+        "GRANT SELECT ON {schema}.serving_index TO {role}",
     ),
 }
 

@@ -1,9 +1,16 @@
-"""Semantic search over products: the one search path used by the frontend's UI,
-its JSON endpoint and the quality evaluation.
+"""Product search: the one search path used by the frontend's UI, its JSON endpoint
+and the quality evaluation.
 
-The query is embedded with the same model and settings as emu; structured filters
-are pushed down to the index as a Pinecone metadata filter; the matching rows are
-read from Postgres and returned in the index's rank order with their scores.
+Three modes (MODES), each one index query:
+- semantic: the query embedded with the same model and settings as emu (dense only);
+- keyword: the query's BM25 sparse vector (productsearch.lexical) only, with the
+  document frequencies of its terms read from Postgres in one indexed lookup;
+- hybrid (the default): both in one query, weighted as Pinecone's convex combination,
+  dense * alpha + sparse * (1 - alpha), the sparse part first scaled to unit L1 norm
+  (SPARSE_NORMALISATION), with alpha = HYBRID_ALPHA.
+Structured filters are pushed down to the index as a Pinecone metadata filter in
+every mode; the matching rows are read from Postgres and returned in the index's rank
+order with their scores (the weighted dot product: comparable within one mode only).
 
 The index may lag behind the table, so the filters are applied once more to the
 rows' current values: a result never breaks the request's own filter.
@@ -16,12 +23,32 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
+from productsearch import lexical
 from productsearch.documents import finite_price, normalise_category
+from productsearch.lexical import SparseVector
 
 log = logging.getLogger(__name__)
 
 MAX_QUERY_CHARS = 1000
 MAX_TOP_K = 100
+
+MODES = ("hybrid", "semantic", "keyword")
+DEFAULT_MODE = "hybrid"
+# The weight of the dense (semantic) part in a hybrid query; the sparse (BM25) part
+# gets 1 - HYBRID_ALPHA. Chosen on SciFact's train split (qrels/train.tsv), never the
+# test split, by `scripts/evaluate_beir.py --tune` through this same search path; the
+# sweep is recorded in results/hybrid-tuning.json and docs/benchmarks.md ("Hybrid
+# search quality").
+HYBRID_ALPHA = 0.6
+# How the query's sparse vector is scaled before weighting: "l1" divides it by the sum
+# of its idf weights, so its dot product with a document is an idf-weighted mean of
+# the tf parts (0 .. k1 + 1) whatever the query's length, comparable with a cosine
+# similarity; "l2" divides by its Euclidean norm; "none" leaves raw BM25. Chosen with
+# HYBRID_ALPHA on the train split.
+SPARSE_NORMALISATION = "l1"
+NORMALISATIONS = ("l1", "l2", "none")
 
 
 class InvalidSearch(ValueError):
@@ -133,6 +160,32 @@ def validate_query(query: Any) -> str:
     return text
 
 
+def validate_mode(mode: Any) -> str:
+    """The search mode, one of MODES; InvalidSearch otherwise."""
+    if not isinstance(mode, str) or mode not in MODES:
+        shown = mode if isinstance(mode, str) else type(mode).__name__
+        raise InvalidSearch(f"mode must be one of {', '.join(MODES)}, got {str(shown)[:40]!r}")
+    return mode
+
+
+def weighted_query(dense: np.ndarray | None, sparse: SparseVector, alpha: float, normalisation: str,
+                   dimension: int) -> tuple[np.ndarray, SparseVector]:
+    """The dense and sparse parts of one index query: dense * alpha and
+    sparse / norm * (1 - alpha) (Pinecone's convex combination; docs: "Hybrid search",
+    hybrid_score_norm). `dense` None (keyword mode) sends zeros of `dimension`: Pinecone
+    needs a dense vector in every query of a dense index. An empty sparse vector stays
+    empty (the query is then dense only)."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be within 0..1, got {alpha}")
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
+    values = np.zeros(dimension, dtype=np.float32) if dense is None else np.asarray(dense, dtype=np.float32) * alpha
+    if sparse:
+        norm = {"l1": sum(sparse.values), "l2": math.sqrt(sum(v * v for v in sparse.values)), "none": 1.0}[normalisation]
+        sparse = sparse.scaled((1.0 - alpha) / norm)
+    return values, sparse
+
+
 def validate_top_k(top_k: Any) -> int:
     if isinstance(top_k, bool) or not isinstance(top_k, int):
         raise InvalidSearch("top_k must be an integer")
@@ -163,21 +216,49 @@ ROWS_SQL = "SELECT id, name, sku, description, price, category FROM products WHE
 
 
 class ProductSearch:
-    def __init__(self, embedder, index, pool):
-        """pool: a psycopg_pool.ConnectionPool (or anything with .connection())."""
+    def __init__(self, embedder, index, pool, *, alpha: float = HYBRID_ALPHA,
+                 normalisation: str = SPARSE_NORMALISATION):
+        """pool: a psycopg_pool.ConnectionPool (or anything with .connection()).
+        alpha and normalisation: the hybrid weighting (only the tuning script sets them)."""
+        weighted_query(None, SparseVector((), ()), alpha, normalisation, 1)  # validates both
         self.embedder, self.index, self.pool = embedder, index, pool
+        self.alpha, self.normalisation = alpha, normalisation
 
-    def search(self, query: str, top_k: int = 10, filters: SearchFilters | None = None) -> list[SearchResult]:
-        """Up to top_k results, best first. The index is asked for top_k matches under
-        the filters; a match whose row has since been deleted, or whose row's current
-        price or category no longer satisfies the filters (the index lags behind the
-        table), is dropped, so fewer than top_k may come back. Raises InvalidSearch for
-        a malformed query or top_k."""
+    def query_sparse(self, text: str) -> SparseVector:
+        """The query's BM25 vector, weighted by the statistics of the last fit."""
+        ids = lexical.query_term_ids(text)
+        if not ids:
+            return SparseVector((), ())
+        with self.pool.connection() as conn:
+            documents, frequencies = lexical.query_statistics(conn, ids)
+        return lexical.encode_query(text, frequencies, documents)
+
+    def search(self, query: str, top_k: int = 10, filters: SearchFilters | None = None,
+               mode: str = DEFAULT_MODE) -> list[SearchResult]:
+        """Up to top_k results, best first, in `mode` (MODES). The index is asked for
+        top_k matches under the filters; a match whose row has since been deleted, or
+        whose row's current price or category no longer satisfies the filters (the
+        index lags behind the table), is dropped, so fewer than top_k may come back.
+        A keyword search for a text with no terms (only stop words or punctuation)
+        finds nothing; a hybrid one is then semantic. In keyword mode only products
+        that share a term with the query come back. Raises InvalidSearch for a
+        malformed query, top_k or mode."""
         text = validate_query(query)
         top_k = validate_top_k(top_k)
+        mode = validate_mode(mode)
         filters = filters or SearchFilters()
-        vector = self.embedder.embed([text])[0]
-        matches = self.index.query(vector, top_k=top_k, filter=filters.to_index_filter())
+        dense = self.embedder.embed([text])[0] if mode != "keyword" else None
+        sparse = self.query_sparse(text) if mode != "semantic" else SparseVector((), ())
+        if mode == "keyword" and not sparse:
+            return []
+        alpha = {"semantic": 1.0, "keyword": 0.0, "hybrid": self.alpha}[mode]
+        dimension = len(dense) if dense is not None else self.index.settings.dimension
+        vector, sparse = weighted_query(dense, sparse, alpha, self.normalisation, dimension)
+        matches = self.index.query(vector, top_k=top_k, filter=filters.to_index_filter(), sparse_vector=sparse or None)
+        if mode == "keyword":
+            # The index fills top_k whatever the scores; with the dense part zero, a
+            # product sharing no term with the query scores exactly 0 and is no match.
+            matches = [m for m in matches if m.score > 0]
         ids = [int(m.id) for m in matches if m.id.isdigit()]
         if not ids:
             return []

@@ -12,7 +12,7 @@ are pure, so each is unit-tested without a queue, an index or a model.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -20,7 +20,8 @@ from emu import outcomes
 from emu.jobqueue import ReceivedMessage
 from emu.outcomes import Outcome
 from productsearch import jobs
-from productsearch.documents import IndexRecord, UnindexableProduct, build_record
+from productsearch import lexical
+from productsearch.documents import IndexRecord, UnindexableProduct, build_record, lexical_text
 from productsearch.index import PermanentIndexError, ProductIndex, is_transient
 from productsearch.jobs import Change, RefusedChange
 from productsearch.retry import RetriesExhausted
@@ -36,6 +37,8 @@ class WorkItem:
     message: ReceivedMessage
     change: Change | None = None
     refused: RefusedChange | None = None
+    # The corpus parameters the message carried (jobs.Job.lexical); None: it carried none.
+    lexical: lexical.CorpusStats | None = None
 
     @property
     def product_id(self) -> int | None:
@@ -55,9 +58,23 @@ def read_message(message: ReceivedMessage) -> tuple[list[WorkItem], list[Settled
         job = jobs.read(message.body)
     except jobs.MalformedJob as exc:
         return [], [(WorkItem(message), outcomes.dead_letter(f"malformed job: {exc}"))]
-    items = [WorkItem(message, change=change) for change in job.changes]
+    if job.lexical is None:
+        _note_missing_lexical(job.lexical_problem)
+    items = [WorkItem(message, change=change, lexical=job.lexical) for change in job.changes]
     refused = [(WorkItem(message, refused=r), outcomes.dead_letter(f"malformed job: {r.reason}")) for r in job.refused]
     return items, refused
+
+
+_missing_lexical_logged = False
+
+
+def _note_missing_lexical(problem: str | None) -> None:
+    # Once per process: during an upgrade every message in flight lacks them.
+    global _missing_lexical_logged
+    if not _missing_lexical_logged:
+        _missing_lexical_logged = True
+        log.warning("a job carries no usable lexical parameters; its sparse vectors are encoded without length "
+                    "normalisation (b = 0) until pelican sends them", extra={"problem": problem})
 
 
 @dataclass
@@ -73,9 +90,11 @@ class Prepared:
 
 def prepare(items: list[WorkItem], template: str) -> Prepared:
     """Keeps the newest change per product (older ones are superseded) and builds the
-    index record of each upsert. A row that can never be indexed, or that breaks in
-    any way while its record is built, is dead-lettered with the reason; the other
-    items are unaffected."""
+    index record of each upsert, with its BM25 sparse vector (lexical.encode_document
+    of documents.lexical_text, weighted by the parameters its message carried; a
+    message without them: lexical.UNFITTED). A row that can never be indexed, or that
+    breaks in any way while its record is built, is dead-lettered with the reason; the
+    other items are unaffected."""
     newest: dict[int, WorkItem] = {}
     out = Prepared()
     for item in items:
@@ -93,7 +112,10 @@ def prepare(items: list[WorkItem], template: str) -> Prepared:
             out.deletes.append(item)
             continue
         try:
-            record = build_record({**change.product, "id": change.product_id}, change.version, template)
+            product = {**change.product, "id": change.product_id}
+            record = build_record(product, change.version, template)
+            sparse = lexical.encode_document(lexical_text(product, template), item.lexical or lexical.UNFITTED)
+            record = replace(record, sparse=sparse or None)
         except UnindexableProduct as exc:
             out.settled.append((item, outcomes.dead_letter(str(exc))))
             continue

@@ -19,17 +19,18 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from productsearch.documents import UnindexableProduct
-from productsearch.search import InvalidSearch, SearchFilters, validate_query, validate_top_k
+from productsearch.search import DEFAULT_MODE, InvalidSearch, SearchFilters, validate_mode, validate_query, validate_top_k
 
 from frontend import editing
 from frontend.config import DEFAULT_MAX_BODY_BYTES
+from frontend.query_embedding import QueryEmbeddingTimeout
 from frontend.searching import timed_search
 from frontend.services import NotReady
 
 log = logging.getLogger("frontend.api")
 
 MAX_BODY_BYTES = DEFAULT_MAX_BODY_BYTES  # frontend.limits enforces it for every route first
-SEARCH_FIELDS = {"query", "top_k", "filters"}
+SEARCH_FIELDS = {"query", "top_k", "filters", "mode"}
 
 
 class ApiError(Exception):
@@ -45,6 +46,9 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> J
 def unavailable(exc: BaseException) -> ApiError:
     if isinstance(exc, NotReady):
         return ApiError(503, f"not ready: {exc}")
+    if isinstance(exc, QueryEmbeddingTimeout):
+        log.error("query embedding overloaded", extra={"error": str(exc)[:300]})
+        return ApiError(503, "the query embedding is overloaded; try again shortly")
     module = type(exc).__module__ or ""
     part = "the database" if module.startswith(("psycopg", "psycopg_pool")) else "the index"
     log.error("dependency failed", extra={"part": part, "error_type": type(exc).__name__, "error": str(exc)[:300]})
@@ -116,17 +120,18 @@ def build_router(services, health) -> APIRouter:
             raise ApiError(400, 'request body must be a JSON object like {"query": "...", "top_k": 10}')
         unknown = sorted(set(body) - SEARCH_FIELDS)
         if unknown:
-            raise ApiError(400, f"unknown field(s): {', '.join(unknown)} (allowed: query, top_k, filters)")
+            raise ApiError(400, f"unknown field(s): {', '.join(unknown)} (allowed: query, top_k, filters, mode)")
         if "query" not in body:
             raise ApiError(400, "query is missing")
         try:
             query = validate_query(body["query"])
             top_k = validate_top_k(body.get("top_k", 10))
             filters = SearchFilters.parse(body.get("filters"))
+            mode = validate_mode(body.get("mode", DEFAULT_MODE))
         except InvalidSearch as exc:
             raise ApiError(400, str(exc)) from None
         try:
-            results = await run_in_threadpool(lambda: timed_search(services.search, query, top_k, filters, "api"))
+            results = await run_in_threadpool(lambda: timed_search(services.search, query, top_k, filters, "api", mode))
         except InvalidSearch as exc:
             raise ApiError(400, str(exc)) from None
         except Exception as exc:

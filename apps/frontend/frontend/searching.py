@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from productsearch.search import MAX_TOP_K, InvalidSearch, SearchFilters, SearchResult
+from productsearch.search import DEFAULT_MODE, MAX_TOP_K, InvalidSearch, SearchFilters, SearchResult
 
 log = logging.getLogger("frontend.search")
 
@@ -24,17 +24,20 @@ class Page:
         return (self.page - 1) * self.page_size + 1
 
 
-def timed_search(search, query: str, top_k: int, filters: SearchFilters, source: str) -> list[SearchResult]:
+def timed_search(search, query: str, top_k: int, filters: SearchFilters, source: str,
+                 mode: str = DEFAULT_MODE) -> list[SearchResult]:
+    """search.search in `mode` (productsearch.search.MODES), logged with its duration."""
     started = time.perf_counter()
-    results = search.search(query, top_k=top_k, filters=filters)
+    results = search.search(query, top_k=top_k, filters=filters, mode=mode)
     # The query's length, not its text: queries can carry personal data.
-    log.info("search", extra={"source": source, "query_chars": len(query), "top_k": top_k,
+    log.info("search", extra={"source": source, "mode": mode, "query_chars": len(query), "top_k": top_k,
                               "filters": filters.to_index_filter(), "results": len(results),
                               "ms": round((time.perf_counter() - started) * 1000, 1)})
     return results
 
 
-def search_page(search, query: str, filters: SearchFilters, page: int, page_size: int, source: str = "ui") -> Page:
+def search_page(search, query: str, filters: SearchFilters, page: int, page_size: int, source: str = "ui",
+                mode: str = DEFAULT_MODE) -> Page:
     if isinstance(page, bool) or not isinstance(page, int) or page < 1:
         raise InvalidSearch(f"page must be a positive integer, got {page!r}")
     offset = (page - 1) * page_size
@@ -42,7 +45,7 @@ def search_page(search, query: str, filters: SearchFilters, page: int, page_size
         raise InvalidSearch(f"only the top {MAX_TOP_K} results can be paged through")
     wanted = offset + page_size + 1
     top_k = min(wanted, MAX_TOP_K)
-    results = timed_search(search, query, top_k, filters, source)
+    results = timed_search(search, query, top_k, filters, source, mode)
     has_more = len(results) > offset + page_size
     capped = top_k < wanted and len(results) >= top_k
     return Page(results=results[offset : offset + page_size], page=page, page_size=page_size,

@@ -1,8 +1,8 @@
 """The Gradio page: search with filters and pages, product editing, sync status.
 
-Every handler is stateless: what a later click needs (the query that was run, the
-page, an edit's version) travels in hidden components with the browser, so any
-replica can answer any click."""
+Every handler is stateless: what a later click needs (the query that was run, its
+filters and search mode, the page, an edit's version) travels in hidden components
+with the browser, so any replica can answer any click."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typing import Any
 import gradio as gr
 
 from productsearch.documents import UnindexableProduct, normalise_category
-from productsearch.search import MAX_TOP_K, InvalidSearch, SearchFilters, validate_query
+from productsearch.search import (DEFAULT_MODE, MAX_TOP_K, MODES, InvalidSearch, SearchFilters, validate_mode,
+                                  validate_query)
 
 from frontend import editing
 from frontend.searching import Page, search_page
@@ -26,6 +27,14 @@ log = logging.getLogger("frontend.ui")
 
 SEARCHABLE_WAIT_S = 180.0
 ANY_CATEGORY = ""
+# The mode control's labels, for a shopper rather than an engineer; the values are
+# productsearch.search.MODES.
+MODE_LABELS = {
+    "hybrid": "Hybrid (words and meaning)",
+    "semantic": "Semantic (meaning)",
+    "keyword": "Keyword (exact words)",
+}
+assert set(MODE_LABELS) == set(MODES), "every search mode needs a label"
 
 CSS = """
 #results table { width: 100%; border-collapse: collapse; font-size: 0.92rem; border: none !important; }
@@ -71,6 +80,17 @@ def category_choices(found: list[str]) -> list[tuple[str, str]]:
     return [("Any category", ANY_CATEGORY)] + [(c, c) for key, c in seen.items() if key]
 
 
+def unchecked(component: gr.components.Component) -> gr.components.Component:
+    """The component, made to hand its value to the handler unchecked. Gradio's Radio
+    refuses a value outside its choices with an error that /gradio_api/run answers as
+    500; a direct call to a named event may send anything, so the handler validates
+    the value itself (validate_mode) and answers with a message. An instance attribute
+    rather than a subclass: Gradio writes a .pyi file beside the module of every
+    component subclass it sees defined, which a read-only container filesystem refuses."""
+    component.preprocess = lambda payload: payload  # type: ignore[method-assign]
+    return component
+
+
 def _filters_text(filters: SearchFilters) -> str:
     parts = []
     if filters.price_min is not None:
@@ -87,14 +107,16 @@ def build_ui(services) -> gr.Blocks:
     page_size = settings.page_size
 
     # -- search -----------------------------------------------------------------------
-    def run(query: str, raw_filters: dict[str, Any], page: int):
+    def run(query: str, raw_filters: dict[str, Any], page: int, mode: Any):
         """Returns the outputs of every search event: message, results, page label,
-        previous and next buttons, and the hidden state of the search shown."""
+        previous and next buttons, and the hidden state of the search shown (query,
+        filters, mode and page: JSON the browser sends back to turn the page)."""
         nothing = ("", "", gr.Button(interactive=False), gr.Button(interactive=False), "")
         try:
             text = validate_query(query)
             filters = SearchFilters.parse(raw_filters)
-            result = search_page(services.search, text, filters, page, page_size)
+            mode = validate_mode(mode)
+            result = search_page(services.search, text, filters, page, page_size, mode=mode)
         except InvalidSearch as exc:
             return (f"⚠️ {exc}", *nothing)
         except NotReady as exc:
@@ -103,26 +125,35 @@ def build_ui(services) -> gr.Blocks:
             log.exception("search failed")
             part = "database" if type(exc).__module__.startswith("psycopg") else "index"
             return (f"❌ Search is unavailable: the {part} did not answer. Try again shortly.", *nothing)
-        state = json.dumps({"query": text, "filters": raw_filters, "page": page})
+        state = json.dumps({"query": text, "filters": raw_filters, "mode": mode, "page": page})
         where = f" with {_filters_text(filters)}" if _filters_text(filters) else ""
         if not result.results:
             if page == 1:
-                message = f"No products match this query{where}."
+                message = f"No products match this query ({mode}){where}."
+                if mode == "keyword":
+                    message += " Keyword search finds only the query's exact words; Hybrid or Semantic also find related products."
             else:
-                message = f"No more results{where}."
+                message = f"No more results ({mode}){where}."
             return (message, "", f"Page {page}", gr.Button(interactive=page > 1), gr.Button(interactive=False), state)
         first, last = result.first_rank, result.first_rank + len(result.results) - 1
-        message = f"Results {first}–{last}{where}, best match first."
+        message = f"Results {first}–{last} ({mode}){where}, best match first."
         if not result.has_more:
             message += " That is the last page." if not result.capped else f" Only the top {MAX_TOP_K} can be paged through; refine the query to see others."
         return (message, results_html(result), f"Page {page}", gr.Button(interactive=page > 1),
                 gr.Button(interactive=result.has_more), state)
 
-    def new_search(query, price_min, price_max, category):
+    def new_search(query, price_min, price_max, category, mode):
         raw = {"price_min": (price_min or "").strip() or None, "price_max": (price_max or "").strip() or None,
                "category": category or None}
         raw = {k: v for k, v in raw.items() if v is not None}
-        return run(query, raw, 1)
+        return run(query, raw, 1, mode)
+
+    def switch_mode(query, price_min, price_max, category, mode):
+        """A mode picked by the user re-runs the form's search from page one; with
+        no query typed there is nothing to re-run and the page stays as it is."""
+        if not isinstance(query, str) or not query.strip():
+            return tuple(gr.skip() for _ in range(6))
+        return new_search(query, price_min, price_max, category, mode)
 
     def turn(state_json: str, delta: int):
         try:
@@ -131,7 +162,9 @@ def build_ui(services) -> gr.Blocks:
             state = None
         if not isinstance(state, dict) or not isinstance(state.get("page"), int):
             return ("⚠️ Run a search first.", "", "", gr.Button(interactive=False), gr.Button(interactive=False), "")
-        return run(state.get("query", ""), state.get("filters") or {}, max(1, state["page"] + delta))
+        # A state without a mode comes from a page served before modes existed.
+        return run(state.get("query", ""), state.get("filters") or {}, max(1, state["page"] + delta),
+                   state.get("mode", DEFAULT_MODE))
 
     def categories():
         try:
@@ -212,13 +245,17 @@ def build_ui(services) -> gr.Blocks:
     # -- layout ----------------------------------------------------------------------------
     # Gradio's cache (files it serves) is emptied hourly of anything over an hour old.
     with gr.Blocks(title="Product search", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
-        gr.Markdown("# Product search\nSemantic search over the product catalog: results are ranked by meaning, "
-                    "best match first, with the index's similarity score.")
+        gr.Markdown("# Product search\nHybrid search over the product catalog: by default a product ranks by "
+                    "both the words it shares with the query (BM25 keyword scoring, so a SKU or model number "
+                    "is found) and its meaning (embedding similarity), best match first, with the index's "
+                    "score. Pick *Semantic* or *Keyword* to rank by one alone; scores compare within one mode only.")
         with gr.Tab("Search", id="search-tab"):
             with gr.Row(equal_height=True):
-                query = gr.Textbox(label="Search", placeholder="e.g. wireless controller for gaming",
+                query = gr.Textbox(label="Search", placeholder="e.g. wireless controller for gaming, or a SKU",
                                    elem_id="query", scale=5, max_lines=1, autofocus=True)
                 search_btn = gr.Button("Search", variant="primary", elem_id="search-btn", scale=0, min_width=140)
+            mode = unchecked(gr.Radio(label="Search mode", choices=[(MODE_LABELS[m], m) for m in MODES],
+                                      value=DEFAULT_MODE, elem_id="mode"))
             with gr.Row(equal_height=True):
                 # Text, not gr.Number: an empty box means "no bound", where a Number would send 0.
                 price_min = gr.Textbox(label="Min price", placeholder="no minimum", max_lines=1, elem_id="price-min")
@@ -270,8 +307,11 @@ def build_ui(services) -> gr.Blocks:
         # Named events: plain HTTP posts to /gradio_api/run/<name>, answerable by any replica.
         outputs = [message, results, page_label, prev_btn, next_btn, search_state]
         opts = dict(queue=False, show_progress="minimal")
-        search_btn.click(new_search, [query, price_min, price_max, category], outputs, api_name="ui_search", **opts)
-        query.submit(new_search, [query, price_min, price_max, category], outputs, api_name=False, **opts)
+        form = [query, price_min, price_max, category, mode]
+        search_btn.click(new_search, form, outputs, api_name="ui_search", **opts)
+        query.submit(new_search, form, outputs, api_name=False, **opts)
+        # .input, not .change: only a user's pick re-runs the search, never a value set by code.
+        mode.input(switch_mode, form, outputs, api_name=False, **opts)
         prev_btn.click(lambda s: turn(s, -1), [search_state], outputs, api_name="ui_previous_page", **opts)
         next_btn.click(lambda s: turn(s, +1), [search_state], outputs, api_name="ui_next_page", **opts)
         load_btn.click(load_product, [product_id], [name, description, price, edit_message], api_name="ui_load", **opts)

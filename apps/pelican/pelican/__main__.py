@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -29,6 +30,23 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--repair", action="store_true")
     rec.add_argument("--page-size", type=int, default=500)
     sub.add_parser("redrive", help="re-capture the products named in the dead-letter queue, then remove those messages")
+    mig = sub.add_parser("migrate-index", help="build the next index (PINECONE_NEXT_HOST) through the pipeline, then "
+                                               "switch the frontends to it without downtime (docs/index-migration.md)")
+    mig.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    mig.add_argument("--timeout", type=float, default=6 * 3600,
+                     help="seconds to wait for the next index to equal the table (default 21600); nothing is switched "
+                          "if it does not")
+    mig.add_argument("--skip-backfill", action="store_true",
+                     help="do not capture every row again (an earlier run's backfill finished); only wait and switch")
+    mig.add_argument("--frontend-url", action="append", default=[],
+                     help="a frontend whose /healthz to poll after the switch until it serves from the next index "
+                          "(repeatable); without one, wait the frontends' refresh interval")
+    mig.add_argument("--poll-seconds", type=float, default=10.0, help="pause between two comparisons (default 10)")
+    refit = sub.add_parser("refit-lexical", help="as the administrator: refit the keyword-search statistics (document "
+                                                 "count, average length, each term's document frequency) from the "
+                                                 "products table, with INDEXED_TEXT_TEMPLATE; searches use them at once")
+    refit.add_argument("--k1", type=float, default=None, help="BM25 k1 (default 1.5)")
+    refit.add_argument("--b", type=float, default=None, help="BM25 b, length normalisation 0..1 (default 0.75)")
     args = parser.parse_args(argv)
 
     log = logs.configure("pelican")
@@ -77,11 +95,43 @@ def main(argv: list[str] | None = None) -> int:
             report = reconcile(database, IndexSettings.from_env(), repair=args.repair, page_size=args.page_size)
             print(report.summary_line())
             return 0 if report.clean or args.repair else 1
+        elif args.command == "migrate-index":
+            from pelican.migrate_index import MigrationError, migrate_index
+            from productsearch.settings import IndexSettings
+
+            try:
+                migrate_index(database, IndexSettings.from_env(), QueueSettings.from_env(need_dlq=True),
+                              assume_yes=args.yes, timeout_s=args.timeout, skip_backfill=args.skip_backfill,
+                              frontend_urls=args.frontend_url, poll_seconds=args.poll_seconds,
+                              progress=sys.stderr.isatty())
+            except MigrationError as exc:
+                print(f"pelican: migrate-index: {exc}", file=sys.stderr)
+                return 1
         elif args.command == "redrive":
             from pelican.redrive import redrive
 
             n = redrive(database, QueueSettings.from_env(need_dlq=True))
             print(f"redrive re-captured {n} products from the dead-letter queue")
+        elif args.command == "refit-lexical":
+            from productsearch import lexical
+            from productsearch.documents import validate_template
+            from productsearch.settings import DEFAULT_TEXT_TEMPLATE
+
+            # The template alone: EmbeddingSettings would want the model on disk.
+            template = os.environ.get("INDEXED_TEXT_TEMPLATE") or DEFAULT_TEXT_TEMPLATE
+            try:
+                validate_template(template)
+            except ValueError as exc:
+                raise ConfigError(f"INDEXED_TEXT_TEMPLATE: {exc}") from None
+            k1 = lexical.DEFAULT_K1 if args.k1 is None else args.k1
+            b = lexical.DEFAULT_B if args.b is None else args.b
+            if not (k1 > 0 and 0 <= b <= 1):
+                print(f"pelican: refit-lexical: k1 must be positive and b within 0..1 (got k1={k1}, b={b})", file=sys.stderr)
+                return 2
+            with db.connect(database, application_name="refit-lexical", statement_timeout=False) as conn:
+                fit = lexical.refit(conn, template, k1=k1, b=b)
+            print(f"lexical statistics refitted: {fit.documents} products, {fit.terms} terms, "
+                  f"average length {fit.average_length:.1f} terms")
     except ConfigError as exc:
         print(f"pelican: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -5,6 +5,10 @@ replicas never take the same rows), read each product's current state, send the
 jobs, and only then delete the claimed rows. If anything fails before the commit,
 the rows stay and are shipped again: delivery is at least once, and emu's version
 check makes a repeat harmless.
+
+Each message also carries the lexical corpus parameters (average document length, k1,
+b: productsearch.lexical), read once per batch, which emu weights the BM25 sparse
+vectors by: emu has no database access.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from productsearch import jobs
+from productsearch import jobs, lexical
 from productsearch.jobs import Change
 
 log = logging.getLogger(__name__)
@@ -63,14 +67,27 @@ def ship_batch(conn: psycopg.Connection, sqs, queue_url: str, *, claim_limit: in
         # One statement reads each row's state and its version together.
         rows = {r["id"]: r for r in conn.execute(CURRENT_ROWS_SQL, (list(newest),)).fetchall()}
         changes = [shipped_change(pid, version, rows.get(pid)) for pid, version in sorted(newest.items())]
+        corpus = corpus_parameters(conn)
         packed = list(jobs.pack_by_partition(changes, changes_per_message))
-        bodies = [jobs.encode(batch) for _, batch in packed]
+        bodies = [jobs.encode(batch, corpus) for _, batch in packed]
         groups = iter([group for group, _ in packed])
         for request in jobs.group_for_batch_requests(bodies):
             send_message_batch(sqs, queue_url, request, [next(groups) for _ in request])
         conn.execute(DELETE_CLAIMED_SQL, ([r["id"] for r in claimed],))
     log.info("shipped changes", extra={"changes": len(claimed), "products": len(changes), "messages": len(bodies)})
     return ShipResult(len(claimed), len(changes), len(bodies))
+
+
+def corpus_parameters(conn: psycopg.Connection) -> lexical.CorpusStats | None:
+    """The lexical statistics' corpus row, or None while the schema lacks it (a pelican
+    deployed before `pelican migrate` ran): its messages then go without, and emu
+    encodes them unnormalised rather than the outbox stalling."""
+    try:
+        with conn.transaction():  # a savepoint: a missing table must not abort the batch
+            return lexical.read_corpus(conn)
+    except (psycopg.errors.UndefinedTable, LookupError) as exc:
+        log.warning("no lexical statistics to send; run `pelican migrate`", extra={"error": str(exc)[:200]})
+        return None
 
 
 def shipped_change(product_id: int, newest_captured: int, row: dict | None) -> Change:

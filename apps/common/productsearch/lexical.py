@@ -1,0 +1,302 @@
+"""Lexical (keyword) retrieval: tokenisation, BM25 sparse vectors and the corpus
+statistics they are weighted by. The one home of all three: emu encodes documents,
+the frontend's search encodes queries and `pelican refit-lexical` fits the
+statistics, each with the functions here.
+
+BM25 is split across the two sides of a sparse dot product, so the index computes
+the BM25 score itself (Pinecone hybrid search, dotproduct metric):
+
+    document side, per term:  tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avgdl))
+    query side, per distinct term:  idf = ln(1 + (N - df + 0.5) / (df + 0.5))
+
+so query . document = sum over shared terms of idf * tf-part = the document's BM25
+score (bm25s method "atire" for the tf part, idf_method "lucene"; tests compare the
+two). Each term becomes a sparse index by a stable 32-bit hash (term_id), so no
+vocabulary is kept anywhere and a vector written before a refit stays valid after it.
+
+The statistics (N documents, average length, and each term's document frequency)
+live in Postgres (sql/006_lexical_statistics.sql), fitted from the table by refit().
+Between refits they drift a little from the table; nothing breaks: a term no fit has
+seen (a product added since, its new SKU) gets the highest idf, so it is found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import bm25s
+import Stemmer
+
+log = logging.getLogger(__name__)
+
+# bm25s's defaults (BM25.__init__), the settings the feasibility run measured.
+DEFAULT_K1 = 1.5
+DEFAULT_B = 0.75
+# Pinecone docs, Limits: "Sparse vectors can contain no more than 1000 non-zero values."
+MAX_SPARSE_VALUES = 1000
+# A whitespace-separated chunk longer than this is not an identifier a person types
+# (a URL, a base64 blob); its pieces still count.
+MAX_IDENTIFIER_CHARS = 64
+
+# Snowball's English stemmer (PyStemmer: compiled, no data to download). bm25s's
+# English stop words are a list inside the package (bm25s.stopwords), also offline.
+_STEMMER = Stemmer.Stemmer("english")
+_EDGE_PUNCTUATION = re.compile(r"^\W+|\W+$")
+# Word characters joined by - _ . / (SKU-qHUp-446, WH-1000XM4, v2.1, 3.5mm, IL-6).
+_JOINED = re.compile(r"\w[-_./]\w")
+_DIGIT = re.compile(r"\d")
+# bm25s.tokenize's default token pattern: runs of two or more word characters.
+_PIECE = re.compile(r"(?u)\b\w\w+\b")
+
+
+def _identifiers(text: str) -> list[str]:
+    """The identifier-like chunks of `text`, lower-cased and whole: a chunk (split on
+    whitespace, outer punctuation stripped) that contains a digit or word characters
+    joined by - _ . /, unless the plain tokeniser keeps it whole anyway."""
+    found = []
+    for chunk in text.split():
+        chunk = _EDGE_PUNCTUATION.sub("", chunk).lower()
+        if not chunk or len(chunk) > MAX_IDENTIFIER_CHARS:
+            continue
+        if not (_DIGIT.search(chunk) or _JOINED.search(chunk)):
+            continue
+        if _PIECE.fullmatch(chunk):  # one plain token already (rtx4090, 2024)
+            continue
+        found.append(chunk)
+    return found
+
+
+def terms_of(texts: list[str]) -> list[list[str]]:
+    """terms() of each text, tokenising the batch in one bm25s call (it stems each
+    distinct word once), for fitting and bulk encoding."""
+    if not texts:
+        return []
+    pieces = bm25s.tokenize(texts, lower=True, stopwords="en", stemmer=_STEMMER, return_ids=False,
+                            show_progress=False)
+    return [list(p) + _identifiers(text) for p, text in zip(pieces, texts, strict=True)]
+
+
+def terms(text: str) -> list[str]:
+    """The terms BM25 counts in `text`, in order, repeats kept: bm25s's tokeniser
+    (lower-cased runs of 2+ word characters, bm25s's English stop words removed,
+    Snowball English stems), plus every identifier-like chunk kept whole and
+    lower-cased (`SKU-qHUp-446` -> sku, qhup, 446 and sku-qhup-446), so an exact
+    identifier query matches a term that is rare, and therefore weighs most."""
+    return terms_of([text])[0]
+
+
+def term_id(term: str) -> int:
+    """The sparse index of a term: the first 4 bytes of its BLAKE2b hash as an
+    unsigned integer (0 <= id < 2**32, Pinecone's uint32 sparse indices). Stable across
+    processes, versions and refits; distinct terms rarely share one (then they count
+    as one term everywhere: counts, document frequencies and weights)."""
+    return int.from_bytes(hashlib.blake2b(term.encode("utf-8", "surrogatepass"), digest_size=4).digest(), "big")
+
+
+def term_counts(text: str) -> Counter[int]:
+    """Occurrences of each term id in `text`."""
+    return Counter(term_id(t) for t in terms(text))
+
+
+@dataclass(frozen=True)
+class SparseVector:
+    """A Pinecone sparse vector: `indices` sorted, unique uint32; `values` finite and
+    positive, one per index. Build it with from_weights."""
+
+    indices: tuple[int, ...]
+    values: tuple[float, ...]
+
+    @classmethod
+    def from_weights(cls, weights: Mapping[int, float], limit: int = MAX_SPARSE_VALUES) -> SparseVector:
+        """From {index: weight}, dropping weights that are not finite and positive and,
+        beyond `limit` entries, keeping the highest weights (Pinecone docs: Limits,
+        MAX_SPARSE_VALUES)."""
+        kept = [(i, float(w)) for i, w in weights.items() if math.isfinite(w) and w > 0]
+        if len(kept) > limit:
+            kept = sorted(kept, key=lambda item: (-item[1], item[0]))[:limit]
+        kept.sort()
+        return cls(tuple(i for i, _ in kept), tuple(w for _, w in kept))
+
+    def __bool__(self) -> bool:
+        return bool(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def scaled(self, factor: float) -> SparseVector:
+        return SparseVector(self.indices, tuple(v * factor for v in self.values))
+
+    def dot(self, other: SparseVector) -> float:
+        mine = dict(zip(self.indices, self.values))
+        return sum(mine.get(i, 0.0) * v for i, v in zip(other.indices, other.values))
+
+    def to_pinecone(self) -> dict[str, list]:
+        """The SDK's and the REST API's shape: {"indices": [...], "values": [...]}."""
+        return {"indices": list(self.indices), "values": list(self.values)}
+
+
+@dataclass(frozen=True)
+class CorpusStats:
+    """The corpus-wide BM25 parameters: `documents` (N) and `average_length` (mean
+    number of terms per document) as last fitted; k1 and b are the BM25 constants.
+    average_length 0 (never fitted) encodes without length normalisation."""
+
+    documents: int
+    average_length: float
+    k1: float = DEFAULT_K1
+    b: float = DEFAULT_B
+    fitted_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """What a job message carries (jobs.encode): the document side's parameters."""
+        return {"documents": self.documents, "average_length": self.average_length, "k1": self.k1, "b": self.b}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> CorpusStats:
+        """Raises ValueError when `raw` is not what to_json writes (numbers in range)."""
+        if not isinstance(raw, dict):
+            raise ValueError("lexical parameters must be an object")
+        values = {}
+        for name in ("documents", "average_length", "k1", "b"):
+            value = raw.get(name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"lexical parameter {name} must be a finite number")
+            values[name] = value
+        if values["documents"] < 0 or values["average_length"] < 0 or values["k1"] <= 0 or not 0 <= values["b"] <= 1:
+            raise ValueError(f"lexical parameters out of range: {values}")
+        return cls(int(values["documents"]), float(values["average_length"]), float(values["k1"]), float(values["b"]))
+
+
+# What a job without lexical parameters (sent by a pelican older than them) encodes
+# with: no length normalisation (b = 0), which needs no average length.
+UNFITTED = CorpusStats(documents=0, average_length=0.0, k1=DEFAULT_K1, b=0.0)
+
+
+def encode_counts(counts: Mapping[int, int], stats: CorpusStats) -> SparseVector:
+    """The document-side BM25 vector of a document given its term-id counts."""
+    length = sum(counts.values())
+    b = stats.b if stats.average_length > 0 else 0.0
+    norm = stats.k1 * (1 - b + (b * length / stats.average_length if b else 0.0))
+    return SparseVector.from_weights({i: tf * (stats.k1 + 1) / (tf + norm) for i, tf in counts.items()})
+
+
+def encode_document(text: str, stats: CorpusStats) -> SparseVector:
+    """The document side of BM25 for `text` (see the module docstring): one value per
+    distinct term id, tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avgdl)), where len
+    is the text's number of terms. Empty when the text has no terms. At most
+    MAX_SPARSE_VALUES values: the highest weights are kept."""
+    return encode_counts(term_counts(text), stats)
+
+
+def idf(document_frequency: int, documents: int) -> float:
+    """BM25's idf (Lucene's form, always positive): ln(1 + (N - df + 0.5) / (df + 0.5)).
+    df is capped at N, so statistics that lag behind never give less than ln(1 + 1/(2N+1))."""
+    df = min(max(document_frequency, 0), max(documents, 0))
+    return math.log(1 + (documents - df + 0.5) / (df + 0.5))
+
+
+def query_term_ids(text: str) -> list[int]:
+    """The distinct term ids of a query, in first-seen order."""
+    return list(dict.fromkeys(term_id(t) for t in terms(text)))
+
+
+def encode_query(text: str, document_frequencies: Mapping[int, int], documents: int) -> SparseVector:
+    """The query side of BM25: idf of each distinct term of `text`, by its term id.
+    document_frequencies maps term id -> df at the last fit (a missing id is df 0: the
+    term is newer than the fit, and gets the highest idf); documents is N. Empty when
+    the text has no terms (only stop words or punctuation)."""
+    return SparseVector.from_weights({i: idf(document_frequencies.get(i, 0), documents) for i in query_term_ids(text)})
+
+
+# -- the statistics in Postgres ----------------------------------------------------------
+# Arbitrary but fixed: two refits never interleave.
+REFIT_LOCK_KEY = 7_305_117_006
+CORPUS_SQL = "SELECT documents, average_length, k1, b, fitted_at FROM lexical_corpus"
+# One indexed lookup per search: N and the query terms' document frequencies, read in
+# one statement so both come from the same fit.
+QUERY_STATISTICS_SQL = """
+SELECT c.documents, t.term_id, t.document_frequency
+FROM lexical_corpus c LEFT JOIN lexical_terms t ON t.term_id = ANY(%s::bigint[])
+"""
+
+
+def read_corpus(conn) -> CorpusStats:
+    """The corpus row (a dict_row connection). Raises LookupError when the row is
+    missing (the migration inserts it; only a hand-edited table lacks it)."""
+    row = conn.execute(CORPUS_SQL).fetchone()
+    if row is None:
+        raise LookupError("lexical_corpus has no row; run `pelican migrate`")
+    return CorpusStats(int(row["documents"]), float(row["average_length"]), float(row["k1"]), float(row["b"]),
+                       row["fitted_at"])
+
+
+def query_statistics(conn, ids: list[int]) -> tuple[int, dict[int, int]]:
+    """(N, {term id: df}) for the given term ids, from the last fit."""
+    rows = conn.execute(QUERY_STATISTICS_SQL, (ids,)).fetchall()
+    documents = int(rows[0]["documents"]) if rows else 0
+    return documents, {int(r["term_id"]): int(r["document_frequency"]) for r in rows if r["term_id"] is not None}
+
+
+@dataclass(frozen=True)
+class RefitResult:
+    documents: int
+    average_length: float
+    terms: int
+
+
+def refit(conn, template: str, *, k1: float = DEFAULT_K1, b: float = DEFAULT_B, chunk: int = 2000) -> RefitResult:
+    """Recomputes the statistics from every row of `products`, in one transaction: the
+    corpus row (N, average length, k1, b, fitted_at = now()) and each term id's document
+    frequency. Rows are read through a server-side cursor, `chunk` at a time, so memory
+    grows with the vocabulary, not the table. Readers see the old statistics until the
+    commit. `template` is INDEXED_TEXT_TEMPLATE (documents.lexical_text: what emu
+    encodes). Run as the administrator (`pelican refit-lexical`)."""
+    from productsearch.documents import lexical_text
+
+    if k1 <= 0 or not 0 <= b <= 1:
+        raise ValueError(f"k1 must be positive and b within 0..1, got k1={k1}, b={b}")
+    frequencies: Counter[int] = Counter()
+    documents = total_length = 0
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (REFIT_LOCK_KEY,))
+        with conn.cursor(name="lexical_refit") as cursor:
+            cursor.itersize = chunk
+            cursor.execute("SELECT name, sku, description, price, category FROM products")
+            while rows := cursor.fetchmany(chunk):
+                for words in terms_of([lexical_text(row, template) for row in rows]):
+                    ids = Counter(term_id(w) for w in words)
+                    frequencies.update(ids.keys())
+                    total_length += sum(ids.values())
+                    documents += 1
+        average = total_length / documents if documents else 0.0
+        # DELETE, not TRUNCATE: searches keep reading the old rows until the commit
+        # instead of queueing behind TRUNCATE's exclusive lock.
+        conn.execute("DELETE FROM lexical_terms")
+        with conn.cursor() as cursor, cursor.copy("COPY lexical_terms (term_id, document_frequency) FROM STDIN") as copy:
+            for item in frequencies.items():
+                copy.write_row(item)
+        conn.execute("UPDATE lexical_corpus SET documents = %s, average_length = %s, k1 = %s, b = %s, fitted_at = now()",
+                     (documents, average, k1, b))
+    log.info("lexical statistics refitted", extra={"documents": documents, "average_length": round(average, 2),
+                                                   "terms": len(frequencies)})
+    return RefitResult(documents, average, len(frequencies))
+
+
+def document_frequencies(texts: Iterable[str]) -> tuple[int, float, Counter[int]]:
+    """(N, average length, {term id: df}) of `texts`, as refit computes them (tests, tools)."""
+    frequencies: Counter[int] = Counter()
+    documents = total = 0
+    for text in texts:
+        counts = term_counts(text)
+        frequencies.update(counts.keys())
+        total += sum(counts.values())
+        documents += 1
+    return documents, (total / documents if documents else 0.0), frequencies

@@ -1,0 +1,126 @@
+"""Tokenisation and BM25 encoding (productsearch.lexical), and the job envelope's
+lexical parameters."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from productsearch import jobs, lexical
+from productsearch.documents import lexical_text
+from productsearch.lexical import CorpusStats, SparseVector
+
+
+def test_identifiers_survive_whole_and_lower_cased_beside_their_pieces():
+    words = lexical.terms("Headphones SKU-qHUp-446 (WH-1000XM4), rtx4090 and 3.5mm jack; IL-6.")
+    assert {"sku-qhup-446", "wh-1000xm4", "rtx4090", "3.5mm", "il-6"} <= set(words)
+    assert {"sku", "qhup", "446", "wh", "1000xm4", "headphon", "jack"} <= set(words)
+    assert "and" not in words  # an English stop word
+    assert words.count("rtx4090") == 1  # a plain token is not counted twice
+    assert lexical.terms("sku-qhup-446") == lexical.terms("SKU-qHUp-446")
+
+
+def test_stems_and_stop_words_make_inflections_match():
+    assert lexical.terms("Running shoes") == lexical.terms("run shoe") == ["run", "shoe"]
+    assert lexical.terms("the of and") == [] and lexical.terms("!!! ...") == []
+
+
+def test_term_ids_are_stable_uint32():
+    # Fixed value: a vector written by one release must match a query of the next.
+    assert lexical.term_id("sku-qhup-446") == int.from_bytes(
+        __import__("hashlib").blake2b(b"sku-qhup-446", digest_size=4).digest(), "big")
+    ids = {lexical.term_id(t) for t in ("a", "b", "headphon", "sku-qhup-446")}
+    assert len(ids) == 4 and all(0 <= i < 2**32 for i in ids)
+
+
+def test_nothing_is_downloaded_or_read_from_the_network():
+    # A fresh interpreter with every socket refused still tokenises.
+    code = ("import socket\n"
+            "def refuse(*a, **k): raise RuntimeError('network use')\n"
+            "socket.socket.connect = refuse; socket.create_connection = refuse; socket.getaddrinfo = refuse\n"
+            "from productsearch import lexical\n"
+            "assert lexical.terms('Walking boots') == ['walk', 'boot']\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_sparse_vector_is_sorted_positive_and_capped_by_weight():
+    vec = SparseVector.from_weights({5: 0.5, 1: 2.0, 9: 0.0, 7: float("nan"), 3: 1.0})
+    assert vec.indices == (1, 3, 5) and vec.values == (2.0, 1.0, 0.5)
+    weights = {i: float(i + 1) for i in range(lexical.MAX_SPARSE_VALUES + 50)}
+    capped = SparseVector.from_weights(weights)
+    assert len(capped) == lexical.MAX_SPARSE_VALUES
+    assert min(capped.indices) == 50  # the 50 lowest weights went
+    assert capped.to_pinecone() == {"indices": list(capped.indices), "values": list(capped.values)}
+
+
+def test_a_long_document_keeps_its_highest_weighted_terms():
+    text = " ".join(f"word{i}x" for i in range(1500)) + " repeated repeated repeated"
+    vec = lexical.encode_document(text, CorpusStats(10, 100.0))
+    assert len(vec) == lexical.MAX_SPARSE_VALUES
+    assert lexical.term_id("repeat") in vec.indices
+
+
+CORPUS = [
+    "Wireless noise cancelling headphones with long battery life",
+    "Trail running shoes with a waterproof membrane",
+    "Waterproof hiking boots for long trails",
+    "Noise cancelling earbuds, wireless charging case",
+    "Stainless steel water bottle keeps drinks cold",
+    "Running socks, breathable and quick drying",
+]
+
+
+@pytest.mark.parametrize("k1,b", [(1.5, 0.75), (1.2, 0.3), (0.9, 0.0)])
+def test_query_dot_document_is_the_bm25_score_bm25s_computes(k1, b):
+    import bm25s
+
+    documents, average, frequencies = lexical.document_frequencies(CORPUS)
+    stats = CorpusStats(documents, average, k1, b)
+    vectors = [lexical.encode_document(text, stats) for text in CORPUS]
+    # bm25s with the same formula: tf part as ATIRE (with k1 + 1), idf as Lucene.
+    retriever = bm25s.BM25(k1=k1, b=b, method="atire", idf_method="lucene")
+    retriever.index([lexical.terms(t) for t in CORPUS], show_progress=False)
+    for query in ("waterproof running shoes", "wireless noise cancelling", "long trail boots", "bottle"):
+        q = lexical.encode_query(query, frequencies, documents)
+        ours = np.array([q.dot(v) for v in vectors])
+        theirs = retriever.get_scores(lexical.terms(query))
+        assert ours == pytest.approx(theirs, rel=1e-5, abs=1e-6), query
+        assert ours.max() > 0
+
+
+def test_an_unseen_term_gets_the_highest_idf():
+    documents, _, frequencies = lexical.document_frequencies(CORPUS)
+    q = lexical.encode_query("waterproof SKU-NEW-1", frequencies, documents)
+    weights = dict(zip(q.indices, q.values))
+    unseen = weights[lexical.term_id("sku-new-1")]
+    assert unseen == pytest.approx(math.log(1 + (documents + 0.5) / 0.5))
+    assert unseen == max(weights.values()) > weights[lexical.term_id("waterproof")]
+
+
+def test_without_parameters_documents_are_not_length_normalised():
+    short, long = "boots", "boots " + " ".join(f"filler{i}x" for i in range(50))
+    a, b = (lexical.encode_document(t, lexical.UNFITTED) for t in (short, long))
+    boot = lexical.term_id("boot")
+    assert dict(zip(a.indices, a.values))[boot] == dict(zip(b.indices, b.values))[boot] == pytest.approx(1.0)
+
+
+def test_the_lexical_text_always_holds_the_sku():
+    row = {"name": "Desk lamp", "sku": "LAMP-01", "description": "LED", "price": "9", "category": "home"}
+    assert lexical_text(row, "{name} {description}") == "Desk lamp LED LAMP-01"
+    assert lexical_text(row, "{sku}: {name}") == "LAMP-01: Desk lamp"
+
+
+def test_the_job_envelope_carries_the_parameters_and_reads_without_them():
+    change = jobs.Change(1, 5, {"name": "n", "sku": "s", "description": "d", "price": "1"})
+    stats = CorpusStats(120, 33.5, 1.5, 0.75)
+    job = jobs.read(jobs.encode([change], stats))
+    assert job.lexical == stats and job.changes == [change]
+    old = jobs.read(jobs.encode([change]))
+    assert old.lexical is None and old.lexical_problem is None and old.changes == [change]
+    body = jobs.encode([change]).replace('"changes"', '"lexical":{"documents":1,"average_length":-3,"k1":1,"b":2},"changes"')
+    bad = jobs.read(body)
+    assert bad.lexical is None and "out of range" in bad.lexical_problem and bad.changes == [change]
