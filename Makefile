@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 REQS   := requirements/dev.txt apps/constraints.txt pyproject.toml $(wildcard apps/*/pyproject.toml)
 
-.PHONY: deps up down status test test-unit bench bench-ordering eval soak reconcile redrive
+.PHONY: deps up down status test test-unit bench bench-ordering eval soak reconcile redrive refit
 
 $(STAMP): $(REQS)
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,7 @@ up: deps
 down:
 	@if [ -x $(PY) ]; then $(PY) -m devstack.stack down; fi
 
+## status: which parts of the `make up` stack run, with their pids
 status:
 	$(PY) -m devstack.stack status
 
@@ -59,6 +60,10 @@ soak:
 ## reconcile: compare table and index against the running stack (REPAIR=1 repairs through the pipeline)
 reconcile:
 	set -a && . .local/stack.env && set +a && $(PY) -m pelican reconcile $(if $(REPAIR),--repair,)
+
+## refit: refit the keyword search's BM25 statistics from the table of the running stack
+refit:
+	set -a && . .local/stack.env && set +a && $(PY) -m pelican refit-lexical
 
 ## redrive: replay the dead-letter queue of the running stack after fixing the cause
 redrive:

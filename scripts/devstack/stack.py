@@ -488,7 +488,10 @@ def main(argv: list[str] | None = None) -> int:
         stack.stop_all()
         print("local stack stopped")
     else:
-        for pid_file in sorted((args.root / "pids").glob("*.pid")):
+        pid_files = sorted((args.root / "pids").glob("*.pid"))
+        if not pid_files:
+            print("local stack not running (make up starts it)")
+        for pid_file in pid_files:
             pid = int(pid_file.read_text())
             try:
                 os.kill(pid, 0)

@@ -163,8 +163,8 @@ def validate_query(query: Any) -> str:
 def validate_mode(mode: Any) -> str:
     """The search mode, one of MODES; InvalidSearch otherwise."""
     if not isinstance(mode, str) or mode not in MODES:
-        shown = mode if isinstance(mode, str) else type(mode).__name__
-        raise InvalidSearch(f"mode must be one of {', '.join(MODES)}, got {str(shown)[:40]!r}")
+        shown = repr(mode[:40]) if isinstance(mode, str) else "null" if mode is None else f"a {type(mode).__name__}"
+        raise InvalidSearch(f"mode must be one of {', '.join(MODES)}, got {shown}")
     return mode
 
 
