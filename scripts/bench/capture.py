@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""What change capture costs writers, and how fast pelican still wakes (issue 12).
+"""What change capture costs writers, and how fast pelican still ships (issue 12).
 
 On a private PostgreSQL server (and moto's SQS for the freshness part), one database
 per capture variant, each with the same 10,000 products:
 
   old        001-004: row triggers, pg_notify in every capturing transaction
-  row        old without the pg_notify line (the issue's "capture without NOTIFY")
-  new        all migrations (005: statement triggers, NOTIFY only into an empty outbox)
-  poll_only  new with the NOTIFY removed: pelican relies on adaptive polling alone
+  new        all migrations (005: 001's row triggers without any NOTIFY; pelican polls)
+  statement  the alternative measured against new: all migrations, then
+             STATEMENT_LEVEL_SQL below replaces the row triggers with statement
+             triggers reading transition tables (one INSERT ... SELECT per statement),
+             no NOTIFY either
   none       all migrations with the capture triggers disabled (the version stamp and
              updated_at triggers still run)
 
@@ -19,12 +21,13 @@ and measures, in interleaved rounds (the variant order rotates every round):
       pelican that keeps up; notifications sent per second;
   bulk: one `UPDATE products SET price = price + 1` of all rows, committed, in ms,
       and the change rows it captured;
-  freshness: the real pelican (`python -m pelican run`) against `new` and
-      `poll_only`; one product updated about every `freshness_spacing` seconds; the
-      time from the UPDATE's commit until pelican has shipped it (its change row is
-      gone: pelican deletes it in the transaction that follows SQS accepting the
-      message); p50/p95/p99; and an idle pelican's claims per second (counted in the
-      server's statement log).
+  freshness: the real pelican (`python -m pelican run`) against `new` (polling only,
+      the default idle poll of 0.5 s) and, as the reference, `old` (a NOTIFY per
+      transaction wakes pelican; idle poll 5 s, the default before 005); one product
+      updated about every `freshness_spacing` seconds; the time from the UPDATE's
+      commit until pelican has shipped it (its change row is gone: pelican deletes it
+      in the transaction that follows SQS accepting the message); p50/p95/p99; and an
+      idle pelican's claims per second (counted in the server's statement log).
 
 `run()` returns the figures as a dict; `main()` prints them with the machine's
 description. Timings are reported, never asserted.
@@ -56,10 +59,46 @@ from devstack.stack import LocalStack, _pg_bindir, free_port  # noqa: E402
 from devstack.waiting import wait_until  # noqa: E402
 from productsearch import db  # noqa: E402
 
-VARIANTS = ("old", "row", "new", "poll_only", "none")
-# What the freshness part runs pelican against, and the idle poll it runs with: without
-# any NOTIFY the idle poll bounds an isolated change's wait, so it has to be short.
-FRESHNESS_DESIGNS = {"new": 5.0, "poll_only": 0.5}
+VARIANTS = ("old", "new", "statement", "none")
+# What the freshness part runs pelican against, and the idle poll it runs with: new
+# relies on polling alone, so its idle poll (the default, 0.5 s) bounds an isolated
+# change's wait; old's NOTIFY per transaction wakes pelican, which polled every 5 s.
+FRESHNESS_DESIGNS = {"new": 0.5, "old": 5.0}
+# The statement-level design measured against 005's row triggers (an earlier, unreleased
+# 005, without its NOTIFY): one trigger per event reading the statement's transition
+# tables, rows paired by id; the same guarantees as the row triggers.
+STATEMENT_LEVEL_SQL = """
+DROP TRIGGER IF EXISTS products_capture_insert_delete ON products;
+DROP TRIGGER IF EXISTS products_capture_update ON products;
+CREATE OR REPLACE FUNCTION products_capture_rows() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO product_changes (product_id, operation, version)
+        SELECT id, 'insert', version FROM new_rows;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO product_changes (product_id, operation, version)
+        SELECT id, 'delete', product_next_version(version) FROM old_rows;
+    ELSE
+        INSERT INTO product_changes (product_id, operation, version)
+        SELECT coalesce(n.id, o.id),
+               CASE WHEN n.id IS NULL THEN 'delete' WHEN o.id IS NULL THEN 'insert' ELSE 'update' END,
+               CASE WHEN n.id IS NULL THEN product_next_version(o.version) ELSE n.version END
+        FROM old_rows o FULL JOIN new_rows n ON n.id = o.id
+        WHERE o.id IS NULL OR n.id IS NULL
+           OR (o.name, o.sku, o.description, o.price, o.category)
+              IS DISTINCT FROM (n.name, n.sku, n.description, n.price, n.category);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER products_capture_insert AFTER INSERT ON products
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION products_capture_rows();
+CREATE TRIGGER products_capture_update AFTER UPDATE ON products
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION products_capture_rows();
+CREATE TRIGGER products_capture_delete AFTER DELETE ON products
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION products_capture_rows();
+"""
 DRAIN_IDLE_S = 0.05  # the drainer's wait on an empty outbox, pelican's default busy poll
 PGBENCH_SCRIPT = """\\set id random(1, {products})
 \\set cents random(100, 99999)
@@ -86,14 +125,10 @@ def variant_sql(name: str) -> list[str]:
     every = [sql for _, sql in files]
     if name == "old":
         return before
-    if name == "row":
-        line = "PERFORM pg_notify('product_changes', '');"
-        return [sql.replace(line, "") if fname.startswith("003") else sql for fname, sql in files if fname < "005"]
     if name == "new":
         return every
-    if name == "poll_only":
-        return every + ["CREATE OR REPLACE FUNCTION product_changes_wake(first_change bigint) RETURNS void "
-                        "LANGUAGE sql AS $$ SELECT $$"]
+    if name == "statement":
+        return every + [STATEMENT_LEVEL_SQL]
     if name == "none":
         return every + ["""DO $$ DECLARE t text; BEGIN
             FOR t IN SELECT tgname FROM pg_trigger WHERE tgrelid = 'products'::regclass
@@ -232,7 +267,7 @@ def writers(server: Server, urls: dict[str, str], clients: int, products: int, d
             drainer.join()
             this[name] = {"tps": tps, "notifications_per_s": round(drainer.notifications / duration_s, 1),
                           "changes_drained": drainer.drained}
-            log(f"    round {r + 1}/{rounds} {name:9} {tps:9.0f} tps, {this[name]['notifications_per_s']} notifications/s")
+            log(f"    round {r + 1}/{rounds} {name:10} {tps:9.0f} tps, {this[name]['notifications_per_s']} notifications/s")
         per_round.append(this)
     out = {}
     for name in names:
@@ -264,7 +299,7 @@ def bulk(urls: dict[str, str], rounds: int, log=say) -> dict:
                 times[name].append((time.perf_counter() - t0) * 1000)
                 captured[name] = conn.execute("SELECT count(*) FROM product_changes").fetchone()[0]
                 conn.commit()
-            log(f"    round {r + 1}/{rounds} {name:9} {times[name][-1]:8.1f} ms for {rows:,} rows, "
+            log(f"    round {r + 1}/{rounds} {name:10} {times[name][-1]:8.1f} ms for {rows:,} rows, "
                 f"{captured[name]:,} changes captured")
     base = statistics.median(times["none"]) if "none" in times else None
     return {"rows": rows, "statement": "UPDATE products SET price = price + 1", "rounds": rounds,

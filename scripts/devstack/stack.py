@@ -120,7 +120,6 @@ class LocalStack:
     def app_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.env())
-        env.setdefault("PELICAN_POLL_INTERVAL_SECONDS", "2")
         env["PYTHONUNBUFFERED"] = "1"
         env.update(extra or {})
         return env

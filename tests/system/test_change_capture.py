@@ -1,5 +1,5 @@
-"""Change capture without a NOTIFY per transaction (sql/005_capture_without_notify.sql)
-and pelican's adaptive wake-up (pelican/service.py), against the real local parts."""
+"""Change capture without any NOTIFY from writers (sql/005_capture_without_notify.sql)
+and pelican's adaptive polling (pelican/service.py), against the real local parts."""
 
 from __future__ import annotations
 
@@ -9,15 +9,18 @@ import psycopg
 import pytest
 
 from devstack.waiting import wait_until
+from pelican.recapture import recapture
 from pelican.service import AdaptivePoll
 from productsearch import db
 from productsearch.settings import ConfigError, PelicanSettings
 
 pytestmark = pytest.mark.stack
 
-CAPTURE_TRIGGERS = {"products_capture_insert", "products_capture_update", "products_capture_delete",
-                    "products_capture_truncate"}
+# 001's triggers, as 005 recreates them.
+CAPTURE_TRIGGERS = {"products_capture_insert_delete", "products_capture_update", "products_capture_truncate"}
 SENTINEL = "test-sentinel"
+# Scaled down from the defaults (0.05 s doubling to 0.5 s) so a test waits little.
+QUICK_POLL = {"PELICAN_BUSY_POLL_INTERVAL_SECONDS": "0.05", "PELICAN_POLL_INTERVAL_SECONDS": "0.2"}
 
 
 def listen(parts) -> psycopg.Connection:
@@ -48,47 +51,35 @@ def versions(parts) -> dict[int, int]:
     return {r["id"]: r["version"] for r in parts.conn.execute("SELECT id, version FROM products")}
 
 
-def test_writers_notify_only_when_their_change_lands_in_an_empty_outbox(parts):
+def test_writers_send_no_notification_at_all(parts):
     listener = listen(parts)
+    writers = [db.connect(parts.env["DATABASE_URL"]) for _ in range(3)]
     try:
-        ids = parts.insert_many(4, prefix="wake")  # one statement into an empty outbox: one notification
-        assert heard(listener, parts) == [""]
-
-        for cents in range(20):  # the outbox holds changes: nobody is asleep, nothing is sent
+        ids = parts.insert_many(4, prefix="quiet")  # into an empty outbox
+        parts.insert("Single", "one row")
+        for cents in range(5):
             parts.conn.execute("UPDATE products SET price = %s WHERE id = %s", (10 + cents, ids[0]))
-        writers = [db.connect(parts.env["DATABASE_URL"]) for _ in range(3)]
-        try:
-            for writer, pid in zip(writers, ids[1:], strict=True):
-                writer.execute("UPDATE products SET description = 'concurrent' WHERE id = %s", (pid,))
-            for writer in writers:
-                writer.commit()
-            assert heard(listener, parts) == []
-            assert parts.pending_changes() == 4 + 20 + 3
-
-            # Shipped (pelican deletes what it shipped): the next change wakes it again.
-            parts.conn.execute("DELETE FROM product_changes")
-            parts.conn.execute("UPDATE products SET price = 99 WHERE id = %s", (ids[0],))
-            assert heard(listener, parts) == [""]
-
-            # Two transactions into an empty outbox do not see each other's uncommitted
-            # rows, so each may notify: at most one notification per capturing transaction.
-            parts.conn.execute("DELETE FROM product_changes")
-            for writer, pid in zip(writers[:2], ids[1:3], strict=True):
-                writer.execute("UPDATE products SET price = 5 WHERE id = %s", (pid,))
-            for writer in writers[:2]:
-                writer.commit()
-            assert heard(listener, parts) == ["", ""]
-        finally:
-            for writer in writers:
-                writer.close()
+        parts.conn.execute("DELETE FROM product_changes")  # as after pelican shipped them
+        for writer, pid in zip(writers, ids[1:], strict=True):
+            writer.execute("UPDATE products SET description = 'concurrent' WHERE id = %s", (pid,))
+        for writer in writers:
+            writer.commit()
+        parts.conn.execute("UPDATE products SET id = id + 1000 WHERE id = %s", (ids[0],))
+        parts.conn.execute("DELETE FROM products WHERE id = %s", (ids[1],))
+        parts.conn.execute("TRUNCATE products")
+        assert heard(listener, parts) == []
+        # Everything was captured all the same: 3 updates, a key change (2 rows), a
+        # delete and the truncate of the 4 rows left.
+        assert parts.pending_changes() == 3 + 2 + 1 + 4
     finally:
+        for writer in writers:
+            writer.close()
         listener.close()
 
 
-def test_a_change_no_notification_announced_is_still_shipped_by_the_poll(parts, stack):
-    """The race the design leaves open: a writer captures while the outbox holds a change,
-    so it sends nothing; pelican ships that change and the outbox is empty before the
-    writer commits. pelican's poll, not a NOTIFY, must find the writer's change."""
+def test_a_change_is_shipped_by_polling_alone(parts, stack):
+    """No writer notifies, so pelican's poll must find every change, including one that
+    commits after pelican shipped everything before it and went idle."""
     queue = parts.env["SQS_QUEUE_URL"]
     pid = parts.insert("Lantern", "an oil lantern")
     listener = listen(parts)
@@ -96,8 +87,7 @@ def test_a_change_no_notification_announced_is_still_shipped_by_the_poll(parts, 
     try:
         writer.execute("UPDATE products SET description = 'an electric lantern' WHERE id = %s", (pid,))
         edited_version = writer.execute("SELECT version FROM products WHERE id = %s", (pid,)).fetchone()["version"]
-        # Scaled down from the defaults so the test is quick; the busy interval is the default.
-        stack.start_app("pelican", {"PELICAN_POLL_INTERVAL_SECONDS": "1"}, instance="pelican-capture")
+        stack.start_app("pelican", QUICK_POLL, instance="pelican-capture")
         wait_until(lambda: parts.pending_changes() == 0, 60, what="pelican to ship the insert")
         writer.commit()
         assert heard(listener, parts) == []
@@ -108,26 +98,44 @@ def test_a_change_no_notification_announced_is_still_shipped_by_the_poll(parts, 
             shipped.extend((c["id"], c["v"]) for body in parts.drain_queue(queue, idle_rounds=1) for c in body["changes"])
             return (pid, edited_version) in shipped
 
-        wait_until(edit_shipped, 60, what="pelican's poll to ship the unannounced edit")
+        wait_until(edit_shipped, 60, what="pelican's poll to ship the edit")
         assert parts.pending_changes() == 0
     finally:
         writer.close()
         listener.close()
 
 
+def test_a_recapture_notify_still_wakes_pelican_from_its_idle_wait(parts, stack):
+    """pelican keeps LISTENing: backfill and recapture NOTIFY once per batch. With polls
+    600 s apart, only that NOTIFY can make pelican ship within the wait below."""
+    queue = parts.env["SQS_QUEUE_URL"]
+    stack.start_app("pelican", {"PELICAN_BUSY_POLL_INTERVAL_SECONDS": "600", "PELICAN_POLL_INTERVAL_SECONDS": "600"},
+                    instance="pelican-asleep")
+
+    def first_claim_done() -> bool:
+        # Before its first claim pelican's work connection has run nothing; after it, it
+        # sits idle in its 600 s wait.
+        row = parts.conn.execute(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'pelican' AND state = 'idle' AND query <> ''").fetchone()
+        return row["n"] == 1
+
+    wait_until(first_claim_done, 60, what="pelican's first (empty) claim")
+    pid = parts.insert("Kettle", "a whistling kettle")
+    assert recapture(parts.conn, [pid]) == 1
+    wait_until(lambda: parts.pending_changes() == 0, 60, what="the NOTIFY to wake pelican")
+    shipped = {c["id"] for body in parts.drain_queue(queue, idle_rounds=1) for c in body["changes"]}
+    assert shipped == {pid}
+
+
 def test_a_bulk_update_captures_each_changed_row_once_at_its_version(parts):
     ids = parts.insert_many(400, prefix="bulk")
     before = versions(parts)
     parts.conn.execute("DELETE FROM product_changes")
-    listener = listen(parts)
-    try:
-        updated = parts.conn.execute(
-            "UPDATE products SET price = CASE WHEN id % 2 = 0 THEN price + 1 ELSE price END, updated_at = now()"
-        ).rowcount
-        assert updated == 400
-        assert heard(listener, parts) == [""]
-    finally:
-        listener.close()
+    updated = parts.conn.execute(
+        "UPDATE products SET price = CASE WHEN id % 2 = 0 THEN price + 1 ELSE price END, updated_at = now()"
+    ).rowcount
+    assert updated == 400
     after = versions(parts)
     changed = sorted(pid for pid in ids if pid % 2 == 0)
     rows = captured(parts)
@@ -137,21 +145,25 @@ def test_a_bulk_update_captures_each_changed_row_once_at_its_version(parts):
     assert all(after[pid] == before[pid] for pid in ids if pid % 2 == 1)
 
 
-def test_key_changes_pair_rows_by_id_and_deletes_outrank_the_last_state(parts):
+def test_a_key_change_is_a_delete_of_the_old_id_and_an_insert_of_the_new(parts):
     a, b, c = parts.insert_many(3, prefix="key")
     before = versions(parts)
     parts.conn.execute("DELETE FROM product_changes")
-    # a moves to a new id and b takes a's: b is gone, the new id appears, and a now holds
-    # other content. (Rows are updated in id order here, so a is free before b takes it.)
+    # a moves to a new id and b takes a's. (Rows are updated in id order here, so a is
+    # free before b takes it.)
     moved = c + 100
     parts.conn.execute("UPDATE products SET id = CASE id WHEN %s THEN %s ELSE %s END WHERE id IN (%s, %s)",
                        (a, moved, a, a, b))
     after = versions(parts)
-    rows = {pid: (op, version) for pid, op, version in captured(parts)}
+    rows: dict[int, list[tuple[str, int]]] = {}
+    for pid, op, version in captured(parts):
+        rows.setdefault(pid, []).append((op, version))
     assert set(rows) == {a, b, moved}
-    assert rows[b][0] == "delete" and rows[b][1] > before[b]
-    assert rows[moved] == ("insert", after[moved])
-    assert rows[a] == ("update", after[a])
+    assert [op for op, _ in rows[b]] == ["delete"] and rows[b][0][1] > before[b]
+    assert rows[moved] == [("insert", after[moved])]
+    # a: the old a's deletion, outranking its last state, and b's content arriving.
+    assert sorted(op for op, _ in rows[a]) == ["delete", "insert"]
+    assert dict(rows[a])["delete"] > before[a] and dict(rows[a])["insert"] == after[a]
     assert parts.conn.execute("SELECT name FROM products WHERE id = %s", (a,)).fetchone()["name"] == "key 2"
 
 
@@ -186,7 +198,28 @@ def capture_database(stack):
         admin.execute("DROP DATABASE IF EXISTS capture_check WITH (FORCE)")
 
 
-def test_the_migration_applies_over_001_to_004_twice_and_keeps_capture_as_owner(capture_database):
+# What an earlier, unreleased 005 left behind, reduced to the objects the current 005
+# must remove: statement triggers on a function products_capture_rows(), the helper
+# product_changes_wake(bigint), and no products_capture_change().
+PREVIOUS_005 = """
+CREATE FUNCTION product_changes_wake(first_change bigint) RETURNS void
+LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('product_changes', ''); END; $$;
+CREATE FUNCTION products_capture_rows() RETURNS trigger
+LANGUAGE plpgsql AS $$ BEGIN PERFORM product_changes_wake(0); RETURN NULL; END; $$;
+DROP TRIGGER products_capture_insert_delete ON products;
+DROP TRIGGER products_capture_update ON products;
+CREATE TRIGGER products_capture_insert AFTER INSERT ON products
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION products_capture_rows();
+CREATE TRIGGER products_capture_update AFTER UPDATE ON products
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION products_capture_rows();
+CREATE TRIGGER products_capture_delete AFTER DELETE ON products
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION products_capture_rows();
+DROP FUNCTION products_capture_change();
+"""
+
+
+@pytest.mark.parametrize("previous_005", [False, True], ids=["over-001-004", "over-the-previous-005"])
+def test_the_migration_applies_twice_and_keeps_capture_as_owner(capture_database, previous_005):
     files = db.migration_files()
     with psycopg.connect(capture_database, autocommit=True) as conn:
         conn.execute("CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
@@ -195,26 +228,41 @@ def test_the_migration_applies_over_001_to_004_twice_and_keeps_capture_as_owner(
                 conn.execute(sql)
                 conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
         conn.execute("INSERT INTO products (name, sku, description, price) VALUES ('Old', 'OLD-1', 'before 005', 1)")
+        if previous_005:
+            conn.execute(PREVIOUS_005)
 
-    assert "005_capture_without_notify.sql" in db.migrate(capture_database)
+    applied = db.migrate(capture_database)
+    assert applied[0] == "005_capture_without_notify.sql" and not any(name < "005" for name in applied)
     sql = dict(files)["005_capture_without_notify.sql"]
     with psycopg.connect(capture_database, autocommit=True) as conn:
         conn.execute(sql)  # a second run over itself changes nothing
-        triggers = {r[0] for r in conn.execute(
-            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'products'::regclass AND NOT tgisinternal "
+        triggers = {r[0]: r[1] for r in conn.execute(
+            "SELECT tgname, tgtype & 1 = 1 FROM pg_trigger WHERE tgrelid = 'products'::regclass AND NOT tgisinternal "
             "AND tgname LIKE 'products_capture%'")}
-        assert triggers == CAPTURE_TRIGGERS
+        assert set(triggers) == CAPTURE_TRIGGERS
+        assert triggers == {"products_capture_insert_delete": True, "products_capture_update": True,
+                            "products_capture_truncate": False}  # FOR EACH ROW, except TRUNCATE's
         functions = {r[0]: (r[1], r[2]) for r in conn.execute(
-            "SELECT proname, prosecdef, proconfig FROM pg_proc WHERE proname LIKE 'products_capture%'")}
-        assert set(functions) == {"products_capture_rows", "products_capture_truncate"}
+            "SELECT proname, prosecdef, proconfig FROM pg_proc "
+            "WHERE proname IN ('products_capture_change', 'products_capture_truncate', "
+            "'products_capture_rows', 'product_changes_wake')")}
+        assert set(functions) == {"products_capture_change", "products_capture_truncate"}
         for secdef, config in functions.values():
             assert secdef and config == ["search_path=public, pg_temp"]
-        assert conn.execute("SELECT has_function_privilege('public', 'product_changes_wake(bigint)', 'EXECUTE')").fetchone() == (False,)
 
-        conn.execute("UPDATE products SET name = 'Old, edited' WHERE sku = 'OLD-1'")
-        version = conn.execute("SELECT version FROM products WHERE sku = 'OLD-1'").fetchone()[0]
-        rows = conn.execute("SELECT operation, version FROM product_changes ORDER BY id").fetchall()
-        assert rows[0][0] == "insert" and rows[-1] == ("update", version) and len(rows) == 2
+        listener = psycopg.connect(capture_database, autocommit=True)
+        try:
+            listener.execute("LISTEN product_changes")
+            conn.execute("UPDATE products SET name = 'Old, edited' WHERE sku = 'OLD-1'")
+            conn.execute("UPDATE products SET updated_at = now() WHERE sku = 'OLD-1'")  # no indexed column
+            conn.execute("DELETE FROM products WHERE sku = 'OLD-1'")
+            conn.execute(f"NOTIFY product_changes, '{SENTINEL}'")
+            assert [n.payload for n in listener.notifies(timeout=30, stop_after=1)] == [SENTINEL]
+        finally:
+            listener.close()
+        rows = conn.execute("SELECT operation FROM product_changes ORDER BY id").fetchall()
+        assert [r[0] for r in rows] == ["insert", "update", "delete"]
+    assert db.migrate(capture_database) == []
 
 
 def test_concurrent_writers_capture_every_change(parts):
@@ -239,20 +287,23 @@ def test_concurrent_writers_capture_every_change(parts):
     assert sorted(pid for pid, _, _ in captured(parts)) == sorted(ids)
 
 
-# -- the wake-up schedule and its settings (no database) ------------------------------------
+# -- the polling schedule and its settings (no database) ------------------------------------
 def test_adaptive_poll_doubles_while_idle_and_resets_on_work():
-    poll = AdaptivePoll(0.05, 1.0)
-    assert [poll.found_nothing() for _ in range(7)] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    poll = AdaptivePoll(0.05, 0.5)
+    assert [poll.found_nothing() for _ in range(6)] == [0.05, 0.1, 0.2, 0.4, 0.5, 0.5]
     poll.found_work()
     assert poll.found_nothing() == 0.05
+    assert AdaptivePoll(0.2, 0.1).found_nothing() == 0.2  # an idle wait below the busy one is raised to it
 
 
 def test_poll_settings_have_defaults_and_refuse_a_busy_interval_above_the_idle_one():
     settings = PelicanSettings.from_env({})
-    assert (settings.busy_poll_interval_seconds, settings.poll_interval_seconds) == (0.05, 5.0)
+    assert (settings.busy_poll_interval_seconds, settings.poll_interval_seconds) == (0.05, 0.5)
     tuned = PelicanSettings.from_env({"PELICAN_BUSY_POLL_INTERVAL_SECONDS": "0.2", "PELICAN_POLL_INTERVAL_SECONDS": "2"})
     assert (tuned.busy_poll_interval_seconds, tuned.poll_interval_seconds) == (0.2, 2.0)
     with pytest.raises(ConfigError, match="PELICAN_BUSY_POLL_INTERVAL_SECONDS"):
         PelicanSettings.from_env({"PELICAN_BUSY_POLL_INTERVAL_SECONDS": "3", "PELICAN_POLL_INTERVAL_SECONDS": "2"})
     with pytest.raises(ConfigError, match="PELICAN_BUSY_POLL_INTERVAL_SECONDS"):
         PelicanSettings.from_env({"PELICAN_BUSY_POLL_INTERVAL_SECONDS": "0"})
+    with pytest.raises(ConfigError, match="PELICAN_BUSY_POLL_INTERVAL_SECONDS"):
+        PelicanSettings.from_env({"PELICAN_BUSY_POLL_INTERVAL_SECONDS": "1"})  # above the 0.5 s idle default

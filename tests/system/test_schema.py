@@ -40,8 +40,7 @@ def test_migration_is_safe_twice_and_from_two_processes_at_once(stack, fresh_dat
     with psycopg.connect(fresh_database) as conn:
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(db.migration_files())
         triggers = {r[0] for r in conn.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'products'::regclass AND NOT tgisinternal")}
-        assert {"products_capture_insert", "products_capture_update", "products_capture_delete",
-                "products_capture_truncate"} <= triggers
+        assert {"products_capture_insert_delete", "products_capture_update", "products_capture_truncate"} <= triggers
 
 
 def test_loader_reports_bad_rows_with_line_numbers_and_loads_the_rest(parts, stack, tmp_path):

@@ -324,13 +324,15 @@ class PelicanSettings:
     CloudWatch's standard resolution is one minute, so putting more often costs
     requests and shows nothing more).
 
-    Adaptive polling (pelican/service.py): after an empty claim pelican waits
-    busy_poll_interval_seconds (PELICAN_BUSY_POLL_INTERVAL_SECONDS, default 0.05,
-    at least 0.01), doubling the wait after each further empty claim up to
-    poll_interval_seconds (PELICAN_POLL_INTERVAL_SECONDS, default 5, at least 0.05,
-    not below the busy interval): an idle pelican claims once per poll interval. A
-    NOTIFY (sent when a change lands in an empty outbox, sql/005) or a claim that
-    finds changes starts again from the busy interval. Raises ConfigError on a value
+    Adaptive polling (pelican/service.py; writers send no NOTIFY, sql/005): after an
+    empty claim pelican waits busy_poll_interval_seconds
+    (PELICAN_BUSY_POLL_INTERVAL_SECONDS, default 0.05, at least 0.01), doubling the
+    wait after each further empty claim up to poll_interval_seconds
+    (PELICAN_POLL_INTERVAL_SECONDS, default 0.5, at least 0.05, not below the busy
+    interval). The idle interval bounds an isolated change's wait (commit to claim)
+    and sets an idle pelican's cost: one indexed claim per interval, 2 a second by
+    default. A claim that finds changes, or a NOTIFY (backfill and recapture send one
+    per batch), starts again from the busy interval. Raises ConfigError on a value
     out of range."""
 
     poll_interval_seconds: float
@@ -350,7 +352,7 @@ class PelicanSettings:
         deployment = _get(env, "DEPLOYMENT_NAME", "local")
         if len(deployment) > 1024:
             raise ConfigError("DEPLOYMENT_NAME must be at most 1024 characters")
-        poll = _float(env, "PELICAN_POLL_INTERVAL_SECONDS", 5.0, minimum=0.05)
+        poll = _float(env, "PELICAN_POLL_INTERVAL_SECONDS", 0.5, minimum=0.05)
         busy = _float(env, "PELICAN_BUSY_POLL_INTERVAL_SECONDS", 0.05, minimum=0.01)
         if busy > poll:
             raise ConfigError(f"PELICAN_BUSY_POLL_INTERVAL_SECONDS ({busy}) must not exceed "

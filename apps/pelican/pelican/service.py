@@ -1,10 +1,14 @@
-"""The pelican service loop: claim and ship, then wait for a NOTIFY or the next poll.
+"""The pelican service loop: claim and ship, then wait for the next poll or a NOTIFY.
 
-Polling adapts (AdaptivePoll): quick while changes keep arriving, slower after each
-empty claim, down to PELICAN_POLL_INTERVAL_SECONDS when idle. Writers no longer
-notify per transaction (that serialised their commits, sql/005): a NOTIFY comes only
-when a change lands in an empty outbox, which is when pelican may be asleep at the
-slow poll; while pelican is busy the quick polls find the changes.
+Writers send no NOTIFY (a pending notification serialises commits cluster-wide,
+sql/005), so pelican finds their changes by polling, adaptively (AdaptivePoll):
+it claims again at once while claims find changes, then waits
+PELICAN_BUSY_POLL_INTERVAL_SECONDS after the first empty claim, the wait doubling
+after each further empty claim up to PELICAN_POLL_INTERVAL_SECONDS. The
+idle poll therefore bounds how long an isolated change waits before it is claimed,
+and is what an idle pelican costs: one indexed claim per idle poll. pelican still
+LISTENs on product_changes: backfill and recapture NOTIFY once per batch they
+capture, which wakes it at once.
 
 Survives a dropped connection or a database restart by reconnecting with backoff
 (a silent drop is noticed within DATABASE_DEAD_CONNECTION_SECONDS, see
@@ -40,10 +44,10 @@ OLDEST_AGE_SQL = "SELECT EXTRACT(EPOCH FROM now() - min(captured_at))::float8 AS
 
 class AdaptivePoll:
     """How long pelican waits after an empty claim, in seconds: busy_s after a claim that
-    found changes or a NOTIFY, then doubling with each empty claim up to idle_s. So a
-    change that no NOTIFY announces (one that joined a non-empty outbox that was then
-    shipped before it committed) waits at most about as long as the outbox has been
-    quiet, and an idle pelican claims once per idle_s."""
+    found changes or a NOTIFY, then doubling with each empty claim up to idle_s
+    (idle_s below busy_s is raised to busy_s). A change committed while pelican waits
+    is claimed at the end of that wait: within busy_s while changes keep arriving,
+    within idle_s at most after a quiet spell; an idle pelican claims once per idle_s."""
 
     def __init__(self, busy_s: float, idle_s: float):
         self.busy_s = busy_s
