@@ -1,13 +1,29 @@
-"""Sentence embeddings with transformers + torch: mean pooling over the last hidden
-state, L2-normalised, inputs truncated to max_tokens, the way the
-sentence-transformers/all-MiniLM-L6-v2 model card prescribes. CUDA with fp16 when a
-GPU is present (or asked for), CPU otherwise; the same code either way."""
+"""Sentence embeddings: mean pooling over the last hidden state, L2-normalised, inputs
+truncated to max_tokens, the way the sentence-transformers/all-MiniLM-L6-v2 model
+card prescribes. Two runtimes compute the same vectors (EMBEDDING_RUNTIME):
+
+- torch (transformers): CUDA with fp16 when a GPU is present (or asked for), CPU
+  fp32 (or int8 with EMBEDDING_QUANTIZE=int8) otherwise;
+- onnx: the model exported to ONNX and run by ONNX Runtime on CPU
+  (productsearch.onnx_export): the same vectors at about half torch's peak RSS,
+  because torch is never imported in the serving process;
+- openvino: the same export and checks, compiled by OpenVINO for CPU (opt-in;
+  figures side by side in docs/benchmarks.md).
+
+torch is the default: on this project's 2-core CPU it embedded about 10% more texts/s
+than ONNX Runtime side by side (docs/benchmarks.md). auto takes torch on a GPU or when
+int8 is asked for, and onnx otherwise (about half the peak memory), falling back to
+torch with a logged warning when no verified export can be had.
+"""
 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 from collections.abc import Sequence
+from importlib import metadata
 
 import numpy as np
 
@@ -16,7 +32,23 @@ from productsearch.settings import EmbeddingSettings
 log = logging.getLogger(__name__)
 
 
-class Embedder:
+def mean_pool(hidden, attention_mask):
+    """torch: mean of hidden (batch, tokens, dim) over the tokens the mask keeps
+    (batch, tokens), then L2-normalised: (batch, dim) in hidden's dtype. The torch
+    runtime and the ONNX export both use this, so they pool alike."""
+    import torch
+
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    summed = (hidden * mask).sum(dim=1)
+    counts = mask.sum(dim=1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(summed / counts, p=2, dim=1)
+
+
+class TorchModel:
+    """transformers + torch: CUDA fp16, CPU fp32 or CPU int8 (dynamic quantisation)."""
+
+    runtime = "torch"
+
     def __init__(self, settings: EmbeddingSettings):
         import torch
         from transformers import AutoModel, AutoTokenizer
@@ -39,39 +71,104 @@ class Embedder:
         elif settings.quantize_int8:
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         self.model = model.to(self.device)
-        hidden = getattr(model.config, "hidden_size", None)
+        self.hidden_size = getattr(model.config, "hidden_size", None)
+        self.mode = "fp16" if self.device.type == "cuda" else ("int8-dynamic" if settings.quantize_int8 else "fp32")
+
+    @property
+    def description(self) -> str:
+        return f"{self.settings.model_name} on {self.device} ({self.mode})"
+
+    def embed_batch(self, texts: list[str]) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            encoded = self.tokenizer(
+                texts, padding=True, truncation=True, max_length=self.settings.max_tokens, return_tensors="pt"
+            ).to(self.device)
+            hidden = self.model(**encoded).last_hidden_state
+            pooled = mean_pool(hidden.float(), encoded["attention_mask"])
+            return pooled.cpu().numpy().astype(np.float32)
+
+    def embed_batches(self, texts: Sequence[str], size: int) -> np.ndarray:
+        return np.concatenate([self.embed_batch(list(texts[i : i + size])) for i in range(0, len(texts), size)])
+
+
+def _gpu_present(settings: EmbeddingSettings) -> bool:
+    """Whether auto would put torch on a GPU, without importing torch here (it would
+    stay in this process's memory for nothing when ONNX Runtime serves): PyTorch's CPU
+    wheels carry the +cpu local version label; any other build is asked in a child."""
+    if settings.device != "auto":
+        return settings.device.startswith("cuda")
+    try:
+        version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return False
+    if version.endswith("+cpu"):
+        return False
+    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                           capture_output=True, text=True, timeout=300)
+    return probe.stdout.strip() == "True"
+
+
+def _load(settings: EmbeddingSettings):
+    from productsearch import onnx_export
+
+    wanted = settings.runtime
+    if wanted == "torch" or (wanted == "auto" and (settings.quantize_int8 or _gpu_present(settings))):
+        return TorchModel(settings)
+    runtime = onnx_export.OpenVinoModel if wanted == "openvino" else onnx_export.OnnxModel
+    try:
+        try:
+            return runtime(settings, onnx_export.ensure_export(settings))
+        except ImportError as exc:  # onnxruntime, openvino or tokenizers not installed
+            raise onnx_export.ExportError(f"the {wanted} runtime cannot be imported: {exc}") from exc
+    except onnx_export.ExportError as exc:
+        if wanted != "auto":
+            raise
+        log.warning("no verified ONNX export; embedding with torch on CPU instead", extra={"reason": str(exc)})
+        return TorchModel(settings)
+
+
+class Embedder:
+    """The model, on the runtime EMBEDDING_RUNTIME picks (see the module's docstring).
+
+    embed(texts) -> float32 (len(texts), settings.dimension), unit rows, in the
+    order given. Safe to call from several threads (calls run one at a time).
+    Raises productsearch.onnx_export.ExportError for EMBEDDING_RUNTIME=onnx without a
+    verified export, RuntimeError for a model whose width is not EMBEDDING_DIMENSION.
+
+    sort_by_length: embed texts in order of length and restore the caller's order, so
+    that each padded batch holds texts of similar length and pads less (no effect on
+    the vectors beyond float rounding).
+    """
+
+    def __init__(self, settings: EmbeddingSettings, sort_by_length: bool = True):
+        self.settings = settings
+        self.sort_by_length = sort_by_length
+        self._model = _load(settings)
+        self.runtime = self._model.runtime
+        self.device = self._model.device
+        hidden = self._model.hidden_size
         if hidden is not None and hidden != settings.dimension:
             raise RuntimeError(f"model {settings.model_path} makes {hidden}-dim vectors but EMBEDDING_DIMENSION is {settings.dimension}")
         # Tokenizers are not safe to share between threads mid-call; the frontend embeds from many.
         self._lock = threading.Lock()
-        log.info("embedding model loaded", extra={"model": settings.model_name, "device": str(self.device),
-                                                   "dtype": "fp16" if self.device.type == "cuda" else ("int8" if settings.quantize_int8 else "fp32")})
+        log.info("embedding model loaded", extra={"model": settings.model_name, "runtime": self.runtime,
+                                                   "description": self.description})
 
     @property
     def description(self) -> str:
-        mode = "fp16" if self.device.type == "cuda" else ("int8-dynamic" if self.settings.quantize_int8 else "fp32")
-        return f"{self.settings.model_name} on {self.device} ({mode}), batch {self.settings.batch_size}, max {self.settings.max_tokens} tokens"
+        return f"{self._model.description}, batch {self.settings.batch_size}, max {self.settings.max_tokens} tokens"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Returns a float32 array of shape (len(texts), dimension), rows of unit length."""
         if not texts:
             return np.zeros((0, self.settings.dimension), dtype=np.float32)
-        out = []
-        size = self.settings.batch_size
-        for start in range(0, len(texts), size):
-            out.append(self._embed_batch(list(texts[start : start + size])))
-        return np.concatenate(out)
-
-    def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        torch = self._torch
-        with self._lock, torch.inference_mode():
-            encoded = self.tokenizer(
-                texts, padding=True, truncation=True, max_length=self.settings.max_tokens, return_tensors="pt"
-            ).to(self.device)
-            hidden = self.model(**encoded).last_hidden_state
-            mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            summed = (hidden * mask).sum(dim=1)
-            counts = mask.sum(dim=1).clamp(min=1e-9)
-            pooled = (summed / counts).float()
-            normalised = torch.nn.functional.normalize(pooled, p=2, dim=1)
-            return normalised.cpu().numpy().astype(np.float32)
+        texts = list(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i])) if self.sort_by_length else range(len(texts))
+        with self._lock:
+            vectors = self._model.embed_batches([texts[i] for i in order], self.settings.batch_size)
+        if not self.sort_by_length:
+            return vectors
+        out = np.empty_like(vectors)
+        out[np.asarray(order)] = vectors
+        return out

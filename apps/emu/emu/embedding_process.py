@@ -1,11 +1,14 @@
 """The model in a process of its own, driven over a pipe: texts in, vectors out.
 
 emu's receiver and writer threads run Python (boto3, the Pinecone SDK) while the
-model runs. In one process they share the GIL with the thread that drives torch, and
-every moment they hold it stalls torch on all its cores. Measured on the 2-core
-machine of docs/benchmarks.md: a Python thread busy 10% of one core cost the model
-15% of its throughput; the same load in another process cost 7%. So emu's own work
-stays in its main process and the model gets a process with nothing else in it.
+model runs. In one process they share the GIL with the thread that drives the model
+(torch or ONNX Runtime, EMBEDDING_RUNTIME), and every moment they hold it stalls the
+model on all its cores. Measured on the 2-core machine of docs/benchmarks.md: a
+Python thread busy 10% of one core cost the model 15% of its throughput; the same
+load in another process cost 7%. So emu's own work stays in its main process and the
+model gets a process with nothing else in it. With ONNX Runtime that process never
+imports torch: a first-use export runs in a short-lived process of its own
+(productsearch.onnx_export), so its memory is returned before emu starts work.
 
 The child ignores SIGINT and SIGTERM: the worker decides when to stop (it finishes
 the batch in hand first) and closes the pipe, which ends the child. If the worker
@@ -34,6 +37,8 @@ class EmbeddingProcess:
     """Same interface as productsearch.embedding.Embedder (embed, description, device)."""
 
     def __init__(self, settings: EmbeddingSettings, start_timeout_s: float = 600.0):
+        """start_timeout_s covers loading the model, and on a first local start without
+        a cached ONNX export, exporting it (under a minute on 2 cores when idle)."""
         self.settings = settings
         context = multiprocessing.get_context("spawn")  # no inherited threads or locks; CUDA-safe
         self._conn, child_end = context.Pipe()
