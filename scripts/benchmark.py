@@ -15,7 +15,13 @@ private local stack (Postgres, moto, the index server, pelican, emu, the fronten
   search latency through the frontend's POST /api/search with the first N indexed:
       p50/p95/p99 and QPS at 1, 4 and 16 concurrent clients;
   optionally (--int8) int8 dynamic quantization: its raw throughput gain and, with
-      --quality-dataset, its nDCG@10 change on a BEIR dataset (two full evaluations).
+      --quality-dataset, its nDCG@10 change on a BEIR dataset (two full evaluations);
+  then, each on private parts of its own (skip any with its --skip-* flag):
+  CPU embedding runtimes (bench.runtimes: torch, ONNX Runtime, OpenVINO; texts/s,
+      agreement, peak RSS), change capture against writers (bench.capture: pgbench
+      tps per capture design, a bulk UPDATE, freshness), search under concurrency
+      with query batching on and off (bench.search_load: 1/4/16/64 clients), and
+      CUDA fp16 (bench.cuda) on a machine with a GPU, else its stored figures.
 
 Prints the figures with the machine's description, writes results/bench.json and a
 chart results/bench.png. It reports; it asserts nothing about time.
@@ -63,6 +69,10 @@ def parse_args(argv=None):
     p.add_argument("--search-requests", type=int, default=400, help="requests per concurrency level (capped by --search-seconds)")
     p.add_argument("--search-seconds", type=float, default=60.0)
     p.add_argument("--skip-search", action="store_true", help="no frontend latency figures")
+    p.add_argument("--skip-runtimes", action="store_true", help="no CPU embedding runtime comparison (bench.runtimes)")
+    p.add_argument("--skip-capture", action="store_true", help="no change-capture writer comparison (bench.capture, pgbench)")
+    p.add_argument("--skip-search-load", action="store_true",
+                   help="no query batching comparison at 1/4/16/64 clients (bench.search_load)")
     p.add_argument("--int8", action="store_true", help="also measure int8 dynamic quantization's raw throughput")
     p.add_argument("--quality-dataset", type=Path, help="with --int8: BEIR folder to measure the nDCG@10 change on")
     p.add_argument("--fresh-quality", action="store_true", help="with --quality-dataset: re-run both evaluations even if "
@@ -108,6 +118,7 @@ def backfill_run(pipeline: Pipeline, rows: list[dict], timeout: float, app_env: 
     pipeline.reset()
     t = time.monotonic()
     ids = pipeline.insert_products(rows, capture=False)  # an existing table, as a backfill finds it
+    pipeline.refit_lexical()  # as `make up` does: hybrid search needs the table's BM25 statistics
     load_s = time.monotonic() - t
     pelican = pipeline.start_app("pelican", app_env)
     emu = pipeline.start_app("emu", app_env)
@@ -478,6 +489,25 @@ def main(argv=None) -> int:
         # move with the load other processes put on a shared machine.
         result["ratio_b_over_a_per_cpu_s"] = round(first["rows_per_cpu_s"] / raw["texts_per_cpu_s"], 3)
     result["cuda"] = cuda_figures()
+    # Each of these starts its own private parts, after the main stack has stopped.
+    if not args.skip_runtimes:
+        from bench import runtimes
+
+        say("CPU embedding runtimes, interleaved ...")
+        result["runtimes"] = runtimes.run()
+        runtimes.report(result["runtimes"])
+    if not args.skip_capture:
+        from bench import capture
+
+        say("change capture and writers (pgbench), interleaved ...")
+        result["capture"] = capture.run(log=say)
+        capture.report(result["capture"], say)
+    if not args.skip_search_load:
+        from bench import search_load
+
+        say("search under concurrency, query batching on and off ...")
+        result["search_load"] = search_load.run(log=say)
+        search_load.report(result["search_load"])
     if args.int8 and args.quality_dataset:
         say("int8 quality: two full evaluations ...")
         result["int8"]["quality"] = quality_pair(args.quality_dataset, args.fresh_quality)
