@@ -4,7 +4,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-# Namespace and metric pelican publishes every poll interval (CLOUDWATCH_NAMESPACE,
+# Namespace and metric pelican publishes once per metric interval (CLOUDWATCH_NAMESPACE,
 # DEPLOYMENT_NAME); the task role may write only into this namespace.
 METRICS_NAMESPACE = "ProductSearch"
 UNSHIPPED_AGE_METRIC = "OldestUnshippedChangeAgeSeconds"

@@ -100,7 +100,10 @@ def test_benchmark_at_a_tiny_size(tmp_path):
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     proc = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--sizes", "120,200", "--freshness-samples", "3",
-         "--freshness-spacing", "0.2", "--concurrency", "1,2", "--search-requests", "8", "--output", str(out), "--chart", str(png)],
+         "--freshness-spacing", "0.2", "--concurrency", "1,2", "--search-requests", "8", "--output", str(out), "--chart", str(png),
+         # Minutes of work each at their fixed sizes: search_load has a tiny-size test in
+         # test_query_batching; the capture and runtimes benchmarks run under make bench only.
+         "--skip-runtimes", "--skip-capture", "--skip-search-load"],
         cwd=REPO, capture_output=True, text=True, timeout=880,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
