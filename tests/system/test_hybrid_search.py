@@ -113,7 +113,9 @@ def test_a_filter_excludes_even_an_exact_sku_match(front, mode):
 
 # -- modes -----------------------------------------------------------------------------------------
 def test_the_modes_answer_differently_and_semantic_is_dense_only(front, embedder):
-    query = ISSUE_SKU
+    # A descriptive query: an identifier's dense scores lie so close together that the
+    # frontend's thread count alone (float rounding) can reorder near-ties.
+    query = "wireless controller for gaming"
     semantic = [r["id"] for r in front.search(query, top_k=10, mode="semantic")]
     dense = [int(m.id) for m in front.parts.index.query(embedder.embed([query])[0], top_k=10)]
     assert semantic == dense
