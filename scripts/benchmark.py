@@ -43,8 +43,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import machine, workload  # noqa: E402
-from bench.pipeline import REPO, Pipeline, cpu_by_part, machine_busy_seconds, memory_of  # noqa: E402
+from benchmarks import machine, workload  # noqa: E402
+from benchmarks.pipeline import REPO, Pipeline, cpu_by_part, machine_busy_seconds, memory_of  # noqa: E402
 from devstack.waiting import wait_until  # noqa: E402
 
 
@@ -491,19 +491,19 @@ def main(argv=None) -> int:
     result["cuda"] = cuda_figures()
     # Each of these starts its own private parts, after the main stack has stopped.
     if not args.skip_runtimes:
-        from bench import runtimes
+        from benchmarks import runtimes
 
         say("CPU embedding runtimes, interleaved ...")
         result["runtimes"] = runtimes.run()
         runtimes.report(result["runtimes"])
     if not args.skip_capture:
-        from bench import capture
+        from benchmarks import capture
 
         say("change capture and writers (pgbench), interleaved ...")
         result["capture"] = capture.run(log=say)
         capture.report(result["capture"], say)
     if not args.skip_search_load:
-        from bench import search_load
+        from benchmarks import search_load
 
         say("search under concurrency, query batching on and off ...")
         result["search_load"] = search_load.run(log=say)
@@ -526,7 +526,7 @@ def cuda_figures() -> dict:
     import torch
 
     if torch.cuda.is_available():
-        from bench import cuda
+        from benchmarks import cuda
 
         from productsearch.documents import indexed_text
         from productsearch.settings import EmbeddingSettings

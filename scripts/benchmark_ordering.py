@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import machine, workload  # noqa: E402
-from bench.pipeline import REPO, Pipeline  # noqa: E402
+from benchmarks import machine, workload  # noqa: E402
+from benchmarks.pipeline import REPO, Pipeline  # noqa: E402
 from benchmark import backfill_run, freshness, say  # noqa: E402
 
 KINDS = ("standard", "fifo")

@@ -31,9 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import beir, machine  # noqa: E402
-from bench.metrics import evaluate  # noqa: E402
-from bench.pipeline import REPO, Pipeline  # noqa: E402
+from benchmarks import beir, machine  # noqa: E402
+from benchmarks.metrics import evaluate  # noqa: E402
+from benchmarks.pipeline import REPO, Pipeline  # noqa: E402
 
 # Published nDCG@10 of sentence-transformers/all-MiniLM-L6-v2 (MTEB results), by dataset.
 PUBLISHED_NDCG10 = {"scifact": 0.64508}

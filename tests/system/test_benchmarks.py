@@ -13,8 +13,8 @@ from tests.conftest import REPO, SHARED
 
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench import beir, workload  # noqa: E402
-from bench.metrics import evaluate  # noqa: E402
+from benchmarks import beir, workload  # noqa: E402
+from benchmarks.metrics import evaluate  # noqa: E402
 
 SCIFACT = SHARED / "data" / "beir-scifact"
 

@@ -357,8 +357,8 @@ def test_the_query_workloads_never_repeat_or_repeat_as_asked():
     from tests.conftest import REPO
 
     sys.path.insert(0, str(REPO / "scripts"))
-    from bench import workload
-    from bench.search_load import RepeatingQueries, UniqueQueries
+    from benchmarks import workload
+    from benchmarks.search_load import RepeatingQueries, UniqueQueries
 
     base = workload.catalog_rows()
     fresh = UniqueQueries(base, 600)
@@ -376,7 +376,7 @@ def test_the_search_load_benchmark_runs_at_a_tiny_size():
     from tests.conftest import REPO
 
     sys.path.insert(0, str(REPO / "scripts"))
-    from bench import search_load
+    from benchmarks import search_load
 
     result = search_load.run(rows=30, levels=(1, 4), requests=12, max_seconds=60, rounds=1, repeat_share=0.5,
                              repeat_clients=2, log=lambda _: None)

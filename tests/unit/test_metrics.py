@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
-from bench.metrics import evaluate, ndcg_at_k, recall_at_k  # noqa: E402
+from benchmarks.metrics import evaluate, ndcg_at_k, recall_at_k  # noqa: E402
 
 LOG2_3 = math.log2(3)  # discount of rank 2
 

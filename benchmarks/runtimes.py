@@ -34,8 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import machine, workload  # noqa: E402
-from bench.pipeline import REPO  # noqa: E402
+from benchmarks import machine, workload  # noqa: E402
+from benchmarks.pipeline import REPO  # noqa: E402
 
 SCIFACT = REPO.parent / "shared" / "data" / "beir-scifact"
 RUNTIMES = ("torch", "onnx", "onnx-unsorted", "openvino")
@@ -54,7 +54,7 @@ def catalog_texts(n: int, template: str) -> list[str]:
 def scifact_texts(n: int, template: str, seed: int = 5) -> list[str]:
     """n corpus documents drawn at random (fixed seed), as the pipeline indexes them
     (title as name, abstract as description; scripts/evaluate_beir.py)."""
-    from bench import beir
+    from benchmarks import beir
     from productsearch.documents import indexed_text
 
     corpus = beir.load(SCIFACT).corpus

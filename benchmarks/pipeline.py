@@ -16,7 +16,7 @@ from pathlib import Path
 
 from devstack.waiting import wait_until
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from bench.pipeline import REPO
+from benchmarks.pipeline import REPO
 
 CATALOG = REPO / "apps" / "pelican" / "catalog" / "products.csv"
 

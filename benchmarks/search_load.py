@@ -40,8 +40,8 @@ from pathlib import Path
 if str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import machine, workload  # noqa: E402
-from bench.pipeline import REPO, Pipeline, memory_of  # noqa: E402
+from benchmarks import machine, workload  # noqa: E402
+from benchmarks.pipeline import REPO, Pipeline, memory_of  # noqa: E402
 from devstack.stack import free_port  # noqa: E402
 from devstack.waiting import wait_until  # noqa: E402
 

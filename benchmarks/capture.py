@@ -54,7 +54,7 @@ for _path in (HERE.parent, HERE.parents[1] / "apps" / "common"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from bench import machine  # noqa: E402
+from benchmarks import machine  # noqa: E402
 from devstack.stack import LocalStack, _pg_bindir, free_port  # noqa: E402
 from devstack.waiting import wait_until  # noqa: E402
 from productsearch import db  # noqa: E402
