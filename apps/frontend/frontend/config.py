@@ -1,5 +1,7 @@
-"""The frontend's own settings, read from the environment like every other setting
-(productsearch.settings). A missing or malformed value raises ConfigError naming it."""
+"""The frontend's own settings, read from the environment like every other setting:
+its variables are declared with the others in productsearch.settings (FrontendEnv,
+EditorEnv, LoginEnv, QueryEmbeddingEnv, so the environment contract sees them) and
+read by the same reader. A missing or malformed value raises ConfigError naming it."""
 
 from __future__ import annotations
 
@@ -7,31 +9,24 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from productsearch.settings import (
+from productsearch.settings import (  # noqa: F401 (the DEFAULT_* constants are the frontend's API)
+    DEFAULT_LOAD_BALANCER_IDLE_SECONDS,
+    DEFAULT_MAX_BODY_BYTES,
+    FRONTEND_ENV_SECTIONS,
     ConfigError,
     DatabaseSettings,
+    EditorEnv,
     EmbeddingSettings,
+    EnvSection,
+    FrontendEnv,
     IndexSettings,
+    LoginEnv,
+    QueryEmbeddingEnv,
     QueueSettings,
 )
 
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
-    raw = (env.get(name) or "").strip() or str(default)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if not minimum <= value <= maximum:
-        raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {value}")
-    return value
-
-
-# The largest request body any route reads (the JSON API's bodies are far smaller).
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-# AWS docs (Application Load Balancers, connection idle timeout): 60 s by default.
-DEFAULT_LOAD_BALANCER_IDLE_SECONDS = 60
 # The app must keep an idle connection open longer than the load balancer does, or
 # the balancer reuses one the app has just closed and the user gets a 502.
 KEEP_ALIVE_MARGIN_SECONDS = 5
@@ -60,6 +55,8 @@ class LoginThrottling:
     right-most entry that is not a trusted proxy; without it the client is the
     socket's peer, since anyone can write an X-Forwarded-For header."""
 
+    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (LoginEnv,)
+
     max_failures: int = 5
     window_seconds: int = 300
     trusted_proxies: tuple[str, ...] = ()
@@ -72,16 +69,17 @@ class LoginThrottling:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LoginThrottling:
+        """Raises ConfigError naming the variable that is malformed."""
+        e = LoginEnv.read(env)
         proxies = []
-        for item in (env.get("FRONTEND_TRUSTED_PROXIES") or "").split(","):
+        for item in (e.FRONTEND_TRUSTED_PROXIES or "").split(","):
             if not item.strip():
                 continue
             try:
                 proxies.append(str(ipaddress.ip_network(item.strip(), strict=False)))
             except ValueError:
                 raise ConfigError(f"FRONTEND_TRUSTED_PROXIES must list IP addresses or CIDR networks, got {item.strip()!r}") from None
-        return cls(max_failures=_int(env, "EDITOR_LOGIN_MAX_FAILURES", 5, 1, 1000),
-                   window_seconds=_int(env, "EDITOR_LOGIN_WINDOW_SECONDS", 300, 1, 86400),
+        return cls(max_failures=e.EDITOR_LOGIN_MAX_FAILURES, window_seconds=e.EDITOR_LOGIN_WINDOW_SECONDS,
                    trusted_proxies=tuple(proxies))
 
 
@@ -109,6 +107,8 @@ class QueryEmbeddingSettings:
     FRONTEND_QUERY_BATCH_MAX=1 with FRONTEND_QUERY_CACHE_SIZE=0 embeds each query in
     its request's thread, one at a time, as before batching existed."""
 
+    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (QueryEmbeddingEnv,)
+
     batch_window_ms: int = 3
     max_batch: int = 32
     cache_size: int = 4096
@@ -116,14 +116,21 @@ class QueryEmbeddingSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> QueryEmbeddingSettings:
-        return cls(batch_window_ms=_int(env, "FRONTEND_QUERY_BATCH_WINDOW_MS", 3, 0, 100),
-                   max_batch=_int(env, "FRONTEND_QUERY_BATCH_MAX", 32, 1, 256),
-                   cache_size=_int(env, "FRONTEND_QUERY_CACHE_SIZE", 4096, 0, 100_000),
-                   timeout_seconds=_int(env, "FRONTEND_QUERY_EMBED_TIMEOUT_SECONDS", 10, 1, 120))
+        """Raises ConfigError naming the variable that is malformed."""
+        e = QueryEmbeddingEnv.read(env)
+        return cls(batch_window_ms=e.FRONTEND_QUERY_BATCH_WINDOW_MS, max_batch=e.FRONTEND_QUERY_BATCH_MAX,
+                   cache_size=e.FRONTEND_QUERY_CACHE_SIZE, timeout_seconds=e.FRONTEND_QUERY_EMBED_TIMEOUT_SECONDS)
 
 
 @dataclass(frozen=True)
 class FrontendSettings:
+    """Everything the frontend reads: its own section (FrontendEnv: bind address, page
+    size, pool size, body limit, index deadline, load balancer idle timeout), the
+    editor's credentials, login throttling and query batching, and the shared
+    database, index, embedding and queue settings."""
+
+    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = FRONTEND_ENV_SECTIONS
+
     host: str
     port: int
     page_size: int
@@ -150,25 +157,24 @@ class FrontendSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> FrontendSettings:
-        host = (env.get("FRONTEND_HOST") or "").strip() or "127.0.0.1"
+        """Raises ConfigError naming the variable that is missing or malformed."""
+        e = FrontendEnv.read(env)
+        host = e.FRONTEND_HOST
         if any(c.isspace() for c in host) or "/" in host:
             raise ConfigError(f"FRONTEND_HOST must be a host name or address to bind, got {host!r}")
         return cls(
             host=host,
-            port=_int(env, "FRONTEND_PORT", 7860, 1, 65535),
-            page_size=_int(env, "FRONTEND_PAGE_SIZE", 10, 1, 50),
-            db_pool_size=_int(env, "FRONTEND_DB_POOL_SIZE", 10, 1, 100),
+            port=e.FRONTEND_PORT,
+            page_size=e.FRONTEND_PAGE_SIZE,
+            db_pool_size=e.FRONTEND_DB_POOL_SIZE,
             editor=editor_credentials(env),
             database=DatabaseSettings.from_env(env),
             index=IndexSettings.from_env(env),
             embedding=EmbeddingSettings.from_env(env),
             queues=QueueSettings.from_env(env),
-            max_body_bytes=_int(env, "FRONTEND_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024, 64 * 1024 * 1024),
-            # Each index request's deadline; a search makes up to two attempts.
-            index_timeout_seconds=_int(env, "FRONTEND_INDEX_TIMEOUT_SECONDS", 3, 1, 60),
-            # compute sets the ALB's idle timeout and this from one config value.
-            load_balancer_idle_seconds=_int(env, "LOAD_BALANCER_IDLE_TIMEOUT_SECONDS", DEFAULT_LOAD_BALANCER_IDLE_SECONDS,
-                                            1, 4000),
+            max_body_bytes=e.FRONTEND_MAX_BODY_BYTES,
+            index_timeout_seconds=e.FRONTEND_INDEX_TIMEOUT_SECONDS,
+            load_balancer_idle_seconds=e.LOAD_BALANCER_IDLE_TIMEOUT_SECONDS,
             logins=LoginThrottling.from_env(env),
             query_embedding=QueryEmbeddingSettings.from_env(env),
         )
@@ -176,9 +182,11 @@ class FrontendSettings:
 
 def editor_credentials(env: Mapping[str, str]) -> EditorCredentials | None:
     """Both EDITOR_USERNAME and EDITOR_PASSWORD (ECS injects them from Secrets Manager),
-    or neither (editing is off). One without the other is a configuration mistake."""
-    user = env.get("EDITOR_USERNAME") or ""
-    password = env.get("EDITOR_PASSWORD") or ""
+    or neither (editing is off). One without the other is a configuration mistake.
+    Raises ConfigError naming the variable."""
+    e = EditorEnv.read(env)
+    user = e.EDITOR_USERNAME or ""
+    password = e.EDITOR_PASSWORD or ""
     if not user.strip() and not password:
         return None
     if not user.strip():

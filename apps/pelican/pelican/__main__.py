@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -114,15 +113,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"redrive re-captured {n} products from the dead-letter queue")
         elif args.command == "refit-lexical":
             from productsearch import lexical
-            from productsearch.documents import validate_template
-            from productsearch.settings import DEFAULT_TEXT_TEMPLATE
+            from productsearch.settings import text_template_from_env
 
             # The template alone: EmbeddingSettings would want the model on disk.
-            template = os.environ.get("INDEXED_TEXT_TEMPLATE") or DEFAULT_TEXT_TEMPLATE
-            try:
-                validate_template(template)
-            except ValueError as exc:
-                raise ConfigError(f"INDEXED_TEXT_TEMPLATE: {exc}") from None
+            template = text_template_from_env()
             k1 = lexical.DEFAULT_K1 if args.k1 is None else args.k1
             b = lexical.DEFAULT_B if args.b is None else args.b
             if not (k1 > 0 and 0 <= b <= 1):
