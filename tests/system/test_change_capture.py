@@ -1,4 +1,4 @@
-"""Change capture without any NOTIFY from writers (sql/005_capture_without_notify.sql)
+"""Change capture without any NOTIFY from writers (schema/005_capture_without_notify.sql)
 and pelican's adaptive polling (pelican/service.py), against the real local parts."""
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import psycopg
 
+from productsearch import products
+
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("name", "sku", "description", "price")
@@ -100,23 +102,13 @@ def infer_category(name: str) -> str:
     return words[-1].lower() if words else ""
 
 
-INSERT_SQL = """
-INSERT INTO products (name, sku, description, price, category)
-VALUES (%(name)s, %(sku)s, %(description)s, %(price)s, %(category)s)
-"""
-KEEP_EXISTING = "ON CONFLICT (sku) DO NOTHING"
-UPDATE_EXISTING = """ON CONFLICT (sku) DO UPDATE
-SET name = EXCLUDED.name, description = EXCLUDED.description,
-    price = EXCLUDED.price, category = EXCLUDED.category"""
-
-
 def load_catalog(conn: psycopg.Connection, path: Path, batch_size: int = 1000, *,
                  update_existing: bool = False) -> LoadReport:
     """Loads the CSV at `path` in transactions of batch_size rows. Existing SKUs are
     kept unless update_existing. Raises ValueError when the header lacks a required
     column, UnicodeDecodeError when the file is not UTF-8."""
     report = LoadReport()
-    sql = INSERT_SQL + (UPDATE_EXISTING if update_existing else KEEP_EXISTING)
+    sql = products.upsert_sql(update_existing)
     with open(path, newline="", encoding="utf-8", errors="strict") as handle:
         batch: list[dict] = []
         for row in parse_rows(handle, report):

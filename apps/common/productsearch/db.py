@@ -39,6 +39,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
+from productsearch.retry import with_backoff
 from productsearch.settings import DatabaseSettings, secret_region
 
 log = logging.getLogger(__name__)
@@ -333,32 +334,29 @@ def connect(database: DatabaseSettings | str, *, autocommit: bool = False, attem
             application_name: str = "productsearch", statement_timeout: bool = True) -> GuardedConnection:
     """Connects with connection_params and the stall guard armed (neither the guard nor
     statement_timeout when statement_timeout is False, as for migrations), retrying
-    with backoff when attempts > 1 (e.g. while the database restarts). Raises
+    with backoff (0.2 s doubling to 5 s) when attempts > 1 (e.g. while the database restarts). Raises
     psycopg.OperationalError when the last attempt fails."""
     params = connection_params(database, application_name=application_name, statement_timeout=statement_timeout)
     credentials = SecretCredentials.for_settings(_settings(database))
-    delay = 0.2
-    for attempt in range(1, attempts + 1):
-        try:
-            conn = GuardedConnection.connect(_settings(database).url, autocommit=autocommit, row_factory=dict_row,
-                                             credentials=credentials, **params)
-        except psycopg.OperationalError:
-            if attempt == attempts:
-                raise
-            log.warning("database unreachable, retrying", extra={"attempt": attempt, "retry_in_s": round(delay, 2)})
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
-            continue
-        if statement_timeout:
-            conn.stall_limit_s = stall_limit_seconds(database)
-        return conn
-    raise AssertionError("unreachable")
+    conn = with_backoff(
+        lambda: GuardedConnection.connect(_settings(database).url, autocommit=autocommit, row_factory=dict_row,
+                                          credentials=credentials, **params),
+        retryable=lambda exc: isinstance(exc, psycopg.OperationalError), attempts=attempts,
+        # No jitter: each process reconnects alone, so there is no herd to spread out.
+        base_delay=0.2, max_delay=5.0, jitter=False, what="database connect",
+        message="database unreachable, retrying", reraise=True)
+    if statement_timeout:
+        conn.stall_limit_s = stall_limit_seconds(database)
+    return conn
 
 
 def migration_files() -> list[tuple[str, str]]:
-    sql_dir = resources.files("productsearch") / "sql"
-    names = sorted(p.name for p in sql_dir.iterdir() if p.name.endswith(".sql"))
-    return [(name, (sql_dir / name).read_text()) for name in names]
+    """[(file name, SQL text)] of every migration in productsearch/schema/, in name
+    (= application) order. schema/README.md says what each file creates. The names are
+    what schema_migrations records as applied, so a file is never renamed."""
+    schema_dir = resources.files("productsearch") / "schema"
+    names = sorted(p.name for p in schema_dir.iterdir() if p.name.endswith(".sql"))
+    return [(name, (schema_dir / name).read_text()) for name in names]
 
 
 def migrate(database: DatabaseSettings | str) -> list[str]:

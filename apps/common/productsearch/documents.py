@@ -16,8 +16,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from productsearch.lexical import SparseVector
-
-INDEXED_COLUMNS = ("name", "sku", "description", "price", "category")
+from productsearch.products import CONTENT_COLUMNS
 
 # Pinecone limits (docs: "Limits" for serverless indexes).
 MAX_ID_BYTES = 512
@@ -34,13 +33,13 @@ def validate_template(template: str) -> None:
     fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     if not fields:
         raise ValueError("template names no column, e.g. '{name} {description}'")
-    unknown = sorted(set(fields) - set(INDEXED_COLUMNS))
+    unknown = sorted(set(fields) - set(CONTENT_COLUMNS))
     if unknown:
-        raise ValueError(f"unknown column(s) {unknown}; allowed: {list(INDEXED_COLUMNS)}")
+        raise ValueError(f"unknown column(s) {unknown}; allowed: {list(CONTENT_COLUMNS)}")
 
 
 def indexed_text(product: dict[str, Any], template: str) -> str:
-    values = {column: "" if product.get(column) is None else str(product[column]) for column in INDEXED_COLUMNS}
+    values = {column: "" if product.get(column) is None else str(product[column]) for column in CONTENT_COLUMNS}
     return template.format(**values).strip()
 
 
@@ -130,7 +129,9 @@ class IndexRecord:
 
 
 def build_record(product: dict[str, Any], version: int, template: str) -> IndexRecord:
-    """Raises UnindexableProduct when the row breaks a limit that retrying cannot fix."""
+    """The index record of `product`, a products row as a dict (products.ROW_COLUMNS),
+    at `version`, its text rendered with `template` (INDEXED_TEXT_TEMPLATE). Raises
+    UnindexableProduct when the row breaks a limit that retrying cannot fix."""
     record_id = vector_id(product["id"])
     if len(record_id.encode()) > MAX_ID_BYTES:
         raise UnindexableProduct(f"vector id is longer than Pinecone's {MAX_ID_BYTES}-byte limit")
@@ -147,19 +148,21 @@ def build_record(product: dict[str, Any], version: int, template: str) -> IndexR
     return IndexRecord(id=record_id, text=text, metadata=meta)
 
 
-def differs(product: dict[str, Any], indexed: dict[str, Any]) -> bool:
-    """True when `indexed` (a vector's metadata as the index returns it) is not what
-    metadata() writes for `product` (a products row as a dict): the index holds other
-    content, so the vector embeds other text. Every field metadata() writes is compared
-    except `version`, so a field added there is compared here too; a vector that lacks
-    it counts as different, and a repair rewrites it. Prices compare to the cent. A row
-    that cannot be indexed at all (UnindexableProduct) always differs.
+def is_current(product: dict[str, Any], indexed: dict[str, Any]) -> bool:
+    """True when `indexed` (a vector's metadata as the index returns it) is what
+    metadata() writes for `product` (a products row as a dict, products.ROW_COLUMNS):
+    the index holds the row's current content, so the vector embeds its current text.
+    Every field metadata() writes is compared except `version`, so a field added there
+    is compared here too; a vector that lacks it is not current, and a repair rewrites
+    it. Prices compare to the cent (numeric(12,2) in the table, a float in the index).
+    A row that cannot be indexed at all (UnindexableProduct) is never current.
 
-    Reconcile's "stale" and the frontend's "searchable" are both this one question."""
+    Reconcile's "stale" (not current) and the frontend's "searchable" are both this one
+    question."""
     try:
         expected = metadata(product, 0)
     except UnindexableProduct:
-        return True
+        return False
     for key, value in expected.items():
         if key == "version":
             continue
@@ -167,9 +170,9 @@ def differs(product: dict[str, Any], indexed: dict[str, Any]) -> bool:
         if key == "price":
             try:
                 if Decimal(str(got)).quantize(Decimal("0.01")) != Decimal(str(value)).quantize(Decimal("0.01")):
-                    return True
+                    return False
             except (InvalidOperation, TypeError, ValueError):
-                return True
+                return False
         elif got != value:
-            return True
-    return False
+            return False
+    return True

@@ -15,7 +15,7 @@ two). Each term becomes a sparse index by a stable 32-bit hash (term_id), so no
 vocabulary is kept anywhere and a vector written before a refit stays valid after it.
 
 The statistics (N documents, average length, and each term's document frequency)
-live in Postgres (sql/006_lexical_statistics.sql), fitted from the table by refit().
+live in Postgres (schema/006_lexical_statistics.sql), fitted from the table by refit().
 Between refits they drift a little from the table; nothing breaks: a term no fit has
 seen (a product added since, its new SKU) gets the highest idf, so it is found.
 """
@@ -259,6 +259,7 @@ def refit(conn, template: str, *, k1: float = DEFAULT_K1, b: float = DEFAULT_B, 
     grows with the vocabulary, not the table. Readers see the old statistics until the
     commit. `template` is INDEXED_TEXT_TEMPLATE (documents.lexical_text: what emu
     encodes). Run as the administrator (`pelican refit-lexical`)."""
+    from productsearch import products
     from productsearch.documents import lexical_text
 
     if k1 <= 0 or not 0 <= b <= 1:
@@ -269,7 +270,7 @@ def refit(conn, template: str, *, k1: float = DEFAULT_K1, b: float = DEFAULT_B, 
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (REFIT_LOCK_KEY,))
         with conn.cursor(name="lexical_refit") as cursor:
             cursor.itersize = chunk
-            cursor.execute("SELECT name, sku, description, price, category FROM products")
+            cursor.execute(products.ALL_CONTENT)
             while rows := cursor.fetchmany(chunk):
                 for words in terms_of([lexical_text(row, template) for row in rows]):
                     ids = Counter(term_id(w) for w in words)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from productsearch import lexical
+from productsearch import lexical, products
 from productsearch.documents import finite_price, normalise_category
 from productsearch.lexical import SparseVector
 
@@ -38,7 +38,7 @@ MODES = ("hybrid", "semantic", "keyword")
 DEFAULT_MODE = "hybrid"
 # The weight of the dense (semantic) part in a hybrid query; the sparse (BM25) part
 # gets 1 - HYBRID_ALPHA. Chosen on SciFact's train split (qrels/train.tsv), never the
-# test split, by `scripts/evaluate_beir.py --tune` through this same search path; the
+# test split, by `python -m benchmarks.evaluate --tune` through this same search path; the
 # sweep is recorded in results/hybrid-tuning.json and docs/benchmarks.md ("Hybrid
 # search quality").
 HYBRID_ALPHA = 0.6
@@ -212,9 +212,6 @@ class SearchResult:
         return asdict(self)
 
 
-ROWS_SQL = "SELECT id, name, sku, description, price, category FROM products WHERE id = ANY(%s)"
-
-
 class ProductSearch:
     def __init__(self, embedder, index, pool, *, alpha: float = HYBRID_ALPHA,
                  normalisation: str = SPARSE_NORMALISATION):
@@ -263,7 +260,7 @@ class ProductSearch:
         if not ids:
             return []
         with self.pool.connection() as conn:
-            rows = {r["id"]: r for r in conn.execute(ROWS_SQL, (ids,)).fetchall()}
+            rows = {r["id"]: r for r in conn.execute(products.ROWS_BY_IDS, (ids,)).fetchall()}
         results = []
         for match in matches:
             row = rows.get(int(match.id)) if match.id.isdigit() else None

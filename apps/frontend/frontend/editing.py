@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from productsearch.documents import MAX_METADATA_BYTES, differs, finite_price, metadata
+from productsearch import products
+from productsearch.documents import MAX_METADATA_BYTES, finite_price, is_current, metadata
 
 from frontend.config import EditorCredentials
 from frontend.throttle import LoginThrottle
@@ -173,12 +174,9 @@ def product_json(row: dict[str, Any]) -> dict[str, Any]:
             "price": price, "category": row["category"]}
 
 
-SELECT_SQL = "SELECT id, name, sku, description, price, category FROM products WHERE id = %s"
-
-
 def get_product(pool, product_id: int) -> dict[str, Any]:
     with pool.connection() as conn:
-        row = conn.execute(SELECT_SQL, (product_id,)).fetchone()
+        row = conn.execute(products.ROW_BY_ID, (product_id,)).fetchone()
     if row is None:
         raise NotFound(f"product {product_id} does not exist")
     return row
@@ -186,7 +184,7 @@ def get_product(pool, product_id: int) -> dict[str, Any]:
 
 def apply_edit(pool, product_id: int, changes: dict[str, Any], editor: str) -> EditResult:
     with pool.connection() as conn, conn.transaction():
-        row = conn.execute(SELECT_SQL + " FOR UPDATE", (product_id,)).fetchone()
+        row = conn.execute(products.ROW_BY_ID_FOR_UPDATE, (product_id,)).fetchone()
         if row is None:
             raise NotFound(f"product {product_id} does not exist")
         changed = [f for f in EDITABLE if f in changes and changes[f] != row[f]]
@@ -197,10 +195,8 @@ def apply_edit(pool, product_id: int, changes: dict[str, Any], editor: str) -> E
         if size > MAX_METADATA_BYTES:
             raise InvalidEdit(f"the product's index metadata would be {size:,} bytes, over the index's limit of "
                               f"{MAX_METADATA_BYTES:,}; shorten the description or name")
-        assignments = ", ".join(f"{f} = %({f})s" for f in changed)
         updated = conn.execute(
-            f"UPDATE products SET {assignments} WHERE id = %(id)s RETURNING id, name, sku, description, price, category, version",
-            {**{f: new[f] for f in changed}, "id": product_id},
+            products.update_sql(changed), {**{f: new[f] for f in changed}, "id": product_id},
         ).fetchone()
         # Stamped by the row's trigger; pelican ships this state at exactly this version.
         version = updated.pop("version")
@@ -228,7 +224,7 @@ class SyncState:
 
 def sync_state(index, pool, product_id: int, version: int | None = None) -> SyncState:
     """Whether search finds the product as the table holds it now: the index must hold
-    the row's current content (the comparison reconcile makes, documents.differs) and,
+    the row's current content (the comparison reconcile makes, documents.is_current) and,
     with `version` (an edit's version, from apply_edit), a version at least that high.
 
     The content is compared, not only the version: after a restore rolls the table
@@ -242,7 +238,7 @@ def sync_state(index, pool, product_id: int, version: int | None = None) -> Sync
         return SyncState(product_id, None, False, "not in the index yet")
     meta = dict(getattr(vector, "metadata", None) or {})
     indexed_version = int(meta["version"]) if "version" in meta else None
-    if differs(row, meta):
+    if not is_current(row, meta):
         waiting = f"; waiting for version {version}" if version is not None else ""
         return SyncState(product_id, indexed_version, False,
                          f"the index holds other text (version {indexed_version}){waiting}")

@@ -13,6 +13,8 @@ import time
 
 from psycopg_pool import ConnectionPool
 
+from productsearch import products
+
 from frontend.config import FrontendSettings
 
 log = logging.getLogger("frontend.services")
@@ -132,9 +134,7 @@ class Services:
         if self._categories and now - self._categories[0] < ttl_s:
             return self._categories[1]
         with self.pool.connection(timeout=3.0) as conn:
-            rows = conn.execute(
-                "SELECT category FROM products WHERE category <> '' GROUP BY category ORDER BY category LIMIT 200"
-            ).fetchall()
+            rows = conn.execute(products.CATEGORIES).fetchall()
         found = [r["category"] for r in rows]
         self._categories = (now, found)
         return found

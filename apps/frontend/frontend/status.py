@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from productsearch import products
 from productsearch.aws import queue_depth
+from productsearch.logs import brief
 
 log = logging.getLogger("frontend.status")
 
@@ -51,7 +53,7 @@ class SyncStatus:
 
 
 def _short(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}".rstrip(": ")
+    return f"{type(exc).__name__}: {brief(str(exc).splitlines()[0], 200) if str(exc) else ''}".rstrip(": ")
 
 
 class StatusReader:
@@ -95,7 +97,7 @@ class StatusReader:
         errors: dict[str, str] = {}
         try:
             with self.pool.connection(timeout=3.0) as conn:
-                values["rows"] = conn.execute("SELECT count(*) AS n FROM products").fetchone()["n"]
+                values["rows"] = conn.execute(products.COUNT).fetchone()["n"]
                 changes = conn.execute(CHANGES_SQL).fetchone()
             values["changes_pending"] = changes["n"]
             if changes["oldest"] is not None:

@@ -9,12 +9,14 @@ import logging
 import psycopg
 from tqdm import tqdm
 
+from productsearch import products
+
 log = logging.getLogger(__name__)
 NAME = "products"
 
-CAPTURE_CHUNK_SQL = """
+CAPTURE_CHUNK_SQL = f"""
 WITH chunk AS (
-    SELECT id FROM products WHERE id > %(after)s ORDER BY id LIMIT %(size)s
+    {products.IDS_AFTER}
 ), captured AS (
     INSERT INTO product_changes (product_id, operation)
     SELECT id, 'backfill' FROM chunk
@@ -28,7 +30,7 @@ def backfill(conn: psycopg.Connection, *, chunk_size: int = 1000, restart: bool 
     """Returns how many products this call captured."""
     with conn.transaction():
         state = conn.execute("SELECT last_id, finished_at FROM backfill_progress WHERE name = %s FOR UPDATE", (NAME,)).fetchone()
-        total = conn.execute("SELECT count(*) AS n FROM products").fetchone()["n"]
+        total = conn.execute(products.COUNT).fetchone()["n"]
         if state is None or restart or state["finished_at"] is not None:
             conn.execute(
                 """INSERT INTO backfill_progress (name, last_id, total) VALUES (%s, 0, %s)
@@ -39,7 +41,7 @@ def backfill(conn: psycopg.Connection, *, chunk_size: int = 1000, restart: bool 
         else:
             after = state["last_id"]
             log.info("resuming backfill", extra={"after_id": after})
-        done_before = conn.execute("SELECT count(*) AS n FROM products WHERE id <= %s", (after,)).fetchone()["n"]
+        done_before = conn.execute(products.COUNT_UP_TO, (after,)).fetchone()["n"]
     captured = 0
     bar = tqdm(total=total, initial=done_before, unit="rows", desc="backfill", disable=not progress)
     while True:

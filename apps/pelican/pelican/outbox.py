@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import psycopg
 
-from productsearch import jobs, lexical
+from productsearch import jobs, lexical, products
 from productsearch.jobs import Change
+from productsearch.logs import brief
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,6 @@ SELECT id, product_id, version FROM product_changes
 ORDER BY id
 LIMIT %s
 FOR UPDATE SKIP LOCKED
-"""
-
-CURRENT_ROWS_SQL = """
-SELECT id, name, sku, description, price, category, updated_at, version
-FROM products WHERE id = ANY(%s)
 """
 
 DELETE_CLAIMED_SQL = "DELETE FROM product_changes WHERE id = ANY(%s)"
@@ -65,7 +61,7 @@ def ship_batch(conn: psycopg.Connection, sqs, queue_url: str, *, claim_limit: in
             captured = row["version"] if row["version"] is not None else row["id"]
             newest[row["product_id"]] = max(newest.get(row["product_id"], 0), captured)
         # One statement reads each row's state and its version together.
-        rows = {r["id"]: r for r in conn.execute(CURRENT_ROWS_SQL, (list(newest),)).fetchall()}
+        rows = {r["id"]: r for r in conn.execute(products.SHIPPED_ROWS_BY_IDS, (list(newest),)).fetchall()}
         changes = [shipped_change(pid, version, rows.get(pid)) for pid, version in sorted(newest.items())]
         corpus = corpus_parameters(conn)
         packed = list(jobs.pack_by_partition(changes, changes_per_message))
@@ -86,7 +82,7 @@ def corpus_parameters(conn: psycopg.Connection) -> lexical.CorpusStats | None:
         with conn.transaction():  # a savepoint: a missing table must not abort the batch
             return lexical.read_corpus(conn)
     except (psycopg.errors.UndefinedTable, LookupError) as exc:
-        log.warning("no lexical statistics to send; run `pelican migrate`", extra={"error": str(exc)[:200]})
+        log.warning("no lexical statistics to send; run `pelican migrate`", extra={"error": brief(exc, 200)})
         return None
 
 

@@ -14,16 +14,16 @@ from collections.abc import Iterable, Mapping
 
 import psycopg
 
+from productsearch import products
+
 # The UPDATE changes no indexed column, so no capture trigger fires and the stamping
 # trigger keeps the version it is given; the repair rows below are the only capture.
 # A row that is gone gets a deletion version past the floor instead.
-RECAPTURE_SQL = """
+RECAPTURE_SQL = f"""
 WITH wanted AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(floors)s::bigint[]) AS w(id, floor)
 ), bumped AS (
-    UPDATE products p SET version = greatest(product_next_version(p.version), w.floor)
-    FROM wanted w WHERE p.id = w.id
-    RETURNING p.id, p.version
+    {products.BUMP_VERSIONS_OF_WANTED}
 )
 INSERT INTO product_changes (product_id, operation, version)
 SELECT w.id, 'repair', coalesce(b.version, greatest(product_next_version(0), w.floor))

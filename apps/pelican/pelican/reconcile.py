@@ -2,7 +2,8 @@
 
 - missing:  a row with no vector
 - stale:    a vector whose metadata (written in the same upsert as the vector, from
-            the same row state) differs from the row, so the vector embeds old text
+            the same row state) is not the row's current content (documents.is_current),
+            so the vector embeds old text
 - orphaned: a vector with no row
 
 Both sides are streamed in pages (keyset over the table, `list` over the index), so
@@ -17,18 +18,12 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from pelican.recapture import recapture
-from productsearch import db
-from productsearch.documents import differs
+from productsearch import db, products
+from productsearch.documents import is_current
 from productsearch.index import ProductIndex
 from productsearch.settings import DatabaseSettings, IndexSettings
 
 log = logging.getLogger(__name__)
-
-PAGE_SQL = """
-SELECT id, name, sku, description, price, category FROM products
-WHERE id > %s ORDER BY id LIMIT %s
-"""
-
 
 @dataclass
 class ReconcileReport:
@@ -58,11 +53,11 @@ def reconcile(database: DatabaseSettings, index_settings: IndexSettings, *, repa
     report = ReconcileReport()
     index = ProductIndex(index_settings)
     with db.connect(database, application_name="reconcile") as conn:
-        total = conn.execute("SELECT count(*) AS n FROM products").fetchone()["n"]
+        total = conn.execute(products.COUNT).fetchone()["n"]
         bar = tqdm(total=total, unit="rows", desc="table -> index", disable=not progress)
         after = 0
         while True:
-            rows = conn.execute(PAGE_SQL, (after, page_size)).fetchall()
+            rows = conn.execute(products.ROWS_AFTER, (after, page_size)).fetchall()
             conn.commit()
             if not rows:
                 break
@@ -72,7 +67,7 @@ def reconcile(database: DatabaseSettings, index_settings: IndexSettings, *, repa
                 vector = found.get(str(row["id"]))
                 if vector is None:
                     report.missing.append(row["id"])
-                elif differs(row, dict(vector.metadata or {})):
+                elif not is_current(row, dict(vector.metadata or {})):
                     report.stale.append(row["id"])
             report.rows += len(rows)
             bar.update(len(rows))
@@ -81,7 +76,7 @@ def reconcile(database: DatabaseSettings, index_settings: IndexSettings, *, repa
         bar = tqdm(unit="vectors", desc="index -> table", disable=not progress)
         for ids in index.list_ids(page_size=min(page_size, 100)):
             numeric = [int(i) for i in ids if i.isdigit()]
-            present = {r["id"] for r in conn.execute("SELECT id FROM products WHERE id = ANY(%s)", (numeric,)).fetchall()}
+            present = {r["id"] for r in conn.execute(products.PRESENT_IDS, (numeric,)).fetchall()}
             conn.commit()
             report.orphaned.extend(int(i) for i in numeric if int(i) not in present)
             strays = [i for i in ids if not i.isdigit()]
