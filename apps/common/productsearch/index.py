@@ -2,7 +2,7 @@
 never let older state overwrite newer, with retries on 429/5xx/timeouts.
 
 Versions: each record's metadata holds the version of the row state it reflects
-(products.version, a hybrid clock the database stamps: sql/003_row_versions.sql).
+(products.version, a hybrid clock the database stamps: schema/003_row_versions.sql).
 Deletions leave a tombstone (the deletion's version) in a side namespace
 that queries never read, so a late, older upsert of a deleted row is refused too.
 
@@ -18,14 +18,16 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from productsearch.batching import within_limits
 from productsearch.documents import MAX_UPSERT_REQUEST_BYTES, MAX_VECTORS_PER_UPSERT, IndexRecord
 from productsearch.lexical import SparseVector
+from productsearch.logs import brief
 from productsearch.retry import with_backoff
 from productsearch.settings import IndexSettings
 
@@ -270,24 +272,18 @@ def _item_bytes(item: dict[str, Any]) -> int:
     return len(head) + len(item["values"]) * MAX_FLOAT_JSON_BYTES + sparse_bytes + ITEM_ENVELOPE_BYTES
 
 
-def _chunks_within_limits(items: list[dict[str, Any]]):
-    # Leave headroom under 2 MB for the request envelope.
-    budget = MAX_UPSERT_REQUEST_BYTES - 64 * 1024
-    chunk: list[dict[str, Any]] = []
-    size = 0
-    for item in items:
-        n = _item_bytes(item)
-        if chunk and (len(chunk) >= MAX_VECTORS_PER_UPSERT or size + n > budget):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(item)
-        size += n
-    if chunk:
-        yield chunk
+def _chunks_within_limits(items: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Splits upsert items into requests of at most MAX_VECTORS_PER_UPSERT items and
+    MAX_UPSERT_REQUEST_BYTES less 64 KiB of headroom for the request envelope
+    (Pinecone's upsert limits, see productsearch.documents), sizes bounded by
+    _item_bytes. An item over the budget alone goes in a request by itself, for the
+    index to refuse and emu to isolate."""
+    return within_limits(items, max_items=MAX_VECTORS_PER_UPSERT,
+                         max_bytes=MAX_UPSERT_REQUEST_BYTES - 64 * 1024, size_of=_item_bytes)
 
 
 def _message(exc: BaseException) -> str:
     body = getattr(exc, "body", None)
     if body:
-        return str(body)[:500]
-    return str(exc)[:500]
+        return brief(body, 500)
+    return brief(exc, 500)

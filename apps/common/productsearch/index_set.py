@@ -7,7 +7,7 @@ While PINECONE_NEXT_HOST is configured (data/'s pineconeNextIndexName):
   serving index (PINECONE_HOST) and to the next one, so the normal pipeline builds
   the next index and keeps both current;
 - the frontend searches through a ServingIndex: whichever of its configured hosts
-  the serving_index row names (sql/007_serving_index.sql), re-read every few seconds,
+  the serving_index row names (schema/007_serving_index.sql), re-read every few seconds,
   so `pelican migrate-index` switches it by writing that row, without a redeploy.
 
 Index hosts come only from configuration (IndexSettings): a row naming any other host
@@ -24,6 +24,7 @@ from typing import Any
 from psycopg import errors
 
 from productsearch.index import ProductIndex, VersionedWrite
+from productsearch.logs import brief
 from productsearch.settings import IndexSettings
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ class ServingIndex:
                                "run `pelican migrate` and `pelican grant-roles`")
             return
         except Exception as exc:
-            log.debug("serving_index unreadable; keeping the current index", extra={"error": str(exc)[:200]})
+            log.debug("serving_index unreadable; keeping the current index", extra={"error": brief(exc, 200)})
             return
         if named is None:
             self._follow(self._settings.host, None)

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from productsearch.batching import within_limits
 from productsearch.lexical import CorpusStats
+from productsearch.logs import brief
 
 FORMAT_VERSION = 1
 
@@ -164,7 +166,7 @@ def _bounded_int(value: Any, name: str, minimum: int, maximum: int) -> int:
     # bool is an int in Python but never a valid id or version; a float (1.0, 1e400)
     # means the producer is not ours or is broken.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be a JSON integer, got {type(value).__name__} {str(value)[:40]}")
+        raise ValueError(f"{name} must be a JSON integer, got {type(value).__name__} {brief(value, 40)}")
     if not minimum <= value <= maximum:
         raise ValueError(f"{name} {value} is outside {minimum}..{maximum}")
     return value
@@ -209,10 +211,10 @@ def read(body: str, max_bytes: int = MAX_SQS_MESSAGE_BYTES) -> Job:
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, RecursionError) as exc:
-        raise MalformedJob(f"body is not JSON: {str(exc)[:200]}") from None
+        raise MalformedJob(f"body is not JSON: {brief(exc, 200)}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
         shown = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise MalformedJob(f"unknown job format {str(shown)[:40]!r} (this emu reads format {FORMAT_VERSION})")
+        raise MalformedJob(f"unknown job format {brief(shown, 40)!r} (this emu reads format {FORMAT_VERSION})")
     changes = data.get("changes")
     if not isinstance(changes, list):
         raise MalformedJob("'changes' is not a list")
@@ -221,7 +223,7 @@ def read(body: str, max_bytes: int = MAX_SQS_MESSAGE_BYTES) -> Job:
         try:
             lexical = CorpusStats.from_json(data["lexical"])
         except ValueError as exc:
-            problem = str(exc)[:200]
+            problem = brief(exc, 200)
     job = Job([], [], lexical, problem)
     for i, item in enumerate(changes):
         try:
@@ -243,22 +245,23 @@ def decode(body: str) -> list[Change]:
 
 
 def pack(changes: Iterable[Change], max_changes: int, budget_bytes: int = MESSAGE_BUDGET_BYTES) -> Iterator[list[Change]]:
-    """Groups changes into message bodies of at most max_changes and budget_bytes."""
+    """Groups changes into message bodies of at most max_changes and budget_bytes
+    (MESSAGE_BUDGET_BYTES by default: SQS's 256 KiB message limit less headroom).
+    A change too large for a message on its own has its product's text fields cut
+    to 8 KiB first (_shrunk), so it fits in a message by itself."""
     envelope = len(encode([]).encode()) + MAX_LEXICAL_BYTES
-    batch: list[Change] = []
-    size = envelope
-    for change in changes:
-        item = _encoded_size(change)
-        if item > budget_bytes - envelope and change.product is not None:
-            change = _shrunk(change, 8 * 1024)
-            item = _encoded_size(change)
-        if batch and (len(batch) >= max_changes or size + item > budget_bytes):
-            yield batch
-            batch, size = [], envelope
-        batch.append(change)
-        size += item
-    if batch:
-        yield batch
+
+    def sized() -> Iterator[tuple[Change, int]]:
+        for change in changes:
+            size = _encoded_size(change)
+            if size > budget_bytes - envelope and change.product is not None:
+                change = _shrunk(change, 8 * 1024)
+                size = _encoded_size(change)
+            yield change, size
+
+    for batch in within_limits(sized(), max_items=max_changes, max_bytes=budget_bytes,
+                               size_of=lambda pair: pair[1], overhead=envelope):
+        yield [change for change, _ in batch]
 
 
 def _encoded_size(change: Change) -> int:
@@ -267,18 +270,11 @@ def _encoded_size(change: Change) -> int:
 
 
 def group_for_batch_requests(bodies: list[str]) -> Iterator[list[str]]:
-    """Splits message bodies into SendMessageBatch calls within the entry and byte caps."""
-    group: list[str] = []
-    size = 0
-    for body in bodies:
-        n = len(body.encode())
-        if group and (len(group) >= MAX_SQS_BATCH_ENTRIES or size + n > MAX_SQS_MESSAGE_BYTES):
-            yield group
-            group, size = [], 0
-        group.append(body)
-        size += n
-    if group:
-        yield group
+    """Splits message bodies into SendMessageBatch calls of at most
+    MAX_SQS_BATCH_ENTRIES entries and MAX_SQS_MESSAGE_BYTES in all (AWS docs:
+    SendMessageBatch caps both the entries and the request's total payload)."""
+    return within_limits(bodies, max_items=MAX_SQS_BATCH_ENTRIES, max_bytes=MAX_SQS_MESSAGE_BYTES,
+                         size_of=lambda body: len(body.encode()))
 
 
 # -- ordering: FIFO message groups ---------------------------------------------------

@@ -25,6 +25,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+def brief(exc: object, limit: int = 300) -> str:
+    """The first `limit` characters of `exc`'s message (or of a reason string), for a
+    log field or an error text. Messages from botocore, psycopg and the index client
+    can echo whole request bodies; the cap keeps one log line readable and well under
+    CloudWatch Logs' 256 KiB event limit. Callers returning an error to a caller use a
+    larger limit (500)."""
+    return str(exc)[:limit]
+
+
 def configure(service: str) -> logging.Logger:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from productsearch import jobs
+from productsearch.logs import brief
 from productsearch.settings import QueueSettings
 
 log = logging.getLogger(__name__)
@@ -74,13 +75,13 @@ class JobQueue:
                     QueueUrl=self.url, Entries=[{"Id": str(i), "ReceiptHandle": r} for i, r in enumerate(chunk)])
             except Exception as exc:
                 log.warning("could not delete finished messages; they will come back and be redone",
-                            extra={"messages": len(chunk), "error": str(exc)[:300]})
+                            extra={"messages": len(chunk), "error": brief(exc)})
                 continue
             failed = response.get("Failed", [])
             deleted += len(chunk) - len(failed)
             if failed:
                 log.warning("could not delete finished messages; they will come back and be redone",
-                            extra={"messages": len(failed), "error": str(failed[0])[:300]})
+                            extra={"messages": len(failed), "error": brief(failed[0])})
         return deleted
 
     def set_visibility(self, receipt: str, seconds: int) -> bool:
@@ -89,7 +90,7 @@ class JobQueue:
             self.sqs.change_message_visibility(QueueUrl=self.url, ReceiptHandle=receipt, VisibilityTimeout=seconds)
             return True
         except Exception as exc:
-            log.warning("could not change message visibility", extra={"error": str(exc)[:300]})
+            log.warning("could not change message visibility", extra={"error": brief(exc)})
             return False
 
     def release(self, receipts: list[str]) -> int:
@@ -104,7 +105,7 @@ class JobQueue:
                     Entries=[{"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": 0} for i, r in enumerate(chunk)])
             except Exception as exc:
                 log.warning("could not hand messages back; they return after their visibility timeout",
-                            extra={"messages": len(chunk), "error": str(exc)[:300]})
+                            extra={"messages": len(chunk), "error": brief(exc)})
                 continue
             released += len(chunk) - len(response.get("Failed", []))
         return released
@@ -134,7 +135,7 @@ class JobQueue:
             # a repeat of the same record (emu redoing a message it had not deleted).
             fifo = {"MessageGroupId": "dead-letters", "MessageDeduplicationId": jobs.deduplication_id(body)}
         self.sqs.send_message(QueueUrl=self.queues.dead_letter_queue_url, MessageBody=body, **fifo)
-        log.warning("dead-lettered", extra={"product_id": product_id, "reason": reason[:300]})
+        log.warning("dead-lettered", extra={"product_id": product_id, "reason": brief(reason)})
         if not self.queues.dead_letter_topic_arn:
             return
         subject = f"emu dead-lettered product {product_id}" if product_id is not None else "emu dead-lettered an unreadable job"
@@ -144,4 +145,4 @@ class JobQueue:
                                                "dlq": self.queues.dead_letter_queue_url,
                                                "action": "fix the row or the producer, then run `pelican redrive`"}))
         except Exception as exc:
-            log.error("could not publish dead-letter notification", extra={"error": str(exc)[:300]})
+            log.error("could not publish dead-letter notification", extra={"error": brief(exc)})

@@ -19,6 +19,7 @@ from emu import outcomes
 from emu.jobqueue import JobQueue, ReceivedMessage, retry_delay_seconds
 from emu.outcomes import Kind, Outcome
 from emu.stages import WorkItem
+from productsearch.logs import brief
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class Ledger:
         delay = retry_delay_seconds(entry.message.receive_count, self.retry_base_seconds, self.retry_cap_seconds)
         log.warning("message will be retried", extra={"message_id": entry.message.message_id, "retry_in_s": delay,
                                                       "receive_count": entry.message.receive_count,
-                                                      "reason": entry.retry_reasons[0][:300]})
+                                                      "reason": brief(entry.retry_reasons[0])})
         self.queue.set_visibility(entry.message.receipt, delay)
 
     def settle_all(self, settled) -> None:
@@ -94,7 +95,7 @@ class Ledger:
                                    source_message_id=item.message.message_id)
             return outcome
         except Exception as exc:
-            log.error("could not dead-letter; the message will be retried", extra={"error": str(exc)[:300]})
+            log.error("could not dead-letter; the message will be retried", extra={"error": brief(exc)})
             return outcomes.retry_later(f"dead-letter queue unavailable: {exc}")
 
     def _finish_locked(self, message: ReceivedMessage) -> None:

@@ -24,6 +24,7 @@ from productsearch import lexical
 from productsearch.documents import IndexRecord, UnindexableProduct, build_record, lexical_text
 from productsearch.index import PermanentIndexError, ProductIndex, is_transient
 from productsearch.jobs import Change, RefusedChange
+from productsearch.logs import brief
 from productsearch.retry import RetriesExhausted
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def prepare(items: list[WorkItem], template: str) -> Prepared:
             out.settled.append((item, outcomes.dead_letter(str(exc))))
             continue
         except Exception as exc:  # any value a producer might send must not stop emu
-            out.settled.append((item, outcomes.dead_letter(f"row is malformed: {type(exc).__name__}: {str(exc)[:300]}")))
+            out.settled.append((item, outcomes.dead_letter(f"row is malformed: {type(exc).__name__}: {brief(exc)}")))
             continue
         out.upserts.append((item, record))
     return out
@@ -152,10 +153,10 @@ def write(index: ProductIndex, batch: EmbeddedBatch) -> list[Settled]:
     try:
         return _write_all(index, prepared.upserts, batch.vectors, prepared.deletes)
     except PermanentIndexError as exc:
-        log.warning("index refused a batch; isolating the bad record", extra={"error": str(exc)[:300]})
+        log.warning("index refused a batch; isolating the bad record", extra={"error": brief(exc)})
     except Exception as exc:
         if _unavailable(exc):
-            raise IndexUnavailable(str(exc)[:500]) from exc
+            raise IndexUnavailable(brief(exc, 500)) from exc
         log.exception("index write failed")
         return [(item, outcomes.retry_later(f"index write failed: {exc}"))
                 for item in [i for i, _ in prepared.upserts] + prepared.deletes]
@@ -167,7 +168,7 @@ def write(index: ProductIndex, batch: EmbeddedBatch) -> list[Settled]:
             settled.append((item, outcomes.dead_letter(str(single))))
         except Exception as other:
             if _unavailable(other):
-                raise IndexUnavailable(str(other)[:500]) from other
+                raise IndexUnavailable(brief(other, 500)) from other
             settled.append((item, outcomes.retry_later(f"index write failed: {other}")))
     if prepared.deletes:
         try:
@@ -176,7 +177,7 @@ def write(index: ProductIndex, batch: EmbeddedBatch) -> list[Settled]:
             settled += [(item, outcomes.dead_letter(str(exc))) for item in prepared.deletes]
         except Exception as other:
             if _unavailable(other):
-                raise IndexUnavailable(str(other)[:500]) from other
+                raise IndexUnavailable(brief(other, 500)) from other
             settled += [(item, outcomes.retry_later(f"index delete failed: {other}")) for item in prepared.deletes]
     return settled
 

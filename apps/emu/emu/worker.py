@@ -40,6 +40,8 @@ from emu.stages import EmbeddedBatch, IndexUnavailable, WorkItem
 from productsearch.index import ProductIndex
 from productsearch.index_set import IndexSet
 from productsearch.lifecycle import stop_on_signals
+from productsearch.logs import brief
+from productsearch.retry import Backoff
 from productsearch.settings import EmbeddingSettings, EmuSettings, QueueSettings
 
 log = logging.getLogger(__name__)
@@ -115,7 +117,9 @@ class Emu:
 
     # -- stage 1: receive and read ----------------------------------------------
     def _receive_loop(self) -> None:
-        backoff = 0.5
+        # Forever while running: a queue outage waits 0.5 s doubling to 10 s between
+        # tries, and the stop event cuts any wait short.
+        backoff = Backoff(0.5, 10.0)
         try:
             while not self.stopping.is_set():
                 self.ledger.extend_visibility()
@@ -127,11 +131,11 @@ class Emu:
                 try:
                     busy = self.ledger.in_flight() > 0
                     messages = self.jobs.receive(10, 0 if busy else RECEIVE_WAIT_SECONDS)
-                    backoff = 0.5
+                    backoff.reset()
                 except Exception as exc:
-                    log.warning("cannot receive from the queue", extra={"error": str(exc)[:300], "retry_in_s": backoff})
-                    self.stopping.wait(backoff)
-                    backoff = min(backoff * 2, 10.0)
+                    delay = backoff.next_delay()
+                    log.warning("cannot receive from the queue", extra={"error": brief(exc), "retry_in_s": delay})
+                    backoff.wait(delay, self.stopping)
                     continue
                 if busy and not messages:
                     self.stopping.wait(BUSY_POLL_SECONDS)
@@ -180,7 +184,7 @@ class Emu:
         try:
             vectors = self.embedder.embed(prepared.texts)
         except Exception as exc:
-            log.error("embedding failed; the batch's messages will be retried", extra={"error": str(exc)[:300]})
+            log.error("embedding failed; the batch's messages will be retried", extra={"error": brief(exc)})
             prepared.settled += [(item, outcomes.retry_later(f"embedding failed: {exc}")) for item, _ in prepared.upserts]
             prepared.upserts = []
             vectors = np.zeros((0, self.embedding.dimension), dtype=np.float32)
@@ -222,7 +226,7 @@ class Emu:
                     return []
                 if not self.index_down.is_set():
                     log.warning("index unavailable; pausing receiving and holding the batch",
-                                extra={"changes": len(held), "error": str(exc)[:300]})
+                                extra={"changes": len(held), "error": brief(exc)})
                     self.index_down.set()
                 self.stopping.wait(delay)
                 delay = min(delay * 2, self.settings.outage_retry_max_seconds)

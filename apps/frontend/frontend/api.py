@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from productsearch.documents import UnindexableProduct
+from productsearch.logs import brief
 from productsearch.search import DEFAULT_MODE, InvalidSearch, SearchFilters, validate_mode, validate_query, validate_top_k
 
 from frontend import editing
@@ -47,11 +48,11 @@ def unavailable(exc: BaseException) -> ApiError:
     if isinstance(exc, NotReady):
         return ApiError(503, f"not ready: {exc}")
     if isinstance(exc, QueryEmbeddingTimeout):
-        log.error("query embedding overloaded", extra={"error": str(exc)[:300]})
+        log.error("query embedding overloaded", extra={"error": brief(exc)})
         return ApiError(503, "the query embedding is overloaded; try again shortly")
     module = type(exc).__module__ or ""
     part = "the database" if module.startswith(("psycopg", "psycopg_pool")) else "the index"
-    log.error("dependency failed", extra={"part": part, "error_type": type(exc).__name__, "error": str(exc)[:300]})
+    log.error("dependency failed", extra={"part": part, "error_type": type(exc).__name__, "error": brief(exc)})
     return ApiError(503, f"{part} did not answer; try again shortly")
 
 

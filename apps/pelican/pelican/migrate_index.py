@@ -38,6 +38,7 @@ from pelican.backfill import backfill
 from pelican.reconcile import ReconcileReport, reconcile
 from productsearch import aws, db
 from productsearch.index import ProductIndex
+from productsearch.logs import brief
 from productsearch.index_set import SERVING_REFRESH_SECONDS, SWITCH_MARGIN_SECONDS, read_serving_host, write_serving_host
 from productsearch.settings import DatabaseSettings, IndexSettings, QueueSettings
 
@@ -170,7 +171,7 @@ def _check_reachable(what: str, settings: IndexSettings) -> None:
         ProductIndex(settings, attempts=3).count()
     except Exception as exc:
         raise MigrationError(f"cannot reach the {what} index at {settings.host}: {type(exc).__name__}: "
-                             f"{str(exc)[:300]}") from exc
+                             f"{brief(exc)}") from exc
 
 
 def _describe(settings: IndexSettings) -> tuple[str | None, int | None]:
@@ -182,7 +183,7 @@ def _describe(settings: IndexSettings) -> tuple[str | None, int | None]:
         stats = Pinecone(api_key=settings.api_key).Index(host=settings.host).describe_index_stats()
     except Exception as exc:
         raise MigrationError(f"cannot reach the next (PINECONE_NEXT_HOST) index at {settings.host}: "
-                             f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+                             f"{type(exc).__name__}: {brief(exc)}") from exc
     return getattr(stats, "metric", None), getattr(stats, "dimension", None)
 
 
@@ -208,7 +209,7 @@ def _wait_until_equal(database: DatabaseSettings, nxt: IndexSettings, queues: Qu
                 now = compare(database, nxt, queues, sqs)
             except Exception as exc:
                 raise MigrationError(f"cannot compare the next index with the table: {type(exc).__name__}: "
-                                     f"{str(exc)[:300]}. Nothing was switched; run again with --skip-backfill") from exc
+                                     f"{brief(exc)}. Nothing was switched; run again with --skip-backfill") from exc
             if progress:
                 bar.total, bar.n = now.report.rows, now.agreeing_rows
                 bar.set_postfix(orphaned=len(now.report.orphaned), unshipped=now.changes_pending,

@@ -1,7 +1,7 @@
 """The pelican service loop: claim and ship, then wait for the next poll or a NOTIFY.
 
 Writers send no NOTIFY (a pending notification serialises commits cluster-wide,
-sql/005), so pelican finds their changes by polling, adaptively (AdaptivePoll):
+schema/005), so pelican finds their changes by polling, adaptively (AdaptivePoll):
 it claims again at once while claims find changes, then waits
 PELICAN_BUSY_POLL_INTERVAL_SECONDS after the first empty claim, the wait doubling
 after each further empty claim up to PELICAN_POLL_INTERVAL_SECONDS. The
@@ -30,6 +30,8 @@ from psycopg import errors
 from pelican.outbox import SendFailed, SendRefused, ship_batch
 from productsearch import aws, db
 from productsearch.lifecycle import stop_on_signals
+from productsearch.logs import brief
+from productsearch.retry import Backoff
 from productsearch.settings import DatabaseSettings, PelicanSettings, QueueSettings
 
 log = logging.getLogger(__name__)
@@ -130,13 +132,14 @@ class Pelican:
             }])
         except (BotoCoreError, ClientError) as exc:
             log.warning("could not put the change-age metric; trying again next interval",
-                        extra={"metric": AGE_METRIC, "error": str(exc)[:300]})
+                        extra={"metric": AGE_METRIC, "error": brief(exc)})
             return None
         return age_s
 
     def run(self) -> None:
         log.info("pelican started", extra={"database": self.database.redacted(), "queue": self.queues.jobs_queue_url})
-        backoff = 0.5
+        # An outage passes; a refusal repeats alike until someone fixes it, so it backs off further.
+        outage, refused = Backoff(0.5, 10.0), Backoff(0.5, 60.0)
         poll = AdaptivePoll(self.settings.busy_poll_interval_seconds, self.settings.poll_interval_seconds)
         while not self.stopping.is_set():
             try:
@@ -148,30 +151,31 @@ class Pelican:
                     claim_limit=self.settings.claim_batch_size,
                     changes_per_message=self.settings.changes_per_message,
                 )
-                backoff = 0.5
+                outage.reset()
+                refused.reset()
                 if result.changes_claimed:
                     poll.found_work()
                 elif self._wait_for_wakeup(poll.found_nothing()):
                     poll.found_work()
             except SCHEMA_MISSING as exc:
+                delay = outage.next_delay()
                 log.warning("schema not found; waiting for the migration (pelican migrate)",
-                            extra={"error": str(exc).splitlines()[0][:300], "retry_in_s": backoff})
-                self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                            extra={"error": brief(str(exc).splitlines()[0]), "retry_in_s": delay})
+                outage.wait(delay, self.stopping)
             except psycopg.OperationalError as exc:
-                log.warning("database connection lost; reconnecting", extra={"error": str(exc)[:300], "retry_in_s": backoff})
+                delay = outage.next_delay()
+                log.warning("database connection lost; reconnecting", extra={"error": brief(exc), "retry_in_s": delay})
                 self._disconnect()
-                self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                outage.wait(delay, self.stopping)
             except SendRefused as exc:
                 # Not an outage: every retry is refused alike, and no queue alarm fires.
+                delay = refused.next_delay()
                 log.error("SQS refused a message built by pelican; the change log is stuck until that is fixed",
-                          extra={"error": str(exc)[:500], "retry_in_s": backoff})
-                self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 60.0)
+                          extra={"error": brief(exc, 500), "retry_in_s": delay})
+                refused.wait(delay, self.stopping)
             except (BotoCoreError, ClientError, SendFailed) as exc:
-                log.warning("queue unavailable; changes kept in the database", extra={"error": str(exc)[:300], "retry_in_s": backoff})
-                self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                delay = outage.next_delay()
+                log.warning("queue unavailable; changes kept in the database", extra={"error": brief(exc), "retry_in_s": delay})
+                outage.wait(delay, self.stopping)
         self._disconnect()
         log.info("pelican stopped")

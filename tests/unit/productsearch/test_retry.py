@@ -1,6 +1,9 @@
+import threading
+import time
+
 import pytest
 
-from productsearch.retry import RetriesExhausted, with_backoff
+from productsearch.retry import Backoff, RetriesExhausted, with_backoff
 
 
 class Flaky:
@@ -46,3 +49,31 @@ def test_a_stop_request_ends_retrying_after_the_current_attempt():
     with pytest.raises(RetriesExhausted, match="failed 1 times"):
         with_backoff(call, retryable=transient, attempts=8, base_delay=0.001, should_stop=lambda: True)
     assert call.calls == 1
+
+
+def test_backoff_doubles_up_to_the_cap_and_starts_over_after_reset():
+    backoff = Backoff(0.5, 10.0)
+    assert [backoff.next_delay() for _ in range(7)] == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    backoff.reset()
+    assert backoff.next_delay() == 0.5
+
+
+def test_full_jitter_stays_under_the_ceiling():
+    backoff = Backoff(1.0, 4.0, jitter=True)
+    for ceiling in (1.0, 2.0, 4.0, 4.0):
+        assert 0 <= backoff.next_delay() <= ceiling
+
+
+def test_a_stop_event_cuts_the_wait_short():
+    stop = threading.Event()
+    stop.set()
+    started = time.monotonic()
+    assert Backoff.wait(30.0, stop) is True
+    assert time.monotonic() - started < 1.0
+
+
+def test_reraise_raises_the_last_error_itself():
+    call = Flaky(TimeoutError("slow 0"), TimeoutError("slow 1"))
+    with pytest.raises(TimeoutError, match="slow 1"):
+        with_backoff(call, retryable=transient, attempts=2, base_delay=0.001, reraise=True)
+    assert call.calls == 2

@@ -122,3 +122,11 @@ def test_rows_full_of_escaped_characters_fit_one_sqs_message(odd):
         assert all(sqs_accepts(ch) for ch in body)
     for group in jobs.group_for_batch_requests([jobs.encode(b) for b in batches]):
         assert sum(len(b.encode()) for b in group) <= jobs.MAX_SQS_MESSAGE_BYTES
+
+
+def test_within_limits_closes_a_batch_at_either_limit_and_sends_an_oversized_item_alone():
+    from productsearch.batching import within_limits
+
+    sizes = [3, 3, 3, 3, 20, 1, 1, 1]
+    batches = list(within_limits(sizes, max_items=3, max_bytes=10, size_of=lambda n: n, overhead=1))
+    assert batches == [[3, 3, 3], [3], [20], [1, 1, 1]]
