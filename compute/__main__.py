@@ -1,21 +1,18 @@
 """compute: images, ECS services, the public ALB, scaling and the dashboard."""
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import pulumi
+import pulumi_aws as aws
 
-import pulumi  # noqa: E402
-import pulumi_aws as aws  # noqa: E402
-
-from infra import iam  # noqa: E402
-from infra.dashboard import dashboard_body  # noqa: E402
-from infra.ecs import AppService, Gpu, LoadBalancing, OneOffTask, Runtime, TaskSpec, ecs_cluster, secret_ref  # noqa: E402
-from infra.gpu import GpuCapacity, check_gpu_capacity  # noqa: E402
-from infra.images import ServiceImage  # noqa: E402
-from infra.layer import bootstrap, require_region  # noqa: E402
-from infra.loadbalancer import PublicLoadBalancer, rate_limit_acl, web_endpoint  # noqa: E402
-from infra.monitoring import METRICS_NAMESPACE, login_failures_alarm, unshipped_changes_alarm  # noqa: E402
-from infra.security import ServiceFirewall  # noqa: E402
+from infra import iam
+from infra.dashboard import dashboard_body
+from infra.ecs import AppService, Gpu, LoadBalancing, OneOffTask, Runtime, TaskSpec, ecs_cluster, secret_ref
+from infra.gpu import GpuCapacity, check_gpu_capacity
+from infra.images import ServiceImage
+from infra.layer import bootstrap, require_region
+from infra.loadbalancer import PublicLoadBalancer, rate_limit_acl, web_endpoint
+from infra.monitoring import METRICS_NAMESPACE, login_failures_alarm, unshipped_changes_alarm
+from infra.security import ServiceFirewall
 
 FRONTEND_PORT = 7860
 HEALTH_PATH = "/healthz"
@@ -283,7 +280,7 @@ emu.autoscale(min_tasks=cfg.get("emuMinTasks"), max_tasks=cfg.get("emuMaxTasks")
 services = {"frontend": frontend, "pelican": pelican, "emu": emu}
 aws.cloudwatch.Dashboard(
     f"{prefix}-dashboard",
-    dashboard_name=f"{prefix}-semantic-search",
+    dashboard_name=f"{prefix}-productsearch",
     dashboard_body=pulumi.Output.all(
         alb.lb.arn_suffix,
         alb.target_group.arn_suffix,

@@ -1,16 +1,13 @@
 """data: the database, the vector index and the secrets the apps read."""
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import pulumi
+import pulumi_aws as aws
 
-import pulumi  # noqa: E402
-import pulumi_aws as aws  # noqa: E402
-
-from infra.database import PostgresDatabase  # noqa: E402
-from infra.layer import bootstrap  # noqa: E402
-from infra.secrets import StoredSecret, require_min_length  # noqa: E402
-from infra.vector_index import VectorIndex, default_index_name  # noqa: E402
+from infra.database import PostgresDatabase
+from infra.layer import bootstrap
+from infra.secrets import StoredSecret, require_min_length
+from infra.vector_index import VectorIndex, default_index_name
 
 layer = bootstrap("data", Path(__file__).parent)
 cfg = layer.config

@@ -1,6 +1,7 @@
 """Shared ComponentResources and helpers for the four Pulumi layers.
 
-Each layer's ``__main__.py`` puts the repository root on ``sys.path`` and
-imports from here, so ``pulumi up`` works from the layer's own folder without
-installing this package.
+Installed as part of the repository's root project (pyproject.toml), editable:
+each layer's requirements.txt holds ``-e ..``, so the virtualenv pulumi builds in
+the layer's folder imports ``infra`` with no ``sys.path`` edits, and the
+development venv (``pip install -e .`` at the root) does the same for the tests.
 """

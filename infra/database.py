@@ -7,6 +7,8 @@ from typing import Sequence
 import pulumi
 import pulumi_aws as aws
 
+from infra.layer import component_options, component_type
+
 POSTGRES_PORT = 5432
 LOG_EXPORTS = ("postgresql",)
 
@@ -55,7 +57,8 @@ class PostgresDatabase(pulumi.ComponentResource):
         skip_final_snapshot: bool,
         opts: pulumi.ResourceOptions | None = None,
     ):
-        super().__init__("semsearch:data:PostgresDatabase", name, None, opts)
+        token = component_type("data", "PostgresDatabase")
+        super().__init__(token, name, None, component_options(token, opts))
         if backup_retention_days < 1:
             raise ValueError("automated backups must be on: dbBackupRetentionDays >= 1")
         child = pulumi.ResourceOptions(parent=self)

@@ -9,6 +9,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import iam
+from infra.layer import component_options, component_type
 
 Grant = tuple  # (sid, actions, resource ARNs[, IAM condition])
 
@@ -215,7 +216,8 @@ class OneOffTask(pulumi.ComponentResource):
     """A task definition with its own roles and logs but no service: run with ``aws ecs run-task``."""
 
     def __init__(self, name: str, spec: TaskSpec, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("semsearch:compute:OneOffTask", name, None, opts)
+        token = component_type("compute", "OneOffTask")
+        super().__init__(token, name, None, component_options(token, opts))
         task = _TaskResources(name, spec, self)
         self.log_group = task.log_group
         self.task_role = task.task_role
@@ -259,7 +261,8 @@ class AppService(pulumi.ComponentResource):
         runtime: Runtime | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ):
-        super().__init__("semsearch:compute:AppService", name, None, opts)
+        token = component_type("compute", "AppService")
+        super().__init__(token, name, None, component_options(token, opts))
         if deploy_timeout_minutes <= 0:
             raise ValueError("serviceDeployTimeoutMinutes must be positive")
         self.cluster = cluster

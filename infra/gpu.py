@@ -8,6 +8,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import iam
+from infra.layer import component_options, component_type
 
 ECS_INSTANCE_MANAGED_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"
 
@@ -73,7 +74,8 @@ class GpuCapacity(pulumi.ComponentResource):
         tags: Mapping[str, str],
         opts: pulumi.ResourceOptions | None = None,
     ):
-        super().__init__("semsearch:compute:GpuCapacity", name, None, opts)
+        token = component_type("compute", "GpuCapacity")
+        super().__init__(token, name, None, component_options(token, opts))
         child = pulumi.ResourceOptions(parent=self)
         role = aws.iam.Role(
             f"{name}-instance",

@@ -9,6 +9,8 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker as docker
 
+from infra.layer import component_options, component_type
+
 
 def lifecycle_policy(keep_images: int) -> str:
     """Keep the newest ``keep_images`` images, tagged or not.
@@ -52,7 +54,8 @@ class ServiceImage(pulumi.ComponentResource):
         platform: str = "linux/amd64",
         opts: pulumi.ResourceOptions | None = None,
     ):
-        super().__init__("semsearch:compute:ServiceImage", name, None, opts)
+        token = component_type("compute", "ServiceImage")
+        super().__init__(token, name, None, component_options(token, opts))
         child = pulumi.ResourceOptions(parent=self)
         self.repository = aws.ecr.Repository(
             name,

@@ -11,7 +11,31 @@ import pulumi
 
 from infra.config import LayerConfig
 
-SYSTEM = "semantic-search"
+# The system's one name: the `project` tag's value and the component type tokens'
+# package; the policy pack (policy/) and the dashboard (compute/) carry it too.
+SYSTEM = "productsearch"
+# The type-token package components had before the system took one name. Every
+# component aliases its former token, so existing stacks keep their components (and,
+# through the inherited aliases, the components' children) instead of replacing them.
+FORMER_TYPE_PACKAGE = "semsearch"
+
+
+# Config keys every layer declares in its Pulumi.yaml and the shared Layer reads,
+# rather than the layer's own __main__.py.
+LAYER_KEYS = frozenset({"resourcePrefix"})
+
+
+def component_type(layer: str, name: str) -> str:
+    """A ComponentResource type token, ``productsearch:<layer>:<Name>``."""
+    return f"{SYSTEM}:{layer}:{name}"
+
+
+def component_options(type_token: str, opts: pulumi.ResourceOptions | None) -> pulumi.ResourceOptions:
+    """`opts` plus an alias to the component's former type token (FORMER_TYPE_PACKAGE);
+    ResourceOptions.merge appends to any aliases the caller gave."""
+    _, layer, name = type_token.split(":")
+    former = pulumi.Alias(type_=f"{FORMER_TYPE_PACKAGE}:{layer}:{name}")
+    return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(aliases=[former]))
 
 
 def base_tags(layer: str, stack: str) -> dict[str, str]:
@@ -126,8 +150,17 @@ class Layer:
 
     @property
     def prefix(self) -> str:
-        """Short physical-name prefix, e.g. ``ss-dev``."""
-        return f"ss-{self.stack}"[:20]
+        """Short physical-name prefix, e.g. ``ps-dev``: the ``resourcePrefix`` config
+        (declared in each layer's Pulumi.yaml), or ``ps-<stack>`` when it is empty.
+
+        Cut to 20 characters so the names built on it stay within AWS's limits: the
+        load balancer's ``<prefix>-web`` plus the 8 characters Pulumi's auto-naming
+        appends (``-`` and 7 random ones) is 32, the most an ALB or target group name
+        may have (AWS docs: CreateLoadBalancer, Name). Stacks created
+        while the prefix was ``ss-<stack>`` set ``resourcePrefix: ss-<stack>`` on all
+        four layers to keep their physical names (docs/deploy.md, upgrade notes).
+        """
+        return (self.config.get("resourcePrefix") or f"ps-{self.stack}")[:20]
 
     def upstream(self, project: str) -> pulumi.StackReference:
         """StackReference to another layer, named by ``<project>Stack`` config.

@@ -7,6 +7,8 @@ from typing import Sequence
 import pulumi
 import pulumi_aws as aws
 
+from infra.layer import component_options, component_type
+
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 
 
@@ -70,7 +72,8 @@ class PublicLoadBalancer(pulumi.ComponentResource):
         stickiness_seconds: int = 86400,
         opts: pulumi.ResourceOptions | None = None,
     ):
-        super().__init__("semsearch:compute:PublicLoadBalancer", name, None, opts)
+        token = component_type("compute", "PublicLoadBalancer")
+        super().__init__(token, name, None, component_options(token, opts))
         child = pulumi.ResourceOptions(parent=self)
         self.https = endpoint.https
         self.lb = aws.lb.LoadBalancer(

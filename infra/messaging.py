@@ -8,6 +8,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import iam
+from infra.layer import component_options, component_type
 
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600  # the SQS maximum
 LONG_POLL_SECONDS = 20  # the SQS maximum
@@ -49,7 +50,8 @@ class JobQueues(pulumi.ComponentResource):
         max_receive_count: int,
         opts: pulumi.ResourceOptions | None = None,
     ):
-        super().__init__("semsearch:messaging:JobQueues", name, None, opts)
+        token = component_type("messaging", "JobQueues")
+        super().__init__(token, name, None, component_options(token, opts))
         child = pulumi.ResourceOptions(parent=self)
         self.dlq = aws.sqs.Queue(
             f"{name}-dlq",
@@ -149,7 +151,8 @@ class DeadLetterAlerts(pulumi.ComponentResource):
         oldest_message_age_seconds: int,
         opts: pulumi.ResourceOptions | None = None,
     ):
-        super().__init__("semsearch:messaging:DeadLetterAlerts", name, None, opts)
+        token = component_type("messaging", "DeadLetterAlerts")
+        super().__init__(token, name, None, component_options(token, opts))
         child = pulumi.ResourceOptions(parent=self)
         account_id = aws.get_caller_identity_output().account_id
         # A customer managed key: alarms cannot publish to a topic under aws/sns.

@@ -7,6 +7,8 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_awsx as awsx
 
+from infra.layer import component_options, component_type
+
 NAT_STRATEGIES = {
     "Single": awsx.ec2.NatGatewayStrategy.SINGLE,
     "OnePerAz": awsx.ec2.NatGatewayStrategy.ONE_PER_AZ,
@@ -35,7 +37,8 @@ class Network(pulumi.ComponentResource):
         tags: Mapping[str, str],
         opts: pulumi.ResourceOptions | None = None,
     ):
-        super().__init__("semsearch:network:Network", name, None, opts)
+        token = component_type("network", "Network")
+        super().__init__(token, name, None, component_options(token, opts))
         if availability_zones not in (2, 3):
             raise ValueError("availabilityZones must be 2 or 3")
         if nat_strategy not in NAT_STRATEGIES:

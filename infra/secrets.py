@@ -7,6 +7,8 @@ from typing import Mapping
 import pulumi
 import pulumi_aws as aws
 
+from infra.layer import component_options, component_type
+
 
 def require_min_length(key: str, minimum: int):
     """For ``Output.apply``: refuse a too-short secret without echoing it."""
@@ -36,7 +38,8 @@ class StoredSecret(pulumi.ComponentResource):
         """keep_first_value: later changes to the value are ignored, for a value that is
         generated anew on every run (a random password) and must keep the one it was
         first given; the secret is then changed in Secrets Manager, not by Pulumi."""
-        super().__init__("semsearch:data:StoredSecret", name, None, opts)
+        token = component_type("data", "StoredSecret")
+        super().__init__(token, name, None, component_options(token, opts))
         if (value is None) == (json_value is None):
             raise ValueError("give exactly one of value or json_value")
         child = pulumi.ResourceOptions(parent=self)

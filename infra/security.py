@@ -13,6 +13,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.database import POSTGRES_PORT
+from infra.layer import component_options, component_type
 
 HTTPS_PORT = 443
 # Who talks to PostgreSQL; emu only reads the queue and writes the index.
@@ -33,7 +34,8 @@ class ServiceFirewall(pulumi.ComponentResource):
         frontend_port: int,
         opts: pulumi.ResourceOptions | None = None,
     ):
-        super().__init__("semsearch:compute:ServiceFirewall", name, None, opts)
+        token = component_type("compute", "ServiceFirewall")
+        super().__init__(token, name, None, component_options(token, opts))
         child = pulumi.ResourceOptions(parent=self)
 
         def group(role: str, description: str) -> aws.ec2.SecurityGroup:

@@ -6,6 +6,8 @@ import re
 import pinecone_pulumi as pinecone
 import pulumi
 
+from infra.layer import component_options, component_type
+
 METRICS = ("cosine", "euclidean", "dotproduct")
 MAX_INDEX_NAME = 45
 
@@ -42,7 +44,8 @@ class VectorIndex(pulumi.ComponentResource):
         tags: dict[str, str],
         opts: pulumi.ResourceOptions | None = None,
     ):
-        super().__init__("semsearch:data:VectorIndex", name, None, opts)
+        token = component_type("data", "VectorIndex")
+        super().__init__(token, name, None, component_options(token, opts))
         if metric not in METRICS:
             raise ValueError(f"pineconeMetric must be one of {METRICS}")
         if dimension <= 0:

@@ -1,13 +1,10 @@
 """messaging: the queue between pelican and emu, and who hears about dead letters."""
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import pulumi
 
-import pulumi  # noqa: E402
-
-from infra.layer import bootstrap, require_region  # noqa: E402
-from infra.messaging import DeadLetterAlerts, JobQueues  # noqa: E402
+from infra.layer import bootstrap, require_region
+from infra.messaging import DeadLetterAlerts, JobQueues
 
 layer = bootstrap("messaging", Path(__file__).parent)
 cfg = layer.config

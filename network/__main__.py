@@ -1,13 +1,10 @@
 """network: the VPC every other layer lives in."""
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import pulumi
 
-import pulumi  # noqa: E402
-
-from infra.layer import bootstrap, require_region  # noqa: E402
-from infra.network import Network  # noqa: E402
+from infra.layer import bootstrap, require_region
+from infra.network import Network
 
 layer = bootstrap("network", Path(__file__).parent)
 cfg = layer.config

@@ -1,17 +1,19 @@
-"""CrossGuard pack wrapping the plain validators in guardrails.py."""
-import sys
-from pathlib import Path
+"""CrossGuard pack wrapping the plain validators in guardrails.py.
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from pulumi_policy import (  # noqa: E402
+guardrails is imported as a sibling module: Pulumi runs a Python pack with
+``python -m pulumi.policy <engine> <pack folder>``, which runs the folder with
+runpy.run_path, and run_path puts a folder it runs first on sys.path. The pack
+stays self-contained (no ``-e ..``) because `pulumi policy publish` uploads this
+folder alone.
+"""
+from pulumi_policy import (
     EnforcementLevel,
     PolicyPack,
     ResourceValidationArgs,
     ResourceValidationPolicy,
 )
 
-from guardrails import RULES, plain_props  # noqa: E402
+from guardrails import RULES, plain_props
 
 try:
     from pulumi_policy.proxy import UnknownValueError
@@ -32,7 +34,7 @@ def as_policy(name, description, validator):
 
 
 PolicyPack(
-    name="semantic-search-guardrails",
+    name="productsearch-guardrails",
     enforcement_level=EnforcementLevel.MANDATORY,
     policies=[as_policy(name, description, fn) for name, (description, fn) in RULES.items()],
 )

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# tests/infra is no package, so pytest puts this folder on sys.path (`harness`); the
+# layers import the installed `infra` package.
+from harness import REPO, run_layer
 
-from harness import REPO, run_layer  # noqa: E402
-
+# As Pulumi runs the policy pack (its folder first on sys.path), so `guardrails` imports.
 sys.path.insert(0, str(REPO / "policy"))
 
 DATA_SECRETS = {"pineconeApiKey": "pcsk-test-key", "editorPassword": "editor-pass"}

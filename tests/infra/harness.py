@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import runpy
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,6 @@ REPO = Path(__file__).resolve().parents[2]
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 ORG = "acme"
-
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"

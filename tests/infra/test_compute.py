@@ -151,9 +151,9 @@ def test_environment_contract(compute_run, data_run, messaging_run):
     d, m = data_run.exports, messaging_run.exports
     db = {"PGHOST": d["dbAddress"], "PGPORT": "5432", "PGDATABASE": "products", "PGSSLMODE": "verify-full"}
     common = {"AWS_REGION": "us-east-1", "LOG_LEVEL": "INFO"}
-    pinecone = {"PINECONE_HOST": d["pineconeIndexHost"], "PINECONE_INDEX": "ss-dev-products",
+    pinecone = {"PINECONE_HOST": d["pineconeIndexHost"], "PINECONE_INDEX": "ps-dev-products",
                 "PINECONE_NAMESPACE": "products", "EMBEDDING_DIMENSION": "384"}
-    metrics = {"CLOUDWATCH_NAMESPACE": "ProductSearch", "DEPLOYMENT_NAME": "ss-dev"}
+    metrics = {"CLOUDWATCH_NAMESPACE": "ProductSearch", "DEPLOYMENT_NAME": "ps-dev"}
     # Each app connects as its own database role, never as the master user.
     assert env(compute_run, "pelican") == {**common, **db, **metrics, "SQS_QUEUE_URL": m["jobsQueueUrl"],
                                            "DATABASE_SECRET_ARN": d["pelicanDbSecretArn"]}
@@ -328,7 +328,7 @@ def test_exports(compute_run):
     assert e["serviceUrl"] == f"https://{e['albDnsName']}"
     assert e["operatorTaskDefinitionArn"] == compute_run.one(TASKDEF, "-operator").outputs["arn"]
     assert e["operatorSecurityGroupId"] == sg_id(compute_run, "operator")
-    assert e["operatorLogGroupName"] == "/ecs/ss-dev/operator"
+    assert e["operatorLogGroupName"] == "/ecs/ps-dev/operator"
     assert e["privateSubnetIds"] and e["operatorClusterName"] == e["clusterNames"]["pelican"]
 
 
@@ -359,8 +359,8 @@ def test_a_next_index_reaches_emu_the_frontend_and_the_operator_task(upstream):
     switches (the operator task's `pelican migrate-index`); without one, no variable."""
     from harness import run_layer
 
-    next_host = "ss-dev-products-hybrid-x1y2.svc.aped-4627-b74a.pinecone.io"
-    data = {**upstream["data"], "pineconeNextIndexHost": next_host, "pineconeNextIndexName": "ss-dev-products-hybrid"}
+    next_host = "ps-dev-products-hybrid-x1y2.svc.aped-4627-b74a.pinecone.io"
+    data = {**upstream["data"], "pineconeNextIndexHost": next_host, "pineconeNextIndexName": "ps-dev-products-hybrid"}
     run = run_layer("compute", {"certificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/abc"},
                     stack_outputs={**upstream, "data": data}, stack="migrating")
     for app in ("emu", "frontend", "operator"):

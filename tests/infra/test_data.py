@@ -52,7 +52,7 @@ def test_dev_and_prod_switches(data_run, data_prod_run):
 
 def test_pinecone_index_serverless_from_config(data_run, data_prod_run):
     idx = data_run.one("pinecone:index/index:Index")
-    assert idx.inputs["name"] == "ss-dev-products"
+    assert idx.inputs["name"] == "ps-dev-products"
     assert idx.inputs["dimension"] == 384 and idx.inputs["metric"] == "dotproduct"
     assert idx.inputs["vectorType"] == "dense"
     assert idx.inputs["spec"] == {"serverless": {"cloud": "aws", "region": "us-east-1"}}
@@ -136,10 +136,12 @@ def test_the_index_is_dotproduct_by_default_and_alone(data_run):
     assert not {"pineconeNextIndexName", "pineconeNextIndexHost"} & set(data_run.exports)
     # Named after its Pinecone name, aliased to the name it had before migrations existed,
     # so an existing stack's index is carried over, not replaced.
-    component = data_run.one("semsearch:data:VectorIndex")
-    assert component.name == "ss-dev-vectors-ss-dev-products"
-    aliases = data_run.opts("semsearch:data:VectorIndex", component.name).aliases
-    assert [a.name for a in aliases] == ["ss-dev-vectors"]
+    component = data_run.one("productsearch:data:VectorIndex")
+    assert component.name == "ps-dev-vectors-ps-dev-products"
+    aliases = data_run.opts("productsearch:data:VectorIndex", component.name).aliases
+    # Name aliases (the type is kept) and the alias to the former type token (the name is kept).
+    assert [a.name for a in aliases if a.name is not ...] == ["ps-dev-vectors"]
+    assert [a.type_ for a in aliases if a.type_ is not ...] == ["semsearch:data:VectorIndex"]
 
 
 SECRETS = {"pineconeApiKey": "pcsk-test-key", "editorPassword": "editor-pass"}
@@ -162,55 +164,55 @@ def test_an_existing_index_keeps_its_metric(data_run):
 
 @pytest.fixture(scope="module")
 def migrating_run(network_run):
-    return data_with(network_run, {"pineconeIndexName": "ss-dev-products",
-                                   "pineconeNextIndexName": "ss-dev-products-hybrid",
+    return data_with(network_run, {"pineconeIndexName": "ps-dev-products",
+                                   "pineconeNextIndexName": "ps-dev-products-hybrid",
                                    "pineconeDeletionProtection": True})
 
 
 def test_a_configured_next_index_is_a_dotproduct_twin_exported_beside_the_primary(migrating_run):
     indexes = indexes_of(migrating_run)
-    assert set(indexes) == {"ss-dev-products", "ss-dev-products-hybrid"}
-    primary, nxt = indexes["ss-dev-products"].inputs, indexes["ss-dev-products-hybrid"].inputs
+    assert set(indexes) == {"ps-dev-products", "ps-dev-products-hybrid"}
+    primary, nxt = indexes["ps-dev-products"].inputs, indexes["ps-dev-products-hybrid"].inputs
     assert nxt["metric"] == "dotproduct"
     for key in ("dimension", "spec", "deletionProtection", "vectorType"):
         assert primary[key] == nxt[key], key
     assert nxt["deletionProtection"] == "enabled"
     e = migrating_run.exports
-    assert e["pineconeIndexName"] == "ss-dev-products" and e["pineconeNextIndexName"] == "ss-dev-products-hybrid"
-    assert e["pineconeIndexHost"].startswith("ss-dev-products-x1y2.")
-    assert e["pineconeNextIndexHost"].startswith("ss-dev-products-hybrid-x1y2.")
+    assert e["pineconeIndexName"] == "ps-dev-products" and e["pineconeNextIndexName"] == "ps-dev-products-hybrid"
+    assert e["pineconeIndexHost"].startswith("ps-dev-products-x1y2.")
+    assert e["pineconeNextIndexHost"].startswith("ps-dev-products-hybrid-x1y2.")
     # Each with its own provider holding the key as a secret; only the primary carries the legacy alias.
     providers = migrating_run.of_type("pulumi:providers:pinecone")
     assert len(providers) == 2 and all("apiKey" in p.secret_paths for p in providers)
     components = {c.name: migrating_run.opts(c.typ, c.name).aliases
-                  for c in migrating_run.of_type("semsearch:data:VectorIndex")}
-    assert {n: [a.name for a in (al or [])] for n, al in components.items()} == {
-        "ss-migrating-vectors-ss-dev-products": ["ss-migrating-vectors"],
-        "ss-migrating-vectors-ss-dev-products-hybrid": []}
+                  for c in migrating_run.of_type("productsearch:data:VectorIndex")}
+    assert {n: [a.name for a in (al or []) if a.name is not ...] for n, al in components.items()} == {
+        "ps-migrating-vectors-ps-dev-products": ["ps-migrating-vectors"],
+        "ps-migrating-vectors-ps-dev-products-hybrid": []}
 
 
 def test_retiring_keeps_the_next_index_and_deletes_the_old_one_only_at_the_end(migrating_run, network_run):
     before = indexes_of(migrating_run)
     # Step 1: the next index becomes the primary; the old one stays, unexported and unprotected.
-    step1 = data_with(network_run, {"pineconeIndexName": "ss-dev-products-hybrid",
-                                    "pineconeRetiringIndexName": "ss-dev-products",
+    step1 = data_with(network_run, {"pineconeIndexName": "ps-dev-products-hybrid",
+                                    "pineconeRetiringIndexName": "ps-dev-products",
                                     "pineconeDeletionProtection": True})
     after = indexes_of(step1)
     assert set(after) == set(before)
     # The same logical resources: nothing is replaced. The new primary's inputs change in
     # nothing but the ignored metric; the old index only loses its deletion protection.
-    new, old = after["ss-dev-products-hybrid"], after["ss-dev-products"]
-    assert new.name == before["ss-dev-products-hybrid"].name and old.name == before["ss-dev-products"].name
+    new, old = after["ps-dev-products-hybrid"], after["ps-dev-products"]
+    assert new.name == before["ps-dev-products-hybrid"].name and old.name == before["ps-dev-products"].name
     assert {k: v for k, v in new.inputs.items() if k != "metric"} == \
-        {k: v for k, v in before["ss-dev-products-hybrid"].inputs.items() if k != "metric"}
+        {k: v for k, v in before["ps-dev-products-hybrid"].inputs.items() if k != "metric"}
     assert old.inputs["deletionProtection"] == "disabled"
     assert step1.exports["pineconeIndexHost"] == migrating_run.exports["pineconeNextIndexHost"]
     assert not {"pineconeNextIndexHost", "pineconeNextIndexName"} & set(step1.exports)
     assert step1.opts(INDEX, new.name).ignore_changes == ["metric"]
     # Step 2 (after compute is redeployed): only the new index is left in the program.
-    step2 = data_with(network_run, {"pineconeIndexName": "ss-dev-products-hybrid", "pineconeDeletionProtection": True})
-    assert set(indexes_of(step2)) == {"ss-dev-products-hybrid"}
-    assert indexes_of(step2)["ss-dev-products-hybrid"].name == new.name
+    step2 = data_with(network_run, {"pineconeIndexName": "ps-dev-products-hybrid", "pineconeDeletionProtection": True})
+    assert set(indexes_of(step2)) == {"ps-dev-products-hybrid"}
+    assert indexes_of(step2)["ps-dev-products-hybrid"].name == new.name
 
 
 @pytest.mark.parametrize("config", [

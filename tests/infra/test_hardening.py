@@ -76,8 +76,8 @@ def test_plain_http_turns_editing_off(compute_run, compute_plain_run, data_run):
 
 
 def test_frontend_service_waits_for_every_listener(compute_run, compute_plain_run):
-    for run, expected in ((compute_run, {"ss-dev-web-http", "ss-dev-web-https"}), (compute_plain_run, {"ss-dev-web-http"})):
-        deps = run.opts(SERVICE, "ss-dev-frontend").depends_on
+    for run, expected in ((compute_run, {"ps-dev-web-http", "ps-dev-web-https"}), (compute_plain_run, {"ps-dev-web-http"})):
+        deps = run.opts(SERVICE, "ps-dev-frontend").depends_on
         assert {d._name for d in deps} == expected
 
 
@@ -159,7 +159,7 @@ def test_services_wait_for_steady_state_with_a_deadline(compute_run):
         svc = compute_run.one(SERVICE, f"-{app}").inputs
         assert svc["waitForSteadyState"] is True
         assert svc["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
-        timeouts = compute_run.opts(SERVICE, f"ss-dev-{app}").custom_timeouts
+        timeouts = compute_run.opts(SERVICE, f"ps-dev-{app}").custom_timeouts
         assert (timeouts.create, timeouts.update) == ("20m", "20m")
 
 
@@ -168,10 +168,10 @@ def test_services_wait_for_steady_state_with_a_deadline(compute_run):
 def test_index_name_carries_the_stack(data_run, data_prod_run):
     from infra.vector_index import default_index_name
 
-    assert data_run.one("pinecone:index/index:Index").inputs["name"] == "ss-dev-products"
-    assert data_prod_run.one("pinecone:index/index:Index").inputs["name"] == "ss-prod-products"
-    assert default_index_name("ss-Feature_X.1") == "ss-feature-x-1-products"
-    assert len(default_index_name("ss-" + "a" * 60)) <= 45
+    assert data_run.one("pinecone:index/index:Index").inputs["name"] == "ps-dev-products"
+    assert data_prod_run.one("pinecone:index/index:Index").inputs["name"] == "ps-prod-products"
+    assert default_index_name("ps-Feature_X.1") == "ps-feature-x-1-products"
+    assert len(default_index_name("ps-" + "a" * 60)) <= 45
 
 
 def test_index_name_can_be_pinned(network_run):
@@ -184,9 +184,9 @@ def test_index_name_can_be_pinned(network_run):
 
 def test_final_snapshot_is_unique_per_instance_and_major_upgrades_are_opt_in(data_run, network_run):
     db = data_run.one("aws:rds/instance:Instance")
-    assert db.inputs["identifier"] == "ss-dev-db"
-    assert re.fullmatch(r"ss-dev-db-final-\d{14}", db.inputs["finalSnapshotIdentifier"])
-    assert "finalSnapshotIdentifier" in data_run.opts("aws:rds/instance:Instance", "ss-dev-db").ignore_changes
+    assert db.inputs["identifier"] == "ps-dev-db"
+    assert re.fullmatch(r"ps-dev-db-final-\d{14}", db.inputs["finalSnapshotIdentifier"])
+    assert "finalSnapshotIdentifier" in data_run.opts("aws:rds/instance:Instance", "ps-dev-db").ignore_changes
     assert db.inputs["allowMajorVersionUpgrade"] is False
     from conftest import DATA_SECRETS
 
@@ -215,10 +215,10 @@ def test_stack_transform_tags_awsx_children(network_run, typ):
     """awsx creates these in its own process; only a stack transform reaches them, so the
     network layer's transform is called here as the engine calls it for each child."""
     (transform,) = network_run.stack_transforms
-    own = {"Name": "ss-dev-private-1"}
+    own = {"Name": "ps-dev-private-1"}
     result = transform(pulumi.ResourceTransformArgs(custom=True, type_=typ, name="child",
                                                     props={"tags": own}, opts=pulumi.ResourceOptions()))
-    assert result.props["tags"] == {"project": "semantic-search", "layer": "network", "stack": "dev",
+    assert result.props["tags"] == {"project": "productsearch", "layer": "network", "stack": "dev",
                                     "managed-by": "pulumi", **own}
     # Components and untaggable types are left alone.
     assert transform(pulumi.ResourceTransformArgs(custom=False, type_="awsx:ec2:Vpc", name="v", props={},
@@ -246,9 +246,9 @@ def test_provider_versions_are_pinned_to_what_the_tests_ran(path):
 
 def test_rds_log_group_exists_first_with_retention(data_run):
     group = data_run.one("aws:cloudwatch/logGroup:LogGroup", "-db-postgresql").inputs
-    assert group["name"] == "/aws/rds/instance/ss-dev-db/postgresql" and group["retentionInDays"] == 30
-    deps = data_run.opts("aws:rds/instance:Instance", "ss-dev-db").depends_on
-    assert [d._name for d in deps] == ["ss-dev-db-postgresql"]
+    assert group["name"] == "/aws/rds/instance/ps-dev-db/postgresql" and group["retentionInDays"] == 30
+    deps = data_run.opts("aws:rds/instance:Instance", "ps-dev-db").depends_on
+    assert [d._name for d in deps] == ["ps-dev-db-postgresql"]
     assert data_run.one("aws:rds/instance:Instance").inputs["enabledCloudwatchLogsExports"] == ["postgresql"]
 
 
@@ -265,8 +265,8 @@ def test_operator_task_has_its_env_secrets_and_role(compute_run, data_run, messa
     assert c["image"] == container(compute_run, "-pelican")["image"]  # pelican's image
     e = env(compute_run, "-operator")
     assert e["SQS_QUEUE_URL"] == m["jobsQueueUrl"] and e["SQS_DLQ_URL"] == m["dlqUrl"]
-    assert e["PGSSLMODE"] == "verify-full" and e["PINECONE_INDEX"] == "ss-dev-products"
-    assert (e["CLOUDWATCH_NAMESPACE"], e["DEPLOYMENT_NAME"]) == ("ProductSearch", "ss-dev")
+    assert e["PGSSLMODE"] == "verify-full" and e["PINECONE_INDEX"] == "ps-dev-products"
+    assert (e["CLOUDWATCH_NAMESPACE"], e["DEPLOYMENT_NAME"]) == ("ProductSearch", "ps-dev")
     assert secret_names(compute_run, "-operator") == {"PINECONE_API_KEY"}
     # The operator task is the database's administrator (migrate, grant-roles) and reads the
     # app roles' secrets to set their passwords.
@@ -292,13 +292,13 @@ def test_pelican_may_publish_only_its_namespace(compute_run):
     (put,) = [s for s in statements(compute_run, "-pelican-task") if s["Sid"] == "PutMetrics"]
     assert put["Condition"] == {"StringEquals": {"cloudwatch:namespace": "ProductSearch"}}
     env_ = env(compute_run, "-pelican")
-    assert (env_["CLOUDWATCH_NAMESPACE"], env_["DEPLOYMENT_NAME"]) == ("ProductSearch", "ss-dev")
+    assert (env_["CLOUDWATCH_NAMESPACE"], env_["DEPLOYMENT_NAME"]) == ("ProductSearch", "ps-dev")
 
 
 def test_silent_or_lagging_pelican_alarms(compute_run, messaging_run, upstream):
     alarm = compute_run.one("aws:cloudwatch/metricAlarm:MetricAlarm", "-unshipped-changes").inputs
     assert (alarm["namespace"], alarm["metricName"]) == ("ProductSearch", "OldestUnshippedChangeAgeSeconds")
-    assert alarm["dimensions"] == {"Deployment": "ss-dev"}
+    assert alarm["dimensions"] == {"Deployment": "ps-dev"}
     assert (alarm["statistic"], alarm["period"], alarm["evaluationPeriods"]) == ("Maximum", 300, 1)
     assert alarm["threshold"] == 600 and alarm["comparisonOperator"] == "GreaterThanThreshold"
     assert alarm["treatMissingData"] == "breaching"

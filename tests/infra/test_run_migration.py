@@ -15,11 +15,11 @@ FAKE_PULUMI = r"""#!/usr/bin/env bash
 echo "pulumi $*" >> "$CALLS"
 case "$*" in
   "config get aws:region"*) echo eu-west-1 ;;
-  "stack output operatorClusterName"*) echo ss-dev-pelican-abc ;;
-  "stack output operatorTaskDefinitionArn"*) echo arn:aws:ecs:eu-west-1:1:task-definition/ss-dev-operator:3 ;;
+  "stack output operatorClusterName"*) echo ps-dev-pelican-abc ;;
+  "stack output operatorTaskDefinitionArn"*) echo arn:aws:ecs:eu-west-1:1:task-definition/ps-dev-operator:3 ;;
   "stack output operatorSecurityGroupId"*) echo sg-operator ;;
   "stack output privateSubnetIds"*) echo '["subnet-a","subnet-b"]' ;;
-  "stack output operatorLogGroupName"*) echo /ecs/ss-dev/operator ;;
+  "stack output operatorLogGroupName"*) echo /ecs/ps-dev/operator ;;
   *) echo "unexpected: $*" >&2; exit 1 ;;
 esac
 """
@@ -27,7 +27,7 @@ esac
 FAKE_AWS = r"""#!/usr/bin/env bash
 printf '%s\n' "aws $*" >> "$CALLS"
 case "$1 $2" in
-  "ecs run-task") n=$(grep -c "ecs run-task" "$CALLS"); echo "arn:aws:ecs:eu-west-1:1:task/ss-dev-pelican-abc/task$n" ;;
+  "ecs run-task") n=$(grep -c "ecs run-task" "$CALLS"); echo "arn:aws:ecs:eu-west-1:1:task/ps-dev-pelican-abc/task$n" ;;
   "ecs wait") exit 0 ;;
   "ecs describe-tasks")
     if [[ "$*" == *exitCode* ]]; then
@@ -110,8 +110,8 @@ def test_migrates_then_loads_catalog_with_stack_outputs(fakes):
         ["load-catalog", "/app/data/products.csv"],
     ]
     log = calls.read_text()
-    assert "--cluster ss-dev-pelican-abc" in log
-    assert "--task-definition arn:aws:ecs:eu-west-1:1:task-definition/ss-dev-operator:3" in log
+    assert "--cluster ps-dev-pelican-abc" in log
+    assert "--task-definition arn:aws:ecs:eu-west-1:1:task-definition/ps-dev-operator:3" in log
     assert "subnets=[subnet-a,subnet-b],securityGroups=[sg-operator],assignPublicIp=DISABLED" in log
     assert "--log-stream-names operator/operator/task1" in log
     assert "--launch-type FARGATE" in log

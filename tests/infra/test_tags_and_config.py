@@ -7,7 +7,7 @@ import yaml
 
 from harness import REPO, run_layer
 from infra.config import LayerConfig
-from infra.layer import base_tags
+from infra.layer import LAYER_KEYS, base_tags
 
 LAYERS = ("network", "data", "messaging", "compute")
 
@@ -61,7 +61,7 @@ def test_gpu_hosts_propagate_tags_to_instances(compute_gpu_run):
     assert {"key": "AmazonECSManaged", "value": "true", "propagateAtLaunch": True} in asg.inputs["tags"]
     lt = compute_gpu_run.one("aws:ec2/launchTemplate:LaunchTemplate")
     kinds = {s["resourceType"]: s["tags"] for s in lt.inputs["tagSpecifications"]}
-    assert kinds["instance"]["layer"] == "compute" and kinds["volume"]["project"] == "semantic-search"
+    assert kinds["instance"]["layer"] == "compute" and kinds["volume"]["project"] == "productsearch"
 
 
 @pytest.mark.parametrize("layer", LAYERS)
@@ -83,9 +83,9 @@ def test_code_reads_only_declared_keys(layer):
     source = (REPO / layer / "__main__.py").read_text()
     read = set(re.findall(r'cfg\.(?:get|secret)\("([A-Za-z]+)"\)', source))
     stacks = {f"{p}Stack" for p in re.findall(r'layer\.upstream\("([a-z]+)"\)', source)}
-    assert read | stacks <= declared
+    assert read | stacks | LAYER_KEYS <= declared
     # ... and nothing declared is dead.
-    assert declared <= read | stacks
+    assert declared <= read | stacks | LAYER_KEYS
 
 
 @pytest.mark.parametrize("layer", LAYERS)
@@ -126,3 +126,12 @@ def test_readme_documents_every_key_and_export(layer, all_runs):
         assert f"`{key}`" in readme, key
     for export in all_runs[layer].exports:
         assert f"`{export}`" in readme, export
+
+
+def test_resource_prefix_keeps_an_existing_stacks_names_and_components(messaging_quiet_run):
+    assert messaging_quiet_run.one("productsearch:messaging:JobQueues").name == "ps-quiet"
+    kept = run_layer("messaging", {"resourcePrefix": "ss-quiet"}, stack="quiet")
+    queues = kept.one("productsearch:messaging:JobQueues")
+    assert queues.name == "ss-quiet"
+    aliases = kept.opts("productsearch:messaging:JobQueues", "ss-quiet").aliases
+    assert "semsearch:messaging:JobQueues" in [a.type_ for a in aliases]
