@@ -1,1 +1,11 @@
-"""Local development stack: real Postgres, moto for SQS/SNS, a Pinecone-compatible index server, and the apps, all on loopback."""
+"""Local development stack: real Postgres, moto for SQS/SNS, a Pinecone-compatible
+index server, and the apps, all on loopback.
+
+``python -m devstack.stack up|down|status`` (make up / down / status) drives it.
+Modules: stack (:class:`~devstack.stack.DevStack`, one stack's ports, environment and
+parts; the command line), up (the `make up` flow), processes (background processes,
+pid files, logs, readiness), postgres (the PostgreSQL server), reset (the clean slate
+between tests and benchmark runs), aws_server (moto with SQS's body checks),
+index_server (the Pinecone-compatible server, a package), tcp_proxy (a proxy tests
+cut to simulate a failover) and waiting (polling helpers).
+"""

@@ -19,13 +19,13 @@ SHARED = REPO.parent / "shared"
 
 @pytest.fixture(scope="session")
 def stack():
-    from devstack.stack import LocalStack, free_port
+    from devstack.stack import DevStack, free_port
 
     # Not under pytest's tmp_path: pytest keeps that tree private to the user (0700),
     # and when CI runs as root PostgreSQL runs as the postgres user and must reach it.
     root = Path(tempfile.mkdtemp(prefix="productsearch-stack-"))
     os.chmod(root, 0o755)
-    s = LocalStack(root=root, pg_port=free_port(), aws_port=free_port(), index_port=free_port(), frontend_port=free_port())
+    s = DevStack(root=root, pg_port=free_port(), aws_port=free_port(), index_port=free_port(), frontend_port=free_port())
     s.start_infrastructure()
     for key, value in s.env().items():
         os.environ[key] = value

@@ -1,5 +1,5 @@
 #!/bin/sh
-# docker compose's one-off `setup`, idempotent like `make up` (scripts/devstack/stack.py
+# docker compose's one-off `setup`, idempotent like `make up` (devstack/up.py
 # up), so every `docker compose up` may run it: the schema; the sample catalog only into
 # an empty table (its triggers capture each row, so pelican ships them and no backfill
 # is needed); rows already there but not waiting in the change log (the volume kept

@@ -5,7 +5,7 @@ import json
 import boto3
 import pytest
 
-from devstack.index_server import FAULT_EXEMPT_HEADER
+from devstack.index_server.faults import FAULT_EXEMPT_HEADER
 from productsearch import db
 from productsearch.index import ProductIndex
 from productsearch.settings import IndexSettings

@@ -11,6 +11,7 @@ import pytest
 
 from devstack.waiting import wait_until
 from productsearch import jobs
+from tests import kit
 
 pytestmark = pytest.mark.stack
 
@@ -91,14 +92,14 @@ def test_an_index_outage_heals_without_dead_letters(parts, stack):
     wait_until(lambda: all(parts.vector(i) for i in first), 90, what="rows indexed before the outage")
 
     for path in ("/vectors/upsert", "/vectors/fetch", "/vectors/delete"):
-        stack.inject_index_fault(status=503, count=100_000, paths=[path])
+        kit.inject_index_fault(stack, status=503, count=100_000, paths=[path])
     during = parts.insert_many(20, prefix="during")
     parts.conn.execute("DELETE FROM products WHERE id = %s", (first[0],))
     wait_until(lambda: "index unavailable; pausing receiving" in stack.log_path("emu").read_text(), 60,
                what="emu noticed the outage")
     time.sleep(75)
     assert all(parts.vector(i) is None for i in during), "the outage did not hold writes back; the test proves nothing"
-    stack.clear_index_faults()
+    kit.clear_index_faults(stack)
 
     wait_until(lambda: all(parts.vector(i) for i in during) and parts.vector(first[0]) is None, 120,
                what="every change made during the outage indexed")

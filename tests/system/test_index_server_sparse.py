@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from pinecone.exceptions import PineconeApiException
 
-from tests.system.test_index_server import API_KEY, DIM, ServerProcess, assert_limit_error, vec
+from tests.system.test_index_server import DIM, ServerProcess, assert_limit_error, vec
 
 pytestmark = pytest.mark.timeout(120)
 

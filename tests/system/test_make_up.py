@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.stack import LocalStack, free_port, up
+from devstack.stack import DevStack, free_port, up
 from productsearch import db
 from productsearch.index import ProductIndex
 from productsearch.settings import IndexSettings
@@ -37,7 +37,7 @@ def small_catalog(path: Path, rows: int = 12) -> Path:
 def test_up_indexes_the_catalog_then_a_restart_resyncs_only_the_drift(capsys):
     root = Path(tempfile.mkdtemp(prefix="productsearch-up-"))
     os.chmod(root, 0o755)  # PostgreSQL runs as the postgres user when the tests run as root
-    stack = LocalStack(root=root / "stack", pg_port=free_port(), aws_port=free_port(), index_port=free_port(),
+    stack = DevStack(root=root / "stack", pg_port=free_port(), aws_port=free_port(), index_port=free_port(),
                        frontend_port=free_port())
     catalog = small_catalog(root / "catalog.csv")
     settings_dir = root / "settings"

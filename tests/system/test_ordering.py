@@ -16,6 +16,7 @@ import urllib.request
 import pytest
 
 from devstack.waiting import wait_until
+from tests import kit
 
 pytestmark = pytest.mark.stack
 
@@ -47,7 +48,7 @@ def test_a_newer_state_waits_for_the_older_one_in_flight(parts, stack):
     warm = parts.insert("Warm Up", "makes sure emu A is running")
     wait_until(lambda: parts.vector(warm), 120, what="emu A running")
 
-    stack.inject_index_fault(status=None, delay_seconds=120, count=1, paths=["/vectors/upsert"])
+    kit.inject_index_fault(stack, status=None, delay_seconds=120, count=1, paths=["/vectors/upsert"])
     pid = parts.insert("Kettle", "version one of the kettle")
     wait_until(lambda: index_faults(stack) == [], 60, interval=0.2, what="emu A's write of version 1 held")
     parts.conn.execute("UPDATE products SET description = 'version two of the kettle' WHERE id = %s", (pid,))
@@ -60,7 +61,7 @@ def test_a_newer_state_waits_for_the_older_one_in_flight(parts, stack):
     assert description(parts, pid) is None, "version 2 was written while version 1 was still in flight"
     assert queue_counts(parts) == (1, 1), "a second emu took the product's next job while the first was in flight"
 
-    stack.clear_index_faults()  # version 1 lands now, then version 2 may go
+    kit.clear_index_faults(stack)  # version 1 lands now, then version 2 may go
     wait_until(lambda: description(parts, pid) == "version two of the kettle", 60, what="version 2 indexed")
     time.sleep(3)
     assert description(parts, pid) == "version two of the kettle"

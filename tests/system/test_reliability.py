@@ -11,6 +11,7 @@ import time
 import pytest
 
 from devstack.waiting import wait_until
+from tests import kit
 
 pytestmark = pytest.mark.stack
 
@@ -120,7 +121,7 @@ def test_postgres_restart_while_pelican_listens(parts, stack):
     first = parts.insert("Before Restart", "row written before the database restarted")
     wait_until(lambda: parts.vector(first), 60, what="first row indexed")
     parts.conn.close()
-    stack.restart_postgres(down_seconds=2)
+    kit.restart_postgres(stack, down_seconds=2)
     from productsearch import db
 
     parts.conn = db.connect(stack.database_url, autocommit=True, attempts=20)
@@ -145,21 +146,21 @@ def test_queue_endpoint_down_for_a_while(parts, stack):
 def test_index_429_and_500_for_a_stretch(parts, stack):
     stack.start_app("pelican", FAST)
     stack.start_app("emu", {"EMU_MAX_INDEX_ATTEMPTS": "10"})
-    stack.inject_index_fault(status=429, count=12, paths=["/vectors/upsert"], retry_after_seconds=0)
-    stack.inject_index_fault(status=500, count=12, paths=["/vectors/fetch"])
+    kit.inject_index_fault(stack, status=429, count=12, paths=["/vectors/upsert"], retry_after_seconds=0)
+    kit.inject_index_fault(stack, status=500, count=12, paths=["/vectors/fetch"])
     ids = parts.insert_many(60, prefix="flaky")
     wait_until(lambda: all(parts.vector(i) for i in ids), 180, interval=1, what="rows indexed through 429s and 500s")
-    stack.clear_index_faults()
+    kit.clear_index_faults(stack)
     converge(parts, stack)
 
 
 def test_slow_index_times_out_and_recovers(parts, stack):
     stack.start_app("pelican", FAST)
     stack.start_app("emu", {"EMU_MAX_INDEX_ATTEMPTS": "10"})
-    stack.inject_index_fault(status=None, delay_seconds=12, count=3, paths=["/vectors/upsert"])
+    kit.inject_index_fault(stack, status=None, delay_seconds=12, count=3, paths=["/vectors/upsert"])
     ids = parts.insert_many(10, prefix="slow")
     wait_until(lambda: all(parts.vector(i) for i in ids), 240, interval=1, what="rows indexed after timeouts")
-    stack.clear_index_faults()
+    kit.clear_index_faults(stack)
     converge(parts, stack)
 
 
@@ -170,7 +171,7 @@ def test_rejected_rows_go_to_the_dlq_and_redrive_replays_them(parts, stack):
     stack.start_app("pelican", FAST)
     stack.start_app("emu")
     # The index refuses every write for a while (e.g. a misconfigured index): a permanent 400.
-    stack.inject_index_fault(status=400, count=1000, paths=["/vectors/upsert"])
+    kit.inject_index_fault(stack, status=400, count=1000, paths=["/vectors/upsert"])
     ids = parts.insert_many(5, prefix="refused")
     def dead_letters() -> int:
         attrs = parts.sqs.get_queue_attributes(QueueUrl=parts.env["SQS_DLQ_URL"], AttributeNames=["ApproximateNumberOfMessages"])
@@ -182,7 +183,7 @@ def test_rejected_rows_go_to_the_dlq_and_redrive_replays_them(parts, stack):
         raise AssertionError(f"{exc}\nemu log tail:\n{stack.log_path('emu').read_text()[-4000:]}") from None
     assert dead_letters() == 5
     assert parts.drain_queue(topic_watch, idle_rounds=1), "no SNS notification published"
-    stack.clear_index_faults()
+    kit.clear_index_faults(stack)
     assert all(parts.vector(i) is None for i in ids)
     done = pelican_cli(stack, "redrive")
     assert done.returncode == 0 and "re-captured 5 products" in done.stdout, done.stdout + done.stderr

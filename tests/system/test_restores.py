@@ -14,7 +14,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from devstack.stack import _pg_bindir
+from devstack.postgres import pg_bindir
 from devstack.waiting import wait_until
 from frontend import editing
 from productsearch import db
@@ -60,7 +60,7 @@ def outbox_sequence(parts) -> int:
 
 
 def pg_dump(stack, path: Path) -> None:
-    subprocess.run([str(_pg_bindir() / "pg_dump"), "--format=custom", f"--file={path}", f"--dbname={stack.database_url}"],
+    subprocess.run([str(pg_bindir() / "pg_dump"), "--format=custom", f"--file={path}", f"--dbname={stack.database_url}"],
                    check=True, capture_output=True, timeout=120)
 
 
@@ -74,7 +74,7 @@ def restore(parts, stack, dump: Path) -> None:
         admin.execute("DROP DATABASE products WITH (FORCE)")
         admin.execute("CREATE DATABASE products")
     try:
-        subprocess.run([str(_pg_bindir() / "pg_restore"), "--exit-on-error", f"--dbname={stack.database_url}", str(dump)],
+        subprocess.run([str(pg_bindir() / "pg_restore"), "--exit-on-error", f"--dbname={stack.database_url}", str(dump)],
                        check=True, capture_output=True, timeout=120)
     except BaseException:
         with psycopg.connect(admin_url, autocommit=True) as admin:

@@ -6,7 +6,6 @@ request bodies and uploads are bounded before anything reads or stores them."""
 from __future__ import annotations
 
 import http.client
-import json
 import signal
 import socket
 import threading
@@ -16,6 +15,7 @@ import urllib.parse
 import pytest
 
 from devstack.waiting import wait_until
+from tests import kit
 from tests.e2e import frontend_stack
 
 pytestmark = pytest.mark.stack
@@ -38,7 +38,7 @@ def test_emu_stops_within_its_stop_timeout_and_hands_everything_back(parts, stac
                             "EMBEDDING_BATCH_SIZE": "16"})
     wait_until(lambda: parts.index.count() >= 16, 120, interval=0.1, what="emu part-way through the backlog")
     # Every write now takes 1.5 s: the backlog cannot be finished before the deadline.
-    stack.inject_index_fault(status=None, delay_seconds=1.5, count=100_000, paths=["/vectors/upsert"])
+    kit.inject_index_fault(stack, status=None, delay_seconds=1.5, count=100_000, paths=["/vectors/upsert"])
     wait_until(lambda: in_flight(parts) > 0, 30, what="emu holding messages")
 
     started = time.monotonic()
@@ -56,7 +56,7 @@ def test_emu_stops_within_its_stop_timeout_and_hands_everything_back(parts, stac
     assert "emu stopped" in log and "returned unfinished messages to the queue" in log
     print(f"emu exited {took:.1f} s after SIGTERM")
 
-    stack.clear_index_faults()
+    kit.clear_index_faults(stack)
     stack.start_app("emu")
     wait_until(lambda: parts.index.count() == len(ids), 300, interval=1, what="the rest indexed by a new emu")
 
@@ -70,7 +70,7 @@ def front(stack, tmp_path_factory):
         "FRONTEND_INDEX_TIMEOUT_SECONDS": "2"})
     f.gradio_temp = temp
     yield f
-    f.stack.clear_index_faults()
+    kit.clear_index_faults(f.stack)
     frontend_stack.stop(f)
 
 
@@ -96,7 +96,7 @@ def test_idle_keep_alive_outlasts_the_load_balancers(front):
 
 
 def test_healthz_answers_while_the_index_hangs(front):
-    front.stack.inject_index_fault(status=None, delay_seconds=60, count=100_000,
+    kit.inject_index_fault(front.stack, status=None, delay_seconds=60, count=100_000,
                                    paths=["/query", "/describe_index_stats"])
     stop = threading.Event()
     outcomes: list[int] = []
@@ -127,7 +127,7 @@ def test_healthz_answers_while_the_index_hangs(front):
         assert status.status == 200  # a cached reading, never a queue behind the hung index
     finally:
         stop.set()
-        front.stack.clear_index_faults()
+        kit.clear_index_faults(front.stack)
         for t in users:
             t.join(timeout=30)
     assert 500 not in outcomes, outcomes

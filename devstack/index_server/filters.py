@@ -21,17 +21,20 @@ Value semantics (documented here because Pinecone's docs are terse):
 for "match everything"). Every node can be evaluated two ways: ``matches(meta)``
 on one metadata dict (pure Python, used as the reference semantics) and
 ``mask(columns)`` over a whole namespace with numpy, using lazily built per-field
-:class:`FieldColumn` objects.
+:class:`~devstack.index_server.columns.FieldColumn` objects.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from devstack.index_server.columns import ColumnGetter, FieldColumn, is_number
+from devstack.index_server.limits import MAX_IN_VALUES
 
 __all__ = [
     "MAX_IN_VALUES",
@@ -41,9 +44,6 @@ __all__ = [
     "compile_filter",
     "matches",
 ]
-
-#: Pinecone documents a limit of 10,000 values in one ``$in`` / ``$nin`` list.
-MAX_IN_VALUES = 10_000
 
 _COMPARISON_OPS = ("$gt", "$gte", "$lt", "$lte")
 _FIELD_OPS = ("$eq", "$ne", "$in", "$nin", "$exists", *_COMPARISON_OPS)
@@ -61,149 +61,6 @@ def _render(value: Any) -> str:
         text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _value_key(value: Any) -> tuple[str, Any]:
-    """Typed key for a string/boolean value (keeps ``True`` apart from ``1``)."""
-    if isinstance(value, bool):
-        return ("b", value)
-    return ("s", value)
-
-
-# --------------------------------------------------------------------------- columns
-
-
-class FieldColumn:
-    """Vectorised view of one metadata field across the rows of a namespace.
-
-    * ``present``: the record has the field
-    * ``num``: float64 value where the field holds a number, NaN elsewhere
-    * ``code``: vocabulary code of a scalar string/boolean value, -1 elsewhere
-    * ``list_rows`` / ``list_codes``: one entry per element of list-of-strings values
-    """
-
-    __slots__ = ("code", "list_codes", "list_rows", "num", "present", "vocab")
-
-    def __init__(self, field: str, metadatas: Sequence[dict[str, Any] | None]) -> None:
-        n = len(metadatas)
-        present = np.zeros(n, dtype=bool)
-        num = np.full(n, np.nan, dtype=np.float64)
-        code = np.full(n, -1, dtype=np.int32)
-        vocab: dict[tuple[str, Any], int] = {}
-        list_rows: list[int] = []
-        list_codes: list[int] = []
-        for row, meta in enumerate(metadatas):
-            if not meta:
-                continue
-            value = meta.get(field)
-            if value is None:
-                continue
-            present[row] = True
-            if isinstance(value, bool) or isinstance(value, str):
-                key = _value_key(value)
-                c = vocab.get(key)
-                if c is None:
-                    c = vocab[key] = len(vocab)
-                code[row] = c
-            elif isinstance(value, (int, float)):
-                num[row] = value
-            elif isinstance(value, list):
-                for element in value:
-                    key = _value_key(element)
-                    c = vocab.get(key)
-                    if c is None:
-                        c = vocab[key] = len(vocab)
-                    list_rows.append(row)
-                    list_codes.append(c)
-        self.present = present
-        self.num = num
-        self.code = code
-        self.vocab = vocab
-        self.list_rows = np.asarray(list_rows, dtype=np.int64)
-        self.list_codes = np.asarray(list_codes, dtype=np.int32)
-
-    def _code_for(self, value: Any) -> int:
-        key = _value_key(value)
-        c = self.vocab.get(key)
-        if c is None:
-            c = self.vocab[key] = len(self.vocab)
-        return c
-
-    def update_rows(
-        self, field: str, rows: Sequence[int], metadatas: Sequence[dict[str, Any] | None], size: int
-    ) -> None:
-        """Bring the column up to date after *rows* were written (appended or overwritten).
-
-        *metadatas* are the rows' new metadata and *size* the namespace's new row count
-        (rows are only ever appended at the end or overwritten in place).
-        """
-        old = len(self.present)
-        if size > old:
-            grow = size - old
-            self.present = np.concatenate([self.present, np.zeros(grow, dtype=bool)])
-            self.num = np.concatenate([self.num, np.full(grow, np.nan, dtype=np.float64)])
-            self.code = np.concatenate([self.code, np.full(grow, -1, dtype=np.int32)])
-        row_array = np.asarray(rows, dtype=np.int64)
-        overwritten = row_array[row_array < old]
-        if overwritten.size:
-            self.present[overwritten] = False
-            self.num[overwritten] = np.nan
-            self.code[overwritten] = -1
-            if self.list_rows.size:
-                keep = ~np.isin(self.list_rows, overwritten)
-                self.list_rows = self.list_rows[keep]
-                self.list_codes = self.list_codes[keep]
-        new_rows: list[int] = []
-        new_codes: list[int] = []
-        for row, meta in zip(rows, metadatas, strict=True):
-            value = meta.get(field) if meta else None
-            if value is None:
-                continue
-            self.present[row] = True
-            if isinstance(value, (bool, str)):
-                self.code[row] = self._code_for(value)
-            elif isinstance(value, (int, float)):
-                self.num[row] = value
-            elif isinstance(value, list):
-                for element in value:
-                    new_rows.append(row)
-                    new_codes.append(self._code_for(element))
-        if new_rows:
-            self.list_rows = np.concatenate(
-                [self.list_rows, np.asarray(new_rows, dtype=np.int64)]
-            )
-            self.list_codes = np.concatenate(
-                [self.list_codes, np.asarray(new_codes, dtype=np.int32)]
-            )
-
-    def eq_mask(self, values: Sequence[Any]) -> np.ndarray:
-        """Rows whose value (or any list element) equals one of *values*."""
-        mask = np.zeros(len(self.present), dtype=bool)
-        numbers = [float(v) for v in values if _is_number(v)]
-        if numbers:
-            if len(numbers) == 1:
-                mask |= self.num == numbers[0]
-            else:
-                mask |= np.isin(self.num, np.asarray(numbers, dtype=np.float64))
-        codes = [self.vocab.get(_value_key(v)) for v in values if not _is_number(v)]
-        codes = [c for c in codes if c is not None]
-        if codes:
-            if len(codes) == 1:
-                mask |= self.code == codes[0]
-                if self.list_rows.size:
-                    mask[self.list_rows[self.list_codes == codes[0]]] = True
-            else:
-                wanted = np.asarray(codes, dtype=np.int32)
-                mask |= np.isin(self.code, wanted)
-                if self.list_rows.size:
-                    mask[self.list_rows[np.isin(self.list_codes, wanted)]] = True
-        return mask
-
-
-ColumnGetter = Callable[[str], FieldColumn]
 
 
 # --------------------------------------------------------------------------- nodes
@@ -257,8 +114,8 @@ class _Or(FilterNode):
 
 
 def _scalar_equals(stored: Any, wanted: Any) -> bool:
-    if _is_number(wanted):
-        return _is_number(stored) and float(stored) == float(wanted)
+    if is_number(wanted):
+        return is_number(stored) and float(stored) == float(wanted)
     if isinstance(wanted, bool):
         return isinstance(stored, bool) and stored is wanted
     return isinstance(stored, str) and stored == wanted
@@ -291,7 +148,7 @@ class _Cond(FilterNode):
             hit = stored is not None and _value_in(stored, self.value)
             return hit if op == "$in" else not hit
         # numeric comparison
-        if not _is_number(stored):
+        if not is_number(stored):
             return False
         x = float(stored)
         v = float(self.value)
@@ -333,7 +190,7 @@ class _Cond(FilterNode):
 def _check_scalar(field: str, op: str, value: Any) -> None:
     if isinstance(value, str) or isinstance(value, bool):
         return
-    if _is_number(value):
+    if is_number(value):
         if isinstance(value, float) and not math.isfinite(value):
             raise FilterError(
                 f"Invalid filter: {op} for field '{field}' must be a finite number, "
@@ -365,7 +222,7 @@ def _compile_operator(field: str, op: str, value: Any) -> FilterNode:
             _check_scalar(field, op, element)
         return _Cond(field, op, list(value))
     if op in _COMPARISON_OPS:
-        if not _is_number(value) or (isinstance(value, float) and not math.isfinite(value)):
+        if not is_number(value) or (isinstance(value, float) and not math.isfinite(value)):
             raise FilterError(
                 f"Invalid filter: {op} for field '{field}' expects a number, got {_render(value)}"
             )
@@ -474,3 +331,4 @@ def matches(raw_filter: Any, meta: dict[str, Any] | None) -> bool:
     """Convenience: compile *raw_filter* and evaluate it against one metadata dict."""
     node = compile_filter(raw_filter)
     return True if node is None else node.matches(meta)
+

@@ -4,8 +4,8 @@ Every namespace keeps a contiguous float32 matrix of its vectors (grown by
 doubling), their squared norms, their ids, their metadata dicts and their
 optional sparse values. Queries are exact (brute force) over that matrix. Metadata
 filters are evaluated with lazily built per-field
-:class:`~devstack.index_filters.FieldColumn` objects that are dropped whenever the
-namespace changes. Sparse values are scored through :class:`SparsePostings`, a
+:class:`~devstack.index_server.columns.FieldColumn` objects that are dropped whenever the
+namespace changes. Sparse values are scored through :class:`~devstack.index_server.sparse.SparsePostings`, a
 scipy CSC matrix (records x terms) kept current by rescoring the few rows written
 since it was built.
 
@@ -17,6 +17,7 @@ Thread safety: one re-entrant lock guards all state; callers take it through
 the public methods only.
 """
 
+
 from __future__ import annotations
 
 import json
@@ -24,325 +25,20 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import scipy.sparse
 
-from devstack.index_filters import FieldColumn, FilterNode
+from devstack.index_server.filters import FilterNode
+from devstack.index_server.namespace import Namespace
+from devstack.index_server.scoring import Match, rank
+from devstack.index_server.sparse import SparseVector, encode_sparse
 
 logger = logging.getLogger("devstack.index_store")
 
 METRICS = ("cosine", "dotproduct", "euclidean")
 
-
-@dataclass(frozen=True)
-class SparseVector:
-    """The sparse part of a record or query: parallel arrays of term indices and weights.
-
-    indices: uint32, unique, in the order given; values: float32, finite, same length.
-    Validation happens where requests are parsed (``index_server.parse_sparse``); this
-    type only carries a valid vector. An empty sparse vector is represented by ``None``.
-    """
-
-    indices: np.ndarray
-    values: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.indices.shape[0])
-
-    def to_bytes(self) -> bytes:
-        """On-disk form: n little-endian uint32 indices, then n little-endian float32 values."""
-        return self.indices.astype("<u4").tobytes() + self.values.astype("<f4").tobytes()
-
-    @classmethod
-    def from_bytes(cls, blob: bytes) -> SparseVector:
-        n = len(blob) // 8
-        indices = np.frombuffer(blob, dtype="<u4", count=n).astype(np.uint32)
-        values = np.frombuffer(blob, dtype="<f4", count=n, offset=4 * n).astype(np.float32)
-        return cls(indices, values)
-
-    def as_json(self) -> dict[str, list]:
-        """Pinecone's wire shape: ``{"indices": [int], "values": [float]}``."""
-        return {"indices": self.indices.tolist(), "values": self.values}
-
-
-def _encode_sparse(sparse: SparseVector | None) -> bytes | None:
-    return None if sparse is None else sparse.to_bytes()
-
-
-@dataclass
-class Match:
-    id: str
-    score: float  # numpy float32 scalar, serialised with its float32 repr
-    values: np.ndarray | None
-    metadata: dict[str, Any] | None
-    sparse_values: SparseVector | None = None
-
-
-class SparsePostings:
-    """Sparse dot products of one namespace's records against a query, without a Python loop.
-
-    Term indices (uint32, up to 4.2 billion) are mapped to compact column numbers in a
-    vocabulary that only grows. ``matrix`` is a CSC matrix of shape (rows built, terms)
-    so a query touches only the postings of its own terms. Writes do not rebuild it:
-    the written rows are marked *dirty* and rescored one by one at query time, and the
-    matrix is rebuilt (O(non-zeros)) only once the dirty rows exceed ``max(256, rows/32)``.
-    """
-
-    def __init__(self) -> None:
-        self.vocab: dict[int, int] = {}
-        self.cols: list[np.ndarray | None] = []  # per row: compact column of each index
-        self.matrix: scipy.sparse.csc_matrix | None = None
-        self.dirty: set[int] = set()
-        self.with_sparse = 0  # rows that have sparse values
-
-    def columns_for(self, indices: np.ndarray, grow: bool) -> np.ndarray:
-        """Compact columns for *indices*; unknown terms get new columns or, without
-        *grow*, -1 (no record has them)."""
-        vocab = self.vocab
-        out = np.empty(indices.shape[0], dtype=np.int64)
-        for i, term in enumerate(indices.tolist()):
-            col = vocab.get(term)
-            if col is None:
-                if grow:
-                    col = vocab[term] = len(vocab)
-                else:
-                    col = -1
-            out[i] = col
-        return out
-
-    def set_row(self, row: int, sparse: SparseVector | None) -> None:
-        while len(self.cols) <= row:
-            self.cols.append(None)
-        if self.cols[row] is not None:
-            self.with_sparse -= 1
-        self.cols[row] = None if sparse is None else self.columns_for(sparse.indices, grow=True)
-        if sparse is not None:
-            self.with_sparse += 1
-        self.dirty.add(row)
-
-    def move_row(self, src: int, dst: int) -> None:
-        """Row *src* (the last one) now lives at *dst*; *dst*'s old content is gone."""
-        if self.cols[dst] is not None:
-            self.with_sparse -= 1
-        self.cols[dst] = self.cols[src]
-        self.cols.pop()
-        self.dirty.discard(src)
-        self.dirty.add(dst)
-
-    def drop_last(self) -> None:
-        last = len(self.cols) - 1
-        if self.cols[last] is not None:
-            self.with_sparse -= 1
-        self.cols.pop()
-        self.dirty.discard(last)
-
-    def _rebuild(self, sparse: list[SparseVector | None]) -> None:
-        n = len(self.cols)
-        lengths = np.fromiter(
-            (0 if c is None else c.shape[0] for c in self.cols), dtype=np.int64, count=n
-        )
-        indptr = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(lengths, out=indptr[1:])
-        present = [i for i, c in enumerate(self.cols) if c is not None]
-        if present:
-            cols = np.concatenate([self.cols[i] for i in present])
-            data = np.concatenate([sparse[i].values for i in present])  # type: ignore[union-attr]
-        else:
-            cols = np.empty(0, dtype=np.int64)
-            data = np.empty(0, dtype=np.float32)
-        csr = scipy.sparse.csr_matrix(
-            (data, cols, indptr), shape=(n, max(len(self.vocab), 1)), dtype=np.float32
-        )
-        self.matrix = csr.tocsc()
-        self.dirty.clear()
-
-    def scores(self, query: SparseVector, sparse: list[SparseVector | None]) -> np.ndarray | None:
-        """float32 array (rows,) of each record's sparse dot product with *query*, or
-        ``None`` when every product is zero (no record has sparse values, or the query
-        shares no term with any record). Records without sparse values score 0."""
-        n = len(self.cols)
-        if not self.with_sparse or not len(query):
-            return None
-        qcols = self.columns_for(query.indices, grow=False)
-        known = qcols >= 0
-        if not known.any():
-            return None
-        qcols, qvals = qcols[known], query.values[known]
-        if self.matrix is None or len(self.dirty) > max(256, n // 32):
-            self._rebuild(sparse)
-        assert self.matrix is not None
-        out = np.zeros(n, dtype=np.float32)
-        built = min(self.matrix.shape[0], n)
-        inside = qcols < self.matrix.shape[1]
-        if built and inside.any():
-            part = self.matrix[:, qcols[inside]] @ qvals[inside]
-            out[:built] = np.asarray(part, dtype=np.float32).ravel()[:built]
-        if self.dirty:
-            rows = np.fromiter(self.dirty, dtype=np.int64, count=len(self.dirty))
-            out[rows] = 0.0
-            present = [r for r in rows.tolist() if self.cols[r] is not None]
-            if present:
-                weights = np.zeros(len(self.vocab), dtype=np.float32)
-                weights[qcols] = qvals
-                cols = np.concatenate([self.cols[r] for r in present])
-                vals = np.concatenate([sparse[r].values for r in present])  # type: ignore
-                lengths = [self.cols[r].shape[0] for r in present]  # type: ignore[union-attr]
-                owner = np.repeat(np.arange(len(present)), lengths)
-                sums = np.bincount(owner, weights=weights[cols] * vals, minlength=len(present))
-                out[present] = sums.astype(np.float32)
-        return out
-
-
-class Namespace:
-    """One namespace's vectors, held row-wise in a growable float32 matrix."""
-
-    def __init__(self, dimension: int) -> None:
-        self.dimension = dimension
-        self.ids: list[str] = []
-        self.rows: dict[str, int] = {}
-        self.metadata: list[dict[str, Any] | None] = []
-        self.sparse: list[SparseVector | None] = []
-        self.postings = SparsePostings()
-        self._matrix = np.empty((0, dimension), dtype=np.float32)
-        self._sqnorm = np.empty(0, dtype=np.float32)
-        self._columns: dict[str, FieldColumn] = {}
-        self._sorted_ids: list[str] | None = None
-
-    # ------------------------------------------------------------------ basics
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def matrix(self) -> np.ndarray:
-        return self._matrix[: len(self.ids)]
-
-    @property
-    def sqnorm(self) -> np.ndarray:
-        return self._sqnorm[: len(self.ids)]
-
-    def _invalidate(self) -> None:
-        self._columns.clear()
-        self._sorted_ids = None
-
-    def _reserve(self, extra: int) -> None:
-        need = len(self.ids) + extra
-        capacity = self._matrix.shape[0]
-        if need <= capacity:
-            return
-        new_capacity = max(need, capacity * 2, 64)
-        matrix = np.empty((new_capacity, self.dimension), dtype=np.float32)
-        sqnorm = np.empty(new_capacity, dtype=np.float32)
-        n = len(self.ids)
-        matrix[:n] = self._matrix[:n]
-        sqnorm[:n] = self._sqnorm[:n]
-        self._matrix = matrix
-        self._sqnorm = sqnorm
-
-    # ------------------------------------------------------------------ mutation
-    def put(
-        self,
-        ids: Sequence[str],
-        values: np.ndarray,
-        metadatas: Sequence[dict[str, Any] | None],
-        sparse: Sequence[SparseVector | None] | None = None,
-    ) -> None:
-        """Insert or overwrite rows (a whole record each: an overwrite without *sparse*
-        drops the old sparse values, as Pinecone's upsert does). *ids* must be unique
-        within the call."""
-        self._reserve(len(ids))
-        targets = np.empty(len(ids), dtype=np.int64)
-        added = False
-        sparse = sparse if sparse is not None else [None] * len(ids)
-        for i, (vid, meta, sv) in enumerate(zip(ids, metadatas, sparse, strict=True)):
-            row = self.rows.get(vid)
-            if row is None:
-                row = len(self.ids)
-                self.rows[vid] = row
-                self.ids.append(vid)
-                self.metadata.append(meta)
-                self.sparse.append(sv)
-                added = True
-            else:
-                self.metadata[row] = meta
-                self.sparse[row] = sv
-            self.postings.set_row(row, sv)
-            targets[i] = row
-        self._matrix[targets] = values
-        self._sqnorm[targets] = np.einsum("ij,ij->i", values, values)
-        if added:
-            self._sorted_ids = None
-        self._update_columns(targets.tolist(), metadatas)
-
-    def _update_columns(self, rows: list[int], metadatas: Sequence[dict[str, Any] | None]) -> None:
-        """Keep cached filter columns current, so a write does not force a full rebuild."""
-        for field, column in self._columns.items():
-            column.update_rows(field, rows, metadatas, len(self.ids))
-
-    def set_metadata(self, row: int, meta: dict[str, Any] | None) -> None:
-        self.metadata[row] = meta
-        self._update_columns([row], [meta])
-
-    def set_values(self, row: int, values: np.ndarray) -> None:
-        self._matrix[row] = values
-        self._sqnorm[row] = float(np.dot(values, values))
-
-    def set_sparse(self, row: int, sparse: SparseVector | None) -> None:
-        self.sparse[row] = sparse
-        self.postings.set_row(row, sparse)
-
-    def sparse_scores(self, query: SparseVector) -> np.ndarray | None:
-        """Sparse dot product of every row with *query* (float32, shape (rows,)), or
-        ``None`` when all are zero."""
-        return self.postings.scores(query, self.sparse)
-
-    def remove(self, ids: Iterable[str]) -> int:
-        """Delete rows by id (swap-with-last); returns how many existed."""
-        removed = 0
-        for vid in ids:
-            row = self.rows.pop(vid, None)
-            if row is None:
-                continue
-            removed += 1
-            last = len(self.ids) - 1
-            if row != last:
-                moved = self.ids[last]
-                self.ids[row] = moved
-                self.metadata[row] = self.metadata[last]
-                self.sparse[row] = self.sparse[last]
-                self._matrix[row] = self._matrix[last]
-                self._sqnorm[row] = self._sqnorm[last]
-                self.rows[moved] = row
-                self.postings.move_row(last, row)
-            else:
-                self.postings.drop_last()
-            self.ids.pop()
-            self.metadata.pop()
-            self.sparse.pop()
-        if removed:
-            self._invalidate()
-        return removed
-
-    # ------------------------------------------------------------------ reads
-    def column(self, field: str) -> FieldColumn:
-        col = self._columns.get(field)
-        if col is None:
-            col = self._columns[field] = FieldColumn(field, self.metadata)
-        return col
-
-    def filter_mask(self, node: FilterNode | None) -> np.ndarray | None:
-        """Boolean mask of rows matching *node*, or ``None`` when there is no filter."""
-        if node is None:
-            return None
-        return node.mask(self.column, len(self.ids))
-
-    def sorted_ids(self) -> list[str]:
-        if self._sorted_ids is None:
-            self._sorted_ids = sorted(self.ids)
-        return self._sorted_ids
 
 
 def _encode_meta(meta: dict[str, Any] | None) -> str | None:
@@ -483,7 +179,7 @@ class IndexStore:
             sparse = [sparse[i] for i in keep]
         rows = [
             (namespace, vid, values[i].tobytes(), _encode_meta(metadatas[i]),
-             _encode_sparse(sparse[i]))
+             encode_sparse(sparse[i]))
             for i, vid in enumerate(ids)
         ]
         with self.lock:
@@ -584,7 +280,7 @@ class IndexStore:
                 meta = new_meta[row] if row in new_meta else ns.metadata[row]
                 sv = sparse if set_sparse else ns.sparse[row]
                 sql_rows.append((namespace, vid, np.asarray(vec, np.float32).tobytes(),
-                                 _encode_meta(meta), _encode_sparse(sv)))
+                                 _encode_meta(meta), encode_sparse(sv)))
             self._write(
                 [
                     (
@@ -667,40 +363,7 @@ class IndexStore:
                 return []
             if candidates is not None and candidates.size == n:
                 candidates = None
-            q = np.asarray(vector, dtype=np.float32)
-            if candidates is None:
-                dots = ns.matrix @ q
-                sqnorm = ns.sqnorm
-            elif candidates.size * 5 > n:
-                # Scoring is memory-bound: past ~20% of rows, one pass over the whole
-                # matrix is cheaper than gathering the candidate rows first.
-                dots = (ns.matrix @ q)[candidates]
-                sqnorm = ns.sqnorm[candidates]
-            else:
-                dots = ns.matrix[candidates] @ q
-                sqnorm = ns.sqnorm[candidates]
-            if self.metric == "cosine":
-                denom = np.sqrt(sqnorm) * np.float32(np.sqrt(np.dot(q, q)))
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    scores = np.where(denom > 0, dots / denom, np.float32(0.0))
-                ranking = -scores
-            elif self.metric == "dotproduct":
-                scores = dots
-                sparse_scores = None if sparse is None else ns.sparse_scores(sparse)
-                if sparse_scores is not None:
-                    scores = dots + (
-                        sparse_scores if candidates is None else sparse_scores[candidates]
-                    )
-                ranking = -scores
-            else:  # euclidean: squared distance, smaller is closer
-                scores = np.maximum(sqnorm + np.float32(np.dot(q, q)) - 2 * dots, 0)
-                ranking = scores
-            k = min(top_k, scores.shape[0])
-            if k < scores.shape[0]:
-                top = np.argpartition(ranking, k - 1)[:k]
-                top = top[np.argsort(ranking[top], kind="stable")]
-            else:
-                top = np.argsort(ranking, kind="stable")
+            top, scores = rank(ns, self.metric, vector, sparse, candidates, top_k)
             rows = top if candidates is None else candidates[top]
             matches = []
             for local, row in zip(top.tolist(), rows.tolist(), strict=True):
@@ -753,3 +416,4 @@ class IndexStore:
                     assert mask is not None
                     out[name] = int(mask.sum())
             return out
+

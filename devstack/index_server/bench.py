@@ -1,6 +1,6 @@
 """Measure query latency of the local index server at a realistic size.
 
-    PYTHONPATH=scripts python -m devstack.index_bench [--vectors 50000] [--dimension 384]
+    python -m devstack.index_server.bench [--vectors 50000] [--dimension 384]
 
 Fills a temporary index (in process, through :class:`IndexStore`, so it is also
 persisted to SQLite), times queries with and without metadata filters directly
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from devstack.index_filters import compile_filter
-from devstack.index_store import IndexStore
+from devstack.index_server.filters import compile_filter
+from devstack.index_server.store import IndexStore
 
 FILTERS: dict[str, dict | None] = {
     "no filter": None,
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
         port = free_port()
         env = dict(os.environ)
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
         proc = subprocess.Popen(
             [sys.executable, "-m", "devstack.index_server", "--port", str(port), "--data-dir",
              data_dir, "--dimension", str(args.dimension), "--log-level", "warning"],

@@ -1,0 +1,73 @@
+"""Command line of the local index server::
+
+    python -m devstack.index_server --host 127.0.0.1 --port 5081 \\
+        --data-dir .local/index --dimension 384 --metric cosine [--api-key KEY]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from devstack.index_server.app import create_app
+from devstack.index_server.store import METRICS, IndexStore
+
+logger = logging.getLogger("devstack.index_server")
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack.index_server",
+        description="Local Pinecone-compatible vector index server (REST data plane).",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5081)
+    parser.add_argument("--data-dir", default=".local/index")
+    parser.add_argument("--dimension", type=int, default=384)
+    parser.add_argument("--metric", choices=METRICS, default="cosine")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("INDEX_SERVER_API_KEY") or None,
+        help="require this value in the Api-Key header (default: $INDEX_SERVER_API_KEY; "
+        "unset = no authentication)",
+    )
+    parser.add_argument("--log-level", default=os.environ.get("INDEX_SERVER_LOG_LEVEL", "info"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        store = IndexStore(args.data_dir, args.dimension, args.metric)
+    except ValueError as exc:
+        logger.error("%s", exc)
+        return 2
+    app = create_app(store, args.api_key)
+    logger.info(
+        "index server on http://%s:%d dimension=%d metric=%s data_dir=%s auth=%s",
+        args.host,
+        args.port,
+        args.dimension,
+        args.metric,
+        args.data_dir,
+        "on" if args.api_key else "off",
+    )
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level.lower(),
+        access_log=False,
+        h11_max_incomplete_event_size=1024 * 1024,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""`make up`: the flow that starts the whole local stack, loads the sample catalog
+once, brings the index level with the table (a backfill, a reconcile or nothing,
+depending on what was kept from before) and waits until search is complete.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from devstack.processes import REPO, http_ok, wait_for
+
+if TYPE_CHECKING:
+    from devstack.stack import DevStack
+
+
+def _sh(cmd: list[str], env: dict[str, str]) -> None:
+    subprocess.run(cmd, env=env, check=True, cwd=REPO)
+
+
+def up(stack: DevStack, catalog: Path, with_frontend: bool, settings_dir: Path = REPO / ".local") -> None:
+    """Starts everything and returns when search is complete. settings_dir receives
+    stack.env (every endpoint, for scripts and `make reconcile`) and editor.env."""
+    stack.stop_all()
+    try:
+        stack.start_infrastructure()
+    except RuntimeError as exc:
+        if "holds an index with" not in str(exc):
+            raise
+        # An index kept from before hybrid search (metric cosine): it is derived data, so
+        # it is rebuilt from the table (the backfill below) with the dotproduct metric.
+        print("the local index was made with another metric; rebuilding it from the table ...", flush=True)
+        stack.stop_all()
+        shutil.rmtree(stack.root / "index", ignore_errors=True)
+        stack.start_infrastructure()
+    env = stack.app_env()
+    existing = product_count(stack)
+    if existing:
+        # Reloading would overwrite edits made through the UI since the first `make up`.
+        print(f"keeping the {existing} products already in the database", flush=True)
+    else:
+        print("loading the sample catalog ...", flush=True)
+        _sh([sys.executable, "-m", "pelican", "load-catalog", str(catalog)], env)
+    # Before pelican ships anything: every job then carries statistics fitted on the
+    # whole table, so keyword and hybrid search weigh terms as BM25 does.
+    print("fitting the keyword-search statistics ...", flush=True)
+    stack.refit_lexical()
+    stack.start_app("pelican")
+    stack.start_app("emu")
+    editor = editor_credentials(settings_dir / "editor.env")
+    if with_frontend:
+        stack.start_app("frontend", editor)
+    if uncaptured_rows(stack):
+        if index_is_empty(stack):
+            print("backfilling existing rows into the index ...", flush=True)
+            _sh([sys.executable, "-m", "pelican", "backfill"], env)
+        else:
+            # The index kept its vectors across the restart: re-embed only rows it lacks or
+            # holds stale, not the whole table.
+            print("comparing the index with the table; re-syncing only the drift ...", flush=True)
+            _sh([sys.executable, "-m", "pelican", "reconcile", "--repair"], env)
+    else:
+        # A fresh load is captured row by row by the triggers; a backfill would embed it all twice.
+        print("every row is captured in the change log already; no backfill needed", flush=True)
+    stack.write_env_file(settings_dir / "stack.env")
+    wait_for_index(stack, timeout=1800)
+    print(f"\nlogs: {stack.root / 'logs'}   settings: {settings_dir / 'stack.env'}")
+    if with_frontend:
+        wait_for("frontend", lambda: http_ok(f"http://127.0.0.1:{stack.frontend_port}/healthz"), timeout=180,
+                  proc=stack.processes["frontend"], log=stack.log_path("frontend"))
+        print(f"editor login (for edits in the UI): {editor['EDITOR_USERNAME']} / {editor['EDITOR_PASSWORD']}  ({settings_dir / 'editor.env'})")
+        print(f"UI: http://127.0.0.1:{stack.frontend_port}/")
+    else:
+        print("frontend not started (apps/frontend not present)")
+
+
+def editor_credentials(path: Path) -> dict[str, str]:
+    """A random local editor login, made once and kept, so edits are never unauthenticated."""
+    if not path.exists():
+        import secrets
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"EDITOR_USERNAME=editor\nEDITOR_PASSWORD={secrets.token_urlsafe(12)}\n")
+        path.chmod(0o600)
+    return dict(line.split("=", 1) for line in path.read_text().split())
+
+
+def product_count(stack: DevStack) -> int:
+    """Rows in the products table."""
+    import psycopg
+
+    with psycopg.connect(stack.database_url) as conn:
+        return conn.execute("SELECT count(*) FROM products").fetchone()[0]
+
+
+def uncaptured_rows(stack: DevStack) -> int:
+    """Rows with no pending change: they reach the index only through a backfill
+    (e.g. state kept under .local while the index was wiped)."""
+    import psycopg
+
+    with psycopg.connect(stack.database_url) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM products p WHERE NOT EXISTS (SELECT 1 FROM product_changes c WHERE c.product_id = p.id)"
+        ).fetchone()[0]
+
+
+def index_is_empty(stack: DevStack) -> bool:
+    """True when the index holds no product vectors."""
+    from productsearch.index import ProductIndex
+    from productsearch.settings import IndexSettings
+
+    return ProductIndex(IndexSettings.from_env(stack.env()), attempts=3).count() == 0
+
+
+def wait_for_index(stack: DevStack, timeout: float) -> None:
+    """Shows the index catching up with the table, so `make up` returns when search is complete."""
+    import psycopg
+    from tqdm import tqdm
+
+    from productsearch.index import ProductIndex
+    from productsearch.settings import IndexSettings
+
+    import boto3
+
+    from devstack.stack import REGION
+    from productsearch import aws
+
+    with psycopg.connect(stack.database_url) as conn:
+        rows = conn.execute("SELECT count(*) FROM products").fetchone()[0]
+    index = ProductIndex(IndexSettings.from_env(stack.env()), attempts=3)
+    sqs = boto3.client("sqs", region_name=REGION, endpoint_url=stack.aws_endpoint,
+                       aws_access_key_id="local", aws_secret_access_key="local")
+    deadline = time.monotonic() + timeout
+    with tqdm(total=rows, unit="vectors", desc="indexing") as bar:
+        while time.monotonic() < deadline:
+            count = index.count()
+            bar.update(max(0, min(count, rows) - bar.n))
+            if count >= rows:
+                with psycopg.connect(stack.database_url) as conn:
+                    pending = conn.execute("SELECT count(*) FROM product_changes").fetchone()[0]
+                depth = aws.queue_depth(sqs, stack.env()["SQS_QUEUE_URL"])
+                if pending == 0 and depth["visible"] == 0 and depth["in_flight"] == 0:
+                    return
+            for name in ("pelican", "emu"):
+                if stack.processes[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited; see {stack.log_path(name)}")
+            time.sleep(1)
+    print("indexing is still going on in the background; the UI's status panel shows progress")
