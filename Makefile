@@ -43,19 +43,19 @@ DATASET  ?= ../shared/data/beir-scifact
 MIN_NDCG ?= 0.64008
 MIN_HYBRID_NDCG ?= 0.72
 eval: deps
-	$(PY) scripts/evaluate_beir.py $(DATASET) --min-ndcg $(MIN_NDCG) --min-hybrid-ndcg $(MIN_HYBRID_NDCG)
+	$(PY) -m benchmarks.evaluate $(DATASET) --min-ndcg $(MIN_NDCG) --min-hybrid-ndcg $(MIN_HYBRID_NDCG)
 
 ## bench: throughput, memory, freshness and search latency on a private local stack (prints figures, writes results/)
 bench: deps
-	$(PY) scripts/benchmark.py $(BENCH_ARGS)
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 ## bench-ordering: backfill throughput and freshness with FIFO against standard queues, interleaved (what ordering costs)
 bench-ordering: deps
-	$(PY) scripts/benchmark_ordering.py $(BENCH_ARGS)
+	$(PY) -m benchmarks.ordering $(BENCH_ARGS)
 
 ## soak: mixed write load with searches against the running `make up` stack
 soak:
-	$(PY) scripts/soak.py $(SOAK_ARGS)
+	$(PY) -m benchmarks.soak $(SOAK_ARGS)
 
 ## reconcile: compare table and index against the running stack (REPAIR=1 repairs through the pipeline)
 reconcile:

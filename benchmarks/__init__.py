@@ -1,2 +1,4 @@
-"""Helpers shared by scripts/evaluate_beir.py and scripts/benchmark.py: retrieval
-metrics, BEIR loading, the machine's description and driving the local pipeline."""
+"""The evaluation and the benchmarks, one module per measurement, each runnable as
+`python -m benchmarks.<module>`; `python -m benchmarks` (make bench) runs them together.
+Shared parts: cli (options, printing, results JSON), pipeline (the local stack),
+workload (rows, texts, queries), machine (what it ran on), metrics and beir (quality)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Document:
+    """One corpus document: its id, title and text."""
     id: str
     title: str
     text: str
@@ -17,6 +18,7 @@ class Document:
 
 @dataclass
 class Dataset:
+    """A BEIR dataset for one split: the corpus, the judged queries and their qrels."""
     name: str
     corpus: list[Document]
     queries: dict[str, str]          # only the queries that the split judges
@@ -34,6 +36,8 @@ def _jsonl(path: Path):
 
 
 def load(folder: Path, split: str = "test") -> Dataset:
+    """Reads the BEIR folder for `split`; raises FileNotFoundError when a part is missing and
+    ValueError on a line that is not JSON."""
     folder = Path(folder)
     for part in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
         if not (folder / part).is_file():

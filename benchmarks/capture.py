@@ -35,8 +35,6 @@ description. Timings are reported, never asserted.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import random
 import re
@@ -49,15 +47,12 @@ import threading
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-for _path in (HERE.parent, HERE.parents[1] / "apps" / "common"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from benchmarks import machine  # noqa: E402
-from devstack.stack import LocalStack, _pg_bindir, free_port  # noqa: E402
-from devstack.waiting import wait_until  # noqa: E402
-from productsearch import db  # noqa: E402
+from benchmarks import cli, machine
+from benchmarks.cli import pct, say
+from devstack.postgres import pg_bindir
+from devstack.stack import DevStack, free_port
+from devstack.waiting import wait_until
+from productsearch import db
 
 VARIANTS = ("old", "new", "statement", "none")
 # What the freshness part runs pelican against, and the idle poll it runs with: new
@@ -106,17 +101,6 @@ UPDATE products SET price = :cents / 100.0 WHERE id = :id;
 """
 
 
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
-def pct(values: list[float], q: float) -> float:
-    """Percentile with linear interpolation (numpy's default)."""
-    import numpy as np
-
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
 # -- variants ------------------------------------------------------------------------------
 def variant_sql(name: str) -> list[str]:
     """The SQL that builds a variant's schema, in order."""
@@ -139,13 +123,13 @@ def variant_sql(name: str) -> list[str]:
 
 
 class Server:
-    """A private PostgreSQL server (devstack's LocalStack) with moto for SQS."""
+    """A private PostgreSQL server (devstack's DevStack) with moto for SQS."""
 
     def __init__(self, log=say):
         self.root = Path(tempfile.mkdtemp(prefix="productsearch-capture-"))
         if os.geteuid() == 0:
             os.chmod(self.root, 0o755)  # PostgreSQL runs as the postgres user when we are root
-        self.stack = LocalStack(root=self.root, pg_port=free_port(), aws_port=free_port(), index_port=free_port(),
+        self.stack = DevStack(root=self.root, pg_port=free_port(), aws_port=free_port(), index_port=free_port(),
                                 frontend_port=free_port())
         log(f"starting PostgreSQL and moto under {self.root} ...")
         try:
@@ -188,6 +172,7 @@ def create_variant(server: Server, name: str, products: int) -> str:
 
 
 def reset_outbox(url: str) -> None:
+    """Empties the outbox (product_changes) of the database at `url`."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
@@ -237,7 +222,7 @@ def pgbench(server: Server, url: str, script: Path, clients: int, duration_s: fl
     """Runs pgbench against a variant's database; returns tps (without connection time)."""
     database = url.split("/")[-1].split("?")[0]
     env = {**os.environ, "PGPASSWORD": "products-local"}
-    cmd = [str(_pg_bindir() / "pgbench"), "-n", "-h", "127.0.0.1", "-p", str(server.stack.pg_port), "-U", "products",
+    cmd = [str(pg_bindir() / "pgbench"), "-n", "-h", "127.0.0.1", "-p", str(server.stack.pg_port), "-U", "products",
            "-c", str(clients), "-j", str(min(clients, os.cpu_count() or 1)), "-T", str(int(duration_s)),
            "-f", str(script), database]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration_s + 120)
@@ -251,6 +236,8 @@ def pgbench(server: Server, url: str, script: Path, clients: int, duration_s: fl
 
 def writers(server: Server, urls: dict[str, str], clients: int, products: int, duration_s: float, rounds: int,
             log=say) -> dict:
+    """The pgbench part (see the module docstring): tps per variant over interleaved rounds,
+    with a drainer emptying the outbox; raises RuntimeError when pgbench fails."""
     script = server.root / "update_price.sql"
     script.write_text(PGBENCH_SCRIPT.format(products=products))
     names = list(urls)
@@ -372,7 +359,7 @@ def run(duration_s: float = 15.0, rounds: int = 3, clients: int = 32, products: 
     PostgreSQL or pgbench fails. Takes about len(variants) * rounds * (duration_s + 5) s
     plus the freshness runs (samples * spacing_s + idle_window_s + ~20 s per design)."""
     started = time.monotonic()
-    result: dict = {"machine": machine.describe(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    result: dict = {"machine": machine.describe(), "measured_at": cli.now_utc()}
     server = Server(log)
     try:
         log(f"creating {len(variants)} databases of {products:,} products ...")
@@ -395,6 +382,7 @@ def run(duration_s: float = 15.0, rounds: int = 3, clients: int = 32, products: 
 
 
 def report(r: dict, log=say) -> None:
+    """Prints run()'s figures with `log`."""
     log()
     log(f"machine: {machine.one_line(r['machine'])}")
     w = r["writers"]
@@ -417,7 +405,8 @@ def report(r: dict, log=say) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Command line: every variant, printed (and written with --output); returns the exit status."""
+    p = cli.parser(__doc__, None)
     p.add_argument("--duration", type=float, default=15.0, help="seconds per pgbench round (default 15)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved pgbench rounds (default 3)")
     p.add_argument("--clients", type=int, default=32)
@@ -427,17 +416,13 @@ def main(argv=None) -> int:
     p.add_argument("--freshness-spacing", type=float, default=1.0, help="mean seconds between freshness updates")
     p.add_argument("--idle-window", type=float, default=20.0, help="seconds over which pelican's idle rate is counted")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
-    p.add_argument("--output", type=Path, help="also write the figures as JSON here")
     args = p.parse_args(argv)
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     for v in variants:
         variant_sql(v)  # an unknown name fails before anything starts
     result = run(args.duration, args.rounds, args.clients, args.products, args.bulk_rounds, args.freshness_samples,
                  args.freshness_spacing, args.idle_window, variants)
-    report(result)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
+    cli.finish(result, args.output, report)
     return 0
 
 

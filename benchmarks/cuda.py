@@ -1,7 +1,7 @@
 """Embedding throughput on a CUDA GPU: fp16 through emu's own code paths.
 
-Measures, side by side in one run, on texts prepared beforehand (so the GPU machine
-needs neither the database nor the catalog loader):
+Measures, side by side in one run, on texts given as JSON (--texts) or the sample
+catalog's own texts (benchmarks.workload; no database needed either way):
 
 - raw texts/s of productsearch.embedding.Embedder on CUDA (fp16), per batch size;
 - texts/s through emu's model process (emu.embedding_process.EmbeddingProcess: the
@@ -11,22 +11,25 @@ needs neither the database nor the catalog loader):
   text), so a faster path is only reported together with how equal its vectors are.
 
 Rounds are interleaved (A B A B ...) and the median round is reported, as the other
-benchmarks do. Run directly:
+benchmarks do. Run directly (writes results/cuda.json unless --output says otherwise):
 
-    python scripts/bench/cuda.py --model DIR --texts texts.json [--reference ref.npz] [--out cuda.json]
+    python -m benchmarks.cuda [--model DIR] [--texts texts.json] [--reference ref.npz] [--output cuda.json]
 
-texts.json: {"catalog": [str, ...], "scifact": [str, ...]}; ref.npz: arrays `texts`
-(the reference texts) and `vectors` (float32, (n, 384), CPU fp32).
+texts.json: {"catalog": [str, ...], "scifact": [str, ...]} (default: the sample
+catalog's texts, benchmarks.workload); ref.npz: arrays `texts` (the reference texts)
+and `vectors` (float32, (n, 384), CPU fp32).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from benchmarks import cli, workload
 
 
 def _embedder(model: str, device: str, batch_size: int):
@@ -88,26 +91,54 @@ def run(model: str, corpora: dict[str, list[str]], *, batch_sizes=(64, 256), rou
     return out
 
 
+def default_corpora(template: str, n: int = 10000) -> dict[str, list[str]]:
+    """The texts measured when none are given: the first n catalog rows' indexed texts
+    (benchmarks.workload), as emu would embed them with EMBEDDING_TEXT_TEMPLATE `template`."""
+    return {"catalog": workload.texts(n, template)}
+
+
+def figures(log=print) -> dict:
+    """CUDA fp16 figures for `make bench`: measured here (run() on default_corpora) when
+    this machine has a GPU; otherwise the last ones measured on one (results/cuda.json),
+    marked as such, or {"skipped": ...} when there are none."""
+    import torch
+
+    if torch.cuda.is_available():
+        from productsearch.settings import EmbeddingSettings
+
+        settings = EmbeddingSettings.from_env(os.environ)
+        log("CUDA fp16 embedding throughput ...")
+        return run(settings.model_path, default_corpora(settings.text_template))
+    stored = cli.RESULTS / "cuda.json"
+    if stored.exists():
+        saved = json.loads(stored.read_text())
+        return {"skipped": f"figures below from {saved.get('gpu')} ({saved.get('measured', 'earlier')}), results/cuda.json",
+                **{k: saved[k] for k in ("gpu", "corpora", "agreement_with_cpu_fp32") if k in saved}}
+    return {"skipped": "no GPU here and no results/cuda.json"}
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--texts", required=True, type=Path)
+    """Command line: run() on the given or the catalog's texts; returns the exit status."""
+    parser = cli.parser(__doc__, "cuda.json", output_aliases=("--out",))
+    parser.add_argument("--model", help="model folder (default: EMBEDDING_MODEL_PATH's, as emu loads it)")
+    parser.add_argument("--texts", type=Path, help="JSON {corpus name: [text, ...]} (default: the catalog's texts "
+                        "from benchmarks.workload)")
     parser.add_argument("--reference", type=Path)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     import numpy as np
 
-    corpora = json.loads(args.texts.read_text())
+    from productsearch.settings import EmbeddingSettings
+
+    settings = EmbeddingSettings.from_env(os.environ)
+    corpora = json.loads(args.texts.read_text()) if args.texts else default_corpora(settings.text_template)
     reference = None
     if args.reference:
         data = np.load(args.reference)
         reference = ([str(t) for t in data["texts"]], data["vectors"])
-    result = run(args.model, corpora, rounds=args.rounds, reference=reference)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    result = run(args.model or settings.model_path, corpora, rounds=args.rounds, reference=reference)
+    result["measured_at"] = cli.now_utc()
+    cli.finish(result, args.output, lambda r: cli.say(json.dumps(r, indent=2)), embedding_device="cuda")
     return 0
 
 

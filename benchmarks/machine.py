@@ -7,6 +7,7 @@ import platform
 
 
 def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else platform.processor()."""
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:
@@ -18,6 +19,7 @@ def cpu_model() -> str:
 
 
 def memory_gib() -> float | None:
+    """Total memory in GiB from /proc/meminfo; None where there is none."""
     try:
         with open("/proc/meminfo") as handle:
             for line in handle:
@@ -29,6 +31,8 @@ def memory_gib() -> float | None:
 
 
 def describe(embedding_device: str | None = None) -> dict:
+    """The machine as a dict: CPU, usable cores, memory, torch and its threads, GPU, Python,
+    platform, and `embedding_device` when given."""
     import torch
 
     cuda = torch.cuda.is_available()
@@ -49,6 +53,7 @@ def describe(embedding_device: str | None = None) -> dict:
 
 
 def one_line(info: dict) -> str:
+    """describe()'s dict as one line for printed reports."""
     gpu = info["gpu"] or "no GPU"
     dev = f", embedding on {info['embedding_device']}" if info.get("embedding_device") else ""
     return (f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, {gpu}, "

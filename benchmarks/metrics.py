@@ -30,10 +30,12 @@ def _dedup(ranking: Sequence[str]) -> list[str]:
 
 
 def dcg(gains: Sequence[float]) -> float:
+    """Discounted cumulative gain of `gains` in rank order (rank 1 first)."""
     return sum(g / math.log2(rank + 1) for rank, g in enumerate(gains, start=1))
 
 
 def ndcg_at_k(ranking: Sequence[str], judged: Mapping[str, int], k: int) -> float:
+    """nDCG@k of one ranking against one query's qrels (see the module docstring)."""
     ideal = dcg(sorted((g for g in judged.values() if g > 0), reverse=True)[:k])
     if ideal <= 0:
         return 0.0
@@ -42,6 +44,7 @@ def ndcg_at_k(ranking: Sequence[str], judged: Mapping[str, int], k: int) -> floa
 
 
 def recall_at_k(ranking: Sequence[str], judged: Mapping[str, int], k: int) -> float:
+    """recall@k of one ranking against one query's qrels (see the module docstring)."""
     relevant = {doc for doc, g in judged.items() if g >= 1}
     if not relevant:
         return 0.0

@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a stack.env file as a dict (blank lines and # comments skipped)."""
     env = {}
     for line in Path(path).read_text().splitlines():
         line = line.strip()
@@ -63,12 +64,12 @@ class Pipeline:
     @classmethod
     def own(cls, log: Callable[[str], None] = print, *, fifo: bool = True) -> Pipeline:
         """fifo=False: standard SQS queues instead of FIFO (to measure what ordering costs)."""
-        from devstack.stack import LocalStack, free_port
+        from devstack.stack import DevStack, free_port
 
         root = Path(tempfile.mkdtemp(prefix="productsearch-bench-"))
         if os.geteuid() == 0:
             os.chmod(root, 0o755)  # PostgreSQL runs as the postgres user when we are root
-        stack = LocalStack(root=root, pg_port=free_port(), aws_port=free_port(), index_port=free_port(),
+        stack = DevStack(root=root, pg_port=free_port(), aws_port=free_port(), index_port=free_port(),
                            frontend_port=free_port(), fifo=fifo)
         log(f"starting a local stack under {root} ({'FIFO' if fifo else 'standard'} queues) ...")
         try:
@@ -306,3 +307,13 @@ def machine_busy_seconds() -> float:
         fields = [int(x) for x in handle.readline().split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
     return (sum(fields[:8]) - idle) / _TICKS
+
+
+def healthy(url: str) -> bool:
+    """Whether the frontend at `url` answers GET /healthz with 200 (its model loaded)."""
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False

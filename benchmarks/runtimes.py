@@ -15,7 +15,7 @@ installed (it is not a dependency: see docs/benchmarks.md).
 - peak RSS: a fresh process per runtime loads it and embeds the texts; its VmHWM
   (ru_maxrss), so each figure holds one runtime only.
 
-Run: .venv/bin/python scripts/bench/runtimes.py [--texts 1024] [--rounds 3]
+Run: .venv/bin/python -m benchmarks.runtimes [--texts 1024] [--rounds 3]
 It reports; it asserts nothing about time.
 """
 
@@ -32,28 +32,17 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import machine, workload  # noqa: E402
-from benchmarks.pipeline import REPO  # noqa: E402
+from benchmarks import cli, machine, workload
+from benchmarks.cli import say
+from benchmarks.pipeline import REPO
 
 SCIFACT = REPO.parent / "shared" / "data" / "beir-scifact"
 RUNTIMES = ("torch", "onnx", "onnx-unsorted", "openvino")
 
 
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
-def catalog_texts(n: int, template: str) -> list[str]:
-    from productsearch.documents import indexed_text
-
-    return [indexed_text(r, template) for r in workload.rows(n)]
-
-
 def scifact_texts(n: int, template: str, seed: int = 5) -> list[str]:
     """n corpus documents drawn at random (fixed seed), as the pipeline indexes them
-    (title as name, abstract as description; scripts/evaluate_beir.py)."""
+    (title as name, abstract as description; benchmarks.evaluate)."""
     from benchmarks import beir
     from productsearch.documents import indexed_text
 
@@ -78,6 +67,7 @@ def load(runtime: str, settings):
 
 
 def available(runtime: str) -> bool:
+    """Whether `runtime` can be loaded here (OpenVINO is optional)."""
     if runtime != "openvino":
         return True
     try:
@@ -92,7 +82,7 @@ def peak_rss_mib(runtime: str, texts: list[str], env: dict[str, str]) -> float:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(texts, handle)
     try:
-        out = subprocess.run([sys.executable, __file__, "--rss-child", runtime, "--texts-file", handle.name],
+        out = subprocess.run([sys.executable, "-m", "benchmarks.runtimes", "--rss-child", runtime, "--texts-file", handle.name],
                              env={**os.environ, **env}, capture_output=True, text=True, check=True, timeout=1800)
     finally:
         os.unlink(handle.name)
@@ -111,6 +101,8 @@ def _rss_child(runtime: str, texts_file: str) -> None:
 
 
 def throughput(embedders: dict, texts: list[str], rounds: int) -> dict:
+    """texts/s per embedder over interleaved rounds (order alternating), median and ratio
+    to torch within each round."""
     per_round: dict[str, list[float]] = {name: [] for name in embedders}
     for e in embedders.values():
         e.embed(texts[:64])  # warm-up
@@ -129,6 +121,7 @@ def throughput(embedders: dict, texts: list[str], rounds: int) -> dict:
 
 
 def agreement(embedders: dict, texts: list[str]) -> dict:
+    """Cosine of each embedder's vectors with torch's over `texts`: min and mean."""
     import numpy as np
 
     reference = embedders["torch"].embed(texts)
@@ -157,11 +150,11 @@ def run(texts: int = 1024, rounds: int = 3, agreement_texts: int = 256, scifact_
     env = dict(env or {})
     settings = EmbeddingSettings.from_env({**os.environ, **env})
     runtimes = tuple(r for r in runtimes if available(r))
-    datasets = {"catalog": catalog_texts(texts, settings.text_template)}
+    datasets = {"catalog": workload.texts(texts, settings.text_template)}
     if SCIFACT.is_dir() and scifact_n:
         datasets["scifact"] = scifact_texts(scifact_n, settings.text_template)
     embedders = {name: load(name, settings) for name in runtimes}
-    result: dict = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    result: dict = {"measured_at": cli.now_utc(),
                     "machine": machine.describe("cpu"),
                     "settings": {"batch_size": settings.batch_size, "max_tokens": settings.max_tokens,
                                  "threads": settings.threads or len(os.sched_getaffinity(0))},
@@ -186,6 +179,7 @@ def run(texts: int = 1024, rounds: int = 3, agreement_texts: int = 256, scifact_
 
 
 def report(r: dict) -> None:
+    """Prints run()'s figures."""
     say()
     say(f"machine: {machine.one_line(r['machine'])}")
     say(f"batch {r['settings']['batch_size']}, max {r['settings']['max_tokens']} tokens, {r['settings']['threads']} threads")
@@ -203,14 +197,14 @@ def report(r: dict) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Command line: run(), printed and written; returns the exit status."""
+    p = cli.parser(__doc__, "runtimes.json")
     p.add_argument("--texts", type=int, default=1024, help="catalog texts per round")
     p.add_argument("--scifact", type=int, default=512, help="SciFact corpus texts per round (0: none)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--agreement-texts", type=int, default=256)
     p.add_argument("--runtimes", default=",".join(RUNTIMES))
     p.add_argument("--no-rss", action="store_true")
-    p.add_argument("--output", type=Path, default=REPO / "results" / "runtimes.json")
     p.add_argument("--rss-child", help=argparse.SUPPRESS)
     p.add_argument("--texts-file", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -219,10 +213,7 @@ def main(argv=None) -> int:
         return 0
     result = run(texts=args.texts, rounds=args.rounds, agreement_texts=args.agreement_texts, scifact_n=args.scifact,
                  rss=not args.no_rss, runtimes=tuple(x for x in args.runtimes.split(",") if x))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    report(result)
-    say(f"wrote {args.output}")
+    cli.finish(result, args.output, report)
     return 0
 
 

@@ -5,7 +5,7 @@ query cache on (the defaults), one with both off (FRONTEND_QUERY_BATCH_MAX=1,
 FRONTEND_QUERY_CACHE_SIZE=0: each query embedded alone in its request's thread).
 
 The stack holds the sample catalog (its 9,999 rows by default), loaded by
-`pelican backfill` and emu as in scripts/benchmark.py (backfill_run); pelican and emu
+`pelican backfill` and emu as in benchmarks.backfill; pelican and emu
 are stopped before measuring. For each number of concurrent clients (1, 4, 16, 64 by
 default) both frontends are measured in turn, the order alternating between rounds,
 so drift in the machine's speed falls on both alike. Every query text is sent at most
@@ -21,29 +21,28 @@ second (qps) and client-side p50/p95/p99 latency, pooled over the rounds. Prints
 with the machine's description and writes JSON (results/search-load.json). It reports;
 it asserts nothing about time.
 
-    .venv/bin/python scripts/bench/search_load.py                      # about 5 minutes on 2 cores
-    .venv/bin/python scripts/bench/search_load.py --rows 500 --concurrency 1,16 --requests 100
+    .venv/bin/python -m benchmarks.search_load                      # about 5 minutes on 2 cores
+    .venv/bin/python -m benchmarks.search_load --rows 500 --concurrency 1,16 --requests 100
+
+The same closed loop (load_level) serves `make bench`'s latency figures against one
+frontend (search_latency), next to where a search's time goes in process
+(search_breakdown).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-# `bench`, `devstack` and `benchmark` (scripts/benchmark.py) live in scripts/.
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import machine, workload  # noqa: E402
-from benchmarks.pipeline import REPO, Pipeline, memory_of  # noqa: E402
-from devstack.stack import free_port  # noqa: E402
-from devstack.waiting import wait_until  # noqa: E402
+from benchmarks import cli, machine, workload
+from benchmarks.backfill import backfill_run
+from benchmarks.cli import pct, say
+from benchmarks.pipeline import Pipeline, healthy, memory_of
+from devstack.stack import free_port
+from devstack.waiting import wait_until
 
 # The two configurations measured side by side (frontend instance name -> settings).
 CONFIGS = {
@@ -53,12 +52,8 @@ CONFIGS = {
 DEFAULT_LEVELS = (1, 4, 16, 64)
 
 
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
 class UniqueQueries:
-    """Shopper-style catalog queries (bench.workload.queries), each text at most once;
+    """Shopper-style catalog queries (benchmarks.workload.queries), each text at most once;
     thread-safe. RuntimeError when the pool runs out."""
 
     def __init__(self, base: list[dict], n: int, seed: int = 21):
@@ -154,8 +149,6 @@ def load_level(url: str, clients: int, next_query: Callable[[], str], requests: 
 
 def summary(latencies: list[float], seconds: float) -> dict:
     """qps and p50/p95/p99 (ms, numpy's linear interpolation) of completed requests."""
-    from benchmark import pct
-
     if not latencies:
         return {"qps": 0.0, "p50_ms": None, "p95_ms": None, "p99_ms": None}
     p50, p95, p99 = (pct(latencies, q) * 1000 for q in (50, 95, 99))
@@ -175,8 +168,6 @@ def pooled(runs: list[dict]) -> dict:
 def start_frontends(pipeline: Pipeline, app_env: dict[str, str]) -> dict[str, str]:
     """Starts one frontend per CONFIGS entry on a free port; returns name -> base URL
     once every /healthz answers 200 (the model loaded)."""
-    from benchmark import _healthy
-
     urls = {}
     for name, settings in CONFIGS.items():
         port = free_port()
@@ -189,7 +180,7 @@ def start_frontends(pipeline: Pipeline, app_env: dict[str, str]) -> dict[str, st
         def up(url=url, proc=proc, name=name):
             if proc.poll() is not None:
                 raise RuntimeError(f"frontend-{name} exited:\n{pipeline.stack.log_path(f'frontend-{name}').read_text()[-3000:]}")
-            return _healthy(url)
+            return healthy(url)
 
         wait_until(up, 300, 0.5, what=f"frontend-{name}'s /healthz")
     return urls
@@ -207,8 +198,6 @@ def run(*, rows: int | None = None, levels: tuple[int, ...] = DEFAULT_LEVELS, re
     runs after the levels. mode: the API's `mode` field, None to send none (the API's
     default). app_env: settings for all apps (KEY -> value). Returns the figures as a
     dict (see main's output); raises RuntimeError if a frontend fails to start."""
-    from benchmark import backfill_run  # the loading step of `make bench`, reused as is
-
     from productsearch.settings import EmbeddingSettings
 
     app_env = dict(app_env or {})
@@ -223,7 +212,7 @@ def run(*, rows: int | None = None, levels: tuple[int, ...] = DEFAULT_LEVELS, re
     if len(streams["on"]) < needed:
         raise RuntimeError(f"only {len(streams['on'])} distinct queries for {needed} requests; ask for fewer")
     started = time.monotonic()
-    result: dict = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": len(catalog),
+    result: dict = {"measured_at": cli.now_utc(), "rows": len(catalog),
                     "configs": CONFIGS, "app_env": app_env, "mode": mode or "(API default)", "rounds": rounds,
                     "levels": {}}
     pipeline = Pipeline.own(log)
@@ -297,6 +286,7 @@ def goals(result: dict) -> dict:
 
 
 def report(result: dict) -> None:
+    """Prints run()'s figures as a table, with the goals."""
     say()
     say(f"machine: {machine.one_line(result['machine'])}")
     say(f"{result['rows']:,} products indexed; POST /api/search top_k 10, mode {result['mode']}; "
@@ -319,8 +309,76 @@ def report(result: dict) -> None:
     say(f"duration {result['duration_s']:.0f}s")
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def search_latency(url: str, queries: list[str], levels: list[int], per_level: int, max_seconds: float,
+                   seed: int = 0) -> dict:
+    """POST {url}/api/search (top_k 10) at each number of concurrent clients in
+    `levels` (load_level: `per_level` requests, at most max_seconds each), the query
+    texts drawn at random from `queries`, after a warm-up on the first ten. Returns
+    {"endpoint", "top_k", "sample_query", "sample_top_result", "levels": {clients:
+    figures}}."""
+    import httpx
+
+    rnd = random.Random(seed)
+    lock = threading.Lock()
+
+    def next_query() -> str:
+        with lock:
+            return rnd.choice(queries)
+
+    with httpx.Client(timeout=30) as client:
+        for q in queries[:10]:  # warm-up
+            client.post(f"{url}/api/search", json={"query": q, "top_k": 10})
+        sample = client.post(f"{url}/api/search", json={"query": queries[0], "top_k": 10}).json()
+    out = {"endpoint": f"POST {url}/api/search", "top_k": 10, "sample_query": queries[0],
+           "sample_top_result": (sample.get("results") or [{}])[0].get("name"), "levels": {}}
+    for clients in levels:
+        figures = load_level(url, clients, next_query, per_level, max_seconds)
+        figures.pop("_latencies_s")
+        out["levels"][str(clients)] = figures
+        say(f"    {clients:>2} client(s): {figures}")
+    return out
+
+
+def search_breakdown(pipeline: Pipeline, embedder, queries: list[str], n: int = 100) -> dict:
+    """Where a search's time goes, in this process, one query at a time: embedding the
+    query, the index query (top_k 10, metadata), reading the rows from Postgres; p50
+    and p95 in ms per stage over the first n queries, and the embedding again with one
+    torch thread."""
+    from productsearch.products import ROWS_BY_IDS
+
+    stages: dict[str, list[float]] = {"embed_ms": [], "index_query_ms": [], "postgres_rows_ms": []}
+    for q in queries[:n]:
+        t0 = time.perf_counter()
+        vector = embedder.embed([q])[0]
+        t1 = time.perf_counter()
+        matches = pipeline.index.query(vector, top_k=10)
+        t2 = time.perf_counter()
+        pipeline.conn.execute(ROWS_BY_IDS, ([int(m.id) for m in matches],)).fetchall()
+        t3 = time.perf_counter()
+        for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2)):
+            stages[key].append(value * 1000)
+    # The query embedding again with one intra-op thread: on two cores shared with other
+    # processes, torch's second thread mostly waits at barriers for a tiny input.
+    import torch
+
+    threads = torch.get_num_threads()
+    one: list[float] = []
+    try:
+        torch.set_num_threads(1)
+        for q in queries[:n]:
+            t0 = time.perf_counter()
+            embedder.embed([q])
+            one.append((time.perf_counter() - t0) * 1000)
+    finally:
+        torch.set_num_threads(threads)
+    return {"queries": len(stages["embed_ms"]), "torch_threads": threads,
+            **{key: {"p50": round(pct(v, 50), 1), "p95": round(pct(v, 95), 1)} for key, v in stages.items()},
+            "embed_ms_1_thread": {"p50": round(pct(one, 50), 1), "p95": round(pct(one, 95), 1)}}
+
+
+def main(argv=None) -> int:
+    """Command line: run(), printed and written; returns the exit status."""
+    p = cli.parser(__doc__, "search-load.json")
     p.add_argument("--rows", type=int, help="catalog rows to index (default: the whole sample catalog)")
     p.add_argument("--concurrency", default=",".join(map(str, DEFAULT_LEVELS)))
     p.add_argument("--requests", type=int, default=400, help="requests per level, configuration and round "
@@ -333,20 +391,12 @@ def parse_args(argv=None):
     p.add_argument("--app-env", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting for every app, e.g. FRONTEND_QUERY_BATCH_WINDOW_MS=5 (repeatable; the 'off' "
                    "frontend still gets batching and the cache off)")
-    p.add_argument("--output", type=Path, default=REPO / "results" / "search-load.json")
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
+    args = p.parse_args(argv)
     result = run(rows=args.rows, levels=tuple(int(s) for s in args.concurrency.split(",") if s.strip()),
                  requests=args.requests, max_seconds=args.seconds, rounds=args.rounds,
                  repeat_share=args.repeat_share, repeat_clients=args.repeat_clients, mode=args.mode,
                  app_env=dict(item.split("=", 1) for item in args.app_env))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    report(result)
-    say(f"wrote {args.output}")
+    cli.finish(result, args.output, report)
     return 0
 
 

@@ -13,6 +13,7 @@ CATALOG = REPO / "apps" / "pelican" / "catalog" / "products.csv"
 
 
 def catalog_rows(path: Path = CATALOG) -> list[dict]:
+    """The sample catalog's rows (productsearch.catalog's parser), as dicts."""
     from productsearch.catalog import LoadReport, parse_rows
 
     with open(path, newline="", encoding="utf-8") as handle:
@@ -42,3 +43,11 @@ def queries(n: int, base: list[dict], seed: int = 7) -> list[str]:
         start = rnd.randrange(max(1, len(words) - 3))
         out.append(" ".join(words[start : start + rnd.randint(2, 4)] + [row["category"]]))
     return out
+
+
+def texts(n: int, template: str, base: list[dict] | None = None) -> list[str]:
+    """The texts emu would embed for rows(n): productsearch.documents.indexed_text with
+    the EMBEDDING_TEXT_TEMPLATE `template`."""
+    from productsearch.documents import indexed_text
+
+    return [indexed_text(r, template) for r in rows(n, base)]

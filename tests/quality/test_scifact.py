@@ -6,7 +6,7 @@ normalisation, the metric, the id mapping). Hybrid nDCG@10 must reach MIN_HYBRID
 (the weighting was chosen on the train split, never on this test split); keyword
 mode's score is reported.
 
-Runs scripts/evaluate_beir.py as a user would, on a stack of its own. The dataset
+Runs `python -m benchmarks.evaluate` as a user would, on a stack of its own. The dataset
 comes from shared/ beside the repository; in CI its absence is a failure."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def test_scifact_semantic_matches_the_published_score_and_hybrid_beats_it(tmp_pa
         pytest.skip(f"{DATASET} is not here")
     out = tmp_path / "eval-scifact.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "evaluate_beir.py"), str(DATASET), "--min-ndcg", f"{PUBLISHED - TOLERANCE:.5f}",
+        [sys.executable, "-m", "benchmarks.evaluate", str(DATASET), "--min-ndcg", f"{PUBLISHED - TOLERANCE:.5f}",
          "--min-hybrid-ndcg", f"{MIN_HYBRID:.5f}", "--output", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=2300,
     )

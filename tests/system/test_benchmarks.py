@@ -11,10 +11,8 @@ import pytest
 
 from tests.conftest import REPO, SHARED
 
-sys.path.insert(0, str(REPO / "scripts"))
-
-from benchmarks import beir, workload  # noqa: E402
-from benchmarks.metrics import evaluate  # noqa: E402
+from benchmarks import beir, workload
+from benchmarks.metrics import evaluate
 
 SCIFACT = SHARED / "data" / "beir-scifact"
 
@@ -73,7 +71,7 @@ def test_generated_rows_extend_the_catalog_with_unique_skus():
 def test_evaluate_beir_on_a_tiny_subset(scifact_subset, tmp_path):
     folder, docs, qids = scifact_subset
     out = tmp_path / "eval.json"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate_beir.py"), str(folder), "--output", str(out),
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.evaluate", str(folder), "--output", str(out),
                            "--min-ndcg", "0.0"], cwd=REPO, capture_output=True, text=True, timeout=580)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -87,7 +85,7 @@ def test_evaluate_beir_on_a_tiny_subset(scifact_subset, tmp_path):
     assert "nDCG@10" in proc.stdout and "machine:" in proc.stdout
 
     # --min-ndcg that cannot be met makes the command fail.
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate_beir.py"), str(folder), "--output",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.evaluate", str(folder), "--output",
                            str(tmp_path / "eval2.json"), "--limit-queries", "1", "--min-ndcg", "1.01"],
                           cwd=REPO, capture_output=True, text=True, timeout=580)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -99,7 +97,7 @@ def test_evaluate_beir_on_a_tiny_subset(scifact_subset, tmp_path):
 def test_benchmark_at_a_tiny_size(tmp_path):
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--sizes", "120,200", "--freshness-samples", "3",
+        [sys.executable, "-m", "benchmarks", "--sizes", "120,200", "--freshness-samples", "3",
          "--freshness-spacing", "0.2", "--concurrency", "1,2", "--search-requests", "8", "--output", str(out), "--chart", str(png),
          # Minutes of work each at their fixed sizes: search_load has a tiny-size test in
          # test_query_batching; the capture and runtimes benchmarks run under make bench only.
@@ -145,7 +143,7 @@ def test_evaluate_beir_against_a_running_stack_leaves_its_rows_out_and_cleans_up
     env_file = tmp_path / "stack.env"
     stack.write_env_file(env_file)
     out = tmp_path / "eval.json"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate_beir.py"), str(folder), "--use-running-stack",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.evaluate", str(folder), "--use-running-stack",
                            str(env_file), "--output", str(out)], cwd=REPO, capture_output=True, text=True, timeout=580)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -158,7 +156,7 @@ def test_evaluate_beir_against_a_running_stack_leaves_its_rows_out_and_cleans_up
 
 def test_ordering_benchmark_runs_both_queue_kinds_at_tiny_size(tmp_path):
     out = tmp_path / "ordering.json"
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark_ordering.py"), "--rows", "60", "--rounds", "1",
+    done = subprocess.run([sys.executable, "-m", "benchmarks.ordering", "--rows", "60", "--rounds", "1",
                            "--freshness-samples", "2", "--freshness-spacing", "0.1", "--output", str(out)],
                           capture_output=True, text=True, timeout=900, cwd=REPO)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -352,11 +352,6 @@ def test_concurrent_api_searches_answer_as_lone_ones(stack):
 
 # -- the benchmark, at a tiny size ------------------------------------------------------------------
 def test_the_query_workloads_never_repeat_or_repeat_as_asked():
-    import sys
-
-    from tests.conftest import REPO
-
-    sys.path.insert(0, str(REPO / "scripts"))
     from benchmarks import workload
     from benchmarks.search_load import RepeatingQueries, UniqueQueries
 
@@ -371,11 +366,6 @@ def test_the_query_workloads_never_repeat_or_repeat_as_asked():
 
 @pytest.mark.stack
 def test_the_search_load_benchmark_runs_at_a_tiny_size():
-    import sys
-
-    from tests.conftest import REPO
-
-    sys.path.insert(0, str(REPO / "scripts"))
     from benchmarks import search_load
 
     result = search_load.run(rows=30, levels=(1, 4), requests=12, max_seconds=60, rounds=1, repeat_share=0.5,

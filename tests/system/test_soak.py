@@ -1,24 +1,14 @@
-"""The soak script at a tiny size, so it cannot rot: writes and searches run together,
+"""The soak benchmark (benchmarks.soak) at a tiny size, so it cannot rot: writes and searches run together,
 every change syncs, nothing errors, reconcile ends clean."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
+from benchmarks import soak
 from devstack.waiting import wait_until
 
 pytestmark = pytest.mark.stack
-
-
-def load_soak():
-    path = Path(__file__).resolve().parents[2] / "scripts" / "soak.py"
-    spec = importlib.util.spec_from_file_location("soak", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def healthy(url: str) -> bool:
@@ -37,7 +27,7 @@ def test_short_soak_applies_every_change_without_errors(parts, stack):
     stack.start_app("frontend")
     wait_until(lambda: parts.index.count() == 50, 120, what="seed rows indexed")
     wait_until(lambda: healthy(stack.env()["FRONTEND_URL"]), 180, interval=1, what="frontend healthy")
-    result = load_soak().run_soak(stack.env(), minutes=0.25, writes_per_second=8, search_clients=1)
+    result = soak.run_soak(stack.env(), minutes=0.25, writes_per_second=8, search_clients=1)
     assert result["changes_applied"] >= 60
     assert result["inserts"] and result["updates"] and result["deletes"]
     assert result["searches"] > 0

@@ -2,16 +2,17 @@
 while search clients query the frontend's JSON API. Reports the changes applied,
 the sync lag (write committed -> index reflects it), errors, and a final reconcile.
 
-    python scripts/soak.py --minutes 3 --writes-per-second 20          # against `make up`
-    python scripts/soak.py --env-file path/to/stack.env --minutes 0.2   # any stack
+    python -m benchmarks.soak --minutes 3 --writes-per-second 20          # against `make up` (make soak)
+    python -m benchmarks.soak --env-file path/to/stack.env --minutes 0.2   # any stack
 
-It reports; it asserts nothing about time.
+Writes results/soak.json. It reports; it asserts nothing about time; it exits 1 when a
+change never synced, anything errored or the final reconcile found drift.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import random
 import subprocess
 import sys
@@ -20,18 +21,13 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_env(path: Path) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+from benchmarks import cli
+from benchmarks.pipeline import REPO, read_env_file
 
 
 def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    """cli.pct, or None when there are no values (JSON has no NaN)."""
+    return cli.pct(values, q) if values else None
 
 
 class LagTracker:
@@ -72,6 +68,11 @@ class LagTracker:
 
 
 def run_soak(env: dict[str, str], minutes: float, writes_per_second: float, search_clients: int, seed: int = 1) -> dict:
+    """Writes at `writes_per_second` (30% inserts, 55% updates, 15% deletes) for
+    `minutes` to the stack of `env` (a stack.env's settings) while `search_clients`
+    threads search its frontend, waits up to 300 s for every change to reach the index,
+    then runs `pelican reconcile`. Returns the counts, the sync lag's p50/p95/max in
+    seconds, the errors and reconcile's last line."""
     import psycopg
 
     from productsearch.index import ProductIndex
@@ -145,7 +146,7 @@ def run_soak(env: dict[str, str], minutes: float, writes_per_second: float, sear
         time.sleep(0.5)
     stop.set()
     elapsed = time.monotonic() - started
-    reconcile = subprocess.run([sys.executable, "-m", "pelican", "reconcile"], env={**__import__("os").environ, **env},
+    reconcile = subprocess.run([sys.executable, "-m", "pelican", "reconcile"], env={**os.environ, **env},
                                capture_output=True, text=True, timeout=1800)
     last_line = (reconcile.stdout.strip().splitlines() or ["reconcile printed nothing"])[-1]
     return {
@@ -161,26 +162,34 @@ def run_soak(env: dict[str, str], minutes: float, writes_per_second: float, sear
     }
 
 
+def report(result: dict) -> None:
+    """Prints the changes applied, the sync lag, the errors and the final reconcile."""
+    lag = result["lag_seconds"]
+
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.2f}s"
+
+    cli.say(f"changes applied {result['changes_applied']} ({result['inserts']} inserts, {result['updates']} updates, "
+            f"{result['deletes']} deletes) in {result['elapsed_seconds']}s; searches {result['searches']}")
+    cli.say(f"sync lag p50 {fmt(lag['p50'])} p95 {fmt(lag['p95'])} max {fmt(lag['max'])}; errors {result['errors']}; "
+            f"never synced {result['never_synced']}")
+    cli.say(f"final reconcile: {result['reconcile']}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Command line: run_soak() against the stack of --env-file; returns 2 when there is no
+    such file, 1 when anything failed to sync or errored, else 0."""
+    parser = cli.parser(__doc__, "soak.json", output_aliases=("--out",))
     parser.add_argument("--env-file", type=Path, default=REPO / ".local" / "stack.env")
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--writes-per-second", type=float, default=20.0)
     parser.add_argument("--search-clients", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "soak.json")
     args = parser.parse_args(argv)
     if not args.env_file.exists():
         print(f"{args.env_file} not found: start the stack with `make up` first", file=sys.stderr)
         return 2
-    result = run_soak(load_env(args.env_file), args.minutes, args.writes_per_second, args.search_clients)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    lag = result["lag_seconds"]
-    fmt = lambda v: "n/a" if v is None else f"{v:.2f}s"
-    print(f"changes applied {result['changes_applied']} ({result['inserts']} inserts, {result['updates']} updates, {result['deletes']} deletes) "
-          f"in {result['elapsed_seconds']}s; searches {result['searches']}")
-    print(f"sync lag p50 {fmt(lag['p50'])} p95 {fmt(lag['p95'])} max {fmt(lag['max'])}; errors {result['errors']}; never synced {result['never_synced']}")
-    print(f"final reconcile: {result['reconcile']}")
+    result = run_soak(read_env_file(args.env_file), args.minutes, args.writes_per_second, args.search_clients)
+    cli.finish(result, args.output, report)
     return 0 if result["errors"] == 0 and result["reconcile"] == "missing=0 stale=0 orphaned=0" else 1
 
 

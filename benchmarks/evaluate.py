@@ -1,11 +1,10 @@
-#!/usr/bin/env python3
 """Search quality, end to end: loads a BEIR-format dataset into Postgres as products,
 syncs it through the real pipeline (change capture -> pelican -> SQS -> emu -> index),
 runs every test query through the frontend's search path (productsearch.search.
 ProductSearch, top_k 100) in each mode (hybrid, semantic, keyword) and reports nDCG@10
 and recall@100, semantic's next to the published reference for the model.
 
-    .venv/bin/python scripts/evaluate_beir.py ../shared/data/beir-scifact --min-ndcg 0.64008 --min-hybrid-ndcg 0.72
+    .venv/bin/python -m benchmarks.evaluate ../shared/data/beir-scifact --min-ndcg 0.64008 --min-hybrid-ndcg 0.72
 
 The keyword statistics are refitted (`pelican refit-lexical`) after the load and
 before anything is shipped. --tune first sweeps the hybrid weighting on the train
@@ -23,17 +22,14 @@ afterwards unless --keep-rows).
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from benchmarks import beir, machine  # noqa: E402
-from benchmarks.metrics import evaluate  # noqa: E402
-from benchmarks.pipeline import REPO, Pipeline  # noqa: E402
+from benchmarks import beir, cli, machine
+from benchmarks.cli import say
+from benchmarks.metrics import evaluate
+from benchmarks.pipeline import Pipeline
 
 # Published nDCG@10 of sentence-transformers/all-MiniLM-L6-v2 (MTEB results), by dataset.
 PUBLISHED_NDCG10 = {"scifact": 0.64508}
@@ -50,11 +46,13 @@ TUNING_ALPHAS = {
 
 
 def dataset_key(name: str) -> str:
+    """The dataset's short name in result files and PUBLISHED_NDCG10: "beir-scifact" -> "scifact"."""
     return name.lower().removeprefix("beir-").removeprefix("beir_")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """The evaluation's options; argv None reads sys.argv."""
+    p = cli.parser(__doc__, None, output_help="the results JSON (default results/eval-<dataset>.json)")
     p.add_argument("dataset", type=Path, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
     p.add_argument("--split", default="test")
     p.add_argument("--use-running-stack", type=Path, metavar="STACK_ENV",
@@ -74,15 +72,12 @@ def parse_args(argv=None):
     p.add_argument("--limit-docs", type=int, help="load only the first N documents (smoke runs; scores then mean little)")
     p.add_argument("--limit-queries", type=int, help="run only the first N judged queries (smoke runs)")
     p.add_argument("--sync-timeout", type=float, default=3600.0, help="seconds to wait for the index to hold every row")
-    p.add_argument("--output", type=Path, help="JSON result (default results/eval-<dataset>.json)")
     return p.parse_args(argv)
 
 
-def say(text: str) -> None:
-    print(text, flush=True)
-
-
 def main(argv=None) -> int:
+    """Runs the evaluation (see the module docstring); returns 1 when a score is below its
+    --min-ndcg / --min-hybrid-ndcg, else 0."""
     args = parse_args(argv)
     started = time.monotonic()
     data = beir.load(args.dataset, args.split)
@@ -229,18 +224,15 @@ def main(argv=None) -> int:
         "subset": subset,
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "machine": info,
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "measured_at": cli.now_utc(),
         "per_query": scores["semantic"]["per_query"],
         "per_query_by_mode": {mode: scores[mode]["per_query"] for mode in ("hybrid", "keyword")},
     }
-    out = args.output or REPO / "results" / f"eval-{key}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    cli.finish(result, args.output or cli.RESULTS / f"eval-{key}.json")
     if tuning is not None:
-        tuning_out = args.tuning_output or REPO / "results" / "hybrid-tuning.json"
-        tuning_out.write_text(json.dumps({**tuning, "dataset": data.name, "documents": len(data.corpus), "subset": subset,
-                                          "model": model, "machine": info,
-                                          "measured_at": result["measured_at"]}, indent=2) + "\n")
+        cli.finish({**tuning, "dataset": data.name, "documents": len(data.corpus), "subset": subset, "model": model,
+                    "machine": info, "measured_at": result["measured_at"]},
+                   args.tuning_output or cli.RESULTS / "hybrid-tuning.json")
 
     say("")
     say(f"machine: {machine.one_line(info)}")
@@ -264,7 +256,6 @@ def main(argv=None) -> int:
     say(f"  time: stack {timings['stack_start_s']:.0f}s, load {timings['load_s']:.0f}s, sync {timings['sync_s']:.0f}s, "
         + ", ".join(f"search {m} {timings[f'search_{m}_s']:.0f}s" for m in MODES)
         + (f", tuning {timings['tune_s']:.0f}s" if "tune_s" in timings else "") + f", total {timings['total_s']:.0f}s")
-    say(f"wrote {out}")
     failed = False
     if args.min_ndcg is not None and ndcg < args.min_ndcg:
         say(f"FAIL: semantic nDCG@10 {ndcg:.5f} is below the required {args.min_ndcg:.5f}")

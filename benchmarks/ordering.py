@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """What per-product ordering costs: the same backfill and freshness measurements with
 the jobs queue as SQS FIFO (a message group per product partition, as deployed) and
 as a standard queue (no ordering guarantee), interleaved in one run so the machine's
@@ -8,39 +7,48 @@ For each kind and round, on a private local stack: end-to-end backfill throughpu
 N rows (rows/s, from `pelican backfill` to the last vector), then freshness (an
 update until a query with its embedding returns it first with the new text; p50/p95).
 Prints each run, the median per kind and the ratio FIFO / standard; writes
-results/ordering.json. It reports; it asserts nothing about time.
+results/ordering.json (`make bench-ordering`: python -m benchmarks.ordering). It
+reports; it asserts nothing about time.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from benchmarks import machine, workload  # noqa: E402
-from benchmarks.pipeline import REPO, Pipeline  # noqa: E402
-from benchmark import backfill_run, freshness, say  # noqa: E402
+from benchmarks import cli, machine, workload
+from benchmarks.backfill import backfill_run
+from benchmarks.cli import say
+from benchmarks.freshness import freshness
+from benchmarks.pipeline import Pipeline
 
 KINDS = ("standard", "fifo")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """The ordering benchmark's options; argv None reads sys.argv."""
+    p = cli.parser(__doc__, "ordering.json")
     p.add_argument("--rows", type=int, default=5000, help="rows per backfill")
     p.add_argument("--rounds", type=int, default=2, help="runs per kind, interleaved")
     p.add_argument("--freshness-samples", type=int, default=20)
     p.add_argument("--freshness-spacing", type=float, default=0.5)
     p.add_argument("--sync-timeout", type=float, default=1800.0)
-    p.add_argument("--output", type=Path, default=REPO / "results" / "ordering.json")
     return p.parse_args(argv)
 
 
+def report(result: dict) -> None:
+    """Prints the medians per queue kind and their ratio, FIFO over standard."""
+    say("")
+    say(f"{'queue':10} {'rows/s':>8} {'fresh p50':>10} {'fresh p95':>10}")
+    for kind in KINDS:
+        m = result["median"][kind]
+        say(f"{kind:10} {m['rows_per_s']:8.1f} {m['freshness_p50_s']:9.3f}s {m['freshness_p95_s']:9.3f}s")
+    ratio = result["fifo_over_standard"]
+    say(f"{'fifo/std':10} {ratio['rows_per_s']:8.3f} {ratio['freshness_p50_s']:10.3f} {ratio['freshness_p95_s']:10.3f}")
+
+
 def main(argv=None) -> int:
+    """Runs both queue kinds in interleaved rounds, prints and writes the figures; returns 0."""
     args = parse_args(argv)
     from productsearch.embedding import Embedder
     from productsearch.settings import EmbeddingSettings
@@ -66,17 +74,9 @@ def main(argv=None) -> int:
                          for key in ("rows_per_s", "freshness_p50_s", "freshness_p95_s")}
     ratio = {key: round(summary["fifo"][key] / summary["standard"][key], 3) if summary["standard"][key] else None
              for key in summary["fifo"]}
-    result = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine.describe(),
+    result = {"measured_at": cli.now_utc(), "machine": machine.describe(),
               "rows": args.rows, "rounds": args.rounds, "runs": runs, "median": summary, "fifo_over_standard": ratio}
-    say("")
-    say(f"{'queue':10} {'rows/s':>8} {'fresh p50':>10} {'fresh p95':>10}")
-    for kind in KINDS:
-        m = summary[kind]
-        say(f"{kind:10} {m['rows_per_s']:8.1f} {m['freshness_p50_s']:9.3f}s {m['freshness_p95_s']:9.3f}s")
-    say(f"{'fifo/std':10} {ratio['rows_per_s']:8.3f} {ratio['freshness_p50_s']:10.3f} {ratio['freshness_p95_s']:10.3f}")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    say(f"written to {args.output}")
+    cli.finish(result, args.output, report)
     return 0
 
 

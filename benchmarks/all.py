@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmarks of the sync pipeline and the search, in one run on one machine, on a
 private local stack (Postgres, moto, the index server, pelican, emu, the frontend):
 
@@ -17,50 +16,42 @@ private local stack (Postgres, moto, the index server, pelican, emu, the fronten
   optionally (--int8) int8 dynamic quantization: its raw throughput gain and, with
       --quality-dataset, its nDCG@10 change on a BEIR dataset (two full evaluations);
   then, each on private parts of its own (skip any with its --skip-* flag):
-  CPU embedding runtimes (bench.runtimes: torch, ONNX Runtime, OpenVINO; texts/s,
-      agreement, peak RSS), change capture against writers (bench.capture: pgbench
+  CPU embedding runtimes (benchmarks.runtimes: torch, ONNX Runtime, OpenVINO; texts/s,
+      agreement, peak RSS), change capture against writers (benchmarks.capture: pgbench
       tps per capture design, a bulk UPDATE, freshness), search under concurrency
-      with query batching on and off (bench.search_load: 1/4/16/64 clients), and
-      CUDA fp16 (bench.cuda) on a machine with a GPU, else its stored figures.
+      with query batching on and off (benchmarks.search_load: 1/4/16/64 clients),
+      and CUDA fp16 (benchmarks.cuda) on a machine with a GPU, else its stored
+      figures.
 
-Prints the figures with the machine's description, writes results/bench.json and a
-chart results/bench.png. It reports; it asserts nothing about time.
+Each part is also a module of its own (benchmarks.throughput, .backfill, .freshness,
+.search_load, ...). This is `make bench`: `python -m benchmarks [options]`. Prints the
+figures with the machine's description, writes results/bench.json and a chart
+results/bench.png. It reports; it asserts nothing about time.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import random
 import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from benchmarks import machine, workload  # noqa: E402
-from benchmarks.pipeline import REPO, Pipeline, cpu_by_part, machine_busy_seconds, memory_of  # noqa: E402
-from devstack.waiting import wait_until  # noqa: E402
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
-def pct(values: list[float], q: float) -> float:
-    """Percentile with linear interpolation (numpy's default)."""
-    import numpy as np
-
-    return float(np.percentile(values, q)) if values else float("nan")
+from benchmarks import cli, cuda, machine, workload
+from benchmarks.backfill import backfill_run
+from benchmarks.cli import say
+from benchmarks.freshness import freshness
+from benchmarks.pipeline import REPO, Pipeline, healthy, memory_of
+from benchmarks.search_load import search_breakdown, search_latency
+from benchmarks.throughput import raw_throughput, time_embedding
+from devstack.waiting import wait_until
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """`make bench`'s options (BENCH_ARGS); argv None reads sys.argv."""
+    p = cli.parser(__doc__, "bench.json")
     p.add_argument("--sizes", default="10000,50000", help="comma-separated row counts N for the backfill runs (the first one "
                    "also serves the raw embedding, freshness and search figures)")
     p.add_argument("--freshness-samples", type=int, default=50)
@@ -69,10 +60,10 @@ def parse_args(argv=None):
     p.add_argument("--search-requests", type=int, default=400, help="requests per concurrency level (capped by --search-seconds)")
     p.add_argument("--search-seconds", type=float, default=60.0)
     p.add_argument("--skip-search", action="store_true", help="no frontend latency figures")
-    p.add_argument("--skip-runtimes", action="store_true", help="no CPU embedding runtime comparison (bench.runtimes)")
-    p.add_argument("--skip-capture", action="store_true", help="no change-capture writer comparison (bench.capture, pgbench)")
+    p.add_argument("--skip-runtimes", action="store_true", help="no CPU embedding runtime comparison (benchmarks.runtimes)")
+    p.add_argument("--skip-capture", action="store_true", help="no change-capture writer comparison (benchmarks.capture, pgbench)")
     p.add_argument("--skip-search-load", action="store_true",
-                   help="no query batching comparison at 1/4/16/64 clients (bench.search_load)")
+                   help="no query batching comparison at 1/4/16/64 clients (benchmarks.search_load)")
     p.add_argument("--int8", action="store_true", help="also measure int8 dynamic quantization's raw throughput")
     p.add_argument("--quality-dataset", type=Path, help="with --int8: BEIR folder to measure the nDCG@10 change on")
     p.add_argument("--fresh-quality", action="store_true", help="with --quality-dataset: re-run both evaluations even if "
@@ -80,228 +71,8 @@ def parse_args(argv=None):
     p.add_argument("--app-env", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting for the apps and the raw measurement alike, e.g. EMBEDDING_BATCH_SIZE=128 (repeatable)")
     p.add_argument("--sync-timeout", type=float, default=3600.0)
-    p.add_argument("--output", type=Path, default=REPO / "results" / "bench.json")
-    p.add_argument("--chart", type=Path, default=REPO / "results" / "bench.png")
+    p.add_argument("--chart", type=Path, default=cli.RESULTS / "bench.png")
     return p.parse_args(argv)
-
-
-def _own_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-# -- (a) raw embedding ----------------------------------------------------------------
-def raw_throughput(texts: list[str], env: dict[str, str]) -> dict:
-    from productsearch.embedding import Embedder
-    from productsearch.settings import EmbeddingSettings
-
-    embedder = Embedder(EmbeddingSettings.from_env(env))
-    embedder.embed(texts[: embedder.settings.batch_size])  # warm-up: lazy initialisation, allocator
-    return {**time_embedding(embedder, texts), "model": embedder.description, "device": str(embedder.device), "_embedder": embedder}
-
-
-def time_embedding(embedder, texts: list[str]) -> dict:
-    busy, mine = machine_busy_seconds(), _own_cpu()
-    t = time.perf_counter()
-    embedder.embed(texts)
-    elapsed = time.perf_counter() - t
-    used = _own_cpu() - mine
-    others = (machine_busy_seconds() - busy) - used
-    return {"texts": len(texts), "seconds": round(elapsed, 2), "texts_per_s": round(len(texts) / elapsed, 1),
-            "cpu_s": round(used, 1), "texts_per_cpu_s": round(len(texts) / used, 2) if used > 0 else None,
-            "cpu_s_used_by_other_processes": round(others, 1)}
-
-
-# -- (b) end-to-end backfill ------------------------------------------------------------
-def backfill_run(pipeline: Pipeline, rows: list[dict], timeout: float, app_env: dict[str, str] | None = None) -> dict:
-    n = len(rows)
-    pipeline.reset()
-    t = time.monotonic()
-    ids = pipeline.insert_products(rows, capture=False)  # an existing table, as a backfill finds it
-    pipeline.refit_lexical()  # as `make up` does: hybrid search needs the table's BM25 statistics
-    load_s = time.monotonic() - t
-    pelican = pipeline.start_app("pelican", app_env)
-    emu = pipeline.start_app("emu", app_env)
-    pipeline.wait_for_log("emu", "emu started")  # model loaded: the clock measures the pipeline, not start-up
-    pipeline.wait_for_log("pelican", "pelican started")
-    time.sleep(1.0)
-    cpu_before = cpu_by_part(pipeline)
-    busy_before = machine_busy_seconds()
-    series = [(0.0, 0)]
-    t0 = time.monotonic()
-    cli = pipeline.run_cli(["-m", "pelican", "backfill"])
-    captured_s = time.monotonic() - t0
-    first_s = None
-    deadline = t0 + timeout
-    last_print = t0
-    while True:
-        count = pipeline.index.count()
-        now = time.monotonic()
-        series.append((round(now - t0, 3), count))
-        if count and first_s is None:
-            first_s = now - t0
-        if count >= n:
-            break
-        if now > deadline:
-            raise TimeoutError(f"the index holds {count} of {n} vectors after {timeout:.0f}s")
-        if now - last_print > 15:
-            say(f"    {count}/{n} indexed after {now - t0:.0f}s")
-            last_print = now
-        time.sleep(0.25)
-    elapsed = series[-1][0]
-    cpu_after = cpu_by_part(pipeline)
-    busy = machine_busy_seconds() - busy_before
-    ours = sum(cpu_after.get(k, 0) - v for k, v in cpu_before.items())
-    missing = pipeline.missing_ids(ids[-1000:])  # the last rows are queryable by id, not only counted
-    memory = {"pelican": memory_of(pelican.pid), "emu": memory_of(emu.pid)}
-    for name in ("index", "aws"):
-        proc = pipeline.stack.processes.get(name)
-        if proc:
-            memory[name] = memory_of(proc.pid)
-    return {
-        "rows": n,
-        "load_s": round(load_s, 2),
-        "backfill_capture_s": round(captured_s, 2),
-        "first_vector_s": round(first_s, 2) if first_s is not None else None,
-        "seconds": round(elapsed, 2),
-        "rows_per_s": round(n / elapsed, 1),
-        "missing_among_last_1000": len(missing),
-        "memory_kib": memory,
-        "cpu_s_during_backfill": {k: round(cpu_after.get(k, 0) - v, 1) for k, v in cpu_before.items()},
-        "cpu_s_used_by_other_processes": round(busy - ours, 1),
-        "rows_per_cpu_s": round(n / ours, 2) if ours > 0 else None,
-        "backfill_output": cli.stdout.strip().splitlines()[-1:] if cli.stdout else [],
-        "series": series,
-        "_ids": ids,
-    }
-
-
-# -- freshness --------------------------------------------------------------------------
-def freshness(pipeline: Pipeline, embedder, ids: list[int], samples: int, spacing: float, seed: int = 11) -> dict:
-    rnd = random.Random(seed)
-    latencies = []
-    for i in range(samples):
-        pid = rnd.choice(ids)
-        row = pipeline.conn.execute("SELECT name, description FROM products WHERE id = %s", (pid,)).fetchone()
-        new_description = f"{row['description'].split(' Revised')[0]} Revised {i}: {rnd.choice(WORDS)} {rnd.choice(WORDS)} edition."
-        vector = embedder.embed([f"{row['name']} {new_description}".strip()])[0]  # before the clock starts
-        t0 = time.monotonic()
-        pipeline.conn.execute("UPDATE products SET description = %s WHERE id = %s", (new_description, pid))
-
-        def arrived():
-            matches = pipeline.index.query(vector, top_k=1)
-            return bool(matches) and matches[0].id == str(pid) and matches[0].score > 0.999 \
-                and matches[0].metadata.get("description") == new_description
-
-        wait_until(arrived, 60, interval=0.02, what=f"the update of product {pid} to be searchable")
-        latencies.append(time.monotonic() - t0)
-        time.sleep(rnd.uniform(0.5 * spacing, 1.5 * spacing))
-    return {
-        "samples": len(latencies),
-        "criterion": "a query with the new text's embedding returns the row first (cosine > 0.999) and the "
-                     "match's metadata holds the new description",
-        "p50_s": round(pct(latencies, 50), 3), "p95_s": round(pct(latencies, 95), 3),
-        "max_s": round(max(latencies), 3), "mean_s": round(statistics.fmean(latencies), 3),
-        "latencies_s": [round(x, 3) for x in latencies],
-    }
-
-
-WORDS = ["amber", "basalt", "cobalt", "delta", "ember", "fjord", "granite", "harbor", "indigo", "juniper",
-         "kelvin", "lumen", "meadow", "nimbus", "onyx", "prairie", "quartz", "russet", "sierra", "tundra"]
-
-
-# -- search latency ---------------------------------------------------------------------
-def search_latency(url: str, queries: list[str], levels: list[int], per_level: int, max_seconds: float) -> dict:
-    import httpx
-
-    def one(client, q):
-        t = time.perf_counter()
-        r = client.post(f"{url}/api/search", json={"query": q, "top_k": 10})
-        elapsed = time.perf_counter() - t
-        ok = r.status_code == 200 and isinstance(r.json().get("results"), list)
-        return elapsed, ok
-
-    with httpx.Client(timeout=30) as client:
-        for q in queries[:10]:  # warm-up
-            one(client, q)
-        sample = client.post(f"{url}/api/search", json={"query": queries[0], "top_k": 10}).json()
-    out = {"endpoint": f"POST {url}/api/search", "top_k": 10, "sample_query": queries[0],
-           "sample_top_result": (sample.get("results") or [{}])[0].get("name"), "levels": {}}
-    for clients in levels:
-        latencies: list[float] = []
-        errors = 0
-        lock = threading.Lock()
-        counter = iter(range(per_level))
-        stop_at = time.monotonic() + max_seconds
-
-        def worker(seed):
-            nonlocal errors
-            rnd = random.Random(seed)
-            with httpx.Client(timeout=30) as client:
-                while time.monotonic() < stop_at:
-                    with lock:
-                        if next(counter, None) is None:
-                            return
-                    try:
-                        elapsed, ok = one(client, rnd.choice(queries))
-                    except httpx.HTTPError:
-                        elapsed, ok = None, False
-                    with lock:
-                        if ok:
-                            latencies.append(elapsed)
-                        else:
-                            errors += 1
-
-        threads = [threading.Thread(target=worker, args=(c,)) for c in range(clients)]
-        t = time.perf_counter()
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        wall = time.perf_counter() - t
-        out["levels"][str(clients)] = {
-            "clients": clients, "requests": len(latencies), "errors": errors, "seconds": round(wall, 2),
-            "qps": round(len(latencies) / wall, 1),
-            "p50_ms": round(pct(latencies, 50) * 1000, 1), "p95_ms": round(pct(latencies, 95) * 1000, 1),
-            "p99_ms": round(pct(latencies, 99) * 1000, 1),
-        }
-        say(f"    {clients:>2} client(s): {out['levels'][str(clients)]}")
-    return out
-
-
-def search_breakdown(pipeline: Pipeline, embedder, queries: list[str], n: int = 100) -> dict:
-    """Where a search's time goes, in this process, one query at a time: embedding the
-    query, the index query (top_k 10, metadata), reading the rows from Postgres."""
-    from productsearch.search import ROWS_SQL
-
-    stages: dict[str, list[float]] = {"embed_ms": [], "index_query_ms": [], "postgres_rows_ms": []}
-    for q in queries[:n]:
-        t0 = time.perf_counter()
-        vector = embedder.embed([q])[0]
-        t1 = time.perf_counter()
-        matches = pipeline.index.query(vector, top_k=10)
-        t2 = time.perf_counter()
-        pipeline.conn.execute(ROWS_SQL, ([int(m.id) for m in matches],)).fetchall()
-        t3 = time.perf_counter()
-        for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2)):
-            stages[key].append(value * 1000)
-    # The query embedding again with one intra-op thread: on two cores shared with other
-    # processes, torch's second thread mostly waits at barriers for a tiny input.
-    import torch
-
-    threads = torch.get_num_threads()
-    one: list[float] = []
-    try:
-        torch.set_num_threads(1)
-        for q in queries[:n]:
-            t0 = time.perf_counter()
-            embedder.embed([q])
-            one.append((time.perf_counter() - t0) * 1000)
-    finally:
-        torch.set_num_threads(threads)
-    return {"queries": len(stages["embed_ms"]), "torch_threads": threads,
-            **{key: {"p50": round(pct(v, 50), 1), "p95": round(pct(v, 95), 1)} for key, v in stages.items()},
-            "embed_ms_1_thread": {"p50": round(pct(one, 50), 1), "p95": round(pct(one, 95), 1)}}
 
 
 # -- int8 nDCG change -------------------------------------------------------------------
@@ -310,13 +81,12 @@ def quality_pair(dataset: Path, fresh: bool = False) -> dict:
     evaluation of the same dataset in results/ when there is one (a score does not
     depend on timing or load; `make eval` writes the fp32 one), else measured here:
     a full evaluation through the pipeline each. fresh=True measures both."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    from evaluate_beir import dataset_key
+    from benchmarks.evaluate import dataset_key
 
     key = dataset_key(dataset.resolve().name)
     out = {"dataset": dataset.resolve().name}
     for mode in ("none", "int8"):
-        path = REPO / "results" / (f"eval-{key}.json" if mode == "none" else f"eval-{key}-int8.json")
+        path = cli.RESULTS / (f"eval-{key}.json" if mode == "none" else f"eval-{key}-int8.json")
         previous = json.loads(path.read_text()) if path.exists() and not fresh else None
         expected = "(fp32)" if mode == "none" else "(int8-dynamic)"
         if previous and not previous.get("subset") and expected in previous.get("model", ""):
@@ -324,7 +94,7 @@ def quality_pair(dataset: Path, fresh: bool = False) -> dict:
             result = previous
         else:
             say(f"  evaluating {dataset} with EMBEDDING_QUANTIZE={mode} ...")
-            subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate_beir.py"), str(dataset), "--quantize", mode,
+            subprocess.run([sys.executable, "-m", "benchmarks.evaluate", str(dataset), "--quantize", mode,
                             "--output", str(path)], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
             result = json.loads(path.read_text())
         out[mode] = {"ndcg@10": result["ndcg@10"], "recall@100": result["recall@100"], "model": result["model"],
@@ -335,6 +105,8 @@ def quality_pair(dataset: Path, fresh: bool = False) -> dict:
 
 # -- chart ------------------------------------------------------------------------------
 def chart(result: dict, path: Path) -> None:
+    """Draws the figures of `result` (main's dict) as a 2x2 PNG at `path`: throughput, the backfill
+    series, freshness's distribution and search latency by clients."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -402,22 +174,23 @@ def chart(result: dict, path: Path) -> None:
 
 # -- main ---------------------------------------------------------------------------------
 def main(argv=None) -> int:
+    """Runs every measurement (see the module docstring), writes the results JSON and the chart;
+    returns the exit status (0)."""
     args = parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     levels = [int(s) for s in args.concurrency.split(",") if s.strip()]
     started = time.monotonic()
     base = workload.catalog_rows()
-    from productsearch.documents import indexed_text
     from productsearch.settings import EmbeddingSettings
 
     pipeline = Pipeline.own(say)
-    result: dict = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sizes": sizes}
+    result: dict = {"measured_at": cli.now_utc(), "sizes": sizes}
     with pipeline:
         extra = dict(item.split("=", 1) for item in args.app_env)
         env = pipeline.app_env(extra)
         result["app_env"] = extra
         settings = EmbeddingSettings.from_env(env)
-        texts = [indexed_text(r, settings.text_template) for r in workload.rows(sizes[0], base)]
+        texts = workload.texts(sizes[0], settings.text_template, base)
         say(f"(a) raw embedding throughput on {len(texts):,} catalog texts ...")
         raw = raw_throughput(texts, env)
         embedder = raw.pop("_embedder")
@@ -465,7 +238,7 @@ def main(argv=None) -> int:
                     say(f"search latency through the frontend with {n:,} products indexed ...")
                     pipeline.start_app("frontend", extra)
                     url = pipeline.env["FRONTEND_URL"]
-                    wait_until(lambda: _healthy(url), 300, 0.5, what="the frontend's /healthz")
+                    wait_until(lambda: healthy(url), 300, 0.5, what="the frontend's /healthz")
                     result["search"] = search_latency(url, workload.queries(200, base), levels, args.search_requests,
                                                       args.search_seconds)
                     result["search"]["rows_indexed"] = n
@@ -475,7 +248,7 @@ def main(argv=None) -> int:
                 say(f"    search path in process, per stage: {result['search_breakdown']}")
             pipeline.stop_app("pelican")
             pipeline.stop_app("emu")
-        logs = REPO / "results" / "tmp" / "bench-logs"  # the apps' logs outlive the temporary stack (git ignores results/tmp)
+        logs = cli.RESULTS / "tmp" / "bench-logs"  # the apps' logs outlive the temporary stack (git ignores results/tmp)
         shutil.rmtree(logs, ignore_errors=True)
         shutil.copytree(pipeline.stack.root / "logs", logs)
 
@@ -488,7 +261,7 @@ def main(argv=None) -> int:
         # The same ratio per CPU second (all parts of the stack together): it does not
         # move with the load other processes put on a shared machine.
         result["ratio_b_over_a_per_cpu_s"] = round(first["rows_per_cpu_s"] / raw["texts_per_cpu_s"], 3)
-    result["cuda"] = cuda_figures()
+    result["cuda"] = cuda.figures(say)
     # Each of these starts its own private parts, after the main stack has stopped.
     if not args.skip_runtimes:
         from benchmarks import runtimes
@@ -512,47 +285,14 @@ def main(argv=None) -> int:
         say("int8 quality: two full evaluations ...")
         result["int8"]["quality"] = quality_pair(args.quality_dataset, args.fresh_quality)
     result["duration_s"] = round(time.monotonic() - started, 1)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
     chart(result, args.chart)
-    report(result)
-    say(f"wrote {args.output} and {args.chart}")
+    say(f"wrote {args.chart}")
+    cli.finish(result, args.output, report)
     return 0
 
 
-def cuda_figures() -> dict:
-    """CUDA fp16 figures (bench.cuda) when this machine has a GPU; otherwise the last
-    ones measured on one (results/cuda.json), marked as such."""
-    import torch
-
-    if torch.cuda.is_available():
-        from benchmarks import cuda
-
-        from productsearch.documents import indexed_text
-        from productsearch.settings import EmbeddingSettings
-
-        settings = EmbeddingSettings.from_env(os.environ)
-        corpora = {"catalog": [indexed_text(r, settings.text_template) for r in workload.rows(10000)]}
-        say("CUDA fp16 embedding throughput ...")
-        return cuda.run(settings.model_path, corpora)
-    stored = REPO / "results" / "cuda.json"
-    if stored.exists():
-        saved = json.loads(stored.read_text())
-        return {"skipped": f"figures below from {saved.get('gpu')} ({saved.get('measured', 'earlier')}), results/cuda.json",
-                **{k: saved[k] for k in ("gpu", "corpora", "agreement_with_cpu_fp32") if k in saved}}
-    return {"skipped": "no GPU here and no results/cuda.json"}
-
-
-def _healthy(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{url}/healthz", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def report(r: dict) -> None:
+    """Prints `r` (main's dict) as the summary table of `make bench`."""
     say()
     say(f"machine: {machine.one_line(r['machine'])}")
     say(f"model:   {r['raw_embedding']['model']}")
