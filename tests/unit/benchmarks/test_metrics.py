@@ -1,16 +1,12 @@
-"""nDCG@k and recall@k (scripts/bench/metrics.py) against values worked out by hand."""
+"""nDCG@k and recall@k (benchmarks/metrics.py) against values worked out by hand."""
 
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-
-from benchmarks.metrics import evaluate, ndcg_at_k, recall_at_k  # noqa: E402
+from benchmarks.metrics import evaluate, ndcg_at_k, recall_at_k
 
 LOG2_3 = math.log2(3)  # discount of rank 2
 

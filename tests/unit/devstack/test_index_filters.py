@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from devstack.index_filters import (
+from devstack.index_server.filters import (
     MAX_IN_VALUES,
     FieldColumn,
     FilterError,

@@ -4,8 +4,10 @@ import random
 import numpy as np
 import pytest
 
-from devstack.index_server import MAX_SPARSE_VALUES, ApiError, parse_sparse
-from devstack.index_store import IndexStore, SparseVector
+from devstack.index_server.limits import MAX_SPARSE_VALUES
+from devstack.index_server.protocol import ApiError, parse_sparse
+from devstack.index_server.sparse import SparseVector
+from devstack.index_server.store import IndexStore
 from productsearch.documents import MAX_UPSERT_REQUEST_BYTES, MAX_VECTORS_PER_UPSERT
 from productsearch.index import _chunks_within_limits, _item_bytes
 
@@ -34,7 +36,7 @@ def test_chunks_respect_the_request_size_and_count_limits_and_keep_every_item():
 
 
 # ----------------------------------------------------------------------------- local index server
-# Parsing of sparse values by the local index server (scripts/devstack), and the store's sparse
+# Parsing of sparse values by the local index server (devstack/index_server), and the store's sparse
 # scoring against a brute-force reference; the HTTP behaviour is in tests/system.
 
 
