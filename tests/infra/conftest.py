@@ -6,16 +6,12 @@ renamed export breaks the consumer's ``require_output`` here, not in AWS.
 from __future__ import annotations
 
 import logging
-import sys
 
 import pytest
 
 # tests/infra is no package, so pytest puts this folder on sys.path (`harness`); the
 # layers import the installed `infra` package.
-from harness import REPO, run_layer
-
-# As Pulumi runs the policy pack (its folder first on sys.path), so `guardrails` imports.
-sys.path.insert(0, str(REPO / "policy"))
+from harness import run_layer
 
 DATA_SECRETS = {"pineconeApiKey": "pcsk-test-key", "editorPassword": "editor-pass"}
 CERT = "arn:aws:acm:us-east-1:123456789012:certificate/abc"
