@@ -6,6 +6,7 @@ Modules: stack (:class:`~devstack.stack.DevStack`, one stack's ports, environmen
 parts; the command line), up (the `make up` flow), processes (background processes,
 pid files, logs, readiness), postgres (the PostgreSQL server), reset (the clean slate
 between tests and benchmark runs), aws_server (moto with SQS's body checks),
-index_server (the Pinecone-compatible server, a package), tcp_proxy (a proxy tests
-cut to simulate a failover) and waiting (polling helpers).
+index_server (the Pinecone-compatible server, a package) and waiting (polling
+helpers). The proxy the failover tests silence lives with the other test-only
+switches, in tests/kit.
 """

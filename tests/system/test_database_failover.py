@@ -1,6 +1,6 @@
 """Postgres going silent (no FIN, no RST, as in an RDS Multi-AZ failover) and
 Postgres without the schema, against the real local parts. A loopback proxy
-(devstack.tcp_proxy) stands between the apps and Postgres and drops their
+(tests.kit.tcp_proxy) stands between the apps and Postgres and drops their
 connections silently; the test itself talks to Postgres directly."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import uuid
 import psycopg
 import pytest
 
-from devstack.tcp_proxy import TcpProxy
+from tests.kit.tcp_proxy import TcpProxy
 from devstack.waiting import wait_until
 from productsearch import db
 from productsearch.settings import DatabaseSettings
