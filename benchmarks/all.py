@@ -39,14 +39,16 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import cli, cuda, machine, workload
+from benchmarks import capture, cli, cuda, machine, runtimes, search_load, workload
 from benchmarks.backfill import backfill_run
 from benchmarks.cli import say
+from benchmarks.evaluate import dataset_key
 from benchmarks.freshness import freshness
 from benchmarks.pipeline import REPO, Pipeline, healthy, memory_of
 from benchmarks.search_load import search_breakdown, search_latency
 from benchmarks.throughput import raw_throughput, time_embedding
 from devstack.waiting import wait_until
+from productsearch.settings import EmbeddingSettings
 
 
 def parse_args(argv=None):
@@ -81,8 +83,6 @@ def quality_pair(dataset: Path, fresh: bool = False) -> dict:
     evaluation of the same dataset in results/ when there is one (a score does not
     depend on timing or load; `make eval` writes the fp32 one), else measured here:
     a full evaluation through the pipeline each. fresh=True measures both."""
-    from benchmarks.evaluate import dataset_key
-
     key = dataset_key(dataset.resolve().name)
     out = {"dataset": dataset.resolve().name}
     for mode in ("none", "int8"):
@@ -107,10 +107,10 @@ def quality_pair(dataset: Path, fresh: bool = False) -> dict:
 def chart(result: dict, path: Path) -> None:
     """Draws the figures of `result` (main's dict) as a 2x2 PNG at `path`: throughput, the backfill
     series, freshness's distribution and search latency by clients."""
-    import matplotlib
+    import matplotlib  # heavy: matplotlib, for the chart alone
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
     fig.suptitle(f"productsearch benchmarks, {result['measured_at'][:10]}: {machine.one_line(result['machine'])}", fontsize=9)
@@ -181,7 +181,6 @@ def main(argv=None) -> int:
     levels = [int(s) for s in args.concurrency.split(",") if s.strip()]
     started = time.monotonic()
     base = workload.catalog_rows()
-    from productsearch.settings import EmbeddingSettings
 
     pipeline = Pipeline.own(say)
     result: dict = {"measured_at": cli.now_utc(), "sizes": sizes}
@@ -264,20 +263,14 @@ def main(argv=None) -> int:
     result["cuda"] = cuda.figures(say)
     # Each of these starts its own private parts, after the main stack has stopped.
     if not args.skip_runtimes:
-        from benchmarks import runtimes
-
         say("CPU embedding runtimes, interleaved ...")
         result["runtimes"] = runtimes.run()
         runtimes.report(result["runtimes"])
     if not args.skip_capture:
-        from benchmarks import capture
-
         say("change capture and writers (pgbench), interleaved ...")
         result["capture"] = capture.run(log=say)
         capture.report(result["capture"], say)
     if not args.skip_search_load:
-        from benchmarks import search_load
-
         say("search under concurrency, query batching on and off ...")
         result["search_load"] = search_load.run(log=say)
         search_load.report(result["search_load"])

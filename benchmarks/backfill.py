@@ -15,7 +15,7 @@ import argparse
 import sys
 import time
 
-from benchmarks import cli, workload
+from benchmarks import cli, machine, workload
 from benchmarks.pipeline import Pipeline, cpu_by_part, machine_busy_seconds, memory_of
 
 
@@ -89,8 +89,6 @@ def backfill_run(pipeline: Pipeline, rows: list[dict], timeout: float, app_env: 
 
 def report(r: dict) -> None:
     """Prints one backfill_run's figures."""
-    from benchmarks import machine
-
     cli.say()
     cli.say(f"machine: {machine.one_line(r['machine'])}")
     m = r["memory_kib"]

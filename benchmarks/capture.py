@@ -47,6 +47,8 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
+
 from benchmarks import cli, machine
 from benchmarks.cli import pct, say
 from devstack.postgres import pg_bindir
@@ -151,8 +153,6 @@ class Server:
 def create_variant(server: Server, name: str, products: int) -> str:
     """Creates database cap_<name> with the variant's schema and `products` rows (ids
     1..products); returns its URL."""
-    import psycopg
-
     database = f"cap_{name}"
     with psycopg.connect(server.url("postgres"), autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {database}")
@@ -173,8 +173,6 @@ def create_variant(server: Server, name: str, products: int) -> str:
 
 def reset_outbox(url: str) -> None:
     """Empties the outbox (product_changes) of the database at `url`."""
-    import psycopg
-
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("TRUNCATE product_changes")
         conn.execute("VACUUM ANALYZE products")
@@ -196,16 +194,12 @@ class Drainer(threading.Thread):
         self._listener = threading.Thread(target=self._listen, daemon=True)
 
     def _listen(self) -> None:
-        import psycopg
-
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute("LISTEN product_changes")
             while not self.stop.is_set():
                 self.notifications += sum(1 for _ in conn.notifies(timeout=0.2))
 
     def run(self) -> None:
-        import psycopg
-
         self._listener.start()
         with psycopg.connect(self.url, autocommit=True) as conn:
             while not self.stop.is_set():
@@ -270,8 +264,6 @@ def writers(server: Server, urls: dict[str, str], clients: int, products: int, d
 # -- bulk ---------------------------------------------------------------------------------
 def bulk(urls: dict[str, str], rounds: int, log=say) -> dict:
     """One UPDATE of every row, committed, per variant and round (interleaved)."""
-    import psycopg
-
     names = list(urls)
     times: dict[str, list[float]] = {n: [] for n in names}
     captured: dict[str, int] = {}
@@ -301,8 +293,6 @@ def freshness(server: Server, url: str, name: str, idle_poll_s: float, samples: 
     """Starts pelican against one variant's database and times commit -> shipped for
     `samples` single-row updates about spacing_s apart; then pelican's claims per
     second over idle_window_s with nothing to do."""
-    import psycopg
-
     reset_outbox(url)
     database = url.split("/")[-1].split("?")[0]
     with psycopg.connect(server.url("postgres"), autocommit=True) as admin:

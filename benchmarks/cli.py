@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks import machine
 from benchmarks.pipeline import REPO
 
@@ -25,8 +27,6 @@ def say(text: str = "") -> None:
 def pct(values: list[float], q: float) -> float:
     """The q-th percentile (0-100) with linear interpolation (numpy's default); NaN for
     no values."""
-    import numpy as np
-
     return float(np.percentile(values, q)) if values else float("nan")
 
 
@@ -42,6 +42,8 @@ def parser(doc: str | None, output: str | None, *, output_aliases: tuple[str, ..
     "--out"): the results JSON, by default results/<output> (None: no default; the
     module then writes nothing unless asked, or picks a name itself and says so in
     `output_help`)."""
+    # at call time, not import time: the running program's __main__ as it is when the
+    # parser is built (runpy and multiprocessing replace sys.modules["__main__"])
     import __main__
 
     # Under `python -m benchmarks.x` usage lines name the module, not x.py.

@@ -29,13 +29,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks import cli, workload
+from emu.embedding_process import EmbeddingProcess
+from productsearch.embedding import Embedder
+from productsearch.settings import EmbeddingSettings
 
 
 def _embedder(model: str, device: str, batch_size: int):
-    from productsearch.embedding import Embedder
-    from productsearch.settings import EmbeddingSettings
-
     return Embedder(EmbeddingSettings.from_env({"EMBEDDING_MODEL_PATH": model, "EMBEDDING_DEVICE": device,
                                                 "EMBEDDING_BATCH_SIZE": str(batch_size)}))
 
@@ -51,13 +53,10 @@ def run(model: str, corpora: dict[str, list[str]], *, batch_sizes=(64, 256), rou
     """Returns {"gpu", "torch", "corpora": {name: {"texts", "raw_fp16": {batch: texts/s},
     "emu_process_fp16": texts/s}}, "agreement": {...}, "peak_gpu_mib"}. Raises
     RuntimeError when torch sees no GPU."""
-    import numpy as np
-    import torch
+    import torch  # heavy: torch
 
     if not torch.cuda.is_available():
         raise RuntimeError("no CUDA device: this benchmark measures the GPU path")
-    from emu.embedding_process import EmbeddingProcess
-    from productsearch.settings import EmbeddingSettings
 
     out: dict = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "corpora": {}}
     embedders = {b: _embedder(model, "cuda", b) for b in batch_sizes}
@@ -101,11 +100,9 @@ def figures(log=print) -> dict:
     """CUDA fp16 figures for `make bench`: measured here (run() on default_corpora) when
     this machine has a GPU; otherwise the last ones measured on one (results/cuda.json),
     marked as such, or {"skipped": ...} when there are none."""
-    import torch
+    import torch  # heavy: torch
 
     if torch.cuda.is_available():
-        from productsearch.settings import EmbeddingSettings
-
         settings = EmbeddingSettings.from_env(os.environ)
         log("CUDA fp16 embedding throughput ...")
         return run(settings.model_path, default_corpora(settings.text_template))
@@ -126,9 +123,6 @@ def main(argv=None) -> int:
     parser.add_argument("--reference", type=Path)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
-    import numpy as np
-
-    from productsearch.settings import EmbeddingSettings
 
     settings = EmbeddingSettings.from_env(os.environ)
     corpora = json.loads(args.texts.read_text()) if args.texts else default_corpora(settings.text_template)

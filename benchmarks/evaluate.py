@@ -26,10 +26,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
 from benchmarks import beir, cli, machine
 from benchmarks.cli import say
 from benchmarks.metrics import evaluate
 from benchmarks.pipeline import Pipeline
+from productsearch import search as search_module
+from productsearch.embedding import Embedder
+from productsearch.search import MAX_QUERY_CHARS, NORMALISATIONS, InvalidSearch, ProductSearch, SearchFilters
+from productsearch.settings import EmbeddingSettings
 
 # Published nDCG@10 of sentence-transformers/all-MiniLM-L6-v2 (MTEB results), by dataset.
 PUBLISHED_NDCG10 = {"scifact": 0.64508}
@@ -93,8 +101,6 @@ def main(argv=None) -> int:
     reference = None if subset else (args.reference if args.reference is not None else PUBLISHED_NDCG10.get(key))
     say(f"dataset {data.name}: {len(data.corpus)} documents, {len(data.queries)} judged {args.split} queries")
 
-    from productsearch.search import MAX_QUERY_CHARS
-
     too_long = {q: len(t.strip()) for q, t in data.queries.items() if len(t.strip()) > MAX_QUERY_CHARS}
     if too_long:
         say(f"WARNING: {len(too_long)} quer(ies) exceed the search limit of {MAX_QUERY_CHARS} characters; the search "
@@ -115,8 +121,6 @@ def main(argv=None) -> int:
             keep = list(tuning_data.qrels)[: args.limit_queries]
             tuning_data.qrels = {q: tuning_data.qrels[q] for q in keep}
             tuning_data.queries = {q: tuning_data.queries[q] for q in keep}
-
-    from productsearch import search as search_module
 
     alpha, normalisation = search_module.HYBRID_ALPHA, search_module.SPARSE_NORMALISATION
     tuning = None
@@ -158,13 +162,6 @@ def main(argv=None) -> int:
             f"({len(product_ids) / max(timings['sync_s'], 1e-9):.1f} docs/s through the pipeline)")
 
         # The frontend's search path, with the same settings as emu.
-        from psycopg.rows import dict_row
-        from psycopg_pool import ConnectionPool
-
-        from productsearch.embedding import Embedder
-        from productsearch.search import ProductSearch, SearchFilters
-        from productsearch.settings import EmbeddingSettings
-
         embedder = Embedder(EmbeddingSettings.from_env(pipeline.app_env(app_env)))
         filters = SearchFilters(category=category) if category else None
         with ConnectionPool(pipeline.env["DATABASE_URL"], min_size=1, max_size=2, open=True,
@@ -274,8 +271,6 @@ class CachedEmbedder:
         self.embedder, self.cache = embedder, {}
 
     def embed(self, texts):
-        import numpy as np
-
         missing = [t for t in texts if t not in self.cache]
         if missing:
             for text, vector in zip(missing, self.embedder.embed(missing), strict=True):
@@ -285,8 +280,6 @@ class CachedEmbedder:
 
 def run_queries(search, queries: dict[str, str], doc_of: dict[int, str], top_k: int, filters, mode: str):
     """Every query through ProductSearch.search in `mode`: (runs, refused, foreign)."""
-    from productsearch.search import InvalidSearch
-
     runs: dict[str, list[str]] = {}
     refused: dict[str, str] = {}
     foreign = 0
@@ -311,8 +304,6 @@ def tune(embedder, index, pool, data, split: str, doc_of, top_k: int, filters) -
     """Sweeps the hybrid weighting (alpha x sparse normalisation) on `data`'s queries
     (the train split) through ProductSearch.search and picks the best nDCG@10 (ties:
     the first in NORMALISATIONS, then TUNING_ALPHAS order)."""
-    from productsearch.search import NORMALISATIONS, ProductSearch
-
     sweep = []
     for mode, alphas in (("semantic", [1.0]), ("keyword", [0.0])):
         search = ProductSearch(embedder, index, pool)

@@ -19,9 +19,12 @@ import statistics
 import sys
 import time
 
-from benchmarks import cli, workload
+from benchmarks import cli, machine, workload
+from benchmarks.backfill import backfill_run
 from benchmarks.pipeline import Pipeline
 from devstack.waiting import wait_until
+from productsearch.embedding import Embedder
+from productsearch.settings import EmbeddingSettings
 
 WORDS = ["amber", "basalt", "cobalt", "delta", "ember", "fjord", "granite", "harbor", "indigo", "juniper",
          "kelvin", "lumen", "meadow", "nimbus", "onyx", "prairie", "quartz", "russet", "sierra", "tundra"]
@@ -63,8 +66,6 @@ def freshness(pipeline: Pipeline, embedder, ids: list[int], samples: int, spacin
 
 def report(r: dict) -> None:
     """Prints the freshness figures."""
-    from benchmarks import machine
-
     cli.say()
     cli.say(f"machine: {machine.one_line(r['machine'])}")
     cli.say(f"freshness ({r['samples']} updates, {r['rows']:,} rows indexed)   p50 {r['p50_s']:.3f}s  "
@@ -73,8 +74,6 @@ def report(r: dict) -> None:
 
 def main(argv=None) -> int:
     """Command line: backfill --rows, then freshness; returns the exit status."""
-    from benchmarks.backfill import backfill_run
-
     p = cli.parser(__doc__, "freshness.json")
     p.add_argument("--rows", type=int, default=2000, help="catalog rows indexed first")
     p.add_argument("--samples", type=int, default=50)
@@ -83,8 +82,6 @@ def main(argv=None) -> int:
                    help="FIFO jobs queue, as deployed (--no-fifo: a standard queue)")
     p.add_argument("--sync-timeout", type=float, default=3600.0)
     args = p.parse_args(argv)
-    from productsearch.embedding import Embedder
-    from productsearch.settings import EmbeddingSettings
 
     embedder = Embedder(EmbeddingSettings.from_env({}))  # the probe's query vectors
     with Pipeline.own(cli.say, fifo=args.fifo) as pipeline:

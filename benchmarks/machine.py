@@ -33,7 +33,7 @@ def memory_gib() -> float | None:
 def describe(embedding_device: str | None = None) -> dict:
     """The machine as a dict: CPU, usable cores, memory, torch and its threads, GPU, Python,
     platform, and `embedding_device` when given."""
-    import torch
+    import torch  # heavy: torch
 
     cuda = torch.cuda.is_available()
     info = {

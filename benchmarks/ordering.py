@@ -21,6 +21,8 @@ from benchmarks.backfill import backfill_run
 from benchmarks.cli import say
 from benchmarks.freshness import freshness
 from benchmarks.pipeline import Pipeline
+from productsearch.embedding import Embedder
+from productsearch.settings import EmbeddingSettings
 
 KINDS = ("standard", "fifo")
 
@@ -50,8 +52,6 @@ def report(result: dict) -> None:
 def main(argv=None) -> int:
     """Runs both queue kinds in interleaved rounds, prints and writes the figures; returns 0."""
     args = parse_args(argv)
-    from productsearch.embedding import Embedder
-    from productsearch.settings import EmbeddingSettings
 
     embedder = Embedder(EmbeddingSettings.from_env({}))  # the freshness probe's query vectors
     rows = workload.rows(args.rows, workload.catalog_rows())

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from devstack.waiting import wait_until
+from productsearch.settings import IndexSettings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,6 +65,7 @@ class Pipeline:
     @classmethod
     def own(cls, log: Callable[[str], None] = print, *, fifo: bool = True) -> Pipeline:
         """fifo=False: standard SQS queues instead of FIFO (to measure what ordering costs)."""
+        # not at import: runtimes' --rss-child imports this module; its peak RSS is the runtime's alone
         from devstack.stack import DevStack, free_port
 
         root = Path(tempfile.mkdtemp(prefix="productsearch-bench-"))
@@ -110,6 +112,7 @@ class Pipeline:
     @property
     def conn(self):
         if self._conn is None:
+            # not at import: runtimes' --rss-child imports this module; its peak RSS is the runtime's alone
             from productsearch import db
 
             self._conn = db.connect(self.env["DATABASE_URL"], autocommit=True, application_name="bench")
@@ -118,8 +121,8 @@ class Pipeline:
     @property
     def index(self):
         if self._index is None:
+            # not at import: runtimes' --rss-child imports this module; its peak RSS is the runtime's alone
             from productsearch.index import ProductIndex
-            from productsearch.settings import IndexSettings
 
             self._index = ProductIndex(IndexSettings.from_env(self.env), attempts=3, timeout_s=60)
         return self._index
@@ -311,6 +314,7 @@ def machine_busy_seconds() -> float:
 
 def healthy(url: str) -> bool:
     """Whether the frontend at `url` answers GET /healthz with 200 (its model loaded)."""
+    # not at import: runtimes' --rss-child imports this module; its peak RSS is the runtime's alone
     import httpx
 
     try:

@@ -22,6 +22,7 @@ It reports; it asserts nothing about time.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -32,9 +33,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import cli, machine, workload
+import numpy as np
+
+from benchmarks import beir, cli, machine, workload
 from benchmarks.cli import say
 from benchmarks.pipeline import REPO
+from productsearch.embedding import Embedder
+from productsearch.settings import EmbeddingSettings
 
 SCIFACT = REPO.parent / "shared" / "data" / "beir-scifact"
 RUNTIMES = ("torch", "onnx", "onnx-unsorted", "openvino")
@@ -43,7 +48,7 @@ RUNTIMES = ("torch", "onnx", "onnx-unsorted", "openvino")
 def scifact_texts(n: int, template: str, seed: int = 5) -> list[str]:
     """n corpus documents drawn at random (fixed seed), as the pipeline indexes them
     (title as name, abstract as description; benchmarks.evaluate)."""
-    from benchmarks import beir
+    # not at import: runtimes' --rss-child imports this module; its peak RSS is the runtime's alone
     from productsearch.documents import indexed_text
 
     corpus = beir.load(SCIFACT).corpus
@@ -53,10 +58,6 @@ def scifact_texts(n: int, template: str, seed: int = 5) -> list[str]:
 
 def load(runtime: str, settings):
     """An object with embed(texts) for one of RUNTIMES."""
-    import dataclasses
-
-    from productsearch.embedding import Embedder
-
     if runtime == "torch":
         return Embedder(dataclasses.replace(settings, runtime="torch", device="cpu"), sort_by_length=False)
     if runtime in ("onnx", "onnx-unsorted"):
@@ -71,7 +72,7 @@ def available(runtime: str) -> bool:
     if runtime != "openvino":
         return True
     try:
-        import openvino  # noqa: F401
+        import openvino  # noqa: F401  # optional extra: openvino
     except ImportError:
         return False
     return True
@@ -90,8 +91,6 @@ def peak_rss_mib(runtime: str, texts: list[str], env: dict[str, str]) -> float:
 
 
 def _rss_child(runtime: str, texts_file: str) -> None:
-    from productsearch.settings import EmbeddingSettings
-
     texts = json.loads(Path(texts_file).read_text())
     load(runtime, EmbeddingSettings.from_env()).embed(texts)
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec from the forking parent.
@@ -122,8 +121,6 @@ def throughput(embedders: dict, texts: list[str], rounds: int) -> dict:
 
 def agreement(embedders: dict, texts: list[str]) -> dict:
     """Cosine of each embedder's vectors with torch's over `texts`: min and mean."""
-    import numpy as np
-
     reference = embedders["torch"].embed(texts)
     out = {}
     for name, e in embedders.items():
@@ -145,8 +142,6 @@ def run(texts: int = 1024, rounds: int = 3, agreement_texts: int = 256, scifact_
     {"machine", "settings", "datasets": {name: {"texts", "mean_chars", "throughput":
     {runtime: {texts_per_s, rounds, ratio_to_torch}}, "agreement": {runtime:
     {min_cosine, mean_cosine}}}}, "peak_rss_mib": {runtime: MiB}}."""
-    from productsearch.settings import EmbeddingSettings
-
     env = dict(env or {})
     settings = EmbeddingSettings.from_env({**os.environ, **env})
     runtimes = tuple(r for r in runtimes if available(r))

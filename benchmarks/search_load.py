@@ -37,12 +37,16 @@ import threading
 import time
 from collections.abc import Callable
 
+import httpx
+
 from benchmarks import cli, machine, workload
 from benchmarks.backfill import backfill_run
 from benchmarks.cli import pct, say
 from benchmarks.pipeline import Pipeline, healthy, memory_of
 from devstack.stack import free_port
 from devstack.waiting import wait_until
+from productsearch.products import ROWS_BY_IDS
+from productsearch.settings import EmbeddingSettings
 
 # The two configurations measured side by side (frontend instance name -> settings).
 CONFIGS = {
@@ -105,8 +109,6 @@ def load_level(url: str, clients: int, next_query: Callable[[], str], requests: 
     texts until `requests` are sent or max_seconds have passed. Returns the completed
     requests, errors (non-200 answers and transport errors), wall seconds, qps and
     p50/p95/p99 latency in ms, and the raw latencies in seconds under "_latencies_s"."""
-    import httpx
-
     latencies: list[float] = []
     errors = 0
     sent = 0
@@ -198,8 +200,6 @@ def run(*, rows: int | None = None, levels: tuple[int, ...] = DEFAULT_LEVELS, re
     runs after the levels. mode: the API's `mode` field, None to send none (the API's
     default). app_env: settings for all apps (KEY -> value). Returns the figures as a
     dict (see main's output); raises RuntimeError if a frontend fails to start."""
-    from productsearch.settings import EmbeddingSettings
-
     app_env = dict(app_env or {})
     base = workload.catalog_rows()
     catalog = workload.rows(rows if rows is not None else len(base), base)
@@ -220,7 +220,7 @@ def run(*, rows: int | None = None, levels: tuple[int, ...] = DEFAULT_LEVELS, re
         env = pipeline.app_env(app_env)
         device = EmbeddingSettings.from_env(env).device
         if device == "auto":
-            import torch
+            import torch  # heavy: torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         result["machine"] = machine.describe(device)
@@ -316,8 +316,6 @@ def search_latency(url: str, queries: list[str], levels: list[int], per_level: i
     texts drawn at random from `queries`, after a warm-up on the first ten. Returns
     {"endpoint", "top_k", "sample_query", "sample_top_result", "levels": {clients:
     figures}}."""
-    import httpx
-
     rnd = random.Random(seed)
     lock = threading.Lock()
 
@@ -344,8 +342,6 @@ def search_breakdown(pipeline: Pipeline, embedder, queries: list[str], n: int = 
     query, the index query (top_k 10, metadata), reading the rows from Postgres; p50
     and p95 in ms per stage over the first n queries, and the embedding again with one
     torch thread."""
-    from productsearch.products import ROWS_BY_IDS
-
     stages: dict[str, list[float]] = {"embed_ms": [], "index_query_ms": [], "postgres_rows_ms": []}
     for q in queries[:n]:
         t0 = time.perf_counter()
@@ -359,7 +355,7 @@ def search_breakdown(pipeline: Pipeline, embedder, queries: list[str], n: int = 
             stages[key].append(value * 1000)
     # The query embedding again with one intra-op thread: on two cores shared with other
     # processes, torch's second thread mostly waits at barriers for a tiny input.
-    import torch
+    import torch  # heavy: torch
 
     threads = torch.get_num_threads()
     one: list[float] = []

@@ -21,8 +21,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psycopg
+
 from benchmarks import cli
 from benchmarks.pipeline import REPO, read_env_file
+from productsearch.index import ProductIndex
+from productsearch.settings import IndexSettings
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -73,11 +77,6 @@ def run_soak(env: dict[str, str], minutes: float, writes_per_second: float, sear
     threads search its frontend, waits up to 300 s for every change to reach the index,
     then runs `pelican reconcile`. Returns the counts, the sync lag's p50/p95/max in
     seconds, the errors and reconcile's last line."""
-    import psycopg
-
-    from productsearch.index import ProductIndex
-    from productsearch.settings import IndexSettings
-
     rng = random.Random(seed)
     index = ProductIndex(IndexSettings.from_env(env), attempts=3)
     tracker = LagTracker(index)

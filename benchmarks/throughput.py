@@ -14,8 +14,10 @@ import os
 import sys
 import time
 
-from benchmarks import cli, workload
+from benchmarks import cli, machine, workload
 from benchmarks.pipeline import machine_busy_seconds
+from productsearch.embedding import Embedder
+from productsearch.settings import EmbeddingSettings
 
 
 def _own_cpu() -> float:
@@ -27,9 +29,6 @@ def raw_throughput(texts: list[str], env: dict[str, str]) -> dict:
     """Loads productsearch.embedding.Embedder with the EmbeddingSettings of `env`, warms
     it up on one batch and times embedding `texts` (see time_embedding). Adds "model",
     "device" and the loaded embedder under "_embedder" (pop it before storing)."""
-    from productsearch.embedding import Embedder
-    from productsearch.settings import EmbeddingSettings
-
     embedder = Embedder(EmbeddingSettings.from_env(env))
     embedder.embed(texts[: embedder.settings.batch_size])  # warm-up: lazy initialisation, allocator
     return {**time_embedding(embedder, texts), "model": embedder.description, "device": str(embedder.device), "_embedder": embedder}
@@ -52,8 +51,6 @@ def time_embedding(embedder, texts: list[str]) -> dict:
 
 def report(r: dict) -> None:
     """Prints raw_throughput()'s figures."""
-    from benchmarks import machine
-
     cli.say()
     cli.say(f"machine: {machine.one_line(r['machine'])}")
     cli.say(f"model:   {r['model']}")
@@ -68,7 +65,6 @@ def main(argv=None) -> int:
     p.add_argument("--app-env", action="append", default=[], metavar="KEY=VALUE",
                    help="an embedding setting, e.g. EMBEDDING_BATCH_SIZE=128 (repeatable)")
     args = p.parse_args(argv)
-    from productsearch.settings import EmbeddingSettings
 
     env = {**os.environ, **dict(item.split("=", 1) for item in args.app_env)}
     texts = workload.texts(args.texts, EmbeddingSettings.from_env(env).text_template)

@@ -9,6 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import psycopg
+
 PASSWORD = "products-local"
 
 
@@ -65,16 +67,12 @@ def maintenance_url(database_url: str) -> str:
 
 
 def accepts_connections(database_url: str) -> bool:
-    import psycopg
-
     with psycopg.connect(maintenance_url(database_url), connect_timeout=2):
         return True
 
 
 def ensure_database(database_url: str) -> None:
     """Creates the `products` database unless it exists."""
-    import psycopg
-
     with psycopg.connect(maintenance_url(database_url), autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'products'").fetchone():
             conn.execute("CREATE DATABASE products")

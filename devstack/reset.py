@@ -8,7 +8,12 @@ import json
 import urllib.request
 from typing import TYPE_CHECKING
 
+import boto3
+import psycopg
+from pinecone import Pinecone
+
 from devstack.processes import wait_for
+from productsearch.settings import IndexSettings
 
 if TYPE_CHECKING:
     from devstack.stack import DevStack
@@ -30,12 +35,7 @@ def reset_data(stack: DevStack) -> None:
     requests it holds: a write delayed by a fault and landing after the wipe would
     leave a vector whose version outranks the next rows' (the change ids restart).
     RuntimeError if the index still holds vectors afterwards."""
-    import boto3
-    import psycopg
-    from pinecone import Pinecone
-
-    from devstack.stack import REGION
-    from productsearch.settings import IndexSettings
+    from devstack.stack import REGION  # circular: devstack.stack imports this module
 
     clear_index_faults(stack)
 

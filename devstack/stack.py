@@ -18,6 +18,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
+
 from devstack import postgres, reset
 from devstack.processes import REPO, ProcessSupervisor, free_port, http_ok, wait_for
 from devstack.up import up
@@ -110,8 +112,6 @@ class DevStack(ProcessSupervisor):
         self.create_queues()
 
     def create_queues(self) -> None:
-        import boto3
-
         env = self.env()
         kwargs = dict(region_name=REGION, endpoint_url=self.aws_endpoint, aws_access_key_id="local", aws_secret_access_key="local")
         sqs = boto3.client("sqs", **kwargs)

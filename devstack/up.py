@@ -5,6 +5,7 @@ depending on what was kept from before) and waits until search is complete.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import boto3
+import psycopg
+from tqdm import tqdm
+
 from devstack.processes import REPO, http_ok, wait_for
+from productsearch import aws
+from productsearch.index import ProductIndex
+from productsearch.settings import IndexSettings
 
 if TYPE_CHECKING:
     from devstack.stack import DevStack
@@ -81,8 +89,6 @@ def up(stack: DevStack, catalog: Path, with_frontend: bool, settings_dir: Path =
 def editor_credentials(path: Path) -> dict[str, str]:
     """A random local editor login, made once and kept, so edits are never unauthenticated."""
     if not path.exists():
-        import secrets
-
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"EDITOR_USERNAME=editor\nEDITOR_PASSWORD={secrets.token_urlsafe(12)}\n")
         path.chmod(0o600)
@@ -91,8 +97,6 @@ def editor_credentials(path: Path) -> dict[str, str]:
 
 def product_count(stack: DevStack) -> int:
     """Rows in the products table."""
-    import psycopg
-
     with psycopg.connect(stack.database_url) as conn:
         return conn.execute("SELECT count(*) FROM products").fetchone()[0]
 
@@ -100,8 +104,6 @@ def product_count(stack: DevStack) -> int:
 def uncaptured_rows(stack: DevStack) -> int:
     """Rows with no pending change: they reach the index only through a backfill
     (e.g. state kept under .local while the index was wiped)."""
-    import psycopg
-
     with psycopg.connect(stack.database_url) as conn:
         return conn.execute(
             "SELECT count(*) FROM products p WHERE NOT EXISTS (SELECT 1 FROM product_changes c WHERE c.product_id = p.id)"
@@ -110,24 +112,12 @@ def uncaptured_rows(stack: DevStack) -> int:
 
 def index_is_empty(stack: DevStack) -> bool:
     """True when the index holds no product vectors."""
-    from productsearch.index import ProductIndex
-    from productsearch.settings import IndexSettings
-
     return ProductIndex(IndexSettings.from_env(stack.env()), attempts=3).count() == 0
 
 
 def wait_for_index(stack: DevStack, timeout: float) -> None:
     """Shows the index catching up with the table, so `make up` returns when search is complete."""
-    import psycopg
-    from tqdm import tqdm
-
-    from productsearch.index import ProductIndex
-    from productsearch.settings import IndexSettings
-
-    import boto3
-
-    from devstack.stack import REGION
-    from productsearch import aws
+    from devstack.stack import REGION  # circular: devstack.stack imports this module
 
     with psycopg.connect(stack.database_url) as conn:
         rows = conn.execute("SELECT count(*) FROM products").fetchone()[0]

@@ -3,7 +3,7 @@
 Run::
 
     python -m devstack.index_server --host 127.0.0.1 --port 5081 \\
-        --data-dir .local/index --dimension 384 --metric cosine [--api-key KEY]
+        --data-dir .local/index --dimension 384 --metric dotproduct [--api-key KEY]
 
 and point the official SDK at it::
 
@@ -28,7 +28,7 @@ accepted too):
 
 Sparse values (``{"indices": [uint32], "values": [float32]}``) ride along with the dense
 values of a record, as in a Pinecone sparse-dense (hybrid) index: see :func:`~devstack.index_server.protocol.parse_sparse`
-for the rules and :meth:`~devstack.index_server.handlers.Handlers.query` for how they are scored.
+for the rules and :mod:`devstack.index_server.scoring` and :mod:`~devstack.index_server.sparse` for how they are scored.
 
 The default namespace is ``""``; ``"__default__"`` is accepted as its alias in
 requests and is how it is reported by ``describe_index_stats`` and ``/namespaces``

@@ -1,7 +1,7 @@
 """Command line of the local index server::
 
     python -m devstack.index_server --host 127.0.0.1 --port 5081 \\
-        --data-dir .local/index --dimension 384 --metric cosine [--api-key KEY]
+        --data-dir .local/index --dimension 384 --metric dotproduct [--api-key KEY]
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+
+import uvicorn
 
 from devstack.index_server.app import create_app
 from devstack.index_server.store import METRICS, IndexStore
@@ -36,8 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import uvicorn
-
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),

@@ -22,7 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
+from pinecone import Pinecone
 
 from devstack.index_server.filters import compile_filter
 from devstack.index_server.store import IndexStore
@@ -119,9 +121,6 @@ def main(argv: list[str] | None = None) -> int:
             env=env,
         )
         try:
-            import httpx
-            from pinecone import Pinecone
-
             started = time.perf_counter()
             while True:
                 try:

@@ -6,6 +6,7 @@ it with :mod:`devstack.index_server.protocol` and answers from the
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 import numpy as np
@@ -213,8 +214,6 @@ class Handlers:
         after = decode_token(token) if token else None
         ids = sorted(self.store.matching_ids(namespace, node))
         if after is not None:
-            import bisect
-
             ids = ids[bisect.bisect_right(ids, after) :]
         page, more = ids[:limit], len(ids) > limit
         found = self.store.fetch(namespace, page)

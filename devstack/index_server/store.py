@@ -20,6 +20,7 @@ the public methods only.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from devstack.index_server.namespace import Namespace
 from devstack.index_server.scoring import Match, rank
 from devstack.index_server.sparse import SparseVector, encode_sparse
 
-logger = logging.getLogger("devstack.index_store")
+logger = logging.getLogger(__name__)
 
 METRICS = ("cosine", "dotproduct", "euclidean")
 
@@ -382,8 +383,6 @@ class IndexStore:
         self, namespace: str, prefix: str, after: str | None, limit: int
     ) -> tuple[list[str], bool]:
         """Ids with *prefix*, sorted, strictly after *after*; returns (page, has_more)."""
-        import bisect
-
         with self.lock:
             ns = self.namespaces.get(namespace)
             if ns is None:

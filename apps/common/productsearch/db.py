@@ -36,9 +36,11 @@ from importlib import resources
 from typing import Any
 
 import psycopg
+from botocore.exceptions import BotoCoreError, ClientError
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
+from productsearch import aws
 from productsearch.retry import with_backoff
 from productsearch.settings import DatabaseSettings, secret_region
 
@@ -152,10 +154,6 @@ class SecretCredentials:
             return self._current
 
     def _read(self) -> Credentials:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        from productsearch import aws
-
         try:
             if self._client is None:
                 self._client = aws.secrets_client(secret_region(self.arn), self._endpoint_url)

@@ -27,6 +27,7 @@ from importlib import metadata
 
 import numpy as np
 
+from productsearch import onnx_export
 from productsearch.settings import EmbeddingSettings
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def mean_pool(hidden, attention_mask):
     """torch: mean of hidden (batch, tokens, dim) over the tokens the mask keeps
     (batch, tokens), then L2-normalised: (batch, dim) in hidden's dtype. The torch
     runtime and the ONNX export both use this, so they pool alike."""
-    import torch
+    import torch  # heavy: torch, from the optional embedding extra
 
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     summed = (hidden * mask).sum(dim=1)
@@ -50,6 +51,7 @@ class TorchModel:
     runtime = "torch"
 
     def __init__(self, settings: EmbeddingSettings):
+        # heavy: torch and transformers, from the optional embedding extra
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -110,8 +112,6 @@ def _gpu_present(settings: EmbeddingSettings) -> bool:
 
 
 def _load(settings: EmbeddingSettings):
-    from productsearch import onnx_export
-
     wanted = settings.runtime
     if wanted == "torch" or (wanted == "auto" and (settings.quantize_int8 or _gpu_present(settings))):
         return TorchModel(settings)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pinecone import Pinecone, RetryConfig
 
 from productsearch.batching import within_limits
 from productsearch.documents import MAX_UPSERT_REQUEST_BYTES, MAX_VECTORS_PER_UPSERT, IndexRecord
@@ -84,8 +85,6 @@ class ProductIndex:
                  should_stop: Callable[[], bool] = lambda: False, headers: Mapping[str, str] | None = None):
         """should_stop: when it returns True a failed call is not retried. headers: sent
         with every request (e.g. for a proxy in between)."""
-        from pinecone import Pinecone, RetryConfig
-
         self.settings = settings
         self._attempts = attempts
         self._timeout = timeout_s

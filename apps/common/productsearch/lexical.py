@@ -35,6 +35,8 @@ from typing import Any
 import bm25s
 import Stemmer
 
+from productsearch import products
+
 log = logging.getLogger(__name__)
 
 # bm25s's defaults (BM25.__init__), the settings the feasibility run measured.
@@ -259,8 +261,7 @@ def refit(conn, template: str, *, k1: float = DEFAULT_K1, b: float = DEFAULT_B, 
     grows with the vocabulary, not the table. Readers see the old statistics until the
     commit. `template` is INDEXED_TEXT_TEMPLATE (documents.lexical_text: what emu
     encodes). Run as the administrator (`pelican refit-lexical`)."""
-    from productsearch import products
-    from productsearch.documents import lexical_text
+    from productsearch.documents import lexical_text  # circular: documents imports this module
 
     if k1 <= 0 or not 0 <= b <= 1:
         raise ValueError(f"k1 must be positive and b within 0..1, got k1={k1}, b={b}")

@@ -52,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
+from productsearch import logs
 from productsearch.settings import EmbeddingSettings
 
 log = logging.getLogger("productsearch.onnx_export")  # not __main__ when run with -m
@@ -221,10 +222,11 @@ def export_into(settings: EmbeddingSettings, folder: Path) -> dict:
     """Exports, verifies against torch and writes model.onnx, tokenizer.json,
     reference.npy and manifest.json into folder (which must exist). Returns the
     manifest. Raises ExportError if the export's vectors do not match torch's."""
+    # heavy: torch and transformers, from the optional embedding extra
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from productsearch.embedding import TorchModel, mean_pool
+    from productsearch.embedding import TorchModel, mean_pool  # circular: embedding imports this module
 
     torch_settings = dataclasses.replace(settings, device="cpu", quantize_int8=False, runtime="torch")
     tokenizer = AutoTokenizer.from_pretrained(settings.model_path, local_files_only=True)
@@ -275,7 +277,7 @@ def export_into(settings: EmbeddingSettings, folder: Path) -> dict:
                 "graph_sha256": _sha256(folder / "model.onnx"), "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     export = Export(folder, manifest)
     # The tokenizer file must split exactly as transformers does.
-    from tokenizers import Tokenizer
+    from tokenizers import Tokenizer  # optional extra: embedding
 
     saved = Tokenizer.from_file(str(export.tokenizer))
     ours = [e.ids for e in saved.encode_batch(list(VERIFICATION_TEXTS))]
@@ -314,6 +316,7 @@ class OnnxModel:
     device = "cpu"
 
     def __init__(self, settings: EmbeddingSettings, export: Export, check: bool = True):
+        # optional extra: onnxruntime and tokenizers come with the embedding extra
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -362,6 +365,7 @@ class OpenVinoModel(OnnxModel):
     runtime = "openvino"
 
     def __init__(self, settings: EmbeddingSettings, export: Export, check: bool = True):
+        # optional extra: openvino (the openvino extra), tokenizers (the embedding extra)
         import openvino as ov
         from tokenizers import Tokenizer
 
@@ -392,7 +396,6 @@ def main(argv=None) -> int:
                                      "it against torch (what the images run at build time and the apps run on first use).")
     parser.add_argument("--settings-json", metavar="-", help="read EmbeddingSettings as JSON from stdin instead of the environment")
     args = parser.parse_args(argv)
-    from productsearch import logs
 
     logs.configure("onnx-export")
     if args.settings_json:

@@ -38,7 +38,7 @@ MODES = ("hybrid", "semantic", "keyword")
 DEFAULT_MODE = "hybrid"
 # The weight of the dense (semantic) part in a hybrid query; the sparse (BM25) part
 # gets 1 - HYBRID_ALPHA. Chosen on SciFact's train split (qrels/train.tsv), never the
-# test split, by `python -m benchmarks.evaluate --tune` through this same search path; the
+# test split, by `python -m benchmarks.evaluate <dataset> --tune` through this same search path; the
 # sweep is recorded in results/hybrid-tuning.json and docs/benchmarks.md ("Hybrid
 # search quality").
 HYBRID_ALPHA = 0.6

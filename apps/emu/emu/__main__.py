@@ -6,6 +6,7 @@ import argparse
 import sys
 import threading
 
+from emu.embedding_process import EmbeddingFailed, EmbeddingProcess
 from productsearch import logs
 from productsearch.settings import ConfigError, EmbeddingSettings, EmuSettings, IndexSettings, QueueSettings
 
@@ -25,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"emu: configuration error: {exc}", file=sys.stderr)
         return 2
-    from emu.embedding_process import EmbeddingFailed, EmbeddingProcess
+    # only in the parent: the spawn start method re-runs this module in the embedding
+    # child process, where the worker, index and AWS clients (~36 MB) are never used.
+    from emu.worker import Emu
     from productsearch import aws
     from productsearch.index import ProductIndex
     from productsearch.index_set import writer_for
@@ -39,7 +42,6 @@ def main(argv: list[str] | None = None) -> int:
         print(embedder.description)
         embedder.close()
         return 0
-    from emu.worker import Emu
 
     stopping = threading.Event()
     # After SIGTERM a failing index call is not retried: its messages go back to the

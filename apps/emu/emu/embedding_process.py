@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from productsearch import logs
 from productsearch.settings import EmbeddingSettings
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,7 @@ class EmbeddingProcess:
 def _serve(settings: EmbeddingSettings, conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from productsearch import logs
-    from productsearch.embedding import Embedder
+    from productsearch.embedding import Embedder  # only in the child process: the parent never loads a model
 
     logs.configure("emu")
     try:

@@ -7,8 +7,13 @@ import logging
 import os
 import sys
 
+import uvicorn
+
 from productsearch import logs
 from productsearch.settings import ConfigError
+
+from frontend.config import FrontendSettings
+from frontend.services import Services
 
 
 class _PlainUvicornLines(logging.Filter):
@@ -28,16 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:
         handler.addFilter(_PlainUvicornLines())
     try:
-        from frontend.config import FrontendSettings
-
         settings = FrontendSettings.from_env()
     except ConfigError as exc:
         print(f"frontend: configuration error: {exc}", file=sys.stderr)
         return 2
-    import uvicorn
 
-    from frontend.app import create_app
-    from frontend.services import Services
+    from frontend.app import create_app  # heavy: gradio
 
     services = Services(settings)
     services.load_model_in_background()

@@ -7,6 +7,7 @@ searchable."""
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import math
 from dataclasses import dataclass
@@ -205,8 +206,6 @@ def apply_edit(pool, product_id: int, changes: dict[str, Any], editor: str) -> E
 
 
 def _json(value: Any) -> str:
-    import json
-
     return json.dumps(value, ensure_ascii=False)
 
 

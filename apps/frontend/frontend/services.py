@@ -13,9 +13,16 @@ import time
 
 from psycopg_pool import ConnectionPool
 
-from productsearch import products
+from productsearch import aws, db, products
+from productsearch.embedding import Embedder
+from productsearch.index import ProductIndex
+from productsearch.index_set import ServingIndex
+from productsearch.search import ProductSearch
 
 from frontend.config import FrontendSettings
+from frontend.query_embedding import for_queries
+from frontend.status import StatusReader
+from frontend.throttle import LoginThrottle
 
 log = logging.getLogger("frontend.services")
 
@@ -26,16 +33,11 @@ class NotReady(RuntimeError):
 
 def login_throttle(settings: FrontendSettings):
     """The one LoginThrottle the API and the UI share, from settings.logins."""
-    from frontend.throttle import LoginThrottle
-
     return LoginThrottle(settings.logins.max_failures, settings.logins.window_seconds)
 
 
 class Services:
     def __init__(self, settings: FrontendSettings, *, embedder=None, index=None, pool=None, sqs=None):
-        from productsearch import aws, db
-        from productsearch.index import ProductIndex
-
         self.settings = settings
         self.pool = pool or ConnectionPool(
             settings.database.url,
@@ -49,8 +51,6 @@ class Services:
         if pool is None:
             self.pool.open(wait=False)  # the database may come up after us; /healthz says so meanwhile
         if index is None:
-            from productsearch.index_set import ServingIndex
-
             # Whichever configured index the serving_index row names (an index migration
             # switches it); searches, the status panel and edit checks all read that one.
             index = ServingIndex(settings.index, self.pool, lambda one: ProductIndex(
@@ -59,8 +59,6 @@ class Services:
         self.index = index
         self.sqs = sqs or aws.sqs_client(settings.queues, timeout_s=3.0, attempts=2)
         self.login_throttle = login_throttle(settings)
-        from frontend.status import StatusReader
-
         self.status = StatusReader(self.pool, self.index, self.sqs, settings.queues.jobs_queue_url,
                                    settings.queues.dead_letter_queue_url)
         self._categories: tuple[float, list[str]] | None = None
@@ -77,8 +75,6 @@ class Services:
         return thread
 
     def _load_model(self) -> None:
-        from productsearch.embedding import Embedder
-
         started = time.monotonic()
         try:
             embedder = Embedder(self.settings.embedding)
@@ -95,8 +91,6 @@ class Services:
     def _for_queries(self, embedder):
         """The one place the model is wrapped for queries: concurrent searches (UI and
         API alike) share forward passes, and recent query vectors are cached."""
-        from frontend.query_embedding import for_queries
-
         return for_queries(embedder, self.settings.query_embedding)
 
     @property
@@ -123,8 +117,6 @@ class Services:
 
     @property
     def search(self):
-        from productsearch.search import ProductSearch
-
         return ProductSearch(self.embedder, self.index, self.pool)
 
     def categories(self, ttl_s: float = 60.0) -> list[str]:

@@ -6,8 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from productsearch import db, logs
-from productsearch.settings import ConfigError, DatabaseSettings, PelicanSettings, QueueSettings
+from pelican.backfill import backfill
+from pelican.migrate_index import MigrationError, migrate_index
+from pelican.reconcile import reconcile
+from pelican.redrive import redrive
+from pelican.service import Pelican
+from productsearch import db, lexical, logs
+from productsearch.catalog import load_catalog
+from productsearch.roles import RoleError, grant_roles
+from productsearch.settings import (AppRoleSettings, ConfigError, DatabaseSettings, IndexSettings, PelicanSettings,
+                                    QueueSettings, text_template_from_env)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,8 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         database = DatabaseSettings.from_env()
         if args.command == "run":
-            from pelican.service import Pelican
-
             service = Pelican(database, QueueSettings.from_env(), PelicanSettings.from_env())
             service.install_signal_handlers()
             service.run()
@@ -61,9 +67,6 @@ def main(argv: list[str] | None = None) -> int:
             applied = db.migrate(database)
             print(f"schema up to date (applied now: {', '.join(applied) or 'nothing'})")
         elif args.command == "grant-roles":
-            from productsearch.roles import RoleError, grant_roles
-            from productsearch.settings import AppRoleSettings
-
             try:
                 granted = grant_roles(database, AppRoleSettings.from_env())
             except (RoleError, db.SecretUnavailable) as exc:
@@ -71,8 +74,6 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(f"database roles granted: {', '.join(granted)}")
         elif args.command == "load-catalog":
-            from productsearch.catalog import load_catalog
-
             if not args.path.is_file():
                 print(f"pelican: catalog file {args.path} not found", file=sys.stderr)
                 return 2
@@ -82,22 +83,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{args.path}:{line}: skipped: {reason}", file=sys.stderr)
             print(report.summary())
         elif args.command == "backfill":
-            from pelican.backfill import backfill
-
             with db.connect(database) as conn:
                 n = backfill(conn, chunk_size=args.chunk_size, restart=args.restart, progress=sys.stderr.isatty() or True)
             print(f"backfill captured {n} products; the pelican service ships them")
         elif args.command == "reconcile":
-            from pelican.reconcile import reconcile
-            from productsearch.settings import IndexSettings
-
             report = reconcile(database, IndexSettings.from_env(), repair=args.repair, page_size=args.page_size)
             print(report.summary_line())
             return 0 if report.clean or args.repair else 1
         elif args.command == "migrate-index":
-            from pelican.migrate_index import MigrationError, migrate_index
-            from productsearch.settings import IndexSettings
-
             try:
                 migrate_index(database, IndexSettings.from_env(), QueueSettings.from_env(need_dlq=True),
                               assume_yes=args.yes, timeout_s=args.timeout, skip_backfill=args.skip_backfill,
@@ -107,14 +100,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"pelican: migrate-index: {exc}", file=sys.stderr)
                 return 1
         elif args.command == "redrive":
-            from pelican.redrive import redrive
-
             n = redrive(database, QueueSettings.from_env(need_dlq=True))
             print(f"redrive re-captured {n} products from the dead-letter queue")
         elif args.command == "refit-lexical":
-            from productsearch import lexical
-            from productsearch.settings import text_template_from_env
-
             # The template alone: EmbeddingSettings would want the model on disk.
             template = text_template_from_env()
             k1 = lexical.DEFAULT_K1 if args.k1 is None else args.k1

@@ -32,6 +32,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from pinecone import Pinecone
 from tqdm import tqdm
 
 from pelican.backfill import backfill
@@ -177,8 +178,6 @@ def _check_reachable(what: str, settings: IndexSettings) -> None:
 def _describe(settings: IndexSettings) -> tuple[str | None, int | None]:
     """The index's (metric, dimension) from describe_index_stats (Pinecone reports both;
     so does the local index server), None where it reports nothing."""
-    from pinecone import Pinecone
-
     try:
         stats = Pinecone(api_key=settings.api_key).Index(host=settings.host).describe_index_stats()
     except Exception as exc:
