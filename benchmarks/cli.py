@@ -49,7 +49,8 @@ def parser(doc: str | None, output: str | None, *, output_aliases: tuple[str, ..
     # Under `python -m benchmarks.x` usage lines name the module, not x.py.
     spec = getattr(__main__, "__spec__", None)
     prog = f"python -m {spec.name.removesuffix('.__main__')}" if spec is not None else None
-    p = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n\n")[0])
+    # The whole module docstring: its first paragraph often ends in a list that follows.
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     default_help = f"the results JSON (default results/{output})" if output else "the results JSON (default: none written)"
     p.add_argument("--output", *output_aliases, type=Path, default=RESULTS / output if output else None,
                    help=output_help or default_help)

@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from devstack.index_server.faults import FAULT_EXEMPT_HEADER, FaultInjector, add_fault_routes
+from devstack.index_server.faults import FaultInjector, add_fault_routes
 from devstack.index_server.handlers import Handlers
 from devstack.index_server.limits import MAX_REQUEST_BYTES
 from devstack.index_server.protocol import ApiError, body_of, error_response, json_response, request_too_large
@@ -72,8 +72,8 @@ def create_app(store: IndexStore, api_key: str | None = None) -> FastAPI:
         try:
             if counted:
                 response = await faults.meet(request, path)
-            # As before the split: a fault-exempt request skips the key check too.
-            if counted and response is None and api_key and not request.headers.get(FAULT_EXEMPT_HEADER):
+            # The fault-exempt header spares a request injected faults, never the key check.
+            if counted and response is None and api_key:
                 supplied = request.headers.get("api-key")
                 if supplied is None:
                     response = error_response(401, "API key is missing (header Api-Key)")

@@ -27,6 +27,7 @@ from pinecone import Pinecone
 from pinecone.exceptions import NotFoundException, PineconeApiException, UnauthorizedException
 from pinecone.errors import RateLimitError, ServiceError
 
+from devstack.index_server.faults import FAULT_EXEMPT_HEADER
 from devstack.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -486,6 +487,14 @@ def test_bad_api_key_is_401(server):
     assert missing.status_code == 401 and missing.json()["code"] == 16
     # health is open without a key
     assert server.http("GET", "/healthz", key=None).status_code == 200
+
+
+def test_the_fault_exempt_header_does_not_exempt_a_request_from_the_api_key(server):
+    exempt = {FAULT_EXEMPT_HEADER: "1"}
+    missing = server.http("POST", "/describe_index_stats", key=None, json={}, headers=dict(exempt))
+    wrong = server.http("POST", "/describe_index_stats", key="wrong-key", json={}, headers=dict(exempt))
+    right = server.http("POST", "/describe_index_stats", json={}, headers=dict(exempt))
+    assert (missing.status_code, wrong.status_code, right.status_code) == (401, 401, 200)
 
 
 def test_unknown_path_is_pinecone_shaped_404(server):
