@@ -11,6 +11,7 @@ import logging
 import os
 
 import uvicorn
+from threadpoolctl import threadpool_limits
 
 from devstack.index_server.app import create_app
 from devstack.index_server.store import METRICS, IndexStore
@@ -34,11 +35,38 @@ def build_parser() -> argparse.ArgumentParser:
         "unset = no authentication)",
     )
     parser.add_argument("--log-level", default=os.environ.get("INDEX_SERVER_LOG_LEVEL", "info"))
+    parser.add_argument(
+        "--blas-threads",
+        type=int,
+        default=1,
+        help="BLAS threads for scoring a query (default 1; 0: BLAS's own default, one per core)",
+    )
     return parser
 
 
+def limit_blas_threads(threads: int) -> threadpool_limits | None:
+    """Caps the BLAS libraries loaded in this process (numpy's OpenBLAS) at *threads*
+    threads for the rest of its life; 0 leaves BLAS's own default (one per core).
+    Returns the limiter (its restore_original_limits() undoes it), or None for 0.
+
+    Why one: a query is one matrix-vector product over every row, memory-bound, so a
+    second BLAS thread barely shortens it, while its spin-wait takes CPU from the
+    processes sharing the machine. Measured on the 2-core machine of
+    docs/benchmarks.md, 10,000 rows, hybrid queries: 6.4 ms of server CPU per query
+    with OpenBLAS's default threads, 2.6 to 3.3 ms with one, at the same latency."""
+    if threads < 0:
+        raise ValueError(f"BLAS threads must be >= 0, got {threads}")
+    if threads == 0:
+        return None
+    return threadpool_limits(limits=threads, user_api="blas")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.blas_threads < 0:
+        parser.error(f"--blas-threads must be 0 or more, got {args.blas_threads}")
+    limit_blas_threads(args.blas_threads)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
