@@ -48,6 +48,7 @@ from benchmarks.pipeline import REPO, Pipeline, healthy, memory_of
 from benchmarks.search_load import search_breakdown, search_latency
 from benchmarks.throughput import raw_throughput, time_embedding
 from devstack.waiting import wait_until
+from productsearch.embedding import Embedder
 from productsearch.settings import EmbeddingSettings
 
 
@@ -243,7 +244,11 @@ def main(argv=None) -> int:
                     result["search"]["rows_indexed"] = n
                     result["search"]["frontend_memory_kib"] = memory_of(pipeline.stack.processes["frontend"].pid)
                     pipeline.stop_app("frontend")
-                result["search_breakdown"] = search_breakdown(pipeline, embedder, workload.queries(200, base))
+                # The frontend's own query runtime (frontend.__main__'s defaults), beside emu's.
+                query_embedder = Embedder(EmbeddingSettings.from_env(pipeline.app_env(
+                    {"EMBEDDING_RUNTIME": "auto", "EMBEDDING_THREADS": "1", **extra})))
+                result["search_breakdown"] = search_breakdown(pipeline, embedder, workload.queries(200, base),
+                                                              query_embedder=query_embedder)
                 say(f"    search path in process, per stage: {result['search_breakdown']}")
             pipeline.stop_app("pelican")
             pipeline.stop_app("emu")
@@ -310,9 +315,14 @@ def report(r: dict) -> None:
             f"p99 {lv['p99_ms']:.1f} ms  {lv['qps']:.1f} QPS  ({lv['requests']} requests, {lv['errors']} errors)")
     b = r.get("search_breakdown")
     if b:
-        say(f"search stages (in process)    embed p50 {b['embed_ms']['p50']} ms ({b['torch_threads']} threads; "
+        emu_runtime = b.get("embed_ms_emu_runtime")
+        torch_part = (f"emu's runtime {emu_runtime['p50']} ms with {b['torch_threads']} threads, "
+                      if emu_runtime else f"{b['torch_threads']} threads; ")
+        say(f"search stages (in process)    embed p50 {b['embed_ms']['p50']} ms ({torch_part}"
             f"{b['embed_ms_1_thread']['p50']} ms with 1), index query p50 {b['index_query_ms']['p50']} ms, "
             f"Postgres rows p50 {b['postgres_rows_ms']['p50']} ms")
+        if b.get("query_runtime"):
+            say(f"  the frontend's query embedding: {b['query_runtime']}")
     if s.get("skipped"):
         say(f"search: skipped ({s['skipped']})")
     if r.get("int8"):

@@ -337,15 +337,19 @@ def search_latency(url: str, queries: list[str], levels: list[int], per_level: i
     return out
 
 
-def search_breakdown(pipeline: Pipeline, embedder, queries: list[str], n: int = 100) -> dict:
+def search_breakdown(pipeline: Pipeline, embedder, queries: list[str], n: int = 100,
+                     query_embedder=None) -> dict:
     """Where a search's time goes, in this process, one query at a time: embedding the
     query, the index query (top_k 10, metadata), reading the rows from Postgres; p50
-    and p95 in ms per stage over the first n queries, and the embedding again with one
-    torch thread."""
+    and p95 in ms per stage over the first n queries. `embedder` is emu's (torch by
+    default); its embedding is timed again with one torch thread. `query_embedder`, when
+    given, is the frontend's (frontend.__main__: EMBEDDING_RUNTIME=auto, one thread),
+    and the "embed_ms" stage is its; "embed_ms_emu_runtime" is then `embedder`'s."""
     stages: dict[str, list[float]] = {"embed_ms": [], "index_query_ms": [], "postgres_rows_ms": []}
+    frontend_embedder = query_embedder or embedder
     for q in queries[:n]:
         t0 = time.perf_counter()
-        vector = embedder.embed([q])[0]
+        vector = frontend_embedder.embed([q])[0]
         t1 = time.perf_counter()
         matches = pipeline.index.query(vector, top_k=10)
         t2 = time.perf_counter()
@@ -353,6 +357,12 @@ def search_breakdown(pipeline: Pipeline, embedder, queries: list[str], n: int = 
         t3 = time.perf_counter()
         for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2)):
             stages[key].append(value * 1000)
+    if query_embedder is not None:
+        stages["embed_ms_emu_runtime"] = []
+        for q in queries[:n]:
+            t0 = time.perf_counter()
+            embedder.embed([q])
+            stages["embed_ms_emu_runtime"].append((time.perf_counter() - t0) * 1000)
     # The query embedding again with one intra-op thread: on two cores shared with other
     # processes, torch's second thread mostly waits at barriers for a tiny input.
     import torch  # heavy: torch
@@ -368,6 +378,7 @@ def search_breakdown(pipeline: Pipeline, embedder, queries: list[str], n: int = 
     finally:
         torch.set_num_threads(threads)
     return {"queries": len(stages["embed_ms"]), "torch_threads": threads,
+            "query_runtime": getattr(frontend_embedder, "description", None),
             **{key: {"p50": round(pct(v, 50), 1), "p95": round(pct(v, 95), 1)} for key, v in stages.items()},
             "embed_ms_1_thread": {"p50": round(pct(one, 50), 1), "p95": round(pct(one, 95), 1)}}
 

@@ -34,6 +34,17 @@ def index_order(front, embedder, query: str, top_k: int, index_filter=None) -> l
 
 
 # -- search ------------------------------------------------------------------------------
+def test_the_frontend_embeds_queries_with_onnx_runtime_unless_told_otherwise(front, stack):
+    """frontend.__main__ defaults EMBEDDING_RUNTIME to auto, which is ONNX Runtime on a CPU
+    (the export was verified against torch when it loaded); the fixture sets no runtime."""
+    assert "EMBEDDING_RUNTIME" not in stack.app_env({})
+    lines = stack.log_path("frontend").read_text(encoding="utf-8").splitlines()
+    loaded = [json.loads(line) for line in lines if '"embedding model loaded"' in line]
+    assert loaded, "the frontend logged no model load"
+    assert loaded[-1]["runtime"] == "onnx", loaded[-1]
+    assert "onnxruntime" in loaded[-1]["description"] and "1 threads" in loaded[-1]["description"]
+
+
 def test_results_are_in_the_index_rank_order_with_scores(front, embedder):
     results = front.search(QUERY, top_k=15, mode="semantic")
     expected = index_order(front, embedder, QUERY, 15)
