@@ -40,6 +40,10 @@ def test_migration_is_safe_twice_and_from_two_processes_at_once(stack, fresh_dat
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(db.migration_files())
         triggers = {r[0] for r in conn.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'products'::regclass AND NOT tgisinternal")}
         assert {"products_capture_insert_delete", "products_capture_update", "products_capture_truncate"} <= triggers
+        # A captured write maintains every index on the outbox; only the primary key is read
+        # (pelican claims and deletes by id), so it is the only one (008).
+        outbox_indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'product_changes'")}
+        assert outbox_indexes == {"product_changes_pkey"}
 
 
 def test_loader_reports_bad_rows_with_line_numbers_and_loads_the_rest(parts, stack, tmp_path):
