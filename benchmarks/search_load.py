@@ -343,7 +343,7 @@ def search_breakdown(pipeline: Pipeline, embedder, queries: list[str], n: int = 
     query, the index query (top_k 10, metadata), reading the rows from Postgres; p50
     and p95 in ms per stage over the first n queries. `embedder` is emu's (torch by
     default); its embedding is timed again with one torch thread. `query_embedder`, when
-    given, is the frontend's (frontend.__main__: EMBEDDING_RUNTIME=auto, one thread),
+    given, is the frontend's (productsearch.settings.QUERY_EMBEDDING_DEFAULTS),
     and the "embed_ms" stage is its; "embed_ms_emu_runtime" is then `embedder`'s."""
     stages: dict[str, list[float]] = {"embed_ms": [], "index_query_ms": [], "postgres_rows_ms": []}
     frontend_embedder = query_embedder or embedder

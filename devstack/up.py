@@ -20,7 +20,7 @@ from tqdm import tqdm
 from devstack.processes import REPO, http_ok, wait_for
 from productsearch import aws
 from productsearch.index import ProductIndex
-from productsearch.settings import IndexSettings
+from productsearch.settings import IndexSettings, query_embedding_env
 
 if TYPE_CHECKING:
     from devstack.stack import DevStack
@@ -57,6 +57,16 @@ def up(stack: DevStack, catalog: Path, with_frontend: bool, settings_dir: Path =
     # whole table, so keyword and hybrid search weigh terms as BM25 does.
     print("fitting the keyword-search statistics ...", flush=True)
     stack.refit_lexical()
+    if with_frontend:
+        # The frontend embeds queries with ONNX Runtime. On a fresh machine the model is
+        # exported (and checked against torch) once, here, before emu's backfill takes
+        # the cores, rather than inside the frontend's start; later runs find it cached.
+        print("preparing the frontend's query model (exported to ONNX on the first run only) ...", flush=True)
+        export = subprocess.run([sys.executable, "-m", "productsearch.onnx_export"], env=query_embedding_env(env),
+                                cwd=REPO, stdout=subprocess.DEVNULL)
+        if export.returncode != 0:
+            print("the ONNX export failed (its log is above); with EMBEDDING_RUNTIME=auto, the frontend's default, it "
+                  "embeds queries with torch instead", flush=True)
     stack.start_app("pelican")
     stack.start_app("emu")
     editor = editor_credentials(settings_dir / "editor.env")

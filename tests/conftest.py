@@ -35,8 +35,8 @@ def stack():
     # model on its first start when no verified export is cached. Exported once here,
     # every frontend a test starts loads it in seconds instead of each racing the
     # tests' readiness waits with a first export (~1 min on 2 cores).
-    subprocess.run([sys.executable, "-m", "productsearch.onnx_export"], check=True, stdout=subprocess.DEVNULL,
-                   timeout=1800)
+    # A failed export fails no test here: the frontend then falls back to torch (auto).
+    subprocess.run([sys.executable, "-m", "productsearch.onnx_export"], stdout=subprocess.DEVNULL, timeout=1800)
     yield s
     s.stop_all()
     shutil.rmtree(root, ignore_errors=True)

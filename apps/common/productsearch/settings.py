@@ -505,6 +505,22 @@ def _default_model_path() -> str | None:
 
 EMBEDDING_RUNTIMES = ("auto", "torch", "onnx", "openvino")
 EMBEDDING_QUANTIZATIONS = ("none", "int8")
+# The frontend's defaults for embedding queries, where emu's defaults (torch, one thread
+# per core) suit batches of 64 documents. A search embeds one short query or a small
+# batch. One thread: on a busy 2-core machine a second one made a single query ~10x
+# slower (about 100 against 10 ms, docs/benchmarks.md, 2026-11-26), while on an idle
+# one it saved torch a quarter (11.3 against 15.0 ms). ONNX Runtime: on one thread it
+# took 7.1 ms per query against torch's 15.0 (p50, `make bench`, docs/benchmarks.md
+# "Issue 12's figures"), at equal vectors. auto is ONNX Runtime on a CPU and torch on a
+# GPU. frontend.__main__ applies them beneath the environment; the benchmarks and the
+# evaluation embed queries with them too, so they measure the search as the frontend
+# runs it.
+QUERY_EMBEDDING_DEFAULTS = {"EMBEDDING_RUNTIME": "auto", "EMBEDDING_THREADS": "1"}
+
+
+def query_embedding_env(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with QUERY_EMBEDDING_DEFAULTS beneath it: a variable `env` sets wins."""
+    return {**QUERY_EMBEDDING_DEFAULTS, **env}
 
 
 class EmbeddingEnv(DimensionEnv, TextTemplateEnv):
@@ -530,8 +546,9 @@ class EmbeddingEnv(DimensionEnv, TextTemplateEnv):
 class EmbeddingSettings:
     """The embedding model and how it runs (productsearch.embedding).
 
-    runtime (EMBEDDING_RUNTIME, default torch, the fastest on this project's CPU
-    measurements, docs/benchmarks.md "Embedding runtimes on CPU"): torch, onnx (ONNX Runtime on CPU, the
+    runtime (EMBEDDING_RUNTIME, default torch, the fastest for emu's batches on this
+    project's CPU measurements, docs/benchmarks.md "Embedding runtimes on CPU"; the
+    frontend runs with QUERY_EMBEDDING_DEFAULTS beneath its environment, i.e. auto): torch, onnx (ONNX Runtime on CPU, the
     model exported and verified against torch into cache_dir on first use), openvino
     (the same export in OpenVINO, opt-in), or auto: torch on a GPU or with
     EMBEDDING_QUANTIZE=int8, else onnx, else torch with a warning. onnx and openvino

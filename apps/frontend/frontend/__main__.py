@@ -10,7 +10,7 @@ import sys
 import uvicorn
 
 from productsearch import logs
-from productsearch.settings import ConfigError
+from productsearch.settings import QUERY_EMBEDDING_DEFAULTS, ConfigError
 
 from frontend.config import FrontendSettings
 from frontend.services import Services
@@ -26,16 +26,10 @@ class _PlainUvicornLines(logging.Filter):
 
 def main(argv: list[str] | None = None) -> int:
     log = logs.configure("frontend")
-    # A query is one short text: a second intra-op thread only adds hand-off cost there
-    # and competes with the server's own threads (measured: ~10 ms with one thread
-    # against ~100 ms with two on a busy 2-core machine; see docs/benchmarks.md).
-    os.environ.setdefault("EMBEDDING_THREADS", "1")
-    # For one query at a time ONNX Runtime is the faster runtime: on that machine, one
-    # thread, a single query took 4-6 ms against torch's 11-12 ms (p50; batches of 16
-    # cost both about the same per query), and the frontend never imports torch. auto
-    # takes it on CPU and falls back to torch, with a warning, when no verified export
-    # can be had (docs/benchmarks.md, "Embedding runtimes on CPU").
-    os.environ.setdefault("EMBEDDING_RUNTIME", "auto")
+    # Queries are embedded with their own defaults (one thread, ONNX Runtime on a CPU):
+    # see productsearch.settings.QUERY_EMBEDDING_DEFAULTS for the measurements.
+    for name, value in QUERY_EMBEDDING_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_PlainUvicornLines())
     try:

@@ -120,3 +120,14 @@ def test_pelican_metric_settings_default_off_and_validate_the_namespace():
             PelicanSettings.from_env({**base, "CLOUDWATCH_NAMESPACE": bad})
     with pytest.raises(ConfigError, match="PELICAN_METRIC_INTERVAL_SECONDS"):
         PelicanSettings.from_env({**base, "PELICAN_METRIC_INTERVAL_SECONDS": "0"})
+
+
+def test_query_embedding_defaults_sit_beneath_what_the_environment_sets():
+    from productsearch.settings import query_embedding_env
+
+    frontend = EmbeddingSettings.from_env(query_embedding_env({}))
+    assert (frontend.runtime, frontend.threads) == ("auto", 1)
+    emu = EmbeddingSettings.from_env({})
+    assert (emu.runtime, emu.threads) == ("torch", 0)
+    told = EmbeddingSettings.from_env(query_embedding_env({"EMBEDDING_RUNTIME": "torch", "EMBEDDING_THREADS": "2"}))
+    assert (told.runtime, told.threads) == ("torch", 2)
