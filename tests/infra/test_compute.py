@@ -167,7 +167,7 @@ def test_environment_contract(compute_run, data_run, messaging_run):
         "FRONTEND_PORT": "7860", "LOAD_BALANCER_IDLE_TIMEOUT_SECONDS": "120",
         "FRONTEND_TRUSTED_PROXIES": "10.0.0.0/16", "HOME": "/scratch", "TMPDIR": "/scratch",
         "GRADIO_TEMP_DIR": "/scratch", "HF_HOME": "/scratch/huggingface"}
-    dbs, pk, ed = d["dbSecretArn"], d["pineconeApiKeySecretArn"], d["editorCredentialsSecretArn"]
+    pk, ed = d["pineconeApiKeySecretArn"], d["editorCredentialsSecretArn"]
     # The database credentials are read (and re-read after a rotation) by the apps, not injected.
     assert secrets(compute_run, "pelican") == {}
     assert secrets(compute_run, "emu") == {"PINECONE_API_KEY": pk}

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     refit.add_argument("--b", type=float, default=None, help="BM25 b, length normalisation 0..1 (default 0.75)")
     args = parser.parse_args(argv)
 
-    log = logs.configure("pelican")
+    logs.configure("pelican")
     try:
         database = DatabaseSettings.from_env()
         if args.command == "run":
