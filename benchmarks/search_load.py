@@ -337,6 +337,16 @@ def search_latency(url: str, queries: list[str], levels: list[int], per_level: i
     return out
 
 
+def _embed_one_at_a_time_ms(embedder, queries: list[str]) -> list[float]:
+    """Milliseconds each query took to embed alone, in order."""
+    times = []
+    for q in queries:
+        t0 = time.perf_counter()
+        embedder.embed([q])
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
 def search_breakdown(pipeline: Pipeline, embedder, queries: list[str], n: int = 100,
                      query_embedder=None) -> dict:
     """Where a search's time goes, in this process, one query at a time: embedding the
@@ -358,23 +368,15 @@ def search_breakdown(pipeline: Pipeline, embedder, queries: list[str], n: int = 
         for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2)):
             stages[key].append(value * 1000)
     if query_embedder is not None:
-        stages["embed_ms_emu_runtime"] = []
-        for q in queries[:n]:
-            t0 = time.perf_counter()
-            embedder.embed([q])
-            stages["embed_ms_emu_runtime"].append((time.perf_counter() - t0) * 1000)
+        stages["embed_ms_emu_runtime"] = _embed_one_at_a_time_ms(embedder, queries[:n])
     # The query embedding again with one intra-op thread: on two cores shared with other
     # processes, torch's second thread mostly waits at barriers for a tiny input.
     import torch  # heavy: torch
 
     threads = torch.get_num_threads()
-    one: list[float] = []
     try:
         torch.set_num_threads(1)
-        for q in queries[:n]:
-            t0 = time.perf_counter()
-            embedder.embed([q])
-            one.append((time.perf_counter() - t0) * 1000)
+        one = _embed_one_at_a_time_ms(embedder, queries[:n])
     finally:
         torch.set_num_threads(threads)
     return {"queries": len(stages["embed_ms"]), "torch_threads": threads,

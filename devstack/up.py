@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,9 +19,9 @@ import psycopg
 from tqdm import tqdm
 
 from devstack.processes import REPO, http_ok, wait_for
-from productsearch import aws
+from productsearch import aws, onnx_export
 from productsearch.index import ProductIndex
-from productsearch.settings import IndexSettings, query_embedding_env
+from productsearch.settings import EmbeddingSettings, IndexSettings, query_embedding_env
 
 if TYPE_CHECKING:
     from devstack.stack import DevStack
@@ -62,11 +63,12 @@ def up(stack: DevStack, catalog: Path, with_frontend: bool, settings_dir: Path =
         # exported (and checked against torch) once, here, before emu's backfill takes
         # the cores, rather than inside the frontend's start; later runs find it cached.
         print("preparing the frontend's query model (exported to ONNX on the first run only) ...", flush=True)
-        export = subprocess.run([sys.executable, "-m", "productsearch.onnx_export"], env=query_embedding_env(env),
-                                cwd=REPO, stdout=subprocess.DEVNULL)
-        if export.returncode != 0:
-            print("the ONNX export failed (its log is above); with EMBEDDING_RUNTIME=auto, the frontend's default, it "
-                  "embeds queries with torch instead", flush=True)
+        problem = prepare_query_model(env)
+        if not problem:
+            print("the query model is ready", flush=True)
+        else:
+            print(f"{problem}\nwith EMBEDDING_RUNTIME=auto, the frontend's default, it embeds queries with torch "
+                  "instead", flush=True)
     stack.start_app("pelican")
     stack.start_app("emu")
     editor = editor_credentials(settings_dir / "editor.env")
@@ -94,6 +96,24 @@ def up(stack: DevStack, catalog: Path, with_frontend: bool, settings_dir: Path =
         print(f"UI: http://127.0.0.1:{stack.frontend_port}/")
     else:
         print("frontend not started (apps/frontend not present)")
+
+
+def prepare_query_model(env: Mapping[str, str]) -> str | None:
+    """Makes sure the model the frontend embeds queries with is ready: for an ONNX
+    runtime (QUERY_EMBEDDING_DEFAULTS beneath `env`), a verified export in the cache,
+    made now if missing (productsearch.onnx_export.ensure_export: a child process, about
+    a minute on 2 cores, once per model and versions). Returns None when ready (or
+    when the runtime is torch: nothing to export), or why the export failed (the
+    frontend's auto then falls back to torch). Raises ConfigError for a malformed
+    EMBEDDING_* setting, which would stop the frontend too."""
+    settings = EmbeddingSettings.from_env(query_embedding_env(env))
+    if settings.runtime == "torch":
+        return None
+    try:
+        onnx_export.ensure_export(settings)
+    except onnx_export.ExportError as exc:
+        return str(exc)
+    return None
 
 
 def editor_credentials(path: Path) -> dict[str, str]:

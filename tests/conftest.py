@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -22,6 +20,7 @@ SHARED = REPO.parent / "shared"
 @pytest.fixture(scope="session")
 def stack():
     from devstack.stack import DevStack, free_port
+    from devstack.up import prepare_query_model
 
     # Not under pytest's tmp_path: pytest keeps that tree private to the user (0700),
     # and when CI runs as root PostgreSQL runs as the postgres user and must reach it.
@@ -36,7 +35,7 @@ def stack():
     # every frontend a test starts loads it in seconds instead of each racing the
     # tests' readiness waits with a first export (~1 min on 2 cores).
     # A failed export fails no test here: the frontend then falls back to torch (auto).
-    subprocess.run([sys.executable, "-m", "productsearch.onnx_export"], stdout=subprocess.DEVNULL, timeout=1800)
+    prepare_query_model(os.environ)
     yield s
     s.stop_all()
     shutil.rmtree(root, ignore_errors=True)

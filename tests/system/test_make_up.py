@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from devstack.stack import DevStack, free_port, up
+from devstack.up import prepare_query_model
 from productsearch import db
 from productsearch.index import ProductIndex
 from productsearch.settings import IndexSettings
@@ -77,3 +78,14 @@ def test_up_indexes_the_catalog_then_a_restart_resyncs_only_the_drift(capsys):
     finally:
         stack.stop_all()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_query_model_is_exported_for_onnx_only_and_a_failed_export_is_reported(tmp_path):
+    cache = tmp_path / "cache"
+    assert prepare_query_model({"EMBEDDING_RUNTIME": "torch", "EMBEDDING_CACHE_DIR": str(cache)}) is None
+    assert not cache.exists(), "a torch runtime needs no export"
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    problem = prepare_query_model({"EMBEDDING_CACHE_DIR": str(cache), "EMBEDDING_MODEL_PATH": str(broken)})
+    assert problem is not None and "the ONNX export of" in problem and "failed" in problem
