@@ -26,18 +26,41 @@ import hashlib
 import logging
 import math
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import bm25s
 import Stemmer
 
 from productsearch import products
 
 log = logging.getLogger(__name__)
+
+
+def _import_bm25s():
+    """bm25s, imported with its optional accelerators jax and numba out of reach.
+
+    When jax is installed, bm25s.selection runs a jax op at import time. With jax[cuda]
+    that makes XLA take 75% of the GPU's memory in every process that imports this
+    module, and emu then fails to load its model with CUDA out of memory (seen on a GPU
+    machine whose image ships jax). On that machine pelican's peak RSS was 658 MiB with
+    both imported and 104 MiB without. Only bm25s's tokeniser is used here, which needs
+    neither. A module already imported stays as it is."""
+    blocked = [name for name in ("jax", "numba") if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # Python's marker: importing it raises ImportError
+    try:
+        import bm25s
+    finally:
+        for name in blocked:
+            del sys.modules[name]
+    return bm25s
+
+
+bm25s = _import_bm25s()
 
 # bm25s's defaults (BM25.__init__), the settings the feasibility run measured.
 DEFAULT_K1 = 1.5

@@ -4,6 +4,7 @@ lexical parameters."""
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 
@@ -45,6 +46,36 @@ def test_nothing_is_downloaded_or_read_from_the_network():
             "from productsearch import lexical\n"
             "assert lexical.terms('Walking boots') == ['walk', 'boot']\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_bm25s_is_imported_without_jax_or_numba(tmp_path):
+    # bm25s imports jax when it is installed and runs a jax op at import time; with
+    # jax[cuda] present, that op makes XLA take 75% of the GPU's memory in every
+    # process importing lexical, and emu then cannot load its model (seen on a GPU
+    # machine). numba, also optional to bm25s, costs seconds and hundreds of MiB.
+    # Stand-ins record any import of either; bm25s's tokeniser must still work.
+    log = tmp_path / "imports.log"
+    fakes = tmp_path / "fakes"
+    for package, body in {
+        "jax": "open(__import__('os').environ['IMPORT_LOG'], 'a').write('jax\\n')\n",
+        "numba": "open(__import__('os').environ['IMPORT_LOG'], 'a').write('numba\\n')\nraise ImportError('a stand-in')\n",
+    }.items():
+        (fakes / package).mkdir(parents=True)
+        (fakes / package / "__init__.py").write_text(body)
+    (fakes / "jax" / "lax.py").write_text(
+        "import os\nopen(os.environ['IMPORT_LOG'], 'a').write('jax.lax\\n')\n"
+        "def top_k(x, k):\n    open(os.environ['IMPORT_LOG'], 'a').write('top_k\\n')\n    return x[:k], list(range(k))\n")
+    code = ("import importlib.util, sys\n"
+            "assert importlib.util.find_spec('jax') and importlib.util.find_spec('numba')\n"
+            "from productsearch import lexical\n"
+            "import bm25s.selection\n"
+            "assert not bm25s.selection.JAX_IS_AVAILABLE and not bm25s.NUMBA_AVAILABLE\n"
+            "assert lexical.terms('Walking boots') == ['walk', 'boot']\n"
+            "assert sys.modules.get('jax', 'absent') == 'absent', sys.modules.get('jax')\n")
+    env = {**os.environ, "IMPORT_LOG": str(log),
+           "PYTHONPATH": os.pathsep.join([str(fakes), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, env=env)
+    assert not log.exists(), log.read_text()
 
 
 def test_sparse_vector_is_sorted_positive_and_capped_by_weight():
