@@ -96,10 +96,29 @@ def default_corpora(template: str, n: int = 10000) -> dict[str, list[str]]:
     return {"catalog": workload.texts(n, template)}
 
 
+# `make bench` run on a GPU machine with EMBEDDING_DEVICE=cuda (see docs/benchmarks.md, GPU).
+STORED_GPU_BENCH = "bench-gpu.json"
+
+
+def stored_gpu_backfill(path: Path | None = None) -> dict | None:
+    """The end-to-end backfill figures of the last `make bench` on a GPU machine
+    (results/bench-gpu.json): {"gpu", "measured_at", "raw_texts_per_s", "runs": [{"rows",
+    "rows_per_s", "seconds", "ratio_to_raw", "cpu_s_during_backfill"}]}; None when there is none."""
+    path = path or cli.RESULTS / STORED_GPU_BENCH
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    return {"gpu": saved["machine"].get("gpu"), "measured_at": saved["measured_at"],
+            "raw_texts_per_s": saved["raw_embedding"]["texts_per_s"],
+            "runs": [{k: run[k] for k in ("rows", "rows_per_s", "seconds", "ratio_to_raw", "cpu_s_during_backfill")}
+                     for run in saved["backfill"]]}
+
+
 def figures(log=print) -> dict:
     """CUDA fp16 figures for `make bench`: measured here (run() on default_corpora) when
-    this machine has a GPU; otherwise the last ones measured on one (results/cuda.json),
-    marked as such, or {"skipped": ...} when there are none."""
+    this machine has a GPU; otherwise the last ones measured on one (results/cuda.json,
+    and under "backfill" stored_gpu_backfill()), marked as such, or {"skipped": ...}
+    when there are none."""
     import torch  # heavy: torch
 
     if torch.cuda.is_available():
@@ -107,11 +126,15 @@ def figures(log=print) -> dict:
         log("CUDA fp16 embedding throughput ...")
         return run(settings.model_path, default_corpora(settings.text_template))
     stored = cli.RESULTS / "cuda.json"
-    if stored.exists():
-        saved = json.loads(stored.read_text())
-        return {"skipped": f"figures below from {saved.get('gpu')} ({saved.get('measured', 'earlier')}), results/cuda.json",
-                **{k: saved[k] for k in ("gpu", "corpora", "agreement_with_cpu_fp32") if k in saved}}
-    return {"skipped": "no GPU here and no results/cuda.json"}
+    if not stored.exists():
+        return {"skipped": "no GPU here and no results/cuda.json"}
+    saved = json.loads(stored.read_text())
+    out = {"skipped": f"figures below from {saved.get('gpu')} ({saved.get('measured', 'earlier')}), results/cuda.json",
+           **{k: saved[k] for k in ("gpu", "corpora", "agreement_with_cpu_fp32") if k in saved}}
+    backfill = stored_gpu_backfill()
+    if backfill:
+        out["backfill"] = backfill
+    return out
 
 
 def main(argv=None) -> int:

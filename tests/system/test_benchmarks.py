@@ -131,6 +131,8 @@ def test_benchmark_at_a_tiny_size(tmp_path):
             assert level["requests"] > 0 and level["errors"] == 0
             assert 0 < level["p50_ms"] <= level["p95_ms"] <= level["p99_ms"] and level["qps"] > 0
     assert "machine:" in proc.stdout and "(b)/(a)" in proc.stdout
+    if r["cuda"].get("skipped") and r["cuda"].get("backfill"):  # no GPU here: the stored GPU figures are printed
+        assert "GPU end-to-end backfill" in proc.stdout and "N=50,000" in proc.stdout
 
 
 @pytest.mark.stack
