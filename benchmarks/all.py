@@ -315,8 +315,8 @@ def report(r: dict) -> None:
     b = r.get("search_breakdown")
     if b:
         emu_runtime = b.get("embed_ms_emu_runtime")
-        torch_part = (f"emu's runtime {emu_runtime['p50']} ms with {b['torch_threads']} threads, "
-                      if emu_runtime else f"{b['torch_threads']} threads; ")
+        threads = f"{b['torch_threads']} thread{'' if b['torch_threads'] == 1 else 's'}"
+        torch_part = f"emu's runtime {emu_runtime['p50']} ms with {threads}, " if emu_runtime else f"{threads}; "
         say(f"search stages (in process)    embed p50 {b['embed_ms']['p50']} ms ({torch_part}"
             f"{b['embed_ms_1_thread']['p50']} ms with 1), index query p50 {b['index_query_ms']['p50']} ms, "
             f"Postgres rows p50 {b['postgres_rows_ms']['p50']} ms")

@@ -23,18 +23,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m devstack.index_server",
         description="Local Pinecone-compatible vector index server (REST data plane).",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5081)
-    parser.add_argument("--data-dir", default=".local/index")
-    parser.add_argument("--dimension", type=int, default=384)
-    parser.add_argument("--metric", choices=METRICS, default="cosine")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=5081, help="TCP port (default 5081)")
+    parser.add_argument("--data-dir", default=".local/index",
+                        help="where the vectors are kept across restarts (default .local/index)")
+    parser.add_argument("--dimension", type=int, default=384,
+                        help="dense vector length; fixed when the data directory is created (default 384)")
+    parser.add_argument("--metric", choices=METRICS, default="cosine",
+                        help="similarity metric; fixed when the data directory is created (default cosine)")
     parser.add_argument(
         "--api-key",
         default=os.environ.get("INDEX_SERVER_API_KEY") or None,
         help="require this value in the Api-Key header (default: $INDEX_SERVER_API_KEY; "
         "unset = no authentication)",
     )
-    parser.add_argument("--log-level", default=os.environ.get("INDEX_SERVER_LOG_LEVEL", "info"))
+    parser.add_argument("--log-level", default=os.environ.get("INDEX_SERVER_LOG_LEVEL", "info"),
+                        help="debug, info, warning or error (default: $INDEX_SERVER_LOG_LEVEL, else info)")
     parser.add_argument(
         "--blas-threads",
         type=int,

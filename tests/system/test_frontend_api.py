@@ -55,7 +55,7 @@ def test_the_frontend_embeds_queries_with_onnx_runtime_unless_told_otherwise(fro
     loaded = [json.loads(line) for line in lines if '"embedding model loaded"' in line]
     assert loaded, "the frontend logged no model load"
     assert loaded[-1]["runtime"] == "onnx", loaded[-1]
-    assert "onnxruntime" in loaded[-1]["description"] and "1 threads" in loaded[-1]["description"]
+    assert "onnxruntime" in loaded[-1]["description"] and "(fp32, 1 thread)" in loaded[-1]["description"]
 
 
 def test_results_are_in_the_index_rank_order_with_scores(front, query_embedder):

@@ -221,6 +221,16 @@ def encode_document(text: str, stats: CorpusStats) -> SparseVector:
     return encode_counts(term_counts(text), stats)
 
 
+def encode_documents(texts: list[str], stats: list[CorpusStats]) -> list[SparseVector]:
+    """encode_document(texts[i], stats[i]) for each i, tokenising the batch in one bm25s
+    call: bm25s's setup per call costs more than tokenising a short text, so a batch of
+    64 catalog texts takes about a quarter of the CPU of 64 calls (measured on the
+    development machine). Raises ValueError when the lists differ in length."""
+    if len(texts) != len(stats):
+        raise ValueError(f"{len(texts)} texts but {len(stats)} statistics")
+    return [encode_counts(Counter(term_id(t) for t in found), s) for found, s in zip(terms_of(texts), stats, strict=True)]
+
+
 def idf(document_frequency: int, documents: int) -> float:
     """BM25's idf (Lucene's form, always positive): ln(1 + (N - df + 0.5) / (df + 0.5)).
     df is capped at N, so statistics that lag behind never give less than ln(1 + 1/(2N+1))."""

@@ -339,7 +339,7 @@ class OnnxModel:
         self.version = ort.__version__
         self.threads = options.intra_op_num_threads
         self.hidden_size = export.manifest.get("dimension")
-        self.description = f"{settings.model_name} on cpu via onnxruntime {self.version} (fp32, {self.threads} threads)"
+        self.description = f"{settings.model_name} on cpu via onnxruntime {self.version} (fp32, {self.threads} thread{'' if self.threads == 1 else 's'})"
         if check:
             self.min_cosine = verify(self, np.load(export.reference))
 
@@ -383,7 +383,7 @@ class OpenVinoModel(OnnxModel):
         self.inputs = [i.get_any_name() for i in compiled.inputs]
         self.version = ov.__version__
         self.hidden_size = export.manifest.get("dimension")
-        self.description = f"{settings.model_name} on cpu via OpenVINO {self.version} (fp32, {self.threads} threads)"
+        self.description = f"{settings.model_name} on cpu via OpenVINO {self.version} (fp32, {self.threads} thread{'' if self.threads == 1 else 's'})"
         if check:
             self.min_cosine = verify(self, np.load(export.reference))
 

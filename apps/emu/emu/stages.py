@@ -107,6 +107,7 @@ def prepare(items: list[WorkItem], template: str) -> Prepared:
             newest[item.change.product_id] = item
         else:
             out.settled.append((item, outcomes.SUPERSEDED))
+    built: list[tuple[WorkItem, IndexRecord, str]] = []
     for item in newest.values():
         change = item.change
         if change.is_delete:
@@ -114,16 +115,23 @@ def prepare(items: list[WorkItem], template: str) -> Prepared:
             continue
         try:
             product = {**change.product, "id": change.product_id}
-            record = build_record(product, change.version, template)
-            sparse = lexical.encode_document(lexical_text(product, template), item.lexical or lexical.UNFITTED)
-            record = replace(record, sparse=sparse or None)
+            built.append((item, build_record(product, change.version, template), lexical_text(product, template)))
         except UnindexableProduct as exc:
             out.settled.append((item, outcomes.dead_letter(str(exc))))
-            continue
         except Exception as exc:  # any value a producer might send must not stop emu
             out.settled.append((item, outcomes.dead_letter(f"row is malformed: {type(exc).__name__}: {brief(exc)}")))
+    stats = [item.lexical or lexical.UNFITTED for item, _, _ in built]
+    try:  # the whole batch in one tokeniser call (lexical.encode_documents)
+        sparse = lexical.encode_documents([text for _, _, text in built], stats)
+    except Exception:  # then one at a time, so that only the text it refuses is dead-lettered
+        sparse = None
+    for k, (item, record, text) in enumerate(built):
+        try:
+            vector = sparse[k] if sparse is not None else lexical.encode_document(text, stats[k])
+        except Exception as exc:
+            out.settled.append((item, outcomes.dead_letter(f"row is malformed: {type(exc).__name__}: {brief(exc)}")))
             continue
-        out.upserts.append((item, record))
+        out.upserts.append((item, replace(record, sparse=vector or None)))
     return out
 
 

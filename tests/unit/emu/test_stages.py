@@ -97,6 +97,39 @@ def test_a_row_that_cannot_become_a_record_is_dead_lettered_alone(price, reason)
     assert reason.lower() in outcome.reason.lower()
 
 
+def test_a_text_the_tokeniser_refuses_is_dead_lettered_alone(monkeypatch):
+    # The batch is tokenised in one call; when that call fails, each text is tried
+    # alone, so one bad text costs only its own row.
+    from productsearch import lexical
+
+    real = lexical.terms_of
+
+    def refusing(texts):
+        if any("refused" in t for t in texts):
+            raise UnicodeError("a stand-in for a text the tokeniser refuses")
+        return real(texts)
+
+    monkeypatch.setattr(lexical, "terms_of", refusing)
+    items = items_of({"id": 1, "v": 1, "row": row()}, {"id": 2, "v": 1, "row": row(description="refused")},
+                     {"id": 3, "v": 1, "row": row(name="Boots")})
+    prepared = stages.prepare(items, TEMPLATE)
+    assert [record.id for _, record in prepared.upserts] == ["1", "3"]
+    assert all(record.sparse for _, record in prepared.upserts)
+    [(item, outcome)] = prepared.settled
+    assert item.change.product_id == 2 and outcome.kind is Kind.DEAD_LETTER and "UnicodeError" in outcome.reason
+
+
+def test_the_batch_sparse_vectors_are_each_rows_own():
+    items = items_of({"id": 1, "v": 1, "row": row()}, {"id": 2, "v": 1, "row": row(name="Boots", sku="B-9")})
+    prepared = stages.prepare(items, TEMPLATE)
+    from productsearch import lexical
+    from productsearch.documents import lexical_text
+
+    for item, record in prepared.upserts:
+        product = {**item.change.product, "id": item.change.product_id}
+        assert record.sparse == lexical.encode_document(lexical_text(product, TEMPLATE), lexical.UNFITTED)
+
+
 def test_prepare_keeps_the_newest_change_per_product():
     items = items_of({"id": 1, "v": 3, "row": row(description="third")},
                      {"id": 1, "v": 1, "row": row(description="first")},

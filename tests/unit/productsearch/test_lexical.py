@@ -13,6 +13,7 @@ import pytest
 
 from productsearch import jobs, lexical
 from productsearch.documents import lexical_text
+from productsearch.lexical import UNFITTED as UNFITTED_STATS
 from productsearch.lexical import CorpusStats, SparseVector
 
 
@@ -76,6 +77,17 @@ def test_bm25s_is_imported_without_jax_or_numba(tmp_path):
            "PYTHONPATH": os.pathsep.join([str(fakes), *filter(None, [os.environ.get("PYTHONPATH")])])}
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, env=env)
     assert not log.exists(), log.read_text()
+
+
+def test_a_batch_encodes_each_text_as_alone():
+    texts = ["Trail running shoes, waterproof", "", "the and of", "SKU-qHUp-446 WH-1000XM4 headphones",
+             "Running runs ran", "x" * 5000 + " boots"]
+    stats = [CorpusStats(100, 7.5, 1.5, 0.75), UNFITTED_STATS, CorpusStats(3, 2.0, 1.2, 0.3),
+             CorpusStats(10, 4.0, 0.9, 0.0), CorpusStats(100, 7.5, 1.5, 0.75), UNFITTED_STATS]
+    assert lexical.encode_documents(texts, stats) == [lexical.encode_document(t, s) for t, s in zip(texts, stats)]
+    assert lexical.encode_documents([], []) == []
+    with pytest.raises(ValueError, match="2 texts but 1 statistics"):
+        lexical.encode_documents(["a b", "c d"], stats[:1])
 
 
 def test_sparse_vector_is_sorted_positive_and_capped_by_weight():
