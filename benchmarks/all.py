@@ -342,10 +342,11 @@ def report(r: dict) -> None:
             say(f"    vectors against CPU fp32: min cosine {a['min_cosine']:.7f} over {a['texts']} texts")
     stored = gpu.get("backfill")
     if stored:
-        say(f"GPU end-to-end backfill on {stored['gpu']} (results/{cuda.STORED_GPU_BENCH}, {stored['measured_at']}), "
-            f"against raw {stored['raw_texts_per_s']} texts/s:")
+        say(f"GPU end-to-end backfill on {stored['gpu']} (results/{cuda.STORED_GPU_BENCH}, {stored['measured_at']}):")
         for run in stored["runs"]:
-            say(f"    N={run['rows']:<7,} {run['rows_per_s']:>9.1f} rows/s ({run['seconds']:.1f}s)  (b)/(a) {run['ratio_to_raw']:.3f}")
+            before, after = run["raw_texts_per_s_before_after"]
+            say(f"    N={run['rows']:<7,} {run['rows_per_s']:>9.1f} rows/s ({run['seconds']:.1f}s)  (b)/(a) {run['ratio_to_raw']:.3f} "
+                f"against (a) {before:.1f} before and {after:.1f} texts/s after it")
     say(f"duration {r['duration_s']:.0f}s")
 
 

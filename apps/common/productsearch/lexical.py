@@ -47,8 +47,10 @@ def _import_bm25s():
     that makes XLA take 75% of the GPU's memory in every process that imports this
     module, and emu then fails to load its model with CUDA out of memory (seen on a GPU
     machine whose image ships jax). On that machine pelican's peak RSS was 658 MiB with
-    both imported and 104 MiB without. Only bm25s's tokeniser is used here, which needs
-    neither. A module already imported stays as it is."""
+    both imported (jax kept to the CPU by JAX_PLATFORMS=cpu) and 104 MiB without. Only
+    bm25s's tokeniser is used here, which needs neither. A module already imported stays
+    as it is. The block lasts only while bm25s imports, and every app imports this module
+    at start-up on its main thread, before any other thread could import either."""
     blocked = [name for name in ("jax", "numba") if name not in sys.modules]
     for name in blocked:
         sys.modules[name] = None  # type: ignore[assignment]  # Python's marker: importing it raises ImportError
@@ -56,7 +58,8 @@ def _import_bm25s():
         import bm25s
     finally:
         for name in blocked:
-            del sys.modules[name]
+            if sys.modules.get(name, sys) is None:  # still our marker
+                del sys.modules[name]
     return bm25s
 
 
@@ -223,9 +226,10 @@ def encode_document(text: str, stats: CorpusStats) -> SparseVector:
 
 def encode_documents(texts: list[str], stats: list[CorpusStats]) -> list[SparseVector]:
     """encode_document(texts[i], stats[i]) for each i, tokenising the batch in one bm25s
-    call: bm25s's setup per call costs more than tokenising a short text, so a batch of
-    64 catalog texts takes about a quarter of the CPU of 64 calls (measured on the
-    development machine). Raises ValueError when the lists differ in length."""
+    call: bm25s's setup per call costs more than tokenising a short text (on the
+    development machine, idle: 39 to 79 µs of CPU per catalog text in batches of 64
+    against 127 to 161 one at a time; results/gpu-backfill-ab.json). Raises ValueError
+    when the lists differ in length."""
     if len(texts) != len(stats):
         raise ValueError(f"{len(texts)} texts but {len(stats)} statistics")
     return [encode_counts(Counter(term_id(t) for t in found), s) for found, s in zip(terms_of(texts), stats, strict=True)]

@@ -91,11 +91,11 @@ class Prepared:
 
 def prepare(items: list[WorkItem], template: str) -> Prepared:
     """Keeps the newest change per product (older ones are superseded) and builds the
-    index record of each upsert, with its BM25 sparse vector (lexical.encode_document
-    of documents.lexical_text, weighted by the parameters its message carried; a
-    message without them: lexical.UNFITTED). A row that can never be indexed, or that
-    breaks in any way while its record is built, is dead-lettered with the reason; the
-    other items are unaffected."""
+    index record of each upsert, with its BM25 sparse vector (lexical.encode_documents
+    of documents.lexical_text over the batch, each weighted by the parameters its
+    message carried; a message without them: lexical.UNFITTED). A row that can never be
+    indexed, or that breaks in any way while its record or sparse vector is built, is
+    dead-lettered with the reason; the other items are unaffected."""
     newest: dict[int, WorkItem] = {}
     out = Prepared()
     for item in items:
@@ -121,9 +121,10 @@ def prepare(items: list[WorkItem], template: str) -> Prepared:
         except Exception as exc:  # any value a producer might send must not stop emu
             out.settled.append((item, outcomes.dead_letter(f"row is malformed: {type(exc).__name__}: {brief(exc)}")))
     stats = [item.lexical or lexical.UNFITTED for item, _, _ in built]
-    try:  # the whole batch in one tokeniser call (lexical.encode_documents)
+    try:  # one tokeniser call for the batch: bm25s's setup per call outweighs a short text
         sparse = lexical.encode_documents([text for _, _, text in built], stats)
-    except Exception:  # then one at a time, so that only the text it refuses is dead-lettered
+    except Exception as exc:  # then one at a time, so that only the text it refuses is dead-lettered
+        log.warning("the batch's sparse vectors failed (%s); encoding its %d rows one at a time", brief(exc), len(built))
         sparse = None
     for k, (item, record, text) in enumerate(built):
         try:

@@ -5,6 +5,7 @@ in the same message carry on."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -119,15 +120,27 @@ def test_a_text_the_tokeniser_refuses_is_dead_lettered_alone(monkeypatch):
     assert item.change.product_id == 2 and outcome.kind is Kind.DEAD_LETTER and "UnicodeError" in outcome.reason
 
 
-def test_the_batch_sparse_vectors_are_each_rows_own():
-    items = items_of({"id": 1, "v": 1, "row": row()}, {"id": 2, "v": 1, "row": row(name="Boots", sku="B-9")})
-    prepared = stages.prepare(items, TEMPLATE)
+def test_a_batch_is_tokenised_in_one_call_and_each_row_keeps_its_own_vector(monkeypatch):
     from productsearch import lexical
     from productsearch.documents import lexical_text
 
+    items = items_of({"id": 1, "v": 1, "row": row()}, {"id": 2, "v": 1, "row": row(name="Boots", sku="B-9")},
+                     {"id": 3, "v": 1, "row": row(name="Desk lamp lamp", sku="D-3")})
+    fitted = lexical.CorpusStats(documents=50, average_length=6.0, k1=1.2, b=0.75)
+    items[1] = replace(items[1], lexical=fitted)  # messages may carry different parameters; each row gets its own
+    calls = []
+    real = lexical.terms_of
+    monkeypatch.setattr(lexical, "terms_of", lambda texts: calls.append(len(texts)) or real(texts))
+    prepared = stages.prepare(items, TEMPLATE)
+    assert calls == [3]
+    assert [record.id for _, record in prepared.upserts] == ["1", "2", "3"]
+    monkeypatch.setattr(lexical, "terms_of", real)
     for item, record in prepared.upserts:
         product = {**item.change.product, "id": item.change.product_id}
-        assert record.sparse == lexical.encode_document(lexical_text(product, TEMPLATE), lexical.UNFITTED)
+        expected = lexical.encode_document(lexical_text(product, TEMPLATE), item.lexical or lexical.UNFITTED)
+        assert record.sparse == expected and record.sparse
+    assert prepared.upserts[1][1].sparse != lexical.encode_document(
+        lexical_text({**items[1].change.product, "id": 2}, TEMPLATE), lexical.UNFITTED)
 
 
 def test_prepare_keeps_the_newest_change_per_product():
