@@ -129,9 +129,14 @@ def term_id(term: str) -> int:
     return int.from_bytes(hashlib.blake2b(term.encode("utf-8", "surrogatepass"), digest_size=4).digest(), "big")
 
 
+def counted_ids(found: Iterable[str]) -> Counter[int]:
+    """Occurrences of each term id among terms `found` (terms() or terms_of() output)."""
+    return Counter(term_id(t) for t in found)
+
+
 def term_counts(text: str) -> Counter[int]:
     """Occurrences of each term id in `text`."""
-    return Counter(term_id(t) for t in terms(text))
+    return counted_ids(terms(text))
 
 
 @dataclass(frozen=True)
@@ -232,7 +237,7 @@ def encode_documents(texts: list[str], stats: list[CorpusStats]) -> list[SparseV
     when the lists differ in length."""
     if len(texts) != len(stats):
         raise ValueError(f"{len(texts)} texts but {len(stats)} statistics")
-    return [encode_counts(Counter(term_id(t) for t in found), s) for found, s in zip(terms_of(texts), stats, strict=True)]
+    return [encode_counts(counted_ids(found), s) for found, s in zip(terms_of(texts), stats, strict=True)]
 
 
 def idf(document_frequency: int, documents: int) -> float:
@@ -311,7 +316,7 @@ def refit(conn, template: str, *, k1: float = DEFAULT_K1, b: float = DEFAULT_B, 
             cursor.execute(products.ALL_CONTENT)
             while rows := cursor.fetchmany(chunk):
                 for words in terms_of([lexical_text(row, template) for row in rows]):
-                    ids = Counter(term_id(w) for w in words)
+                    ids = counted_ids(words)
                     frequencies.update(ids.keys())
                     total_length += sum(ids.values())
                     documents += 1
