@@ -105,6 +105,8 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise bad_request(f"Request body is not valid JSON: {exc}") from None
+        except RecursionError:  # nesting orjson refused and the stdlib parser's stack cannot hold
+            raise bad_request("Request body is not valid JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise bad_request("Request body must be a JSON object")
     return body

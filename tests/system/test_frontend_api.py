@@ -160,6 +160,7 @@ def test_bad_search_input_is_a_4xx_with_a_reason(front, body, reason):
     (b'["lamp"]', "json object"),
     ('{"query": "caf\u00e9"}'.encode("latin-1"), "not valid utf-8"),
     (b'{"query": "lamp", "filters": {"price_min": 1' + b"0" * 400 + b"}}", "must be a number"),
+    pytest.param(b'{"query": "a", "top_k": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply", id="deep-nesting"),
 ])
 def test_malformed_bodies_are_refused(front, raw, reason):
     resp = front.api("/api/search", "POST", raw=raw)
@@ -238,6 +239,14 @@ def test_bad_edits_are_refused_and_write_nothing(front, body, reason):
     assert reason.lower() in resp.body["error"].lower()
     assert _row(front, pid) == before
     assert _captured(front, pid) == 0
+
+
+def test_a_deeply_nested_edit_is_refused_and_writes_nothing(front):
+    pid = front.product_ids[4]
+    before = _row(front, pid)
+    resp = front.api(f"/api/products/{pid}", "PUT", raw=b'{"price": ' + b"[" * 5000 + b"]" * 5000 + b"}", auth=EDITOR)
+    assert resp.status == 400 and "nested too deeply" in resp.body["error"], resp.body
+    assert _row(front, pid) == before
 
 
 def test_edit_of_a_missing_or_malformed_id(front):

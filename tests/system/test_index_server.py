@@ -387,6 +387,16 @@ def test_limit_request_size(idx, ns):
     assert idx.describe_index_stats().namespaces.get(ns) is None
 
 
+@pytest.mark.parametrize("raw, fragment", [
+    pytest.param(b"{not json", "not valid JSON", id="syntax"),
+    pytest.param(b'{"vector": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply", id="deep-nesting"),
+])
+def test_malformed_json_bodies_are_a_400(server, raw, fragment):
+    resp = server.http("POST", "/query", content=raw, headers={"Content-Type": "application/json"})
+    assert resp.status_code == 400, resp.text
+    assert fragment in resp.json()["message"]
+
+
 def test_limit_metadata_size(idx, ns):
     with pytest.raises(PineconeApiException) as info:
         idx.upsert(vectors=[("big", vec(1), {"text": "y" * 41_000})], namespace=ns)

@@ -76,6 +76,8 @@ async def read_json(request: Request) -> Any:
         return json.loads(text, parse_constant=no_constants)
     except ValueError as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    except RecursionError:  # nesting deeper than the parser's stack (about 1,000 levels), in a small body
+        raise ApiError(400, "request body is not valid JSON: nested too deeply") from None
 
 
 def basic_auth(request: Request) -> tuple[str, str] | None:

@@ -158,7 +158,7 @@ def build_ui(services) -> gr.Blocks:
     def turn(state_json: str, delta: int):
         try:
             state = json.loads(state_json) if state_json else None
-        except ValueError:
+        except (ValueError, RecursionError):  # the page's state comes from the browser: any text
             state = None
         if not isinstance(state, dict) or not isinstance(state.get("page"), int):
             return ("⚠️ Run a search first.", "", "", gr.Button(interactive=False), gr.Button(interactive=False), "")
@@ -222,7 +222,7 @@ def build_ui(services) -> gr.Blocks:
         try:
             state = json.loads(state_json)
             pid, version, saved_at = int(state["id"]), int(state["version"]), float(state["saved_at"])
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):
             return "", "", gr.Timer(active=False)
         waited = max(0.0, time.time() - saved_at)
         try:
