@@ -5,14 +5,17 @@ On a private PostgreSQL server (and moto's SQS for the freshness part), one data
 per capture variant, each with the same 10,000 products:
 
   old        001-004: row triggers, pg_notify in every capturing transaction
-  new        all migrations (005: 001's row triggers without any NOTIFY, pelican polls;
-             008: the outbox without its unused product_id index)
+  after      001-008: 005's AFTER row triggers without any NOTIFY (pelican polls),
+             008's outbox without its unused product_id index
+  new        all migrations (009: an UPDATE is captured by the BEFORE row trigger that
+             stamps its version)
   statement  the alternative measured against new: all migrations, then
-             STATEMENT_LEVEL_SQL below replaces the row triggers with statement
+             STATEMENT_LEVEL_SQL below replaces the row capture triggers with statement
              triggers reading transition tables (one INSERT ... SELECT per statement),
-             no NOTIFY either
-  none       all migrations with the capture triggers disabled (the version stamp and
-             updated_at triggers still run)
+             no NOTIFY either; updates are stamped as in `none`
+  none       all migrations with the capture triggers disabled, and STAMP_UPDATES_SQL
+             stamping an update's version as 009's capture trigger does, without the
+             change row (the version stamp and updated_at triggers run as in new)
 
 and measures, in interleaved rounds (the variant order rotates every round):
   writers: pgbench, `clients` clients each updating one random product's price per
@@ -57,11 +60,26 @@ from devstack.stack import DevStack, free_port
 from devstack.waiting import wait_until
 from productsearch import db
 
-VARIANTS = ("old", "new", "statement", "none")
+VARIANTS = ("old", "after", "new", "statement", "none")
 # What the freshness part runs pelican against, and the idle poll it runs with: new
 # relies on polling alone, so its idle poll (the default, 0.5 s) bounds an isolated
 # change's wait; old's NOTIFY per transaction wakes pelican, which polled every 5 s.
 FRESHNESS_DESIGNS = {"new": 0.5, "old": 5.0}
+# What a schema without capture keeps of 009's products_capture_update: an update that
+# changes an indexed column still gets a new version.
+STAMP_UPDATES_SQL = """
+CREATE OR REPLACE FUNCTION products_stamp_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.version := greatest(NEW.version, product_next_version(OLD.version));
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER products_stamp_update BEFORE UPDATE ON products FOR EACH ROW
+    WHEN ((OLD.id, OLD.name, OLD.sku, OLD.description, OLD.price, OLD.category)
+          IS DISTINCT FROM (NEW.id, NEW.name, NEW.sku, NEW.description, NEW.price, NEW.category))
+    EXECUTE FUNCTION products_stamp_update();
+"""
 # The statement-level design measured against 005's row triggers (an earlier, unreleased
 # 005, without its NOTIFY): one trigger per event reading the statement's transition
 # tables, rows paired by id; the same guarantees as the row triggers.
@@ -108,16 +126,17 @@ UPDATE products SET price = :cents / 100.0 WHERE id = :id;
 def variant_sql(name: str) -> list[str]:
     """The SQL that builds a variant's schema, in order."""
     files = db.migration_files()
-    before = [sql for fname, sql in files if fname < "005"]
     every = [sql for _, sql in files]
     if name == "old":
-        return before
+        return [sql for fname, sql in files if fname < "005"]
+    if name == "after":
+        return [sql for fname, sql in files if fname < "009"]
     if name == "new":
         return every
     if name == "statement":
-        return every + [STATEMENT_LEVEL_SQL]
+        return every + [STAMP_UPDATES_SQL, STATEMENT_LEVEL_SQL]
     if name == "none":
-        return every + ["""DO $$ DECLARE t text; BEGIN
+        return every + [STAMP_UPDATES_SQL, """DO $$ DECLARE t text; BEGIN
             FOR t IN SELECT tgname FROM pg_trigger WHERE tgrelid = 'products'::regclass
                      AND NOT tgisinternal AND tgname LIKE 'products_capture%' LOOP
                 EXECUTE format('ALTER TABLE products DISABLE TRIGGER %I', t);

@@ -168,3 +168,24 @@ def test_ordering_benchmark_runs_both_queue_kinds_at_tiny_size(tmp_path):
     assert all(r["rows_per_s"] > 0 and r["freshness_p95_s"] > 0 for r in result["runs"])
     assert set(result["fifo_over_standard"]) == {"rows_per_s", "freshness_p50_s", "freshness_p95_s"}
     assert "fifo/std" in done.stdout
+
+
+def test_capture_benchmark_builds_every_design_and_counts_what_each_captures(tmp_path):
+    """benchmarks.capture at a tiny size: every capture design's schema builds, pgbench
+    runs against each, and the bulk UPDATE's captured rows say which designs capture
+    (every row once) and which does not (`none`)."""
+    out = tmp_path / "capture.json"
+    products = 40
+    done = subprocess.run([sys.executable, "-m", "benchmarks.capture", "--duration", "1", "--rounds", "1", "--clients", "2",
+                           "--products", str(products), "--bulk-rounds", "1", "--freshness-samples", "2",
+                           "--freshness-spacing", "0.1", "--idle-window", "1", "--output", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    writers = result["writers"]["variants"]
+    assert set(writers) == {"old", "after", "new", "statement", "none"}
+    assert all(v["tps_median"] > 0 for v in writers.values())
+    captured = {name: v["changes_captured"] for name, v in result["bulk"]["variants"].items()}
+    assert captured == {"old": products, "after": products, "new": products, "statement": products, "none": 0}
+    assert writers["new"]["notifications_per_s_median"] == 0
+    assert {name: f["samples"] for name, f in result["freshness"].items()} == {"new": 2, "old": 2}

@@ -11,13 +11,14 @@ import pytest
 from devstack.waiting import wait_until
 from pelican.recapture import recapture
 from pelican.service import AdaptivePoll
-from productsearch import db
+from productsearch import db, products
 from productsearch.settings import ConfigError, PelicanSettings
 
 pytestmark = pytest.mark.stack
 
-# 001's triggers, as 005 recreates them.
+# 001's triggers, as 005 recreates them and 009 moves products_capture_update before the row.
 CAPTURE_TRIGGERS = {"products_capture_insert_delete", "products_capture_update", "products_capture_truncate"}
+CAPTURE_FUNCTIONS = {"products_capture_change", "products_capture_update", "products_capture_truncate"}
 SENTINEL = "test-sentinel"
 # Scaled down from the defaults (0.05 s doubling to 0.5 s) so a test waits little.
 QUICK_POLL = {"PELICAN_BUSY_POLL_INTERVAL_SECONDS": "0.05", "PELICAN_POLL_INTERVAL_SECONDS": "0.2"}
@@ -187,6 +188,58 @@ def test_unchanged_updates_deletes_and_truncate(parts):
     assert all(op == "truncate" and version > before[pid] for pid, op, version in rows)
 
 
+def test_an_update_of_each_indexed_column_and_of_no_other_is_captured(parts):
+    """The capture trigger's WHEN clause (schema/009) must list exactly what reaches the
+    index, products.CONTENT_COLUMNS (plus id, tested above): one update per column."""
+    [pid] = parts.insert_many(1, prefix="columns")
+    parts.conn.execute("DELETE FROM product_changes")
+    edits = {"name": "renamed", "sku": "COLUMNS-NEW", "description": "described again", "price": 12.34,
+             "category": "recategorised"}
+    assert set(edits) == set(products.CONTENT_COLUMNS)  # a new indexed column needs an edit here
+    for column, value in edits.items():
+        before = versions(parts)[pid]
+        parts.conn.execute(f"UPDATE products SET {column} = %s WHERE id = %s", (value, pid))
+        after = versions(parts)[pid]
+        assert after > before and captured(parts)[-1] == (pid, "update", after), column
+    parts.conn.execute("UPDATE products SET updated_at = now() - interval '1 hour' WHERE id = %s", (pid,))
+    assert len(captured(parts)) == len(edits)
+
+
+def test_an_update_that_fails_or_is_rolled_back_leaves_no_change_row(parts):
+    """009 writes an update's change row in a BEFORE trigger, before the row itself is
+    written: a failure after it (a CHECK, a unique key) or a rollback to a savepoint
+    must take the change row with it."""
+    a, b = parts.insert_many(2, prefix="fail")
+    before = versions(parts)
+    parts.conn.execute("DELETE FROM product_changes")
+    sku_b = parts.conn.execute("SELECT sku FROM products WHERE id = %s", (b,)).fetchone()["sku"]
+    with pytest.raises(psycopg.errors.CheckViolation):
+        parts.conn.execute("UPDATE products SET price = -1 WHERE id = %s", (a,))
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        parts.conn.execute("UPDATE products SET sku = %s, name = 'taken' WHERE id = %s", (sku_b, a))
+    with parts.conn.transaction():
+        with pytest.raises(psycopg.errors.CheckViolation), parts.conn.transaction():  # a savepoint
+            parts.conn.execute("UPDATE products SET name = 'renamed' WHERE id = %s", (a,))
+            parts.conn.execute("UPDATE products SET price = -2 WHERE id = %s", (b,))
+        parts.conn.execute("UPDATE products SET description = 'kept' WHERE id = %s", (b,))
+    assert versions(parts)[a] == before[a]
+    assert captured(parts) == [(b, "update", versions(parts)[b])]
+
+
+def test_an_upsert_captures_what_it_did(parts):
+    """INSERT ... ON CONFLICT, as the catalog loader writes (products.upsert_sql): a
+    conflicting row is an update (captured once, as an update), and one left alone is
+    not captured at all, although the BEFORE INSERT trigger fired for it."""
+    [pid] = parts.insert_many(1, prefix="upsert")
+    sku = parts.conn.execute("SELECT sku FROM products WHERE id = %s", (pid,)).fetchone()["sku"]
+    parts.conn.execute("DELETE FROM product_changes")
+    row = {"name": "upsert 0", "sku": sku, "description": "from the file", "price": 3, "category": "upsert"}
+    parts.conn.execute(products.upsert_sql(update_existing=False), row)
+    assert captured(parts) == []
+    parts.conn.execute(products.upsert_sql(update_existing=True), row)
+    assert captured(parts) == [(pid, "update", versions(parts)[pid])]
+
+
 @pytest.fixture
 def capture_database(stack):
     admin_url = stack.database_url.replace("/products?", "/postgres?")
@@ -233,20 +286,22 @@ def test_the_migration_applies_twice_and_keeps_capture_as_owner(capture_database
 
     applied = db.migrate(capture_database)
     assert applied[0] == "005_capture_without_notify.sql" and not any(name < "005" for name in applied)
-    sql = dict(files)["005_capture_without_notify.sql"]
     with psycopg.connect(capture_database, autocommit=True) as conn:
-        conn.execute(sql)  # a second run over itself changes nothing
-        triggers = {r[0]: r[1] for r in conn.execute(
-            "SELECT tgname, tgtype & 1 = 1 FROM pg_trigger WHERE tgrelid = 'products'::regclass AND NOT tgisinternal "
-            "AND tgname LIKE 'products_capture%'")}
+        for name, sql in files:  # a second run of 005 and the files after it changes nothing
+            if name >= "005":
+                conn.execute(sql)
+        # tgtype's bits (PostgreSQL's pg_trigger.h): 1 FOR EACH ROW, 2 BEFORE.
+        triggers = {r[0]: (r[1], r[2]) for r in conn.execute(
+            "SELECT tgname, tgtype & 1 = 1, tgtype & 2 = 2 FROM pg_trigger WHERE tgrelid = 'products'::regclass "
+            "AND NOT tgisinternal AND tgname LIKE 'products_capture%'")}
         assert set(triggers) == CAPTURE_TRIGGERS
-        assert triggers == {"products_capture_insert_delete": True, "products_capture_update": True,
-                            "products_capture_truncate": False}  # FOR EACH ROW, except TRUNCATE's
+        assert triggers == {"products_capture_insert_delete": (True, False), "products_capture_update": (True, True),
+                            "products_capture_truncate": (False, True)}  # (FOR EACH ROW, BEFORE)
         functions = {r[0]: (r[1], r[2]) for r in conn.execute(
             "SELECT proname, prosecdef, proconfig FROM pg_proc "
-            "WHERE proname IN ('products_capture_change', 'products_capture_truncate', "
+            "WHERE proname IN ('products_capture_change', 'products_capture_update', 'products_capture_truncate', "
             "'products_capture_rows', 'product_changes_wake')")}
-        assert set(functions) == {"products_capture_change", "products_capture_truncate"}
+        assert set(functions) == CAPTURE_FUNCTIONS
         for secdef, config in functions.values():
             assert secdef and config == ["search_path=public, pg_temp"]
 

@@ -24,16 +24,16 @@ TABLE = "products"
 KEY = "id"
 
 # What reaches the index: its text (documents.indexed_text) or its metadata
-# (documents.metadata). The capture trigger's WHEN clause (schema/005) and the version
-# stamping trigger (schema/003) compare the same columns, plus id: an UPDATE of any
-# other column is not a change worth a job.
+# (documents.metadata). The WHEN clause of the trigger that stamps and captures an
+# update (schema/009) compares the same columns, plus id: an UPDATE of any other
+# column is not a change worth a job.
 CONTENT_COLUMNS = ("name", "sku", "description", "price", "category")
 
 # A product as the apps read and show it.
 ROW_COLUMNS = (KEY, *CONTENT_COLUMNS)
 
-# A product as the outbox ships it: its content plus the version the row's trigger
-# stamped (schema/003) and when it last changed.
+# A product as the outbox ships it: its content plus the version the row's triggers
+# stamped (schema/003's clock, schema/009's triggers) and when it last changed.
 SHIPPED_COLUMNS = (*ROW_COLUMNS, "updated_at", "version")
 
 # The unique key the catalog loader upserts by.
@@ -79,8 +79,9 @@ CATEGORIES = _select(("category",), "WHERE category <> '' GROUP BY category ORDE
 
 # Raises each listed row's version past its next clock version (product_next_version,
 # schema/003) and past the row's floor, for the ids in a CTE named `wanted` with
-# columns (id, floor); RETURNING id, version. Changes no indexed column, so no capture
-# trigger fires and the stamping trigger keeps the version given. Meant to be a CTE
+# columns (id, floor); RETURNING id, version. Changes no indexed column, so the
+# trigger that stamps and captures an update does not fire and the row keeps the
+# version given. Meant to be a CTE
 # of the statement that writes the matching outbox rows (pelican.recapture).
 BUMP_VERSIONS_OF_WANTED = f"""UPDATE {TABLE} p SET version = greatest(product_next_version(p.version), w.floor)
     FROM wanted w WHERE p.{KEY} = w.id

@@ -16,8 +16,9 @@ import psycopg
 
 from productsearch import products
 
-# The UPDATE changes no indexed column, so no capture trigger fires and the stamping
-# trigger keeps the version it is given; the repair rows below are the only capture.
+# The UPDATE changes no indexed column, so the trigger that stamps and captures an
+# update (schema/009) does not fire: the row keeps the version it is given, and the
+# repair rows below are the only capture.
 # A row that is gone gets a deletion version past the floor instead.
 RECAPTURE_SQL = f"""
 WITH wanted AS (
