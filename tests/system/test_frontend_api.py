@@ -318,6 +318,15 @@ def test_unknown_api_path_is_a_json_404(front):
     assert resp.status == 404 and "error" in resp.body
 
 
+@pytest.mark.parametrize(("method", "path", "allow"), [("GET", "/api/search", "POST"),
+                                                       ("DELETE", "/api/products/1", "GET, PUT"),
+                                                       ("POST", "/api/status", "GET")])
+def test_a_known_path_asked_with_another_method_is_a_405_naming_the_allowed_ones(front, method, path, allow):
+    resp = front.api(path, method, {} if method != "GET" else None)
+    assert (resp.status, resp.headers.get("allow")) == (405, allow)
+    assert method in resp.body["error"] and allow in resp.body["error"]
+
+
 def test_logs_are_json_without_secrets(front):
     front.search(QUERY)  # its own search line, whatever ran before
     front.api("/api/products/1", "PUT", {"price": 5}, auth=("editor", "a-wrong-guess"))

@@ -16,7 +16,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match
 
 from productsearch.documents import UnindexableProduct
 from productsearch.logs import brief
@@ -214,8 +216,17 @@ def build_router(services, health) -> APIRouter:
         status = await run_in_threadpool(services.status.read)
         return status.to_json()
 
-    @router.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    catch_all = "/api/{rest:path}"
+
+    @router.api_route(catch_all, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def unknown_api(rest: str, request: Request):
+        # A path that exists, asked with a method it does not take, is a 405 with the
+        # methods it does take in Allow (RFC 9110, 15.5.6), not a 404.
+        allowed = sorted({method for route in router.routes if isinstance(route, APIRoute) and route.path != catch_all
+                          and route.matches(request.scope)[0] is not Match.NONE for method in route.methods})
+        if allowed:
+            raise ApiError(405, f"{request.method} is not allowed on /api/{rest}; it takes {', '.join(allowed)}",
+                           {"Allow": ", ".join(allowed)})
         raise ApiError(404, f"no such endpoint: {request.method} /api/{rest}")
 
     return router
