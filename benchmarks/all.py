@@ -57,11 +57,12 @@ def parse_args(argv=None):
     p = cli.parser(__doc__, "bench.json")
     p.add_argument("--sizes", default="10000,50000", help="comma-separated row counts N for the backfill runs (the first one "
                    "also serves the raw embedding, freshness and search figures)")
-    p.add_argument("--freshness-samples", type=int, default=50)
+    p.add_argument("--freshness-samples", type=int, default=50,
+                   help="single-row updates timed from commit to searchable (default 50; 0: none)")
     p.add_argument("--freshness-spacing", type=float, default=1.0, help="mean seconds between freshness samples")
-    p.add_argument("--concurrency", default="1,4,16")
+    p.add_argument("--concurrency", default="1,4,16", help="comma-separated numbers of concurrent search clients (default 1,4,16)")
     p.add_argument("--search-requests", type=int, default=400, help="requests per concurrency level (capped by --search-seconds)")
-    p.add_argument("--search-seconds", type=float, default=60.0)
+    p.add_argument("--search-seconds", type=float, default=60.0, help="longest time spent per concurrency level (default 60)")
     p.add_argument("--skip-search", action="store_true", help="no frontend latency figures")
     p.add_argument("--skip-runtimes", action="store_true", help="no CPU embedding runtime comparison (benchmarks.runtimes)")
     p.add_argument("--skip-capture", action="store_true", help="no change-capture writer comparison (benchmarks.capture, pgbench)")
@@ -73,8 +74,9 @@ def parse_args(argv=None):
                    "results/ holds them")
     p.add_argument("--app-env", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting for the apps and the raw measurement alike, e.g. EMBEDDING_BATCH_SIZE=128 (repeatable)")
-    p.add_argument("--sync-timeout", type=float, default=3600.0)
-    p.add_argument("--chart", type=Path, default=cli.RESULTS / "bench.png")
+    p.add_argument("--sync-timeout", type=float, default=3600.0,
+                   help="seconds a backfill run may take to be fully indexed before the benchmark fails (default 3600)")
+    p.add_argument("--chart", type=Path, default=cli.RESULTS / "bench.png", help="where the chart goes (default results/bench.png)")
     return p.parse_args(argv)
 
 
