@@ -172,8 +172,8 @@ def test_ordering_benchmark_runs_both_queue_kinds_at_tiny_size(tmp_path):
 
 def test_capture_benchmark_builds_every_design_and_counts_what_each_captures(tmp_path):
     """benchmarks.capture at a tiny size: every capture design's schema builds, pgbench
-    runs against each, and the bulk UPDATE's captured rows say which designs capture
-    (every row once) and which does not (`none`)."""
+    runs against each, the bulk UPDATE's captured rows say which designs capture
+    (every row once) and which does not (`none`), and every design stamps versions."""
     out = tmp_path / "capture.json"
     products = 40
     done = subprocess.run([sys.executable, "-m", "benchmarks.capture", "--duration", "1", "--rounds", "1", "--clients", "2",
@@ -187,5 +187,7 @@ def test_capture_benchmark_builds_every_design_and_counts_what_each_captures(tmp
     assert all(v["tps_median"] > 0 for v in writers.values())
     captured = {name: v["changes_captured"] for name, v in result["bulk"]["variants"].items()}
     assert captured == {"old": products, "after": products, "new": products, "statement": products, "none": 0}
+    # Every design stamps each updated row's version, `none` too: it differs from new by the capture alone.
+    assert {name: v["versions_raised"] for name, v in result["bulk"]["variants"].items()} == dict.fromkeys(captured, products)
     assert writers["new"]["notifications_per_s_median"] == 0
     assert {name: f["samples"] for name, f in result["freshness"].items()} == {"new": 2, "old": 2}

@@ -1,4 +1,5 @@
-"""Change capture without any NOTIFY from writers (schema/005_capture_without_notify.sql)
+"""Change capture without any NOTIFY from writers (schema/005_capture_without_notify.sql),
+updates captured by one BEFORE row trigger (schema/009_capture_updates_before_row.sql),
 and pelican's adaptive polling (pelican/service.py), against the real local parts."""
 
 from __future__ import annotations
@@ -226,6 +227,50 @@ def test_an_update_that_fails_or_is_rolled_back_leaves_no_change_row(parts):
     assert captured(parts) == [(b, "update", versions(parts)[b])]
 
 
+def test_an_update_that_waited_for_a_concurrent_one_is_captured_on_the_row_it_replaced(parts):
+    """READ COMMITTED: an UPDATE blocked on a row another transaction is changing
+    re-checks the newer row once that commits, and 009's BEFORE trigger fires only
+    then, on that row. Two writers wait (checked in pg_stat_activity, not by timing):
+    one whose WHERE no longer holds, which must capture nothing, and one that applies."""
+    url = parts.env["DATABASE_URL"]
+    [pid] = parts.insert_many(1, prefix="race")
+    old_price = parts.conn.execute("SELECT price FROM products WHERE id = %s", (pid,)).fetchone()["price"]
+    parts.conn.execute("DELETE FROM product_changes")
+    rowcounts: dict[str, int] = {}
+    errors = []
+
+    def update(key: str, sql: str, params: tuple) -> None:
+        try:
+            with db.connect(url, autocommit=True) as conn:
+                rowcounts[key] = conn.execute(sql, params).rowcount
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    first = db.connect(url)
+    try:
+        first.execute("UPDATE products SET price = price + 1 WHERE id = %s", (pid,))
+        waiting = [threading.Thread(target=update, args=("stale", "UPDATE products SET name = 'stale' WHERE id = %s AND price = %s",
+                                                          (pid, old_price))),
+                   threading.Thread(target=update, args=("fresh", "UPDATE products SET description = 'after the first' "
+                                                          "WHERE id = %s", (pid,)))]
+        for thread in waiting:
+            thread.start()
+        wait_until(lambda: parts.conn.execute(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
+            "AND query LIKE 'UPDATE products SET %'").fetchone()["n"] == 2, 30, what="both writers to wait for the row lock")
+        first.commit()
+        for thread in waiting:
+            thread.join(30)
+    finally:
+        first.close()
+    assert errors == [] and rowcounts == {"stale": 0, "fresh": 1}
+    row = parts.conn.execute("SELECT name, description, version FROM products WHERE id = %s", (pid,)).fetchone()
+    assert row["name"] != "stale" and row["description"] == "after the first"
+    rows = captured(parts)
+    assert [(p, op) for p, op, _ in rows] == [(pid, "update"), (pid, "update")]
+    assert rows[0][2] < rows[1][2] == row["version"]
+
+
 def test_an_upsert_captures_what_it_did(parts):
     """INSERT ... ON CONFLICT, as the catalog loader writes (products.upsert_sql): a
     conflicting row is an update (captured once, as an update), and one left alone is
@@ -290,13 +335,18 @@ def test_the_migration_applies_twice_and_keeps_capture_as_owner(capture_database
         for name, sql in files:  # a second run of 005 and the files after it changes nothing
             if name >= "005":
                 conn.execute(sql)
-        # tgtype's bits (PostgreSQL's pg_trigger.h): 1 FOR EACH ROW, 2 BEFORE.
-        triggers = {r[0]: (r[1], r[2]) for r in conn.execute(
-            "SELECT tgname, tgtype & 1 = 1, tgtype & 2 = 2 FROM pg_trigger WHERE tgrelid = 'products'::regclass "
-            "AND NOT tgisinternal AND tgname LIKE 'products_capture%'")}
-        assert set(triggers) == CAPTURE_TRIGGERS
-        assert triggers == {"products_capture_insert_delete": (True, False), "products_capture_update": (True, True),
-                            "products_capture_truncate": (False, True)}  # (FOR EACH ROW, BEFORE)
+        # tgtype's bits (PostgreSQL's pg_trigger.h): 1 FOR EACH ROW, 2 BEFORE, then the
+        # events: 4 INSERT, 8 DELETE, 16 UPDATE, 32 TRUNCATE.
+        triggers = {r[0]: r[1] for r in conn.execute(
+            "SELECT tgname, tgtype FROM pg_trigger WHERE tgrelid = 'products'::regclass AND NOT tgisinternal")}
+        assert {name for name in triggers if name.startswith("products_capture")} == CAPTURE_TRIGGERS
+        assert {name: triggers[name] for name in CAPTURE_TRIGGERS | {"products_stamp_version"}} == {
+            "products_capture_insert_delete": 1 | 4 | 8, "products_capture_update": 1 | 2 | 16,
+            "products_capture_truncate": 2 | 32, "products_stamp_version": 1 | 2 | 4}
+        # 009's rule: a BEFORE UPDATE trigger firing after products_capture_update must not
+        # change an indexed column. Adding one means checking that (see 009's header).
+        before_update = {name for name, kind in triggers.items() if kind & 2 and kind & 16}
+        assert before_update == {"products_capture_update", "products_touch_updated_at"}
         functions = {r[0]: (r[1], r[2]) for r in conn.execute(
             "SELECT proname, prosecdef, proconfig FROM pg_proc "
             "WHERE proname IN ('products_capture_change', 'products_capture_update', 'products_capture_truncate', "

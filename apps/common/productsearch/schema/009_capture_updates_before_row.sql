@@ -7,17 +7,16 @@
 -- is queued with the statement's tuples and fired when the statement ends, after
 -- the row is fetched again; a BEFORE row trigger runs in line, on the row already in
 -- hand. Measured side by side (benchmarks.capture, pgbench, 32 clients, single-row
--- price updates, 5 rounds of 10 s; docs/benchmarks.md): 005's triggers kept a median
--- of 0.67 of the uncaptured rate, one BEFORE trigger that stamps and captures 0.78
--- (0.82 without SECURITY DEFINER, which 004 requires).
+-- price updates, 5 rounds of 10 s, two runs; docs/benchmarks.md, "Migration 009"):
+-- 005's triggers kept a median of 0.62 and 0.71 of the uncaptured rate, this file's
+-- 0.76 and 0.79.
 --
 -- Why a BEFORE trigger is safe for capture here:
 -- - The change row says which product changed and at which version; it does not
 --   carry the row's content. pelican reads each product's current row, with its
---   version, when it ships (pelican/outbox.py), so a later BEFORE trigger that edits
---   NEW changes nothing that was captured. One that cancels the row (RETURN NULL)
---   would leave a change row for an unchanged product: pelican ships the current state
---   again and emu's version check makes the repeat harmless.
+--   version, when it ships (pelican/outbox.py). A later BEFORE trigger that cancels
+--   the row (RETURN NULL) would leave a change row for an unchanged product: pelican
+--   ships the current state again and emu's version check makes the repeat harmless.
 -- - The change row is written in the writer's transaction, as before: if the UPDATE
 --   fails afterwards (a constraint, a later trigger's error), it is rolled back with it.
 -- - A BEFORE ROW trigger of an UPDATE fires on the row version the UPDATE locked,
@@ -33,7 +32,11 @@
 -- column (a repair's version bump, updated_at) fires no trigger function at all and
 -- keeps the version it was given. BEFORE triggers fire in name order:
 -- products_capture_update runs before products_touch_updated_at, which touches only
--- updated_at.
+-- updated_at. Hence a rule for any BEFORE UPDATE trigger added to products later: it
+-- must not change an indexed column, because products_capture_update has already
+-- stamped and captured the row as the statement wrote it (the AFTER trigger of 005
+-- saw the final row). tests/system/test_change_capture.py pins the set of BEFORE
+-- UPDATE triggers, so adding one means revisiting this.
 --
 -- `pelican migrate` applies the file in one transaction (productsearch.db.migrate), so
 -- writers wait for the triggers to be swapped and no update goes uncaptured meanwhile.
