@@ -221,7 +221,8 @@ def build_router(services, health) -> APIRouter:
     @router.api_route(catch_all, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def unknown_api(rest: str, request: Request):
         # A path that exists, asked with a method it does not take, is a 405 with the
-        # methods it does take in Allow (RFC 9110, 15.5.6), not a 404.
+        # methods it does take in Allow (RFC 9110, 15.5.6), not a 404. The routes are
+        # matched by their own paths: this router is included without a prefix.
         allowed = sorted({method for route in router.routes if isinstance(route, APIRoute) and route.path != catch_all
                           and route.matches(request.scope)[0] is not Match.NONE for method in route.methods})
         if allowed:
