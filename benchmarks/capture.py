@@ -24,7 +24,7 @@ and measures, in interleaved rounds (the variant order rotates every round):
       polling every 50 ms when it finds none, so the outbox empties as it does under a
       pelican that keeps up; notifications sent per second;
   bulk: one `UPDATE products SET price = price + 1` of all rows, committed, in ms,
-      and the change rows it captured;
+      the change rows it captured and the rows whose version it raised;
   freshness: the real pelican (`python -m pelican run`) against `new` (polling only,
       the default idle poll of 0.5 s) and, as the reference, `old` (a NOTIFY per
       transaction wakes pelican; idle poll 5 s, the default before 005); one product
