@@ -31,10 +31,13 @@ frontend (search_latency), next to where a search's time goes in process
 
 from __future__ import annotations
 
+import http.client
+import json
 import random
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 
 import httpx
@@ -103,12 +106,54 @@ class RepeatingQueries:
             return text
 
 
+class SearchClient:
+    """One keep-alive HTTP/1.1 connection to a frontend, for POST /api/search.
+
+    The clients run on the same cores as the system they measure, so they must cost
+    little: with the standard library's http.client this process spent 0.6 ms of CPU
+    per request at 16 clients on the 2-core machine of docs/benchmarks.md, against
+    4.8 ms with httpx's Client, CPU the frontend and the index server then lacked.
+    Each level's figures carry this process's cost ("client_cpu_ms_per_request"). A
+    connection that fails is reopened on the next request."""
+
+    def __init__(self, url: str, timeout: float = 60.0):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"expected an http:// base URL, got {url!r}")
+        self._host, self._port, self._timeout = parts.hostname, parts.port or 80, timeout
+        self._conn: http.client.HTTPConnection | None = None
+
+    def search(self, body: dict) -> bool:
+        """Sends one search; True when the answer is a 200 with a "results" list.
+        Transport errors and malformed answers are False, never raised."""
+        payload = json.dumps(body).encode()
+        try:
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+            self._conn.request("POST", "/api/search", payload, {"Content-Type": "application/json"})
+            response = self._conn.getresponse()
+            data = response.read()
+            if response.status != 200:
+                return False
+            return isinstance(json.loads(data).get("results"), list)
+        except (OSError, http.client.HTTPException, ValueError, AttributeError):
+            self.close()
+            return False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 def load_level(url: str, clients: int, next_query: Callable[[], str], requests: int, max_seconds: float,
                body: dict | None = None) -> dict:
-    """`clients` closed-loop clients sending POST {url}/api/search with next_query()'s
-    texts until `requests` are sent or max_seconds have passed. Returns the completed
-    requests, errors (non-200 answers and transport errors), wall seconds, qps and
-    p50/p95/p99 latency in ms, and the raw latencies in seconds under "_latencies_s"."""
+    """`clients` closed-loop clients (threads, each with a SearchClient) sending POST
+    {url}/api/search with next_query()'s texts until `requests` are sent or
+    max_seconds have passed. Returns the completed requests, errors (non-200 answers
+    and transport errors), wall seconds, qps, p50/p95/p99 latency in ms, this
+    process's CPU ms per request (the clients' own cost, on the same cores), and the
+    raw latencies in seconds under "_latencies_s"."""
     latencies: list[float] = []
     errors = 0
     sent = 0
@@ -118,7 +163,8 @@ def load_level(url: str, clients: int, next_query: Callable[[], str], requests: 
 
     def client_loop():
         nonlocal errors, sent
-        with httpx.Client(timeout=60) as client:
+        client = SearchClient(url)
+        try:
             while time.monotonic() < stop_at:
                 with lock:
                     if sent >= requests:
@@ -126,27 +172,30 @@ def load_level(url: str, clients: int, next_query: Callable[[], str], requests: 
                     sent += 1
                 query = next_query()
                 t = time.perf_counter()
-                try:
-                    r = client.post(f"{url}/api/search", json={"query": query, "top_k": 10, **extra})
-                    ok = r.status_code == 200 and isinstance(r.json().get("results"), list)
-                except httpx.HTTPError:
-                    ok = False
+                ok = client.search({"query": query, "top_k": 10, **extra})
                 elapsed = time.perf_counter() - t
                 with lock:
                     if ok:
                         latencies.append(elapsed)
                     else:
                         errors += 1
+        finally:
+            client.close()
 
     threads = [threading.Thread(target=client_loop, name=f"client-{c}") for c in range(clients)]
+    cpu_before = time.process_time()
     started = time.perf_counter()
     for th in threads:
         th.start()
     for th in threads:
         th.join()
     wall = time.perf_counter() - started
+    cpu = time.process_time() - cpu_before
+    done = len(latencies) + errors
     return {"clients": clients, "requests": len(latencies), "errors": errors, "seconds": round(wall, 2),
-            **summary(latencies, wall), "_latencies_s": latencies}
+            **summary(latencies, wall),
+            "client_cpu_ms_per_request": round(cpu / done * 1000, 2) if done else None,
+            "_latencies_s": latencies}
 
 
 def summary(latencies: list[float], seconds: float) -> dict:
@@ -162,9 +211,12 @@ def pooled(runs: list[dict]) -> dict:
     """One level's figures over its rounds: every latency, total requests over total seconds."""
     latencies = [x for run in runs for x in run["_latencies_s"]]
     seconds = sum(run["seconds"] for run in runs)
+    answered = sum(r["requests"] + r["errors"] for r in runs)
+    client_cpu = sum((r["client_cpu_ms_per_request"] or 0) * (r["requests"] + r["errors"]) for r in runs)
     return {"clients": runs[0]["clients"], "requests": len(latencies), "errors": sum(r["errors"] for r in runs),
             "seconds": round(seconds, 2), **summary(latencies, seconds),
-            "qps_per_round": [r["qps"] for r in runs]}
+            "qps_per_round": [r["qps"] for r in runs],
+            "client_cpu_ms_per_request": round(client_cpu / answered, 2) if answered else None}
 
 
 def start_frontends(pipeline: Pipeline, app_env: dict[str, str]) -> dict[str, str]:
@@ -291,14 +343,15 @@ def report(result: dict) -> None:
     say(f"machine: {machine.one_line(result['machine'])}")
     say(f"{result['rows']:,} products indexed; POST /api/search top_k 10, mode {result['mode']}; "
         f"{result['rounds']} rounds per level, on and off alternating")
-    say(f"{'clients':>7} | {'config':<6} | {'qps':>7} | {'p50 ms':>7} | {'p95 ms':>7} | {'p99 ms':>7} | requests | errors")
+    say(f"{'clients':>7} | {'config':<6} | {'qps':>7} | {'p50 ms':>7} | {'p95 ms':>7} | {'p99 ms':>7} | requests | errors"
+        " | client CPU ms/request")
     rows = [(lv, name, figs[name]) for lv, figs in result["levels"].items() for name in CONFIGS]
     if result.get("repeats"):
         rep = result["repeats"]
         rows += [(f"{rep['clients']}*", name, rep[name]) for name in CONFIGS]
     for lv, name, f in rows:
         say(f"{lv:>7} | {name:<6} | {f['qps']:>7} | {f['p50_ms']!s:>7} | {f['p95_ms']!s:>7} | {f['p99_ms']!s:>7} | "
-            f"{f['requests']:>8} | {f['errors']:>6}")
+            f"{f['requests']:>8} | {f['errors']:>6} | {f['client_cpu_ms_per_request']}")
     if result.get("repeats"):
         say(f"  * {result['repeats']['share_sent']:.0%} of the queries repeat an earlier one (Simon's model)")
     g = result.get("goals") or {}

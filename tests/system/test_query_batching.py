@@ -375,6 +375,19 @@ def test_the_search_load_benchmark_runs_at_a_tiny_size():
         for name in ("on", "off"):
             assert figures[name]["errors"] == 0, figures
             assert figures[name]["requests"] >= 12 and figures[name]["qps"] > 0 and figures[name]["p95_ms"] > 0
+            assert figures[name]["client_cpu_ms_per_request"] > 0  # the load generator's own cost is reported
     assert result["levels"]["4"]["on"]["requests"] == 40  # at least ten requests per client
     assert 0 < result["repeats"]["share_sent"] < 1
     assert result["machine"]["cores"] >= 1
+
+
+def test_the_load_generators_client_counts_a_refused_connection_as_an_error():
+    from benchmarks.search_load import SearchClient
+    from devstack.stack import free_port
+
+    with pytest.raises(ValueError, match="http://"):
+        SearchClient("https://127.0.0.1:1")
+    port = free_port()
+    client = SearchClient(f"http://127.0.0.1:{port}", timeout=5)
+    assert client.search({"query": "lamp"}) is False  # nothing listens: an error, not an exception
+    client.close()
