@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+from contextlib import contextmanager
 
 import pytest
 
@@ -205,3 +207,79 @@ def test_a_product_added_after_the_refit_is_found_by_its_sku_and_a_refit_counts_
         refit()
     assert lexical.read_corpus(front.parts.conn).documents == 300
     assert df() is None
+
+
+# -- the query's two vectors at once ---------------------------------------------------------------
+class HeldEmbedder:
+    """The real embedder; each forward pass waits for `release` once it has begun."""
+
+    def __init__(self, inner):
+        self.inner, self.settings, self.description = inner, inner.settings, inner.description
+        self.began, self.release = threading.Event(), threading.Event()
+
+    def embed(self, texts):
+        self.began.set()
+        assert self.release.wait(120), "the test never released the forward pass"
+        return self.inner.embed(texts)
+
+
+class CountingPool:
+    """A real psycopg pool that counts the connections borrowed from it."""
+
+    def __init__(self, pool):
+        self.pool, self.borrowed = pool, 0
+
+    @contextmanager
+    def connection(self, *args, **kwargs):
+        self.borrowed += 1
+        with self.pool.connection(*args, **kwargs) as conn:
+            yield conn
+
+
+def test_a_hybrid_search_reads_its_keyword_statistics_while_its_query_is_embedded(front, embedder):
+    from psycopg.rows import dict_row
+    from psycopg_pool import ConnectionPool
+
+    from frontend.query_embedding import BatchingEmbedder
+    from productsearch.search import ProductSearch
+
+    query = "wireless controller for gaming"
+    held = HeldEmbedder(embedder)
+    batcher = BatchingEmbedder(held, window_s=0.0, max_batch=8, timeout_s=60.0)
+    with ConnectionPool(front.stack.database_url, min_size=1, max_size=2,
+                        kwargs={"autocommit": True, "row_factory": dict_row}) as real:
+        pool = CountingPool(real)
+        out: dict = {}
+        thread = threading.Thread(target=lambda: out.update(
+            results=ProductSearch(batcher, front.parts.index, pool).search(query, top_k=10, mode="hybrid")))
+        try:
+            thread.start()
+            assert held.began.wait(60)
+            # The statistics are read while the forward pass is still held, not after it.
+            wait_until(lambda: pool.borrowed == 1, 60, 0.01, what="the keyword statistics read during the pass")
+            assert thread.is_alive() and batcher.waiting_callers == 1
+            held.release.set()
+            thread.join(60)
+        finally:
+            held.release.set()
+            batcher.close()
+        assert pool.borrowed == 2  # then the rows of the matches
+        plain = ProductSearch(embedder, front.parts.index, real).search(query, top_k=10, mode="hybrid")
+    assert [r.id for r in out["results"]] == [r.id for r in plain] and plain
+
+
+def test_a_failed_keyword_statistics_read_gives_up_the_pending_query_vector(front, embedder):
+    from psycopg_pool import ConnectionPool, PoolClosed
+
+    from frontend.query_embedding import BatchingEmbedder
+    from productsearch.search import ProductSearch
+
+    batcher = BatchingEmbedder(embedder, window_s=0.0, max_batch=8, timeout_s=60.0)
+    closed = ConnectionPool(front.stack.database_url, min_size=1, max_size=1, open=False)
+    try:
+        with pytest.raises(PoolClosed):
+            ProductSearch(batcher, front.parts.index, closed).search("wireless controller for gaming", mode="hybrid")
+        assert batcher.waiting_callers == 0  # no caller is left counted as waiting
+        assert batcher.embed(["wireless controller for gaming"]).shape == (1, embedder.settings.dimension)
+    finally:
+        batcher.close()

@@ -222,6 +222,45 @@ def test_close_fails_queued_callers_and_refuses_new_ones(recording):
     assert not b._worker.is_alive()
 
 
+def test_submit_returns_while_the_forward_pass_runs_and_result_waits_for_it(recording, embedder):
+    b = batcher(recording)
+    try:
+        gate = hold_worker(b, recording)
+        pending = b.submit(["yoga mat", "cast iron skillet"])  # returns although no pass can run yet
+        assert b.waiting_callers == 2 and b.queued == 2
+        recording.release.set()
+        rows = pending.result()
+        assert np.array_equal(pending.result(), rows)  # asked again: the same rows
+        gate["thread"].join(60)
+    finally:
+        b.close()
+    assert rows.shape == (2, embedder.settings.dimension) and rows.dtype == np.float32
+    alone = embedder.embed(["yoga mat", "cast iron skillet"])
+    assert float(np.min(np.sum(rows * alone, axis=1))) > 0.9999
+    assert recording.calls == [["<gate>"], ["yoga mat", "cast iron skillet"]]
+    assert b.waiting_callers == 0
+
+
+def test_a_discarded_submit_stops_waiting_but_its_text_still_serves_a_caller_sharing_it(recording, embedder):
+    b = batcher(recording)
+    try:
+        gate = hold_worker(b, recording)
+        dropped = b.submit(["kids rain jacket"])
+        results, threads = together(b, ["kids rain jacket"])  # the same text, in flight: one slot
+        wait_until(lambda: b.waiting_callers == 3, 60, 0.01, what="the second caller waiting")
+        dropped.discard()
+        dropped.discard()  # idempotent: counted once
+        assert b.waiting_callers == 2
+        recording.release.set()
+        join(threads)
+        gate["thread"].join(60)
+    finally:
+        b.close()
+    assert isinstance(results[0], np.ndarray)
+    assert recording.calls == [["<gate>"], ["kids rain jacket"]]
+    assert b.waiting_callers == 0
+
+
 def test_many_texts_in_one_call_come_back_in_order(recording, embedder):
     b = batcher(recording, cache=QueryVectorCache(16))
     try:

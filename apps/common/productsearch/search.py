@@ -230,6 +230,25 @@ class ProductSearch:
             documents, frequencies = lexical.query_statistics(conn, ids)
         return lexical.encode_query(text, frequencies, documents)
 
+    def _query_vectors(self, text: str, mode: str) -> tuple[np.ndarray | None, SparseVector]:
+        """The query's dense vector (None in keyword mode) and BM25 vector (empty in
+        semantic mode). An embedder with submit() (the frontend's query batcher) embeds
+        while this thread reads the keyword statistics from Postgres, so a hybrid
+        search waits for the longer of the two, not their sum."""
+        empty = SparseVector((), ())
+        if mode == "keyword":
+            return None, self.query_sparse(text)
+        if mode == "semantic" or not hasattr(self.embedder, "submit"):
+            dense = self.embedder.embed([text])[0]
+            return dense, empty if mode == "semantic" else self.query_sparse(text)
+        pending = self.embedder.submit([text])
+        try:
+            sparse = self.query_sparse(text)
+        except BaseException:
+            pending.discard()
+            raise
+        return pending.result()[0], sparse
+
     def search(self, query: str, top_k: int = 10, filters: SearchFilters | None = None,
                mode: str = DEFAULT_MODE) -> list[SearchResult]:
         """Up to top_k results, best first, in `mode` (MODES). The index is asked for
@@ -244,8 +263,7 @@ class ProductSearch:
         top_k = validate_top_k(top_k)
         mode = validate_mode(mode)
         filters = filters or SearchFilters()
-        dense = self.embedder.embed([text])[0] if mode != "keyword" else None
-        sparse = self.query_sparse(text) if mode != "semantic" else SparseVector((), ())
+        dense, sparse = self._query_vectors(text, mode)
         if mode == "keyword" and not sparse:
             return []
         alpha = {"semantic": 1.0, "keyword": 0.0, "hybrid": self.alpha}[mode]

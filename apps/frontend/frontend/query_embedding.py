@@ -15,7 +15,9 @@ held more than one text (callers are running concurrently) and then at most
 `window_s` after the oldest text arrived, or until as many texts as last time, or
 `max_batch`, are queued; a lone query on an idle process is embedded at once, so one
 client pays nothing for the window. Texts that arrive while a forward pass runs wait
-for the next one: that is where most batches come from under load.
+for the next one: that is where most batches come from under load. `submit` queues
+texts without waiting, so a caller can do other work while the model runs (a hybrid
+search reads its keyword statistics meanwhile, productsearch.search).
 """
 
 from __future__ import annotations
@@ -99,6 +101,41 @@ class _Slot:
     future: Future = field(default_factory=Future)
 
 
+class PendingVectors:
+    """The vectors of one BatchingEmbedder.submit() call, on their way.
+
+    result() waits for them (at most the embedder's timeout_s from the first call) and
+    returns a float32 array (len(texts), dimension); discard() gives them up. Either
+    may be called more than once; the texts stay queued for the pass they joined
+    (other callers may share them), only this caller stops waiting."""
+
+    def __init__(self, owner: BatchingEmbedder, rows: list[np.ndarray | None], waiting: list[tuple[int, Future]]):
+        self._owner, self._rows, self._waiting = owner, rows, waiting
+        self._counted = bool(waiting)
+
+    def result(self) -> np.ndarray:
+        """Raises QueryEmbeddingTimeout, QueryEmbedderClosed or the forward pass's own
+        exception, as BatchingEmbedder.embed does."""
+        try:
+            deadline = time.monotonic() + self._owner.timeout_s
+            for i, future in self._waiting:
+                try:
+                    self._rows[i] = future.result(timeout=max(0.0, deadline - time.monotonic()))
+                except FutureTimeout:
+                    raise QueryEmbeddingTimeout(
+                        f"the query embedding did not finish within {self._owner.timeout_s:g} s") from None
+        finally:
+            self.discard()
+        if not self._rows:
+            return np.zeros((0, self._owner.settings.dimension), dtype=np.float32)
+        return np.stack(self._rows).astype(np.float32, copy=False)
+
+    def discard(self) -> None:
+        if self._counted:
+            self._counted = False
+            self._owner._caller_done()
+
+
 class BatchingEmbedder:
     """Wraps an Embedder (anything with embed(texts) -> float32 array (n, dimension)
     and settings.dimension) with the same embed interface, for many threads at once.
@@ -165,8 +202,15 @@ class BatchingEmbedder:
         texts can differ from a lone embedding in the last bits, from padding).
         Raises QueryEmbeddingTimeout after timeout_s, QueryEmbedderClosed after close(),
         or the wrapped embedder's own exception when its forward pass fails."""
+        return self.submit(texts).result()
+
+    def submit(self, texts: Sequence[str]) -> PendingVectors:
+        """Queues `texts` for the next forward pass and returns at once, so the caller
+        can do other work (a search's keyword statistics) while the model runs; the
+        PendingVectors' result() then waits for embed()'s array. A caller that no
+        longer needs the vectors calls discard(). Raises QueryEmbedderClosed after close()."""
         if not texts:
-            return np.zeros((0, self.settings.dimension), dtype=np.float32)
+            return PendingVectors(self, [], [])
         rows: list[np.ndarray | None] = [None] * len(texts)
         waiting: list[tuple[int, Future]] = []
         with self._cond:
@@ -189,19 +233,11 @@ class BatchingEmbedder:
                 self._cond.notify()
             if waiting:
                 self._callers += 1
-        if waiting:
-            try:
-                deadline = time.monotonic() + self.timeout_s
-                for i, future in waiting:
-                    try:
-                        rows[i] = future.result(timeout=max(0.0, deadline - time.monotonic()))
-                    except FutureTimeout:
-                        raise QueryEmbeddingTimeout(
-                            f"the query embedding did not finish within {self.timeout_s:g} s") from None
-            finally:
-                with self._cond:
-                    self._callers -= 1
-        return np.stack(rows).astype(np.float32, copy=False)
+        return PendingVectors(self, rows, waiting)
+
+    def _caller_done(self) -> None:
+        with self._cond:
+            self._callers -= 1
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stops the worker once its current forward pass ends; texts still queued
