@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 
 import pytest
 
@@ -82,6 +83,12 @@ def test_price_filter_is_pushed_down_to_the_index(front, query_embedder):
     assert all(low <= r["price"] <= high for r in results)
     expected = index_order(front, query_embedder, QUERY, 10, {"price": {"$gte": low, "$lte": high}})
     assert [r["id"] for r in results] == [i for i, _ in expected]
+    # Bounds as strings, as the page's text boxes send them, read the same (docs/frontend.md);
+    # an empty string is no bound.
+    as_text = front.search(QUERY, top_k=10, filters={"price_min": str(low), "price_max": str(high)}, mode="semantic")
+    assert [r["id"] for r in as_text] == [r["id"] for r in results]
+    no_bound = front.search(QUERY, top_k=10, filters={"price_min": "", "price_max": None}, mode="semantic")
+    assert [r["id"] for r in no_bound] == [r["id"] for r in unfiltered]
 
 
 def test_category_filter_narrows_results(front, query_embedder):
@@ -301,6 +308,7 @@ def test_status_shows_the_age_of_an_unsynced_change(front):
     front.stack.stop("pelican", timeout=20)
     try:
         pid = front.product_ids[9]
+        changed_at = datetime.now(timezone.utc).replace(microsecond=0)
         front.parts.conn.execute("UPDATE products SET price = price + 1 WHERE id = %s", (pid,))
         front.parts.conn.execute("UPDATE product_changes SET captured_at = now() - interval '90 seconds'")
         # Readings are refreshed in the background once 2 s old: a read may return the
@@ -308,6 +316,9 @@ def test_status_shows_the_age_of_an_unsynced_change(front):
         status = wait_until(lambda: (s := front.api("/api/status").body)["changes_pending"] == 1 and s, 15,
                             interval=0.5, what="a status reading after the change")
         assert 90 <= status["oldest_unsynced_age_s"] < 120
+        # read_at says when the figures were read (docs/frontend.md): after the change, for this one.
+        read_at = datetime.strptime(status["read_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        assert changed_at <= read_at <= datetime.now(timezone.utc)
     finally:
         front.stack.start_app("pelican", frontend_stack.FAST)
     wait_until(lambda: front.parts.pending_changes() == 0, 60, what="pelican caught up")
