@@ -18,6 +18,7 @@ from productsearch import jobs, lexical
 from productsearch.documents import lexical_text
 from tests.conftest import REPO
 from tests.e2e import frontend_stack
+from tests.kit.embedders import Recording
 
 pytestmark = pytest.mark.stack
 
@@ -210,19 +211,6 @@ def test_a_product_added_after_the_refit_is_found_by_its_sku_and_a_refit_counts_
 
 
 # -- the query's two vectors at once ---------------------------------------------------------------
-class HeldEmbedder:
-    """The real embedder; each forward pass waits for `release` once it has begun."""
-
-    def __init__(self, inner):
-        self.inner, self.settings, self.description = inner, inner.settings, inner.description
-        self.began, self.release = threading.Event(), threading.Event()
-
-    def embed(self, texts):
-        self.began.set()
-        assert self.release.wait(120), "the test never released the forward pass"
-        return self.inner.embed(texts)
-
-
 class CountingPool:
     """A real psycopg pool that counts the connections borrowed from it."""
 
@@ -244,7 +232,8 @@ def test_a_hybrid_search_reads_its_keyword_statistics_while_its_query_is_embedde
     from productsearch.search import ProductSearch
 
     query = "wireless controller for gaming"
-    held = HeldEmbedder(embedder)
+    held = Recording(embedder)
+    held.hold_on = query
     batcher = BatchingEmbedder(held, window_s=0.0, max_batch=8, timeout_s=60.0)
     with ConnectionPool(front.stack.database_url, min_size=1, max_size=2,
                         kwargs={"autocommit": True, "row_factory": dict_row}) as real:
@@ -254,7 +243,7 @@ def test_a_hybrid_search_reads_its_keyword_statistics_while_its_query_is_embedde
             results=ProductSearch(batcher, front.parts.index, pool).search(query, top_k=10, mode="hybrid")))
         try:
             thread.start()
-            assert held.began.wait(60)
+            assert held.held.wait(60)
             # The statistics are read while the forward pass is still held, not after it.
             wait_until(lambda: pool.borrowed == 1, 60, 0.01, what="the keyword statistics read during the pass")
             assert thread.is_alive() and batcher.waiting_callers == 1

@@ -21,37 +21,12 @@ from frontend.query_embedding import (
     for_queries,
 )
 from productsearch.settings import ConfigError
+from tests.kit.embedders import Recording
 
 QUERIES = ["wireless controller for gaming", "ergonomic office chair", "stainless steel water bottle",
            "noise cancelling headphones", "kids rain jacket", "cast iron skillet", "usb-c charging cable",
            "trail running shoes", "organic green tea", "mechanical keyboard with backlight", "yoga mat",
            "portable bluetooth speaker"]
-
-
-class Recording:
-    """The real Embedder, recording each call's texts. A call whose texts include
-    `hold_on` waits for `release` (so other callers queue meanwhile); with `fail` set,
-    calls raise it instead of embedding."""
-
-    def __init__(self, embedder):
-        self.inner = embedder
-        self.settings = embedder.settings
-        self.description = embedder.description
-        self.calls: list[list[str]] = []
-        self.hold_on: str | None = None
-        self.held = threading.Event()
-        self.release = threading.Event()
-        self.fail: BaseException | None = None
-
-    def embed(self, texts):
-        texts = list(texts)
-        self.calls.append(texts)
-        if self.hold_on is not None and self.hold_on in texts:
-            self.held.set()
-            assert self.release.wait(120), "the test never released the held forward pass"
-        if self.fail is not None:
-            raise self.fail
-        return self.inner.embed(texts)
 
 
 @pytest.fixture
