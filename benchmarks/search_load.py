@@ -17,7 +17,8 @@ for.
 
 Each client is a thread with its own keep-alive connection, sending the next query as
 soon as its previous answer arrives (a closed loop). Figures: completed requests per
-second (qps) and client-side p50/p95/p99 latency, pooled over the rounds. Prints them
+second (qps), client-side p50/p95/p99 latency, pooled over the rounds, and the
+clients' own CPU per request (they share the machine's cores with the stack). Prints them
 with the machine's description and writes JSON (results/search-load.json). It reports;
 it asserts nothing about time.
 

@@ -104,7 +104,7 @@ class _Slot:
 class PendingVectors:
     """The vectors of one BatchingEmbedder.submit() call, on their way.
 
-    result() waits for them (at most the embedder's timeout_s from the first call) and
+    result() waits for them (at most the embedder's timeout_s per call) and
     returns a float32 array (len(texts), dimension); discard() gives them up. Either
     may be called more than once; the texts stay queued for the pass they joined
     (other callers may share them), only this caller stops waiting."""
