@@ -68,7 +68,16 @@ class ProcessSupervisor:
         return self.root / "pids" / f"{name}.pid"
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str], user: str | None = None) -> subprocess.Popen:
-        """Starts *argv* from the repository root, output appended to its log; as *user* via runuser if given."""
+        """Starts *argv* from the repository root, output appended to its log; as *user* via runuser if given.
+
+        Raises RuntimeError when this object already runs a process under *name*:
+        starting a second one would orphan the first (its pid file and entry replaced,
+        so ``stop`` could no longer reach it), and two emus on one queue silently
+        skew every figure taken from them. Stop it first; a process that has exited
+        may be started again."""
+        running = self.processes.get(name)
+        if running is not None and running.poll() is None:
+            raise RuntimeError(f"{name} is already running (pid {running.pid}); stop it before starting it again")
         self.log_path(name).parent.mkdir(parents=True, exist_ok=True)
         self.pid_path(name).parent.mkdir(parents=True, exist_ok=True)
         if user:
