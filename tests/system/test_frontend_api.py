@@ -148,6 +148,7 @@ BAD_SEARCHES = [
     ({"query": "lamp", "filters": {"price_min": 500, "price_max": 100}}, "greater than price_max"),
     ({"query": "lamp", "filters": {"price_min": "cheap"}}, "must be a number"),
     ({"query": "lamp", "filters": {"colour": "red"}}, "unknown filter"),
+    ({"query": "lamp", "filters": {"price_min": "6_0"}}, "must be a number"),  # not read as 60
     ({"query": "lamp", "filters": [1, 2]}, "filters must be an object"),
     ({"query": "lamp", "page": 2}, "unknown field"),
 ]
@@ -230,6 +231,8 @@ BAD_EDITS = [
     ({"price": "abc"}, "must be a number"),
     ({"price": 1.234}, "two decimal places"),
     ({"price": 1e13}, "at most"),
+    ({"price": "6_0"}, "must be a number"),  # Decimal() alone would save 60
+    ({"price": "\u0661\u0660\u0660"}, "must be a number"),  # Arabic-Indic digits, 100 to Decimal()
     ({"sku": "NEW-SKU"}, "read-only"),
     ({"description": "bad \ud800 text"}, "lone surrogate"),
     ({}, "nothing to change"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import string
 import unicodedata
 from dataclasses import dataclass
@@ -71,14 +72,36 @@ def normalise_category(value: Any) -> str:
     return unicodedata.normalize("NFKC", str(value)).casefold().strip()
 
 
+# A number written as text, as the page's price boxes and some API clients send it:
+# ASCII digits with an optional sign, decimal point and exponent (a JSON number's
+# shape, also allowing "+5", "5." and ".5"). Decimal() and float() alone read more:
+# "6_0" as 60 (PEP 515's digit grouping) and other scripts' digits ("١٠٠" as 100),
+# so a typo or a pasted figure would silently become another price.
+_NUMBER_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+# The names Decimal() gives a non-finite value, so callers can say "not finite".
+_NON_FINITE_TEXT = re.compile(r"[+-]?(?:s?nan|inf|infinity)", re.ASCII | re.IGNORECASE)
+
+
+def decimal_from_text(text: str) -> Decimal:
+    """The number `text` writes, surrounding whitespace ignored: "12", "12.50", "+5",
+    ".5", "1e2". A non-finite name ("NaN", "-Infinity", "sNaN") gives that non-finite
+    Decimal, for the caller to refuse as not finite. Raises InvalidOperation for any
+    other text, including digit grouping ("6_0", "1,000") and non-ASCII digits."""
+    stripped = text.strip()
+    if _NUMBER_TEXT.fullmatch(stripped) or _NON_FINITE_TEXT.fullmatch(stripped):
+        return Decimal(stripped)
+    raise InvalidOperation(f"not a number in decimal notation: {text!r}")
+
+
 def finite_price(value: Any) -> float | None:
     """A price as a JSON-safe float, or None when the value is not a finite number
-    (NaN, Infinity, unparseable text, None). Accepts int, float, Decimal or str.
+    (NaN, Infinity, text decimal_from_text refuses, None). Accepts int, float, Decimal
+    or str.
     Callers that show a row use this so no stored value can break a JSON answer."""
     if value is None or isinstance(value, bool):
         return None
     try:
-        number = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+        number = value if isinstance(value, Decimal) else decimal_from_text(str(value))
     except InvalidOperation:
         return None
     if not number.is_finite():

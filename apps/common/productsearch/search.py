@@ -21,12 +21,13 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass
+from decimal import InvalidOperation
 from typing import Any
 
 import numpy as np
 
 from productsearch import lexical, products
-from productsearch.documents import finite_price, normalise_category
+from productsearch.documents import decimal_from_text, finite_price, normalise_category
 from productsearch.lexical import SparseVector
 
 log = logging.getLogger(__name__)
@@ -129,8 +130,8 @@ def _price(value: Any, name: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise InvalidSearch(f"{name} must be a number")
     try:
-        number = float(value)
-    except (ValueError, OverflowError):
+        number = float(decimal_from_text(value) if isinstance(value, str) else value)
+    except (InvalidOperation, ValueError, OverflowError):  # ValueError: float() of a signalling NaN
         raise InvalidSearch(f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(number) or number < 0:
         raise InvalidSearch(f"{name} must be a non-negative number, got {value!r}")

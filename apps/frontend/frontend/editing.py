@@ -15,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from productsearch import products
-from productsearch.documents import MAX_METADATA_BYTES, finite_price, is_current, metadata
+from productsearch.documents import MAX_METADATA_BYTES, decimal_from_text, finite_price, is_current, metadata
 
 from frontend.config import EditorCredentials
 from frontend.throttle import LoginThrottle
@@ -120,7 +120,7 @@ def _price(value: Any) -> Decimal:
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidEdit("price must be a finite number")
     try:
-        price = Decimal(str(value).strip())
+        price = decimal_from_text(str(value))
     except InvalidOperation:
         raise InvalidEdit(f"price must be a number, got {value!r}") from None
     if not price.is_finite():

@@ -88,6 +88,13 @@ def test_non_finite_and_huge_prices_are_refused(price, reason):
         editing.validate_changes({"price": price})
 
 
+@pytest.mark.parametrize("price", ["6_0", "1_000.00", "\u0661\u0660\u0660", "1,000", "$5"])
+def test_a_price_text_that_is_not_decimal_notation_is_refused_not_reread(price):
+    # Decimal() alone reads "6_0" as 60 and Arabic-Indic digits as 100: another price than meant.
+    with pytest.raises(editing.InvalidEdit, match="price must be a number"):
+        editing.validate_changes({"price": price})
+
+
 def test_a_stored_non_finite_price_is_shown_as_null_in_valid_json():
     import json
     from decimal import Decimal

@@ -1,8 +1,9 @@
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 import pytest
 
-from productsearch.documents import UnindexableProduct, build_record, finite_price, indexed_text, normalise_category
+from productsearch.documents import (UnindexableProduct, build_record, decimal_from_text, finite_price, indexed_text,
+                                    normalise_category)
 from productsearch.search import InvalidSearch, SearchFilters, validate_query, validate_top_k
 
 ROW = {"id": 7, "name": "Pro System", "sku": "SKU-1", "description": "A fine thing", "price": "19.99", "category": "system"}
@@ -42,6 +43,31 @@ def test_a_price_that_is_not_a_finite_number_is_unindexable(price):
 def test_a_negative_price_is_unindexable():
     with pytest.raises(UnindexableProduct, match="negative"):
         build_record({**ROW, "price": "-0.01"}, 1, "{name} {description}")
+
+
+# Text Decimal() or float() would read as some other number: digit grouping ("6_0" is
+# 60 to Python), other scripts' digits, thousands separators, currency signs, hex.
+NOT_DECIMAL_NOTATION = ["6_0", "1_000.00", "\u0661\u0660\u0660", "\uff11\uff12", "1,000", "$5", "0x10", "1e", ".", "5 5", "--5"]
+
+
+@pytest.mark.parametrize("text, number", [("12", "12"), (" 12.50 ", "12.50"), ("+5", "5"), ("5.", "5"), (".5", "0.5"),
+                                          ("1e2", "100"), ("-0.01", "-0.01"), ("007", "7")])
+def test_decimal_notation_is_read_as_written(text, number):
+    assert decimal_from_text(text) == Decimal(number)
+
+
+@pytest.mark.parametrize("text", NOT_DECIMAL_NOTATION)
+def test_text_that_is_not_decimal_notation_is_not_a_number(text):
+    with pytest.raises(InvalidOperation):
+        decimal_from_text(text)
+    assert finite_price(text) is None
+    with pytest.raises(InvalidSearch, match="must be a number"):
+        SearchFilters.parse({"price_min": text})
+
+
+def test_non_finite_names_stay_non_finite_for_the_caller_to_refuse():
+    for text in ("NaN", "-nan", "sNaN", "Infinity", "-inf"):
+        assert not decimal_from_text(text).is_finite(), text
 
 
 def test_finite_price_is_json_safe():
