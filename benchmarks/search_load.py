@@ -241,6 +241,25 @@ def start_frontends(pipeline: Pipeline, app_env: dict[str, str]) -> dict[str, st
     return urls
 
 
+def query_models(pipeline: Pipeline) -> dict[str, str | None]:
+    """name -> the model each frontend embeds queries with, as its "frontend ready to
+    search" log line describes it (runtime and threads, e.g. ONNX Runtime on one thread):
+    the machine's description is of this process's torch, which the frontends may not
+    use. None where the line is not found."""
+    found: dict[str, str | None] = {}
+    for name in CONFIGS:
+        found[name] = None
+        path = pipeline.stack.log_path(f"frontend-{name}")
+        for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("msg") == "frontend ready to search":
+                found[name] = entry.get("model")
+    return found
+
+
 def run(*, rows: int | None = None, levels: tuple[int, ...] = DEFAULT_LEVELS, requests: int = 400,
         max_seconds: float = 60.0, rounds: int = 2, repeat_share: float = 0.5, repeat_clients: int = 16,
         mode: str | None = None, app_env: dict[str, str] | None = None, sync_timeout: float = 1800.0,
@@ -285,6 +304,7 @@ def run(*, rows: int | None = None, levels: tuple[int, ...] = DEFAULT_LEVELS, re
         pipeline.stop_app("emu")
         log("starting the frontends (batching+cache on, and off) ...")
         urls = start_frontends(pipeline, app_env)
+        result["query_model"] = query_models(pipeline)
         for name, url in urls.items():  # warm-up: connections, allocator, first-request paths
             load_level(url, 2, streams[name].take, 10, 30, body)
         for clients in levels:
@@ -342,6 +362,8 @@ def report(result: dict) -> None:
     """Prints run()'s figures as a table, with the goals."""
     say()
     say(f"machine: {machine.one_line(result['machine'])}")
+    if result.get("query_model"):
+        say("queries embedded by: " + "; ".join(f"{name} {model}" for name, model in result["query_model"].items()))
     say(f"{result['rows']:,} products indexed; POST /api/search top_k 10, mode {result['mode']}; "
         f"{result['rounds']} rounds per level, on and off alternating")
     say(f"{'clients':>7} | {'config':<6} | {'qps':>7} | {'p50 ms':>7} | {'p95 ms':>7} | {'p99 ms':>7} | requests | errors"

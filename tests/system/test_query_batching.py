@@ -393,6 +393,12 @@ def test_the_search_load_benchmark_runs_at_a_tiny_size():
     assert result["levels"]["4"]["on"]["requests"] == 40  # at least ten requests per client
     assert 0 < result["repeats"]["share_sent"] < 1
     assert result["machine"]["cores"] >= 1
+    # The frontends' own query runtime is recorded (the defaults: ONNX Runtime on one thread
+    # on a CPU), not only the benchmark process's torch; "on" batches its queries, "off" not.
+    assert set(result["query_model"]) == {"on", "off"}
+    for name, model in result["query_model"].items():
+        assert "via onnxruntime" in model and "1 thread)" in model, (name, model)
+    assert "queries batched" in result["query_model"]["on"] and "queries batched" not in result["query_model"]["off"]
 
 
 def test_the_load_generators_client_counts_a_refused_connection_as_an_error():
