@@ -143,18 +143,27 @@ class DevStack(ProcessSupervisor):
                   proc=self.processes["index"], log=self.log_path("index"))
 
     # -- apps -----------------------------------------------------------------------
+    def run_pelican(self, *args: str) -> None:
+        """A one-off `pelican` command against this stack, in the foreground, its logs
+        in text: whoever started it reads them on a terminal (the services' logs stay
+        JSON). Raises subprocess.CalledProcessError when it fails."""
+        subprocess.run([sys.executable, "-m", "pelican", *args], env=self.app_env({"LOG_FORMAT": "text"}), check=True,
+                       cwd=REPO)
+
     def migrate(self) -> None:
-        subprocess.run([sys.executable, "-m", "pelican", "migrate"], env=self.app_env(), check=True, cwd=REPO)
+        """`pelican migrate`: the schema up to date."""
+        self.run_pelican("migrate")
 
     def refit_lexical(self) -> None:
         """`pelican refit-lexical`: the keyword-search statistics from the table as it is."""
-        subprocess.run([sys.executable, "-m", "pelican", "refit-lexical"], env=self.app_env(), check=True, cwd=REPO)
+        self.run_pelican("refit-lexical")
 
     def start_app(self, name: str, extra_env: dict[str, str] | None = None, *, instance: str | None = None) -> subprocess.Popen:
         argv = {"pelican": [sys.executable, "-m", "pelican", "run"],
                 "emu": [sys.executable, "-m", "emu", "run"],
                 "frontend": [sys.executable, "-m", "frontend"]}[name]
-        return self.spawn(instance or name, argv, env=self.app_env(extra_env))
+        # JSON whatever the caller's shell says: benchmarks and tests read these logs.
+        return self.spawn(instance or name, argv, env=self.app_env({"LOG_FORMAT": "json", **(extra_env or {})}))
 
     def start_infrastructure(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,10 +23,6 @@ from productsearch.settings import EmbeddingSettings, IndexSettings, query_embed
 
 if TYPE_CHECKING:
     from devstack.stack import DevStack
-
-
-def _sh(cmd: list[str], env: dict[str, str]) -> None:
-    subprocess.run(cmd, env=env, check=True, cwd=REPO)
 
 
 def up(stack: DevStack, catalog: Path, with_frontend: bool, settings_dir: Path = REPO / ".local") -> None:
@@ -53,7 +47,7 @@ def up(stack: DevStack, catalog: Path, with_frontend: bool, settings_dir: Path =
         print(f"keeping the {existing} products already in the database", flush=True)
     else:
         print("loading the sample catalog ...", flush=True)
-        _sh([sys.executable, "-m", "pelican", "load-catalog", str(catalog)], env)
+        stack.run_pelican("load-catalog", str(catalog))
     # Before pelican ships anything: every job then carries statistics fitted on the
     # whole table, so keyword and hybrid search weigh terms as BM25 does.
     print("fitting the keyword-search statistics ...", flush=True)
@@ -77,12 +71,12 @@ def up(stack: DevStack, catalog: Path, with_frontend: bool, settings_dir: Path =
     if uncaptured_rows(stack):
         if index_is_empty(stack):
             print("backfilling existing rows into the index ...", flush=True)
-            _sh([sys.executable, "-m", "pelican", "backfill"], env)
+            stack.run_pelican("backfill")
         else:
             # The index kept its vectors across the restart: re-embed only rows it lacks or
             # holds stale, not the whole table.
             print("comparing the index with the table; re-syncing only the drift ...", flush=True)
-            _sh([sys.executable, "-m", "pelican", "reconcile", "--repair"], env)
+            stack.run_pelican("reconcile", "--repair")
     else:
         # A fresh load is captured row by row by the triggers; a backfill would embed it all twice.
         print("every row is captured in the change log already; no backfill needed", flush=True)

@@ -5,6 +5,7 @@ its edits and re-embeds only the rows the index lacks or holds stale."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import stat
@@ -35,7 +36,7 @@ def small_catalog(path: Path, rows: int = 12) -> Path:
     return path
 
 
-def test_up_indexes_the_catalog_then_a_restart_resyncs_only_the_drift(capsys):
+def test_up_indexes_the_catalog_then_a_restart_resyncs_only_the_drift(capfd):
     root = Path(tempfile.mkdtemp(prefix="productsearch-up-"))
     os.chmod(root, 0o755)  # PostgreSQL runs as the postgres user when the tests run as root
     stack = DevStack(root=root / "stack", pg_port=free_port(), aws_port=free_port(), index_port=free_port(),
@@ -44,8 +45,14 @@ def test_up_indexes_the_catalog_then_a_restart_resyncs_only_the_drift(capsys):
     settings_dir = root / "settings"
     try:
         up(stack, catalog, with_frontend=False, settings_dir=settings_dir)
-        first = capsys.readouterr().out
+        first = "".join(capfd.readouterr())  # its own lines and its commands' (stdout and stderr)
         assert "loading the sample catalog" in first and "no backfill needed" in first
+        # The commands it runs log in text for the terminal; the services it starts keep JSON in their log files.
+        assert "lexical statistics refitted  documents=12 " in first
+        assert not [line for line in first.splitlines() if line.startswith("{")]
+        service_lines = stack.log_path("pelican").read_text().splitlines()
+        assert service_lines and all(json.loads(line)["logger"] for line in service_lines if line.startswith("{"))
+        assert any(line.startswith("{") for line in service_lines)
         assert stat.S_IMODE((settings_dir / "editor.env").stat().st_mode) == 0o600
         assert f"PINECONE_HOST=http://127.0.0.1:{stack.index_port}" in (settings_dir / "stack.env").read_text()
         index = ProductIndex(IndexSettings.from_env(stack.env()), attempts=3)
@@ -65,7 +72,7 @@ def test_up_indexes_the_catalog_then_a_restart_resyncs_only_the_drift(capsys):
         stack.stop_all()
 
         up(stack, catalog, with_frontend=False, settings_dir=settings_dir)
-        second = capsys.readouterr().out
+        second = "".join(capfd.readouterr())
         assert "keeping the 12 products already in the database" in second
         assert "re-syncing only the drift" in second and "backfilling" not in second
         index = ProductIndex(IndexSettings.from_env(stack.env()), attempts=3)

@@ -5,7 +5,7 @@ The table is derived, not written: the variables, their meanings and their secre
 flags come from the sections of productsearch.settings (one field per variable), and
 `READS` says which sections each process reads, by naming the settings classes its
 `from_env` calls build. Only the few variables that libraries read rather than our
-settings (LOG_LEVEL, the AWS SDK's credentials, the temporary and cache directories)
+settings (LOG_LEVEL, LOG_FORMAT, the AWS SDK's credentials, the temporary and cache directories)
 are declared here by hand, in `LIBRARY_VARIABLES`.
 
 The places that pass variables (compute/'s ECS task definitions, devstack's
@@ -95,6 +95,9 @@ class Variable:
 LIBRARY_VARIABLES: tuple[Variable, ...] = (
     Variable("LOG_LEVEL", frozenset(APPS), False,
              "the log level of the apps' JSON logs (default INFO)", "productsearch.logs"),
+    Variable("LOG_FORMAT", frozenset(APPS), False,
+             "json (the default: one JSON object a line, for CloudWatch Logs Insights) or text (for a terminal)",
+             "productsearch.logs"),
     Variable("AWS_ACCESS_KEY_ID", frozenset(READERS), True,
              "AWS SDK credentials; local stacks only (ECS tasks use their task role)", "botocore"),
     Variable("AWS_SECRET_ACCESS_KEY", frozenset(READERS), True,

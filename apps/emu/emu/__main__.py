@@ -15,8 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="emu")
     parser.add_argument("command", choices=["run", "check"])
     args = parser.parse_args(argv)
-    logs.configure("emu")
     try:
+        logs.configure("emu")
         embedding = EmbeddingSettings.from_env()
         # `check` only loads the model (e.g. to verify an image), so it needs no queue or index.
         if args.command == "run":

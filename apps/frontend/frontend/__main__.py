@@ -25,7 +25,11 @@ class _PlainUvicornLines(logging.Filter):
 
 
 def main(argv: list[str] | None = None) -> int:
-    log = logs.configure("frontend")
+    try:
+        log = logs.configure("frontend")
+    except ConfigError as exc:
+        print(f"frontend: configuration error: {exc}", file=sys.stderr)
+        return 2
     # Queries are embedded with their own defaults (one thread, ONNX Runtime on a CPU):
     # see productsearch.settings.QUERY_EMBEDDING_DEFAULTS for the measurements.
     for name, value in QUERY_EMBEDDING_DEFAULTS.items():

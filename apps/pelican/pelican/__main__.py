@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     refit.add_argument("--b", type=float, default=None, help="BM25 b, length normalisation 0..1 (default 0.75)")
     args = parser.parse_args(argv)
 
-    logs.configure("pelican")
     try:
+        logs.configure("pelican")
         database = DatabaseSettings.from_env()
         if args.command == "run":
             service = Pelican(database, QueueSettings.from_env(), PelicanSettings.from_env())
