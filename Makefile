@@ -26,7 +26,7 @@ up: deps
 down:
 	@if [ -x $(PY) ]; then $(PY) -m devstack.stack down; fi
 
-## status: which parts of the `make up` stack run, with their pids
+## status: which parts of the `make up` stack run (pids), the UI address, and whether the index equals the table
 status:
 	$(PY) -m devstack.stack status
 

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,6 +173,35 @@ class DevStack(ProcessSupervisor):
         self.start_index()
         self.migrate()
 
+    # -- make status -------------------------------------------------------------------
+    def sync_lines(self, timeout: float = 5.0) -> list[str]:
+        """What this stack's frontend says of the sync (its GET /api/status,
+        docs/frontend.md), as lines for `make status`: the UI's address, then whether the
+        index equals the table and the figures behind that, then any part it could not
+        read. Empty when no frontend was started under this root; the address and why
+        when it does not answer within `timeout` seconds."""
+        if "frontend" not in self.known():
+            return []
+        url = f"http://127.0.0.1:{self.frontend_port}/"
+        try:
+            with urllib.request.urlopen(f"{url}api/status", timeout=timeout) as response:
+                s = json.load(response)
+        except (OSError, ValueError) as exc:
+            return [f"UI: {url}  (not answering: {exc})"]
+
+        def n(value) -> str:
+            return "unavailable" if value is None else f"{value:,}"
+
+        def q(depth) -> str:
+            return "unavailable" if depth is None else f"{depth['visible']:,} waiting, {depth['in_flight']:,} in flight"
+
+        lines = [f"UI: {url}",
+                 f"sync: {'in sync' if s['in_sync'] else 'catching up'} (read at {s['read_at']})",
+                 f"  rows {n(s['rows'])}, vectors {n(s['vectors'])}, changes waiting {n(s['changes_pending'])}",
+                 f"  jobs queue: {q(s['queue'])}; dead-letter queue: {q(s['dead_letters'])}"]
+        lines += [f"  {part} unavailable: {error}" for part, error in s["errors"].items()]
+        return lines
+
     # -- a clean slate ------------------------------------------------------------------
     def reset_data(self) -> None:
         """Empties table, change log, queues and index; see :func:`devstack.reset.reset_data`."""
@@ -205,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         lines = stack.status_lines()
         if not lines:
             print("local stack not running (make up starts it)")
-        for line in lines:
+        for line in lines + stack.sync_lines():
             print(line)
     return 0
 

@@ -305,6 +305,14 @@ def test_status_reports_table_index_log_and_queues(front):
     assert status["changes_pending"] == 0 and status["oldest_unsynced_age_s"] == 0
     assert set(status["queue"]) == {"visible", "in_flight"} and status["dead_letters"] == {"visible": 0, "in_flight": 0}
     assert status["errors"] == {}
+    assert status["in_sync"] is True
+    # make status prints the same reading
+    lines = front.stack.sync_lines()
+    assert lines[0] == f"UI: http://127.0.0.1:{front.stack.frontend_port}/"
+    assert lines[1].startswith("sync: in sync (read at ")
+    assert lines[2] == "  rows 200, vectors 200, changes waiting 0"
+    assert lines[3].startswith("  jobs queue: ") and lines[3].endswith("; dead-letter queue: 0 waiting, 0 in flight")
+    assert len(lines) == 4
 
 
 def test_status_shows_the_age_of_an_unsynced_change(front):
@@ -319,6 +327,10 @@ def test_status_shows_the_age_of_an_unsynced_change(front):
         status = wait_until(lambda: (s := front.api("/api/status").body)["changes_pending"] == 1 and s, 15,
                             interval=0.5, what="a status reading after the change")
         assert 90 <= status["oldest_unsynced_age_s"] < 120
+        assert status["in_sync"] is False
+        lines = wait_until(lambda: len(ls := front.stack.sync_lines()) > 1 and ls[1].startswith("sync: catching up") and ls, 15,
+                           interval=0.5, what="make status catching up")
+        assert "changes waiting 1" in lines[2]
         # read_at says when the figures were read (docs/frontend.md): after the change, for this one.
         read_at = datetime.strptime(status["read_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
         assert changed_at <= read_at <= datetime.now(timezone.utc)

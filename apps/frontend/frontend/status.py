@@ -39,9 +39,17 @@ class SyncStatus:
     dead_letters: dict[str, int] | None = None
     errors: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def in_sync(self) -> bool:
+        """True when every figure was read and says the index equals the table: as many
+        vectors as rows, no change waiting in the change log, no job in the queue."""
+        return (self.rows is not None and self.rows == self.vectors and self.changes_pending == 0
+                and self.queue is not None and self.queue["visible"] + self.queue["in_flight"] == 0)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "read_at": self.read_at,
+            "in_sync": self.in_sync,
             "rows": self.rows,
             "vectors": self.vectors,
             "changes_pending": self.changes_pending,
@@ -151,8 +159,6 @@ def status_markdown(status: SyncStatus) -> str:
             return "unavailable"
         return f"{depth['visible']:,} waiting, {depth['in_flight']:,} in flight"
 
-    in_sync = (status.rows is not None and status.rows == status.vectors and status.changes_pending == 0
-               and status.queue is not None and status.queue["visible"] + status.queue["in_flight"] == 0)
     lines = [
         "| | |",
         "|---|---|",
@@ -163,7 +169,7 @@ def status_markdown(status: SyncStatus) -> str:
         f"| Messages in the dead-letter queue | {q(status.dead_letters)} |",
         f"| Age of the oldest unsynced change | {age_text(status.oldest_unsynced_age_s) if status.changes_pending is not None else 'unavailable'} |",
         "",
-        f"{'In sync.' if in_sync else 'Catching up (or see the figures above).'} Read at {status.read_at}.",
+        f"{'In sync.' if status.in_sync else 'Catching up (or see the figures above).'} Read at {status.read_at}.",
     ]
     for part, error in status.errors.items():
         lines.append(f"\n**{part}**: {error}")
