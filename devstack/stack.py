@@ -146,10 +146,12 @@ class DevStack(ProcessSupervisor):
     # -- apps -----------------------------------------------------------------------
     def run_pelican(self, *args: str) -> None:
         """A one-off `pelican` command against this stack, in the foreground, its logs
-        in text: whoever started it reads them on a terminal (the services' logs stay
-        JSON). Raises subprocess.CalledProcessError when it fails."""
-        subprocess.run([sys.executable, "-m", "pelican", *args], env=self.app_env({"LOG_FORMAT": "text"}), check=True,
-                       cwd=REPO)
+        in text at WARNING unless LOG_LEVEL says otherwise: whoever started it reads them
+        on a terminal, where each command prints its own result and an INFO line would
+        repeat it (the services' logs stay JSON). Raises subprocess.CalledProcessError
+        when it fails."""
+        env = self.app_env({"LOG_FORMAT": "text", "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING")})
+        subprocess.run([sys.executable, "-m", "pelican", *args], env=env, check=True, cwd=REPO)
 
     def migrate(self) -> None:
         """`pelican migrate`: the schema up to date."""

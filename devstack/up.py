@@ -79,7 +79,7 @@ def up(stack: DevStack, catalog: Path, with_frontend: bool, settings_dir: Path =
             stack.run_pelican("reconcile", "--repair")
     else:
         # A fresh load is captured row by row by the triggers; a backfill would embed it all twice.
-        print("every row is captured in the change log already; no backfill needed", flush=True)
+        print("every row is already waiting in the change log for pelican to ship; no backfill needed", flush=True)
     stack.write_env_file(settings_dir / "stack.env")
     wait_for_index(stack, timeout=1800)
     print(f"\nlogs: {stack.root / 'logs'}   settings: {settings_dir / 'stack.env'}")

@@ -42,14 +42,19 @@ def test_up_indexes_the_catalog_then_a_restart_resyncs_only_the_drift(capfd):
     stack = DevStack(root=root / "stack", pg_port=free_port(), aws_port=free_port(), index_port=free_port(),
                        frontend_port=free_port())
     catalog = small_catalog(root / "catalog.csv")
+    with open(catalog, "a", encoding="utf-8") as handle:  # line 14: a price that is not one, skipped with a warning
+        handle.write("Broken Row,SKU-BROKEN-1,no price,not-a-price,2023-09-20 22:51:32\n")
     settings_dir = root / "settings"
     try:
         up(stack, catalog, with_frontend=False, settings_dir=settings_dir)
         first = "".join(capfd.readouterr())  # its own lines and its commands' (stdout and stderr)
         assert "loading the sample catalog" in first and "no backfill needed" in first
         # The commands it runs log in text for the terminal; the services it starts keep JSON in their log files.
-        assert "lexical statistics refitted  documents=12 " in first
+        # Each prints its result once: no INFO log line repeats it, and nothing is JSON.
+        assert "lexical statistics refitted: 12 products" in first and "statistics refitted  documents=" not in first
+        assert "schema migrated (applied now: 001_products.sql," in first
         assert not [line for line in first.splitlines() if line.startswith("{")]
+        assert "warning productsearch.catalog: skipping bad catalog row  line=14 reason=" in first
         service_lines = stack.log_path("pelican").read_text().splitlines()
         assert service_lines and all(json.loads(line)["logger"] for line in service_lines if line.startswith("{"))
         assert any(line.startswith("{") for line in service_lines)

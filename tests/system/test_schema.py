@@ -33,9 +33,9 @@ def test_migration_is_safe_twice_and_from_two_processes_at_once(stack, fresh_dat
     outputs = [p.communicate(timeout=120) for p in racers]
     assert [p.returncode for p in racers] == [0, 0], outputs
     applied = sorted(out for out, _ in outputs)
-    assert "applied now: nothing" in applied[1] and "001_products.sql" in applied[0], applied
+    assert "nothing to apply" in applied[1] and "schema migrated (applied now: 001_products.sql" in applied[0], applied
     again = subprocess.run([sys.executable, "-m", "pelican", "migrate"], env=env, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0 and "applied now: nothing" in again.stdout
+    assert again.returncode == 0 and "schema up to date (nothing to apply)" in again.stdout
     with psycopg.connect(fresh_database) as conn:
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(db.migration_files())
         triggers = {r[0] for r in conn.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'products'::regclass AND NOT tgisinternal")}

@@ -44,7 +44,11 @@ class TextFormatter(logging.Formatter):
 
 
 def _text_value(value: object) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        # A list of names (e.g. the migrations applied) reads best as one comma-separated word.
+        text = ",".join(x if isinstance(x, str) else json.dumps(x, default=str, ensure_ascii=False) for x in value)
+    else:
+        text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
     return json.dumps(text, ensure_ascii=False) if not text or any(c.isspace() or c in "\"=" for c in text) else text
 
 

@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             service.run()
         elif args.command == "migrate":
             applied = db.migrate(database)
-            print(f"schema up to date (applied now: {', '.join(applied) or 'nothing'})")
+            print(f"schema migrated (applied now: {', '.join(applied)})" if applied
+                  else "schema up to date (nothing to apply)")
         elif args.command == "grant-roles":
             try:
                 granted = grant_roles(database, AppRoleSettings.from_env())

@@ -19,9 +19,12 @@ def record(msg: str = "backfill captured", exc_info=None, **extra) -> logging.Lo
 
 
 def test_text_lines_carry_the_message_and_the_extra_fields_quoted_where_needed():
-    line = logs.TextFormatter().format(record(products=1000, reason="a bad row", ids=[1, 2], empty=""))
+    line = logs.TextFormatter().format(record(products=1000, reason="a bad row", ids=[1, 2], empty="",
+                                              applied=["001_products.sql", "002_finite_prices.sql"],
+                                              errors={"index": "down"}))
     assert line.endswith('info    pelican.backfill: backfill captured  products=1000 reason="a bad row" '
-                         'ids="[1, 2]" empty=""')
+                         'ids=1,2 empty="" applied=001_products.sql,002_finite_prices.sql '
+                         'errors="{\\"index\\": \\"down\\"}"')
     assert "\n" not in line
 
 
