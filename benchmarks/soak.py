@@ -25,8 +25,9 @@ import psycopg
 
 from benchmarks import cli
 from benchmarks.pipeline import REPO, read_env_file
+from productsearch.documents import indexed_text, text_hash
 from productsearch.index import ProductIndex
-from productsearch.settings import IndexSettings
+from productsearch.settings import IndexSettings, text_template_from_env
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -40,7 +41,7 @@ class LagTracker:
 
     def __init__(self, index):
         self.index = index
-        self.pending: dict[int, tuple[str | None, float]] = {}  # id -> (expected description or None for deleted, written_at)
+        self.pending: dict[int, tuple[str | None, float]] = {}  # id -> (expected text fingerprint or None for deleted, written_at)
         self.lags: list[float] = []
         self.lock = threading.Lock()
         self.errors = 0
@@ -65,7 +66,7 @@ class LagTracker:
                 if self.pending.get(product_id, (None, -1))[1] != written_at:
                     continue  # superseded by a newer write meanwhile
                 vector = found.get(str(product_id))
-                seen = vector is None if expected is None else (vector is not None and (vector.metadata or {}).get("description") == expected)
+                seen = vector is None if expected is None else (vector is not None and (vector.metadata or {}).get("text_hash") == expected)
                 if seen:
                     self.lags.append(now - written_at)
                     del self.pending[product_id]
@@ -78,6 +79,7 @@ def run_soak(env: dict[str, str], minutes: float, writes_per_second: float, sear
     then runs `pelican reconcile`. Returns the counts, the sync lag's p50/p95/max in
     seconds, the errors and reconcile's last line."""
     rng = random.Random(seed)
+    template = text_template_from_env(env)
     index = ProductIndex(IndexSettings.from_env(env), attempts=3)
     tracker = LagTracker(index)
     stop = threading.Event()
@@ -124,13 +126,15 @@ def run_soak(env: dict[str, str], minutes: float, writes_per_second: float, sear
                                        (f"Soak Item {n}", f"SOAK-{seed}-{n}-{time.time_ns()}", description, rng.randint(100, 1000))).fetchone()[0]
                     live.append(pid)
                     counts["inserts"] += 1
-                    tracker.expect(pid, description)
+                    tracker.expect(pid, text_hash(indexed_text({"name": f"Soak Item {n}", "description": description}, template)))
                 elif roll < 0.85:
                     pid = rng.choice(live)
                     description = f"soak update {n} {rng.random():.6f}"
-                    if conn.execute("UPDATE products SET description = %s WHERE id = %s", (description, pid)).rowcount:
+                    updated = conn.execute("UPDATE products SET description = %s WHERE id = %s RETURNING name",
+                                           (description, pid)).fetchone()
+                    if updated:
                         counts["updates"] += 1
-                        tracker.expect(pid, description)
+                        tracker.expect(pid, text_hash(indexed_text({"name": updated[0], "description": description}, template)))
                 else:
                     pid = live.pop(rng.randrange(len(live)))
                     if conn.execute("DELETE FROM products WHERE id = %s", (pid,)).rowcount:

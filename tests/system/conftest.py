@@ -7,8 +7,9 @@ import pytest
 
 from devstack.index_server.faults import FAULT_EXEMPT_HEADER
 from productsearch import db
+from productsearch.documents import indexed_text, text_hash
 from productsearch.index import ProductIndex
-from productsearch.settings import IndexSettings
+from productsearch.settings import DEFAULT_TEXT_TEMPLATE, IndexSettings
 
 
 class Parts:
@@ -57,6 +58,21 @@ class Parts:
 
     def vector(self, product_id: int):
         return self.index.fetch([str(product_id)]).get(str(product_id))
+
+    def holds_description(self, product_id: int, description: str, name: str | None = None) -> bool:
+        """Whether the index holds the product's record with this description: its text
+        fingerprint is that of `name` (default: the row's name now) and `description`
+        under the default INDEXED_TEXT_TEMPLATE. The record keeps no text itself."""
+        vector = self.vector(product_id)
+        if vector is None:
+            return False
+        if name is None:
+            row = self.conn.execute("SELECT name FROM products WHERE id = %s", (product_id,)).fetchone()
+            if row is None:
+                return False
+            name = row["name"]
+        text = indexed_text({"name": name, "description": description}, DEFAULT_TEXT_TEMPLATE)
+        return (vector.metadata or {}).get("text_hash") == text_hash(text)
 
     def drain_queue(self, url: str, idle_rounds: int = 2) -> list[dict]:
         """Receives and deletes everything on a queue (for tests that run no emu)."""

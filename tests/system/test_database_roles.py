@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool
 
 from productsearch import db
 from productsearch.roles import FRONTEND_ROLE, PELICAN_ROLE
+from productsearch.settings import DEFAULT_TEXT_TEMPLATE
 
 pytestmark = pytest.mark.stack
 
@@ -152,7 +153,8 @@ def test_each_role_can_do_its_apps_work_and_nothing_else(stack, parts, role_secr
     front_url = url_as(stack, FRONTEND_ROLE, role_secrets[FRONTEND_ROLE][1])
     with ConnectionPool(front_url, min_size=1, max_size=1, open=True,
                         **db.pool_options(front_url, application_name="frontend")) as pool:
-        edit = apply_edit(pool, pid, {"name": "Role Check, edited", "price": Decimal("12.50")}, "tester")
+        edit = apply_edit(pool, pid, {"name": "Role Check, edited", "price": Decimal("12.50")}, "tester",
+                          DEFAULT_TEXT_TEMPLATE)
         assert edit.changed == ["name", "price"] and edit.version
         assert get_product(pool, pid)["name"] == "Role Check, edited"
         with pool.connection() as conn:

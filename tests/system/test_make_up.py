@@ -18,7 +18,8 @@ from devstack.stack import DevStack, free_port, up
 from devstack.up import prepare_query_model
 from productsearch import db
 from productsearch.index import ProductIndex
-from productsearch.settings import IndexSettings
+from productsearch.documents import indexed_text, text_hash
+from productsearch.settings import DEFAULT_TEXT_TEMPLATE, IndexSettings
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.stack
@@ -83,7 +84,10 @@ def test_up_indexes_the_catalog_then_a_restart_resyncs_only_the_drift(capfd):
         index = ProductIndex(IndexSettings.from_env(stack.env()), attempts=3)
         assert index.count() == 12
         after = index.fetch([str(i) for i in ids])
-        assert after[str(ids[0])].metadata["description"] == "edited while the stack was down"
+        with db.connect(stack.database_url) as conn:
+            edited = conn.execute("SELECT * FROM products WHERE id = %s", (ids[0],)).fetchone()
+        assert edited["description"] == "edited while the stack was down"
+        assert after[str(ids[0])].metadata["text_hash"] == text_hash(indexed_text(edited, DEFAULT_TEXT_TEMPLATE))
         assert str(ids[1]) in after
         untouched = {i: after[i].metadata["version"] for i in versions if i not in (str(ids[0]), str(ids[1]))}
         assert untouched == {i: versions[i] for i in untouched}, "a restart re-embedded rows that had not changed"

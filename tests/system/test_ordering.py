@@ -35,16 +35,13 @@ def queue_counts(parts) -> tuple[int, int]:
     return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
 
-def description(parts, product_id: int) -> str | None:
-    vector = parts.vector(product_id)
-    return vector.metadata["description"] if vector else None
 
 
 def test_a_newer_state_waits_for_the_older_one_in_flight(parts, stack):
     stack.start_app("pelican", FAST)
     # emu A takes one message at a time, so only emu B can take the second job; its
     # request deadline outlasts the hold, so no retry of its own overtakes it.
-    stack.start_app("emu", {"EMU_MAX_MESSAGES_IN_FLIGHT": "1", "EMU_INDEX_TIMEOUT_SECONDS": "120"}, instance="emu-a")
+    stack.start_app("emu", {"EMU_MAX_CHANGES_IN_FLIGHT": "1", "EMU_INDEX_TIMEOUT_SECONDS": "120"}, instance="emu-a")
     warm = parts.insert("Warm Up", "makes sure emu A is running")
     wait_until(lambda: parts.vector(warm), 120, what="emu A running")
 
@@ -58,10 +55,10 @@ def test_a_newer_state_waits_for_the_older_one_in_flight(parts, stack):
     stack.start_app("emu", instance="emu-b")
     wait_until(lambda: "emu started" in stack.log_path("emu-b").read_text(), 120, what="emu B running")
     time.sleep(7)  # more than one long poll of emu B's
-    assert description(parts, pid) is None, "version 2 was written while version 1 was still in flight"
+    assert parts.vector(pid) is None, "version 2 was written while version 1 was still in flight"
     assert queue_counts(parts) == (1, 1), "a second emu took the product's next job while the first was in flight"
 
     kit.clear_index_faults(stack)  # version 1 lands now, then version 2 may go
-    wait_until(lambda: description(parts, pid) == "version two of the kettle", 60, what="version 2 indexed")
+    wait_until(lambda: parts.holds_description(pid, "version two of the kettle"), 60, what="version 2 indexed")
     time.sleep(3)
-    assert description(parts, pid) == "version two of the kettle"
+    assert parts.holds_description(pid, "version two of the kettle")

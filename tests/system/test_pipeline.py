@@ -27,12 +27,12 @@ def test_insert_update_delete_reach_the_index(parts, stack, embedder):
     pid = parts.insert("Trail Shoe", "A light running shoe for muddy mountain paths", 120)
 
     v = wait_until(lambda: parts.vector(pid), 90, what="inserted row indexed")
-    assert v.metadata["name"] == "Trail Shoe" and v.metadata["price"] == 120.0
+    assert parts.holds_description(pid, "A light running shoe for muddy mountain paths") and v.metadata["price"] == 120.0
     expected = embedder.embed([indexed_text("Trail Shoe", "A light running shoe for muddy mountain paths")])[0]
     assert np.allclose(np.array(v.values), expected, atol=1e-4)
 
     parts.conn.execute("UPDATE products SET description = %s WHERE id = %s", ("A warm wool winter coat", pid))
-    v = wait_until(lambda: (x := parts.vector(pid)) and x.metadata["description"] == "A warm wool winter coat" and x,
+    v = wait_until(lambda: parts.holds_description(pid, "A warm wool winter coat") and parts.vector(pid),
                    60, what="updated text indexed")
     expected = embedder.embed([indexed_text("Trail Shoe", "A warm wool winter coat")])[0]
     assert np.allclose(np.array(v.values), expected, atol=1e-4)
@@ -95,7 +95,7 @@ def test_poison_row_is_dead_lettered_with_reason_and_neighbours_indexed(parts, s
     parts.sqs.purge_queue(QueueUrl=topic_watch)
 
     before = parts.insert_many(20, prefix="good")
-    poison = parts.insert("Huge Manual", "x" * 50_000)  # metadata over Pinecone's 40 KB
+    poison = parts.insert("Huge Manual", "x" * 50_000)  # text over the 40 KiB the pipeline carries
     after = parts.insert_many(20, prefix="fine")
     stack.start_app("pelican", FAST)
     stack.start_app("emu")
@@ -103,7 +103,7 @@ def test_poison_row_is_dead_lettered_with_reason_and_neighbours_indexed(parts, s
     wait_until(lambda: all(parts.vector(i) for i in before + after), 120, what="neighbours indexed")
     dead = wait_until(lambda: parts.drain_queue(parts.env["SQS_DLQ_URL"], idle_rounds=1), 60, what="dead letter")
     assert [d["product_id"] for d in dead] == [poison]
-    assert "40960" in dead[0]["reason"] and "metadata" in dead[0]["reason"]
+    assert "40960-byte limit" in dead[0]["reason"] and "indexed text" in dead[0]["reason"]
     assert parts.vector(poison) is None
     notes = parts.drain_queue(topic_watch, idle_rounds=1)
     assert any(str(poison) in json.dumps(n) for n in notes), notes

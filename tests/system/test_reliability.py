@@ -61,7 +61,7 @@ def test_reconcile_reports_and_repairs_drift(parts, stack):
     assert reconcile_line(stack, "--repair").startswith("missing=2 stale=1 orphaned=1 repaired=4")
     converge(parts, stack)
     assert parts.vector(ids[1]) is None
-    assert parts.vector(ids[0]).metadata["description"] == "changed behind the pipeline"
+    assert parts.holds_description(ids[0], "changed behind the pipeline")
 
 
 def test_pelican_killed_mid_backfill_resumes_and_loses_nothing(parts, stack):
@@ -107,11 +107,11 @@ def test_two_emus_racing_and_rapid_edits_end_with_the_last_text(parts, stack):
         for other in ids[1:4]:
             parts.conn.execute("UPDATE products SET price = %s WHERE id = %s", (100 + i, other))
     assert time.monotonic() - started < 5
-    wait_until(lambda: (v := parts.vector(target)) and v.metadata["description"] == "edit number 99", 120,
+    wait_until(lambda: parts.holds_description(target, "edit number 99"), 120,
                what="last of 100 edits indexed")
     converge(parts, stack)
     time.sleep(3)  # any straggling older message must not overwrite it
-    assert parts.vector(target).metadata["description"] == "edit number 99"
+    assert parts.holds_description(target, "edit number 99")
     assert all(parts.vector(o).metadata["price"] == 199 for o in ids[1:4])
 
 

@@ -19,6 +19,7 @@ from devstack.waiting import wait_until
 from frontend import editing
 from productsearch import db
 from productsearch.documents import IndexRecord, metadata
+from productsearch.settings import DEFAULT_TEXT_TEMPLATE
 from tests.system.test_reliability import CLEAN, FAST, converge, reconcile_line, without_capture
 
 pytestmark = pytest.mark.stack
@@ -37,12 +38,9 @@ class OwnConnection:
 
 
 def sync(parts, pid: int, version: int | None = None) -> editing.SyncState:
-    return editing.sync_state(parts.index, OwnConnection(parts), pid, version)
+    return editing.sync_state(parts.index, OwnConnection(parts), pid, DEFAULT_TEXT_TEMPLATE, version)
 
 
-def description(parts, pid: int) -> str | None:
-    vector = parts.vector(pid)
-    return vector.metadata["description"] if vector is not None else None
 
 
 def start_apps(stack) -> None:
@@ -102,7 +100,7 @@ def test_new_database_under_a_kept_index_indexes_the_new_rows(parts, stack):
         parts.conn.execute("INSERT INTO products (id, name, sku, description, price) VALUES (%s, %s, %s, %s, %s)",
                            (pid, f"New Thing {i}", f"NEW-{i}", f"a different product, number {i}", 10 + i))
 
-    wait_until(lambda: all(description(parts, pid) == f"a different product, number {i}" for i, pid in enumerate(ids)),
+    wait_until(lambda: all(parts.holds_description(pid, f"a different product, number {i}") for i, pid in enumerate(ids)),
                120, what="the new rows indexed over the old ones")
     now_held = parts.index.newest_versions([str(i) for i in ids])
     assert all(now_held[str(pid)] > held[str(pid)] for pid in ids)
@@ -141,20 +139,21 @@ def test_point_in_time_restore_then_edits_and_repair_converge(parts, stack, tmp_
     assert not state.searchable and state.indexed_version == held[str(rolled_a)]
 
     # An edit after the restore outranks what the index holds, and is searchable once indexed, not before.
-    edit = editing.apply_edit(OwnConnection(parts), rolled_a, {"description": "a brass lantern, edited after the restore"}, "tester")
+    edit = editing.apply_edit(OwnConnection(parts), rolled_a, {"description": "a brass lantern, edited after the restore"}, "tester",
+                              DEFAULT_TEXT_TEMPLATE)
     assert edit.version > held[str(rolled_a)]
     assert not sync(parts, rolled_a, edit.version).searchable  # pelican is stopped: nothing has shipped it
     start_apps(stack)
     wait_until(lambda: sync(parts, rolled_a, edit.version).searchable, 90, what="the edit after the restore searchable")
-    assert description(parts, rolled_a) == "a brass lantern, edited after the restore"
+    assert parts.holds_description(rolled_a, "a brass lantern, edited after the restore")
 
     assert reconcile_line(stack) == "missing=1 stale=1 orphaned=1"
     assert reconcile_line(stack, "--repair").startswith("missing=1 stale=1 orphaned=1 repaired=3")
     converge(parts, stack)
     assert reconcile_line(stack) == CLEAN
-    assert description(parts, rolled_b) == "a copper camping kettle"
+    assert parts.holds_description(rolled_b, "a copper camping kettle")
     # The row deleted after the backup is back, indexed over its own newer tombstone.
-    assert description(parts, deleted_later) == "a liquid-filled hiking compass"
+    assert parts.holds_description(deleted_later, "a liquid-filled hiking compass")
     assert parts.vector(deleted_later).metadata["version"] > held[str(deleted_later)]
     assert parts.vector(created_later) is None
     assert sync(parts, rolled_b).searchable and sync(parts, deleted_later).searchable
@@ -170,7 +169,7 @@ def test_repair_wins_over_index_versions_ahead_of_the_clock(parts, stack):
     ahead = max(parts.index.newest_versions([str(stale), str(buried)]).values()) + 10**12  # ~11.6 days in µs
     row = parts.conn.execute("SELECT id, name, sku, description, price, category FROM products WHERE id = %s", (stale,)).fetchone()
     record = IndexRecord(id=str(stale), text="from elsewhere",
-                         metadata=metadata({**row, "description": "text from a clock that ran ahead"}, ahead))
+                         metadata=metadata({**row, "description": "text from a clock that ran ahead"}, ahead, DEFAULT_TEXT_TEMPLATE))
     unit = np.zeros((1, 384), dtype=np.float32)
     unit[0, 0] = 1.0
     parts.index.upsert([record], unit)
@@ -180,6 +179,6 @@ def test_repair_wins_over_index_versions_ahead_of_the_clock(parts, stack):
     assert not sync(parts, stale).searchable
     assert reconcile_line(stack, "--repair").startswith("missing=1 stale=1 orphaned=0 repaired=2")
     converge(parts, stack)
-    assert description(parts, stale) == "a nylon hammock" and description(parts, buried) == "a waterproof tarp"
+    assert parts.holds_description(stale, "a nylon hammock") and parts.holds_description(buried, "a waterproof tarp")
     assert all(parts.vector(pid).metadata["version"] > ahead for pid in (stale, buried))
     assert sync(parts, stale).searchable

@@ -82,9 +82,8 @@ def test_row_with_text_sqs_refuses_raw_is_indexed_exactly(parts, stack):
     stack.start_app("pelican", FAST)
     stack.start_app("emu")
 
-    vector = wait_until(lambda: parts.vector(pid), 120, what="row with odd text indexed")
-    assert vector.metadata["description"] == row["description"]
-    assert vector.metadata["name"] == row["name"]
+    wait_until(lambda: parts.vector(pid), 120, what="row with odd text indexed")
+    assert parts.holds_description(pid, row["description"], name=row["name"])
     wait_until(lambda: parts.pending_changes() == 0, 30, what="outbox drained")
     assert parts.drain_queue(parts.env["SQS_DLQ_URL"], idle_rounds=1) == []
     log = stack.log_path("pelican").read_text()

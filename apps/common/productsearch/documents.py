@@ -7,7 +7,7 @@ instead of being retried forever.
 
 from __future__ import annotations
 
-import json
+import hashlib
 import math
 import re
 import string
@@ -22,6 +22,11 @@ from productsearch.products import CONTENT_COLUMNS
 # Pinecone limits (docs: "Limits" for serverless indexes).
 MAX_ID_BYTES = 512
 MAX_METADATA_BYTES = 40 * 1024
+# The longest indexed text (UTF-8 bytes) the pipeline carries: a job caps each text
+# field just above it (jobs.MAX_FIELD_BYTES), so a longer text would reach emu cut
+# short and its record could never match the row. The model reads its first 256
+# tokens (about 1 KB) anyway.
+MAX_TEXT_BYTES = 40 * 1024
 MAX_VECTORS_PER_UPSERT = 1000
 MAX_UPSERT_REQUEST_BYTES = 2 * 1024 * 1024
 
@@ -110,9 +115,21 @@ def finite_price(value: Any) -> float | None:
     return as_float if math.isfinite(as_float) else None
 
 
-def metadata(product: dict[str, Any], version: int) -> dict[str, Any]:
-    """Fields a search may filter on or show without a database round trip.
-    `version` is the row state's version (products.version; a deletion's for tombstones).
+def text_hash(text: str) -> str:
+    """A fingerprint of an indexed text: the first 16 hex digits (64 bits) of its
+    SHA-256. Equal fingerprints mean the same text, so the stored dense vector of a
+    record whose fingerprint matches still embeds the row's text."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def metadata(product: dict[str, Any], version: int, template: str) -> dict[str, Any]:
+    """What the index stores beside a product's vectors: only what filters and ranking
+    need (the page shows names and descriptions read from Postgres), since every
+    query is billed by the namespace's size. `price` and `category_key` are filtered
+    on; `version` is the row state's version (products.version; a deletion's for
+    tombstones); `text_hash` fingerprints the indexed text (rendered with `template`,
+    INDEXED_TEXT_TEMPLATE), so a change that leaves the text alone keeps its dense
+    vector without running the model, and reconcile can tell a stale text.
 
     Raises UnindexableProduct when the price is not a finite, non-negative number:
     the schema refuses such prices (migration 002), so this only meets a row from a
@@ -123,14 +140,10 @@ def metadata(product: dict[str, Any], version: int) -> dict[str, Any]:
         raise UnindexableProduct(f"price is not a finite number: {product['price']}")
     if price < 0:
         raise UnindexableProduct(f"price is negative: {product['price']}")
-    category = product.get("category") or ""
     return {
-        "name": product["name"],
-        "sku": product["sku"],
-        "description": product["description"],
         "price": price,
-        "category": category,
-        "category_key": normalise_category(category),
+        "category_key": normalise_category(product.get("category")),
+        "text_hash": text_hash(indexed_text(product, template)),
         "version": version,
     }
 
@@ -161,20 +174,23 @@ def build_record(product: dict[str, Any], version: int, template: str) -> IndexR
     text = indexed_text(product, template)
     if not text:
         raise UnindexableProduct("indexed text is empty (name and description are blank)")
-    meta = metadata(product, version)
-    size = len(json.dumps(meta, ensure_ascii=False).encode())
-    if size > MAX_METADATA_BYTES:
-        raise UnindexableProduct(
-            f"metadata is {size} bytes, over Pinecone's limit of {MAX_METADATA_BYTES} bytes per record "
-            "(shorten the description or name)"
-        )
-    return IndexRecord(id=record_id, text=text, metadata=meta)
+    check_text_size(text)
+    return IndexRecord(id=record_id, text=text, metadata=metadata(product, version, template))
 
 
-def is_current(product: dict[str, Any], indexed: dict[str, Any]) -> bool:
+def check_text_size(text: str) -> None:
+    """Raises UnindexableProduct when `text` is over MAX_TEXT_BYTES in UTF-8."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_TEXT_BYTES:
+        raise UnindexableProduct(f"indexed text is {size} bytes, over the {MAX_TEXT_BYTES}-byte limit this pipeline "
+                                 "carries (shorten the description or name)")
+
+
+def is_current(product: dict[str, Any], indexed: dict[str, Any], template: str) -> bool:
     """True when `indexed` (a vector's metadata as the index returns it) is what
-    metadata() writes for `product` (a products row as a dict, products.ROW_COLUMNS):
-    the index holds the row's current content, so the vector embeds its current text.
+    metadata() writes for `product` (a products row as a dict, products.ROW_COLUMNS)
+    with `template`: the index holds the row's current content, so the vector embeds
+    its current text.
     Every field metadata() writes is compared except `version`, so a field added there
     is compared here too; a vector that lacks it is not current, and a repair rewrites
     it. Prices compare to the cent (numeric(12,2) in the table, a float in the index).
@@ -183,7 +199,7 @@ def is_current(product: dict[str, Any], indexed: dict[str, Any]) -> bool:
     Reconcile's "stale" (not current) and the frontend's "searchable" are both this one
     question."""
     try:
-        expected = metadata(product, 0)
+        expected = metadata(product, 0, template)
     except UnindexableProduct:
         return False
     for key, value in expected.items():

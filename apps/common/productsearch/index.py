@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +35,13 @@ from productsearch.settings import IndexSettings
 
 log = logging.getLogger(__name__)
 
+# Pinecone docs: Limits ("Max IDs per fetch request: 1000", "Max IDs per delete request: 1000").
 MAX_IDS_PER_FETCH = 1000
 MAX_IDS_PER_DELETE = 1000
+# Requests one writer keeps in flight at once. Each carries distinct ids, so their
+# order does not matter; a few hide the round trip to a remote index without
+# crowding its per-namespace write rate.
+DEFAULT_REQUESTS_IN_FLIGHT = 4
 
 
 def status_of(exc: BaseException) -> int | None:
@@ -74,6 +80,15 @@ class VersionedWrite:
 
 
 @dataclass(frozen=True)
+class StoredRecord:
+    """What the index holds for one id in the main namespace, as `lookup` reads it."""
+
+    version: int
+    text_hash: str | None  # documents.text_hash of the text its dense vector embeds; None: not recorded
+    values: np.ndarray | None  # the dense vector, float32 (dimension,); None: not returned
+
+
+@dataclass(frozen=True)
 class Match:
     id: str
     score: float
@@ -82,10 +97,14 @@ class Match:
 
 class ProductIndex:
     def __init__(self, settings: IndexSettings, *, attempts: int = 8, timeout_s: float = 10.0,
-                 should_stop: Callable[[], bool] = lambda: False, headers: Mapping[str, str] | None = None):
+                 should_stop: Callable[[], bool] = lambda: False, headers: Mapping[str, str] | None = None,
+                 requests_in_flight: int = DEFAULT_REQUESTS_IN_FLIGHT):
         """should_stop: when it returns True a failed call is not retried. headers: sent
-        with every request (e.g. for a proxy in between)."""
+        with every request (e.g. for a proxy in between). requests_in_flight: how many
+        requests of one write (its upsert chunks, its fetches) run at once."""
         self.settings = settings
+        self._requests_in_flight = max(1, requests_in_flight)
+        self._pool: ThreadPoolExecutor | None = None
         self._attempts = attempts
         self._timeout = timeout_s
         self._should_stop = should_stop
@@ -126,16 +145,48 @@ class ProductIndex:
             raise
 
     # -- reads ----------------------------------------------------------------
+    def _in_parallel(self, calls: list[Callable[[], Any]]) -> list[Any]:
+        """Runs the calls, up to requests_in_flight at once, and returns their results in
+        order. Every call runs to its end; then the first error is raised."""
+        if len(calls) <= 1 or self._requests_in_flight == 1:
+            return [call() for call in calls]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._requests_in_flight, thread_name_prefix="index")
+        futures = [self._pool.submit(call) for call in calls]
+        errors = [f.exception() for f in futures]
+        for error in errors:
+            if error is not None:
+                raise error
+        return [f.result() for f in futures]
+
+    def _fetch_chunks(self, ids: Sequence[str], namespace: str) -> dict[str, Any]:
+        chunks = [list(ids[start : start + MAX_IDS_PER_FETCH]) for start in range(0, len(ids), MAX_IDS_PER_FETCH)]
+        found: dict[str, Any] = {}
+        calls = [lambda chunk=chunk: self._call("fetch", lambda: self._index.fetch(
+            ids=chunk, namespace=namespace, timeout=self._timeout_now())) for chunk in chunks]
+        for response in self._in_parallel(calls):
+            found.update(response.vectors or {})
+        return found
+
     def fetch_versions(self, ids: Sequence[str], namespace: str | None = None) -> dict[str, int]:
+        """The version each id's record holds in `namespace` (default the main one); ids
+        the index lacks are left out. One fetch per 1,000 ids."""
         ns = self.settings.namespace if namespace is None else namespace
-        versions: dict[str, int] = {}
-        for start in range(0, len(ids), MAX_IDS_PER_FETCH):
-            chunk = list(ids[start : start + MAX_IDS_PER_FETCH])
-            found = self._call("fetch", lambda: self._index.fetch(ids=chunk, namespace=ns, timeout=self._timeout_now()))
-            for vid, vec in (found.vectors or {}).items():
-                meta = vec.metadata or {}
-                versions[vid] = int(meta.get("version", 0))
-        return versions
+        return {vid: int((vec.metadata or {}).get("version", 0)) for vid, vec in self._fetch_chunks(ids, ns).items()}
+
+    def lookup(self, ids: Sequence[str]) -> dict[str, StoredRecord]:
+        """What the main namespace holds for each id (absent ids are left out): its
+        version, its text fingerprint and its dense vector. One fetch per 1,000 ids
+        (Pinecone docs: Understanding cost, a fetch costs 1 read unit per 10 records
+        whatever they hold, so the vectors come at no extra charge)."""
+        out = {}
+        for vid, vec in self._fetch_chunks(ids, self.settings.namespace).items():
+            meta = vec.metadata or {}
+            values = np.asarray(vec.values, dtype=np.float32) if getattr(vec, "values", None) else None
+            text_hash = meta.get("text_hash")
+            out[vid] = StoredRecord(version=int(meta.get("version", 0)),
+                                    text_hash=text_hash if isinstance(text_hash, str) else None, values=values)
+        return out
 
     def fetch(self, ids: Sequence[str]) -> dict[str, Any]:
         found = self._call("fetch", lambda: self._index.fetch(ids=list(ids), namespace=self.settings.namespace, timeout=self._timeout_now()))
@@ -198,39 +249,51 @@ class ProductIndex:
         self._upsert_items(items, self.settings.namespace)
 
     def _upsert_items(self, items: list[dict[str, Any]], namespace: str) -> None:
-        for chunk in _chunks_within_limits(items):
-            self._call("upsert", lambda: self._index.upsert(vectors=chunk, namespace=namespace, timeout=self._timeout_now()))
+        # The chunks hold distinct ids (callers write each id once), so they may land in any order.
+        self._in_parallel([lambda chunk=chunk: self._call("upsert", lambda: self._index.upsert(
+            vectors=chunk, namespace=namespace, timeout=self._timeout_now())) for chunk in _chunks_within_limits(items)])
 
-    def write_versioned(self, upserts: Sequence[tuple[IndexRecord, np.ndarray]],
-                        deletions: Mapping[str, int]) -> VersionedWrite:
+    def write_versioned(self, upserts: Sequence[tuple[IndexRecord, np.ndarray]], deletions: Mapping[str, int], *,
+                        live_versions: Mapping[str, int] | None = None) -> VersionedWrite:
         """Writes each record, or deletes each id, unless the index already holds a newer
         version of it (live or as a tombstone): the only way the pipeline writes.
 
-        upserts: (record, vector of shape (dimension,)) pairs; deletions: id -> the
-        deletion's version. An equal version is the same state and is written again
-        (harmless, and it lets a forced backfill rewrite vectors). Returns which ids
-        were written and which were superseded. Raises PermanentIndexError when the
-        index refuses a request, and the transient error (RetriesExhausted, a timeout)
-        when it keeps failing; nothing is partially acknowledged in either case.
+        upserts: (record, vector of shape (dimension,)) pairs, each id once; deletions:
+        id -> the deletion's version. live_versions: the versions the main namespace
+        held for these ids when the caller looked (`lookup`, absent ids: none held),
+        which spares the fetch; the caller must have added any version it wrote since.
+        An equal version is the same state and is written again (harmless, and it lets
+        a forced backfill rewrite vectors). Returns which ids were written and which
+        were superseded. Raises PermanentIndexError when the index refuses a request,
+        and the transient error (RetriesExhausted, a timeout) when it keeps failing;
+        nothing is partially acknowledged in either case.
 
-        The check and the write are two requests, so two writers of the same id must
-        never overlap: the jobs queue gives each product partition to one emu at a time."""
+        Requests: a fetch of the live versions (unless given), a fetch of the
+        deletions' tombstones (only with deletions), the upserts and deletes, then one
+        fetch of the upserted ids' tombstones: a record whose deletion is newer (one
+        written before or while we wrote) is deleted again and reported superseded.
+        The check and the write are separate requests, so two writers of the same id
+        must never overlap: the jobs queue gives each product partition to one emu at
+        a time."""
         ids = [record.id for record, _ in upserts] + list(deletions)
-        known = self.newest_versions(ids) if ids else {}
-        fresh = [(r, v) for r, v in upserts if r.version >= known.get(r.id, 0)]
-        fresh_deletions = {i: v for i, v in deletions.items() if v >= known.get(i, 0)}
+        if live_versions is None:
+            live_versions = self.fetch_versions(ids) if ids else {}
+        # A tombstone must never be overwritten by an older deletion's, so deletions look first.
+        dead = self.fetch_versions(list(deletions), namespace=self.settings.tombstone_namespace) if deletions else {}
+        fresh = [(r, v) for r, v in upserts if r.version >= live_versions.get(r.id, 0)]
+        fresh_deletions = {i: v for i, v in deletions.items()
+                           if v >= max(live_versions.get(i, 0), dead.get(i, 0))}
         if fresh:
             self.upsert([r for r, _ in fresh], np.stack([v for _, v in fresh]))
         if fresh_deletions:
             self.delete(fresh_deletions)
+        late: set[str] = set()
         if fresh:
-            # A deletion written by another writer between our check and our upsert left
-            # its tombstone first, so looking after the write catches it.
             tombstones = self.fetch_versions([r.id for r, _ in fresh], namespace=self.settings.tombstone_namespace)
-            late = [r.id for r, _ in fresh if tombstones.get(r.id, 0) > r.version]
+            late = {r.id for r, _ in fresh if tombstones.get(r.id, 0) > r.version}
             if late:
-                self.delete_ids(late)
-        written = {r.id for r, _ in fresh} | set(fresh_deletions)
+                self.delete_ids(sorted(late))
+        written = ({r.id for r, _ in fresh} - late) | set(fresh_deletions)
         return VersionedWrite(written=written, superseded=set(ids) - written)
 
     def delete(self, deletions: dict[str, int]) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from psycopg import errors
 
-from productsearch.index import ProductIndex, VersionedWrite
+from productsearch.index import ProductIndex, StoredRecord, VersionedWrite
 from productsearch.logs import brief
 from productsearch.settings import IndexSettings
 
@@ -61,16 +61,22 @@ class IndexSet:
         for index in self.indexes:
             index.set_deadline(when)
 
-    def write_versioned(self, upserts: Sequence[tuple[Any, Any]], deletions: Mapping[str, int],
-                        **options: Any) -> VersionedWrite:
-        """ProductIndex.write_versioned on each index in turn (same arguments; options
-        are passed on as given). An id is `written` when any index took it and
-        `superseded` only when every index already held a newer version: emu's outcome
-        for it then says the change was applied wherever it was still news."""
+    def lookup(self, ids: Sequence[str]) -> dict[str, StoredRecord]:
+        """ProductIndex.lookup on the serving (first) index: what emu reuses a stored
+        vector from, and the live versions it passes back to write_versioned."""
+        return self.indexes[0].lookup(ids)
+
+    def write_versioned(self, upserts: Sequence[tuple[Any, Any]], deletions: Mapping[str, int], *,
+                        live_versions: Mapping[str, int] | None = None) -> VersionedWrite:
+        """ProductIndex.write_versioned on each index in turn (same arguments;
+        live_versions, read from the first index by `lookup`, spares only the first
+        index's fetch). An id is `written` when any index took it and `superseded`
+        only when every index already held a newer version: emu's outcome for it then
+        says the change was applied wherever it was still news."""
         written: set[str] = set()
         seen: set[str] = set()
-        for index in self.indexes:
-            result = index.write_versioned(upserts, deletions, **options)
+        for n, index in enumerate(self.indexes):
+            result = index.write_versioned(upserts, deletions, live_versions=live_versions if n == 0 else None)
             written |= result.written
             seen |= result.written | result.superseded
         return VersionedWrite(written=written, superseded=seen - written)

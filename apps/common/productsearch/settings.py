@@ -695,9 +695,17 @@ class PelicanSettings:
 class EmuEnv(EnvSection):
     """The variables of EmuSettings."""
 
-    # 20 messages of up to 150 changes: work in hand that the shutdown grace can finish.
-    EMU_MAX_MESSAGES_IN_FLIGHT: Annotated[int, Var(
-        "messages emu holds at once", minimum=1, maximum=1000)] = 20
+    # Counted in changes, not messages (a message holds one change or 150): three
+    # lookups' worth keeps the model fed while a write is in flight, and is work in
+    # hand that the shutdown grace can finish on a GPU.
+    EMU_MAX_CHANGES_IN_FLIGHT: Annotated[int, Var(
+        "changes emu holds at once (it stops receiving above this)", minimum=1, maximum=100_000)] = 3000
+    # Longer gathers more changes per index request (fewer requests and read units per
+    # change) at the cost of as much added latency for a lone change.
+    EMU_BATCH_WINDOW_SECONDS: Annotated[float, Var(
+        "how long emu gathers changes into one index lookup once it has one", minimum=0.0, maximum=5.0)] = 0.25
+    EMU_INDEX_REQUESTS_IN_FLIGHT: Annotated[int, Var(
+        "index requests one write keeps in flight at once", minimum=1, maximum=32)] = 4
     EMU_VISIBILITY_TIMEOUT_SECONDS: Annotated[int, Var(
         "how long emu leases a message (the queue's visibility timeout)", minimum=10, maximum=43200)] = 300
     EMU_MAX_INDEX_ATTEMPTS: Annotated[int, Var(
@@ -727,7 +735,7 @@ class EmuSettings:
 
     ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (EmuEnv,)
 
-    max_messages_in_flight: int
+    max_changes_in_flight: int
     visibility_timeout_seconds: int
     max_index_attempts: int
     stop_timeout_seconds: float
@@ -735,13 +743,17 @@ class EmuSettings:
     retry_max_seconds: float = 900.0
     outage_retry_max_seconds: float = 30.0
     index_timeout_seconds: float = 10.0
+    batch_window_seconds: float = 0.25
+    index_requests_in_flight: int = 4
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> EmuSettings:
         """Raises ConfigError naming the variable that is malformed."""
         e = EmuEnv.read(env)
         return cls(
-            max_messages_in_flight=e.EMU_MAX_MESSAGES_IN_FLIGHT,
+            max_changes_in_flight=e.EMU_MAX_CHANGES_IN_FLIGHT,
+            batch_window_seconds=e.EMU_BATCH_WINDOW_SECONDS,
+            index_requests_in_flight=e.EMU_INDEX_REQUESTS_IN_FLIGHT,
             visibility_timeout_seconds=e.EMU_VISIBILITY_TIMEOUT_SECONDS,
             max_index_attempts=e.EMU_MAX_INDEX_ATTEMPTS,
             stop_timeout_seconds=e.EMU_STOP_TIMEOUT_SECONDS,

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     # PINECONE_NEXT_HOST set (an index migration) every batch is written to both indexes.
     index = writer_for(index_settings, lambda one: ProductIndex(
         one, attempts=settings.max_index_attempts, timeout_s=settings.index_timeout_seconds,
-        should_stop=stopping.is_set))
+        should_stop=stopping.is_set, requests_in_flight=settings.index_requests_in_flight))
     worker = Emu(queues, embedding, settings, index, embedder, aws.sqs_client(queues), aws.sns_client(queues),
                  stopping=stopping)
     worker.install_signal_handlers()

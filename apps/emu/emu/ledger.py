@@ -57,8 +57,15 @@ class Ledger:
                 self._finish_locked(message)
 
     def in_flight(self) -> int:
+        """Messages held and not yet settled."""
         with self._lock:
             return len(self._open)
+
+    def changes_in_flight(self) -> int:
+        """Changes (work items) held and not yet settled: the work in hand, whether a
+        message carries one change or a hundred and fifty."""
+        with self._lock:
+            return sum(entry.pending for entry in self._open.values())
 
     def settle(self, item: WorkItem, outcome: Outcome) -> None:
         if outcome.kind is Kind.DEAD_LETTER:

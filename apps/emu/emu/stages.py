@@ -1,12 +1,16 @@
 """emu's stages as functions that return outcomes instead of acting on them.
 
     read_message  -> work items, and the outcomes of what cannot be read
-    prepare       -> records to embed, deletions, and outcomes (superseded, dead letter)
-    (the model embeds the records' texts)
+    prepare       -> records, deletions, and outcomes (superseded, dead letter)
+    look_up       -> what the index holds: changes it already has newer are
+                     superseded, and a record whose text the index already embeds
+                     keeps that dense vector (a price or category change runs no model)
+    (the model embeds the remaining records' texts)
+    merge         -> several embedded batches as one write, each product once
     write         -> an outcome for every change written, or IndexUnavailable
 
-None of them calls SQS; only emu.ledger acts on outcomes. read_message and prepare
-are pure, so each is unit-tested without a queue, an index or a model.
+None of them calls SQS; only emu.ledger acts on outcomes. read_message, prepare and
+merge are pure, so each is unit-tested without a queue, an index or a model.
 """
 
 from __future__ import annotations
@@ -80,13 +84,27 @@ def _note_missing_lexical(problem: str | None) -> None:
 
 @dataclass
 class Prepared:
+    """A batch on its way to the index. `reused`: position in `upserts` -> the dense
+    vector the index already holds for that record's text (look_up). `live_versions`:
+    the versions the index held for these ids when looked up (None: not looked up, the
+    write fetches them). `epoch`: how many writes the worker had finished then."""
+
     upserts: list[tuple[WorkItem, IndexRecord]] = field(default_factory=list)
     deletes: list[WorkItem] = field(default_factory=list)
     settled: list[Settled] = field(default_factory=list)
+    reused: dict[int, np.ndarray] = field(default_factory=dict)
+    live_versions: dict[str, int] | None = None
+    epoch: int = 0
+
+    @property
+    def to_embed(self) -> list[int]:
+        """Positions in `upserts` whose text the model must embed."""
+        return [n for n in range(len(self.upserts)) if n not in self.reused]
 
     @property
     def texts(self) -> list[str]:
-        return [record.text for _, record in self.upserts]
+        """The texts of the records the model must embed, in to_embed's order."""
+        return [self.upserts[n][1].text for n in self.to_embed]
 
 
 def prepare(items: list[WorkItem], template: str) -> Prepared:
@@ -136,10 +154,83 @@ def prepare(items: list[WorkItem], template: str) -> Prepared:
     return out
 
 
+def look_up(index: ProductIndex, prepared: Prepared, dimension: int) -> Prepared:
+    """Reads what the index holds for the batch's ids (one fetch per 1,000) and returns
+    the batch without the changes it already holds newer (settled superseded), with
+    `reused` set for each record whose text fingerprint (documents.text_hash) the
+    stored record shares, and with `live_versions`. When the index cannot be read the
+    batch is returned unchanged: every record is embedded and the write checks the
+    versions itself, holding the batch through the outage."""
+    ids = [record.id for _, record in prepared.upserts] + [str(item.change.product_id) for item in prepared.deletes]
+    if not ids:
+        return prepared
+    try:
+        stored = index.lookup(ids)
+    except Exception as exc:
+        log.warning("could not read the index before embedding; embedding every record", extra={"error": brief(exc)})
+        return prepared
+    out = Prepared(settled=list(prepared.settled), live_versions={i: r.version for i, r in stored.items()},
+                   epoch=prepared.epoch)
+    for item, record in prepared.upserts:
+        held = stored.get(record.id)
+        if held is not None and held.version > record.version:
+            out.settled.append((item, outcomes.SUPERSEDED))
+            continue
+        if (held is not None and held.text_hash == record.metadata["text_hash"] and held.values is not None
+                and held.values.shape == (dimension,)):
+            out.reused[len(out.upserts)] = held.values
+        out.upserts.append((item, record))
+    for item in prepared.deletes:
+        held = stored.get(str(item.change.product_id))
+        if held is not None and held.version > item.change.version:
+            out.settled.append((item, outcomes.SUPERSEDED))
+        else:
+            out.deletes.append(item)
+    return out
+
+
 @dataclass
 class EmbeddedBatch:
     prepared: Prepared
     vectors: np.ndarray  # (len(prepared.upserts), dimension), float32
+
+
+def merge(batches: list[EmbeddedBatch]) -> EmbeddedBatch:
+    """The batches, in the order given, as one write: a product named more than once
+    keeps only its newest change (a later batch wins a tie), the others settle
+    superseded. live_versions is the newest each batch saw (None when any batch was
+    not looked up); epoch the oldest. Already-settled outcomes are carried along."""
+    if len(batches) == 1:
+        return batches[0]
+    newest: dict[int, tuple[WorkItem, IndexRecord | None, np.ndarray | None]] = {}
+    settled: list[Settled] = []
+    for batch in batches:
+        settled += batch.prepared.settled
+        entries = [(item, record, batch.vectors[n]) for n, (item, record) in enumerate(batch.prepared.upserts)]
+        entries += [(item, None, None) for item in batch.prepared.deletes]
+        for item, record, vector in entries:
+            pid = item.change.product_id
+            held = newest.get(pid)
+            if held is not None and held[0].change.version > item.change.version:
+                settled.append((item, outcomes.SUPERSEDED))
+                continue
+            if held is not None:
+                settled.append((held[0], outcomes.SUPERSEDED))
+                del newest[pid]  # re-inserted below, so the write keeps arrival order
+            newest[pid] = (item, record, vector)
+    live: dict[str, int] | None = {}
+    for batch in batches:
+        if batch.prepared.live_versions is None or live is None:
+            live = None
+            continue
+        for vid, version in batch.prepared.live_versions.items():
+            live[vid] = max(live.get(vid, 0), version)
+    upserts = [(item, record) for item, record, _ in newest.values() if record is not None]
+    vectors = [vector for _, record, vector in newest.values() if record is not None]
+    dimension = batches[0].vectors.shape[1]
+    merged = Prepared(upserts=upserts, deletes=[item for item, record, _ in newest.values() if record is None],
+                      settled=settled, live_versions=live, epoch=min(b.prepared.epoch for b in batches))
+    return EmbeddedBatch(merged, np.stack(vectors) if vectors else np.zeros((0, dimension), dtype=np.float32))
 
 
 class IndexUnavailable(RuntimeError):
@@ -151,16 +242,19 @@ def _unavailable(exc: BaseException) -> bool:
     return isinstance(exc, RetriesExhausted) or is_transient(exc)
 
 
-def write(index: ProductIndex, batch: EmbeddedBatch) -> list[Settled]:
+def write(index: ProductIndex, batch: EmbeddedBatch, live_versions: dict[str, int] | None = None) -> list[Settled]:
     """Writes the batch with the index's versioned write and returns an outcome per
-    change. When the index refuses the batch (a permanent 4xx) the records are written
-    one at a time, so only the one it refuses is dead-lettered.
+    change (the batch's already-settled outcomes are not among them). live_versions:
+    what the index held for these ids (the batch's, with what was written since), or
+    None to have the write fetch them. When the index refuses the batch (a permanent
+    4xx) the records are written one at a time, so only the one it refuses is
+    dead-lettered.
 
     Raises IndexUnavailable when the index is failing transiently; any other error
     becomes retry-later outcomes for the whole batch."""
     prepared = batch.prepared
     try:
-        return _write_all(index, prepared.upserts, batch.vectors, prepared.deletes)
+        return _write_all(index, prepared.upserts, batch.vectors, prepared.deletes, live_versions)
     except PermanentIndexError as exc:
         log.warning("index refused a batch; isolating the bad record", extra={"error": brief(exc)})
     except Exception as exc:
@@ -172,7 +266,7 @@ def write(index: ProductIndex, batch: EmbeddedBatch) -> list[Settled]:
     settled: list[Settled] = []
     for n, (item, record) in enumerate(prepared.upserts):
         try:
-            settled += _write_all(index, [(item, record)], batch.vectors[n : n + 1], [])
+            settled += _write_all(index, [(item, record)], batch.vectors[n : n + 1], [], live_versions)
         except PermanentIndexError as single:
             settled.append((item, outcomes.dead_letter(str(single))))
         except Exception as other:
@@ -181,7 +275,7 @@ def write(index: ProductIndex, batch: EmbeddedBatch) -> list[Settled]:
             settled.append((item, outcomes.retry_later(f"index write failed: {other}")))
     if prepared.deletes:
         try:
-            settled += _write_all(index, [], batch.vectors[:0], prepared.deletes)
+            settled += _write_all(index, [], batch.vectors[:0], prepared.deletes, live_versions)
         except PermanentIndexError as exc:
             settled += [(item, outcomes.dead_letter(str(exc))) for item in prepared.deletes]
         except Exception as other:
@@ -192,9 +286,10 @@ def write(index: ProductIndex, batch: EmbeddedBatch) -> list[Settled]:
 
 
 def _write_all(index: ProductIndex, upserts: list[tuple[WorkItem, IndexRecord]], vectors: np.ndarray,
-               deletes: list[WorkItem]) -> list[Settled]:
+               deletes: list[WorkItem], live_versions: dict[str, int] | None) -> list[Settled]:
     result = index.write_versioned([(record, vectors[n]) for n, (_, record) in enumerate(upserts)],
-                                   {str(item.change.product_id): item.change.version for item in deletes})
+                                   {str(item.change.product_id): item.change.version for item in deletes},
+                                   live_versions=live_versions)
     settled: list[Settled] = [(item, outcomes.INDEXED if record.id in result.written else outcomes.SUPERSEDED)
                               for item, record in upserts]
     settled += [(item, outcomes.DELETED if str(item.change.product_id) in result.written else outcomes.SUPERSEDED)

@@ -1,11 +1,21 @@
-"""The emu worker: stages joined by bounded queues, so fetching from SQS and writing
-to the index overlap with embedding and the model stays busy.
+"""The emu worker: stages joined by bounded queues, so fetching from SQS, reading and
+writing the index overlap with embedding and the model stays busy.
 
-    receiver thread --items--> embedder (main thread) --batches--> writer thread
-      read_message               prepare + the model                write
-              \\________________________ outcomes ________________________/
-                                          |
-                                    emu.ledger (ack, DLQ, release)
+    receiver thread --items--> lookup thread --batches--> embedder (main) --batches--> writer thread
+      read_message              prepare + look_up          the model                    merge + write
+              \\_______________________________ outcomes _______________________________/
+                                                 |
+                                       emu.ledger (ack, DLQ, release)
+
+The lookup thread gathers up to a thousand changes (Pinecone's fetch limit) or
+what arrives within EMU_BATCH_WINDOW_SECONDS, and reads what the index holds for
+them in one fetch: changes the index already holds newer are settled without the
+model, and a record whose text the index already embeds keeps its dense vector. The
+writer merges the batches waiting for it into one versioned write, filled up to
+Pinecone's per-request limits, its requests several at a time. Writes happen in
+arrival order, one at a time, so a product's changes reach the index in order; a
+batch looked up before an earlier write landed is checked against what that write
+wrote (RecentWrites).
 
 The stages (emu.stages) return outcomes; the ledger alone acts on them, and
 emu.jobqueue alone talks to SQS. The model runs in a process of its own
@@ -30,6 +40,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 
 import numpy as np
 
@@ -54,8 +65,41 @@ BUSY_POLL_SECONDS = 0.1
 # Of the stop timeout, kept back for handing messages back and exiting: a
 # ChangeMessageVisibilityBatch per ten messages, and the model process's exit.
 HANDBACK_RESERVE_SECONDS = 5.0
-# How long the embedder waits for more items to fill a batch once it has one.
-BATCH_FILL_SECONDS = 0.05
+# Pinecone docs: Limits ("Max IDs per fetch request: 1000"): one lookup per batch.
+LOOKUP_BATCH_CHANGES = 1000
+# A write is filled with waiting batches up to about this many records: Pinecone's
+# per-upsert record limit; the byte limit splits it into requests (ProductIndex).
+WRITE_FILL_RECORDS = 1000
+# How many recent writes a batch looked up before them is checked against; an older
+# lookup is discarded and the write fetches the versions itself.
+RECENT_WRITES_KEPT = 64
+
+
+class RecentWrites:
+    """The versions the writer wrote, write by write, so a batch looked up before some
+    of them is checked against them too. Only the writer thread calls note; any
+    thread may read `epoch`."""
+
+    def __init__(self, kept: int = RECENT_WRITES_KEPT):
+        self.epoch = 0  # writes finished
+        self._writes: deque[tuple[int, dict[str, int]]] = deque(maxlen=kept)
+
+    def note(self, versions: dict[str, int]) -> None:
+        self.epoch += 1
+        self._writes.append((self.epoch, versions))
+
+    def since(self, epoch: int, live_versions: dict[str, int] | None) -> dict[str, int] | None:
+        """live_versions (read after `epoch` writes had finished) with the versions
+        written since; None when they are unknown (none given, or writes since then
+        are no longer kept)."""
+        if live_versions is None or (epoch < self.epoch and (not self._writes or self._writes[0][0] > epoch + 1)):
+            return None
+        out = dict(live_versions)
+        for number, versions in self._writes:
+            if number > epoch:
+                for vid, version in versions.items():
+                    out[vid] = max(out.get(vid, 0), version)
+        return out
 
 
 class Emu:
@@ -69,7 +113,9 @@ class Emu:
         self.stopping = stopping or threading.Event()
         self.index_down = threading.Event()
         self._work: queue.Queue[WorkItem] = queue.Queue()
+        self._looked_up: queue.Queue[stages.Prepared | None] = queue.Queue(maxsize=2)
         self._embedded: queue.Queue[EmbeddedBatch | None] = queue.Queue(maxsize=2)
+        self.recent = RecentWrites()
         self._receiver_done = threading.Event()
         self._work_deadline: float | None = None  # monotonic; set when a stop is requested
         self._deadline_lock = threading.Lock()
@@ -82,8 +128,10 @@ class Emu:
     def run(self) -> None:
         log.info("emu started", extra={"queue": self.jobs.url, "model": self.embedder.description})
         receiver = threading.Thread(target=self._receive_loop, name="receiver", daemon=True)
+        lookup = threading.Thread(target=self._lookup_loop, name="lookup", daemon=True)
         writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
         receiver.start()
+        lookup.start()
         writer.start()
         self._embed_loop()
         self._embedded.put(None)
@@ -125,7 +173,7 @@ class Emu:
                 self.ledger.extend_visibility()
                 # The writer deletes too, but not while it is stuck in a slow write.
                 self.ledger.delete_finished()
-                if self.index_down.is_set() or self.ledger.in_flight() >= self.settings.max_messages_in_flight:
+                if self.index_down.is_set() or self.ledger.changes_in_flight() >= self.settings.max_changes_in_flight:
                     self.stopping.wait(0.05 if not self.index_down.is_set() else 0.5)
                     continue
                 try:
@@ -151,43 +199,65 @@ class Emu:
         finally:
             self._receiver_done.set()
 
-    # -- stage 2: prepare and embed (the main thread; no SQS calls) ---------------
+    # -- stage 2: prepare and look up (no SQS calls) -------------------------------
     def _take_batch(self) -> list[WorkItem]:
-        size = self.embedding.batch_size
         try:
             items = [self._work.get(timeout=0.2)]
         except queue.Empty:
             return []
-        deadline = time.monotonic() + BATCH_FILL_SECONDS
-        while len(items) < size:
+        deadline = time.monotonic() + self.settings.batch_window_seconds
+        while len(items) < LOOKUP_BATCH_CHANGES:
             try:
                 items.append(self._work.get(timeout=max(0.0, deadline - time.monotonic())))
             except queue.Empty:
                 break
         return items
 
+    def _stop_near(self) -> bool:
+        # A batch taken now must still be embedded and written before the deadline.
+        return self._time_left() < 2 * self.settings.index_timeout_seconds
+
+    def _lookup_loop(self) -> None:
+        try:
+            while not self._stop_near():
+                items = self._take_batch()
+                if not items:
+                    if self._receiver_done.is_set() and self._work.empty():
+                        return
+                    continue
+                prepared = stages.prepare(items, self.embedding.text_template)
+                prepared.epoch = self.recent.epoch
+                self._looked_up.put(stages.look_up(self.index, prepared, self.embedding.dimension))
+            log.warning("stop deadline near; returning unfinished messages to the queue")
+        finally:
+            self._looked_up.put(None)
+
+    # -- stage 3: embed (the main thread; no SQS calls) ------------------------------
     def _embed_loop(self) -> None:
         while True:
-            # A batch embedded now must still be written before the deadline.
-            if self._time_left() < 2 * self.settings.index_timeout_seconds:
-                log.warning("stop deadline near; returning unfinished messages to the queue")
+            prepared = self._looked_up.get()
+            if prepared is None:
                 return
-            items = self._take_batch()
-            if not items:
-                if self._receiver_done.is_set() and self._work.empty():
-                    return
-                continue
-            self._embedded.put(self._embed(items))
+            self._embedded.put(self._embed(prepared))
 
-    def _embed(self, items: list[WorkItem]) -> EmbeddedBatch:
-        prepared = stages.prepare(items, self.embedding.text_template)
+    def _embed(self, prepared: stages.Prepared) -> EmbeddedBatch:
+        vectors = np.zeros((len(prepared.upserts), self.embedding.dimension), dtype=np.float32)
+        for n, vector in prepared.reused.items():
+            vectors[n] = vector
+        positions = prepared.to_embed
+        if not positions:
+            return EmbeddedBatch(prepared, vectors)
         try:
-            vectors = self.embedder.embed(prepared.texts)
+            vectors[positions] = self.embedder.embed(prepared.texts)
         except Exception as exc:
             log.error("embedding failed; the batch's messages will be retried", extra={"error": brief(exc)})
-            prepared.settled += [(item, outcomes.retry_later(f"embedding failed: {exc}")) for item, _ in prepared.upserts]
-            prepared.upserts = []
-            vectors = np.zeros((0, self.embedding.dimension), dtype=np.float32)
+            failed = set(positions)
+            prepared.settled += [(item, outcomes.retry_later(f"embedding failed: {exc}"))
+                                 for n, (item, _) in enumerate(prepared.upserts) if n in failed]
+            keep = [n for n in range(len(prepared.upserts)) if n not in failed]
+            prepared.upserts = [prepared.upserts[n] for n in keep]
+            prepared.reused = {k: prepared.reused[n] for k, n in enumerate(keep)}
+            vectors = vectors[keep]
             if not getattr(self.embedder, "alive", True):
                 log.error("the embedding process is gone; stopping")
                 self.stopping.set()
@@ -195,16 +265,25 @@ class Emu:
 
     # -- stage 3: write, then settle ------------------------------------------------
     def _write_loop(self) -> None:
-        while True:
+        ended = False
+        while not ended:
             try:
-                batch = self._embedded.get(timeout=0.5)
+                batches = [self._embedded.get(timeout=0.5)]
             except queue.Empty:
                 self.ledger.delete_finished()
                 continue
-            if batch is None:
-                return
-            if self._time_left() <= 0:
+            # Whatever else is already waiting joins this write, up to a full request's worth.
+            while batches[-1] is not None and sum(len(b.prepared.upserts) for b in batches) < WRITE_FILL_RECORDS:
+                try:
+                    batches.append(self._embedded.get_nowait())
+                except queue.Empty:
+                    break
+            if batches[-1] is None:
+                ended = True
+                batches.pop()
+            if not batches or self._time_left() <= 0:
                 continue  # its messages stay open and are handed back
+            batch = stages.merge(batches)
             self.ledger.settle_all(batch.prepared.settled)
             self.ledger.settle_all(self._write_patiently(batch))
             self.ledger.delete_finished()
@@ -216,7 +295,8 @@ class Emu:
         delay = 1.0
         while True:
             try:
-                settled = stages.write(self.index, batch)
+                live = self.recent.since(batch.prepared.epoch, batch.prepared.live_versions)
+                settled = stages.write(self.index, batch, live)
             except IndexUnavailable as exc:
                 held = [item for item, _ in batch.prepared.upserts] + batch.prepared.deletes
                 if self.stopping.is_set():
@@ -234,4 +314,6 @@ class Emu:
             if self.index_down.is_set():
                 log.info("index available again; receiving resumes")
                 self.index_down.clear()
+            self.recent.note({str(item.change.product_id): item.change.version for item, outcome in settled
+                              if outcome in (outcomes.INDEXED, outcomes.DELETED)})
             return settled

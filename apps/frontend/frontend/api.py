@@ -185,7 +185,8 @@ def build_router(services, health) -> APIRouter:
         except editing.InvalidEdit as exc:
             raise ApiError(400, str(exc)) from None
         try:
-            result = await run_in_threadpool(editing.apply_edit, services.pool, pid, changes, editor)
+            result = await run_in_threadpool(editing.apply_edit, services.pool, pid, changes, editor,
+                                              settings.embedding.text_template)
         except editing.NotFound as exc:
             raise ApiError(404, str(exc)) from None
         except editing.InvalidEdit as exc:
@@ -207,7 +208,8 @@ def build_router(services, health) -> APIRouter:
                 raise ApiError(400, f"version must be a non-negative integer, got {version!r}")
             wanted = int(version)
         try:
-            state = await run_in_threadpool(editing.sync_state, services.index, services.pool, pid, wanted)
+            state = await run_in_threadpool(editing.sync_state, services.index, services.pool, pid,
+                                              settings.embedding.text_template, wanted)
         except editing.NotFound as exc:
             raise ApiError(404, str(exc)) from None
         except Exception as exc:

@@ -7,7 +7,6 @@ searchable."""
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -15,7 +14,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from productsearch import products
-from productsearch.documents import MAX_METADATA_BYTES, decimal_from_text, finite_price, is_current, metadata
+from productsearch.documents import (UnindexableProduct, check_text_size, decimal_from_text, finite_price, indexed_text,
+                                     is_current)
 
 from frontend.config import EditorCredentials
 from frontend.throttle import LoginThrottle
@@ -183,7 +183,11 @@ def get_product(pool, product_id: int) -> dict[str, Any]:
     return row
 
 
-def apply_edit(pool, product_id: int, changes: dict[str, Any], editor: str) -> EditResult:
+def apply_edit(pool, product_id: int, changes: dict[str, Any], editor: str, template: str) -> EditResult:
+    """Writes the edit to the row (the capture trigger stamps its version and captures
+    it) unless nothing changed. `template`: INDEXED_TEXT_TEMPLATE, to refuse an edit
+    whose indexed text the pipeline could not carry. Raises NotFound for a missing row,
+    InvalidEdit for a text over documents.MAX_TEXT_BYTES."""
     with pool.connection() as conn, conn.transaction():
         row = conn.execute(products.ROW_BY_ID_FOR_UPDATE, (product_id,)).fetchone()
         if row is None:
@@ -192,10 +196,10 @@ def apply_edit(pool, product_id: int, changes: dict[str, Any], editor: str) -> E
         if not changed:
             return EditResult(product=row, changed=[], version=None)
         new = {**row, **{f: changes[f] for f in changed}}
-        size = len(_json(metadata(new, 0)).encode())
-        if size > MAX_METADATA_BYTES:
-            raise InvalidEdit(f"the product's index metadata would be {size:,} bytes, over the index's limit of "
-                              f"{MAX_METADATA_BYTES:,}; shorten the description or name")
+        try:
+            check_text_size(indexed_text(new, template))
+        except UnindexableProduct as exc:
+            raise InvalidEdit(f"the product's {exc}") from exc
         updated = conn.execute(
             products.update_sql(changed), {**{f: new[f] for f in changed}, "id": product_id},
         ).fetchone()
@@ -203,10 +207,6 @@ def apply_edit(pool, product_id: int, changes: dict[str, Any], editor: str) -> E
         version = updated.pop("version")
     log.info("product edited", extra={"product_id": product_id, "fields": changed, "editor": editor, "version": version})
     return EditResult(product=updated, changed=changed, version=version)
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -221,10 +221,11 @@ class SyncState:
                 "detail": self.detail}
 
 
-def sync_state(index, pool, product_id: int, version: int | None = None) -> SyncState:
+def sync_state(index, pool, product_id: int, template: str, version: int | None = None) -> SyncState:
     """Whether search finds the product as the table holds it now: the index must hold
     the row's current content (the comparison reconcile makes, documents.is_current) and,
     with `version` (an edit's version, from apply_edit), a version at least that high.
+    `template`: INDEXED_TEXT_TEMPLATE, which the index's text fingerprint was taken with.
 
     The content is compared, not only the version: after a restore rolls the table
     back, the index holds a higher version of content the table no longer has. The
@@ -237,7 +238,7 @@ def sync_state(index, pool, product_id: int, version: int | None = None) -> Sync
         return SyncState(product_id, None, False, "not in the index yet")
     meta = dict(getattr(vector, "metadata", None) or {})
     indexed_version = int(meta["version"]) if "version" in meta else None
-    if not is_current(row, meta):
+    if not is_current(row, meta, template):
         waiting = f"; waiting for version {version}" if version is not None else ""
         return SyncState(product_id, indexed_version, False,
                          f"the index holds other text (version {indexed_version}){waiting}")

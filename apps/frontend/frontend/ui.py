@@ -206,7 +206,7 @@ def build_ui(services) -> gr.Blocks:
                 if not isinstance(value, str) or not value.strip():
                     raise editing.InvalidEdit(f"{field} is empty")
             changes = editing.validate_changes({"name": name, "description": description, "price": price.strip()})
-            result = editing.apply_edit(services.pool, pid, changes, editor)
+            result = editing.apply_edit(services.pool, pid, changes, editor, settings.embedding.text_template)
         except (editing.InvalidEdit, editing.NotFound, UnindexableProduct) as exc:
             return (f"⚠️ {exc}. Nothing was saved.", "", *idle)
         except Exception:
@@ -226,7 +226,7 @@ def build_ui(services) -> gr.Blocks:
             return "", "", gr.Timer(active=False)
         waited = max(0.0, time.time() - saved_at)
         try:
-            sync = editing.sync_state(services.index, services.pool, pid, version)
+            sync = editing.sync_state(services.index, services.pool, pid, settings.embedding.text_template, version)
         except Exception as exc:
             log.warning("sync check failed", extra={"product_id": pid, "error_type": type(exc).__name__})
             sync = None

@@ -21,7 +21,7 @@ from pelican.recapture import recapture
 from productsearch import db, products
 from productsearch.documents import is_current
 from productsearch.index import ProductIndex
-from productsearch.settings import DatabaseSettings, IndexSettings
+from productsearch.settings import DatabaseSettings, IndexSettings, text_template_from_env
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +44,15 @@ class ReconcileReport:
 
 
 def reconcile(database: DatabaseSettings, index_settings: IndexSettings, *, repair: bool = False,
-              page_size: int = 500, progress: bool = True) -> ReconcileReport:
+              page_size: int = 500, progress: bool = True, template: str | None = None) -> ReconcileReport:
     """Compares every row with its vector and every vector with its row, `page_size`
     of each at a time. With repair, every drifted id is re-captured with a version
     above the newest the index holds for it (live or tombstone), so the repair
     overwrites whatever is there and a second run is clean once it is shipped and
-    indexed. Raises what the database or the index raise (nothing is repaired then)."""
+    indexed. `template`: INDEXED_TEXT_TEMPLATE, which the index's text fingerprints were
+    taken with (None: read from the environment; ConfigError when malformed). Raises
+    what the database or the index raise (nothing is repaired then)."""
+    template = text_template_from_env() if template is None else template
     report = ReconcileReport()
     index = ProductIndex(index_settings)
     with db.connect(database, application_name="reconcile") as conn:
@@ -67,7 +70,7 @@ def reconcile(database: DatabaseSettings, index_settings: IndexSettings, *, repa
                 vector = found.get(str(row["id"]))
                 if vector is None:
                     report.missing.append(row["id"])
-                elif not is_current(row, dict(vector.metadata or {})):
+                elif not is_current(row, dict(vector.metadata or {}), template):
                     report.stale.append(row["id"])
             report.rows += len(rows)
             bar.update(len(rows))

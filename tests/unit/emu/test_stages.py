@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from emu import stages
 from emu.jobqueue import ReceivedMessage, retry_delay_seconds
 from emu.outcomes import Kind
+from emu.worker import RecentWrites
 from productsearch import jobs
+from productsearch.documents import build_record
 
 TEMPLATE = "{name} {description}"
 
@@ -157,3 +160,51 @@ def test_prepare_keeps_the_newest_change_per_product():
 def test_retry_delay_doubles_with_each_receive_up_to_the_cap():
     assert [retry_delay_seconds(n, 15, 900) for n in range(1, 8)] == [15, 30, 60, 120, 240, 480, 900]
     assert retry_delay_seconds(10**6, 15, 10**9) == 12 * 3600  # SQS's maximum visibility
+
+
+# -- merge and RecentWrites: how the writer joins batches and checks late lookups --------
+def embedded(*changes, live=None, epoch=0) -> stages.EmbeddedBatch:
+    """A batch of (product id, version, is_delete) changes, each upsert with a vector of its version."""
+    msg = message(job())
+    upserts, deletes = [], []
+    for pid, version, is_delete in changes:
+        item = stages.WorkItem(msg, change=jobs.Change(pid, version, None if is_delete else row()))
+        if is_delete:
+            deletes.append(item)
+        else:
+            upserts.append((item, build_record({**row(), "id": pid}, version, TEMPLATE)))
+    vectors = np.array([[float(record.version)] * 4 for _, record in upserts], dtype=np.float32).reshape(len(upserts), 4)
+    return stages.EmbeddedBatch(stages.Prepared(upserts=upserts, deletes=deletes, live_versions=live, epoch=epoch), vectors)
+
+
+def test_merge_keeps_each_products_newest_change_and_settles_the_rest_superseded():
+    merged = stages.merge([embedded((1, 5, False), (2, 7, False), live={"1": 4}, epoch=3),
+                           embedded((1, 6, False), (2, 6, False), (3, 2, True), live={"1": 5, "9": 1}, epoch=2)])
+    written = {record.id: record.version for _, record in merged.prepared.upserts}
+    assert written == {"1": 6, "2": 7}
+    assert [item.change.product_id for item in merged.prepared.deletes] == [3]
+    # Each row of the vectors stays with its record.
+    assert [float(v[0]) for v in merged.vectors] == [float(record.version) for _, record in merged.prepared.upserts]
+    superseded = sorted((item.change.product_id, item.change.version) for item, outcome in merged.prepared.settled
+                        if outcome.kind is Kind.SUPERSEDED)
+    assert superseded == [(1, 5), (2, 6)]
+    assert merged.prepared.live_versions == {"1": 5, "9": 1} and merged.prepared.epoch == 2
+
+
+def test_merge_of_a_batch_that_was_not_looked_up_lets_the_write_fetch_versions():
+    merged = stages.merge([embedded((1, 5, False), live={"1": 4}), embedded((2, 1, False), live=None)])
+    assert merged.prepared.live_versions is None
+
+
+def test_recent_writes_add_what_was_written_after_a_lookup():
+    recent = RecentWrites(kept=2)
+    looked_at = recent.epoch
+    recent.note({"1": 9})
+    assert recent.since(looked_at, {"1": 4, "2": 3}) == {"1": 9, "2": 3}
+    assert recent.since(recent.epoch, {"1": 4}) == {"1": 4}  # looked up after the write: it saw it
+    recent.note({"2": 8})
+    recent.note({"3": 1})
+    # The write right after the lookup is no longer kept: the versions are unknown.
+    assert recent.since(looked_at, {"1": 4}) is None
+    assert recent.since(looked_at + 1, {"1": 4}) == {"1": 4, "2": 8, "3": 1}
+    assert recent.since(recent.epoch, None) is None

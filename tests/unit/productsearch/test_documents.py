@@ -3,7 +3,7 @@ from decimal import Decimal, InvalidOperation
 import pytest
 
 from productsearch.documents import (UnindexableProduct, build_record, decimal_from_text, finite_price, indexed_text,
-                                    normalise_category)
+                                    is_current, normalise_category, text_hash)
 from productsearch.search import InvalidSearch, SearchFilters, validate_query, validate_top_k
 
 ROW = {"id": 7, "name": "Pro System", "sku": "SKU-1", "description": "A fine thing", "price": "19.99", "category": "system"}
@@ -14,13 +14,33 @@ def test_default_template_is_name_then_description_stripped():
     assert indexed_text({**ROW, "description": ""}, "{name} {description}") == "Pro System"
 
 
-def test_record_carries_version_and_filterable_metadata():
+def test_record_carries_only_what_filters_and_the_version_checks_need():
     r = build_record(ROW, 42, "{name} {description}")
     assert r.id == "7" and r.version == 42
-    assert r.metadata["price"] == 19.99 and r.metadata["category"] == "system"
+    # Display fields come from Postgres: a query is billed by the namespace's size.
+    assert r.metadata == {"price": 19.99, "category_key": "system", "version": 42,
+                          "text_hash": text_hash("Pro System A fine thing")}
 
 
-def test_blank_text_and_oversized_metadata_are_unindexable_with_reasons():
+def test_the_text_fingerprint_follows_the_indexed_text_alone():
+    base = build_record(ROW, 1, "{name} {description}").metadata["text_hash"]
+    assert build_record({**ROW, "price": "5", "category": "other"}, 2, "{name} {description}").metadata["text_hash"] == base
+    assert build_record({**ROW, "description": "A finer thing"}, 2, "{name} {description}").metadata["text_hash"] != base
+    # A new template is new text, so every record is embedded again.
+    assert build_record(ROW, 1, "{description} {name}").metadata["text_hash"] != base
+    assert len(base) == 16 and int(base, 16) >= 0
+
+
+def test_is_current_compares_the_filtered_fields_and_the_text_fingerprint():
+    stored = build_record(ROW, 3, "{name} {description}").metadata
+    assert is_current(ROW, stored, "{name} {description}")
+    assert not is_current({**ROW, "price": "19.98"}, stored, "{name} {description}")
+    assert not is_current({**ROW, "category": "other"}, stored, "{name} {description}")
+    assert not is_current({**ROW, "description": "changed"}, stored, "{name} {description}")
+    assert not is_current(ROW, {k: v for k, v in stored.items() if k != "text_hash"}, "{name} {description}")
+
+
+def test_blank_text_and_oversized_text_are_unindexable_with_reasons():
     with pytest.raises(UnindexableProduct, match="empty"):
         build_record({**ROW, "name": " ", "description": ""}, 1, "{name} {description}")
     with pytest.raises(UnindexableProduct, match="40960"):
@@ -79,7 +99,6 @@ def test_finite_price_is_json_safe():
 @pytest.mark.parametrize("written", ["Outdoor", "outdoor", " OUTDOOR ", "\tOutDoor\n", "ＯＵＴＤＯＯＲ"])
 def test_category_spellings_share_one_key_in_the_index_and_the_filter(written):
     record = build_record({**ROW, "category": written}, 1, "{name} {description}")
-    assert record.metadata["category"] == written  # shown as written
     assert record.metadata["category_key"] == normalise_category(written) == "outdoor"
     assert SearchFilters.parse({"category": written}).to_index_filter() == {"category_key": {"$eq": "outdoor"}}
 
