@@ -45,7 +45,9 @@ class Ledger:
         self._finished: list[str] = []  # receipts done with, not yet deleted
         self._finished_since = 0.0
         self._lock = threading.Lock()
-        self.counts: Counter[str] = Counter()
+        # Every key from the start, so another thread may copy the counts at any time.
+        self.counts: Counter[str] = Counter({key: 0 for key in [k.value for k in Kind] + [
+            "messages_deleted", "vectors_kept", "texts_embedded"]})
 
     # -- bookkeeping --------------------------------------------------------------------
     def open(self, message: ReceivedMessage, items: int) -> None:

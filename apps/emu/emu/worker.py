@@ -245,6 +245,8 @@ class Emu:
         for n, vector in prepared.reused.items():
             vectors[n] = vector
         positions = prepared.to_embed
+        self.ledger.counts["vectors_kept"] += len(prepared.reused)
+        self.ledger.counts["texts_embedded"] += len(positions)
         if not positions:
             return EmbeddedBatch(prepared, vectors)
         try:
@@ -287,6 +289,10 @@ class Emu:
             self.ledger.settle_all(batch.prepared.settled)
             self.ledger.settle_all(self._write_patiently(batch))
             self.ledger.delete_finished()
+            # Totals since start, one line per write: what throughput dashboards and
+            # benchmarks read (texts the model embedded, vectors kept, outcomes).
+            log.info("batch written", extra={"records": len(batch.prepared.upserts),
+                                             "deletions": len(batch.prepared.deletes), **dict(self.ledger.counts)})
 
     def _write_patiently(self, batch: EmbeddedBatch) -> list[stages.Settled]:
         """Writes the batch, holding it through an index outage: retries with capped
