@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from devstack import costs
 from devstack.processes import free_port, http_ok, wait_for
+from devstack.stack import DevStack
 from tests.system.test_index_server import ServerProcess
 
 pytestmark = pytest.mark.timeout(120)
@@ -159,3 +160,16 @@ def test_the_helpers_drive_both_servers_of_a_stack(tmp_path):
     finally:
         index.stop()
         aws.stop()
+
+
+def test_a_devstack_starts_its_servers_with_its_latencies(tmp_path):
+    stack = DevStack(root=tmp_path, aws_port=free_port(), index_port=free_port(), index_latency_ms=120, aws_latency_ms=80)
+    try:
+        stack.start_aws()
+        stack.start_index()
+        env = stack.env()
+        assert {name: s["latency_ms"] for name, s in costs.read_stats(env).items()} == {"index": 120, "aws": 80}
+        held = costs.reset_stats(env)  # start_aws created the queues: counted, and delayed
+        assert held["aws"]["services"]["sqs"]["requests"] >= 2
+    finally:
+        stack.stop_all()
