@@ -196,11 +196,14 @@ _UNMETERED = ("/moto-api/", "/_stats", "/_latency")
 def _message_bytes(message: dict[str, Any], body_key: str) -> int:
     """A message's payload in bytes: its body plus each attribute's name, type and
     value, which count toward an SQS message's size (AWS docs: message attributes)."""
-    size = len(str(message.get(body_key, "")).encode())
+    def utf8(text: Any) -> int:  # a lone surrogate (which the checks refuse) counts as 3
+        return len(str(text).encode("utf-8", "surrogatepass"))
+
+    size = utf8(message.get(body_key, ""))
     for name, attribute in (message.get("MessageAttributes") or {}).items():
         value = attribute.get("StringValue")
-        raw = value.encode() if value is not None else base64.b64decode(attribute.get("BinaryValue") or b"")
-        size += len(name.encode()) + len(str(attribute.get("DataType", "")).encode()) + len(raw)
+        raw = utf8(value) if value is not None else len(base64.b64decode(attribute.get("BinaryValue") or b""))
+        size += utf8(name) + utf8(attribute.get("DataType", "")) + raw
     return size
 
 
@@ -265,7 +268,10 @@ class Metering:
         finally:
             getattr(result, "close", lambda: None)()
         answer = _json_or_none(out) if action == "ReceiveMessage" else None
-        payload = payload_bytes(action, params, answer)
+        try:
+            payload = payload_bytes(action, params, answer)
+        except (ValueError, TypeError, AttributeError):  # a malformed request, which moto has answered
+            payload = 0
         self.meter.add(f"{service}.{action}", requests=1, errors=int(not status or int(status[0][:3]) >= 400),
                        request_bytes=len(data), response_bytes=len(out), payload_bytes=payload,
                        billed_requests=billed_requests(payload))

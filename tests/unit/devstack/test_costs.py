@@ -88,6 +88,7 @@ def test_an_sqs_payload_is_the_bodies_and_attributes_sent_or_received():
     assert payload_bytes("SendMessageBatch", batch, None) == 20 + 1 + len("kind") + len("String") + 3
     assert payload_bytes("ReceiveMessage", {}, {"Messages": [{"Body": "abcd"}, {"Body": "ef"}]}) == 6
     assert payload_bytes("ReceiveMessage", {}, {}) == 0  # an empty receive is still one request
+    assert payload_bytes("SendMessage", {"MessageBody": "a\ud800"}, None) == 4  # refused by SQS, but counted
     assert payload_bytes("DeleteMessageBatch", {"Entries": [{"Id": "1", "ReceiptHandle": "r" * 100}]}, None) == 0
 
 
