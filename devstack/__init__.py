@@ -6,7 +6,8 @@ Modules: stack (:class:`~devstack.stack.DevStack`, one stack's ports, environmen
 parts; the command line), up (the `make up` flow), processes (background processes,
 pid files, logs, readiness), postgres (the PostgreSQL server), reset (the clean slate
 between tests and benchmark runs), aws_server (moto with SQS's body checks),
-index_server (the Pinecone-compatible server, a package) and waiting (polling
-helpers). The proxy the failover tests silence lives with the other test-only
-switches, in tests/kit.
+index_server (the Pinecone-compatible server, a package), costs (the added latency
+and request counters both servers keep, and the helpers that read and set them) and
+waiting (polling helpers). The proxy the failover tests silence lives with the other
+test-only switches, in tests/kit.
 """

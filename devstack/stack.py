@@ -43,6 +43,11 @@ class DevStack(ProcessSupervisor):
     # FIFO queues, as messaging/ deploys them; False gives standard queues (the
     # benchmark measures what ordering costs by running both).
     fifo: bool = True
+    # Milliseconds the index server and the SQS/SNS server add to each API request, as
+    # the network to Pinecone and AWS would; devstack.costs.set_latency changes them
+    # while the stack runs, and read_stats / reset_stats read their request counters.
+    index_latency_ms: float = 0.0
+    aws_latency_ms: float = 0.0
 
     # -- paths and environment --------------------------------------------------
     @property
@@ -107,8 +112,8 @@ class DevStack(ProcessSupervisor):
     # -- AWS endpoint ---------------------------------------------------------------
     def start_aws(self) -> None:
         # moto behind the checks real SQS makes on message bodies (devstack.aws_server).
-        self.spawn("aws", [sys.executable, "-m", "devstack.aws_server", "--host", "127.0.0.1", "--port", str(self.aws_port)],
-                   env=self.app_env())
+        self.spawn("aws", [sys.executable, "-m", "devstack.aws_server", "--host", "127.0.0.1",
+                           "--port", str(self.aws_port), "--latency-ms", str(self.aws_latency_ms)], env=self.app_env())
         wait_for("moto server", lambda: http_ok(f"{self.aws_endpoint}/moto-api/"), proc=self.processes["aws"], log=self.log_path("aws"))
         self.create_queues()
 
@@ -139,7 +144,8 @@ class DevStack(ProcessSupervisor):
         # dense vectors are unit length, so dense scores are the cosine similarities.
         self.spawn("index", [sys.executable, "-m", "devstack.index_server", "--host", "127.0.0.1", "--port", str(self.index_port),
                               "--data-dir", str(self.root / "index"), "--dimension", "384", "--metric", "dotproduct",
-                              "--api-key", LOCAL_API_KEY, *(extra_args or [])], env=self.app_env())
+                              "--api-key", LOCAL_API_KEY, "--latency-ms", str(self.index_latency_ms), *(extra_args or [])],
+                   env=self.app_env())
         wait_for("index server", lambda: http_ok(f"http://127.0.0.1:{self.index_port}/healthz"),
                   proc=self.processes["index"], log=self.log_path("index"))
 

@@ -3,7 +3,8 @@
 Run::
 
     python -m devstack.index_server --host 127.0.0.1 --port 5081 \\
-        --data-dir .local/index --dimension 384 --metric dotproduct [--api-key KEY]
+        --data-dir .local/index --dimension 384 --metric dotproduct [--api-key KEY] \\
+        [--latency-ms MS]
 
 and point the official SDK at it::
 
@@ -44,6 +45,12 @@ carrying the header ``X-Devstack-Fault-Exempt: 1`` neither triggers nor consumes
 fault, so a test can watch the index while the services under test meet the faults.
 ``DELETE /_faults`` also releases requests a delay is holding, and ``GET /_faults``
 counts the API requests in flight, so a test can wait for the index to be quiet.
+``--latency-ms`` (or ``PUT /_latency`` ``{"latency_ms": MS}`` at run time) delays
+every API request, as the network to Pinecone would; ``GET /_stats`` counts the API
+requests per operation since ``DELETE /_stats``, with their body bytes and the read
+and write units Pinecone would bill (:mod:`~devstack.index_server.costs`; shapes in
+:mod:`devstack.costs`). None of these local endpoints is delayed, counted or needs
+the API key.
 
 Modules: :mod:`~devstack.index_server.limits` (Pinecone's documented limits),
 :mod:`~devstack.index_server.protocol` (wire formats and request validation),
@@ -52,6 +59,7 @@ Modules: :mod:`~devstack.index_server.limits` (Pinecone's documented limits),
 :mod:`~devstack.index_server.scoring` and :mod:`~devstack.index_server.sparse` (storage
 and search), :mod:`~devstack.index_server.filters` with
 :mod:`~devstack.index_server.columns` (metadata filters),
-:mod:`~devstack.index_server.faults` (fault injection), :mod:`~devstack.index_server.app`
+:mod:`~devstack.index_server.faults` (fault injection), :mod:`~devstack.index_server.costs`
+(Pinecone's cost model), :mod:`~devstack.index_server.app`
 (the ASGI app) and ``__main__`` (the command line); ``bench`` measures query latency.
 """

@@ -1,7 +1,8 @@
 """Command line of the local index server::
 
     python -m devstack.index_server --host 127.0.0.1 --port 5081 \\
-        --data-dir .local/index --dimension 384 --metric dotproduct [--api-key KEY]
+        --data-dir .local/index --dimension 384 --metric dotproduct [--api-key KEY] \\
+        [--latency-ms MS]
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import uvicorn
 from threadpoolctl import threadpool_limits
 
+from devstack.costs import MAX_LATENCY_MS
 from devstack.index_server.app import create_app
 from devstack.index_server.store import METRICS, IndexStore
 
@@ -39,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default=os.environ.get("INDEX_SERVER_LOG_LEVEL", "info"),
                         help="debug, info, warning or error (default: $INDEX_SERVER_LOG_LEVEL, else info)")
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="milliseconds added to each API request, as a network to Pinecone would "
+                        "(default 0; PUT /_latency changes it at run time)")
     parser.add_argument(
         "--blas-threads",
         type=int,
@@ -70,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.blas_threads < 0:
         parser.error(f"--blas-threads must be 0 or more, got {args.blas_threads}")
+    if not 0 <= args.latency_ms <= MAX_LATENCY_MS:
+        parser.error(f"--latency-ms must be from 0 to {MAX_LATENCY_MS:.0f}, got {args.latency_ms}")
     limit_blas_threads(args.blas_threads)
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -80,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         logger.error("%s", exc)
         return 2
-    app = create_app(store, args.api_key)
+    app = create_app(store, args.api_key, args.latency_ms)
     logger.info(
         "index server on http://%s:%d dimension=%d metric=%s data_dir=%s auth=%s",
         args.host,

@@ -1,11 +1,13 @@
 """The FastAPI application of the local index server: routes, the request
-middleware (in-flight counting, fault injection, authentication, the request-size
-limit, request ids and the access log) and the mapping of errors to
-Pinecone-shaped bodies.
+middleware (in-flight counting, added latency, fault injection, authentication, the
+request-size limit, request accounting, request ids and the access log), the mapping
+of errors to Pinecone-shaped bodies, and the local-only ``/_stats`` and ``/_latency``
+endpoints (see :mod:`devstack.costs`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -20,15 +22,25 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from devstack.costs import Meter, check_latency_ms
+from devstack.index_server import costs
 from devstack.index_server.faults import FaultInjector, add_fault_routes
 from devstack.index_server.handlers import Handlers
 from devstack.index_server.limits import MAX_REQUEST_BYTES
-from devstack.index_server.protocol import ApiError, body_of, error_response, json_response, request_too_large
+from devstack.index_server.protocol import (
+    ApiError,
+    bad_request,
+    body_of,
+    error_response,
+    json_response,
+    request_too_large,
+)
 from devstack.index_server.store import IndexStore
 
 logger = logging.getLogger("devstack.index_server")
 
-_UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/_faults"})
+# Local-only endpoints: no API key, no added latency, not counted.
+_CONTROL_PATHS = frozenset({"/healthz", "/_faults", "/_stats", "/_latency"})
 
 
 async def _drain(request: Request) -> None:
@@ -42,9 +54,10 @@ async def _drain(request: Request) -> None:
 
 class RequestPipeline:
     """What every request goes through before its route (pure ASGI, in the app's
-    middleware stack): the in-flight count, fault injection, the API key check and the
-    request-size limit, then the ``x-pinecone-request-id`` header and one access-log
-    line per answer.
+    middleware stack): the in-flight count, the added latency, fault injection, the API
+    key check and the request-size limit, then the ``x-pinecone-request-id`` header,
+    the request's count and body bytes in the :class:`~devstack.costs.Meter`, and one
+    access-log line per answer.
 
     Written as a plain ASGI class, not ``@app.middleware("http")``: Starlette's
     BaseHTTPMiddleware runs each request's app in a task group of its own and streams
@@ -52,37 +65,47 @@ class RequestPipeline:
     CPU per search query on the benchmarks' 2-core machine (docs/benchmarks.md,
     "Search ... 17:57Z")."""
 
-    def __init__(self, app: ASGIApp, faults: FaultInjector, api_key: str | None) -> None:
-        self.app, self.faults, self.api_key = app, faults, api_key
+    def __init__(self, app: ASGIApp, faults: FaultInjector, api_key: str | None, meter: Meter) -> None:
+        self.app, self.faults, self.api_key, self.meter = app, faults, api_key, meter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request = Request(scope, receive)
         path = scope["path"]
         request_id = uuid.uuid4().hex[:16].encode()
         status: int | None = None
+        received = sent = 0
+
+        async def receive_counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            return message
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message = {**message, "headers": [*message.get("headers", ()), (b"x-pinecone-request-id", request_id)]}
+            sent += len(message.get("body", b""))
             await send(message)
 
-        counted = path not in _UNAUTHENTICATED_PATHS
+        request = Request(scope, receive_counted)
+        counted = path not in _CONTROL_PATHS
         if counted:
             self.faults.in_flight += 1
         try:
+            if counted and self.meter.latency_ms:
+                await asyncio.sleep(self.meter.latency_ms / 1000)
             response = await self._refusal(request, path) if counted else None
             if response is None:
                 length = request.headers.get("content-length")
                 if length and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
                     response = error_response(400, request_too_large(int(length)).message)
             if response is None:
-                await self.app(scope, receive, send_with_id)
+                await self.app(scope, receive_counted, send_with_id)
             else:
                 # Answering before the client has finished sending can reset the connection
                 # under it, which the client would see as a network error instead of our status.
@@ -96,6 +119,8 @@ class RequestPipeline:
         finally:
             if counted:
                 self.faults.in_flight -= 1
+                self.meter.add(costs.operation(scope["method"], path), requests=1,
+                               errors=int(status is None or status >= 400), request_bytes=received, response_bytes=sent)
             logger.info("%s %s %s %.1fms", scope["method"], path, status, (time.perf_counter() - started) * 1000)
 
     async def _refusal(self, request: Request, path: str) -> Response | None:
@@ -111,11 +136,14 @@ class RequestPipeline:
         return response
 
 
-def create_app(store: IndexStore, api_key: str | None = None) -> FastAPI:
+def create_app(store: IndexStore, api_key: str | None = None, latency_ms: float = 0.0) -> FastAPI:
     """The server's ASGI app over *store*. With *api_key*, every API request must carry
-    it in the ``Api-Key`` header (401 otherwise); ``/healthz`` and ``/_faults`` never
-    need it. The app closes *store* when it shuts down."""
-    handlers = Handlers(store)
+    it in the ``Api-Key`` header (401 otherwise); the local-only endpoints (``/healthz``,
+    ``/_faults``, ``/_stats``, ``/_latency``) never need it. Each API request waits
+    *latency_ms* milliseconds first (ValueError outside 0..60,000). The app closes
+    *store* when it shuts down."""
+    meter = Meter(costs.INDEX_FIELDS, latency_ms)
+    handlers = Handlers(store, meter)
     faults = FaultInjector()
 
     @asynccontextmanager
@@ -132,7 +160,8 @@ def create_app(store: IndexStore, api_key: str | None = None) -> FastAPI:
     )
     app.state.store = store
     app.state.faults = faults
-    app.add_middleware(RequestPipeline, faults=faults, api_key=api_key)
+    app.state.meter = meter
+    app.add_middleware(RequestPipeline, faults=faults, api_key=api_key, meter=meter)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> Response:
@@ -195,6 +224,26 @@ def create_app(store: IndexStore, api_key: str | None = None) -> FastAPI:
         return json_response(await run_in_threadpool(handlers.delete_namespace, name))
 
     add_fault_routes(app, faults)
+
+    @app.get("/_stats")
+    async def read_stats() -> Response:
+        return json_response(meter.snapshot())
+
+    @app.delete("/_stats")
+    async def reset_stats() -> Response:
+        return json_response(meter.snapshot(reset=True))
+
+    @app.get("/_latency")
+    async def read_latency() -> Response:
+        return json_response({"latency_ms": meter.latency_ms})
+
+    @app.put("/_latency")
+    async def set_latency(request: Request) -> Response:
+        try:
+            meter.latency_ms = check_latency_ms((await body_of(request)).get("latency_ms"))
+        except ValueError as exc:
+            raise bad_request(str(exc)) from None
+        return json_response({"latency_ms": meter.latency_ms})
 
     return app
 

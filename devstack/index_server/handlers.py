@@ -1,7 +1,9 @@
 """The Pinecone data-plane operations (upsert, query, fetch, fetch by metadata,
 delete, list, update, stats, namespaces): each takes a parsed request, validates
 it with :mod:`devstack.index_server.protocol` and answers from the
-:class:`~devstack.index_server.store.IndexStore`.
+:class:`~devstack.index_server.store.IndexStore`. Each one that succeeds charges the
+read or write units Pinecone would bill (:mod:`devstack.index_server.costs`) to the
+server's :class:`~devstack.costs.Meter`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from devstack.costs import Meter
+from devstack.index_server import costs
 from devstack.index_server.limits import (
     DEFAULT_FETCH_BY_METADATA_LIMIT,
     DEFAULT_LIST_LIMIT,
@@ -47,9 +51,10 @@ from devstack.index_server.store import IndexStore
 class Handlers:
     """Synchronous request handlers (run in the thread pool)."""
 
-    def __init__(self, store: IndexStore) -> None:
+    def __init__(self, store: IndexStore, meter: Meter | None = None) -> None:
         self.store = store
         self.dimension = store.dimension
+        self.meter = meter if meter is not None else Meter(costs.INDEX_FIELDS)
 
     def _dense(self, raw_rows: list[Any], ids: list[str]) -> np.ndarray:
         matrix = parse_values(raw_rows, ids, self.dimension)
@@ -76,6 +81,7 @@ class Handlers:
                 f"{MAX_UPSERT_VECTORS} vectors per upsert request"
             )
         ids: list[str] = []
+        sent_bytes = 0
         raw_values: list[Any] = []
         metadatas: list[dict[str, Any] | None] = []
         sparse: list[SparseVector | None] = []
@@ -96,8 +102,12 @@ class Handlers:
             # querying with sparse values needs dotproduct.
             raw_sparse = pick(item, "sparseValues", "sparse_values")
             sparse.append(parse_sparse(raw_sparse, f"vector '{vid}'"))
+            sent_bytes += costs.record_bytes(vid, self.dimension, metadatas[-1], sparse[-1])
         matrix = self._dense(raw_values, ids)
+        overwritten = self.store.record_sizes(namespace, ids)
         count = self.store.upsert(namespace, ids, matrix, metadatas, sparse)
+        self.meter.add("upsert", write_units=costs.write_units(sent_bytes + sum(overwritten.values())),
+                       records=len(ids), record_bytes=sent_bytes)
         return {"upsertedCount": count}
 
     def _query_vector(
@@ -174,6 +184,7 @@ class Handlers:
         node = parse_filter(body.get("filter"))
         query = self._query_vector(body, namespace)
         shown_ns = body.get("namespace") or ""
+        self.meter.add("query", read_units=costs.query_read_units(self.store.namespace_bytes(namespace)))
         if query is None:  # query by an id that does not exist
             return {"matches": [], "namespace": shown_ns, "usage": {"readUnits": 1}}
         vector, sparse = query
@@ -198,7 +209,9 @@ class Handlers:
         ids = check_ids(ids, "fetch")
         found = self.store.fetch(namespace, ids)
         vectors = {record[0]: fetched_record(*record) for record in found}
-        return {"vectors": vectors, "namespace": namespace_raw or "", "usage": {"readUnits": 1}}
+        units = costs.fetch_read_units(len(found))
+        self.meter.add("fetch", read_units=units, records=len(found))
+        return {"vectors": vectors, "namespace": namespace_raw or "", "usage": {"readUnits": units}}
 
     def fetch_by_metadata(self, body: dict[str, Any]) -> dict[str, Any]:
         namespace = parse_namespace(body.get("namespace"))
@@ -218,10 +231,12 @@ class Handlers:
         page, more = ids[:limit], len(ids) > limit
         found = self.store.fetch(namespace, page)
         vectors = {record[0]: fetched_record(*record) for record in found}
+        units = costs.fetch_read_units(len(found))
+        self.meter.add("fetch_by_metadata", read_units=units, records=len(found))
         out: dict[str, Any] = {
             "vectors": vectors,
             "namespace": body.get("namespace") or "",
-            "usage": {"readUnits": 1},
+            "usage": {"readUnits": units},
         }
         if more and page:
             out["pagination"] = {"next": encode_token(page[-1])}
@@ -237,16 +252,23 @@ class Handlers:
             raise bad_request("Delete request must specify only one of ids, deleteAll or filter")
         if delete_all:
             self.store.delete_namespace(namespace)
-        elif ids is not None and ids != []:
-            self.store.delete_ids(namespace, check_ids(ids, "delete"))
+            self.meter.add("delete", write_units=costs.DELETE_NAMESPACE_WRITE_UNITS)
+            return {}
+        if ids is not None and ids != []:
+            ids = check_ids(ids, "delete")
         elif raw_filter is not None:
             if raw_filter == {}:
                 raise bad_request("Delete with empty metadata filter is not allowed")
             node = parse_filter(raw_filter)
             assert node is not None
-            self.store.delete_where(namespace, node)
+            ids = self.store.matching_ids(namespace, node)
         else:
             raise bad_request("Delete request must specify ids, deleteAll or filter")
+        deleted = self.store.record_sizes(namespace, ids)
+        self.store.delete_ids(namespace, ids)
+        deleted_bytes = sum(deleted.values())
+        self.meter.add("delete", write_units=costs.write_units(deleted_bytes), records=len(deleted),
+                       record_bytes=deleted_bytes)
         return {}
 
     def update(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -281,10 +303,15 @@ class Handlers:
             node = parse_filter(raw_filter)
             assert node is not None
             ids = self.store.matching_ids(namespace, node)
+        before = self.store.record_sizes(namespace, ids)
         matched = self.store.update(
             namespace, ids, matrix, set_metadata, dry_run=dry_run,
             check_metadata=check_metadata_size, sparse=sparse, set_sparse=raw_sparse is not None,
         )
+        if not dry_run:  # a dry run writes nothing; the cost page names no charge for it
+            after = sum(self.store.record_sizes(namespace, list(before)).values())
+            self.meter.add("update", write_units=costs.write_units(sum(before.values()) + after),
+                           records=len(before), record_bytes=after)
         return {"matchedRecords": matched}
 
     def list_ids(self, params: dict[str, str]) -> dict[str, Any]:
@@ -299,6 +326,7 @@ class Handlers:
         token = params.get("paginationToken") or params.get("pagination_token")
         after = decode_token(token) if token else None
         page, more = self.store.list_ids(namespace, prefix, after, limit)
+        self.meter.add("list", read_units=costs.LIST_READ_UNITS, records=len(page))
         out: dict[str, Any] = {
             "vectors": [{"id": vid} for vid in page],
             "namespace": params.get("namespace") or "",
@@ -356,5 +384,6 @@ class Handlers:
         key = parse_namespace(name)
         if not self.store.delete_namespace(key):
             raise ApiError(404, f"Namespace '{name}' not found")
+        self.meter.add("delete_namespace", write_units=costs.DELETE_NAMESPACE_WRITE_UNITS)
         return {}
 

@@ -1,6 +1,7 @@
 """One namespace of the local index in memory: a growable float32 matrix of its
 dense vectors with their squared norms, ids, metadata (with lazily built filter
-columns) and sparse values (with their postings).
+columns), sparse values (with their postings) and each record's size as Pinecone
+bills it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from devstack.index_server.columns import FieldColumn
+from devstack.index_server.costs import record_bytes
 from devstack.index_server.filters import FilterNode
 from devstack.index_server.sparse import SparsePostings, SparseVector
 
@@ -24,6 +26,9 @@ class Namespace:
         self.metadata: list[dict[str, Any] | None] = []
         self.sparse: list[SparseVector | None] = []
         self.postings = SparsePostings()
+        # Each row's costs.record_bytes, and their sum: a query's read units follow it.
+        self.sizes: list[int] = []
+        self.bytes = 0
         self._matrix = np.empty((0, dimension), dtype=np.float32)
         self._sqnorm = np.empty(0, dtype=np.float32)
         self._columns: dict[str, FieldColumn] = {}
@@ -82,10 +87,12 @@ class Namespace:
                 self.ids.append(vid)
                 self.metadata.append(meta)
                 self.sparse.append(sv)
+                self.sizes.append(0)
                 added = True
             else:
                 self.metadata[row] = meta
                 self.sparse[row] = sv
+            self._resize(row)
             self.postings.set_row(row, sv)
             targets[i] = row
         self._matrix[targets] = values
@@ -94,6 +101,11 @@ class Namespace:
             self._sorted_ids = None
         self._update_columns(targets.tolist(), metadatas)
 
+    def _resize(self, row: int) -> None:
+        size = record_bytes(self.ids[row], self.dimension, self.metadata[row], self.sparse[row])
+        self.bytes += size - self.sizes[row]
+        self.sizes[row] = size
+
     def _update_columns(self, rows: list[int], metadatas: Sequence[dict[str, Any] | None]) -> None:
         """Keep cached filter columns current, so a write does not force a full rebuild."""
         for field, column in self._columns.items():
@@ -101,6 +113,7 @@ class Namespace:
 
     def set_metadata(self, row: int, meta: dict[str, Any] | None) -> None:
         self.metadata[row] = meta
+        self._resize(row)
         self._update_columns([row], [meta])
 
     def set_values(self, row: int, values: np.ndarray) -> None:
@@ -109,6 +122,7 @@ class Namespace:
 
     def set_sparse(self, row: int, sparse: SparseVector | None) -> None:
         self.sparse[row] = sparse
+        self._resize(row)
         self.postings.set_row(row, sparse)
 
     def sparse_scores(self, query: SparseVector) -> np.ndarray | None:
@@ -124,12 +138,14 @@ class Namespace:
             if row is None:
                 continue
             removed += 1
+            self.bytes -= self.sizes[row]
             last = len(self.ids) - 1
             if row != last:
                 moved = self.ids[last]
                 self.ids[row] = moved
                 self.metadata[row] = self.metadata[last]
                 self.sparse[row] = self.sparse[last]
+                self.sizes[row] = self.sizes[last]
                 self._matrix[row] = self._matrix[last]
                 self._sqnorm[row] = self._sqnorm[last]
                 self.rows[moved] = row
@@ -139,6 +155,7 @@ class Namespace:
             self.ids.pop()
             self.metadata.pop()
             self.sparse.pop()
+            self.sizes.pop()
         if removed:
             self._invalidate()
         return removed

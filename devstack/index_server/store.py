@@ -218,16 +218,6 @@ class IndexStore:
                 del self.namespaces[namespace]
             return removed
 
-    def delete_where(self, namespace: str, node: FilterNode) -> int:
-        with self.lock:
-            ns = self.namespaces.get(namespace)
-            if ns is None:
-                return 0
-            mask = ns.filter_mask(node)
-            assert mask is not None
-            doomed = [ns.ids[i] for i in np.flatnonzero(mask)]
-            return self.delete_ids(namespace, doomed)
-
     def delete_namespace(self, namespace: str) -> int:
         with self.lock:
             ns = self.namespaces.get(namespace)
@@ -401,6 +391,22 @@ class IndexStore:
                 i += 1
             has_more = i < len(ordered) and ordered[i].startswith(prefix)
             return page, has_more
+
+    def namespace_bytes(self, namespace: str) -> int:
+        """The namespace's size as Pinecone bills queries on it: its records'
+        :func:`~devstack.index_server.costs.record_bytes` summed (0 when absent)."""
+        with self.lock:
+            ns = self.namespaces.get(namespace)
+            return 0 if ns is None else ns.bytes
+
+    def record_sizes(self, namespace: str, ids: Sequence[str]) -> dict[str, int]:
+        """Each distinct id of *ids* that exists, with its record's size in bytes
+        (:func:`~devstack.index_server.costs.record_bytes`)."""
+        with self.lock:
+            ns = self.namespaces.get(namespace)
+            if ns is None:
+                return {}
+            return {vid: ns.sizes[ns.rows[vid]] for vid in dict.fromkeys(ids) if vid in ns.rows}
 
     def stats(self, node: FilterNode | None = None) -> dict[str, int]:
         with self.lock:

@@ -46,8 +46,9 @@ def _free_port() -> int:
 
 class ServerProcess:
     def __init__(self, data_dir: Path, *, dimension: int = DIM, metric: str = "cosine",
-                 api_key: str | None = API_KEY) -> None:
+                 api_key: str | None = API_KEY, extra_args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
+        self.extra_args = extra_args
         self.dimension = dimension
         self.metric = metric
         self.api_key = api_key
@@ -71,6 +72,7 @@ class ServerProcess:
                 "--dimension", str(self.dimension), "--metric", self.metric]
         if self.api_key:
             argv += ["--api-key", self.api_key]
+        argv += self.extra_args
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         log.close()
