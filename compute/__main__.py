@@ -320,6 +320,7 @@ aws.cloudwatch.Dashboard(
     ).apply(lambda v: dashboard_body(
         region=region, alb_suffix=v[0], target_group_suffix=v[1], jobs_queue=v[2], dlq=v[3],
         services={app: (v[4 + i], v[7 + i]) for i, app in enumerate(services)},
+        metrics_namespace=METRICS_NAMESPACE, deployment=prefix,
     )),
 )
 

@@ -338,7 +338,8 @@ def test_log_groups_with_retention_used_by_containers(compute_run):
 def test_dashboard_covers_alb_services_and_queues(compute_run, messaging_run):
     body = json.loads(compute_run.one("aws:cloudwatch/dashboard:Dashboard").inputs["dashboardBody"])
     text = json.dumps(body)
-    for needle in ("RequestCount", "CPUUtilization", messaging_run.exports["jobsQueueName"],
+    for needle in ("RequestCount", "CPUUtilization", "ChangesWaiting", "OldestUnshippedChangeAgeSeconds",
+                   messaging_run.exports["jobsQueueName"],
                    messaging_run.exports["dlqName"], *compute_run.exports["serviceNames"].values()):
         assert needle in text
 
