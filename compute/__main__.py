@@ -6,12 +6,16 @@ import pulumi_aws as aws
 
 from infra import iam
 from infra.dashboard import dashboard_body
-from infra.ecs import AppService, Gpu, LoadBalancing, OneOffTask, Runtime, TaskSpec, ecs_cluster, secret_ref
-from infra.gpu import GpuCapacity, check_gpu_capacity
+from infra.ecs import (AppService, Gpu, LoadBalancing, OneOffTask, Runtime, ScalingSignal, TaskSpec, ecs_cluster,
+                       secret_ref)
+from infra.gpu import GpuCapacity, check_gpu_capacity, gpu_instances_for
 from infra.images import ServiceImage
 from infra.layer import bootstrap, require_region
 from infra.loadbalancer import PublicLoadBalancer, rate_limit_acl, web_endpoint
-from infra.monitoring import METRICS_NAMESPACE, login_failures_alarm, unshipped_changes_alarm
+from infra.monitoring import (CHANGES_WAITING_METRIC, METRICS_NAMESPACE, UNSHIPPED_AGE_METRIC, login_failures_alarm,
+                               unshipped_changes_alarm)
+from infra.scaling import (PELICAN_CHANGES_PER_SECOND_PER_TASK, emu_changes_per_second, emu_changes_per_task_target,
+                           pinecone_ceiling_warning, sized_max_tasks)
 from infra.security import ServiceFirewall
 
 FRONTEND_PORT = 7860
@@ -29,8 +33,23 @@ messaging = layer.upstream("messaging")
 gpu_enabled = cfg.get("emuGpu")
 # Refuse at preview what would only fail (or leak a password) after deploying.
 endpoint = web_endpoint(cfg.get("certificateArn"), cfg.get("allowPlainHttp"), cfg.get("domainName"))
+# How far emu and pelican scale: given, or sized for the peak rate from the per-task
+# estimates in infra/scaling.py (docs/infrastructure.md, Scaling).
+peak_changes = cfg.get("peakChangesPerSecond")
+emu_rate = emu_changes_per_second(gpu_enabled)
+emu_max_tasks = sized_max_tasks(cfg.get("emuMaxTasks"), peak_changes_per_second=peak_changes,
+                                per_task_changes_per_second=emu_rate, min_tasks=cfg.get("emuMinTasks"))
+# One pelican more than the fewest, at least: its scaling on the oldest change's age needs room.
+pelican_max_tasks = sized_max_tasks(cfg.get("pelicanMaxTasks"), peak_changes_per_second=peak_changes,
+                                    per_task_changes_per_second=PELICAN_CHANGES_PER_SECOND_PER_TASK,
+                                    min_tasks=cfg.get("pelicanMinTasks"), floor_above_min=1)
+emu_changes_per_task = emu_changes_per_task_target(cfg.get("emuChangesPerTask"), gpu=gpu_enabled)
+if (warning := pinecone_ceiling_warning(emu_max_tasks, emu_rate)) is not None:
+    pulumi.log.warn(warning)
+gpu_max_instances = 0
 if gpu_enabled:
-    check_gpu_capacity(cfg.get("gpuInstanceType"), cfg.get("gpuMaxInstances"), cfg.get("emuMaxTasks"))
+    gpu_max_instances = gpu_instances_for(cfg.get("gpuInstanceType"), cfg.get("gpuMaxInstances"), emu_max_tasks)
+    check_gpu_capacity(cfg.get("gpuInstanceType"), gpu_max_instances, emu_max_tasks)
 
 vpc_id = network.require_output("vpcId")
 private_subnets = network.require_output("privateSubnetIds")
@@ -183,8 +202,15 @@ pelican = AppService(
     autoscaled=True,
     **service_common,
 )
-pelican.autoscale(min_tasks=cfg.get("pelicanMinTasks"), max_tasks=cfg.get("pelicanMaxTasks"),
-                  cpu_target_percent=cfg.get("cpuTargetPercent"))
+# Pelican scales on how long the oldest change has waited to be shipped: more pelicans share
+# the outbox safely (the claim is FOR UPDATE SKIP LOCKED, and emu's version check keeps the
+# newest state whichever pelican ships first).
+deployment_dimension = {"Deployment": prefix}
+pelican.autoscale(
+    min_tasks=cfg.get("pelicanMinTasks"), max_tasks=pelican_max_tasks,
+    signals=[ScalingSignal("unshipped-age", METRICS_NAMESPACE, UNSHIPPED_AGE_METRIC, deployment_dimension,
+                           target=cfg.get("pelicanUnshippedAgeTargetSeconds"))],
+)
 if endpoint.editing_enabled:
     login_failures_alarm(f"{prefix}-login-failures", log_group_name=frontend.log_group.name, deployment=prefix,
                          threshold=cfg.get("loginFailureAlarmCount"), topic_arn=topic_arn)
@@ -233,7 +259,7 @@ if gpu_enabled:
         subnet_ids=private_subnets,
         security_group_id=firewall.emu.id,
         instance_type=cfg.get("gpuInstanceType"),
-        max_instances=cfg.get("gpuMaxInstances"),
+        max_instances=gpu_max_instances,
         ami_parameter=cfg.get("gpuAmiParameter"),
         root_volume_gib=cfg.get("gpuRootVolumeGib"),
         tags=layer.tags,
@@ -272,10 +298,13 @@ emu = AppService(
     runtime=Runtime(stop_timeout_seconds=cfg.get("emuStopTimeoutSeconds")),
     **service_common,
 )
-emu.autoscale(min_tasks=cfg.get("emuMinTasks"), max_tasks=cfg.get("emuMaxTasks"),
-              cpu_target_percent=cfg.get("cpuTargetPercent"),
-              backlog_queue_name=messaging.require_output("jobsQueueName"),
-              backlog_per_task=cfg.get("emuBacklogPerTask"))
+# Emu scales on the changes waiting to be indexed per task, not on its CPU: a busy task
+# is at full CPU whether one minute or one hour of work waits behind it.
+emu.autoscale(
+    min_tasks=cfg.get("emuMinTasks"), max_tasks=emu_max_tasks,
+    signals=[ScalingSignal("changes-waiting", METRICS_NAMESPACE, CHANGES_WAITING_METRIC, deployment_dimension,
+                           target=emu_changes_per_task, per_task=True, label="Changes waiting")],
+)
 
 services = {"frontend": frontend, "pelican": pelican, "emu": emu}
 aws.cloudwatch.Dashboard(
@@ -291,6 +320,7 @@ aws.cloudwatch.Dashboard(
     ).apply(lambda v: dashboard_body(
         region=region, alb_suffix=v[0], target_group_suffix=v[1], jobs_queue=v[2], dlq=v[3],
         services={app: (v[4 + i], v[7 + i]) for i, app in enumerate(services)},
+        metrics_namespace=METRICS_NAMESPACE, deployment=prefix,
     )),
 )
 

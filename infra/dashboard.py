@@ -25,8 +25,11 @@ def dashboard_body(
     services: Mapping[str, tuple[str, str]],
     jobs_queue: str,
     dlq: str,
+    metrics_namespace: str,
+    deployment: str,
 ) -> str:
-    """``services`` maps an app name to ``(cluster name, service name)``."""
+    """``services`` maps an app name to ``(cluster name, service name)``; pelican puts its
+    figures to ``metrics_namespace`` with dimension Deployment = ``deployment``."""
     widgets = [
         _metric_widget(
             "Frontend requests and errors",
@@ -70,6 +73,16 @@ def dashboard_body(
             "Dead letters",
             [["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", dlq]],
             region, 12, 12, stat="Maximum",
+        ),
+        # What emu and pelican scale on (infra/scaling.py).
+        _metric_widget(
+            "Changes waiting (emu scales on it) and oldest unshipped change, s (pelican)",
+            [
+                [metrics_namespace, "ChangesWaiting", "Deployment", deployment],
+                [metrics_namespace, "OldestUnshippedChangeAgeSeconds", "Deployment", deployment,
+                 {"yAxis": "right"}],
+            ],
+            region, 0, 18, stat="Maximum",
         ),
     ]
     return json.dumps({"widgets": widgets})

@@ -15,7 +15,7 @@ Grant = tuple  # (sid, actions, resource ARNs[, IAM condition])
 
 
 def ecs_cluster(name: str, opts: pulumi.ResourceOptions | None = None) -> aws.ecs.Cluster:
-    # Container Insights provides RunningTaskCount, used by emu's backlog-per-task policy.
+    # Container Insights provides DesiredTaskCount, the divisor of emu's changes-per-task scaling.
     return aws.ecs.Cluster(name, settings=[{"name": "containerInsights", "value": "enabled"}], opts=opts)
 
 
@@ -91,6 +91,61 @@ class Runtime:
 
 
 SCRATCH_VOLUME = "scratch"
+
+# Container Insights (on for every cluster, ecs_cluster) publishes a service's task counts;
+# the free AWS/ECS namespace has only its CPU and memory utilisation.
+CONTAINER_INSIGHTS = "ECS/ContainerInsights"
+TASKS_METRIC = "DesiredTaskCount"
+# Out within a minute of a signal rising; in only after five calm minutes.
+SCALE_OUT_COOLDOWN_SECONDS = 60
+SCALE_IN_COOLDOWN_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class ScalingSignal:
+    """A CloudWatch metric that target tracking holds at `target`.
+
+    name: the policy's name suffix. statistic: over each minute; several tasks publishing
+    the same system-wide figure (every pelican reads the same outbox) call for Maximum, not Sum.
+    per_task: the metric is divided by the service's DesiredTaskCount (metric math over
+    Container Insights), so `target` is an amount per task. Desired rather than running
+    tasks: target tracking changes capacity in proportion to the metric's distance from
+    the target, and with desired tasks in the divisor the metric falls as soon as tasks
+    are asked for; with running tasks it would stay high while they start (a GPU host
+    boots for minutes) and ask for more again at each cooldown, up to the maximum."""
+
+    name: str
+    namespace: str
+    metric_name: str
+    dimensions: Mapping[str, pulumi.Input[str]]
+    target: float
+    statistic: str = "Maximum"
+    per_task: bool = False
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if self.target <= 0:
+            raise ValueError(f"the {self.name} scaling target must be positive, got {self.target}")
+
+    def metric_specification(self, cluster_name: pulumi.Input[str], service_name: pulumi.Input[str]) -> dict:
+        """The policy's customized_metric_specification."""
+        dimensions = [{"name": k, "value": v} for k, v in sorted(self.dimensions.items())]
+        if not self.per_task:
+            return {"namespace": self.namespace, "metric_name": self.metric_name,
+                    "dimensions": dimensions, "statistic": self.statistic}
+        return {"metrics": [
+            {"id": "work", "label": self.label or self.metric_name, "return_data": False,
+             "metric_stat": {"metric": {"namespace": self.namespace, "metric_name": self.metric_name,
+                                        "dimensions": dimensions},
+                             "stat": self.statistic}},
+            {"id": "tasks", "label": "Desired tasks", "return_data": False,
+             "metric_stat": {"metric": {"namespace": CONTAINER_INSIGHTS, "metric_name": TASKS_METRIC,
+                                        "dimensions": [{"name": "ClusterName", "value": cluster_name},
+                                                       {"name": "ServiceName", "value": service_name}]},
+                             "stat": "Average"}},
+            {"id": "per_task", "label": f"{self.label or self.metric_name} per task",
+             "expression": "work / tasks", "return_data": True},
+        ]}
 
 
 @dataclass
@@ -326,16 +381,19 @@ class AppService(pulumi.ComponentResource):
         )
         self.register_outputs({"serviceName": self.service.name})
 
-    def autoscale(
-        self,
-        *,
-        min_tasks: int,
-        max_tasks: int,
-        cpu_target_percent: int,
-        backlog_queue_name: pulumi.Input[str] | None = None,
-        backlog_per_task: int | None = None,
-    ) -> aws.appautoscaling.Target:
-        """CPU target tracking, and optionally backlog-per-task on an SQS queue."""
+    def autoscale(self, *, min_tasks: int, max_tasks: int,
+                  signals: Sequence[ScalingSignal]) -> aws.appautoscaling.Target:
+        """Application Auto Scaling between `min_tasks` and `max_tasks`, one target tracking
+        policy per signal; it follows whichever policy asks for the most tasks.
+
+        `min_tasks` is at least 1: a per-task signal divides by the task count, so at zero
+        tasks it has no value and nothing would ever scale the service out again."""
+        if min_tasks < 1:
+            raise ValueError(f"{self.logical_name}: keep at least one task (min_tasks={min_tasks})")
+        if max_tasks < min_tasks:
+            raise ValueError(f"{self.logical_name}: max_tasks ({max_tasks}) is below min_tasks ({min_tasks})")
+        if not signals:
+            raise ValueError(f"{self.logical_name}: autoscaling needs at least one signal")
         name = self.logical_name
         child = pulumi.ResourceOptions(parent=self)
         resource_id = pulumi.Output.concat("service/", self.cluster.name, "/", self.service.name)
@@ -348,74 +406,19 @@ class AppService(pulumi.ComponentResource):
             max_capacity=max_tasks,
             opts=child,
         )
-        aws.appautoscaling.Policy(
-            f"{name}-cpu",
-            policy_type="TargetTrackingScaling",
-            service_namespace=target.service_namespace,
-            scalable_dimension=target.scalable_dimension,
-            resource_id=target.resource_id,
-            target_tracking_scaling_policy_configuration={
-                "predefined_metric_specification": {
-                    "predefined_metric_type": "ECSServiceAverageCPUUtilization"
-                },
-                "target_value": cpu_target_percent,
-                "scale_in_cooldown": 300,
-                "scale_out_cooldown": 60,
-            },
-            opts=child,
-        )
-        if backlog_queue_name is not None:
-            if not backlog_per_task or backlog_per_task <= 0:
-                raise ValueError("backlog_per_task must be positive")
+        for signal in signals:
             aws.appautoscaling.Policy(
-                f"{name}-backlog",
+                f"{name}-{signal.name}",
                 policy_type="TargetTrackingScaling",
                 service_namespace=target.service_namespace,
                 scalable_dimension=target.scalable_dimension,
                 resource_id=target.resource_id,
                 target_tracking_scaling_policy_configuration={
-                    "customized_metric_specification": {
-                        "metrics": [
-                            {
-                                "id": "visible",
-                                "label": "Jobs waiting",
-                                "return_data": False,
-                                "metric_stat": {
-                                    "metric": {
-                                        "namespace": "AWS/SQS",
-                                        "metric_name": "ApproximateNumberOfMessagesVisible",
-                                        "dimensions": [{"name": "QueueName", "value": backlog_queue_name}],
-                                    },
-                                    "stat": "Sum",
-                                },
-                            },
-                            {
-                                "id": "tasks",
-                                "label": "Running emu tasks",
-                                "return_data": False,
-                                "metric_stat": {
-                                    "metric": {
-                                        "namespace": "ECS/ContainerInsights",
-                                        "metric_name": "RunningTaskCount",
-                                        "dimensions": [
-                                            {"name": "ClusterName", "value": self.cluster.name},
-                                            {"name": "ServiceName", "value": self.service.name},
-                                        ],
-                                    },
-                                    "stat": "Average",
-                                },
-                            },
-                            {
-                                "id": "backlog_per_task",
-                                "label": "Jobs waiting per running task",
-                                "expression": "visible / tasks",
-                                "return_data": True,
-                            },
-                        ]
-                    },
-                    "target_value": backlog_per_task,
-                    "scale_in_cooldown": 300,
-                    "scale_out_cooldown": 60,
+                    "customized_metric_specification": signal.metric_specification(
+                        self.cluster.name, self.service.name),
+                    "target_value": signal.target,
+                    "scale_in_cooldown": SCALE_IN_COOLDOWN_SECONDS,
+                    "scale_out_cooldown": SCALE_OUT_COOLDOWN_SECONDS,
                 },
                 opts=child,
             )

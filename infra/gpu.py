@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import math
 from typing import Mapping, Sequence
 
 import pulumi
@@ -42,6 +43,15 @@ def gpus_per_instance(instance_type: str) -> int:
     if family not in _KNOWN_FAMILIES:
         raise ValueError(f"gpuInstanceType {instance_type!r}: only {', '.join(_KNOWN_FAMILIES)} are supported")
     return _MULTI_GPU_SIZES.get(size, 1)
+
+
+def gpu_instances_for(instance_type: str, configured: int, max_tasks: int, gpus_per_task: int = 1) -> int:
+    """Most GPU instances: `configured`, or when it is 0 as many as `max_tasks` emu tasks
+    need on `instance_type`."""
+    if configured < 0:
+        raise ValueError("gpuMaxInstances must be positive, or 0 to derive it from emuMaxTasks")
+    per_instance = gpus_per_instance(instance_type) // gpus_per_task
+    return configured or math.ceil(max_tasks / per_instance)
 
 
 def check_gpu_capacity(instance_type: str, max_instances: int, max_tasks: int, gpus_per_task: int = 1) -> None:

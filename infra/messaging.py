@@ -10,7 +10,13 @@ import pulumi_aws as aws
 from infra import iam
 from infra.layer import component_options, component_type
 
-DLQ_RETENTION_SECONDS = 14 * 24 * 3600  # the SQS maximum
+# AWS docs (SQS API, CreateQueue: MessageRetentionPeriod): 60 s to 1,209,600 s (14 days).
+MIN_RETENTION_SECONDS = 60
+MAX_RETENTION_SECONDS = 14 * 24 * 3600
+# The DLQ keeps a dead letter as long as SQS allows. On a FIFO queue the move to the DLQ
+# resets a message's enqueue timestamp (AWS docs: "Setting-up dead-letter queue
+# retention"), so a DLQ as long as the jobs queue still gets the full 14 days.
+DLQ_RETENTION_SECONDS = MAX_RETENTION_SECONDS
 LONG_POLL_SECONDS = 20  # the SQS maximum
 MAX_VISIBILITY_SECONDS = 12 * 3600
 
@@ -50,6 +56,9 @@ class JobQueues(pulumi.ComponentResource):
         max_receive_count: int,
         opts: pulumi.ResourceOptions | None = None,
     ):
+        if not MIN_RETENTION_SECONDS <= retention_seconds <= MAX_RETENTION_SECONDS:
+            raise ValueError(f"jobRetentionSeconds must be between {MIN_RETENTION_SECONDS} and "
+                             f"{MAX_RETENTION_SECONDS} (SQS's limits), got {retention_seconds}")
         token = component_type("messaging", "JobQueues")
         super().__init__(token, name, None, component_options(token, opts))
         child = pulumi.ResourceOptions(parent=self)

@@ -8,6 +8,9 @@ import pulumi_aws as aws
 # DEPLOYMENT_NAME); the task role may write only into this namespace.
 METRICS_NAMESPACE = "ProductSearch"
 UNSHIPPED_AGE_METRIC = "OldestUnshippedChangeAgeSeconds"
+# Changes captured but not yet indexed (unit Count), put by pelican with the same dimension:
+# emu's autoscaling holds it per task.
+CHANGES_WAITING_METRIC = "ChangesWaiting"
 ALARM_PERIOD_SECONDS = 300
 
 

@@ -200,6 +200,22 @@ def log_retention_set(resource_type: str, props: dict) -> list[str]:
     return []
 
 
+def ecs_services_keep_a_task(resource_type: str, props: dict) -> list[str]:
+    """ECS services under Application Auto Scaling keep at least one task: their scaling
+    divides the work waiting by the task count, which at zero tasks has no value, so
+    nothing would ever scale them out again."""
+    if resource_type != "aws:appautoscaling/target:Target" or props.get("serviceNamespace") != "ecs":
+        return []
+    low = props.get("minCapacity")
+    if low is UNKNOWN:
+        return []
+    low = _int(low)
+    if low is None or low < 1:
+        return ["ECS services must keep at least one task (minCapacity >= 1): per-task scaling "
+                "signals have no value at zero tasks"]
+    return []
+
+
 RULES: dict[str, tuple[str, Validator]] = {
     "no-public-database": ("Databases are never publicly accessible.", no_public_database),
     "encryption-at-rest": ("Databases, queues, topics, repositories, volumes and keys are encrypted.",
@@ -209,6 +225,7 @@ RULES: dict[str, tuple[str, Validator]] = {
     "no-wildcard-iam-actions": ("IAM policies list their actions; no '*' and no NotAction.",
                                 no_wildcard_iam_actions),
     "log-retention-set": ("CloudWatch log groups have a retention period.", log_retention_set),
+    "ecs-services-keep-a-task": ("Autoscaled ECS services never scale to zero tasks.", ecs_services_keep_a_task),
 }
 
 

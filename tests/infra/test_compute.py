@@ -236,7 +236,8 @@ def test_execution_roles_read_only_their_own_secrets(compute_run, data_run):
 
 # --- autoscaling -------------------------------------------------------------------------
 
-def test_cpu_autoscaling_for_pelican_and_emu(compute_run):
+def test_autoscaling_bounds_come_from_the_peak_rate_and_nothing_scales_on_cpu(compute_run):
+    # At the default peakChangesPerSecond (500): emu ceil(2 x 500 / 250) = 4, pelican min + 1 = 2.
     for app, (lo, hi) in (("pelican", (1, 2)), ("emu", (1, 4))):
         target = compute_run.one("aws:appautoscaling/target:Target", f"-{app}-scaling").inputs
         cluster = compute_run.exports["clusterNames"][app]
@@ -244,29 +245,50 @@ def test_cpu_autoscaling_for_pelican_and_emu(compute_run):
         assert target["resourceId"] == f"service/{cluster}/{service}"
         assert (target["minCapacity"], target["maxCapacity"]) == (lo, hi)
         assert target["scalableDimension"] == "ecs:service:DesiredCount"
-        cpu = compute_run.one(POLICY, f"-{app}-cpu").inputs
-        assert cpu["resourceId"] == target["resourceId"]
-        tt = cpu["targetTrackingScalingPolicyConfiguration"]
-        assert tt["predefinedMetricSpecification"]["predefinedMetricType"] == "ECSServiceAverageCPUUtilization"
-        assert tt["targetValue"] == 60
-    assert compute_run.of_type(POLICY) and not [p for p in compute_run.of_type(POLICY) if "frontend" in p.name]
+        (policy,) = [p for p in compute_run.of_type(POLICY) if f"-{app}-" in p.name]
+        assert policy.inputs["resourceId"] == target["resourceId"]
+        assert policy.inputs["policyType"] == "TargetTrackingScaling"
+        tt = policy.inputs["targetTrackingScalingPolicyConfiguration"]
+        assert "predefinedMetricSpecification" not in tt
+        assert (tt["scaleOutCooldown"], tt["scaleInCooldown"]) == (60, 300)
+    assert not [p for p in compute_run.of_type(POLICY) if "frontend" in p.name]
 
 
-def test_emu_backlog_per_task_policy_tracks_queue_depth(compute_run, messaging_run):
-    policy = compute_run.one(POLICY, "-emu-backlog").inputs
+def test_emu_scales_on_changes_waiting_per_desired_task(compute_run):
+    policy = compute_run.one(POLICY, "-emu-changes-waiting").inputs
     tt = policy["targetTrackingScalingPolicyConfiguration"]
-    assert tt["targetValue"] == 30
+    # What one CPU task clears in about a minute: 250 changes/s (an estimate) x 60 s.
+    assert tt["targetValue"] == 15_000
     metrics = {m["id"]: m for m in tt["customizedMetricSpecification"]["metrics"]}
-    visible = metrics["visible"]["metricStat"]["metric"]
-    assert (visible["namespace"], visible["metricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
-    assert visible["dimensions"] == [{"name": "QueueName", "value": messaging_run.exports["jobsQueueName"]}]
+    work = metrics["work"]["metricStat"]
+    # pelican's metric, by its namespace and deployment, at its largest over the minute:
+    # several pelicans put the same outbox-wide figure.
+    assert (work["metric"]["namespace"], work["metric"]["metricName"]) == ("ProductSearch", "ChangesWaiting")
+    assert work["metric"]["dimensions"] == [{"name": "Deployment", "value": "ps-dev"}]
+    assert work["stat"] == "Maximum"
     tasks = metrics["tasks"]["metricStat"]["metric"]
-    assert tasks["metricName"] == "RunningTaskCount"
+    assert (tasks["namespace"], tasks["metricName"]) == ("ECS/ContainerInsights", "DesiredTaskCount")
     assert {d["name"]: d["value"] for d in tasks["dimensions"]} == {
         "ClusterName": compute_run.exports["clusterNames"]["emu"],
         "ServiceName": compute_run.exports["serviceNames"]["emu"]}
-    assert metrics["backlog_per_task"]["expression"] == "visible / tasks"
-    assert [m["id"] for m in metrics.values() if m["returnData"]] == ["backlog_per_task"]
+    assert metrics["per_task"]["expression"] == "work / tasks"
+    assert [m["id"] for m in metrics.values() if m["returnData"]] == ["per_task"]
+    # The divisor needs Container Insights on emu's cluster.
+    cluster = compute_run.one("aws:ecs/cluster:Cluster", "-emu")
+    assert {"name": "containerInsights", "value": "enabled"} in cluster.inputs["settings"]
+
+
+def test_pelican_scales_on_the_age_of_its_oldest_unshipped_change(compute_run):
+    from pelican.service import AGE_METRIC
+
+    tt = compute_run.one(POLICY, "-pelican-unshipped-age").inputs["targetTrackingScalingPolicyConfiguration"]
+    assert tt["targetValue"] == 30
+    # The same metric pelican puts and its alarm reads.
+    assert tt["customizedMetricSpecification"] == {
+        "namespace": "ProductSearch", "metricName": AGE_METRIC,
+        "dimensions": [{"name": "Deployment", "value": "ps-dev"}], "statistic": "Maximum"}
+    alarm = compute_run.one("aws:cloudwatch/metricAlarm:MetricAlarm", "-unshipped-changes").inputs
+    assert (alarm["namespace"], alarm["metricName"]) == ("ProductSearch", AGE_METRIC)
 
 
 # --- GPU switch ----------------------------------------------------------------------------
@@ -316,7 +338,8 @@ def test_log_groups_with_retention_used_by_containers(compute_run):
 def test_dashboard_covers_alb_services_and_queues(compute_run, messaging_run):
     body = json.loads(compute_run.one("aws:cloudwatch/dashboard:Dashboard").inputs["dashboardBody"])
     text = json.dumps(body)
-    for needle in ("RequestCount", "CPUUtilization", messaging_run.exports["jobsQueueName"],
+    for needle in ("RequestCount", "CPUUtilization", "ChangesWaiting", "OldestUnshippedChangeAgeSeconds",
+                   messaging_run.exports["jobsQueueName"],
                    messaging_run.exports["dlqName"], *compute_run.exports["serviceNames"].values()):
         assert needle in text
 

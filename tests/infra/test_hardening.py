@@ -116,8 +116,13 @@ def test_gpu_hosts_block_imds_for_tasks(compute_gpu_run):
 
 def test_emu_max_tasks_must_fit_on_the_gpu_hosts(upstream):
     with pytest.raises(Exception, match="emuMaxTasks=4 cannot be placed.*gpuMaxInstances=2"):
-        run_layer("compute", {"emuGpu": True, "certificateArn": CERT}, stack_outputs=upstream, stack="gpufit")
-    from infra.gpu import check_gpu_capacity, gpus_per_instance
+        run_layer("compute", {"emuGpu": True, "certificateArn": CERT, "emuMaxTasks": 4, "gpuMaxInstances": 2},
+                  stack_outputs=upstream, stack="gpufit")
+    from infra.gpu import check_gpu_capacity, gpu_instances_for, gpus_per_instance
+
+    # Left at 0, the hosts are sized for the tasks: one g4dn.xlarge per task, 4 tasks per g5.12xlarge.
+    assert gpu_instances_for("g4dn.xlarge", 0, 4) == 4 and gpu_instances_for("g5.12xlarge", 0, 5) == 2
+    assert gpu_instances_for("g4dn.xlarge", 3, 1) == 3
 
     assert gpus_per_instance("g5.12xlarge") == 4 and gpus_per_instance("g4dn.xlarge") == 1
     check_gpu_capacity("g5.12xlarge", 1, 4)

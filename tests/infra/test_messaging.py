@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from infra.messaging import visibility_timeout
+from infra.messaging import MAX_RETENTION_SECONDS, visibility_timeout
 
 QUEUE = "aws:sqs/queue:Queue"
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
@@ -17,7 +17,21 @@ def test_jobs_queue_encrypted_long_polling_sized_to_emu(messaging_run):
     assert jobs.inputs["sqsManagedSseEnabled"] is True
     assert jobs.inputs["receiveWaitTimeSeconds"] == 20
     assert jobs.inputs["visibilityTimeoutSeconds"] == visibility_timeout(120) == 270
-    assert jobs.inputs["messageRetentionSeconds"] == 4 * 24 * 3600
+
+
+def test_both_queues_keep_messages_14_days_the_sqs_maximum(messaging_run):
+    # Once SQS holds a job pelican has deleted its outbox rows: an expired job is a lost change.
+    jobs, dlq = queues(messaging_run)
+    assert jobs.inputs["messageRetentionSeconds"] == dlq.inputs["messageRetentionSeconds"] == 1_209_600
+    assert MAX_RETENTION_SECONDS == 1_209_600
+
+
+def test_retention_beyond_what_sqs_allows_is_refused_at_preview():
+    from harness import run_layer
+
+    for bad in (59, 1_209_601):
+        with pytest.raises(Exception, match="jobRetentionSeconds must be between 60 and 1209600"):
+            run_layer("messaging", {"jobRetentionSeconds": bad}, stack="badretention")
 
 
 def test_both_queues_are_fifo_with_per_group_throughput(messaging_run):

@@ -24,7 +24,8 @@ def test_each_rule_actually_sees_resources_from_the_layers(all_runs):
     for typ in ("aws:rds/instance:Instance", "aws:rds/parameterGroup:ParameterGroup", "aws:sqs/queue:Queue",
                 "aws:sns/topic:Topic", "aws:ecr/repository:Repository", "aws:iam/rolePolicy:RolePolicy",
                 "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
-                "aws:cloudwatch/logGroup:LogGroup", "aws:ec2/launchTemplate:LaunchTemplate", "aws:kms/key:Key"):
+                "aws:cloudwatch/logGroup:LogGroup", "aws:ec2/launchTemplate:LaunchTemplate", "aws:kms/key:Key",
+                "aws:appautoscaling/target:Target"):
         assert typ in types_seen
 
 
@@ -101,6 +102,15 @@ def test_log_group_without_retention_fails(compute_run):
     typ, props = broken(compute_run, "aws:cloudwatch/logGroup:LogGroup", "-emu")
     for bad in (None, 0):
         assert [r for r, _ in g.violations(typ, {**props, "retentionInDays": bad})] == ["log-retention-set"]
+
+
+def test_autoscaled_ecs_service_scaled_to_zero_fails(compute_run):
+    typ, props = broken(compute_run, "aws:appautoscaling/target:Target", "-emu-scaling", minCapacity=0)
+    assert [r for r, _ in g.violations(typ, props)] == ["ecs-services-keep-a-task"]
+    assert g.violations(typ, {**props, "minCapacity": None})
+    # Other scalable targets (a DynamoDB table's capacity) are not ECS services.
+    assert g.violations(typ, {**props, "serviceNamespace": "dynamodb"}) == []
+    assert g.ecs_services_keep_a_task(typ, {**props, "minCapacity": g.UNKNOWN}) == []
 
 
 def test_pack_wires_every_rule_as_a_mandatory_policy(monkeypatch):

@@ -1,0 +1,262 @@
+"""The capacity model: from measured unit costs to tasks, backfill times and monthly cost.
+
+    python -m benchmarks.capacity [results/cost.json] [docs/scaling.md]
+
+Reads what one change costs (results/cost.json, written by the cost benchmark: figures
+per 1,000 changes unless named otherwise) and combines it with the published quotas
+and prices in QUOTAS below, each with its source and the date it was read, into
+docs/scaling.md: for 1M, 100M and 1B products and 10, 1,000 and 10,000 changes/s, what
+limits first, how many emu tasks on CPU and on GPU, how long a full backfill takes,
+and what a month costs. Every figure it derives is an estimate: it holds only as well
+as the measured shapes match the catalog and the prices still hold.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PRODUCTS = (1_000_000, 100_000_000, 1_000_000_000)
+RATES = (10, 1_000, 10_000)
+SECONDS_PER_MONTH = 730 * 3600  # AWS prices a month as 730 hours
+
+
+@dataclass(frozen=True)
+class Quota:
+    """One published limit or price, with where it was read."""
+
+    value: float
+    unit: str
+    source: str
+    read: str
+    note: str = ""
+
+
+READ = "2026-12-07"
+# Published limits and prices (AWS us-east-1, Pinecone Standard plan on AWS us-east-1).
+QUOTAS: dict[str, Quota] = {
+    "pinecone_upsert_requests_per_s": Quota(
+        100, "upsert requests/s per namespace",
+        "Pinecone docs, Rate limits (docs.pinecone.io/reference/api/database-limits/rate-limits)", READ),
+    "pinecone_upsert_bytes_per_s": Quota(
+        50_000_000, "upsert bytes/s per namespace", "Pinecone docs, Limits (docs.pinecone.io/docs/limits)", READ),
+    "pinecone_query_requests_per_s": Quota(
+        100, "query requests/s per namespace",
+        "Pinecone docs, Rate limits (docs.pinecone.io/reference/api/database-limits/rate-limits)", READ,
+        "indexes on Dedicated Read Nodes are not subject to read unit limits (same page)"),
+    "pinecone_write_unit_usd": Quota(
+        4.0 / 1e6, "USD per write unit",
+        "Pinecone pricing, Standard on-demand, AWS us-east-1 (pinecone.io/pricing), as captured by "
+        "docs.flexprice.io's Pinecone teardown on 2026-11-04", READ),
+    "pinecone_read_unit_usd": Quota(16.0 / 1e6, "USD per read unit", "as pinecone_write_unit_usd", READ),
+    "pinecone_storage_gb_month_usd": Quota(0.33, "USD per GB-month", "as pinecone_write_unit_usd", READ),
+    "pinecone_minimum_month_usd": Quota(
+        50.0, "USD per month, Standard plan minimum",
+        "Pinecone docs, Understanding cost (docs.pinecone.io/guides/manage-cost/understanding-cost)", READ),
+    "pinecone_import_advised_records": Quota(
+        10_000_000, "records from which import is advised over upsert",
+        "Pinecone docs, Data ingestion overview (docs.pinecone.io/guides/index-data/data-ingestion-overview)", READ,
+        "import is priced on the data read; its rate was not confirmed here, so import cost is not computed"),
+    "sqs_fifo_high_throughput_tps": Quota(
+        70_000, "transactions/s per API action, high-throughput FIFO, us-east-1",
+        "AWS docs, Amazon SQS message quotas (docs.aws.amazon.com/AWSSimpleQueueService/latest/"
+        "SQSDeveloperGuide/quotas-messages.html)", READ, "UNVERIFIED: the page's region list was cut off when read"),
+    "sqs_fifo_request_usd": Quota(
+        0.50 / 1e6, "USD per FIFO request (64 KiB chunk)", "AWS SQS pricing (aws.amazon.com/sqs/pricing)", READ,
+        "UNVERIFIED: not found in the search corpus; from the pricing page as remembered"),
+    "fargate_vcpu_second_usd": Quota(
+        0.000011244, "USD per vCPU-second, Linux/x86, us-east-1",
+        "AWS Fargate pricing (aws.amazon.com/fargate/pricing), via the api-evangelist ECS pricing transcript", READ),
+    "fargate_gb_hour_usd": Quota(
+        0.004445, "USD per GB-hour, Linux/x86, us-east-1", "AWS Fargate pricing (aws.amazon.com/fargate/pricing)",
+        READ, "UNVERIFIED: the page renders rates dynamically"),
+    "g4dn_xlarge_hour_usd": Quota(
+        0.526, "USD per hour, on demand, us-east-1", "AWS EC2 on-demand pricing; docs/deploy.md's ~$0.53", READ,
+        "UNVERIFIED against the pricing page"),
+}
+
+# The stack's task sizes (compute/Pulumi.yaml defaults).
+EMU_VCPU, EMU_MEMORY_GB = 2, 8
+PELICAN_VCPU, PELICAN_MEMORY_GB = 0.25, 0.5
+# Fleet caps for a backfill, assumptions of this model, not quotas.
+BACKFILL_CPU_TASKS, BACKFILL_GPU_TASKS = 50, 10
+
+
+def q(name: str) -> float:
+    """A quota's value."""
+    return QUOTAS[name].value
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What 1,000 changes of one kind cost, from results/cost.json."""
+
+    index_requests: float
+    read_units: float
+    write_units: float
+    sqs_requests: float
+    model_texts: float
+    emu_cpu_s_per_change: float
+    pelican_cpu_s_per_change: float
+
+    @classmethod
+    def from_json(cls, data: dict) -> Shape:
+        return cls(**{f: float(data[f]) for f in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Costs:
+    """results/cost.json, read."""
+
+    record_bytes: int
+    shapes: dict[str, Shape]
+    raw_texts_per_s: dict[str, float]
+    overlap_ratio: float
+    measured_at: str
+
+    @classmethod
+    def load(cls, path: Path) -> Costs:
+        data = json.loads(Path(path).read_text())
+        return cls(record_bytes=int(data["record_bytes"]["total"]),
+                   shapes={name: Shape.from_json(s) for name, s in data["shapes"].items()},
+                   raw_texts_per_s={k: float(v) for k, v in data["raw_model_texts_per_s"].items()},
+                   overlap_ratio=float(data["latency_overlap"]["ratio"]),
+                   measured_at=str(data.get("measured_at", "?")))
+
+
+def task_rate(costs: Costs, shape: Shape, device: str) -> float:
+    """Changes/s one emu task clears: the model's rate through the pipeline (the measured
+    overlap ratio) per text a change needs, and on CPU also the task's vCPUs over the CPU a
+    change costs."""
+    texts_per_change = max(shape.model_texts / 1000, 1e-9)
+    rate = costs.raw_texts_per_s[device] * costs.overlap_ratio / texts_per_change
+    if device == "cpu":
+        rate = min(rate, EMU_VCPU / shape.emu_cpu_s_per_change)
+    return rate
+
+
+def ceilings(costs: Costs, shape: Shape) -> dict[str, float]:
+    """Changes/s each shared limit allows, by name."""
+    changes_per_index_request = 1000 / max(shape.index_requests, 1e-9)
+    changes_per_sqs_request = 1000 / max(shape.sqs_requests, 1e-9)
+    return {
+        "Pinecone upsert bytes/s per namespace": q("pinecone_upsert_bytes_per_s") / costs.record_bytes,
+        "Pinecone upsert requests/s per namespace": q("pinecone_upsert_requests_per_s") * changes_per_index_request,
+        "SQS FIFO transactions/s": q("sqs_fifo_high_throughput_tps") * changes_per_sqs_request,
+    }
+
+
+def emu_task_month_usd(device: str) -> float:
+    """One emu task running a month."""
+    if device == "gpu":
+        return q("g4dn_xlarge_hour_usd") * 730
+    return (EMU_VCPU * q("fargate_vcpu_second_usd") * 3600 + EMU_MEMORY_GB * q("fargate_gb_hour_usd")) * 730
+
+
+def steady_month_usd(costs: Costs, shape: Shape, products: int, rate: float, device: str, tasks: int) -> float:
+    """A month at `rate` changes/s: emu and pelican tasks, Pinecone writes, reads and
+    storage, SQS requests (queries not included)."""
+    changes = rate * SECONDS_PER_MONTH
+    pelican_tasks = max(1, math.ceil(rate * shape.pelican_cpu_s_per_change / PELICAN_VCPU))
+    pelican = pelican_tasks * (PELICAN_VCPU * q("fargate_vcpu_second_usd") * 3600
+                               + PELICAN_MEMORY_GB * q("fargate_gb_hour_usd")) * 730
+    pinecone = (changes / 1000 * (shape.write_units * q("pinecone_write_unit_usd")
+                                  + shape.read_units * q("pinecone_read_unit_usd"))
+                + products * costs.record_bytes / 1e9 * q("pinecone_storage_gb_month_usd"))
+    pinecone = max(pinecone, q("pinecone_minimum_month_usd"))
+    sqs = changes / 1000 * shape.sqs_requests * q("sqs_fifo_request_usd")
+    return tasks * emu_task_month_usd(device) + pelican + pinecone + sqs
+
+
+def duration(seconds: float) -> str:
+    """Seconds as the largest sensible unit."""
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:,.1f} {unit}"
+    return f"{seconds:,.0f} s"
+
+
+def report(costs: Costs) -> str:
+    """docs/scaling.md's text."""
+    steady, backfill = costs.shapes["scattered"], costs.shapes["backfill"]
+    lines = [
+        "# Scaling: what limits first, and what it costs",
+        "",
+        f"Written by `python -m benchmarks.capacity` from `results/cost.json` (measured {costs.measured_at}) and "
+        "the published quotas and prices below. **Every figure here is an estimate**: it holds as well as the "
+        "measured change shapes match your catalog and the prices still hold. Steady rates use the `scattered` "
+        "shape, backfills the `backfill` shape. Queries are not costed.",
+        "",
+        "## Steady changes",
+        "",
+        "| products | changes/s | limits first | emu tasks CPU / GPU | month, CPU / GPU (USD, est.) |",
+        "| ---: | ---: | --- | ---: | ---: |",
+    ]
+    cpu_rate, gpu_rate = task_rate(costs, steady, "cpu"), task_rate(costs, steady, "gpu")
+    limits = ceilings(costs, steady)
+    first_name, first_value = min(limits.items(), key=lambda item: item[1])
+    for products in PRODUCTS:
+        for rate in RATES:
+            cpu_tasks, gpu_tasks = math.ceil(rate / cpu_rate), math.ceil(rate / gpu_rate)
+            limited = (f"{first_name} (~{first_value:,.0f} changes/s): raise it or split namespaces"
+                       if rate > first_value else "emu tasks (add more)")
+            lines.append(
+                f"| {products:,} | {rate:,} | {limited} | {cpu_tasks:,} / {gpu_tasks:,} | "
+                f"{steady_month_usd(costs, steady, products, rate, 'cpu', cpu_tasks):,.0f} / "
+                f"{steady_month_usd(costs, steady, products, rate, 'gpu', gpu_tasks):,.0f} |")
+    b_limits = ceilings(costs, backfill)
+    b_ceiling = min(b_limits.values())
+    b_cpu, b_gpu = task_rate(costs, backfill, "cpu"), task_rate(costs, backfill, "gpu")
+    cpu_fleet = min(BACKFILL_CPU_TASKS * b_cpu, b_ceiling)
+    gpu_fleet = min(BACKFILL_GPU_TASKS * b_gpu, b_ceiling)
+    lines += [
+        "",
+        "## Full backfill",
+        "",
+        f"At most {BACKFILL_CPU_TASKS} CPU or {BACKFILL_GPU_TASKS} GPU tasks (assumptions), and never faster than "
+        f"one namespace accepts (~{b_ceiling:,.0f} changes/s). One CPU task does ~{b_cpu:,.0f} changes/s, one GPU "
+        f"task ~{b_gpu:,.0f}.",
+        "",
+        "| products | CPU fleet | GPU fleet | Pinecone write units (USD, est.) | bulk import instead? |",
+        "| ---: | ---: | ---: | ---: | --- |",
+    ]
+    for products in PRODUCTS:
+        writes = products / 1000 * backfill.write_units * q("pinecone_write_unit_usd")
+        advice = ("yes: Pinecone advises import from object storage from 10M records"
+                  if products >= q("pinecone_import_advised_records") else "no: the pipeline is simpler")
+        lines.append(f"| {products:,} | {duration(products / cpu_fleet)} | {duration(products / gpu_fleet)} | "
+                     f"{writes:,.0f} | {advice} |")
+    lines += [
+        "",
+        "## Queries",
+        "",
+        f"A namespace takes {q('pinecone_query_requests_per_s'):.0f} query requests/s. Past that, or where "
+        "sustained query load makes read units the larger bill, move the index to Dedicated Read Nodes "
+        "(provisioned read capacity, not subject to read unit limits) or shard the catalog across namespaces "
+        "and query them in parallel; the 1B-product rows need one or both.",
+        "",
+        "## Published quotas and prices",
+        "",
+        "| name | value | unit | source | read | note |",
+        "| --- | ---: | --- | --- | --- | --- |",
+    ]
+    lines += [f"| `{name}` | {quota.value:g} | {quota.unit} | {quota.source} | {quota.read} | {quota.note} |"
+              for name, quota in QUOTAS.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Reads the cost file (argv[0], default results/cost.json), writes the report
+    (argv[1], default docs/scaling.md)."""
+    args = sys.argv[1:] if argv is None else argv
+    source = Path(args[0]) if args else Path("results/cost.json")
+    target = Path(args[1]) if len(args) > 1 else Path("docs/scaling.md")
+    target.write_text(report(Costs.load(source)))
+    print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
