@@ -5,9 +5,11 @@ seconds per 1,000 changes, for the shapes real catalogs see, on a private local 
 each request they serve):
 
   bulk       one INSERT of N new rows (what a backfill or first load looks like: every
-             row new to the index);
+             row new to the index, consecutive ids);
   scattered  single-row price updates of distinct products, one transaction each, at
-             --rate a second;
+             --rate a second, on products whose ids lie a message group apart (as
+             products picked from a catalog of a million would: the FIFO queue then
+             orders each one's changes on its own);
   text       the same, editing descriptions instead (the model must run);
   hot        single-row price updates cycling over 10 products at --rate a second;
 
@@ -35,8 +37,11 @@ from benchmarks.cli import say
 from benchmarks.pipeline import Pipeline, cpu_by_part
 from devstack import costs
 from devstack.waiting import wait_until
+from productsearch.jobs import PARTITION_SPAN
 
 HOT_PRODUCTS = 10
+# Where the spread products' ids start: above any id the bulk insert takes.
+SPREAD_FIRST_ID = 100_000_000
 # Pinecone docs: Understanding cost, Storage: a record's size is its id, its metadata,
 # 4 bytes per dense dimension and 8 per non-zero sparse value.
 DENSE_BYTES_PER_DIMENSION = 4
@@ -109,6 +114,16 @@ def paced(pipeline: Pipeline, statements: list[tuple[str, tuple]], rate: float) 
             time.sleep(wait)
         pipeline.conn.execute(sql, params)
     return len(statements)
+
+
+def spread_insert(pipeline: Pipeline, ids: list[int], rows: list[dict]) -> int:
+    """Inserts a product for each of `ids` (explicit ids), texts from `rows`; one transaction."""
+    with pipeline.conn.transaction(), pipeline.conn.cursor() as cur:
+        cur.executemany("INSERT INTO products (id, name, sku, description, price, category) "
+                        "VALUES (%s, %s, %s, %s, %s, %s)",
+                        [(pid, r["name"], f"SPREAD-{pid}", r["description"], r["price"], r["category"])
+                         for pid, r in zip(ids, (rows[n % len(rows)] for n in range(len(ids))), strict=True)])
+    return len(ids)
 
 
 def measure(pipeline: Pipeline, label: str, write: Callable[[], int], timeout: float) -> dict:
@@ -212,6 +227,12 @@ def run(args) -> dict:
         ids = [r["id"] for r in pipeline.conn.execute("SELECT id FROM products ORDER BY id").fetchall()]
         result["record_bytes"] = record_bytes(pipeline, ids[:200])
 
+        # The products the single-row shapes change: one per message group, set up unmeasured.
+        spread = [SPREAD_FIRST_ID + n * PARTITION_SPAN for n in range(args.changes)]
+        say(f"setting up {len(spread):,} products a message group apart ...")
+        measure(pipeline, "setup", lambda: spread_insert(pipeline, spread, rows), args.timeout)
+        ids = spread
+
         def price_updates(targets: list[int]) -> Callable[[], int]:
             return lambda: paced(pipeline, [("UPDATE products SET price = price + 1 WHERE id = %s", (pid,))
                                             for pid in targets], args.rate)
@@ -234,7 +255,8 @@ def run(args) -> dict:
         price, text = shapes["scattered"]["emu_cpu_s_per_change"], shapes["text"]["emu_cpu_s_per_change"]
         result["price_only_over_text_cpu"] = round(price / text, 3) if text > 0 else None
 
-        burst_ids = ids[: args.burst]
+        burst_ids = [r["id"] for r in pipeline.conn.execute(
+            "SELECT id FROM products WHERE id < %s ORDER BY id LIMIT %s", (SPREAD_FIRST_ID, args.burst)).fetchall()]
 
         def burst() -> int:
             pipeline.conn.execute("UPDATE products SET price = price + 1 WHERE id = ANY(%s)", (burst_ids,))
