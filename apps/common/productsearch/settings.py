@@ -238,8 +238,8 @@ class DatabaseEnv(AwsEndpointEnv):
         "a Secrets Manager secret with the database username and password, re-read after a rotation")] = None
     DATABASE_DEAD_CONNECTION_SECONDS: Annotated[int, Var(
         "how long a connection whose peer went silent may go unnoticed", minimum=4, maximum=3600)] = 30
-    DATABASE_STATEMENT_TIMEOUT_SECONDS: Annotated[int, Var(
-        "the server-side statement_timeout", minimum=1, maximum=3600)] = 30
+    DATABASE_STATEMENT_TIMEOUT_SECONDS: Annotated[float, Var(
+        "the server-side statement_timeout", minimum=0.1, maximum=3600)] = 30
 
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -263,12 +263,14 @@ class DatabaseSettings:
     connect_timeout and a client-side stall guard.
 
     statement_timeout_seconds (DATABASE_STATEMENT_TIMEOUT_SECONDS, default 30,
-    1..3600): the server-side statement_timeout. The apps' statements take
-    milliseconds; 30 s cancels a runaway one (or a stuck lock wait) instead of
+    0.1..3600, fractions allowed, sent to the server in milliseconds): the
+    server-side statement_timeout. The apps' statements take milliseconds whatever
+    the tables' length; 30 s cancels a runaway one (or a stuck lock wait) instead of
     letting it hold a connection, and it bounds how long a healthy server may take
     to answer, which the stall guard adds to dead_connection_seconds. It limits
     statements only: an idle LISTEN connection is never cancelled for idling.
-    Schema migrations run without it.
+    Schema migrations run without it. A sub-second value is for tests that scale
+    the timeout down with their data.
 
     secret_arn (DATABASE_SECRET_ARN, optional): a Secrets Manager secret holding JSON
     with at least `username` and `password` (the shape of the RDS-managed secret).
@@ -283,7 +285,7 @@ class DatabaseSettings:
 
     url: str
     dead_connection_seconds: int = 30
-    statement_timeout_seconds: int = 30
+    statement_timeout_seconds: float = 30
     secret_arn: str | None = None
     aws_endpoint_url: str | None = None
 
