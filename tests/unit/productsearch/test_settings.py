@@ -57,6 +57,17 @@ def test_pelican_settings_bounds():
     assert PelicanSettings.from_env({}).changes_per_message == 150
 
 
+def test_pelican_backpressure_settings_default_and_bounds():
+    defaults = PelicanSettings.from_env({})
+    assert (defaults.max_queued_messages, defaults.queue_check_interval_seconds) == (1000, 5.0)
+    scaled = PelicanSettings.from_env({"PELICAN_MAX_QUEUED_MESSAGES": "4", "PELICAN_QUEUE_CHECK_INTERVAL_SECONDS": "0.2"})
+    assert (scaled.max_queued_messages, scaled.queue_check_interval_seconds) == (4, 0.2)
+    for name, bad in (("PELICAN_MAX_QUEUED_MESSAGES", "0"), ("PELICAN_MAX_QUEUED_MESSAGES", "120001"),
+                      ("PELICAN_QUEUE_CHECK_INTERVAL_SECONDS", "0.01")):
+        with pytest.raises(ConfigError, match=name):
+            PelicanSettings.from_env({name: bad})
+
+
 def test_apps_exit_with_a_message_naming_the_missing_setting():
     import subprocess
     import sys
