@@ -48,6 +48,10 @@ class DevStack(ProcessSupervisor):
     # while the stack runs, and read_stats / reset_stats read their request counters.
     index_latency_ms: float = 0.0
     aws_latency_ms: float = 0.0
+    # The jobs queue's MessageRetentionPeriod in seconds (SQS: 60..1209600); None keeps
+    # SQS's default of 4 days. Tests scale it down; it applies from the next
+    # create_queues (reset_data recreates the queues).
+    job_retention_seconds: int | None = None
 
     # -- paths and environment --------------------------------------------------
     @property
@@ -131,6 +135,7 @@ class DevStack(ProcessSupervisor):
             "VisibilityTimeout": "300",
             "ReceiveMessageWaitTimeSeconds": "5",
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
+            **({"MessageRetentionPeriod": str(self.job_retention_seconds)} if self.job_retention_seconds else {}),
             **fifo,
         })
         assert (jobs["QueueUrl"], dlq["QueueUrl"]) == (env["SQS_QUEUE_URL"], env["SQS_DLQ_URL"]), (jobs, dlq)

@@ -24,9 +24,14 @@ def cloudwatch(stack):
 
 
 def age_statistics(cw, namespace: str, deployment: str) -> dict:
+    return metric_statistics(cw, namespace, deployment, METRIC)
+
+
+def metric_statistics(cw, namespace: str, deployment: str, metric: str) -> dict:
+    """Minimum, Maximum and SampleCount of one metric over the last ten minutes."""
     now = datetime.now(timezone.utc)
     points = cw.get_metric_statistics(
-        Namespace=namespace, MetricName=METRIC, Dimensions=[{"Name": "Deployment", "Value": deployment}],
+        Namespace=namespace, MetricName=metric, Dimensions=[{"Name": "Deployment", "Value": deployment}],
         StartTime=now - timedelta(minutes=10), EndTime=now + timedelta(minutes=1), Period=600,
         Statistics=["Minimum", "Maximum", "SampleCount"])["Datapoints"]
     if not points:
@@ -67,3 +72,32 @@ def test_without_a_namespace_pelican_puts_no_metric(stack, parts):
     parts.insert("Plain", "no metrics configured")
     wait_until(lambda: parts.pending_changes() == 0, 60, what="the change shipped")
     assert {m["Namespace"] for m in cw.list_metrics()["Metrics"]} == before
+
+
+def test_changes_waiting_counts_the_change_log_and_the_queue(stack, parts):
+    """ChangesWaiting, for scaling emu on: the change log's rows plus the queue's messages
+    times the changes per message. Backpressure holds most of the backlog in the
+    change log, so both parts count; no emu runs, so only the test's drain empties them."""
+    cw = cloudwatch(stack)
+    namespace, deployment = f"ProductSearchTest{uuid.uuid4().hex[:8]}", "test-waiting"
+    parts.insert_many(50, prefix="waiting")
+    stack.start_app("pelican", {
+        "CLOUDWATCH_NAMESPACE": namespace, "DEPLOYMENT_NAME": deployment, "PELICAN_METRIC_INTERVAL_SECONDS": "1",
+        "PELICAN_POLL_INTERVAL_SECONDS": "0.2", "PELICAN_QUEUE_CHECK_INTERVAL_SECONDS": "0.2",
+        "PELICAN_MAX_QUEUED_MESSAGES": "4", "PELICAN_CHANGES_PER_MESSAGE": "5", "PELICAN_CLAIM_BATCH_SIZE": "10"})
+    queue = parts.env["SQS_QUEUE_URL"]
+    wait_until(lambda: 0 < parts.pending_changes() < 50, 30, interval=0.2, what="part of the backlog shipped")
+    waiting = wait_until(lambda: (s := metric_statistics(cw, namespace, deployment, "ChangesWaiting"))["SampleCount"] >= 3 and s,
+                         30, interval=0.5, what="ChangesWaiting put three times")
+    # 50 changes in all, wherever they wait: 5 a message, on the queue or not yet claimed.
+    assert waiting["Minimum"] == waiting["Maximum"] == 50
+    assert parts.pending_changes() > 0  # some were held in the change log meanwhile
+    listed = cw.list_metrics(Namespace=namespace)["Metrics"]
+    assert sorted(m["MetricName"] for m in listed) == ["ChangesWaiting", METRIC]
+
+    # Taking the messages off the queue (what emu does) lets pelican ship the rest; then none waits.
+    wait_until(lambda: parts.drain_queue(queue, idle_rounds=1) is not None and parts.pending_changes() == 0, 60,
+               interval=0.2, what="the change log drained")
+    parts.drain_queue(queue, idle_rounds=1)
+    wait_until(lambda: metric_statistics(cw, namespace, deployment, "ChangesWaiting")["Minimum"] == 0, 30, interval=0.5,
+               what="ChangesWaiting back to 0")

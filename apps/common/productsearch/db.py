@@ -60,7 +60,7 @@ def connection_params(database: DatabaseSettings | str, *, application_name: str
                       statement_timeout: bool = True) -> dict[str, Any]:
     """The libpq keyword parameters for a connection to `database` (merged over the
     URL's own): connect_timeout, keepalives, tcp_user_timeout (ms) and, unless
-    statement_timeout is False (schema migrations), `-c statement_timeout=<n>s` in
+    statement_timeout is False (schema migrations), `-c statement_timeout=<n>ms` in
     options, appended to any options the URL carries.
 
     The keepalive probes start after idle = dead_connection_seconds - 3 * interval
@@ -80,7 +80,7 @@ def connection_params(database: DatabaseSettings | str, *, application_name: str
     }
     if statement_timeout:
         existing = conninfo_to_dict(database.url).get("options") or ""
-        params["options"] = f"{existing} -c statement_timeout={database.statement_timeout_seconds}s".strip()
+        params["options"] = f"{existing} -c statement_timeout={round(database.statement_timeout_seconds * 1000)}ms".strip()
     return params
 
 

@@ -238,8 +238,8 @@ class DatabaseEnv(AwsEndpointEnv):
         "a Secrets Manager secret with the database username and password, re-read after a rotation")] = None
     DATABASE_DEAD_CONNECTION_SECONDS: Annotated[int, Var(
         "how long a connection whose peer went silent may go unnoticed", minimum=4, maximum=3600)] = 30
-    DATABASE_STATEMENT_TIMEOUT_SECONDS: Annotated[int, Var(
-        "the server-side statement_timeout", minimum=1, maximum=3600)] = 30
+    DATABASE_STATEMENT_TIMEOUT_SECONDS: Annotated[float, Var(
+        "the server-side statement_timeout", minimum=0.1, maximum=3600)] = 30
 
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -263,12 +263,14 @@ class DatabaseSettings:
     connect_timeout and a client-side stall guard.
 
     statement_timeout_seconds (DATABASE_STATEMENT_TIMEOUT_SECONDS, default 30,
-    1..3600): the server-side statement_timeout. The apps' statements take
-    milliseconds; 30 s cancels a runaway one (or a stuck lock wait) instead of
+    0.1..3600, fractions allowed, sent to the server in milliseconds): the
+    server-side statement_timeout. The apps' statements take milliseconds whatever
+    the tables' length; 30 s cancels a runaway one (or a stuck lock wait) instead of
     letting it hold a connection, and it bounds how long a healthy server may take
     to answer, which the stall guard adds to dead_connection_seconds. It limits
     statements only: an idle LISTEN connection is never cancelled for idling.
-    Schema migrations run without it.
+    Schema migrations run without it. A sub-second value is for tests that scale
+    the timeout down with their data.
 
     secret_arn (DATABASE_SECRET_ARN, optional): a Secrets Manager secret holding JSON
     with at least `username` and `password` (the shape of the RDS-managed secret).
@@ -283,7 +285,7 @@ class DatabaseSettings:
 
     url: str
     dead_connection_seconds: int = 30
-    statement_timeout_seconds: int = 30
+    statement_timeout_seconds: float = 30
     secret_arn: str | None = None
     aws_endpoint_url: str | None = None
 
@@ -617,7 +619,7 @@ class PelicanEnv(EnvSection):
     """The variables of PelicanSettings."""
 
     CLOUDWATCH_NAMESPACE: Annotated[str | None, Var(
-        "where pelican puts OldestUnshippedChangeAgeSeconds; unset: no metric")] = None
+        "where pelican puts OldestUnshippedChangeAgeSeconds and ChangesWaiting; unset: no metrics")] = None
     DEPLOYMENT_NAME: Annotated[str, Var("the metric's Deployment dimension")] = "local"
     PELICAN_METRIC_INTERVAL_SECONDS: Annotated[int, Var(
         "the least time between two metric puts", minimum=1, maximum=3600)] = 60
@@ -629,6 +631,13 @@ class PelicanEnv(EnvSection):
         "outbox rows claimed at once", minimum=1, maximum=10000)] = 1000
     PELICAN_CHANGES_PER_MESSAGE: Annotated[int, Var(
         "changes per SQS message", minimum=1, maximum=500)] = 150
+    # AWS docs (SQS quotas): a FIFO queue holds at most 120,000 messages in flight.
+    PELICAN_MAX_QUEUED_MESSAGES: Annotated[int, Var(
+        "pelican stops shipping while the jobs queue holds this many messages or more (waiting plus in flight)",
+        minimum=1, maximum=120000)] = 1000
+    PELICAN_QUEUE_CHECK_INTERVAL_SECONDS: Annotated[float, Var(
+        "the least time between two reads of the jobs queue's depth while shipping or paused",
+        minimum=0.1, maximum=300)] = 5.0
 
 
 @dataclass(frozen=True)
@@ -638,7 +647,27 @@ class PelicanSettings:
     deployment_name (DEPLOYMENT_NAME, default "local"), at most once per
     metric_interval_seconds (PELICAN_METRIC_INTERVAL_SECONDS, default 60, 1..3600:
     CloudWatch's standard resolution is one minute, so putting more often costs
-    requests and shows nothing more).
+    requests and shows nothing more). ChangesWaiting (Count) goes in the same put:
+    the change log's rows (exact up to productsearch.change_log.COUNT_CAP, else the
+    statistics' estimate) plus the jobs queue's messages (waiting and in flight)
+    times the mean changes per message of pelican's recent batches: an estimate of
+    the changes not yet indexed, for scaling emu on.
+
+    Backpressure: pelican claims nothing while the jobs queue holds
+    max_queued_messages (PELICAN_MAX_QUEUED_MESSAGES, default 1000, 1..120000) or
+    more messages, waiting and in flight together; the changes stay in the change
+    log, which keeps them for as long as it takes, rather than in the queue, whose
+    retention would drop them (4 days by default, messaging/). 1000 messages of up
+    to 150 changes are about 150,000 changes, some 12 minutes of one CPU emu
+    (~200 rows/s, docs/benchmarks.md) and about a minute and a half of a GPU one:
+    plenty of work for emu never to wait for pelican, far within the retention, and
+    far above the 20 messages each emu task holds in flight. The queue may pass the
+    limit by one batch's messages per pelican replica. The depth costs an SQS
+    request (GetQueueAttributes), so pelican reads it once when it starts, then only
+    after using up the room its last reading showed, at most once per
+    queue_check_interval_seconds (PELICAN_QUEUE_CHECK_INTERVAL_SECONDS, default 5,
+    0.1..300) while it ships or is paused, and never while it is idle, plus once per
+    metric put.
 
     Adaptive polling (pelican/service.py; writers send no NOTIFY, schema/005): after an
     empty claim pelican waits busy_poll_interval_seconds
@@ -666,6 +695,8 @@ class PelicanSettings:
     deployment_name: str = "local"
     metric_interval_seconds: int = 60
     busy_poll_interval_seconds: float = 0.05
+    max_queued_messages: int = 1000
+    queue_check_interval_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> PelicanSettings:
@@ -689,6 +720,8 @@ class PelicanSettings:
             busy_poll_interval_seconds=busy,
             claim_batch_size=e.PELICAN_CLAIM_BATCH_SIZE,
             changes_per_message=e.PELICAN_CHANGES_PER_MESSAGE,
+            max_queued_messages=e.PELICAN_MAX_QUEUED_MESSAGES,
+            queue_check_interval_seconds=e.PELICAN_QUEUE_CHECK_INTERVAL_SECONDS,
         )
 
 

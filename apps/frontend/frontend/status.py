@@ -6,7 +6,12 @@ hiding the others. Readings are cached for a couple of seconds: many open browse
 refreshing the panel cost the database and the queue one read per interval. A
 reading is taken by one background thread at a time and callers never wait for it
 (only the very first waits, briefly): a stalled index or queue cannot pile status
-requests up on the server's thread pool, whatever the number of open pages."""
+requests up on the server's thread pool, whatever the number of open pages.
+
+The change-log figures cost the same whatever its length (productsearch.change_log):
+changes_pending is exact up to change_log.COUNT_CAP and the statistics' estimate
+beyond (changes_pending_exact says which), and the oldest change is the one with the
+least id."""
 
 from __future__ import annotations
 
@@ -17,15 +22,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from productsearch import products
+from productsearch import change_log, products
 from productsearch.aws import queue_depth
 from productsearch.logs import brief
 
 log = logging.getLogger("frontend.status")
-
-CHANGES_SQL = """
-SELECT count(*) AS n, min(captured_at) AS oldest, now() AS now FROM product_changes
-"""
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class SyncStatus:
     rows: int | None = None
     vectors: int | None = None
     changes_pending: int | None = None
+    changes_pending_exact: bool | None = None
     oldest_unsynced_age_s: float | None = None
     queue: dict[str, int] | None = None
     dead_letters: dict[str, int] | None = None
@@ -53,6 +55,7 @@ class SyncStatus:
             "rows": self.rows,
             "vectors": self.vectors,
             "changes_pending": self.changes_pending,
+            "changes_pending_exact": self.changes_pending_exact,
             "oldest_unsynced_age_s": self.oldest_unsynced_age_s,
             "queue": self.queue,
             "dead_letters": self.dead_letters,
@@ -106,12 +109,10 @@ class StatusReader:
         try:
             with self.pool.connection(timeout=3.0) as conn:
                 values["rows"] = conn.execute(products.COUNT).fetchone()["n"]
-                changes = conn.execute(CHANGES_SQL).fetchone()
-            values["changes_pending"] = changes["n"]
-            if changes["oldest"] is not None:
-                values["oldest_unsynced_age_s"] = round(max(0.0, (changes["now"] - changes["oldest"]).total_seconds()), 1)
-            else:
-                values["oldest_unsynced_age_s"] = 0.0
+                pending = change_log.count_changes(conn)
+                age_s = change_log.oldest_change_age(conn)
+            values["changes_pending"], values["changes_pending_exact"] = pending.n, pending.exact
+            values["oldest_unsynced_age_s"] = round(age_s or 0.0, 1)
         except Exception as exc:
             errors["database"] = _short(exc)
         try:
@@ -154,6 +155,11 @@ def status_markdown(status: SyncStatus) -> str:
     def n(value: Any) -> str:
         return "unavailable" if value is None else f"{value:,}"
 
+    def pending() -> str:
+        if status.changes_pending is None or status.changes_pending_exact is not False:
+            return n(status.changes_pending)
+        return f"about {status.changes_pending:,} (estimate)"
+
     def q(depth: dict[str, int] | None) -> str:
         if depth is None:
             return "unavailable"
@@ -164,7 +170,7 @@ def status_markdown(status: SyncStatus) -> str:
         "|---|---|",
         f"| Rows in the table | {n(status.rows)} |",
         f"| Vectors in the index | {n(status.vectors)} |",
-        f"| Changes waiting in the change log | {n(status.changes_pending)} |",
+        f"| Changes waiting in the change log | {pending()} |",
         f"| Messages in the jobs queue | {q(status.queue)} |",
         f"| Messages in the dead-letter queue | {q(status.dead_letters)} |",
         f"| Age of the oldest unsynced change | {age_text(status.oldest_unsynced_age_s) if status.changes_pending is not None else 'unavailable'} |",

@@ -10,11 +10,18 @@ and is what an idle pelican costs: one indexed claim per idle poll. pelican stil
 LISTENs on product_changes: backfill and recapture NOTIFY once per batch they
 capture, which wakes it at once.
 
+Backpressure: while the jobs queue holds PELICAN_MAX_QUEUED_MESSAGES or more
+(pelican.backpressure), pelican claims nothing and the changes wait in the change log,
+which keeps them, rather than on the queue, whose retention would drop them.
+
 Survives a dropped connection or a database restart by reconnecting with backoff
 (a silent drop is noticed within DATABASE_DEAD_CONNECTION_SECONDS, see
 productsearch.db), a database without the schema by waiting for the migration, and
 an unreachable SQS endpoint by keeping the changes (uncommitted claims roll back)
-and trying again. SIGTERM lets the batch in hand finish, then exits.
+and trying again. Any other error, a statement timeout included, is logged and
+rolled back, and the loop tries again after a backoff on the same connection: only a
+stop request ends it. The metrics are read and put apart from shipping, so their
+failing never holds changes back. SIGTERM lets the batch in hand finish, then exits.
 """
 
 from __future__ import annotations
@@ -27,8 +34,9 @@ import psycopg
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg import errors
 
+from pelican.backpressure import QueueGauge, RecentPacking
 from pelican.outbox import SendFailed, SendRefused, ship_batch
-from productsearch import aws, db
+from productsearch import aws, change_log, db
 from productsearch.lifecycle import stop_on_signals
 from productsearch.logs import brief
 from productsearch.retry import Backoff
@@ -41,7 +49,12 @@ CHANNEL = "product_changes"
 # (scripts/aws/run-migration.sh), and pelican's role need not have DDL rights.
 SCHEMA_MISSING = (errors.UndefinedTable, errors.UndefinedFunction, errors.UndefinedColumn)
 AGE_METRIC = "OldestUnshippedChangeAgeSeconds"
-OLDEST_AGE_SQL = "SELECT EXTRACT(EPOCH FROM now() - min(captured_at))::float8 AS age_s FROM product_changes"
+# emu's autoscaling (compute/) tracks this name: keep it.
+WAITING_METRIC = "ChangesWaiting"
+# SQLSTATEs after which the session is gone even if the socket still looks open
+# (PostgreSQL docs, Appendix A): class 08, connection exception, and the server
+# shutting down or not yet accepting this session (57P01..57P03).
+CONNECTION_LOST_STATES = ("57P01", "57P02", "57P03")
 
 
 class AdaptivePoll:
@@ -74,6 +87,10 @@ class Pelican:
         self.sqs = aws.sqs_client(queues)
         self.cloudwatch = aws.cloudwatch_client(queues) if settings.cloudwatch_namespace else None
         self._metric_put_at = float("-inf")
+        self.gauge = QueueGauge(self.sqs, queues.jobs_queue_url, settings.max_queued_messages,
+                                settings.queue_check_interval_seconds)
+        self.packing = RecentPacking(default=settings.changes_per_message)
+        self._paused = False
         self.stopping = threading.Event()
         self._work: psycopg.Connection | None = None
         self._listen: psycopg.Connection | None = None
@@ -113,60 +130,143 @@ class Pelican:
                 return True
         return False
 
-    def publish_oldest_change_age(self) -> float | None:
-        """Puts OldestUnshippedChangeAgeSeconds (seconds since the oldest captured_at in
-        product_changes, 0 when it is empty) to CloudWatch, at most once per
-        metric_interval_seconds; an alarm on it (missing data included) tells that
-        pelican has stopped shipping. Returns the age put, or None when nothing was put.
-        A failed put is logged and dropped; a database error propagates like any other."""
+    def publish_metrics(self) -> dict[str, float] | None:
+        """Puts OldestUnshippedChangeAgeSeconds (seconds since the oldest waiting change
+        was captured, 0 when none waits: productsearch.change_log) and ChangesWaiting
+        (Count: the change log's rows plus the jobs queue's messages times the recent
+        mean changes per message, an estimate) to CloudWatch in one request, at most
+        once per metric_interval_seconds; an alarm on the age (missing data included)
+        tells that pelican has stopped shipping, and emu scales on ChangesWaiting.
+        Returns the values put, or None when nothing was put.
+
+        Never raises for a failing dependency: each figure that cannot be read is
+        left out (a database error is rolled back), a failed put is dropped, each
+        logged, and the next try comes an interval later, so the metrics can
+        neither hold shipping up nor make the loop spin on them."""
         if self.cloudwatch is None or time.monotonic() - self._metric_put_at < self.settings.metric_interval_seconds:
             return None
-        with self._work.transaction():
-            age_s = self._work.execute(OLDEST_AGE_SQL).fetchone()["age_s"] or 0.0
-        age_s = max(0.0, age_s)
         self._metric_put_at = time.monotonic()
+        values: dict[str, float] = {}
+        outbox: change_log.ChangeCount | None = None
         try:
-            self.cloudwatch.put_metric_data(Namespace=self.settings.cloudwatch_namespace, MetricData=[{
-                "MetricName": AGE_METRIC, "Value": age_s, "Unit": "Seconds",
-                "Dimensions": [{"Name": "Deployment", "Value": self.settings.deployment_name}],
-            }])
-        except (BotoCoreError, ClientError) as exc:
-            log.warning("could not put the change-age metric; trying again next interval",
-                        extra={"metric": AGE_METRIC, "error": brief(exc)})
+            with self._work.transaction():
+                values[AGE_METRIC] = change_log.oldest_change_age(self._work) or 0.0
+                outbox = change_log.count_changes(self._work)
+        except Exception as exc:
+            self._rollback()
+            log.warning("could not read the change log for the metrics; trying again next interval",
+                        extra={"error": brief(exc), "sqlstate": getattr(exc, "sqlstate", None)})
+        if outbox is not None:
+            try:
+                queued = self.gauge.read()
+            except Exception as exc:
+                log.warning("could not read the jobs queue's depth for ChangesWaiting; leaving it out",
+                            extra={"error": brief(exc)})
+            else:
+                values[WAITING_METRIC] = float(outbox.n + round(queued * self.packing.changes_per_message()))
+        if not values:
             return None
-        return age_s
+        dimensions = [{"Name": "Deployment", "Value": self.settings.deployment_name}]
+        units = {AGE_METRIC: "Seconds", WAITING_METRIC: "Count"}
+        try:
+            self.cloudwatch.put_metric_data(Namespace=self.settings.cloudwatch_namespace, MetricData=[
+                {"MetricName": name, "Value": value, "Unit": units[name], "Dimensions": dimensions}
+                for name, value in values.items()])
+        except Exception as exc:
+            log.warning("could not put the metrics; trying again next interval",
+                        extra={"metrics": sorted(values), "error": brief(exc)})
+            return None
+        return values
+
+    def _rollback(self) -> None:
+        """Ends a failed transaction on the work connection, if it is still usable."""
+        conn = self._work
+        if conn is None or conn.closed or conn.broken:
+            return
+        try:
+            conn.rollback()
+        except Exception:
+            pass  # a connection that cannot roll back is lost; the next statement says so
+
+    def _connection_lost(self, exc: psycopg.Error) -> bool:
+        """Whether `exc` means a connection is gone (reconnect), as opposed to a statement
+        failing on a live one (roll back and carry on)."""
+        for conn in (self._work, self._listen):
+            if conn is None or conn.closed or conn.broken:
+                return True
+        state = exc.sqlstate
+        if state is None:  # raised by the client: no server answered
+            return isinstance(exc, psycopg.OperationalError)
+        return state.startswith("08") or state in CONNECTION_LOST_STATES
+
+    def _room_in_queue(self) -> bool:
+        """Whether the jobs queue may take more messages; while it may not, logs once
+        that pelican pauses, and once that it resumes. Raises what QueueGauge.room raises."""
+        room = self.gauge.room()
+        if room > 0:
+            if self._paused:
+                self._paused = False
+                log.info("the jobs queue has room again; shipping", extra={"queued_messages": self.gauge.depth})
+            return True
+        if not self._paused:
+            self._paused = True
+            log.warning("the jobs queue is full; changes wait in the change log until emu catches up",
+                        extra={"queued_messages": self.gauge.depth, "sent_since_read": self.gauge.sent_since,
+                               "max_queued_messages": self.settings.max_queued_messages})
+        return False
 
     def run(self) -> None:
+        """Ships changes until a stop request (install_signal_handlers, or `stopping` set).
+        Raises nothing a dependency raises: each failure is logged and retried after a
+        backoff."""
         log.info("pelican started", extra={"database": self.database.redacted(), "queue": self.queues.jobs_queue_url})
         # An outage passes; a refusal repeats alike until someone fixes it, so it backs off further.
         outage, refused = Backoff(0.5, 10.0), Backoff(0.5, 60.0)
+        failing = Backoff(0.5, 30.0)
         poll = AdaptivePoll(self.settings.busy_poll_interval_seconds, self.settings.poll_interval_seconds)
         while not self.stopping.is_set():
             try:
                 self._connect()
                 # Before shipping: when the queue refuses every batch, the age must still go out.
-                self.publish_oldest_change_age()
+                self.publish_metrics()
+                if not self._room_in_queue():
+                    self.stopping.wait(max(self.gauge.wait_s(), 0.05))
+                    continue
                 result = ship_batch(
                     self._work, self.sqs, self.queues.jobs_queue_url,
                     claim_limit=self.settings.claim_batch_size,
                     changes_per_message=self.settings.changes_per_message,
                 )
+                self.gauge.sent(result.messages)
+                self.packing.shipped(result.changes_claimed, result.messages)
                 outage.reset()
                 refused.reset()
+                failing.reset()
                 if result.changes_claimed:
                     poll.found_work()
                 elif self._wait_for_wakeup(poll.found_nothing()):
                     poll.found_work()
             except SCHEMA_MISSING as exc:
+                self._rollback()
                 delay = outage.next_delay()
                 log.warning("schema not found; waiting for the migration (pelican migrate)",
                             extra={"error": brief(str(exc).splitlines()[0]), "retry_in_s": delay})
                 outage.wait(delay, self.stopping)
-            except psycopg.OperationalError as exc:
-                delay = outage.next_delay()
-                log.warning("database connection lost; reconnecting", extra={"error": brief(exc), "retry_in_s": delay})
-                self._disconnect()
-                outage.wait(delay, self.stopping)
+            except psycopg.Error as exc:
+                if self._connection_lost(exc):
+                    delay = outage.next_delay()
+                    log.warning("database connection lost; reconnecting", extra={"error": brief(exc), "retry_in_s": delay})
+                    self._disconnect()
+                    outage.wait(delay, self.stopping)
+                else:
+                    # A statement timeout, a lock or serialization failure, a constraint: the
+                    # connection is fine, and a reconnect would only repeat the statement slower.
+                    self._rollback()
+                    delay = failing.next_delay()
+                    log.error("database error; rolled back, trying again", extra={
+                        "error": brief(exc), "error_type": type(exc).__name__, "sqlstate": exc.sqlstate,
+                        "retry_in_s": delay})
+                    failing.wait(delay, self.stopping)
             except SendRefused as exc:
                 # Not an outage: every retry is refused alike, and no queue alarm fires.
                 delay = refused.next_delay()
@@ -177,5 +277,13 @@ class Pelican:
                 delay = outage.next_delay()
                 log.warning("queue unavailable; changes kept in the database", extra={"error": brief(exc), "retry_in_s": delay})
                 outage.wait(delay, self.stopping)
+            except Exception as exc:
+                # No dependency may end the loop: the changes stay in the change log, and
+                # a bug that fails every round shows as this error repeating.
+                self._rollback()
+                delay = failing.next_delay()
+                log.error("unexpected error; rolled back, trying again", exc_info=True, extra={
+                    "error": brief(exc), "error_type": type(exc).__name__, "retry_in_s": delay})
+                failing.wait(delay, self.stopping)
         self._disconnect()
         log.info("pelican stopped")

@@ -20,14 +20,14 @@ def test_keepalives_declare_a_silent_peer_dead_within_the_setting(dead_s):
 
 def test_statement_timeout_joins_the_urls_options_and_migrations_go_without():
     settings = DatabaseSettings(url="postgresql://h/db?options=-c%20search_path%3Dshop", statement_timeout_seconds=7)
-    assert db.connection_params(settings, application_name="t")["options"] == "-c search_path=shop -c statement_timeout=7s"
+    assert db.connection_params(settings, application_name="t")["options"] == "-c search_path=shop -c statement_timeout=7000ms"
     assert "options" not in db.connection_params(settings, application_name="t", statement_timeout=False)
     assert db.stall_limit_seconds(settings) == 7 + 30
 
 
 def test_a_bare_url_gets_the_default_timeouts():
     params = db.connection_params("postgresql://h/db", application_name="script")
-    assert params["tcp_user_timeout"] == 30_000 and params["options"] == "-c statement_timeout=30s"
+    assert params["tcp_user_timeout"] == 30_000 and params["options"] == "-c statement_timeout=30000ms"
 
 
 @pytest.mark.parametrize("message, refused", [

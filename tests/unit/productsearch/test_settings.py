@@ -57,6 +57,17 @@ def test_pelican_settings_bounds():
     assert PelicanSettings.from_env({}).changes_per_message == 150
 
 
+def test_pelican_backpressure_settings_default_and_bounds():
+    defaults = PelicanSettings.from_env({})
+    assert (defaults.max_queued_messages, defaults.queue_check_interval_seconds) == (1000, 5.0)
+    scaled = PelicanSettings.from_env({"PELICAN_MAX_QUEUED_MESSAGES": "4", "PELICAN_QUEUE_CHECK_INTERVAL_SECONDS": "0.2"})
+    assert (scaled.max_queued_messages, scaled.queue_check_interval_seconds) == (4, 0.2)
+    for name, bad in (("PELICAN_MAX_QUEUED_MESSAGES", "0"), ("PELICAN_MAX_QUEUED_MESSAGES", "120001"),
+                      ("PELICAN_QUEUE_CHECK_INTERVAL_SECONDS", "0.01")):
+        with pytest.raises(ConfigError, match=name):
+            PelicanSettings.from_env({name: bad})
+
+
 def test_apps_exit_with_a_message_naming_the_missing_setting():
     import subprocess
     import sys
@@ -75,6 +86,9 @@ def test_database_timeouts_default_to_30s_and_can_be_scaled_down():
     pg = DatabaseSettings.from_env({"PGHOST": "h", "PGUSER": "u", "PGPASSWORD": "p",
                                     "DATABASE_DEAD_CONNECTION_SECONDS": "5", "DATABASE_STATEMENT_TIMEOUT_SECONDS": "2"})
     assert (pg.dead_connection_seconds, pg.statement_timeout_seconds) == (5, 2)
+    # Fractions too: a test scales the timeout down with its data (tests/system/test_outbox_scale.py).
+    assert DatabaseSettings.from_env({"DATABASE_URL": url, "DATABASE_STATEMENT_TIMEOUT_SECONDS": "0.2"}
+                                     ).statement_timeout_seconds == 0.2
 
 
 @pytest.mark.parametrize("name, value", [
@@ -82,7 +96,8 @@ def test_database_timeouts_default_to_30s_and_can_be_scaled_down():
     ("DATABASE_DEAD_CONNECTION_SECONDS", "3601"),
     ("DATABASE_DEAD_CONNECTION_SECONDS", "soon"),
     ("DATABASE_STATEMENT_TIMEOUT_SECONDS", "0"),
-    ("DATABASE_STATEMENT_TIMEOUT_SECONDS", "1.5"),
+    ("DATABASE_STATEMENT_TIMEOUT_SECONDS", "0.05"),
+    ("DATABASE_STATEMENT_TIMEOUT_SECONDS", "soon"),
 ])
 def test_bad_database_timeouts_are_named(name, value):
     with pytest.raises(ConfigError, match=name):

@@ -1,0 +1,144 @@
+"""No exception from a dependency ends pelican's loop (the scale issue): each class of
+database error, a lost connection, an SQS failure and an arbitrary bug raised inside
+a shipping round is logged, rolled back and retried, and pelican ships again
+afterwards; failing metrics never hold shipping up. pelican runs in-process (its
+ship function wrapped to fail on cue) against the real local Postgres and moto."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import psycopg
+import pytest
+from botocore.exceptions import EndpointConnectionError
+from psycopg import errors
+
+from devstack.waiting import wait_until
+from pelican import service
+from pelican.outbox import CLAIM_SQL, ship_batch
+from productsearch import change_log
+from productsearch.settings import DatabaseSettings, PelicanSettings, QueueSettings
+
+pytestmark = pytest.mark.stack
+
+LOST = "database connection lost; reconnecting"
+DATABASE_ERROR = "database error; rolled back, trying again"
+UNEXPECTED = "unexpected error; rolled back, trying again"
+QUEUE = "queue unavailable; changes kept in the database"
+
+
+def real(sql: str):
+    """A failure the server itself raises on pelican's connection."""
+    return lambda conn: conn.execute(sql)
+
+
+def raised(exc: BaseException):
+    def fail(conn):
+        raise exc
+    return fail
+
+
+# (what fails, the log line pelican answers it with)
+FAILURES = [
+    (real("SELECT pg_sleep(5)"), DATABASE_ERROR),  # the statement timeout: QueryCanceled, an OperationalError
+    (real("SELECT 1 / 0"), DATABASE_ERROR),  # DataError
+    (real("SELEC 1"), DATABASE_ERROR),  # ProgrammingError (a syntax error)
+    (raised(errors.LockNotAvailable("could not obtain lock")), DATABASE_ERROR),  # an OperationalError, class 55
+    (raised(errors.SerializationFailure("could not serialize access")), DATABASE_ERROR),
+    (raised(errors.DeadlockDetected("deadlock detected")), DATABASE_ERROR),
+    (raised(errors.UniqueViolation("duplicate key value")), DATABASE_ERROR),  # IntegrityError
+    (raised(errors.InternalError_("internal error")), DATABASE_ERROR),
+    (raised(errors.DiskFull("could not extend file")), DATABASE_ERROR),  # an OperationalError, class 53
+    (raised(errors.InsufficientPrivilege("permission denied")), DATABASE_ERROR),
+    (raised(psycopg.NotSupportedError("not supported")), DATABASE_ERROR),
+    (raised(psycopg.InterfaceError("interface error")), DATABASE_ERROR),
+    (raised(errors.AdminShutdown("terminating connection due to administrator command")), LOST),
+    (raised(psycopg.OperationalError("server closed the connection unexpectedly")), LOST),  # no SQLSTATE: client-side
+    (raised(EndpointConnectionError(endpoint_url="http://sqs")), QUEUE),
+    (raised(RuntimeError("a bug")), UNEXPECTED),
+    (raised(KeyError("changes")), UNEXPECTED),
+]
+
+
+def in_process_pelican(stack, **env) -> tuple[service.Pelican, threading.Thread]:
+    env = {**stack.env(), "PELICAN_POLL_INTERVAL_SECONDS": "0.2", "DATABASE_STATEMENT_TIMEOUT_SECONDS": "0.5", **env}
+    pelican = service.Pelican(DatabaseSettings.from_env(env), QueueSettings.from_env(env), PelicanSettings.from_env(env))
+    thread = threading.Thread(target=pelican.run, name="pelican-under-test", daemon=True)
+    thread.start()
+    return pelican, thread
+
+
+def stop(pelican: service.Pelican, thread: threading.Thread) -> None:
+    assert thread.is_alive(), "pelican's loop ended without a stop request"
+    pelican.stopping.set()
+    thread.join(20)
+    assert not thread.is_alive()
+
+
+def messages(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "pelican.service"]
+
+
+def test_every_kind_of_failure_in_a_round_is_survived(stack, parts, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="pelican.service")
+    pending = list(FAILURES)
+    calls = {"n": 0}
+
+    def flaky_ship(conn, *args, **kwargs):
+        # Every other round fails, after claiming (rows locked, a transaction open), so
+        # a failure that is not rolled back would keep those rows from ever shipping.
+        calls["n"] += 1
+        if pending and calls["n"] % 2:
+            fail, _ = pending.pop(0)
+            conn.execute(CLAIM_SQL, (10,)).fetchall()
+            fail(conn)
+            raise AssertionError("the failure did not fail")
+        return ship_batch(conn, *args, **kwargs)
+
+    monkeypatch.setattr(service, "ship_batch", flaky_ship)
+    ids = [parts.insert(f"Sturdy {i}", "shipped between failures") for i in range(5)]
+    pelican, thread = in_process_pelican(stack)
+    try:
+        wait_until(lambda: not pending, 90, interval=0.2, what="every failure raised")
+        late = parts.insert("Late", "inserted after the last failure")
+        wait_until(lambda: parts.pending_changes() == 0, 30, interval=0.2, what="every change shipped after the failures")
+    finally:
+        stop(pelican, thread)
+    shipped = {c["id"] for body in parts.drain_queue(parts.env["SQS_QUEUE_URL"], idle_rounds=1) for c in body["changes"]}
+    assert shipped == {*ids, late}
+    said = messages(caplog)
+    expected = [line for _, line in FAILURES]
+    assert [m for m in said if m in (LOST, DATABASE_ERROR, UNEXPECTED, QUEUE)] == expected
+    assert said[-1] == "pelican stopped"
+    errors_logged = [r for r in caplog.records if r.getMessage() == DATABASE_ERROR]
+    assert errors_logged[0].sqlstate == "57014"  # the statement timeout, told apart from a lost connection
+    assert all(r.error for r in caplog.records if r.getMessage() in (LOST, DATABASE_ERROR, UNEXPECTED))
+
+
+def test_failing_metrics_never_hold_shipping_up(stack, parts, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="pelican.service")
+    # The age read outlasts the statement timeout, as a whole-table scan of a long change log did.
+    monkeypatch.setattr(change_log, "OLDEST_AGE_SQL", "SELECT (pg_sleep(5) IS NULL)::int::float8 AS age_s")
+    pelican, thread = in_process_pelican(stack, CLOUDWATCH_NAMESPACE="ProductSearchErrors", PELICAN_METRIC_INTERVAL_SECONDS="1")
+    put_failures = []
+
+    def failing_put(**kwargs):
+        put_failures.append(kwargs)
+        raise RuntimeError("CloudWatch is down")
+
+    try:
+        first = parts.insert("Metric One", "shipped while the age read times out")
+        wait_until(lambda: parts.pending_changes() == 0, 30, interval=0.2, what="a change shipped despite the metric")
+        assert "could not read the change log for the metrics; trying again next interval" in messages(caplog)
+        monkeypatch.undo()  # the age read works again; now the put fails
+        pelican.cloudwatch.put_metric_data = failing_put
+        wait_until(lambda: put_failures, 10, interval=0.2, what="a failing put")
+        second = parts.insert("Metric Two", "shipped while CloudWatch fails")
+        wait_until(lambda: parts.pending_changes() == 0, 30, interval=0.2, what="a change shipped despite CloudWatch")
+    finally:
+        stop(pelican, thread)
+    assert "could not put the metrics; trying again next interval" in messages(caplog)
+    shipped = {c["id"] for body in parts.drain_queue(parts.env["SQS_QUEUE_URL"], idle_rounds=1) for c in body["changes"]}
+    assert shipped == {first, second}
+    assert not [m for m in messages(caplog) if m in (LOST, DATABASE_ERROR, UNEXPECTED)]
