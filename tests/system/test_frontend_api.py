@@ -94,7 +94,7 @@ def test_price_filter_is_pushed_down_to_the_index(front, query_embedder):
 def test_category_filter_narrows_results(front, query_embedder):
     results = front.search(QUERY, top_k=20, filters={"category": "Device"}, mode="semantic")
     assert results and all(r["category"] == "device" for r in results)
-    expected = index_order(front, query_embedder, QUERY, 20, {"category": {"$eq": "device"}})
+    expected = index_order(front, query_embedder, QUERY, 20, {"category_key": {"$eq": "device"}})
     assert [r["id"] for r in results] == [i for i, _ in expected]
     both = front.search(QUERY, top_k=20, filters={"category": "device", "price_max": 300})
     assert both and all(r["category"] == "device" and r["price"] <= 300 for r in both)

@@ -33,13 +33,13 @@ def in_flight(parts) -> int:
 def test_emu_stops_within_its_stop_timeout_and_hands_everything_back(parts, stack):
     stop_timeout = 12
     ids = parts.insert_many(1200, prefix="drain")
-    stack.start_app("pelican", {"PELICAN_POLL_INTERVAL_SECONDS": "1", "PELICAN_CHANGES_PER_MESSAGE": "20"})
-    stack.start_app("emu", {"EMU_STOP_TIMEOUT_SECONDS": str(stop_timeout), "EMU_INDEX_TIMEOUT_SECONDS": "2",
-                            "EMBEDDING_BATCH_SIZE": "16"})
-    wait_until(lambda: parts.index.count() >= 16, 120, interval=0.1, what="emu part-way through the backlog")
-    # Every write now takes 1.5 s: the backlog cannot be finished before the deadline.
-    kit.inject_index_fault(stack, status=None, delay_seconds=1.5, count=100_000, paths=["/vectors/upsert"])
-    wait_until(lambda: in_flight(parts) > 0, 30, what="emu holding messages")
+    stack.start_app("pelican", {"PELICAN_POLL_INTERVAL_SECONDS": "1", "PELICAN_CHANGES_PER_MESSAGE": "60"})
+    # Every upsert request takes 4 s, one at a time: the work in hand (600 changes or
+    # more, at least three requests) takes longer to write than the deadline allows.
+    kit.inject_index_fault(stack, status=None, delay_seconds=4, count=100_000, paths=["/vectors/upsert"])
+    stack.start_app("emu", {"EMU_STOP_TIMEOUT_SECONDS": str(stop_timeout), "EMU_INDEX_TIMEOUT_SECONDS": "5",
+                            "EMU_INDEX_REQUESTS_IN_FLIGHT": "1"})
+    wait_until(lambda: in_flight(parts) >= 10, 120, what="emu holding 10 messages of 60 changes")
 
     started = time.monotonic()
     proc = stack.processes["emu"]

@@ -45,6 +45,8 @@ class Ledger:
         self._finished: list[str] = []  # receipts done with, not yet deleted
         self._finished_since = 0.0
         self._lock = threading.Lock()
+        # Set after each delete: on a FIFO queue a delete frees the next message of its group.
+        self.deleted = threading.Event()
         # Every key from the start, so another thread may copy the counts at any time.
         self.counts: Counter[str] = Counter({key: 0 for key in [k.value for k in Kind] + [
             "messages_deleted", "vectors_kept", "texts_embedded"]})
@@ -123,6 +125,7 @@ class Ledger:
                 return
             receipts, self._finished = self._finished, []
         self.counts["messages_deleted"] += self.queue.delete(receipts)
+        self.deleted.set()
 
     def extend_visibility(self) -> None:
         """Keeps messages hidden while they are worked on (a slow or failing index), so a

@@ -58,10 +58,12 @@ from productsearch.settings import EmbeddingSettings, EmuSettings, QueueSettings
 log = logging.getLogger(__name__)
 
 RECEIVE_WAIT_SECONDS = 5
-# While this emu holds messages it does not long-poll but looks every BUSY_POLL_SECONDS:
-# a FIFO group it releases is then taken up again at once, not when a long poll that
-# began while the group was locked ends.
-BUSY_POLL_SECONDS = 0.1
+# While this emu holds messages it does not long-poll: a FIFO group it releases would be
+# taken up again only when a long poll that began while the group was locked ends. It
+# looks again as soon as it has deleted messages (which frees their groups' next
+# ones), else after BUSY_POLL_SECONDS: each look is a billed request, and while the
+# model is busy with the work in hand more work would only wait.
+BUSY_POLL_SECONDS = 0.5
 # Of the stop timeout, kept back for handing messages back and exiting: a
 # ChangeMessageVisibilityBatch per ten messages, and the model process's exit.
 HANDBACK_RESERVE_SECONDS = 5.0
@@ -186,7 +188,7 @@ class Emu:
                     backoff.wait(delay, self.stopping)
                     continue
                 if busy and not messages:
-                    self.stopping.wait(BUSY_POLL_SECONDS)
+                    self._wait_for_deletes(BUSY_POLL_SECONDS)
                 for message in messages:
                     if self.stopping.is_set():
                         self.jobs.set_visibility(message.receipt, 0)
@@ -198,6 +200,16 @@ class Emu:
                         self._work.put(item)
         finally:
             self._receiver_done.set()
+
+    def _wait_for_deletes(self, timeout_s: float) -> None:
+        """Waits until this emu deletes messages, it is asked to stop, or timeout_s passes."""
+        deadline = time.monotonic() + timeout_s
+        while not self.stopping.is_set() and not self.ledger.deleted.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.ledger.deleted.wait(min(left, 0.05))
+        self.ledger.deleted.clear()
 
     # -- stage 2: prepare and look up (no SQS calls) -------------------------------
     def _take_batch(self) -> list[WorkItem]:
@@ -299,9 +311,11 @@ class Emu:
         exponential backoff while the receiver pauses, until the index answers or emu
         is asked to stop (then the batch's messages go back to the queue)."""
         delay = 1.0
+        retrying = False
         while True:
             try:
-                live = self.recent.since(batch.prepared.epoch, batch.prepared.live_versions)
+                # After an outage the lookup is old news: the write reads the versions afresh.
+                live = None if retrying else self.recent.since(batch.prepared.epoch, batch.prepared.live_versions)
                 settled = stages.write(self.index, batch, live)
             except IndexUnavailable as exc:
                 held = [item for item, _ in batch.prepared.upserts] + batch.prepared.deletes
@@ -316,6 +330,7 @@ class Emu:
                     self.index_down.set()
                 self.stopping.wait(delay)
                 delay = min(delay * 2, self.settings.outage_retry_max_seconds)
+                retrying = True
                 continue
             if self.index_down.is_set():
                 log.info("index available again; receiving resumes")

@@ -15,7 +15,7 @@ from typing import Any
 
 from productsearch import products
 from productsearch.documents import (UnindexableProduct, check_text_size, decimal_from_text, finite_price, indexed_text,
-                                     is_current)
+                                     is_current, metadata)
 
 from frontend.config import EditorCredentials
 from frontend.throttle import LoginThrottle
@@ -196,6 +196,7 @@ def apply_edit(pool, product_id: int, changes: dict[str, Any], editor: str, temp
         if not changed:
             return EditResult(product=row, changed=[], version=None)
         new = {**row, **{f: changes[f] for f in changed}}
+        metadata(new, 0, template)  # UnindexableProduct (a 400) for a state the index cannot hold
         try:
             check_text_size(indexed_text(new, template))
         except UnindexableProduct as exc:
