@@ -16,6 +16,9 @@ private local stack (Postgres, moto, the index server, pelican, emu, the fronten
   optionally (--int8) int8 dynamic quantization: its raw throughput gain and, with
       --quality-dataset, its nDCG@10 change on a BEIR dataset (two full evaluations);
   then, each on private parts of its own (skip any with its --skip-* flag):
+  cost per change (benchmarks.cost: index requests, read and write units, SQS requests,
+      model runs and CPU per 1,000 changes for a bulk insert, scattered and hot
+      updates, and a burst with added index latency; also results/cost.json),
   CPU embedding runtimes (benchmarks.runtimes: torch, ONNX Runtime, OpenVINO; texts/s,
       agreement, peak RSS), change capture against writers (benchmarks.capture: pgbench
       tps per capture design, a bulk UPDATE, freshness), search under concurrency
@@ -39,7 +42,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import capture, cli, cuda, machine, runtimes, search_load, workload
+from benchmarks import capture, cli, cost, cuda, machine, runtimes, search_load, workload
 from benchmarks.backfill import backfill_run
 from benchmarks.cli import say
 from benchmarks.evaluate import dataset_key
@@ -66,6 +69,8 @@ def parse_args(argv=None):
     p.add_argument("--skip-search", action="store_true", help="no frontend latency figures")
     p.add_argument("--skip-runtimes", action="store_true", help="no CPU embedding runtime comparison (benchmarks.runtimes)")
     p.add_argument("--skip-capture", action="store_true", help="no change-capture writer comparison (benchmarks.capture, pgbench)")
+    p.add_argument("--skip-cost", action="store_true",
+                   help="no cost per change (benchmarks.cost: requests, units and CPU per 1,000 changes, by shape)")
     p.add_argument("--skip-search-load", action="store_true",
                    help="no query batching comparison at 1/4/16/64 clients (benchmarks.search_load)")
     p.add_argument("--int8", action="store_true", help="also measure int8 dynamic quantization's raw throughput")
@@ -268,6 +273,11 @@ def main(argv=None) -> int:
         result["ratio_b_over_a_per_cpu_s"] = round(first["rows_per_cpu_s"] / raw["texts_per_cpu_s"], 3)
     result["cuda"] = cuda.figures(say)
     # Each of these starts its own private parts, after the main stack has stopped.
+    if not args.skip_cost:
+        say("cost per change, by shape (benchmarks.cost) ...")
+        cost_args = cost.parse_args([])
+        result["cost"] = cost.run(cost_args)
+        cli.finish(result["cost"], cost_args.output, cost.report)
     if not args.skip_runtimes:
         say("CPU embedding runtimes, interleaved ...")
         result["runtimes"] = runtimes.run()

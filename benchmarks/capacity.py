@@ -65,13 +65,14 @@ QUOTAS: dict[str, Quota] = {
         "SQSDeveloperGuide/quotas-messages.html)", READ, "UNVERIFIED: the page's region list was cut off when read"),
     "sqs_fifo_request_usd": Quota(
         0.50 / 1e6, "USD per FIFO request (64 KiB chunk)", "AWS SQS pricing (aws.amazon.com/sqs/pricing)", READ,
-        "UNVERIFIED: not found in the search corpus; from the pricing page as remembered"),
+        "the page itself was not in the search corpus; the rate as cloudburn.io and factualminds.com quote it "
+        "(March and June 2026, us-east-1, flat)"),
     "fargate_vcpu_second_usd": Quota(
         0.000011244, "USD per vCPU-second, Linux/x86, us-east-1",
         "AWS Fargate pricing (aws.amazon.com/fargate/pricing), via the api-evangelist ECS pricing transcript", READ),
     "fargate_gb_hour_usd": Quota(
         0.004445, "USD per GB-hour, Linux/x86, us-east-1", "AWS Fargate pricing (aws.amazon.com/fargate/pricing)",
-        READ, "UNVERIFIED: the page renders rates dynamically"),
+        READ, "the page renders rates dynamically; the rate as vantage.sh and wring.co quote it (2026)"),
     "g4dn_xlarge_hour_usd": Quota(
         0.526, "USD per hour, on demand, us-east-1", "AWS EC2 on-demand pricing; docs/deploy.md's ~$0.53", READ,
         "UNVERIFIED against the pricing page"),

@@ -15,7 +15,8 @@ each request they serve):
 
 then the emu CPU of a price-only change over that of a text change, and how much of
 its speed a burst of price-only changes keeps when every index request takes
---latency-ms more (set on the index server, the two measured in turn, twice). The
+--latency-ms more, and when every SQS request does too (set on the servers, the
+three measured in turn, twice). The
 record's size is what Pinecone bills storage and queries by.
 
 A shape ends when pelican has shipped every change and emu has settled each one
@@ -262,17 +263,24 @@ def run(args) -> dict:
             pipeline.conn.execute("UPDATE products SET price = price + 1 WHERE id = ANY(%s)", (burst_ids,))
             return len(burst_ids)
 
-        speeds: dict[str, list[float]] = {"local": [], "added": []}
+        # In turn, twice: no added latency, added to every index request, added to every
+        # index and SQS request (pelican's sends and emu's receives and deletes too).
+        settings = {"local": (0.0, 0.0), "added": (args.latency_ms, 0.0), "added_everywhere": (args.latency_ms, args.latency_ms)}
+        speeds: dict[str, list[float]] = {key: [] for key in settings}
         for round_ in range(2):
-            for key, ms in (("local", 0.0), ("added", args.latency_ms)):
-                costs.set_latency(pipeline.env, index_ms=ms)
-                say(f"burst of {len(burst_ids):,} price-only changes, index latency +{ms:g} ms (round {round_ + 1}) ...")
-                speeds[key].append(measure(pipeline, f"burst +{ms:g} ms", burst, args.timeout)["changes_per_s"])
-        costs.set_latency(pipeline.env, index_ms=0.0)
+            for key, (index_ms, aws_ms) in settings.items():
+                costs.set_latency(pipeline.env, index_ms=index_ms, aws_ms=aws_ms)
+                say(f"burst of {len(burst_ids):,} price-only changes, +{index_ms:g} ms per index request, "
+                    f"+{aws_ms:g} ms per SQS request (round {round_ + 1}) ...")
+                speeds[key].append(measure(pipeline, f"burst ({key})", burst, args.timeout)["changes_per_s"])
+        costs.set_latency(pipeline.env, index_ms=0.0, aws_ms=0.0)
         ratios = [a / b for a, b in zip(speeds["added"], speeds["local"], strict=True)]
+        everywhere = [a / b for a, b in zip(speeds["added_everywhere"], speeds["local"], strict=True)]
         result["latency_overlap"] = {"added_ms": args.latency_ms, "changes": len(burst_ids),
                                      "changes_per_s": speeds, "ratios": [round(r, 3) for r in ratios],
-                                     "ratio": round(statistics.median(ratios), 3)}
+                                     "ratio": round(statistics.median(ratios), 3),
+                                     "ratios_everywhere": [round(r, 3) for r in everywhere],
+                                     "ratio_everywhere": round(statistics.median(everywhere), 3)}
     return result
 
 
@@ -298,6 +306,8 @@ def report(r: dict) -> None:
     lo = r["latency_overlap"]
     say(f"  burst of {lo['changes']:,} price-only changes: {lo['changes_per_s']['added']} changes/s with +{lo['added_ms']:g} ms "
         f"per index request, {lo['changes_per_s']['local']} without; ratios {lo['ratios']}")
+    say(f"  the same with +{lo['added_ms']:g} ms per SQS request too: {lo['changes_per_s']['added_everywhere']} changes/s; "
+        f"ratios {lo['ratios_everywhere']}")
     for label, figure, op, goal in GOALS:
         value = figure(r)
         met = value is not None and (value <= goal if op == "<=" else value >= goal)

@@ -100,8 +100,8 @@ def test_benchmark_at_a_tiny_size(tmp_path):
         [sys.executable, "-m", "benchmarks", "--sizes", "120,200", "--freshness-samples", "3",
          "--freshness-spacing", "0.2", "--concurrency", "1,2", "--search-requests", "8", "--output", str(out), "--chart", str(png),
          # Minutes of work each at their fixed sizes: search_load has a tiny-size test in
-         # test_query_batching; the capture and runtimes benchmarks run under make bench only.
-         "--skip-runtimes", "--skip-capture", "--skip-search-load"],
+         # test_query_batching, cost one below; the capture and runtimes benchmarks run under make bench only.
+         "--skip-runtimes", "--skip-capture", "--skip-search-load", "--skip-cost"],
         cwd=REPO, capture_output=True, text=True, timeout=880,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -191,3 +191,38 @@ def test_capture_benchmark_builds_every_design_and_counts_what_each_captures(tmp
     assert {name: v["versions_raised"] for name, v in result["bulk"]["variants"].items()} == dict.fromkeys(captured, products)
     assert writers["new"]["notifications_per_s_median"] == 0
     assert {name: f["samples"] for name, f in result["freshness"].items()} == {"new": 2, "old": 2}
+
+
+@pytest.mark.timeout(900)
+def test_cost_benchmark_counts_each_shapes_requests_at_a_tiny_size(tmp_path):
+    out = tmp_path / "cost.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cost", "--rows", "300", "--changes", "60", "--burst", "300",
+         "--latency-ms", "20", "--output", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=880,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    shapes = r["shapes"]
+    assert set(shapes) == {"backfill", "scattered", "text", "hot"}
+    # The model runs once per new row and per edited text, never for a price change.
+    assert shapes["backfill"]["model_texts"] == shapes["text"]["model_texts"] == 1000.0
+    assert shapes["scattered"]["model_texts"] == shapes["hot"]["model_texts"] == 0.0
+    assert shapes["scattered"]["vectors_kept"] == 1000.0
+    for name, shape in shapes.items():
+        ops = shape["index_requests_by_operation"]
+        assert shape["index_requests"] == pytest.approx(sum(ops.values()), abs=0.05), name
+        # One lookup (and one tombstone check) per write, and never more fetches than upserts need.
+        assert ops["upsert"] > 0 and ops["fetch"] > 0, name
+        assert shape["write_units"] > 0 and shape["sqs_requests"] > 0 and shape["emu_cpu_s_per_change"] > 0, name
+    # A bulk insert is written a lookup at a time: far fewer requests than rows.
+    assert shapes["backfill"]["index_requests"] < 100
+    # Hot products: many changes to few products, each written once per write.
+    assert shapes["hot"]["index_requests"] < shapes["scattered"]["index_requests"] * 2
+    b = r["record_bytes"]
+    assert b["dense"] == 4 * 384 and b["metadata"] < 200 and b["total"] == pytest.approx(
+        b["id"] + b["metadata"] + b["dense"] + b["sparse"], abs=0.2)
+    assert 0 < r["price_only_over_text_cpu"] < 1
+    lo = r["latency_overlap"]
+    assert lo["added_ms"] == 20 and len(lo["ratios"]) == len(lo["ratios_everywhere"]) == 2 and lo["ratio"] > 0
+    assert "index requests per 1,000 rows of a bulk insert" in proc.stdout

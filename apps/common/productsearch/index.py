@@ -269,18 +269,21 @@ class ProductIndex:
         nothing is partially acknowledged in either case.
 
         Requests: a fetch of the live versions (unless given), a fetch of the
-        deletions' tombstones (only with deletions), the upserts and deletes, then one
-        fetch of the upserted ids' tombstones: a record whose deletion is newer (one
-        written before or while we wrote) is deleted again and reported superseded.
-        The check and the write are separate requests, so two writers of the same id
-        must never overlap: the jobs queue gives each product partition to one emu at
-        a time."""
+        deletions' tombstones (only with deletions), the upserts and deletes, then,
+        for records the main namespace did not hold, one fetch of their tombstones: a
+        record whose deletion is newer is deleted again and reported superseded. A
+        record the index held live has no newer tombstone, since a deletion writes
+        its tombstone and then removes the record, unless another writer deleted it
+        since the versions were read. The check and the write are separate requests,
+        so two writers of the same id must never overlap: the jobs queue gives each
+        product partition to one emu at a time."""
         ids = [record.id for record, _ in upserts] + list(deletions)
         if live_versions is None:
             live_versions = self.fetch_versions(ids) if ids else {}
         # A tombstone must never be overwritten by an older deletion's, so deletions look first.
         dead = self.fetch_versions(list(deletions), namespace=self.settings.tombstone_namespace) if deletions else {}
         fresh = [(r, v) for r, v in upserts if r.version >= live_versions.get(r.id, 0)]
+        versions_of = {r.id: r.version for r, _ in fresh}
         fresh_deletions = {i: v for i, v in deletions.items()
                            if v >= max(live_versions.get(i, 0), dead.get(i, 0))}
         if fresh:
@@ -288,9 +291,10 @@ class ProductIndex:
         if fresh_deletions:
             self.delete(fresh_deletions)
         late: set[str] = set()
-        if fresh:
-            tombstones = self.fetch_versions([r.id for r, _ in fresh], namespace=self.settings.tombstone_namespace)
-            late = {r.id for r, _ in fresh if tombstones.get(r.id, 0) > r.version}
+        unseen = [r.id for r, _ in fresh if r.id not in live_versions]
+        if unseen:
+            tombstones = self.fetch_versions(unseen, namespace=self.settings.tombstone_namespace)
+            late = {i for i in unseen if tombstones.get(i, 0) > versions_of[i]}
             if late:
                 self.delete_ids(sorted(late))
         written = ({r.id for r, _ in fresh} - late) | set(fresh_deletions)

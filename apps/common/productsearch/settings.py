@@ -657,11 +657,11 @@ class PelicanSettings:
     max_queued_messages (PELICAN_MAX_QUEUED_MESSAGES, default 1000, 1..120000) or
     more messages, waiting and in flight together; the changes stay in the change
     log, which keeps them for as long as it takes, rather than in the queue, whose
-    retention would drop them (4 days by default, messaging/). 1000 messages of up
+    retention would drop them (14 days, messaging/). 1000 messages of up
     to 150 changes are about 150,000 changes, some 12 minutes of one CPU emu
     (~200 rows/s, docs/benchmarks.md) and about a minute and a half of a GPU one:
     plenty of work for emu never to wait for pelican, far within the retention, and
-    far above the 20 messages each emu task holds in flight. The queue may pass the
+    far above the work each emu task holds in flight (EMU_MAX_CHANGES_IN_FLIGHT). The queue may pass the
     limit by one batch's messages per pelican replica. The depth costs an SQS
     request (GetQueueAttributes), so pelican reads it once when it starts, then only
     after using up the room its last reading showed, at most once per
@@ -733,10 +733,11 @@ class EmuEnv(EnvSection):
     # hand that the shutdown grace can finish on a GPU.
     EMU_MAX_CHANGES_IN_FLIGHT: Annotated[int, Var(
         "changes emu holds at once (it stops receiving above this)", minimum=1, maximum=100_000)] = 3000
-    # Longer gathers more changes per index request (fewer requests and read units per
-    # change) at the cost of as much added latency for a lone change.
+    # While changes keep coming emu gathers them into one lookup for up to this long
+    # (a pause ends it sooner): longer means fewer index requests and read units per
+    # change under a steady stream, and as much added latency for its changes.
     EMU_BATCH_WINDOW_SECONDS: Annotated[float, Var(
-        "how long emu gathers changes into one index lookup once it has one", minimum=0.0, maximum=5.0)] = 0.25
+        "the longest emu gathers a steady stream of changes into one index lookup", minimum=0.0, maximum=5.0)] = 1.0
     EMU_INDEX_REQUESTS_IN_FLIGHT: Annotated[int, Var(
         "index requests one write keeps in flight at once", minimum=1, maximum=32)] = 4
     EMU_VISIBILITY_TIMEOUT_SECONDS: Annotated[int, Var(
@@ -776,7 +777,7 @@ class EmuSettings:
     retry_max_seconds: float = 900.0
     outage_retry_max_seconds: float = 30.0
     index_timeout_seconds: float = 10.0
-    batch_window_seconds: float = 0.25
+    batch_window_seconds: float = 1.0
     index_requests_in_flight: int = 4
 
     @classmethod

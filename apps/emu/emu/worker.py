@@ -7,8 +7,8 @@ writing the index overlap with embedding and the model stays busy.
                                                  |
                                        emu.ledger (ack, DLQ, release)
 
-The lookup thread gathers up to a thousand changes (Pinecone's fetch limit) or
-what arrives within EMU_BATCH_WINDOW_SECONDS, and reads what the index holds for
+The lookup thread gathers up to a thousand changes (Pinecone's fetch limit), for
+as long as they keep coming (EMU_BATCH_WINDOW_SECONDS at most), and reads what the index holds for
 them in one fetch: changes the index already holds newer are settled without the
 model, and a record whose text the index already embeds keeps its dense vector. The
 writer merges the batches waiting for it into one versioned write, filled up to
@@ -63,7 +63,10 @@ RECEIVE_WAIT_SECONDS = 5
 # looks again as soon as it has deleted messages (which frees their groups' next
 # ones), else after BUSY_POLL_SECONDS: each look is a billed request, and while the
 # model is busy with the work in hand more work would only wait.
-BUSY_POLL_SECONDS = 0.5
+BUSY_POLL_SECONDS = 0.2
+# A pause this long in the changes coming in ends a lookup's gathering; longer than
+# BUSY_POLL_SECONDS, so a steady trickle never looks like one.
+BATCH_QUIET_SECONDS = 0.3
 # Of the stop timeout, kept back for handing messages back and exiting: a
 # ChangeMessageVisibilityBatch per ten messages, and the model process's exit.
 HANDBACK_RESERVE_SECONDS = 5.0
@@ -213,6 +216,10 @@ class Emu:
 
     # -- stage 2: prepare and look up (no SQS calls) -------------------------------
     def _take_batch(self) -> list[WorkItem]:
+        """Up to LOOKUP_BATCH_CHANGES items: the first to come, then more while they keep
+        coming, for EMU_BATCH_WINDOW_SECONDS at most. A pause of BATCH_QUIET_SECONDS ends
+        it, so a lone change waits that long only, while a steady stream is gathered
+        into batches that fill a request."""
         try:
             items = [self._work.get(timeout=0.2)]
         except queue.Empty:
@@ -220,7 +227,7 @@ class Emu:
         deadline = time.monotonic() + self.settings.batch_window_seconds
         while len(items) < LOOKUP_BATCH_CHANGES:
             try:
-                items.append(self._work.get(timeout=max(0.0, deadline - time.monotonic())))
+                items.append(self._work.get(timeout=max(0.0, min(BATCH_QUIET_SECONDS, deadline - time.monotonic()))))
             except queue.Empty:
                 break
         return items

@@ -14,6 +14,8 @@ vectors by: emu has no database access.
 from __future__ import annotations
 
 import logging
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import psycopg
@@ -32,6 +34,10 @@ FOR UPDATE SKIP LOCKED
 """
 
 DELETE_CLAIMED_SQL = "DELETE FROM product_changes WHERE id = ANY(%s)"
+# SendMessageBatch requests in flight at once: a claim of scattered changes is a
+# message per product partition, so sending them one request after another would
+# cap pelican at ten messages per round trip to SQS.
+SEND_LANES = 4
 
 
 class SendFailed(RuntimeError):
@@ -65,13 +71,37 @@ def ship_batch(conn: psycopg.Connection, sqs, queue_url: str, *, claim_limit: in
         changes = [shipped_change(pid, version, rows.get(pid)) for pid, version in sorted(newest.items())]
         corpus = corpus_parameters(conn)
         packed = list(jobs.pack_by_partition(changes, changes_per_message))
-        bodies = [jobs.encode(batch, corpus) for _, batch in packed]
-        groups = iter([group for group, _ in packed])
-        for request in jobs.group_for_batch_requests(bodies):
-            send_message_batch(sqs, queue_url, request, [next(groups) for _ in request])
+        send_in_lanes(sqs, queue_url, [(group, jobs.encode(batch, corpus)) for group, batch in packed])
         conn.execute(DELETE_CLAIMED_SQL, ([r["id"] for r in claimed],))
-    log.info("shipped changes", extra={"changes": len(claimed), "products": len(changes), "messages": len(bodies)})
-    return ShipResult(len(claimed), len(changes), len(bodies))
+    log.info("shipped changes", extra={"changes": len(claimed), "products": len(changes), "messages": len(packed)})
+    return ShipResult(len(claimed), len(changes), len(packed))
+
+
+def send_in_lanes(sqs, queue_url: str, messages: list[tuple[str, str]], lanes: int = SEND_LANES) -> None:
+    """Sends (message group, body) pairs in SendMessageBatch requests, up to `lanes`
+    requests at once. Every group keeps to one lane, where its messages go in order,
+    one request after another, so a group's order holds while other groups' requests
+    overlap its round trips. Returns when every request has succeeded; raises the
+    first lane's error (SendFailed, a boto3 error) after every lane has ended, so
+    nothing is acknowledged while any message may be missing."""
+    by_lane: dict[int, list[tuple[str, str]]] = {}
+    for group, body in messages:
+        by_lane.setdefault(zlib.crc32(group.encode()) % lanes, []).append((group, body))
+
+    def send_lane(lane: list[tuple[str, str]]) -> None:
+        groups = iter([group for group, _ in lane])
+        for request in jobs.group_for_batch_requests([body for _, body in lane]):
+            send_message_batch(sqs, queue_url, request, [next(groups) for _ in request])
+
+    if len(by_lane) <= 1:
+        for lane in by_lane.values():
+            send_lane(lane)
+        return
+    with ThreadPoolExecutor(len(by_lane), thread_name_prefix="send") as pool:
+        futures = [pool.submit(send_lane, lane) for lane in by_lane.values()]
+    for future in futures:
+        if future.exception() is not None:
+            raise future.exception()
 
 
 def corpus_parameters(conn: psycopg.Connection) -> lexical.CorpusStats | None:
