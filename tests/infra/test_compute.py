@@ -255,6 +255,8 @@ def test_autoscaling_bounds_come_from_the_peak_rate_and_nothing_scales_on_cpu(co
 
 
 def test_emu_scales_on_changes_waiting_per_desired_task(compute_run):
+    from pelican.service import WAITING_METRIC
+
     policy = compute_run.one(POLICY, "-emu-changes-waiting").inputs
     tt = policy["targetTrackingScalingPolicyConfiguration"]
     # What one CPU task clears in about a minute: 250 changes/s (an estimate) x 60 s.
@@ -263,7 +265,7 @@ def test_emu_scales_on_changes_waiting_per_desired_task(compute_run):
     work = metrics["work"]["metricStat"]
     # pelican's metric, by its namespace and deployment, at its largest over the minute:
     # several pelicans put the same outbox-wide figure.
-    assert (work["metric"]["namespace"], work["metric"]["metricName"]) == ("ProductSearch", "ChangesWaiting")
+    assert (work["metric"]["namespace"], work["metric"]["metricName"]) == ("ProductSearch", WAITING_METRIC)
     assert work["metric"]["dimensions"] == [{"name": "Deployment", "value": "ps-dev"}]
     assert work["stat"] == "Maximum"
     tasks = metrics["tasks"]["metricStat"]["metric"]

@@ -65,6 +65,13 @@ class Ledger:
         with self._lock:
             return len(self._open)
 
+    def holding(self) -> bool:
+        """Whether any message is still held: open, or finished and not yet deleted. A
+        FIFO group stays locked until its message is deleted, so a long poll begun
+        before the delete lands could not deliver that group's next message."""
+        with self._lock:
+            return bool(self._open or self._finished)
+
     def changes_in_flight(self) -> int:
         """Changes (work items) held and not yet settled: the work in hand, whether a
         message carries one change or a hundred and fifty."""

@@ -182,7 +182,7 @@ class Emu:
                     self.stopping.wait(0.05 if not self.index_down.is_set() else 0.5)
                     continue
                 try:
-                    busy = self.ledger.in_flight() > 0
+                    busy = self.ledger.holding()
                     messages = self.jobs.receive(10, 0 if busy else RECEIVE_WAIT_SECONDS)
                     backoff.reset()
                 except Exception as exc:

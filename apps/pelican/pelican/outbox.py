@@ -84,6 +84,8 @@ def send_in_lanes(sqs, queue_url: str, messages: list[tuple[str, str]], lanes: i
     overlap its round trips. Returns when every request has succeeded; raises the
     first lane's error (SendFailed, a boto3 error) after every lane has ended, so
     nothing is acknowledged while any message may be missing."""
+    # A lane of its own only for a full request's worth: fewer, fuller requests cost less.
+    lanes = max(1, min(lanes, len(messages) // jobs.MAX_SQS_BATCH_ENTRIES))
     by_lane: dict[int, list[tuple[str, str]]] = {}
     for group, body in messages:
         by_lane.setdefault(zlib.crc32(group.encode()) % lanes, []).append((group, body))
