@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 REQS   := requirements/dev.txt apps/constraints.txt pyproject.toml $(wildcard apps/*/pyproject.toml)
 
-.PHONY: deps up down status test test-unit bench bench-ordering eval soak reconcile redrive refit
+.PHONY: deps up down status test test-unit bench bench-ordering scaling eval soak reconcile redrive refit
 
 $(STAMP): $(REQS)
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ eval: deps
 ## bench: throughput, memory, freshness and search latency on a private local stack (prints figures, writes results/)
 bench: deps
 	$(PY) -m benchmarks $(BENCH_ARGS)
+
+## scaling: docs/scaling.md, the capacity model, from the costs make bench measured (results/cost.json)
+scaling: deps
+	$(PY) -m benchmarks.capacity results/cost.json docs/scaling.md
 
 ## bench-ordering: backfill throughput and freshness with FIFO against standard queues, interleaved (what ordering costs)
 bench-ordering: deps

@@ -18,7 +18,8 @@ private local stack (Postgres, moto, the index server, pelican, emu, the fronten
   then, each on private parts of its own (skip any with its --skip-* flag):
   cost per change (benchmarks.cost: index requests, read and write units, SQS requests,
       model runs and CPU per 1,000 changes for a bulk insert, scattered and hot
-      updates, and a burst with added index latency; also results/cost.json),
+      updates, and a burst with added index latency; also results/cost.json, and
+      docs/scaling.md from it: benchmarks.capacity),
   CPU embedding runtimes (benchmarks.runtimes: torch, ONNX Runtime, OpenVINO; texts/s,
       agreement, peak RSS), change capture against writers (benchmarks.capture: pgbench
       tps per capture design, a bulk UPDATE, freshness), search under concurrency
@@ -42,7 +43,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import capture, cli, cost, cuda, machine, runtimes, search_load, workload
+from benchmarks import capacity, capture, cli, cost, cuda, machine, runtimes, search_load, workload
 from benchmarks.backfill import backfill_run
 from benchmarks.cli import say
 from benchmarks.evaluate import dataset_key
@@ -278,6 +279,7 @@ def main(argv=None) -> int:
         cost_args = cost.parse_args([])
         result["cost"] = cost.run(cost_args)
         cli.finish(result["cost"], cost_args.output, cost.report)
+        capacity.main([str(cost_args.output), str(REPO / "docs" / "scaling.md")])
     if not args.skip_runtimes:
         say("CPU embedding runtimes, interleaved ...")
         result["runtimes"] = runtimes.run()

@@ -224,5 +224,5 @@ def test_cost_benchmark_counts_each_shapes_requests_at_a_tiny_size(tmp_path):
         b["id"] + b["metadata"] + b["dense"] + b["sparse"], abs=0.2)
     assert 0 < r["price_only_over_text_cpu"] < 1
     lo = r["latency_overlap"]
-    assert lo["added_ms"] == 20 and len(lo["ratios"]) == len(lo["ratios_everywhere"]) == 2 and lo["ratio"] > 0
+    assert lo["added_ms"] == 20 and len(lo["ratios"]) == len(lo["ratios_everywhere"]) == 3 and lo["ratio"] > 0
     assert "index requests per 1,000 rows of a bulk insert" in proc.stdout

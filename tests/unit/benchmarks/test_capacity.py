@@ -67,3 +67,12 @@ def test_report_covers_every_size_and_rate_and_cites_every_quota(costs, tmp_path
     # the backfill shape's 12,500 changes/s namespace ceiling (8 requests per 1,000 changes).
     assert f"| 1,000,000 | {capacity.duration(1_000_000 / 10_000)} |" in text
     assert math.isclose(capacity.task_rate(costs, costs.shapes["backfill"], "cpu"), 200)
+
+
+def test_docs_scaling_is_the_report_of_the_stored_costs():
+    """docs/scaling.md is generated: it must say what results/cost.json gives today."""
+    from benchmarks.capacity import Costs, report
+    from tests.conftest import REPO
+
+    assert (REPO / "docs" / "scaling.md").read_text() == report(Costs.load(REPO / "results" / "cost.json")), \
+        "docs/scaling.md is out of date: run python -m benchmarks.capacity"
