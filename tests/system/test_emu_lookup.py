@@ -25,7 +25,7 @@ from tests.kit.embedders import Recording
 @pytest.fixture
 def emu(parts, embedder):
     """A running in-process emu whose model calls are recorded (`.recording`)."""
-    env = {**parts.env, "EMU_BATCH_WINDOW_SECONDS": "0.05"}
+    env = {**parts.env, "EMU_BATCH_WINDOW_SECONDS": "0.05", "EMU_RETRY_BASE_SECONDS": "0"}
     recording = Recording(embedder)
     stopping = threading.Event()
     worker = Emu(QueueSettings.from_env(env), EmbeddingSettings.from_env(env), EmuSettings.from_env(env),
@@ -132,3 +132,22 @@ def test_a_batch_looked_up_before_an_earlier_write_landed_cannot_undo_it(parts, 
     assert held.metadata["version"] == v1 + 3
     assert held.metadata["text_hash"] == text_hash(indexed_text(newest, DEFAULT_TEXT_TEMPLATE))
     assert emu.ledger.counts["indexed"] == 2  # version 1, then version 3
+
+
+def test_a_batch_that_breaks_before_the_model_is_retried_and_emu_goes_on(parts, emu, monkeypatch):
+    from emu import stages
+
+    real = stages.prepare
+    calls = []
+
+    def breaks_once(items, template):
+        calls.append(len(items))
+        if len(calls) == 1:
+            raise RuntimeError("a bug in preparing")
+        return real(items, template)
+
+    monkeypatch.setattr(stages, "prepare", breaks_once)
+    pid = parts.insert("Rope", "thirty metres of climbing rope")
+    ship(parts)
+    wait_until(lambda: parts.vector(pid), 60, what="the change indexed on its retry")
+    assert emu.ledger.counts["retry_later"] == 1 and len(calls) >= 2

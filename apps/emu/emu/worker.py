@@ -244,9 +244,16 @@ class Emu:
                     if self._receiver_done.is_set() and self._work.empty():
                         return
                     continue
-                prepared = stages.prepare(items, self.embedding.text_template)
-                prepared.epoch = self.recent.epoch
-                self._looked_up.put(stages.look_up(self.index, prepared, self.embedding.dimension))
+                epoch = self.recent.epoch
+                try:
+                    prepared = stages.look_up(self.index, stages.prepare(items, self.embedding.text_template),
+                                              self.embedding.dimension)
+                except Exception as exc:  # a bug must cost a retry, not the worker
+                    log.exception("preparing a batch failed; its messages will be retried")
+                    prepared = stages.Prepared(settled=[(item, outcomes.retry_later(f"preparing failed: {brief(exc)}"))
+                                                        for item in items])
+                prepared.epoch = epoch
+                self._looked_up.put(prepared)
             log.warning("stop deadline near; returning unfinished messages to the queue")
         finally:
             self._looked_up.put(None)
