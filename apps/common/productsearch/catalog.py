@@ -1,5 +1,10 @@
 """Loads a product catalog CSV (name, sku, description, price[, category]) into Postgres.
 
+The file must be UTF-8; a byte order mark (which spreadsheets write when saving "CSV
+UTF-8") is skipped, and header names match whatever their case and surrounding
+spaces ("Name", " SKU "). A file that cannot be read as a catalog raises
+CatalogError, whose message names the line and the problem.
+
 Prices may be written as money text ("$1,344.87"). Bad rows are reported with their
 line number and skipped. Good rows are inserted; a SKU already in the table is left
 as it is (and counted as kept), because the table, edited through the UI since, is
@@ -10,6 +15,7 @@ overwrite existing SKUs instead.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import logging
@@ -30,6 +36,15 @@ MAX_NAME_CHARS = 500
 MAX_SKU_CHARS = 100
 MAX_DESCRIPTION_CHARS = 10_000
 _PRICE = re.compile(r"^\$?\s*(\d{1,3}(,\d{3})+|\d+)(\.\d{1,2})?$")
+
+
+# Read this much of the file at a time when checking its encoding.
+ENCODING_CHECK_CHUNK_BYTES = 1 << 20
+
+
+class CatalogError(ValueError):
+    """The file cannot be read as a catalog at all (its encoding, its header, its CSV
+    structure); the message names the line and the problem."""
 
 
 @dataclass
@@ -56,14 +71,43 @@ def parse_price(text: str) -> Decimal:
     return Decimal(cleaned.lstrip("$").strip().replace(",", ""))
 
 
-def parse_rows(lines: io.TextIOBase, report: LoadReport) -> Iterator[dict]:
-    reader = csv.DictReader(lines)
-    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+def header_names(raw: list[str]) -> list[str]:
+    """The header's column names as the loader matches them: byte order mark and
+    surrounding spaces dropped, case folded. Raises CatalogError when two columns
+    then share a name or a required column is missing."""
+    names = [name.lstrip("\ufeff").strip().casefold() for name in raw]
+    for name in set(names):
+        if name and names.count(name) > 1:
+            columns = [str(n + 1) for n, other in enumerate(names) if other == name]
+            raise CatalogError(f"line 1: the header names column {name!r} more than once (columns {', '.join(columns)})")
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
-        raise ValueError(f"CSV header lacks column(s) {missing}; found {reader.fieldnames}")
+        raise CatalogError(f"line 1: the header lacks column(s) {missing}; found {raw} "
+                           f"(names match whatever their case; required: {list(REQUIRED_COLUMNS)})")
+    return names
+
+
+def parse_rows(lines: io.TextIOBase, report: LoadReport) -> Iterator[dict]:
+    """The good rows of a catalog CSV as dicts (name, sku, description, price,
+    category), each bad row recorded in `report` with its line number and skipped.
+    Raises CatalogError for a file that is not a catalog (see header_names) or whose
+    CSV structure breaks (a NUL byte, a field over the csv module's limit)."""
+    try:
+        raw = next(csv.reader([next(iter(lines), "")]), [])
+    except csv.Error as exc:
+        raise CatalogError(f"line 1: {exc}") from exc
+    reader = csv.DictReader(lines, fieldnames=header_names(raw))
     seen_skus: set[str] = set()
-    for row in reader:
-        line = reader.line_num
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            # The record that broke starts after the lines read so far (and the header).
+            raise CatalogError(f"line {reader.line_num + 2}: {exc}") from exc
+        line = reader.line_num + 1  # the header was read apart
         try:
             if None in row or any(row.get(c) is None for c in REQUIRED_COLUMNS):
                 raise ValueError("wrong number of fields")
@@ -105,11 +149,13 @@ def infer_category(name: str) -> str:
 def load_catalog(conn: psycopg.Connection, path: Path, batch_size: int = 1000, *,
                  update_existing: bool = False) -> LoadReport:
     """Loads the CSV at `path` in transactions of batch_size rows. Existing SKUs are
-    kept unless update_existing. Raises ValueError when the header lacks a required
-    column, UnicodeDecodeError when the file is not UTF-8."""
+    kept unless update_existing. Raises CatalogError, before anything is written,
+    when the file is not UTF-8 or its header is not a catalog's, and when its CSV
+    structure breaks (the rows before that line are then loaded)."""
+    check_utf8(path)
     report = LoadReport()
     sql = products.upsert_sql(update_existing)
-    with open(path, newline="", encoding="utf-8", errors="strict") as handle:
+    with open(path, newline="", encoding="utf-8-sig", errors="strict") as handle:
         batch: list[dict] = []
         for row in parse_rows(handle, report):
             batch.append(row)
@@ -128,3 +174,27 @@ def _write(conn: psycopg.Connection, sql: str, batch: list[dict], report: LoadRe
         written = cur.rowcount
     report.loaded += written
     report.kept += len(batch) - written
+
+
+def check_utf8(path: Path) -> None:
+    """Raises CatalogError naming the line and byte when the file at `path` is not
+    UTF-8 (a spreadsheet's "CSV" in a Windows code page, say), reading it a chunk at a
+    time."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    line, offset = 1, 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(ENCODING_CHECK_CHUNK_BYTES):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                bad = offset + exc.start
+                line += chunk[: exc.start].count(b"\n")
+                raise CatalogError(f"line {line}: the file is not UTF-8 (byte 0x{exc.object[exc.start]:02x} near offset {bad}); "
+                                   "save it as \"CSV UTF-8\"") from None
+            line += chunk.count(b"\n")
+            offset += len(chunk)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise CatalogError(f"line {line}: the file is not UTF-8 (it ends inside a character); "
+                               "save it as \"CSV UTF-8\"") from None

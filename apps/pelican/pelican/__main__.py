@@ -12,7 +12,7 @@ from pelican.reconcile import reconcile
 from pelican.redrive import redrive
 from pelican.service import Pelican
 from productsearch import db, lexical, logs
-from productsearch.catalog import load_catalog
+from productsearch.catalog import CatalogError, load_catalog
 from productsearch.roles import RoleError, grant_roles
 from productsearch.settings import (AppRoleSettings, ConfigError, DatabaseSettings, IndexSettings, PelicanSettings,
                                     QueueSettings, text_template_from_env)
@@ -78,8 +78,12 @@ def main(argv: list[str] | None = None) -> int:
             if not args.path.is_file():
                 print(f"pelican: catalog file {args.path} not found", file=sys.stderr)
                 return 2
-            with db.connect(database) as conn:
-                report = load_catalog(conn, args.path, update_existing=args.update_existing)
+            try:
+                with db.connect(database) as conn:
+                    report = load_catalog(conn, args.path, update_existing=args.update_existing)
+            except CatalogError as exc:
+                print(f"pelican: load-catalog: {args.path}: {exc}", file=sys.stderr)
+                return 2
             for line, reason in report.skipped:
                 print(f"{args.path}:{line}: skipped: {reason}", file=sys.stderr)
             print(report.summary())

@@ -1,9 +1,10 @@
+import csv
 import io
 from decimal import Decimal
 
 import pytest
 
-from productsearch.catalog import LoadReport, infer_category, parse_price, parse_rows
+from productsearch.catalog import CatalogError, LoadReport, check_utf8, infer_category, parse_price, parse_rows
 
 
 @pytest.mark.parametrize("text, value", [("$344.87", "344.87"), ("845", "845"), ("$1,344.50", "1344.50"), (" $5.5 ", "5.5")])
@@ -36,8 +37,37 @@ def test_bad_rows_are_reported_with_line_numbers_and_skipped():
 
 
 def test_missing_columns_fail_loudly():
-    with pytest.raises(ValueError, match="lacks column"):
+    with pytest.raises(CatalogError, match="line 1: the header lacks column"):
         list(parse_rows(io.StringIO("name,price\nx,1\n"), LoadReport()))
+
+
+def test_a_spreadsheets_header_loads_whatever_its_case_and_byte_order_mark():
+    text = "\ufeffName, SKU ,DESCRIPTION,Price,Category\nLamp,L-1,a desk lamp,$12.50,Home\n"
+    rows = list(parse_rows(io.StringIO(text), LoadReport()))
+    assert rows == [{"name": "Lamp", "sku": "L-1", "description": "a desk lamp", "price": Decimal("12.50"), "category": "Home"}]
+
+
+def test_a_column_named_twice_is_refused_by_name_and_position():
+    with pytest.raises(CatalogError, match=r"column 'sku' more than once \(columns 2, 5\)"):
+        list(parse_rows(io.StringIO("name,sku,description,price,SKU\nx,1,d,1,2\n"), LoadReport()))
+
+
+def test_a_broken_csv_structure_names_its_line():
+    text = "name,sku,description,price\nLamp,L-1,ok,1\nBad,L-2,\"" + "x" * (csv.field_size_limit() + 10) + "\",1\n"
+    report = LoadReport()
+    rows = parse_rows(io.StringIO(text), report)
+    assert next(rows)["sku"] == "L-1"
+    with pytest.raises(CatalogError, match="line 3: field larger than field limit"):
+        next(rows)
+
+
+@pytest.mark.parametrize("data, line", [("name,sku,description,price\nCaf\xe9,C-1,d,1\n".encode("cp1252"), 2),
+                                        (b"name,sku,description,price\nx,1,d,1\n\xe2\x82", 3)])
+def test_a_file_that_is_not_utf8_is_refused_before_anything_is_read(tmp_path, data, line):
+    path = tmp_path / "catalog.csv"
+    path.write_bytes(data)
+    with pytest.raises(CatalogError, match=f"line {line}: the file is not UTF-8"):
+        check_utf8(path)
 
 
 def test_category_is_the_last_word_of_the_name():
