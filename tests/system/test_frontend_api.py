@@ -266,6 +266,25 @@ def test_edit_of_a_missing_or_malformed_id(front):
     assert front.api("/api/products/99999999999999999999999", "PUT", {"price": 5}, auth=EDITOR).status == 400
 
 
+# Digits str.isdigit() takes that are not ASCII: a superscript (int() refuses it) and
+# Arabic-Indic and full-width digits (int() reads them as another number).
+OTHER_DIGITS = ["\u00b2", "1\u00b2", "\u0661\u0662", "\uff11\uff12"]
+
+
+@pytest.mark.parametrize("raw", OTHER_DIGITS)
+def test_ids_and_versions_are_ascii_digits_only(front, raw):
+    from urllib.parse import quote
+
+    pid = front.product_ids[0]
+    for method, path, body in (("GET", f"/api/products/{quote(raw)}", None),
+                               ("PUT", f"/api/products/{quote(raw)}", {"price": 5}),
+                               ("GET", f"/api/products/{quote(raw)}/sync", None),
+                               ("GET", f"/api/products/{pid}/sync?version={quote(raw)}", None)):
+        resp = front.api(path, method, body, auth=EDITOR) if method == "PUT" else front.api(path)
+        assert resp.status == 400, (method, path, resp.status, resp.body)
+        assert "integer" in resp.body["error"], resp.body
+
+
 def test_authenticated_edit_becomes_searchable(front):
     pid = front.product_ids[7]
     text = "A hand-stitched leather saddlebag for touring bicycles"

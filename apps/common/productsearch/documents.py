@@ -66,6 +66,29 @@ def vector_id(product_id: int) -> str:
     return str(product_id)
 
 
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+
+
+def is_ascii_digits(text: str) -> bool:
+    """Whether `text` is one or more ASCII decimal digits: the only way an id or a
+    version is written. str.isdigit() also takes superscripts ("²", which int()
+    refuses) and other scripts' digits ("١٢", which int() reads as 12)."""
+    return bool(_ASCII_DIGITS.fullmatch(text))
+
+
+# products.id is a bigint.
+MAX_PRODUCT_ID = 2**63 - 1
+
+
+def product_id_of(vid: str) -> int | None:
+    """The product id a vector id names (vector_id's inverse), or None for an id that
+    is not ASCII digits within a bigint (a stray record no product could have written)."""
+    if not is_ascii_digits(vid) or len(vid) > 19:
+        return None
+    value = int(vid)
+    return value if value <= MAX_PRODUCT_ID else None
+
+
 def normalise_category(value: Any) -> str:
     """The key a category is compared by: Unicode NFKC, casefolded, stripped; "" for
     none. `Outdoor`, `outdoor` and ` OUTDOOR ` are one category. The row keeps the

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from productsearch import lexical, products
-from productsearch.documents import decimal_from_text, finite_price, normalise_category
+from productsearch.documents import decimal_from_text, finite_price, normalise_category, product_id_of
 from productsearch.lexical import SparseVector
 
 log = logging.getLogger(__name__)
@@ -275,14 +275,15 @@ class ProductSearch:
             # The index fills top_k whatever the scores; with the dense part zero, a
             # product sharing no term with the query scores exactly 0 and is no match.
             matches = [m for m in matches if m.score > 0]
-        ids = [int(m.id) for m in matches if m.id.isdigit()]
+        ids = [pid for pid in (product_id_of(m.id) for m in matches) if pid is not None]
         if not ids:
             return []
         with self.pool.connection() as conn:
             rows = {r["id"]: r for r in conn.execute(products.ROWS_BY_IDS, (ids,)).fetchall()}
         results = []
         for match in matches:
-            row = rows.get(int(match.id)) if match.id.isdigit() else None
+            pid = product_id_of(match.id)
+            row = rows.get(pid) if pid is not None else None
             if row is None:  # deleted, and the deletion is still on its way to the index
                 continue
             if not filters.admits(row["price"], row["category"]):

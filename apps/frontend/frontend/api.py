@@ -20,7 +20,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 
-from productsearch.documents import UnindexableProduct
+from productsearch.documents import UnindexableProduct, is_ascii_digits
 from productsearch.logs import brief
 from productsearch.search import DEFAULT_MODE, InvalidSearch, SearchFilters, validate_mode, validate_query, validate_top_k
 
@@ -204,7 +204,7 @@ def build_router(services, health) -> APIRouter:
         pid = product_id(raw_id)
         wanted = None
         if version is not None:
-            if not version.isdigit() or len(version) > 19:
+            if not is_ascii_digits(version) or len(version) > 19:
                 raise ApiError(400, f"version must be a non-negative integer, got {version!r}")
             wanted = int(version)
         try:

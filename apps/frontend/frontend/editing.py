@@ -15,7 +15,7 @@ from typing import Any
 
 from productsearch import products
 from productsearch.documents import (UnindexableProduct, check_text_size, decimal_from_text, finite_price, indexed_text,
-                                     is_current, metadata)
+                                     is_ascii_digits, is_current, metadata)
 
 from frontend.config import EditorCredentials
 from frontend.throttle import LoginThrottle
@@ -90,7 +90,7 @@ def validate_product_id(value: Any) -> int:
         raise InvalidEdit("product id must be a positive integer")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and is_ascii_digits(value.strip()):
         value = int(value.strip())
     if not isinstance(value, int) or not 1 <= value <= MAX_PRODUCT_ID:
         raise InvalidEdit(f"product id must be a positive integer, got {value!r}")

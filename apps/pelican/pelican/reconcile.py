@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from pelican.recapture import recapture
 from productsearch import db, products
-from productsearch.documents import is_current
+from productsearch.documents import is_current, product_id_of
 from productsearch.index import ProductIndex
 from productsearch.settings import DatabaseSettings, IndexSettings, text_template_from_env
 
@@ -78,11 +78,11 @@ def reconcile(database: DatabaseSettings, index_settings: IndexSettings, *, repa
 
         bar = tqdm(unit="vectors", desc="index -> table", disable=not progress)
         for ids in index.list_ids(page_size=min(page_size, 100)):
-            numeric = [int(i) for i in ids if i.isdigit()]
+            numeric = [pid for pid in (product_id_of(i) for i in ids) if pid is not None]
             present = {r["id"] for r in conn.execute(products.PRESENT_IDS, (numeric,)).fetchall()}
             conn.commit()
             report.orphaned.extend(int(i) for i in numeric if int(i) not in present)
-            strays = [i for i in ids if not i.isdigit()]
+            strays = [i for i in ids if product_id_of(i) is None]
             if strays:
                 log.warning("index holds ids that are not product ids", extra={"ids": strays[:10]})
             report.vectors += len(ids)

@@ -3,7 +3,7 @@ from decimal import Decimal, InvalidOperation
 import pytest
 
 from productsearch.documents import (UnindexableProduct, build_record, decimal_from_text, finite_price, indexed_text,
-                                    is_current, normalise_category, text_hash)
+                                    is_ascii_digits, is_current, normalise_category, product_id_of, text_hash)
 from productsearch.search import InvalidSearch, SearchFilters, validate_query, validate_top_k
 
 ROW = {"id": 7, "name": "Pro System", "sku": "SKU-1", "description": "A fine thing", "price": "19.99", "category": "system"}
@@ -156,3 +156,12 @@ def test_bad_queries_are_refused(query, reason):
 def test_bad_top_k_is_refused(top_k):
     with pytest.raises(InvalidSearch):
         validate_top_k(top_k)
+
+
+@pytest.mark.parametrize("text, pid", [("12", 12), ("007", 7), ("9223372036854775807", 2**63 - 1),
+                                       ("9223372036854775808", None), ("", None), ("\u00b2", None),
+                                       ("1\u00b2", None), ("\u0661\u0662", None), ("\uff11\uff12", None),
+                                       (" 12", None), ("-3", None), ("t#12", None)])
+def test_a_vector_id_names_a_product_only_in_ascii_digits_within_a_bigint(text, pid):
+    assert product_id_of(text) == pid
+    assert is_ascii_digits(text) == (text != "" and all("0" <= c <= "9" for c in text))
