@@ -8,9 +8,10 @@ writing the index overlap with embedding and the model stays busy.
                                        emu.ledger (ack, DLQ, release)
 
 The lookup thread gathers up to a thousand changes (Pinecone's fetch limit), for
-as long as they keep coming (EMU_BATCH_WINDOW_SECONDS at most), and reads what the index holds for
-them in one fetch: changes the index already holds newer are settled without the
-model, and a record whose text the index already embeds keeps its dense vector. The
+as long as they keep coming (EMU_BATCH_WINDOW_SECONDS at most), and reads what the
+index holds for them in one fetch: changes the index already holds newer are settled
+without the model, and a record whose text the index already embeds keeps its dense
+vector. The
 writer merges the batches waiting for it into one versioned write, filled up to
 Pinecone's per-request limits, its requests several at a time. Writes happen in
 arrival order, one at a time, so a product's changes reach the index in order; a
