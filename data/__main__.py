@@ -12,6 +12,10 @@ from infra.vector_index import VectorIndex, default_index_name
 layer = bootstrap("data", Path(__file__).parent)
 cfg = layer.config
 network = layer.upstream("network")
+# Pulumi's `protect` on everything that holds data: the database, the indexes and the
+# secrets. A rename or a replacing change then fails at preview, and so does a destroy,
+# until protectStatefulResources is set false and applied (docs/deploy.md, "Protected resources").
+protect = cfg.get("protectStatefulResources")
 
 database = PostgresDatabase(
     layer.prefix,
@@ -30,6 +34,7 @@ database = PostgresDatabase(
     deletion_protection=cfg.get("dbDeletionProtection"),
     backup_retention_days=cfg.get("dbBackupRetentionDays"),
     skip_final_snapshot=cfg.get("dbSkipFinalSnapshot"),
+    protect=protect,
 )
 
 pinecone_key = cfg.secret("pineconeApiKey")
@@ -46,6 +51,7 @@ index_options = dict(
     region=cfg.get("pineconeRegion"),
     api_key=pinecone_key,
     tags=layer.tags,
+    protect=protect,
 )
 # Each index's Pulumi name follows its Pinecone name, not its role, so moving to a new
 # index (docs/index-migration.md) only ever creates the next index and deletes the old
@@ -71,14 +77,14 @@ next_index = VectorIndex(
 ) if next_index_name else None
 # The old index after a switch, kept (not exported, so no app uses it) until compute
 # has been redeployed without it; unsetting the key then deletes it. Its deletion
-# protection is lifted meanwhile, so that delete goes through.
+# protection (Pinecone's and Pulumi's) is lifted meanwhile, so that delete goes through.
 if retiring_index_name:
     VectorIndex(
         f"{layer.prefix}-vectors-{retiring_index_name}",
         index_name=retiring_index_name,
         metric=cfg.get("pineconeMetric"),  # ignored: an existing index keeps its metric
         deletion_protection=False,
-        **index_options,
+        **{**index_options, "protect": False},
     )
 
 pinecone_secret = StoredSecret(
@@ -86,6 +92,7 @@ pinecone_secret = StoredSecret(
     description="Pinecone API key (plain string) for emu and frontend",
     value=pinecone_key,
     recovery_window_days=cfg.get("secretRecoveryWindowDays"),
+    protect=protect,
 )
 editor_password = cfg.secret("editorPassword").apply(require_min_length("editorPassword", 8))
 editor_secret = StoredSecret(
@@ -93,6 +100,7 @@ editor_secret = StoredSecret(
     description="Frontend editor login: JSON with username and password",
     json_value={"username": cfg.get("editorUsername"), "password": editor_password},
     recovery_window_days=cfg.get("secretRecoveryWindowDays"),
+    protect=protect,
 )
 
 # The apps' own database roles (apps/common/productsearch/roles.py; `pelican grant-roles`,
@@ -110,6 +118,7 @@ app_db_secrets = {
             password_length=40, exclude_punctuation=True, include_space=False).random_password},
         keep_first_value=True,
         recovery_window_days=cfg.get("secretRecoveryWindowDays"),
+        protect=protect,
     )
     for app, role in APP_DB_ROLES.items()
 }

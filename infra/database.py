@@ -55,8 +55,12 @@ class PostgresDatabase(pulumi.ComponentResource):
         deletion_protection: bool,
         backup_retention_days: int,
         skip_final_snapshot: bool,
+        protect: bool = True,
         opts: pulumi.ResourceOptions | None = None,
     ):
+        """protect: Pulumi refuses to delete or replace the instance (``protect``), on top of
+        RDS's own ``deletion_protection``: a change that would replace it (a new identifier,
+        engine or storage encryption) then fails at preview instead of dropping the data."""
         token = component_type("data", "PostgresDatabase")
         super().__init__(token, name, None, component_options(token, opts))
         if backup_retention_days < 1:
@@ -126,7 +130,7 @@ class PostgresDatabase(pulumi.ComponentResource):
             enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
             ca_cert_identifier="rds-ca-rsa2048-g1",
             apply_immediately=True,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=self.log_groups,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=self.log_groups, protect=protect,
                                         ignore_changes=["finalSnapshotIdentifier"]),
         )
         self.identifier = self.instance.identifier

@@ -54,21 +54,26 @@ class JobQueues(pulumi.ComponentResource):
         worst_batch_seconds: int,
         retention_seconds: int,
         max_receive_count: int,
+        protect: bool = True,
         opts: pulumi.ResourceOptions | None = None,
     ):
+        """protect: Pulumi refuses to delete or replace either queue (``protect``). Pelican
+        deletes a change's outbox rows once its job is sent, so the jobs in a queue exist
+        nowhere else: a replaced queue loses them until ``reconcile --repair``."""
         if not MIN_RETENTION_SECONDS <= retention_seconds <= MAX_RETENTION_SECONDS:
             raise ValueError(f"jobRetentionSeconds must be between {MIN_RETENTION_SECONDS} and "
                              f"{MAX_RETENTION_SECONDS} (SQS's limits), got {retention_seconds}")
         token = component_type("messaging", "JobQueues")
         super().__init__(token, name, None, component_options(token, opts))
         child = pulumi.ResourceOptions(parent=self)
+        stateful = pulumi.ResourceOptions(parent=self, protect=protect)
         self.dlq = aws.sqs.Queue(
             f"{name}-dlq",
             message_retention_seconds=DLQ_RETENTION_SECONDS,
             sqs_managed_sse_enabled=True,
             receive_wait_time_seconds=LONG_POLL_SECONDS,
             **FIFO_ARGS,
-            opts=child,
+            opts=stateful,
         )
         self.queue = aws.sqs.Queue(
             f"{name}-jobs",
@@ -80,7 +85,7 @@ class JobQueues(pulumi.ComponentResource):
                 lambda arn: json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": max_receive_count})
             ),
             **FIFO_ARGS,
-            opts=child,
+            opts=stateful,
         )
         # Only the jobs queue may use this DLQ.
         aws.sqs.RedriveAllowPolicy(

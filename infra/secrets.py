@@ -33,11 +33,14 @@ class StoredSecret(pulumi.ComponentResource):
         json_value: Mapping[str, pulumi.Input[str]] | None = None,
         recovery_window_days: int = 7,
         keep_first_value: bool = False,
+        protect: bool = True,
         opts: pulumi.ResourceOptions | None = None,
     ):
         """keep_first_value: later changes to the value are ignored, for a value that is
         generated anew on every run (a random password) and must keep the one it was
-        first given; the secret is then changed in Secrets Manager, not by Pulumi."""
+        first given; the secret is then changed in Secrets Manager, not by Pulumi.
+        protect: Pulumi refuses to delete or replace the secret (``protect``); its ARN is
+        what the tasks read, and a generated password lives nowhere else."""
         token = component_type("data", "StoredSecret")
         super().__init__(token, name, None, component_options(token, opts))
         if (value is None) == (json_value is None):
@@ -47,7 +50,7 @@ class StoredSecret(pulumi.ComponentResource):
             name,
             description=description,
             recovery_window_in_days=recovery_window_days,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, protect=protect),
         )
         if json_value is not None:
             keys = list(json_value)

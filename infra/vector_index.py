@@ -28,7 +28,12 @@ class VectorIndex(pulumi.ComponentResource):
     `metric` (one of METRICS) applies when the index is created. Pinecone cannot change
     an index's metric, so Pulumi would replace the index (and lose every vector in it);
     the metric is therefore ignored on an existing index, and a new metric is reached by
-    building a second index and switching to it (docs/index-migration.md)."""
+    building a second index and switching to it (docs/index-migration.md).
+
+    `protect` makes Pulumi refuse to delete or replace the index (``protect``): a new
+    pineconeIndexName, dimension or cloud then fails at preview rather than dropping every
+    vector. `deletion_protection` is Pinecone's own switch, which refuses deletes from any
+    client (Pinecone docs: index deletion protection, in "Manage indexes")."""
 
     def __init__(
         self,
@@ -42,6 +47,7 @@ class VectorIndex(pulumi.ComponentResource):
         deletion_protection: bool,
         api_key: pulumi.Input[str],
         tags: dict[str, str],
+        protect: bool = True,
         opts: pulumi.ResourceOptions | None = None,
     ):
         token = component_type("data", "VectorIndex")
@@ -61,7 +67,8 @@ class VectorIndex(pulumi.ComponentResource):
             spec={"serverless": {"cloud": cloud, "region": region}},
             deletion_protection="enabled" if deletion_protection else "disabled",
             tags=dict(tags),
-            opts=pulumi.ResourceOptions(parent=self, provider=provider, ignore_changes=["metric"]),
+            opts=pulumi.ResourceOptions(parent=self, provider=provider, protect=protect,
+                                        ignore_changes=["metric"]),
         )
         self.name = self.index.name
         self.host = self.index.host

@@ -14,6 +14,7 @@ queues = JobQueues(
     worst_batch_seconds=cfg.get("emuWorstBatchSeconds"),
     retention_seconds=cfg.get("jobRetentionSeconds"),
     max_receive_count=cfg.get("maxReceiveCount"),
+    protect=cfg.get("protectStatefulResources"),
 )
 alerts = DeadLetterAlerts(
     layer.prefix,

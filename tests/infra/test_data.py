@@ -56,7 +56,8 @@ def test_pinecone_index_serverless_from_config(data_run, data_prod_run):
     assert idx.inputs["dimension"] == 384 and idx.inputs["metric"] == "dotproduct"
     assert idx.inputs["vectorType"] == "dense"
     assert idx.inputs["spec"] == {"serverless": {"cloud": "aws", "region": "us-east-1"}}
-    assert idx.inputs["deletionProtection"] == "disabled"
+    # Pinecone's deletion protection is on unless a stack turns it off.
+    assert idx.inputs["deletionProtection"] == "enabled"
     assert data_prod_run.one("pinecone:index/index:Index").inputs["deletionProtection"] == "enabled"
     provider = data_run.one("pulumi:providers:pinecone")
     assert provider.inputs["apiKey"] == "pcsk-test-key" and "apiKey" in provider.secret_paths
@@ -228,3 +229,47 @@ def test_two_roles_for_one_index_are_refused(network_run, config):
 def test_an_unknown_metric_is_refused(network_run):
     with pytest.raises(Exception, match="pineconeMetric must be one of"):
         data_with(network_run, {"pineconeMetric": "manhattan"}, stack="badmetric")
+
+
+# --- protected stateful resources (docs/deploy.md, "Protected resources") ---------------
+
+STATEFUL = (DB, INDEX, "aws:secretsmanager/secret:Secret")
+
+
+def test_stateful_resources_are_protected_by_default(data_run):
+    # Pulumi refuses to delete or replace a protected resource: a renamed index or
+    # identifier fails at preview instead of dropping the data.
+    protected = [r for r in data_run.resources if r.typ in STATEFUL]
+    assert len(protected) == 1 + 1 + 4  # the database, the index, four secrets
+    for r in protected:
+        assert data_run.opts(r.typ, r.name).protect is True, r
+    # What only derives from them is not protected: it can be replaced freely.
+    for typ in ("aws:rds/parameterGroup:ParameterGroup", "aws:secretsmanager/secretVersion:SecretVersion",
+                "pulumi:providers:pinecone"):
+        for r in data_run.of_type(typ):
+            assert not data_run.opts(r.typ, r.name).protect, r
+
+
+def test_protection_is_lifted_by_one_config_key(network_run):
+    run = data_with(network_run, {"protectStatefulResources": False}, stack="unprotected")
+    stateful = [r for r in run.resources if r.typ in STATEFUL]
+    assert stateful and all(run.opts(r.typ, r.name).protect is False for r in stateful)
+
+
+def test_a_renamed_index_is_a_new_protected_resource_not_an_in_place_rename(data_run, network_run):
+    # The index's logical name follows its Pinecone name: a new pineconeIndexName is a new
+    # resource, and the old, protected one cannot be deleted, so `pulumi up` refuses.
+    renamed = data_with(network_run, {"pineconeIndexName": "ps-dev-renamed"}, stack="dev")
+    (old,) = data_run.of_type(INDEX)
+    (new,) = renamed.of_type(INDEX)
+    assert old.name != new.name
+    assert data_run.opts(INDEX, old.name).protect is True
+
+
+def test_the_retiring_index_is_unprotected_so_its_delete_goes_through(network_run):
+    run = data_with(network_run, {"pineconeIndexName": "ps-dev-products-hybrid",
+                                  "pineconeRetiringIndexName": "ps-dev-products"})
+    indexes = indexes_of(run)
+    assert run.opts(INDEX, indexes["ps-dev-products-hybrid"].name).protect is True
+    assert run.opts(INDEX, indexes["ps-dev-products"].name).protect is False
+    assert indexes["ps-dev-products"].inputs["deletionProtection"] == "disabled"

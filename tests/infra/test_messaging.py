@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from harness import run_layer
 from infra.messaging import MAX_RETENTION_SECONDS, visibility_timeout
 
 QUEUE = "aws:sqs/queue:Queue"
@@ -106,3 +107,11 @@ def test_exports(messaging_run):
     assert set(e) == {"jobsQueueUrl", "jobsQueueArn", "jobsQueueName", "jobsVisibilityTimeoutSeconds",
                       "dlqUrl", "dlqArn", "dlqName",
                       "topicArn", "topicKmsKeyArn"}
+
+
+def test_queues_are_protected_unless_the_stack_says_otherwise(messaging_run):
+    queues = messaging_run.of_type("aws:sqs/queue:Queue")
+    assert len(queues) == 2
+    assert all(messaging_run.opts(q.typ, q.name).protect is True for q in queues)
+    unprotected = run_layer("messaging", {"protectStatefulResources": False}, stack="unprotected")
+    assert all(unprotected.opts(q.typ, q.name).protect is False for q in unprotected.of_type("aws:sqs/queue:Queue"))
