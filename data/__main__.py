@@ -35,6 +35,7 @@ database = PostgresDatabase(
     backup_retention_days=cfg.get("dbBackupRetentionDays"),
     skip_final_snapshot=cfg.get("dbSkipFinalSnapshot"),
     protect=protect,
+    apply_immediately=cfg.get("dbApplyImmediately"),
 )
 
 pinecone_key = cfg.secret("pineconeApiKey")

@@ -56,9 +56,14 @@ class PostgresDatabase(pulumi.ComponentResource):
         backup_retention_days: int,
         skip_final_snapshot: bool,
         protect: bool = True,
+        apply_immediately: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ):
-        """protect: Pulumi refuses to delete or replace the instance (``protect``), on top of
+        """apply_immediately: False holds modifications that restart or slow the instance
+        (class, storage, engine version) until the maintenance window; RDS applies them
+        then (AWS docs: "Modifying an Amazon RDS DB instance", "Using the schedule
+        modifications setting").
+        protect: Pulumi refuses to delete or replace the instance (``protect``), on top of
         RDS's own ``deletion_protection``: a change that would replace it (a new identifier,
         engine or storage encryption) then fails at preview instead of dropping the data."""
         token = component_type("data", "PostgresDatabase")
@@ -129,7 +134,7 @@ class PostgresDatabase(pulumi.ComponentResource):
             allow_major_version_upgrade=allow_major_version_upgrade,
             enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
             ca_cert_identifier="rds-ca-rsa2048-g1",
-            apply_immediately=True,
+            apply_immediately=apply_immediately,
             opts=pulumi.ResourceOptions(parent=self, depends_on=self.log_groups, protect=protect,
                                         ignore_changes=["finalSnapshotIdentifier"]),
         )

@@ -273,3 +273,10 @@ def test_the_retiring_index_is_unprotected_so_its_delete_goes_through(network_ru
     assert run.opts(INDEX, indexes["ps-dev-products-hybrid"].name).protect is True
     assert run.opts(INDEX, indexes["ps-dev-products"].name).protect is False
     assert indexes["ps-dev-products"].inputs["deletionProtection"] == "disabled"
+
+
+def test_instance_changes_wait_for_the_maintenance_window_unless_asked(data_run, network_run):
+    db = data_run.one(DB).inputs
+    assert db["applyImmediately"] is False and db["maintenanceWindow"]
+    urgent = data_with(network_run, {"dbApplyImmediately": True}, stack="urgent")
+    assert urgent.one(DB).inputs["applyImmediately"] is True
