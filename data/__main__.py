@@ -4,14 +4,18 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
-from infra.database import PostgresDatabase
+from infra.database import PostgresDatabase, performance_insights_enabled
 from infra.layer import bootstrap
+from infra.monitoring import DatabaseAlarmArgs, database_alarms
 from infra.secrets import StoredSecret, require_min_length
 from infra.vector_index import VectorIndex, default_index_name
 
 layer = bootstrap("data", Path(__file__).parent)
 cfg = layer.config
 network = layer.upstream("network")
+# The database's alarms go to messaging's alert topic: on a new stack, messaging is
+# deployed before data (scripts/aws/layers.sh).
+messaging = layer.upstream("messaging")
 # Pulumi's `protect` on everything that holds data: the database, the indexes and the
 # secrets. A rename or a replacing change then fails at preview, and so does a destroy,
 # until protectStatefulResources is set false and applied (docs/deploy.md, "Protected resources").
@@ -36,6 +40,19 @@ database = PostgresDatabase(
     skip_final_snapshot=cfg.get("dbSkipFinalSnapshot"),
     protect=protect,
     apply_immediately=cfg.get("dbApplyImmediately"),
+    performance_insights=performance_insights_enabled(cfg.get("dbPerformanceInsights"), cfg.get("dbInstanceClass")),
+)
+database_alarms(
+    layer.prefix,
+    identifier=database.identifier,
+    instance_class=cfg.get("dbInstanceClass"),
+    thresholds=DatabaseAlarmArgs(
+        free_storage_gib=cfg.get("dbFreeStorageAlarmGib"),
+        freeable_memory_mib=cfg.get("dbFreeableMemoryAlarmMib"),
+        connections=cfg.get("dbConnectionsAlarmCount"),
+        cpu_credits=cfg.get("dbCpuCreditAlarmCount"),
+    ),
+    topic_arn=messaging.require_output("topicArn"),
 )
 
 pinecone_key = cfg.secret("pineconeApiKey")

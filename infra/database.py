@@ -24,6 +24,26 @@ def final_snapshot_name(base: str, now: datetime.datetime | None = None) -> str:
     return f"{base}-final-{stamp}"
 
 
+# Classes without Performance Insights (AWS docs: "Amazon RDS DB engine, Region, and instance
+# class support for Database Insights" lists these for RDS for MySQL and MariaDB). They are
+# left off by default for PostgreSQL too; dbPerformanceInsights "on" asks RDS anyway.
+PERFORMANCE_INSIGHTS_UNSUPPORTED = frozenset(
+    f"db.{family}.{size}" for family in ("t2", "t3", "t4g") for size in ("micro", "small"))
+# The retention that costs nothing (AWS docs: "Configuring the Performance Insights
+# retention period"): 7 days.
+PERFORMANCE_INSIGHTS_RETENTION_DAYS = 7
+PERFORMANCE_INSIGHTS_SETTINGS = ("auto", "on", "off")
+
+
+def performance_insights_enabled(setting: str, instance_class: str) -> bool:
+    """``auto``: on unless the class is in PERFORMANCE_INSIGHTS_UNSUPPORTED; ``on``/``off``: as said."""
+    if setting not in PERFORMANCE_INSIGHTS_SETTINGS:
+        raise ValueError(f"dbPerformanceInsights must be one of {PERFORMANCE_INSIGHTS_SETTINGS}, got {setting!r}")
+    if setting == "auto":
+        return instance_class not in PERFORMANCE_INSIGHTS_UNSUPPORTED
+    return setting == "on"
+
+
 def parameter_group_family(engine_version: str) -> str:
     """``"17"`` or ``"17.4"`` -> ``"postgres17"``."""
     return f"postgres{str(engine_version).split('.')[0]}"
@@ -57,12 +77,15 @@ class PostgresDatabase(pulumi.ComponentResource):
         skip_final_snapshot: bool,
         protect: bool = True,
         apply_immediately: bool = False,
+        performance_insights: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ):
         """apply_immediately: False holds modifications that restart or slow the instance
         (class, storage, engine version) until the maintenance window; RDS applies them
         then (AWS docs: "Modifying an Amazon RDS DB instance", "Using the schedule
         modifications setting").
+        performance_insights: Performance Insights with its free 7-day retention
+        (see performance_insights_enabled).
         protect: Pulumi refuses to delete or replace the instance (``protect``), on top of
         RDS's own ``deletion_protection``: a change that would replace it (a new identifier,
         engine or storage encryption) then fails at preview instead of dropping the data."""
@@ -135,6 +158,9 @@ class PostgresDatabase(pulumi.ComponentResource):
             enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
             ca_cert_identifier="rds-ca-rsa2048-g1",
             apply_immediately=apply_immediately,
+            performance_insights_enabled=performance_insights,
+            performance_insights_retention_period=(PERFORMANCE_INSIGHTS_RETENTION_DAYS
+                                                   if performance_insights else None),
             opts=pulumi.ResourceOptions(parent=self, depends_on=self.log_groups, protect=protect,
                                         ignore_changes=["finalSnapshotIdentifier"]),
         )

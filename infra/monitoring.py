@@ -1,5 +1,7 @@
-"""Alarms on the system's own metrics (the AWS-published ones live next to their resources)."""
+"""Alarms on the system's own metrics, and on the database's (AWS/RDS, created by the data layer)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -91,3 +93,93 @@ def login_failures_alarm(
         alarm_actions=[topic_arn],
         opts=opts,
     )
+
+
+# --- the database (AWS/RDS metrics, per DBInstanceIdentifier) -----------------------------
+# AWS docs ("Amazon CloudWatch metrics for Amazon RDS"): FreeStorageSpace and FreeableMemory
+# are in bytes, DatabaseConnections is a count, and CPUCreditBalance (credits) is published
+# only for burstable (db.t*) classes.
+RDS_NAMESPACE = "AWS/RDS"
+BYTES_PER_MIB = 1024 ** 2
+BYTES_PER_GIB = 1024 ** 3
+
+
+@dataclass(frozen=True)
+class DatabaseAlarmArgs:
+    """Thresholds of the database alarms; every alarm fires below (or, for connections,
+    above) its threshold for the whole evaluation window.
+
+    free_storage_gib: FreeStorageSpace under this. Storage autoscaling grows the volume
+    when less than 10 % is free, up to dbMaxAllocatedStorage (AWS docs: "Managing capacity
+    automatically with Amazon RDS storage autoscaling"); the alarm says it is running out
+    anyway. freeable_memory_mib: FreeableMemory under this (the instance swaps).
+    connections: DatabaseConnections over this; PostgreSQL's default max_connections on RDS
+    is LEAST(DBInstanceClassMemory/9531392, 5000) (AWS docs: "Maximum number of database
+    connections"), about 80 on a db.t4g.micro. cpu_credits: CPUCreditBalance under this,
+    burstable classes only (a db.t4g.micro earns 12 credits an hour, AWS docs:
+    "Burstable performance instances")."""
+
+    free_storage_gib: int
+    freeable_memory_mib: int
+    connections: int
+    cpu_credits: int
+
+    def __post_init__(self) -> None:
+        for key, value in (("dbFreeStorageAlarmGib", self.free_storage_gib),
+                           ("dbFreeableMemoryAlarmMib", self.freeable_memory_mib),
+                           ("dbConnectionsAlarmCount", self.connections),
+                           ("dbCpuCreditAlarmCount", self.cpu_credits)):
+            if value <= 0:
+                raise ValueError(f"{key} must be positive")
+
+
+def is_burstable(instance_class: str) -> bool:
+    """db.t2/t3/t4g...: the classes that run on CPU credits."""
+    return instance_class.startswith("db.t")
+
+
+def database_alarms(
+    name: str,
+    *,
+    identifier: pulumi.Input[str],
+    instance_class: str,
+    thresholds: DatabaseAlarmArgs,
+    topic_arn: pulumi.Input[str],
+    opts: pulumi.ResourceOptions | None = None,
+) -> dict[str, aws.cloudwatch.MetricAlarm]:
+    """Alarms (to `topic_arn`, on alarm and back to OK) on the RDS instance `identifier`:
+    little free storage, little freeable memory, many connections, and for a burstable
+    `instance_class` few CPU credits left. Keyed by metric name."""
+    # (metric, threshold, comparison, evaluation periods of ALARM_PERIOD_SECONDS, description)
+    specs = [
+        ("FreeStorageSpace", thresholds.free_storage_gib * BYTES_PER_GIB, "LessThanThreshold", 1,
+         f"Less than {thresholds.free_storage_gib} GiB of database storage free"),
+        ("FreeableMemory", thresholds.freeable_memory_mib * BYTES_PER_MIB, "LessThanThreshold", 3,
+         f"Less than {thresholds.freeable_memory_mib} MiB of database memory free for 15 minutes"),
+        ("DatabaseConnections", thresholds.connections, "GreaterThanThreshold", 3,
+         f"More than {thresholds.connections} database connections for 15 minutes"),
+    ]
+    if is_burstable(instance_class):
+        specs.append(("CPUCreditBalance", thresholds.cpu_credits, "LessThanThreshold", 1,
+                      f"Fewer than {thresholds.cpu_credits} CPU credits left: the database will be "
+                      "throttled to its baseline"))
+    alarms = {}
+    for metric, threshold, comparison, periods, description in specs:
+        alarms[metric] = aws.cloudwatch.MetricAlarm(
+            f"{name}-db-{metric}",
+            alarm_description=description,
+            namespace=RDS_NAMESPACE,
+            metric_name=metric,
+            dimensions={"DBInstanceIdentifier": identifier},
+            statistic="Average" if metric != "DatabaseConnections" else "Maximum",
+            period=ALARM_PERIOD_SECONDS,
+            evaluation_periods=periods,
+            threshold=threshold,
+            comparison_operator=comparison,
+            # A stopped or rebooting instance reports nothing: keep the state it had.
+            treat_missing_data="missing",
+            alarm_actions=[topic_arn],
+            ok_actions=[topic_arn],
+            opts=opts,
+        )
+    return alarms

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run one Pulumi command over the four layers in dependency order:
-#   up/preview/refresh: network, data, messaging, compute
-#   destroy:            compute, messaging, data, network
+#   up/preview/refresh: network, messaging, data, compute (data's alarms notify messaging's topic)
+#   destroy:            compute, data, messaging, network
 #
 #   scripts/aws/layers.sh up [--stack dev] [--policy] [-- extra pulumi args]
 #
@@ -25,8 +25,8 @@ while [[ $# -gt 0 ]]; do
 done
 
 case "$ACTION" in
-  up|preview|refresh) LAYERS=(network data messaging compute) ;;
-  destroy) LAYERS=(compute messaging data network) ;;
+  up|preview|refresh) LAYERS=(network messaging data compute) ;;
+  destroy) LAYERS=(compute data messaging network) ;;
   *) echo "usage: $0 up|preview|refresh|destroy [--stack NAME] [--policy] [-- pulumi args]" >&2; exit 2 ;;
 esac
 

@@ -29,17 +29,24 @@ def network_prod_run():
 
 
 @pytest.fixture(scope="session")
-def data_run(network_run):
-    return run_layer("data", secrets=DATA_SECRETS, stack_outputs={"network": network_run.exports})
+def data_upstream(network_run, messaging_run):
+    """What the data layer reads: the network, and messaging's alert topic for its alarms."""
+    return {"network": network_run.exports, "messaging": messaging_run.exports}
 
 
 @pytest.fixture(scope="session")
-def data_prod_run(network_prod_run):
+def data_run(data_upstream):
+    return run_layer("data", secrets=DATA_SECRETS, stack_outputs=data_upstream)
+
+
+@pytest.fixture(scope="session")
+def data_prod_run(network_prod_run, messaging_run):
     return run_layer(
         "data",
         {"dbMultiAz": True, "dbDeletionProtection": True, "dbBackupRetentionDays": 14,
          "pineconeDeletionProtection": True, "networkStack": "acme/network/prod"},
-        stack="prod", secrets=DATA_SECRETS, stack_outputs={"network": network_prod_run.exports},
+        stack="prod", secrets=DATA_SECRETS,
+        stack_outputs={"network": network_prod_run.exports, "messaging": messaging_run.exports},
     )
 
 

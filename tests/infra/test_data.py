@@ -46,8 +46,8 @@ def test_dev_and_prod_switches(data_run, data_prod_run):
     assert dev["skipFinalSnapshot"] is False and dev["finalSnapshotIdentifier"]
     assert prod["multiAz"] is True and prod["deletionProtection"] is True
     assert prod["backupRetentionPeriod"] == 14
-    assert data_prod_run.stack_refs == ["acme/network/prod"]
-    assert data_run.stack_refs == ["acme/network/dev"]
+    assert sorted(data_prod_run.stack_refs) == ["acme/messaging/prod", "acme/network/prod"]
+    assert sorted(data_run.stack_refs) == ["acme/messaging/dev", "acme/network/dev"]
 
 
 def test_pinecone_index_serverless_from_config(data_run, data_prod_run):
@@ -108,22 +108,22 @@ def test_exports(data_run):
     assert e["pineconeIndexHost"].endswith(".pinecone.io")
 
 
-def test_missing_pinecone_key_fails_loudly(network_run):
+def test_missing_pinecone_key_fails_loudly(data_upstream):
     with pytest.raises(Exception, match="pineconeApiKey"):
         run_layer("data", secrets={"editorPassword": "long-enough"}, stack="nokey",
-                  stack_outputs={"network": network_run.exports})
+                  stack_outputs=data_upstream)
 
 
-def test_short_editor_password_is_refused(network_run):
+def test_short_editor_password_is_refused(data_upstream):
     with pytest.raises(Exception, match="editorPassword must be at least 8 characters"):
         run_layer("data", secrets={"pineconeApiKey": "k", "editorPassword": "short"}, stack="shortpw",
-                  stack_outputs={"network": network_run.exports})
+                  stack_outputs=data_upstream)
 
 
-def test_missing_upstream_output_fails_loudly():
+def test_missing_upstream_output_fails_loudly(messaging_run):
     with pytest.raises(Exception, match="privateSubnetIds|vpcId"):
         run_layer("data", secrets={"pineconeApiKey": "k", "editorPassword": "long-enough"}, stack="noup",
-                  stack_outputs={"network": {}})
+                  stack_outputs={"network": {}, "messaging": messaging_run.exports})
 
 
 # --- the index's metric and a migration's next index (docs/index-migration.md) ---------
@@ -148,8 +148,8 @@ def test_the_index_is_dotproduct_by_default_and_alone(data_run):
 SECRETS = {"pineconeApiKey": "pcsk-test-key", "editorPassword": "editor-pass"}
 
 
-def data_with(network_run, config, stack="migrating"):
-    return run_layer("data", config, stack=stack, secrets=SECRETS, stack_outputs={"network": network_run.exports})
+def data_with(data_upstream, config, stack="migrating"):
+    return run_layer("data", config, stack=stack, secrets=SECRETS, stack_outputs=data_upstream)
 
 
 def indexes_of(run):
@@ -164,8 +164,8 @@ def test_an_existing_index_keeps_its_metric(data_run):
 
 
 @pytest.fixture(scope="module")
-def migrating_run(network_run):
-    return data_with(network_run, {"pineconeIndexName": "ps-dev-products",
+def migrating_run(data_upstream):
+    return data_with(data_upstream, {"pineconeIndexName": "ps-dev-products",
                                    "pineconeNextIndexName": "ps-dev-products-hybrid",
                                    "pineconeDeletionProtection": True})
 
@@ -192,10 +192,10 @@ def test_a_configured_next_index_is_a_dotproduct_twin_exported_beside_the_primar
         "ps-migrating-vectors-ps-dev-products-hybrid": []}
 
 
-def test_retiring_keeps_the_next_index_and_deletes_the_old_one_only_at_the_end(migrating_run, network_run):
+def test_retiring_keeps_the_next_index_and_deletes_the_old_one_only_at_the_end(migrating_run, data_upstream):
     before = indexes_of(migrating_run)
     # Step 1: the next index becomes the primary; the old one stays, unexported and unprotected.
-    step1 = data_with(network_run, {"pineconeIndexName": "ps-dev-products-hybrid",
+    step1 = data_with(data_upstream, {"pineconeIndexName": "ps-dev-products-hybrid",
                                     "pineconeRetiringIndexName": "ps-dev-products",
                                     "pineconeDeletionProtection": True})
     after = indexes_of(step1)
@@ -211,7 +211,7 @@ def test_retiring_keeps_the_next_index_and_deletes_the_old_one_only_at_the_end(m
     assert not {"pineconeNextIndexHost", "pineconeNextIndexName"} & set(step1.exports)
     assert step1.opts(INDEX, new.name).ignore_changes == ["metric"]
     # Step 2 (after compute is redeployed): only the new index is left in the program.
-    step2 = data_with(network_run, {"pineconeIndexName": "ps-dev-products-hybrid", "pineconeDeletionProtection": True})
+    step2 = data_with(data_upstream, {"pineconeIndexName": "ps-dev-products-hybrid", "pineconeDeletionProtection": True})
     assert set(indexes_of(step2)) == {"ps-dev-products-hybrid"}
     assert indexes_of(step2)["ps-dev-products-hybrid"].name == new.name
 
@@ -221,14 +221,14 @@ def test_retiring_keeps_the_next_index_and_deletes_the_old_one_only_at_the_end(m
     {"pineconeRetiringIndexName": "same-products", "pineconeIndexName": "same-products"},
     {"pineconeRetiringIndexName": "x-products", "pineconeNextIndexName": "x-products"},
 ])
-def test_two_roles_for_one_index_are_refused(network_run, config):
+def test_two_roles_for_one_index_are_refused(data_upstream, config):
     with pytest.raises(Exception, match="must name different indexes"):
-        data_with(network_run, config, stack="samename")
+        data_with(data_upstream, config, stack="samename")
 
 
-def test_an_unknown_metric_is_refused(network_run):
+def test_an_unknown_metric_is_refused(data_upstream):
     with pytest.raises(Exception, match="pineconeMetric must be one of"):
-        data_with(network_run, {"pineconeMetric": "manhattan"}, stack="badmetric")
+        data_with(data_upstream, {"pineconeMetric": "manhattan"}, stack="badmetric")
 
 
 # --- protected stateful resources (docs/deploy.md, "Protected resources") ---------------
@@ -250,24 +250,24 @@ def test_stateful_resources_are_protected_by_default(data_run):
             assert not data_run.opts(r.typ, r.name).protect, r
 
 
-def test_protection_is_lifted_by_one_config_key(network_run):
-    run = data_with(network_run, {"protectStatefulResources": False}, stack="unprotected")
+def test_protection_is_lifted_by_one_config_key(data_upstream):
+    run = data_with(data_upstream, {"protectStatefulResources": False}, stack="unprotected")
     stateful = [r for r in run.resources if r.typ in STATEFUL]
     assert stateful and all(run.opts(r.typ, r.name).protect is False for r in stateful)
 
 
-def test_a_renamed_index_is_a_new_protected_resource_not_an_in_place_rename(data_run, network_run):
+def test_a_renamed_index_is_a_new_protected_resource_not_an_in_place_rename(data_run, data_upstream):
     # The index's logical name follows its Pinecone name: a new pineconeIndexName is a new
     # resource, and the old, protected one cannot be deleted, so `pulumi up` refuses.
-    renamed = data_with(network_run, {"pineconeIndexName": "ps-dev-renamed"}, stack="dev")
+    renamed = data_with(data_upstream, {"pineconeIndexName": "ps-dev-renamed"}, stack="dev")
     (old,) = data_run.of_type(INDEX)
     (new,) = renamed.of_type(INDEX)
     assert old.name != new.name
     assert data_run.opts(INDEX, old.name).protect is True
 
 
-def test_the_retiring_index_is_unprotected_so_its_delete_goes_through(network_run):
-    run = data_with(network_run, {"pineconeIndexName": "ps-dev-products-hybrid",
+def test_the_retiring_index_is_unprotected_so_its_delete_goes_through(data_upstream):
+    run = data_with(data_upstream, {"pineconeIndexName": "ps-dev-products-hybrid",
                                   "pineconeRetiringIndexName": "ps-dev-products"})
     indexes = indexes_of(run)
     assert run.opts(INDEX, indexes["ps-dev-products-hybrid"].name).protect is True
@@ -275,8 +275,63 @@ def test_the_retiring_index_is_unprotected_so_its_delete_goes_through(network_ru
     assert indexes["ps-dev-products"].inputs["deletionProtection"] == "disabled"
 
 
-def test_instance_changes_wait_for_the_maintenance_window_unless_asked(data_run, network_run):
+def test_instance_changes_wait_for_the_maintenance_window_unless_asked(data_run, data_upstream):
     db = data_run.one(DB).inputs
     assert db["applyImmediately"] is False and db["maintenanceWindow"]
-    urgent = data_with(network_run, {"dbApplyImmediately": True}, stack="urgent")
+    urgent = data_with(data_upstream, {"dbApplyImmediately": True}, stack="urgent")
     assert urgent.one(DB).inputs["applyImmediately"] is True
+
+
+# --- the database is watched (alarms to messaging's topic, Performance Insights) ----------
+
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+
+
+def db_alarms(run):
+    return {a.inputs["metricName"]: a.inputs for a in run.of_type(ALARM) if a.inputs["namespace"] == "AWS/RDS"}
+
+
+def test_database_alarms_reach_the_alert_topic(data_run, messaging_run):
+    alarms = db_alarms(data_run)
+    # db.t4g.micro (the default) is burstable: its CPU credits are watched too.
+    assert set(alarms) == {"FreeStorageSpace", "FreeableMemory", "DatabaseConnections", "CPUCreditBalance"}
+    topic = messaging_run.exports["topicArn"]
+    for metric, a in alarms.items():
+        assert a["alarmActions"] == [topic] and a["okActions"] == [topic], metric
+        assert a["dimensions"] == {"DBInstanceIdentifier": "ps-dev-db"}, metric
+    assert alarms["FreeStorageSpace"]["threshold"] == 2 * 1024 ** 3
+    assert alarms["FreeStorageSpace"]["comparisonOperator"] == "LessThanThreshold"
+    assert alarms["FreeableMemory"]["threshold"] == 100 * 1024 ** 2
+    assert alarms["DatabaseConnections"]["comparisonOperator"] == "GreaterThanThreshold"
+    assert alarms["DatabaseConnections"]["threshold"] == 64
+    assert alarms["CPUCreditBalance"]["threshold"] == 20
+
+
+def test_a_fixed_performance_class_has_no_credit_alarm_and_gets_performance_insights(data_run, data_upstream):
+    # The smallest burstable classes have no Performance Insights by default.
+    micro = data_run.one(DB).inputs
+    assert micro["performanceInsightsEnabled"] is False and "performanceInsightsRetentionPeriod" not in micro
+    big = data_with(data_upstream, {"dbInstanceClass": "db.m7g.large", "dbConnectionsAlarmCount": 500},
+                    stack="big")
+    assert set(db_alarms(big)) == {"FreeStorageSpace", "FreeableMemory", "DatabaseConnections"}
+    assert db_alarms(big)["DatabaseConnections"]["threshold"] == 500
+    inputs = big.one(DB).inputs
+    assert inputs["performanceInsightsEnabled"] is True and inputs["performanceInsightsRetentionPeriod"] == 7
+    off = data_with(data_upstream, {"dbInstanceClass": "db.m7g.large", "dbPerformanceInsights": "off"}, stack="pioff")
+    assert off.one(DB).inputs["performanceInsightsEnabled"] is False
+    on = data_with(data_upstream, {"dbPerformanceInsights": "on"}, stack="pion")
+    assert on.one(DB).inputs["performanceInsightsEnabled"] is True
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"dbPerformanceInsights": "sometimes"}, "dbPerformanceInsights must be one of"),
+    ({"dbConnectionsAlarmCount": 0}, "dbConnectionsAlarmCount must be positive"),
+])
+def test_bad_database_monitoring_settings_are_refused(data_upstream, config, message):
+    with pytest.raises(Exception, match=message):
+        data_with(data_upstream, config, stack="badmonitoring")
+
+
+def test_data_needs_the_alert_topic(network_run):
+    with pytest.raises(Exception, match="topicArn"):
+        run_layer("data", secrets=SECRETS, stack="nomessaging", stack_outputs={"network": network_run.exports})

@@ -179,15 +179,15 @@ def test_index_name_carries_the_stack(data_run, data_prod_run):
     assert len(default_index_name("ps-" + "a" * 60)) <= 45
 
 
-def test_index_name_can_be_pinned(network_run):
+def test_index_name_can_be_pinned(data_upstream):
     from conftest import DATA_SECRETS
 
     run = run_layer("data", {"pineconeIndexName": "products"}, secrets=DATA_SECRETS, stack="legacy",
-                    stack_outputs={"network": network_run.exports})
+                    stack_outputs=data_upstream)
     assert run.one("pinecone:index/index:Index").inputs["name"] == "products"
 
 
-def test_final_snapshot_is_unique_per_instance_and_major_upgrades_are_opt_in(data_run, network_run):
+def test_final_snapshot_is_unique_per_instance_and_major_upgrades_are_opt_in(data_run, data_upstream):
     db = data_run.one("aws:rds/instance:Instance")
     assert db.inputs["identifier"] == "ps-dev-db"
     assert re.fullmatch(r"ps-dev-db-final-\d{14}", db.inputs["finalSnapshotIdentifier"])
@@ -196,7 +196,7 @@ def test_final_snapshot_is_unique_per_instance_and_major_upgrades_are_opt_in(dat
     from conftest import DATA_SECRETS
 
     upgraded = run_layer("data", {"dbEngineVersion": "18", "dbAllowMajorVersionUpgrade": True},
-                         secrets=DATA_SECRETS, stack="dev", stack_outputs={"network": network_run.exports})
+                         secrets=DATA_SECRETS, stack="dev", stack_outputs=data_upstream)
     inputs = upgraded.one("aws:rds/instance:Instance").inputs
     assert inputs["allowMajorVersionUpgrade"] is True and inputs["engineVersion"] == "18"
     assert upgraded.one("aws:rds/parameterGroup:ParameterGroup").inputs["family"] == "postgres18"

@@ -152,10 +152,10 @@ def test_layers_up_in_dependency_order_and_destroy_in_reverse(tmp_path):
         assert result.returncode == 0, result.stderr
         return [line.split("--cwd ")[1].split()[0].rsplit("/", 1)[1] for line in calls.read_text().splitlines()]
 
-    assert layers("up", "--stack", "prod", "--policy", "--", "--yes") == ["network", "data", "messaging", "compute"]
+    assert layers("up", "--stack", "prod", "--policy", "--", "--yes") == ["network", "messaging", "data", "compute"]
     first = calls.read_text().splitlines()[0]
     assert first.startswith("up --stack prod") and "--policy-pack" in first and first.endswith("--yes")
-    assert layers("destroy") == ["compute", "messaging", "data", "network"]
+    assert layers("destroy") == ["compute", "data", "messaging", "network"]
     assert "--policy-pack" not in calls.read_text()
     bad = subprocess.run(["bash", str(LAYERS_SCRIPT), "deploy"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2
