@@ -102,7 +102,8 @@ if retiring_index_name:
         index_name=retiring_index_name,
         metric=cfg.get("pineconeMetric"),  # ignored: an existing index keeps its metric
         deletion_protection=False,
-        **{**index_options, "protect": False},
+        # The policy pack lets a prod index go unprotected only while it is being retired.
+        **{**index_options, "protect": False, "tags": {**layer.tags, "lifecycle": "retiring"}},
     )
 
 pinecone_secret = StoredSecret(

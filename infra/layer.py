@@ -22,7 +22,10 @@ FORMER_TYPE_PACKAGE = "semsearch"
 
 # Config keys every layer declares in its Pulumi.yaml and the shared Layer reads,
 # rather than the layer's own __main__.py.
-LAYER_KEYS = frozenset({"resourcePrefix"})
+LAYER_KEYS = frozenset({"resourcePrefix", "tier"})
+# What a stack is for. Every resource carries it as the `tier` tag, and the policy pack
+# (policy/guardrails.py) holds resources tagged `prod` to the production rules.
+TIERS = ("dev", "prod")
 
 
 def component_type(layer: str, name: str) -> str:
@@ -38,11 +41,15 @@ def component_options(type_token: str, opts: pulumi.ResourceOptions | None) -> p
     return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(aliases=[former]))
 
 
-def base_tags(layer: str, stack: str) -> dict[str, str]:
+def base_tags(layer: str, stack: str, tier: str = "dev") -> dict[str, str]:
+    """The tags every taggable resource of a layer gets (``tier`` is one of TIERS)."""
+    if tier not in TIERS:
+        raise ValueError(f"tier must be one of {TIERS}, got {tier!r}")
     return {
         "project": SYSTEM,
         "layer": layer,
         "stack": stack,
+        "tier": tier,
         "managed-by": "pulumi",
     }
 
@@ -142,11 +149,13 @@ class Layer:
     config: LayerConfig = field(init=False)
     stack: str = field(init=False)
     tags: dict[str, str] = field(init=False)
+    tier: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.config = LayerConfig(self.project_dir)
         self.stack = pulumi.get_stack()
-        self.tags = base_tags(self.name, self.stack)
+        self.tier = self.config.get("tier")
+        self.tags = base_tags(self.name, self.stack, self.tier)
 
     @property
     def prefix(self) -> str:

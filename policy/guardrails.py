@@ -216,6 +216,69 @@ def ecs_services_keep_a_task(resource_type: str, props: dict) -> list[str]:
     return []
 
 
+# --- the production tier: resources tagged tier=prod (infra/layer.py, the `tier` config) ---
+
+PROD_TIER = "prod"
+# Frontend tasks behind the load balancer in prod: one task is a single point of failure
+# during a deploy or an AZ outage.
+MIN_PROD_FRONTEND_TASKS = 2
+
+
+def _prod(props: dict) -> bool:
+    tags = props.get("tags")
+    if isinstance(tags, list):  # Auto Scaling groups
+        tags = {t.get("key"): t.get("value") for t in tags if isinstance(t, dict)}
+    return isinstance(tags, dict) and tags.get("tier") == PROD_TIER
+
+
+def prod_database_resilient(resource_type: str, props: dict) -> list[str]:
+    """In prod, RDS runs Multi-AZ (a standby in a second AZ takes over in a failure) and
+    refuses deletion."""
+    if resource_type != "aws:rds/instance:Instance" or not _prod(props):
+        return []
+    found = []
+    if not _truthy(props.get("multiAz")):
+        found.append("prod databases run Multi-AZ (dbMultiAz=true)")
+    if not _truthy(props.get("deletionProtection")):
+        found.append("prod databases have deletion protection (dbDeletionProtection=true)")
+    return found
+
+
+def prod_index_deletion_protected(resource_type: str, props: dict) -> list[str]:
+    """In prod, Pinecone refuses to delete the index; only an index being retired after a
+    migration (tag lifecycle=retiring) may lift it."""
+    if resource_type != "pinecone:index/index:Index" or not _prod(props):
+        return []
+    if (props.get("tags") or {}).get("lifecycle") == "retiring":
+        return []
+    if props.get("deletionProtection") != "enabled":
+        return ["prod Pinecone indexes have deletion protection (pineconeDeletionProtection=true)"]
+    return []
+
+
+def prod_nat_per_az(resource_type: str, props: dict) -> list[str]:
+    """In prod, each AZ has its own NAT gateway, so losing one AZ does not cut the others'
+    tasks off from ECR, SQS and Pinecone."""
+    if resource_type != "awsx:ec2:Vpc" or not _prod(props):
+        return []
+    strategy = (props.get("natGateways") or {}).get("strategy")
+    if strategy is UNKNOWN or strategy == "OnePerAz":
+        return []
+    return [f"prod VPCs have a NAT gateway per AZ (natGatewayStrategy=OnePerAz, not {strategy})"]
+
+
+def prod_frontend_redundant(resource_type: str, props: dict) -> list[str]:
+    """In prod, a load-balanced ECS service (the frontend) runs at least
+    MIN_PROD_FRONTEND_TASKS tasks."""
+    if resource_type != "aws:ecs/service:Service" or not _prod(props) or not props.get("loadBalancers"):
+        return []
+    count = _int(props.get("desiredCount"))
+    if count is None or count < MIN_PROD_FRONTEND_TASKS:
+        return [f"prod load-balanced services run at least {MIN_PROD_FRONTEND_TASKS} tasks "
+                f"(frontendDesiredCount), not {props.get('desiredCount')}"]
+    return []
+
+
 RULES: dict[str, tuple[str, Validator]] = {
     "no-public-database": ("Databases are never publicly accessible.", no_public_database),
     "encryption-at-rest": ("Databases, queues, topics, repositories, volumes and keys are encrypted.",
@@ -226,6 +289,12 @@ RULES: dict[str, tuple[str, Validator]] = {
                                 no_wildcard_iam_actions),
     "log-retention-set": ("CloudWatch log groups have a retention period.", log_retention_set),
     "ecs-services-keep-a-task": ("Autoscaled ECS services never scale to zero tasks.", ecs_services_keep_a_task),
+    "prod-database-resilient": ("tier=prod: RDS is Multi-AZ with deletion protection.", prod_database_resilient),
+    "prod-index-deletion-protected": ("tier=prod: Pinecone indexes have deletion protection (except one "
+                                      "being retired).", prod_index_deletion_protected),
+    "prod-nat-per-az": ("tier=prod: one NAT gateway per availability zone.", prod_nat_per_az),
+    "prod-frontend-redundant": ("tier=prod: the load-balanced frontend runs at least two tasks.",
+                                prod_frontend_redundant),
 }
 
 

@@ -25,7 +25,7 @@ def network_run():
 @pytest.fixture(scope="session")
 def network_prod_run():
     return run_layer("network", {"availabilityZones": 3, "natGatewayStrategy": "OnePerAz",
-                                 "vpcEndpoints": True}, stack="prod")
+                                 "vpcEndpoints": True, "tier": "prod"}, stack="prod")
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +43,7 @@ def data_run(data_upstream):
 def data_prod_run(network_prod_run, messaging_run):
     return run_layer(
         "data",
-        {"dbMultiAz": True, "dbDeletionProtection": True, "dbBackupRetentionDays": 14,
+        {"dbMultiAz": True, "dbDeletionProtection": True, "dbBackupRetentionDays": 14, "tier": "prod",
          "pineconeDeletionProtection": True, "networkStack": "acme/network/prod"},
         stack="prod", secrets=DATA_SECRETS,
         stack_outputs={"network": network_prod_run.exports, "messaging": messaging_run.exports},

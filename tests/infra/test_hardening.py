@@ -224,7 +224,7 @@ def test_stack_transform_tags_awsx_children(network_run, typ):
     result = transform(pulumi.ResourceTransformArgs(custom=True, type_=typ, name="child",
                                                     props={"tags": own}, opts=pulumi.ResourceOptions()))
     assert result.props["tags"] == {"project": "productsearch", "layer": "network", "stack": "dev",
-                                    "managed-by": "pulumi", **own}
+                                    "tier": "dev", "managed-by": "pulumi", **own}
     # Components and untaggable types are left alone.
     assert transform(pulumi.ResourceTransformArgs(custom=False, type_="awsx:ec2:Vpc", name="v", props={},
                                                   opts=pulumi.ResourceOptions())) is None

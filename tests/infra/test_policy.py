@@ -202,3 +202,60 @@ def test_plain_props_marks_nested_unknowns():
 
     props = unknown_checking_proxy({"a": [1, UNKNOWN_STRING_VALUE], "b": {"c": UNKNOWN_STRING_VALUE}, "d": "x"})
     assert g.plain_props(props, (UnknownValueError,)) == {"a": [1, g.UNKNOWN], "b": {"c": g.UNKNOWN}, "d": "x"}
+
+
+# --- the production tier ------------------------------------------------------------------
+
+def test_prod_stacks_pass_and_their_resources_are_tagged_prod(data_prod_run, network_prod_run, data_run):
+    assert data_prod_run.one("aws:rds/instance:Instance").inputs["tags"]["tier"] == "prod"
+    assert network_prod_run.one("awsx:ec2:Vpc").inputs["tags"]["tier"] == "prod"
+    # Dev resources are not held to the prod rules: the default dev database is single-AZ.
+    assert data_run.one("aws:rds/instance:Instance").inputs["tags"]["tier"] == "dev"
+
+
+def test_prod_database_must_be_multi_az_and_deletion_protected(data_prod_run, data_run):
+    for change in ({"multiAz": False}, {"deletionProtection": False}):
+        typ, props = broken(data_prod_run, "aws:rds/instance:Instance", **change)
+        assert [r for r, _ in g.violations(typ, props)] == ["prod-database-resilient"], change
+    typ, dev = broken(data_run, "aws:rds/instance:Instance", multiAz=False, deletionProtection=False)
+    assert g.violations(typ, dev) == []
+
+
+def test_prod_index_must_be_deletion_protected_unless_retiring(data_prod_run):
+    typ, props = broken(data_prod_run, "pinecone:index/index:Index", deletionProtection="disabled")
+    assert [r for r, _ in g.violations(typ, props)] == ["prod-index-deletion-protected"]
+    retiring = {**props, "tags": {**props["tags"], "lifecycle": "retiring"}}
+    assert g.violations(typ, retiring) == []
+
+
+def test_prod_index_retirement_passes_the_pack(data_upstream):
+    from conftest import DATA_SECRETS
+    from harness import run_layer
+
+    run = run_layer("data", {"tier": "prod", "dbMultiAz": True, "pineconeIndexName": "ps-p-products-hybrid",
+                             "pineconeRetiringIndexName": "ps-p-products"},
+                    stack="prodretire", secrets=DATA_SECRETS, stack_outputs=data_upstream)
+    assert all(g.violations(r.typ, r.inputs) == [] for r in run.resources)
+
+
+def test_prod_vpc_needs_a_nat_gateway_per_az(network_prod_run):
+    typ, props = broken(network_prod_run, "awsx:ec2:Vpc", natGateways={"strategy": "Single"})
+    assert [r for r, _ in g.violations(typ, props)] == ["prod-nat-per-az"]
+
+
+def test_prod_frontend_needs_two_tasks(compute_run):
+    typ, props = broken(compute_run, "aws:ecs/service:Service", "-frontend")
+    prod = {**props, "tags": {**props["tags"], "tier": "prod"}}
+    assert [r for r, _ in g.violations(typ, prod)] == ["prod-frontend-redundant"]
+    assert g.violations(typ, {**prod, "desiredCount": 2}) == []
+    # Services without a load balancer (pelican, emu) scale on their own signals.
+    _, pelican = broken(compute_run, typ, "-pelican")
+    assert g.prod_frontend_redundant(typ, {**pelican, "tags": {"tier": "prod"}}) == []
+
+
+def test_an_unknown_tier_is_refused(data_upstream):
+    from conftest import DATA_SECRETS
+    from harness import run_layer
+
+    with pytest.raises(Exception, match="tier must be one of"):
+        run_layer("data", {"tier": "production"}, stack="badtier", secrets=DATA_SECRETS, stack_outputs=data_upstream)

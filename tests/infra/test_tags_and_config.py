@@ -41,7 +41,8 @@ def test_every_taggable_resource_is_tagged(all_runs):
     checked = 0
     for label, run in all_runs.items():
         expected = base_tags(run.project, "prod" if label.endswith("prod") else
-                             "quiet" if label.endswith("quiet") else "dev")
+                             "quiet" if label.endswith("quiet") else "dev",
+                             "prod" if label.endswith("prod") else "dev")
         for r in run.resources:
             if taggable(r.typ) or r.typ == "awsx:ec2:Vpc":
                 checked += 1
