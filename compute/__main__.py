@@ -8,7 +8,7 @@ from infra import iam
 from infra.dashboard import dashboard_body
 from infra.ecs import (AppService, Gpu, LoadBalancing, OneOffTask, Runtime, ScalingSignal, TaskSpec, ecs_cluster,
                        secret_ref)
-from infra.gpu import GpuCapacity, check_gpu_capacity, gpu_instances_for
+from infra.gpu import GpuCapacity, check_gpu_capacity, gpu_ami_warning, gpu_instances_for
 from infra.images import ServiceImage
 from infra.layer import bootstrap, require_region
 from infra.loadbalancer import PublicLoadBalancer, rate_limit_acl, web_endpoint
@@ -50,6 +50,8 @@ gpu_max_instances = 0
 if gpu_enabled:
     gpu_max_instances = gpu_instances_for(cfg.get("gpuInstanceType"), cfg.get("gpuMaxInstances"), emu_max_tasks)
     check_gpu_capacity(cfg.get("gpuInstanceType"), gpu_max_instances, emu_max_tasks)
+    if (warning := gpu_ami_warning(cfg.get("gpuAmiId"), cfg.get("gpuAmiParameter"))) is not None:
+        pulumi.log.warn(warning)
 
 vpc_id = network.require_output("vpcId")
 private_subnets = network.require_output("privateSubnetIds")
@@ -261,6 +263,7 @@ if gpu_enabled:
         instance_type=cfg.get("gpuInstanceType"),
         max_instances=gpu_max_instances,
         ami_parameter=cfg.get("gpuAmiParameter"),
+        ami_id=cfg.get("gpuAmiId"),
         root_volume_gib=cfg.get("gpuRootVolumeGib"),
         tags=layer.tags,
     )

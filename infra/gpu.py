@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 from typing import Mapping, Sequence
 
 import pulumi
@@ -67,6 +68,23 @@ def check_gpu_capacity(instance_type: str, max_instances: int, max_tasks: int, g
         )
 
 
+AMI_ID = re.compile(r"ami-[0-9a-f]{8,17}")
+
+
+def gpu_ami_warning(ami_id: str, ami_parameter: str) -> str | None:
+    """The warning for a floating AMI (``ami_id`` empty), or None when it is pinned.
+
+    Raises on a pinned value that is no AMI id. The SSM "recommended" parameter moves
+    whenever AWS publishes a new ECS GPU-optimized AMI, and every ``pulumi up`` would
+    then roll a new launch template version onto the hosts it next starts, untested."""
+    if ami_id:
+        if not AMI_ID.fullmatch(ami_id):
+            raise ValueError(f"gpuAmiId {ami_id!r} is not an AMI id (ami-<8 or 17 hex digits>)")
+        return None
+    return (f"gpuAmiId is not set: the GPU hosts use whatever AMI {ami_parameter} names at each "
+            "pulumi up. Pin it (pulumi config set gpuAmiId ami-...; docs/deploy.md, \"GPU AMI\").")
+
+
 class GpuCapacity(pulumi.ComponentResource):
     """ECS-managed scaling of GPU instances (ECS GPU-optimized AMI) for one cluster."""
 
@@ -81,9 +99,12 @@ class GpuCapacity(pulumi.ComponentResource):
         max_instances: int,
         ami_parameter: str,
         root_volume_gib: int,
+        ami_id: str = "",
         tags: Mapping[str, str],
         opts: pulumi.ResourceOptions | None = None,
     ):
+        """ami_id: the pinned AMI; empty reads the current one from SSM `ami_parameter`
+        (see gpu_ami_warning)."""
         token = component_type("compute", "GpuCapacity")
         super().__init__(token, name, None, component_options(token, opts))
         child = pulumi.ResourceOptions(parent=self)
@@ -97,13 +118,13 @@ class GpuCapacity(pulumi.ComponentResource):
             f"{name}-instance-ecs", role=role.name, policy_arn=ECS_INSTANCE_MANAGED_POLICY, opts=child
         )
         profile = aws.iam.InstanceProfile(f"{name}-instance", role=role.name, opts=child)
-        ami = aws.ssm.get_parameter_output(name=ami_parameter)
+        image_id = ami_id or aws.ssm.get_parameter_output(name=ami_parameter).value
         resource_tags = [
             {"resource_type": kind, "tags": dict(tags)} for kind in ("instance", "volume", "network-interface")
         ]
         template = aws.ec2.LaunchTemplate(
             name,
-            image_id=ami.value,
+            image_id=image_id,
             instance_type=instance_type,
             iam_instance_profile={"arn": profile.arn},
             vpc_security_group_ids=[security_group_id],

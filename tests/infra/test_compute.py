@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import REPO
+from harness import REPO, run_layer
 from infra import iam
 
 SG = "aws:ec2/securityGroup:SecurityGroup"
@@ -397,3 +397,18 @@ def test_a_next_index_reaches_emu_the_frontend_and_the_operator_task(upstream):
 def test_without_a_next_index_no_app_gets_the_variable(compute_run):
     for app in ("emu", "frontend", "operator", "pelican"):
         assert "PINECONE_NEXT_HOST" not in env(compute_run, app)
+
+
+def test_a_pinned_gpu_ami_is_used_without_asking_ssm(upstream):
+    from conftest import CERT
+    from infra.gpu import gpu_ami_warning
+
+    run = run_layer("compute", {"emuGpu": True, "certificateArn": CERT, "emuMaxTasks": 2,
+                                "gpuAmiId": "ami-0123456789abcdef0"}, stack="pinned", stack_outputs=upstream)
+    assert run.one("aws:ec2/launchTemplate:LaunchTemplate").inputs["imageId"] == "ami-0123456789abcdef0"
+    assert not [t for t, _ in run.calls if t == "aws:ssm/getParameter:getParameter"]
+    # Unpinned, the layer warns (and reads SSM, test above); a pinned value must be an AMI id.
+    assert "gpuAmiId is not set" in gpu_ami_warning("", "/aws/service/x")
+    assert gpu_ami_warning("ami-0123456789abcdef0", "/aws/service/x") is None
+    with pytest.raises(ValueError, match="is not an AMI id"):
+        gpu_ami_warning("ubuntu-22.04", "/aws/service/x")
