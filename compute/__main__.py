@@ -153,6 +153,9 @@ editor_secrets = ({"EDITOR_USERNAME": secret_ref(editor_secret, "username"),
                    "EDITOR_PASSWORD": secret_ref(editor_secret, "password")}
                   if endpoint.editing_enabled else {})
 
+# 0: a fixed frontendDesiredCount; otherwise scaled on CPU between it and this.
+frontend_max_tasks = cfg.get("frontendMaxTasks")
+
 frontend = AppService(
     f"{prefix}-frontend",
     container="frontend",
@@ -176,6 +179,7 @@ frontend = AppService(
     security_group_ids=[firewall.frontend.id],
     log_group_name=f"/ecs/{prefix}/frontend",
     desired_count=cfg.get("frontendDesiredCount"),
+    autoscaled=frontend_max_tasks > 0,
     port=FRONTEND_PORT,
     load_balancing=LoadBalancing(alb.target_group.arn, FRONTEND_PORT, depends_on=alb.listeners),
     # The public-facing task cannot write its image; uploads and caches are bounded by the app
@@ -184,6 +188,14 @@ frontend = AppService(
                     ephemeral_storage_gib=cfg.get("frontendEphemeralStorageGib")),
     **service_common,
 )
+# Queries embed on the frontend's CPU: more tasks when the average task is busy.
+if frontend_max_tasks:
+    frontend.autoscale(
+        min_tasks=cfg.get("frontendDesiredCount"), max_tasks=frontend_max_tasks,
+        signals=[ScalingSignal("cpu", "AWS/ECS", "CPUUtilization",
+                               {"ClusterName": frontend.cluster.name, "ServiceName": frontend.service.name},
+                               target=cfg.get("frontendCpuTarget"), statistic="Average", label="CPU %")],
+    )
 
 pelican = AppService(
     f"{prefix}-pelican",

@@ -11,9 +11,11 @@ from pulumi_policy import (
     PolicyPack,
     ResourceValidationArgs,
     ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
 )
 
-from guardrails import RULES, plain_props
+from guardrails import RULES, STACK_RULES, plain_props
 
 try:
     from pulumi_policy.proxy import UnknownValueError
@@ -33,8 +35,20 @@ def as_policy(name, description, validator):
     return ResourceValidationPolicy(name=name, description=description, validate=validate)
 
 
+def as_stack_policy(name, description, validator):
+    """One CrossGuard stack policy over a plain validator of ``(type, props)`` pairs."""
+
+    def validate(args: StackValidationArgs, report_violation):
+        resources = [(r.resource_type, plain_props(r.props, (UnknownValueError,))) for r in args.resources]
+        for message in validator(resources):
+            report_violation(message)
+
+    return StackValidationPolicy(name=name, description=description, validate=validate)
+
+
 PolicyPack(
     name="productsearch-guardrails",
     enforcement_level=EnforcementLevel.MANDATORY,
-    policies=[as_policy(name, description, fn) for name, (description, fn) in RULES.items()],
+    policies=[as_policy(name, description, fn) for name, (description, fn) in RULES.items()]
+    + [as_stack_policy(name, description, fn) for name, (description, fn) in STACK_RULES.items()],
 )

@@ -298,6 +298,50 @@ RULES: dict[str, tuple[str, Validator]] = {
 }
 
 
+# --- rules over the whole stack: ``validator([(resource_type, props), ...]) -> [violation]`` ---
+
+StackValidator = Callable[[list], list]
+
+
+def prod_frontend_autoscaled(resources: list) -> list[str]:
+    """In prod, every load-balanced ECS service has an Application Auto Scaling target
+    that keeps at least MIN_PROD_FRONTEND_TASKS tasks (compute's frontendMaxTasks).
+
+    A target belongs to a service when its resourceId (``service/<cluster>/<service>``)
+    ends with the service's name; while either is unknown at preview, any ECS target
+    keeping enough tasks counts."""
+    targets = [props for typ, props in resources
+               if typ == "aws:appautoscaling/target:Target" and props.get("serviceNamespace") == "ecs"]
+    found = []
+    for typ, props in resources:
+        if typ != "aws:ecs/service:Service" or not _prod(props) or not props.get("loadBalancers"):
+            continue
+        name = props.get("name")
+
+        def belongs(target: dict) -> bool:
+            rid = target.get("resourceId")
+            if not isinstance(name, str) or not isinstance(rid, str):
+                return True
+            return rid.endswith(f"/{name}")
+
+        mine = [t for t in targets if belongs(t)]
+        if not any((_int(t.get("minCapacity")) or 0) >= MIN_PROD_FRONTEND_TASKS for t in mine):
+            found.append(f"prod load-balanced service {name if isinstance(name, str) else ''} is autoscaled "
+                         f"with at least {MIN_PROD_FRONTEND_TASKS} tasks (frontendMaxTasks, frontendDesiredCount)")
+    return found
+
+
+STACK_RULES: dict[str, tuple[str, StackValidator]] = {
+    "prod-frontend-autoscaled": ("tier=prod: the load-balanced frontend autoscales, keeping at least two tasks.",
+                                 prod_frontend_autoscaled),
+}
+
+
+def stack_violations(resources: list) -> list[tuple[str, str]]:
+    """Every ``(rule, message)`` the stack's ``(resource_type, props)`` pairs break."""
+    return [(rule, msg) for rule, (_, fn) in STACK_RULES.items() for msg in fn(resources)]
+
+
 def violations(resource_type: str, props: dict) -> list[tuple[str, str]]:
     """Every ``(rule, message)`` the resource breaks."""
     return [(rule, msg) for rule, (_, fn) in RULES.items() for msg in fn(resource_type, props)]

@@ -129,12 +129,13 @@ def test_pack_wires_every_rule_as_a_mandatory_policy(monkeypatch):
 
     fake.EnforcementLevel, fake.ResourceValidationPolicy, fake.PolicyPack = (
         EnforcementLevel, ResourceValidationPolicy, PolicyPack)
-    fake.ResourceValidationArgs = object
+    fake.StackValidationPolicy = ResourceValidationPolicy
+    fake.ResourceValidationArgs = fake.StackValidationArgs = object
     monkeypatch.setitem(sys.modules, "pulumi_policy", fake)
     runpy.run_path(str(REPO / "policy" / "__main__.py"), run_name="__main__")
 
     assert captured["level"] == "mandatory"
-    assert [p.name for p in captured["policies"]] == list(g.RULES)
+    assert [p.name for p in captured["policies"]] == list(g.RULES) + list(g.STACK_RULES)
     by_name = {p.name: p for p in captured["policies"]}
     reported = []
     args = types.SimpleNamespace(resource_type="aws:rds/instance:Instance",
@@ -259,3 +260,58 @@ def test_an_unknown_tier_is_refused(data_upstream):
 
     with pytest.raises(Exception, match="tier must be one of"):
         run_layer("data", {"tier": "production"}, stack="badtier", secrets=DATA_SECRETS, stack_outputs=data_upstream)
+
+
+def _stack(run):
+    """The run's custom resources as a stack policy sees them (props with computed names)."""
+    return [(r.typ, r.outputs) for r in run.resources if r.custom]
+
+
+@pytest.fixture(scope="module")
+def compute_prod_run(upstream):
+    from conftest import CERT
+    from harness import run_layer
+
+    return run_layer("compute", {"certificateArn": CERT, "tier": "prod", "frontendDesiredCount": 2,
+                                 "frontendMaxTasks": 6}, stack="prod", stack_outputs=upstream)
+
+
+def test_a_prod_frontend_autoscaled_from_two_tasks_passes_every_rule(compute_prod_run):
+    assert all(g.violations(r.typ, r.inputs) == [] for r in compute_prod_run.resources)
+    assert g.stack_violations(_stack(compute_prod_run)) == []
+    target = compute_prod_run.one("aws:appautoscaling/target:Target", "-frontend-scaling").inputs
+    assert target["minCapacity"] == 2 and target["maxCapacity"] == 6
+
+
+def test_a_prod_frontend_without_autoscaling_fails(compute_prod_run, compute_run):
+    stack = _stack(compute_prod_run)
+    unscaled = [(t, p) for t, p in stack
+                if not (t == "aws:appautoscaling/target:Target" and "frontend" in p["resourceId"])]
+    assert [r for r, _ in g.stack_violations(unscaled)] == ["prod-frontend-autoscaled"]
+    # Another service's target (pelican keeps one task) does not count for the frontend.
+    low = [(t, {**p, "minCapacity": 1}) if t == "aws:appautoscaling/target:Target" and "frontend" in p["resourceId"]
+           else (t, p) for t, p in stack]
+    assert [r for r, _ in g.stack_violations(low)] == ["prod-frontend-autoscaled"]
+    # A dev stack's fixed single frontend is fine.
+    assert g.stack_violations(_stack(compute_run)) == []
+
+
+def test_the_stack_policy_runs_in_the_real_pack_with_unknowns(monkeypatch, compute_prod_run):
+    from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
+
+    policy = _pack_policies(monkeypatch)["prod-frontend-autoscaled"]
+    stack = _stack(compute_prod_run)
+
+    def reported(pairs):
+        found = []
+        args = types.SimpleNamespace(resources=[types.SimpleNamespace(resource_type=t, props=unknown_checking_proxy(p))
+                                                for t, p in pairs])
+        policy.validate(args, lambda msg, urn=None: found.append(msg))
+        return found
+
+    assert reported(stack) == []
+    # At a first preview the target's resourceId is unknown: a target keeping two tasks still counts.
+    unknown_id = [(t, {**p, "resourceId": UNKNOWN_STRING_VALUE}) if t == "aws:appautoscaling/target:Target"
+                  else (t, p) for t, p in stack]
+    assert reported(unknown_id) == []
+    assert reported([(t, p) for t, p in stack if t != "aws:appautoscaling/target:Target"])
