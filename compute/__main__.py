@@ -11,7 +11,7 @@ from infra.ecs import (AppService, Gpu, LoadBalancing, OneOffTask, Runtime, Scal
 from infra.gpu import GpuCapacity, check_gpu_capacity, gpu_ami_warning, gpu_instances_for
 from infra.images import ServiceImage
 from infra.layer import bootstrap, require_region
-from infra.loadbalancer import PublicLoadBalancer, rate_limit_acl, web_endpoint
+from infra.loadbalancer import AccessLogs, PublicLoadBalancer, rate_limit_acl, web_endpoint
 from infra.monitoring import (CHANGES_WAITING_METRIC, METRICS_NAMESPACE, UNSHIPPED_AGE_METRIC, login_failures_alarm,
                                unshipped_changes_alarm)
 from infra.scaling import (PELICAN_CHANGES_PER_SECOND_PER_TASK, emu_changes_per_second, emu_changes_per_task_target,
@@ -92,6 +92,8 @@ alb = PublicLoadBalancer(
     endpoint=endpoint,
     hosted_zone_id=cfg.get("hostedZoneId"),
     idle_timeout_seconds=cfg.get("albIdleTimeoutSeconds"),
+    access_logs=(AccessLogs(cfg.get("albAccessLogDays"), force_destroy=cfg.get("albAccessLogForceDestroy"))
+                 if cfg.get("albAccessLogDays") else None),
 )
 if cfg.get("wafRateLimit"):
     rate_limit_acl(f"{prefix}-web-rate", load_balancer_arn=alb.lb.arn, limit_per_5_min=cfg.get("wafRateLimit"))

@@ -1,6 +1,7 @@
 """The public ALB in front of the frontend (Gradio needs sticky sessions)."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -50,6 +51,82 @@ def web_endpoint(certificate_arn: str, allow_plain_http: bool, domain_name: str 
     return WebEndpoint(certificate_arn, allow_plain_http, domain_name)
 
 
+# Where the ALB writes its access logs inside the bucket (the ALB adds AWSLogs/<account>/...).
+ACCESS_LOG_PREFIX = "alb"
+# Regions opened since August 2022 deliver ALB logs as this service principal; older ones as
+# the region's Elastic Load Balancing account (AWS docs: "Enable access logs for your
+# Application Load Balancer", bucket policy). The policy grants both.
+ELB_LOG_DELIVERY_PRINCIPAL = "logdelivery.elasticloadbalancing.amazonaws.com"
+
+
+@dataclass(frozen=True)
+class AccessLogs:
+    """ALB access logs to an S3 bucket of their own, expired after `retention_days`.
+
+    force_destroy: let ``pulumi destroy`` delete the bucket with logs still in it (dev)."""
+
+    retention_days: int
+    force_destroy: bool = False
+
+    def __post_init__(self) -> None:
+        if self.retention_days <= 0:
+            raise ValueError("albAccessLogDays must be positive, or 0 for no access logs")
+
+
+def access_log_policy(bucket_arn: str, account_id: str, elb_account_arn: str) -> str:
+    """Bucket policy: the load balancer service may put objects under the log prefix, nothing else."""
+    logs = f"{bucket_arn}/{ACCESS_LOG_PREFIX}/AWSLogs/{account_id}/*"
+    return json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "ElbAccountWritesLogs", "Effect": "Allow", "Principal": {"AWS": elb_account_arn},
+             "Action": "s3:PutObject", "Resource": logs},
+            {"Sid": "ElbLogDeliveryWritesLogs", "Effect": "Allow",
+             "Principal": {"Service": ELB_LOG_DELIVERY_PRINCIPAL}, "Action": "s3:PutObject", "Resource": logs},
+            {"Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+             "Resource": [bucket_arn, f"{bucket_arn}/*"],
+             "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+        ],
+    }, sort_keys=True)
+
+
+class AccessLogBucket(pulumi.ComponentResource):
+    """A private, encrypted S3 bucket the ALB writes its access logs to, with a lifecycle
+    rule that deletes each log after ``logs.retention_days``.
+
+    Encryption is SSE-S3: the only kind ALB access logs support (AWS docs: "Enable access
+    logs for your Application Load Balancer", bucket requirements)."""
+
+    def __init__(self, name: str, *, logs: AccessLogs, opts: pulumi.ResourceOptions | None = None):
+        token = component_type("compute", "AccessLogBucket")
+        super().__init__(token, name, None, component_options(token, opts))
+        child = pulumi.ResourceOptions(parent=self)
+        self.bucket = aws.s3.Bucket(name, force_destroy=logs.force_destroy, opts=child)
+        aws.s3.BucketPublicAccessBlock(
+            name, bucket=self.bucket.id, block_public_acls=True, block_public_policy=True,
+            ignore_public_acls=True, restrict_public_buckets=True, opts=child)
+        aws.s3.BucketOwnershipControls(
+            name, bucket=self.bucket.id, rule={"object_ownership": "BucketOwnerEnforced"}, opts=child)
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            name, bucket=self.bucket.id,
+            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}], opts=child)
+        aws.s3.BucketLifecycleConfiguration(
+            name, bucket=self.bucket.id,
+            rules=[{"id": "expire-access-logs", "status": "Enabled",
+                    "filter": {"prefix": f"{ACCESS_LOG_PREFIX}/"},
+                    "expiration": {"days": logs.retention_days}}],
+            opts=child)
+        account = aws.get_caller_identity_output().account_id
+        elb_account = aws.elb.get_service_account_output().arn
+        self.policy = aws.s3.BucketPolicy(
+            name, bucket=self.bucket.id,
+            policy=pulumi.Output.all(self.bucket.arn, account, elb_account).apply(
+                lambda v: access_log_policy(v[0], v[1], v[2])),
+            opts=child)
+        self.name = self.bucket.bucket
+        self.register_outputs({"bucket": self.name})
+
+
 class PublicLoadBalancer(pulumi.ComponentResource):
     """ALB, target group and listeners; optionally a Route 53 alias for the domain.
 
@@ -70,12 +147,16 @@ class PublicLoadBalancer(pulumi.ComponentResource):
         hosted_zone_id: str = "",
         idle_timeout_seconds: int = 120,
         stickiness_seconds: int = 86400,
+        access_logs: AccessLogs | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ):
+        """access_logs: write the ALB's access logs to an AccessLogBucket of its own (None: no logs)."""
         token = component_type("compute", "PublicLoadBalancer")
         super().__init__(token, name, None, component_options(token, opts))
         child = pulumi.ResourceOptions(parent=self)
         self.https = endpoint.https
+        self.access_log_bucket = (AccessLogBucket(f"{name}-logs", logs=access_logs, opts=child)
+                                  if access_logs else None)
         self.lb = aws.lb.LoadBalancer(
             name,
             load_balancer_type="application",
@@ -87,7 +168,11 @@ class PublicLoadBalancer(pulumi.ComponentResource):
             # connections open longer than this (LOAD_BALANCER_IDLE_TIMEOUT_SECONDS), or
             # the ALB would reuse one the app had just closed: a 502 with no log line.
             idle_timeout=idle_timeout_seconds,
-            opts=child,
+            access_logs=({"bucket": self.access_log_bucket.name, "prefix": ACCESS_LOG_PREFIX, "enabled": True}
+                         if self.access_log_bucket else None),
+            # The ALB checks that it may write to the bucket when logging is turned on.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.access_log_bucket.policy]
+                                        if self.access_log_bucket else None),
         )
         self.target_group = aws.lb.TargetGroup(
             name,

@@ -68,6 +68,8 @@ def _arn(typ: str, name: str) -> str:
         return f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}"
     if svc == "iam":
         return f"arn:aws:iam::{ACCOUNT}:{typ.split(':')[-1].lower()}/{name}"
+    if svc == "s3":
+        return f"arn:aws:s3:::{name}"
     if svc == "kms":
         return f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{name}"
     return f"arn:aws:{svc}:{REGION}:{ACCOUNT}:{typ.split(':')[-1].lower()}/{name}"
@@ -105,6 +107,8 @@ def fake_outputs(typ: str, name: str, inputs: dict) -> dict:
                        arnSuffix=f"app/{physical}/abc", zoneId="Z35SXDOTRQ7X7K")
         elif typ == "aws:lb/targetGroup:TargetGroup":
             out["arnSuffix"] = f"targetgroup/{physical}/def"
+        elif typ == "aws:s3/bucket:Bucket":
+            out["bucket"] = physical
         elif typ == "aws:ecs/capacityProvider:CapacityProvider":
             out["name"] = physical
     elif typ == "docker:index/image:Image":
@@ -171,6 +175,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
             # A new value on every call, as the real data source gives on every run.
             self.random_passwords += 1
             return {"randomPassword": f"mock-random-password-{self.random_passwords}", "id": "random"}
+        if args.token == "aws:elb/getServiceAccount:getServiceAccount":
+            # The Elastic Load Balancing account of us-east-1 (AWS docs: ALB access logs).
+            return {"arn": "arn:aws:iam::127311923021:root", "id": "127311923021"}
         if args.token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws",
                     "reverseDnsPrefix": "com.amazonaws"}

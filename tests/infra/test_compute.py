@@ -412,3 +412,43 @@ def test_a_pinned_gpu_ami_is_used_without_asking_ssm(upstream):
     assert gpu_ami_warning("ami-0123456789abcdef0", "/aws/service/x") is None
     with pytest.raises(ValueError, match="is not an AMI id"):
         gpu_ami_warning("ubuntu-22.04", "/aws/service/x")
+
+
+# --- ALB access logs ---------------------------------------------------------------------
+
+def test_alb_access_logs_go_to_a_private_bucket_that_expires_them(compute_run):
+    bucket = compute_run.one("aws:s3/bucket:Bucket")
+    lb = compute_run.one("aws:lb/loadBalancer:LoadBalancer").inputs
+    assert lb["accessLogs"] == {"bucket": bucket.outputs["bucket"], "prefix": "alb", "enabled": True}
+    assert bucket.inputs["forceDestroy"] is False
+    lifecycle = compute_run.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs
+    (rule,) = lifecycle["rules"]
+    assert rule["status"] == "Enabled" and rule["expiration"] == {"days": 90}
+    assert rule["filter"] == {"prefix": "alb/"}
+    block = compute_run.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
+    assert all(block[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls",
+                                          "restrictPublicBuckets"))
+    sse = compute_run.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+    assert sse.inputs["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"
+    policy = json.loads(compute_run.one("aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])
+    writers = {s["Sid"]: s for s in policy["Statement"] if s["Effect"] == "Allow"}
+    logs = f"{bucket.outputs['arn']}/alb/AWSLogs/123456789012/*"
+    assert {s["Resource"] for s in writers.values()} == {logs}
+    assert {json.dumps(s["Principal"]) for s in writers.values()} == {
+        json.dumps({"AWS": "arn:aws:iam::127311923021:root"}),
+        json.dumps({"Service": "logdelivery.elasticloadbalancing.amazonaws.com"})}
+    assert all(s["Action"] == "s3:PutObject" for s in writers.values())
+    # The ALB checks its write permission when logging is turned on: the policy comes first.
+    opts = compute_run.opts("aws:lb/loadBalancer:LoadBalancer", compute_run.one(
+        "aws:lb/loadBalancer:LoadBalancer").name)
+    assert any(getattr(d, "_name", None) == compute_run.one("aws:s3/bucketPolicy:BucketPolicy").name
+               for d in opts.depends_on)
+
+
+def test_alb_access_logs_can_be_turned_off(upstream):
+    from conftest import CERT
+
+    run = run_layer("compute", {"certificateArn": CERT, "albAccessLogDays": 0}, stack="nologs",
+                    stack_outputs=upstream)
+    assert run.of_type("aws:s3/bucket:Bucket") == []
+    assert "accessLogs" not in run.one("aws:lb/loadBalancer:LoadBalancer").inputs
