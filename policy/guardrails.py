@@ -331,9 +331,40 @@ def prod_frontend_autoscaled(resources: list) -> list[str]:
     return found
 
 
+def _rate_limited(acl: dict) -> bool:
+    for rule in acl.get("rules") or []:
+        statement = (rule or {}).get("statement") if isinstance(rule, dict) else None
+        if isinstance(statement, dict) and statement.get("rateBasedStatement"):
+            return True
+    return False
+
+
+def prod_editing_rate_limited(resources: list) -> list[str]:
+    """In prod, a load balancer with an HTTPS listener (where the editor login is served:
+    compute turns editing on exactly when there is a certificate) has a WAF web ACL with a
+    rate-based rule associated (compute's wafRateLimit). The app's login throttle counts
+    per replica; only the WAF bounds guessing spread over every frontend task."""
+    https_lbs = [props.get("loadBalancerArn") for typ, props in resources
+                 if typ == "aws:lb/listener:Listener" and _prod(props) and props.get("protocol") == "HTTPS"]
+    if not https_lbs:
+        return []
+    if not any(typ == "aws:wafv2/webAcl:WebAcl" and _rate_limited(props) for typ, props in resources):
+        return ["prod load balancers serving the editor login (HTTPS) have a WAF rate-based rule "
+                "(wafRateLimit, e.g. 1000)"]
+    associated = [props.get("resourceArn") for typ, props in resources
+                  if typ == "aws:wafv2/webAclAssociation:WebAclAssociation"]
+    found = []
+    for lb in https_lbs:
+        if not any(a == lb or not isinstance(a, str) or not isinstance(lb, str) for a in associated):
+            found.append(f"prod load balancer {lb} serves the editor login without its WAF web ACL (wafRateLimit)")
+    return found
+
+
 STACK_RULES: dict[str, tuple[str, StackValidator]] = {
     "prod-frontend-autoscaled": ("tier=prod: the load-balanced frontend autoscales, keeping at least two tasks.",
                                  prod_frontend_autoscaled),
+    "prod-editing-rate-limited": ("tier=prod: an ALB serving the editor login (HTTPS) has a WAF rate-based rule.",
+                                  prod_editing_rate_limited),
 }
 
 

@@ -273,7 +273,7 @@ def compute_prod_run(upstream):
     from harness import run_layer
 
     return run_layer("compute", {"certificateArn": CERT, "tier": "prod", "frontendDesiredCount": 2,
-                                 "frontendMaxTasks": 6}, stack="prod", stack_outputs=upstream)
+                                 "frontendMaxTasks": 6, "wafRateLimit": 1000}, stack="prod", stack_outputs=upstream)
 
 
 def test_a_prod_frontend_autoscaled_from_two_tasks_passes_every_rule(compute_prod_run):
@@ -315,3 +315,19 @@ def test_the_stack_policy_runs_in_the_real_pack_with_unknowns(monkeypatch, compu
                   else (t, p) for t, p in stack]
     assert reported(unknown_id) == []
     assert reported([(t, p) for t, p in stack if t != "aws:appautoscaling/target:Target"])
+
+
+def test_prod_editing_needs_the_waf_rate_rule(compute_prod_run, compute_run, compute_plain_run):
+    stack = _stack(compute_prod_run)
+    assert g.prod_editing_rate_limited(stack) == []
+    no_waf = [(t, p) for t, p in stack if not t.startswith("aws:wafv2/")]
+    assert [r for r, _ in g.stack_violations(no_waf)] == ["prod-editing-rate-limited"]
+    # A web ACL without a rate-based rule does not count, nor one left unassociated.
+    no_rate = [(t, {**p, "rules": []}) if t == "aws:wafv2/webAcl:WebAcl" else (t, p) for t, p in stack]
+    assert g.prod_editing_rate_limited(no_rate)
+    unassociated = [(t, p) for t, p in stack if t != "aws:wafv2/webAclAssociation:WebAclAssociation"]
+    assert g.prod_editing_rate_limited(unassociated)
+    # Dev stacks (HTTPS without WAF) and throwaway plain-HTTP stacks (no editing) are not held to it.
+    assert g.stack_violations(_stack(compute_run)) == []
+    plain_prod = [(t, {**p, "tags": {**(p.get("tags") or {}), "tier": "prod"}}) for t, p in _stack(compute_plain_run)]
+    assert g.prod_editing_rate_limited(plain_prod) == []
