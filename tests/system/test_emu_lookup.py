@@ -18,7 +18,9 @@ from pelican.outbox import ship_batch
 from productsearch import jobs
 from productsearch.documents import indexed_text, text_hash
 from productsearch.jobs import Change
-from productsearch.settings import DEFAULT_TEXT_TEMPLATE, EmbeddingSettings, EmuSettings, QueueSettings
+from productsearch.index import ProductIndex
+from productsearch.settings import DEFAULT_TEXT_TEMPLATE, EmbeddingSettings, EmuSettings, IndexSettings, QueueSettings
+from tests import kit
 from tests.kit.embedders import Recording
 
 
@@ -28,8 +30,10 @@ def emu(parts, embedder):
     env = {**parts.env, "EMU_BATCH_WINDOW_SECONDS": "0.05", "EMU_RETRY_BASE_SECONDS": "0"}
     recording = Recording(embedder)
     stopping = threading.Event()
+    # An index handle of its own: parts.index is exempt from the faults a test injects.
+    index = ProductIndex(IndexSettings.from_env(env), attempts=2)
     worker = Emu(QueueSettings.from_env(env), EmbeddingSettings.from_env(env), EmuSettings.from_env(env),
-                 parts.index, recording, parts.sqs, parts.sns, stopping=stopping)
+                 index, recording, parts.sqs, parts.sns, stopping=stopping)
     worker.recording = recording
     thread = threading.Thread(target=worker.run, name="emu", daemon=True)
     thread.start()
@@ -151,3 +155,21 @@ def test_a_batch_that_breaks_before_the_model_is_retried_and_emu_goes_on(parts, 
     ship(parts)
     wait_until(lambda: parts.vector(pid), 60, what="the change indexed on its retry")
     assert emu.ledger.counts["retry_later"] == 1 and len(calls) >= 2
+
+
+def test_a_lookup_the_index_refuses_costs_a_model_run_not_the_change(parts, stack, emu):
+    pid = parts.insert("Tent", "a two-person tent")
+    ship(parts)
+    wait_until(lambda: parts.vector(pid), 60, what="indexed")
+    # Both attempts of the next lookup get 500s (the SDK retries each up to three times
+    # itself): the batch is embedded and the write
+    # reads the versions itself.
+    kit.inject_index_fault(stack, status=500, count=8, paths=["/vectors/fetch"])
+    try:
+        parts.conn.execute("UPDATE products SET price = 41 WHERE id = %s", (pid,))
+        ship(parts)
+        wait_until(lambda: parts.vector(pid).metadata["price"] == 41.0, 60, what="the price indexed")
+    finally:
+        kit.clear_index_faults(stack)
+    assert len(emu.recording.calls) == 2, "the change was not embedded again after the lookup failed"
+    assert emu.ledger.counts["retry_later"] == 0 and emu.ledger.counts["dead_letter"] == 0
