@@ -242,9 +242,9 @@ def sync_state(index, pool, product_id: int, template: str, version: int | None 
     if not is_current(row, meta, template):
         waiting = f"; waiting for version {version}" if version is not None else ""
         return SyncState(product_id, indexed_version, False,
-                         f"the index holds other text (version {indexed_version}){waiting}")
+                         f"the index holds another state (version {indexed_version}){waiting}")
     if version is not None and (indexed_version is None or indexed_version < version):
         return SyncState(product_id, indexed_version, False,
                          f"waiting for version {version} (the index holds {indexed_version})")
     return SyncState(product_id, indexed_version, True,
-                     f"the index holds the current text at version {indexed_version}; searchable")
+                     f"the index holds the current state at version {indexed_version}; searchable")
