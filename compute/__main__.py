@@ -6,14 +6,14 @@ import pulumi_aws as aws
 
 from infra import iam
 from infra.dashboard import dashboard_body
-from infra.ecs import (AppService, Gpu, LoadBalancing, OneOffTask, Runtime, ScalingSignal, TaskSpec, ecs_cluster,
-                       secret_ref)
+from infra.ecs import (AppService, FargateSpot, Gpu, LoadBalancing, OneOffTask, Runtime, ScalingSignal, TaskSpec,
+                       container_insights_apps, ecs_cluster, secret_ref)
 from infra.gpu import GpuCapacity, check_gpu_capacity, gpu_ami_warning, gpu_instances_for
 from infra.images import ServiceImage
 from infra.layer import bootstrap, require_region
 from infra.loadbalancer import AccessLogs, PublicLoadBalancer, rate_limit_acl, web_endpoint
 from infra.monitoring import (CHANGES_WAITING_METRIC, METRICS_NAMESPACE, UNSHIPPED_AGE_METRIC, login_failures_alarm,
-                               unshipped_changes_alarm)
+                               unshipped_changes_alarm, vacuum_alarms)
 from infra.scaling import (PELICAN_CHANGES_PER_SECOND_PER_TASK, emu_changes_per_second, emu_changes_per_task_target,
                            pinecone_ceiling_warning, sized_max_tasks)
 from infra.security import ServiceFirewall
@@ -57,7 +57,10 @@ vpc_id = network.require_output("vpcId")
 private_subnets = network.require_output("privateSubnetIds")
 public_subnets = network.require_output("publicSubnetIds")
 db_secret = data.require_output("dbSecretArn")
-pinecone_secret = data.require_output("pineconeApiKeySecretArn")
+# Each app reads the index with a Pinecone API key of its own, in a secret of its own; only
+# its execution role may read that secret (data layer; docs/deploy.md, "Pinecone keys").
+pinecone_secrets = {app: data.require_output(f"pinecone{app.capitalize()}KeySecretArn")
+                    for app in ("frontend", "emu", "operator")}
 editor_secret = data.require_output("editorCredentialsSecretArn")
 jobs_queue_arn = messaging.require_output("jobsQueueArn")
 dlq_arn = messaging.require_output("dlqArn")
@@ -99,7 +102,9 @@ if cfg.get("wafRateLimit"):
     rate_limit_acl(f"{prefix}-web-rate", load_balancer_arn=alb.lb.arn, limit_per_5_min=cfg.get("wafRateLimit"))
 
 # --- Clusters: one per app, so each scales and is operated on its own ---
-clusters = {app: ecs_cluster(f"{prefix}-{app}") for app in ("frontend", "pelican", "emu")}
+insights = container_insights_apps(cfg.get("containerInsights"), layer.tier)
+clusters = {app: ecs_cluster(f"{prefix}-{app}", container_insights=app in insights)
+            for app in ("frontend", "pelican", "emu")}
 
 # --- The contract of environment variables and secrets ---
 common_env = {"AWS_REGION": region, "LOG_LEVEL": cfg.get("logLevel")}
@@ -175,8 +180,8 @@ frontend = AppService(
                  "FRONTEND_TRUSTED_PROXIES": network.require_output("vpcCidrBlock"),
                  **{name: FRONTEND_SCRATCH for name in ("HOME", "TMPDIR", "GRADIO_TEMP_DIR")},
                  "HF_HOME": f"{FRONTEND_SCRATCH}/huggingface"},
-    secrets={"PINECONE_API_KEY": secret_ref(pinecone_secret), **editor_secrets},
-    secret_arns=[pinecone_secret, *([editor_secret] if editor_secrets else [])],
+    secrets={"PINECONE_API_KEY": secret_ref(pinecone_secrets["frontend"]), **editor_secrets},
+    secret_arns=[pinecone_secrets["frontend"], *([editor_secret] if editor_secrets else [])],
     task_grants=[("QueueStatus", iam.SQS_READ_ATTRS, [jobs_queue_arn, dlq_arn]), frontend_db_grant],
     security_group_ids=[firewall.frontend.id],
     log_group_name=f"/ecs/{prefix}/frontend",
@@ -236,6 +241,13 @@ unshipped_changes_alarm(
     threshold_seconds=cfg.get("unshippedChangeAlarmSeconds"),
     topic_arn=topic_arn,
 )
+vacuum_alarms(
+    f"{prefix}-database",
+    deployment=prefix,
+    oldest_transaction_seconds=cfg.get("oldestTransactionAlarmSeconds"),
+    outbox_dead_tuples=cfg.get("outboxDeadTuplesAlarmCount"),
+    topic_arn=topic_arn,
+)
 
 # One-off commands (migrate, grant-roles, reconcile [--repair], redrive, ...) with pelican's
 # image, their own role and security group, as the database's administrator (the master
@@ -252,8 +264,8 @@ operator = OneOffTask(
                      "SQS_QUEUE_URL": jobs_queue_url, "SQS_DLQ_URL": dlq_url,
                      # For grant-roles (productsearch.settings.AppRoleSettings).
                      **{f"{app.upper()}_DATABASE_SECRET_ARN": arn for app, arn in app_db_secrets.items()}},
-        secrets={"PINECONE_API_KEY": secret_ref(pinecone_secret)},
-        secret_arns=[pinecone_secret],
+        secrets={"PINECONE_API_KEY": secret_ref(pinecone_secrets["operator"])},
+        secret_arns=[pinecone_secrets["operator"]],
         task_grants=[
             operator_db_grant,
             ("AppRoleSecrets", ["secretsmanager:GetSecretValue"], list(app_db_secrets.values())),
@@ -282,6 +294,16 @@ if gpu_enabled:
         tags=layer.tags,
     )
     gpu = Gpu(capacity.capacity_provider.name, count=1, depends_on=[capacity.attachment])
+# On Fargate, emu's tasks beyond the on-demand base run on Spot: an interruption is a SIGTERM
+# two minutes ahead, and emu hands its leased jobs back within its stop timeout.
+spot = None
+if not gpu_enabled and cfg.get("emuFargateSpot"):
+    spot_providers = aws.ecs.ClusterCapacityProviders(
+        f"{prefix}-emu-fargate",
+        cluster_name=clusters["emu"].name,
+        capacity_providers=["FARGATE", "FARGATE_SPOT"],
+    )
+    spot = FargateSpot(cfg.get("emuOnDemandTasks"), depends_on=[spot_providers])
 
 emu = AppService(
     f"{prefix}-emu",
@@ -299,8 +321,8 @@ emu = AppService(
                  "EMU_VISIBILITY_TIMEOUT_SECONDS": messaging.require_output("jobsVisibilityTimeoutSeconds"),
                  # The same number as the container's stopTimeout: emu's drain fits inside it.
                  "EMU_STOP_TIMEOUT_SECONDS": cfg.get("emuStopTimeoutSeconds")},
-    secrets={"PINECONE_API_KEY": secret_ref(pinecone_secret)},
-    secret_arns=[pinecone_secret],
+    secrets={"PINECONE_API_KEY": secret_ref(pinecone_secrets["emu"])},
+    secret_arns=[pinecone_secrets["emu"]],
     task_grants=[
         ("JobsQueueConsume", iam.SQS_CONSUME, [jobs_queue_arn]),
         ("DeadLetterSend", ["sqs:SendMessage"], [dlq_arn]),
@@ -312,6 +334,7 @@ emu = AppService(
     desired_count=cfg.get("emuMinTasks"),
     autoscaled=True,
     gpu=gpu,
+    spot=spot,
     runtime=Runtime(stop_timeout_seconds=cfg.get("emuStopTimeoutSeconds")),
     **service_common,
 )
@@ -354,4 +377,4 @@ pulumi.export("operatorClusterName", clusters["pelican"].name)
 pulumi.export("operatorSecurityGroupId", firewall.operator.id)
 pulumi.export("operatorLogGroupName", operator.log_group.name)
 pulumi.export("privateSubnetIds", private_subnets)
-pulumi.export("emuCapacity", "gpu-ec2" if gpu_enabled else "fargate")
+pulumi.export("emuCapacity", "gpu-ec2" if gpu_enabled else "fargate-spot" if spot else "fargate")

@@ -7,6 +7,7 @@ import pulumi_aws as aws
 from infra.database import PostgresDatabase, performance_insights_enabled
 from infra.layer import bootstrap
 from infra.monitoring import DatabaseAlarmArgs, database_alarms
+from infra.pinecone_keys import APP_KEY_ROLES, given_app_keys, managed_app_keys
 from infra.secrets import StoredSecret, require_min_length
 from infra.vector_index import VectorIndex, default_index_name
 
@@ -106,13 +107,26 @@ if retiring_index_name:
         **{**index_options, "protect": False, "tags": {**layer.tags, "lifecycle": "retiring"}},
     )
 
-pinecone_secret = StoredSecret(
-    f"{layer.prefix}-pinecone-api-key",
-    description="Pinecone API key (plain string) for emu and frontend",
-    value=pinecone_key,
-    recovery_window_days=cfg.get("secretRecoveryWindowDays"),
-    protect=protect,
-)
+# Each app's own Pinecone key in a secret of its own (infra/pinecone_keys.py has the roles);
+# pineconeApiKey above stays Pulumi's, for the provider only.
+project_id = cfg.get("pineconeProjectId")
+if project_id:
+    app_keys = managed_app_keys(layer.prefix, project_id=project_id, client_id=cfg.get("pineconeClientId"),
+                                client_secret=cfg.secret("pineconeClientSecret"))
+else:
+    app_keys = given_app_keys(pinecone_key, {"frontend": cfg.secret("pineconeFrontendApiKey"),
+                                             "emu": cfg.secret("pineconeEmuApiKey"),
+                                             "operator": cfg.secret("pineconeOperatorApiKey")})
+pinecone_secrets = {
+    app: StoredSecret(
+        f"{layer.prefix}-pinecone-{app}-api-key",
+        description=f"Pinecone API key (plain string) for {app} alone, roles {', '.join(APP_KEY_ROLES[app])}",
+        value=key,
+        recovery_window_days=cfg.get("secretRecoveryWindowDays"),
+        protect=protect,
+    )
+    for app, key in app_keys.items()
+}
 editor_password = cfg.secret("editorPassword").apply(require_min_length("editorPassword", 8))
 editor_secret = StoredSecret(
     f"{layer.prefix}-editor-credentials",
@@ -154,7 +168,9 @@ if next_index is not None:
     pulumi.export("pineconeNextIndexName", next_index.name)
     pulumi.export("pineconeNextIndexHost", next_index.host)
 pulumi.export("pineconeDimension", cfg.get("pineconeDimension"))
-pulumi.export("pineconeApiKeySecretArn", pinecone_secret.arn)
+for app, stored in pinecone_secrets.items():
+    pulumi.export(f"pinecone{app.capitalize()}KeySecretArn", stored.arn)
+pulumi.export("pineconeKeyRoles", APP_KEY_ROLES)
 pulumi.export("editorCredentialsSecretArn", editor_secret.arn)
 pulumi.export("pelicanDbSecretArn", app_db_secrets["pelican"].arn)
 pulumi.export("frontendDbSecretArn", app_db_secrets["frontend"].arn)

@@ -14,9 +14,50 @@ from infra.layer import component_options, component_type
 Grant = tuple  # (sid, actions, resource ARNs[, IAM condition])
 
 
-def ecs_cluster(name: str, opts: pulumi.ResourceOptions | None = None) -> aws.ecs.Cluster:
-    # Container Insights provides DesiredTaskCount, the divisor of emu's changes-per-task scaling.
-    return aws.ecs.Cluster(name, settings=[{"name": "containerInsights", "value": "enabled"}], opts=opts)
+CONTAINER_INSIGHTS_SETTINGS = ("auto", "all", "emu")
+
+
+def container_insights_apps(setting: str, tier: str) -> frozenset[str]:
+    """The apps whose clusters run Container Insights for the ``containerInsights`` config.
+
+    emu's always do: its scaling divides by Container Insights' DesiredTaskCount. "auto"
+    adds the frontend's and pelican's in the prod tier only, where their per-task CPU,
+    memory and network graphs are worth the custom-metric bill; elsewhere AWS/ECS's free
+    per-service CPU and memory utilisation is enough. Raises ValueError on another setting.
+    """
+    if setting not in CONTAINER_INSIGHTS_SETTINGS:
+        raise ValueError(f"containerInsights must be one of {CONTAINER_INSIGHTS_SETTINGS}, got {setting!r}")
+    if setting == "all" or (setting == "auto" and tier == "prod"):
+        return frozenset({"frontend", "pelican", "emu"})
+    return frozenset({"emu"})
+
+
+def ecs_cluster(name: str, *, container_insights: bool,
+                opts: pulumi.ResourceOptions | None = None) -> aws.ecs.Cluster:
+    """An ECS cluster, with Container Insights (standard, billed per metric) on or off."""
+    return aws.ecs.Cluster(
+        name, settings=[{"name": "containerInsights", "value": "enabled" if container_insights else "disabled"}],
+        opts=opts)
+
+
+@dataclass
+class FargateSpot:
+    """Run a Fargate service's tasks beyond `on_demand_base` on Fargate Spot.
+
+    `depends_on`: the cluster's capacity provider association (FARGATE and FARGATE_SPOT),
+    which must exist before the service names those providers."""
+
+    on_demand_base: int
+    depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.on_demand_base < 0:
+            raise ValueError("emuOnDemandTasks must not be negative")
+
+    def strategies(self) -> list[dict]:
+        """The service's capacity provider strategy: the base on FARGATE, the rest on Spot."""
+        return [{"capacity_provider": "FARGATE", "weight": 0, "base": self.on_demand_base},
+                {"capacity_provider": "FARGATE_SPOT", "weight": 1, "base": 0}]
 
 
 def env_value(value) -> str:
@@ -92,7 +133,7 @@ class Runtime:
 
 SCRATCH_VOLUME = "scratch"
 
-# Container Insights (on for every cluster, ecs_cluster) publishes a service's task counts;
+# Container Insights (always on emu's cluster, container_insights_apps) publishes a service's task counts;
 # the free AWS/ECS namespace has only its CPU and memory utilisation.
 CONTAINER_INSIGHTS = "ECS/ContainerInsights"
 TASKS_METRIC = "DesiredTaskCount"
@@ -313,6 +354,7 @@ class AppService(pulumi.ComponentResource):
         port: int | None = None,
         load_balancing: LoadBalancing | None = None,
         gpu: Gpu | None = None,
+        spot: FargateSpot | None = None,
         runtime: Runtime | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ):
@@ -320,6 +362,8 @@ class AppService(pulumi.ComponentResource):
         super().__init__(token, name, None, component_options(token, opts))
         if deploy_timeout_minutes <= 0:
             raise ValueError("serviceDeployTimeoutMinutes must be positive")
+        if gpu is not None and spot is not None:
+            raise ValueError(f"{name}: a GPU service runs on its EC2 capacity provider, not Fargate Spot")
         self.cluster = cluster
         self.logical_name = name
         spec = TaskSpec(
@@ -341,6 +385,9 @@ class AppService(pulumi.ComponentResource):
                 {"capacity_provider": gpu.capacity_provider, "weight": 1, "base": 0}
             ]
             depends_on += list(gpu.depends_on)
+        elif spot is not None:
+            service_args["capacity_provider_strategies"] = spot.strategies()
+            depends_on += list(spot.depends_on)
         else:
             service_args["launch_type"] = "FARGATE"
         if load_balancing is not None:

@@ -1,4 +1,4 @@
-"""ECR repositories with images built and pushed by pulumi-docker."""
+"""ECR repositories with images built and pushed by pulumi-docker-build (BuildKit)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from typing import Mapping
 
 import pulumi
 import pulumi_aws as aws
-import pulumi_docker as docker
+import pulumi_docker_build as docker_build
 
 from infra.layer import component_options, component_type
 
@@ -38,7 +38,11 @@ class ServiceImage(pulumi.ComponentResource):
     """One app's ECR repository and its image, referenced by digest.
 
     The registry credentials come from ECR's authorization token, so nobody
-    runs ``docker login``; a local Docker engine is still needed to build.
+    runs ``docker login``; a local Docker engine with BuildKit (buildx) is still needed
+    to build. pulumi-docker-build replaces pulumi-docker 4's ``docker.Image`` and builds
+    the same image: the same context, Dockerfile (and its ``<Dockerfile>.dockerignore``),
+    build args and platform, through BuildKit as before. Raises ValueError on a platform
+    BuildKit does not name (docker_build.Platform).
     """
 
     def __init__(
@@ -72,24 +76,23 @@ class ServiceImage(pulumi.ComponentResource):
             opts=child,
         )
         token = aws.ecr.get_authorization_token_output(registry_id=self.repository.registry_id)
-        self.image = docker.Image(
+        self.image = docker_build.Image(
             name,
-            image_name=self.repository.repository_url.apply(lambda url: f"{url}:{tag}"),
-            build=docker.DockerBuildArgs(
-                context=str(apps_dir),
-                dockerfile=str(apps_dir / app / "Dockerfile"),
-                platform=platform,
-                args=dict(build_args or {}),
-            ),
-            registry=docker.RegistryArgs(
-                server=self.repository.repository_url,
+            tags=[self.repository.repository_url.apply(lambda url: f"{url}:{tag}")],
+            context=docker_build.BuildContextArgs(location=str(apps_dir)),
+            dockerfile=docker_build.DockerfileArgs(location=str(apps_dir / app / "Dockerfile")),
+            platforms=[docker_build.Platform(platform)],
+            build_args=dict(build_args or {}),
+            push=True,
+            registries=[docker_build.RegistryArgs(
+                address=self.repository.repository_url,
                 username=token.user_name,
                 password=pulumi.Output.secret(token.password),
-            ),
+            )],
             opts=child,
         )
         self.repository_url = self.repository.repository_url
         self.repository_arn = self.repository.arn
         # Deploy by digest: a new build always rolls the service, a re-tag never does.
-        self.image_ref = self.image.repo_digest
+        self.image_ref = pulumi.Output.concat(self.repository.repository_url, "@", self.image.digest)
         self.register_outputs({"repositoryUrl": self.repository_url, "imageRef": self.image_ref})

@@ -50,6 +50,70 @@ def unshipped_changes_alarm(
     )
 
 
+# Database health pelican reads from pg_stat_activity and pg_stat_user_tables and puts with
+# the same dimension: the age of the oldest open transaction (unit Seconds; it holds back
+# vacuum everywhere in the database) and the outbox table's dead tuples (unit Count).
+OLDEST_TRANSACTION_METRIC = "OldestTransactionAgeSeconds"
+OUTBOX_DEAD_TUPLES_METRIC = "OutboxDeadTuples"
+# Both alarms want the condition to last: one slow backfill or a vacuum about to run is no page.
+VACUUM_ALARM_PERIOD_SECONDS = 300
+VACUUM_ALARM_EVALUATION_PERIODS = 3
+
+
+def vacuum_alarms(
+    name: str,
+    *,
+    deployment: str,
+    oldest_transaction_seconds: int,
+    outbox_dead_tuples: int,
+    topic_arn: pulumi.Input[str],
+    opts: pulumi.ResourceOptions | None = None,
+) -> dict[str, aws.cloudwatch.MetricAlarm]:
+    """Two alarms on pelican's database metrics, keyed "oldest-transaction" and "outbox-dead-tuples".
+
+    oldest_transaction_seconds: the oldest open transaction has been open longer than this
+    (seconds, Maximum over each 5-minute period) for three periods in a row. While it stays
+    open, vacuum can remove no row version newer than its snapshot, in any table: the
+    outbox, which takes an insert and a delete per change, bloats first.
+    outbox_dead_tuples: the outbox's dead tuples stayed above this count for three periods;
+    autovacuum (by default once dead tuples pass 50 + 20% of the live rows) is held back or
+    cannot keep up, and every claim reads past the dead versions.
+    Missing data is not breaching: pelican being silent is the unshipped-changes alarm's job.
+    Raises ValueError on a threshold that is not positive.
+    """
+    if oldest_transaction_seconds <= 0:
+        raise ValueError("oldestTransactionAlarmSeconds must be positive")
+    if outbox_dead_tuples <= 0:
+        raise ValueError("outboxDeadTuplesAlarmCount must be positive")
+    specs = {
+        "oldest-transaction": (OLDEST_TRANSACTION_METRIC, oldest_transaction_seconds,
+                               "A database transaction has stayed open too long: vacuum cannot clean up "
+                               "behind it and the outbox bloats (pg_stat_activity shows which session)"),
+        "outbox-dead-tuples": (OUTBOX_DEAD_TUPLES_METRIC, outbox_dead_tuples,
+                               "The outbox keeps too many dead tuples: autovacuum is held back by an old "
+                               "transaction or cannot keep up, and pelican's claims slow down"),
+    }
+    return {
+        key: aws.cloudwatch.MetricAlarm(
+            f"{name}-{key}",
+            alarm_description=description,
+            namespace=METRICS_NAMESPACE,
+            metric_name=metric,
+            dimensions={"Deployment": deployment},
+            statistic="Maximum",
+            period=VACUUM_ALARM_PERIOD_SECONDS,
+            evaluation_periods=VACUUM_ALARM_EVALUATION_PERIODS,
+            threshold=threshold,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+            alarm_actions=[topic_arn],
+            ok_actions=[topic_arn],
+            opts=opts,
+        )
+        for key, (metric, threshold, description) in specs.items()
+    }
+
+
 LOGIN_FAILURES_METRIC = "EditorLoginFailures"
 # The frontend's JSON log line for a refused editor login (frontend.editing.authenticate).
 LOGIN_FAILURE_PATTERN = '{ $.msg = "editor login failed" }'

@@ -15,9 +15,9 @@ NAT_STRATEGIES = {
 }
 
 # Interface endpoints private Fargate tasks use: image pulls (ecr.api, ecr.dkr),
-# the jobs queue, secrets injection and log shipping.  S3 is a gateway endpoint
-# (free) because ECR serves image layers from S3.
-INTERFACE_ENDPOINT_SERVICES = ("ecr.api", "ecr.dkr", "sqs", "secretsmanager", "logs")
+# the jobs queue, secrets injection, log shipping and pelican's metrics (monitoring).
+# Each costs per hour in every AZ (docs/infrastructure.md, "Monthly cost").
+INTERFACE_ENDPOINT_SERVICES = ("ecr.api", "ecr.dkr", "sqs", "secretsmanager", "logs", "monitoring")
 
 
 class Network(pulumi.ComponentResource):
@@ -34,6 +34,7 @@ class Network(pulumi.ComponentResource):
         nat_strategy: str,
         vpc_endpoints: bool,
         region: str,
+        s3_gateway_endpoint: bool = True,
         tags: Mapping[str, str],
         opts: pulumi.ResourceOptions | None = None,
     ):
@@ -45,8 +46,10 @@ class Network(pulumi.ComponentResource):
             raise ValueError(f"natGatewayStrategy must be one of {sorted(NAT_STRATEGIES)}")
         child = pulumi.ResourceOptions(parent=self)
 
+        # S3 is a gateway endpoint, free of charge (AWS PrivateLink pricing): ECR serves image
+        # layers from S3, so every image pull otherwise pays NAT data processing.
         endpoint_specs = []
-        if vpc_endpoints:
+        if s3_gateway_endpoint:
             endpoint_specs.append(
                 awsx.ec2.VpcEndpointSpecArgs(
                     service_name=f"com.amazonaws.{region}.s3",

@@ -15,6 +15,7 @@ network = Network(
     availability_zones=cfg.get("availabilityZones"),
     nat_strategy=cfg.get("natGatewayStrategy"),
     vpc_endpoints=cfg.get("vpcEndpoints"),
+    s3_gateway_endpoint=cfg.get("s3GatewayEndpoint"),
     region=require_region(),
     tags=layer.tags,
 )

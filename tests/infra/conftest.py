@@ -11,9 +11,7 @@ import pytest
 
 # tests/infra is no package, so pytest puts this folder on sys.path (`harness`); the
 # layers import the installed `infra` package.
-from harness import run_layer
-
-DATA_SECRETS = {"pineconeApiKey": "pcsk-test-key", "editorPassword": "editor-pass"}
+from harness import DATA_SECRETS, run_layer
 CERT = "arn:aws:acm:us-east-1:123456789012:certificate/abc"
 
 

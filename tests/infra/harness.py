@@ -22,6 +22,11 @@ REGION = "us-east-1"
 ORG = "acme"
 
 
+# The apps' own Pinecone keys, each different from Pulumi's (pineconeApiKey).
+PINECONE_APP_KEYS = {"pineconeFrontendApiKey": "pcsk-frontend-key", "pineconeEmuApiKey": "pcsk-emu-key",
+                     "pineconeOperatorApiKey": "pcsk-operator-key"}
+DATA_SECRETS = {"pineconeApiKey": "pcsk-test-key", "editorPassword": "editor-pass", **PINECONE_APP_KEYS}
+
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 
 
@@ -87,6 +92,8 @@ def fake_outputs(typ: str, name: str, inputs: dict) -> dict:
         }
     elif typ == "pinecone:index/index:Index":
         out = {"host": f"{inputs.get('name', name)}-x1y2.svc.aped-4627-b74a.pinecone.io"}
+    elif typ == "pinecone:index/apiKey:ApiKey":
+        out = {"key": f"pcsk-created-{inputs.get('name', name)}"}
     elif typ.startswith("aws:"):
         out = {"arn": _arn(typ, physical), "name": physical}
         if typ == "aws:sqs/queue:Queue":
@@ -111,8 +118,10 @@ def fake_outputs(typ: str, name: str, inputs: dict) -> dict:
             out["bucket"] = physical
         elif typ == "aws:ecs/capacityProvider:CapacityProvider":
             out["name"] = physical
-    elif typ == "docker:index/image:Image":
-        out = {"repoDigest": f"{str(inputs.get('imageName', name)).split(':')[0]}@sha256:{'a' * 64}"}
+    elif typ == "docker-build:index:Image":
+        # The first tag's repository with the pushed digest, as pulumi-docker-build's `ref` reads.
+        repository = str((inputs.get("tags") or [name])[0]).rsplit(":", 1)[0]
+        out = {"digest": f"sha256:{'a' * 64}", "ref": f"{repository}@sha256:{'a' * 64}"}
     return out
 
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from harness import run_layer
+from harness import DATA_SECRETS, run_layer
 
 DB = "aws:rds/instance:Instance"
 
@@ -65,9 +65,9 @@ def test_pinecone_index_serverless_from_config(data_run, data_prod_run):
 
 def test_secrets_hold_the_pulumi_secrets_as_secrets(data_run):
     versions = {v.name: v for v in data_run.of_type("aws:secretsmanager/secretVersion:SecretVersion")}
-    pinecone = next(v for n, v in versions.items() if "pinecone" in n)
+    pinecone = next(v for n, v in versions.items() if "pinecone-emu" in n)
     editor = next(v for n, v in versions.items() if "editor" in n)
-    assert pinecone.inputs["secretString"] == "pcsk-test-key"
+    assert pinecone.inputs["secretString"] == "pcsk-emu-key"
     assert json.loads(editor.inputs["secretString"]) == {"username": "editor", "password": "editor-pass"}
     assert "secretString" in pinecone.secret_paths and "secretString" in editor.secret_paths
 
@@ -101,7 +101,8 @@ def test_each_app_role_has_a_generated_password_in_a_secret_that_keeps_it(data_r
 def test_exports(data_run):
     e = data_run.exports
     assert set(e) == {"dbAddress", "dbPort", "dbName", "dbSecretArn", "dbSecurityGroupId",
-                      "dbIdentifier", "pineconeIndexName", "pineconeIndexHost", "pineconeDimension", "pineconeApiKeySecretArn",
+                      "dbIdentifier", "pineconeIndexName", "pineconeIndexHost", "pineconeDimension", "pineconeFrontendKeySecretArn",
+                      "pineconeEmuKeySecretArn", "pineconeOperatorKeySecretArn", "pineconeKeyRoles",
                       "editorCredentialsSecretArn", "pelicanDbSecretArn", "frontendDbSecretArn"}
     assert e["dbSecretArn"].startswith("arn:aws:secretsmanager:") and "rds!db" in e["dbSecretArn"]
     assert e["dbPort"] == 5432 and e["dbName"] == "products"
@@ -110,19 +111,19 @@ def test_exports(data_run):
 
 def test_missing_pinecone_key_fails_loudly(data_upstream):
     with pytest.raises(Exception, match="pineconeApiKey"):
-        run_layer("data", secrets={"editorPassword": "long-enough"}, stack="nokey",
+        run_layer("data", secrets={k: v for k, v in DATA_SECRETS.items() if k != "pineconeApiKey"}, stack="nokey",
                   stack_outputs=data_upstream)
 
 
 def test_short_editor_password_is_refused(data_upstream):
     with pytest.raises(Exception, match="editorPassword must be at least 8 characters"):
-        run_layer("data", secrets={"pineconeApiKey": "k", "editorPassword": "short"}, stack="shortpw",
+        run_layer("data", secrets={**DATA_SECRETS, "editorPassword": "short"}, stack="shortpw",
                   stack_outputs=data_upstream)
 
 
 def test_missing_upstream_output_fails_loudly(messaging_run):
     with pytest.raises(Exception, match="privateSubnetIds|vpcId"):
-        run_layer("data", secrets={"pineconeApiKey": "k", "editorPassword": "long-enough"}, stack="noup",
+        run_layer("data", secrets=DATA_SECRETS, stack="noup",
                   stack_outputs={"network": {}, "messaging": messaging_run.exports})
 
 
@@ -145,7 +146,7 @@ def test_the_index_is_dotproduct_by_default_and_alone(data_run):
     assert [a.type_ for a in aliases if a.type_ is not ...] == ["semsearch:data:VectorIndex"]
 
 
-SECRETS = {"pineconeApiKey": "pcsk-test-key", "editorPassword": "editor-pass"}
+SECRETS = DATA_SECRETS
 
 
 def data_with(data_upstream, config, stack="migrating"):
@@ -240,7 +241,7 @@ def test_stateful_resources_are_protected_by_default(data_run):
     # Pulumi refuses to delete or replace a protected resource: a renamed index or
     # identifier fails at preview instead of dropping the data.
     protected = [r for r in data_run.resources if r.typ in STATEFUL]
-    assert len(protected) == 1 + 1 + 4  # the database, the index, four secrets
+    assert len(protected) == 1 + 1 + 6  # the database, the index, six secrets (three Pinecone keys)
     for r in protected:
         assert data_run.opts(r.typ, r.name).protect is True, r
     # What only derives from them is not protected: it can be replaced freely.

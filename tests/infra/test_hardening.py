@@ -234,7 +234,7 @@ def test_stack_transform_tags_awsx_children(network_run, typ):
 
 # --- 9. Pins and the RDS log group --------------------------------------------------------------
 
-PINNED = ("pulumi", "pulumi-aws", "pulumi-awsx", "pulumi-docker", "pinecone-pulumi", "pulumi-policy")
+PINNED = ("pulumi", "pulumi-aws", "pulumi-awsx", "pulumi-docker-build", "pinecone-pulumi", "pulumi-policy")
 
 
 @pytest.mark.parametrize("path", ["network", "data", "messaging", "compute", "policy", "requirements/dev.txt"])
@@ -288,7 +288,7 @@ def test_operator_task_has_its_env_secrets_and_role(compute_run, data_run, messa
         "AppRoleSecrets": (["secretsmanager:GetSecretValue"], [d["pelicanDbSecretArn"], d["frontendDbSecretArn"]]),
     }
     (secrets,) = [s for s in statements(compute_run, "-operator-execution") if s["Sid"] == "Secrets"]
-    assert sorted(secrets["Resource"]) == [d["pineconeApiKeySecretArn"]]
+    assert sorted(secrets["Resource"]) == [d["pineconeOperatorKeySecretArn"]]
 
 
 # --- 11. Pelican's liveness alarm -----------------------------------------------------------------

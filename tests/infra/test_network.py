@@ -10,7 +10,9 @@ def test_dev_vpc_two_azs_single_nat_public_and_private(network_run):
     assert vpc.inputs["cidrBlock"] == "10.0.0.0/16"
     assert {s["type"] for s in vpc.inputs["subnetSpecs"]} == {"Public", "Private"}
     assert vpc.inputs["enableDnsHostnames"] is True
-    assert "vpcEndpointSpecs" not in vpc.inputs
+    # The free S3 gateway endpoint is on by default; the billed interface endpoints are not.
+    assert vpc.inputs["vpcEndpointSpecs"] == [
+        {"serviceName": "com.amazonaws.us-east-1.s3", "vpcEndpointType": "Gateway"}]
     assert network_run.of_type("aws:ec2/vpcEndpoint:VpcEndpoint") == []
 
 
@@ -25,7 +27,8 @@ def test_prod_vpc_three_azs_nat_per_az_and_endpoints(network_prod_run):
     assert vpc.inputs["vpcEndpointStrategy"] == "Auto"
     endpoints = network_prod_run.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
     assert sorted(e.inputs["serviceName"] for e in endpoints) == sorted(
-        f"com.amazonaws.us-east-1.{s}" for s in ("ecr.api", "ecr.dkr", "sqs", "secretsmanager", "logs")
+        f"com.amazonaws.us-east-1.{s}"
+        for s in ("ecr.api", "ecr.dkr", "sqs", "secretsmanager", "logs", "monitoring")
     )
     sg = network_prod_run.one("aws:ec2/securityGroup:SecurityGroup")
     for e in endpoints:
@@ -52,3 +55,9 @@ def test_rejects_bad_az_count():
 
     with pytest.raises(Exception, match="availabilityZones must be 2 or 3"):
         run_layer("network", {"availabilityZones": 4}, stack="bad")
+
+
+def test_the_s3_gateway_endpoint_can_be_turned_off():
+    run = run_layer("network", {"s3GatewayEndpoint": False}, stack="nos3")
+    vpc = run.one(VPC)
+    assert "vpcEndpointSpecs" not in vpc.inputs and "vpcEndpointStrategy" not in vpc.inputs
