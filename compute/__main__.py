@@ -1,5 +1,6 @@
 """compute: images, ECS services, the public ALB, scaling and the dashboard."""
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -151,7 +152,7 @@ topic_arn = messaging.require_output("topicArn")
 # Pelican publishes its shipping lag here; the alarm below reads the same names.
 metrics_env = {"CLOUDWATCH_NAMESPACE": METRICS_NAMESPACE, "DEPLOYMENT_NAME": prefix}
 
-service_common = dict(subnet_ids=private_subnets, log_retention_days=cfg.get("logRetentionDays"), region=region,
+service_common: dict[str, Any] = dict(subnet_ids=private_subnets, log_retention_days=cfg.get("logRetentionDays"), region=region,
                       deploy_timeout_minutes=cfg.get("serviceDeployTimeoutMinutes"))
 
 # Over plain HTTP the editor password would cross the internet in clear: without these

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -168,7 +168,7 @@ class ScalingSignal:
         if self.target <= 0:
             raise ValueError(f"the {self.name} scaling target must be positive, got {self.target}")
 
-    def metric_specification(self, cluster_name: pulumi.Input[str], service_name: pulumi.Input[str]) -> dict:
+    def metric_specification(self, cluster_name: pulumi.Input[str], service_name: pulumi.Input[str]) -> Any:
         """The policy's customized_metric_specification."""
         dimensions = [{"name": k, "value": v} for k, v in sorted(self.dimensions.items())]
         if not self.per_task:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 import math
 import re
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -119,7 +119,7 @@ class GpuCapacity(pulumi.ComponentResource):
         )
         profile = aws.iam.InstanceProfile(f"{name}-instance", role=role.name, opts=child)
         image_id = ami_id or aws.ssm.get_parameter_output(name=ami_parameter).value
-        resource_tags = [
+        resource_tags: list[Any] = [
             {"resource_type": kind, "tags": dict(tags)} for kind in ("instance", "volume", "network-interface")
         ]
         template = aws.ec2.LaunchTemplate(

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -196,7 +196,8 @@ class PublicLoadBalancer(pulumi.ComponentResource):
             stickiness={"enabled": True, "type": "lb_cookie", "cookie_duration": stickiness_seconds},
             opts=child,
         )
-        forward = [{"type": "forward", "target_group_arn": self.target_group.arn}]
+        # Plain dicts for the provider's ListenerDefaultAction input types.
+        forward: list[Any] = [{"type": "forward", "target_group_arn": self.target_group.arn}]
         self.listeners: list[aws.lb.Listener] = []
         if self.https:
             self.https_listener = aws.lb.Listener(
@@ -210,7 +211,7 @@ class PublicLoadBalancer(pulumi.ComponentResource):
                 opts=child,
             )
             self.listeners.append(self.https_listener)
-            http_actions = [
+            http_actions: list[Any] = [
                 {"type": "redirect",
                  "redirect": {"port": "443", "protocol": "HTTPS", "status_code": "HTTP_301"}}
             ]

@@ -8,6 +8,7 @@ folder alone.
 """
 from pulumi_policy import (
     EnforcementLevel,
+    Policy,
     PolicyPack,
     ResourceValidationArgs,
     ResourceValidationPolicy,
@@ -18,7 +19,7 @@ from pulumi_policy import (
 from guardrails import RULES, STACK_RULES, plain_props
 
 try:
-    from pulumi_policy.proxy import UnknownValueError
+    from pulumi_policy.proxy import UnknownValueError  # pyright: ignore[reportAssignmentType]
 except ImportError:  # an SDK without the proxy module: nothing raises on unknowns
     class UnknownValueError(Exception):  # type: ignore[no-redef]
         """Never raised."""
@@ -46,9 +47,10 @@ def as_stack_policy(name, description, validator):
     return StackValidationPolicy(name=name, description=description, validate=validate)
 
 
+policies: list[Policy] = [as_policy(name, description, fn) for name, (description, fn) in RULES.items()]
+policies += [as_stack_policy(name, description, fn) for name, (description, fn) in STACK_RULES.items()]
 PolicyPack(
     name="productsearch-guardrails",
     enforcement_level=EnforcementLevel.MANDATORY,
-    policies=[as_policy(name, description, fn) for name, (description, fn) in RULES.items()]
-    + [as_stack_policy(name, description, fn) for name, (description, fn) in STACK_RULES.items()],
+    policies=policies,
 )
