@@ -6,15 +6,19 @@ runpy.run_path, and run_path puts a folder it runs first on sys.path. The pack
 stays self-contained (no ``-e ..``) because `pulumi policy publish` uploads this
 folder alone.
 """
+from typing import TYPE_CHECKING
+
 from pulumi_policy import (
     EnforcementLevel,
-    Policy,
     PolicyPack,
     ResourceValidationArgs,
     ResourceValidationPolicy,
     StackValidationArgs,
     StackValidationPolicy,
 )
+
+if TYPE_CHECKING:
+    from pulumi_policy import Policy
 
 from guardrails import RULES, STACK_RULES, plain_props
 
@@ -47,7 +51,7 @@ def as_stack_policy(name, description, validator):
     return StackValidationPolicy(name=name, description=description, validate=validate)
 
 
-policies: list[Policy] = [as_policy(name, description, fn) for name, (description, fn) in RULES.items()]
+policies: list["Policy"] = [as_policy(name, description, fn) for name, (description, fn) in RULES.items()]
 policies += [as_stack_policy(name, description, fn) for name, (description, fn) in STACK_RULES.items()]
 PolicyPack(
     name="productsearch-guardrails",
