@@ -76,11 +76,62 @@ QUOTAS: dict[str, Quota] = {
     "g4dn_xlarge_hour_usd": Quota(
         0.526, "USD per hour, on demand, us-east-1", "AWS EC2 on-demand pricing; docs/deploy.md's ~$0.53", READ,
         "UNVERIFIED against the pricing page"),
+    "fargate_spot_discount": Quota(
+        0.5, "fraction off the Fargate on-demand rate",
+        "AWS Fargate pricing (aws.amazon.com/fargate/pricing), Spot: 50 to 70% off, varying; as fortem.dev "
+        "quotes it (June 2026)", READ, "the low end of the range, so Spot is not costed too cheap"),
+    "nat_gateway_hour_usd": Quota(
+        0.045, "USD per NAT gateway-hour, us-east-1", "Amazon VPC pricing (aws.amazon.com/vpc/pricing)", READ,
+        "plus 0.045 USD per GB processed"),
+    "nat_gateway_gb_usd": Quota(0.045, "USD per GB through a NAT gateway", "as nat_gateway_hour_usd", READ),
+    "interface_endpoint_hour_usd": Quota(
+        0.01, "USD per interface endpoint-hour per AZ, us-east-1",
+        "AWS PrivateLink pricing (aws.amazon.com/privatelink/pricing)", READ,
+        "plus 0.01 USD per GB processed; gateway endpoints (S3) are free"),
+    "interface_endpoint_gb_usd": Quota(0.01, "USD per GB through an interface endpoint",
+                                       "as interface_endpoint_hour_usd", READ),
+    "cloudwatch_metric_month_usd": Quota(
+        0.30, "USD per custom metric-month (first 10,000)",
+        "Amazon CloudWatch pricing (aws.amazon.com/cloudwatch/pricing)", READ,
+        "Container Insights (standard) metrics are billed as custom metrics (AWS docs, Container Insights)"),
+    "container_insights_metrics_per_cluster": Quota(
+        40, "ECS/ContainerInsights metrics of a cluster with one service",
+        "AWS docs, Amazon ECS Container Insights metrics: about 16 metrics by cluster, by service and by task "
+        "family", READ, "UNVERIFIED count: an estimate from the metric list, not a bill"),
+    "cloudwatch_alarm_month_usd": Quota(
+        0.10, "USD per standard-resolution alarm metric-month", "as cloudwatch_metric_month_usd", READ),
+    "alb_hour_usd": Quota(
+        0.0225, "USD per ALB-hour, us-east-1", "Elastic Load Balancing pricing (aws.amazon.com/elasticloadbalancing/"
+        "pricing)", READ, "plus 0.008 USD per LCU-hour"),
+    "public_ipv4_hour_usd": Quota(
+        0.005, "USD per public IPv4 address-hour", "Amazon VPC pricing (aws.amazon.com/vpc/pricing)", READ),
+    "rds_t4g_micro_hour_usd": Quota(
+        0.016, "USD per db.t4g.micro-hour, PostgreSQL, Single-AZ, us-east-1",
+        "Amazon RDS for PostgreSQL pricing (aws.amazon.com/rds/postgresql/pricing)", READ,
+        "Multi-AZ doubles it; UNVERIFIED against the pricing page (docs/deploy.md's ~$12/month)"),
+    "rds_gp3_gb_month_usd": Quota(0.115, "USD per gp3 GB-month, Single-AZ", "as rds_t4g_micro_hour_usd", READ),
+    "secret_month_usd": Quota(
+        0.40, "USD per secret-month", "AWS Secrets Manager pricing (aws.amazon.com/secrets-manager/pricing)", READ,
+        "plus 0.05 USD per 10,000 API calls"),
 }
 
 # The stack's task sizes (compute/Pulumi.yaml defaults).
 EMU_VCPU, EMU_MEMORY_GB = 2, 8
 PELICAN_VCPU, PELICAN_MEMORY_GB = 0.25, 0.5
+FRONTEND_VCPU, FRONTEND_MEMORY_GB = 1, 4
+# emu tasks kept on regular Fargate (compute's emuOnDemandTasks); the rest run on Fargate Spot.
+EMU_ON_DEMAND_TASKS = 1
+HOURS_PER_MONTH = 730
+# The defaults' shape: two AZs (network's availabilityZones), six interface endpoint
+# services (infra/network.py), a 20 GB database (data's dbAllocatedStorage), seven secrets
+# (three Pinecone keys, the editor's, two app roles', RDS's master secret) and ten alarms
+# (data's four, compute's unshipped changes, login failures and the two vacuum alarms,
+# messaging's dead-letter depth and oldest job).
+DEFAULT_AZS = 2
+INTERFACE_ENDPOINTS = 6
+DB_STORAGE_GB = 20
+DEFAULT_SECRETS = 7
+DEFAULT_ALARMS = 10
 # Fleet caps for a backfill, assumptions of this model, not quotas.
 BACKFILL_CPU_TASKS, BACKFILL_GPU_TASKS = 50, 10
 
@@ -156,6 +207,85 @@ def emu_task_month_usd(device: str) -> float:
     return (EMU_VCPU * q("fargate_vcpu_second_usd") * 3600 + EMU_MEMORY_GB * q("fargate_gb_hour_usd")) * 730
 
 
+def fargate_month_usd(vcpu: float, memory_gb: float, *, spot: bool = False) -> float:
+    """One Fargate task (Linux/x86) running a month; on Spot at the modelled discount."""
+    on_demand = (vcpu * q("fargate_vcpu_second_usd") * 3600 + memory_gb * q("fargate_gb_hour_usd")) * HOURS_PER_MONTH
+    return on_demand * (1 - q("fargate_spot_discount")) if spot else on_demand
+
+
+def emu_fleet_month_usd(device: str, tasks: int) -> float:
+    """`tasks` emu tasks for a month: on CPU the first EMU_ON_DEMAND_TASKS on regular
+    Fargate and the rest on Fargate Spot (compute's emuFargateSpot default); GPU hosts on demand."""
+    if device == "gpu":
+        return tasks * emu_task_month_usd("gpu")
+    on_demand = min(tasks, EMU_ON_DEMAND_TASKS)
+    return (on_demand * emu_task_month_usd("cpu")
+            + (tasks - on_demand) * fargate_month_usd(EMU_VCPU, EMU_MEMORY_GB, spot=True))
+
+
+@dataclass(frozen=True)
+class FixedCost:
+    """One line of what the stack's defaults cost a month, running idle."""
+
+    item: str
+    default: str
+    usd_month: float
+    note: str
+
+
+def default_month_costs() -> list[FixedCost]:
+    """The fixed monthly cost of each default that costs (or saves) money, before traffic:
+    per-GB charges and Pinecone usage are in the notes and the tables above."""
+    hours = HOURS_PER_MONTH
+    endpoints_on = INTERFACE_ENDPOINTS * DEFAULT_AZS * q("interface_endpoint_hour_usd") * hours
+    saving_per_gb = q("nat_gateway_gb_usd") - q("interface_endpoint_gb_usd")
+    insights = q("container_insights_metrics_per_cluster") * q("cloudwatch_metric_month_usd")
+    emu_on_demand = emu_task_month_usd("cpu")
+    emu_spot = fargate_month_usd(EMU_VCPU, EMU_MEMORY_GB, spot=True)
+    return [
+        FixedCost("NAT gateway", "Single (natGatewayStrategy)", q("nat_gateway_hour_usd") * hours,
+                  f"plus {q('nat_gateway_gb_usd'):.3f} USD/GB; OnePerAz (prod) multiplies by the AZ count"),
+        FixedCost("S3 gateway endpoint", "on (s3GatewayEndpoint)", 0.0,
+                  "free; image layers from ECR skip the NAT's per-GB charge"),
+        FixedCost("Interface endpoints", "off (vpcEndpoints)", 0.0,
+                  f"on: {endpoints_on:,.2f} USD/month ({INTERFACE_ENDPOINTS} services x {DEFAULT_AZS} AZs); "
+                  f"they save {saving_per_gb:.3f} USD/GB over NAT, so pay off above "
+                  f"~{endpoints_on / saving_per_gb:,.0f} GB/month of AWS API and image traffic"),
+        FixedCost("Container Insights", "emu's cluster only (containerInsights auto)", insights,
+                  f"~{insights:,.2f} USD/month per cluster with one service; prod turns on all three "
+                  f"(~{3 * insights:,.2f}); emu's scaling needs its DesiredTaskCount"),
+        FixedCost("emu on Fargate", f"{EMU_VCPU} vCPU / {EMU_MEMORY_GB} GB, 1 task on demand", emu_on_demand,
+                  f"each task above emuOnDemandTasks runs on Spot: ~{emu_spot:,.2f} USD/month instead of "
+                  f"{emu_on_demand:,.2f} (emuFargateSpot)"),
+        FixedCost("frontend on Fargate", f"{FRONTEND_VCPU} vCPU / {FRONTEND_MEMORY_GB} GB, 1 task",
+                  fargate_month_usd(FRONTEND_VCPU, FRONTEND_MEMORY_GB), "prod: at least 2 tasks, autoscaled"),
+        FixedCost("pelican on Fargate", f"{PELICAN_VCPU} vCPU / {PELICAN_MEMORY_GB} GB, 1 task",
+                  fargate_month_usd(PELICAN_VCPU, PELICAN_MEMORY_GB), ""),
+        FixedCost("ALB", "1", q("alb_hour_usd") * hours, "plus LCU-hours; access logs add S3 storage"),
+        FixedCost("Public IPv4", f"{DEFAULT_AZS + 1} addresses (ALB per AZ, NAT)",
+                  (DEFAULT_AZS + 1) * q("public_ipv4_hour_usd") * hours, ""),
+        FixedCost("RDS PostgreSQL", f"db.t4g.micro, Single-AZ, {DB_STORAGE_GB} GB gp3",
+                  q("rds_t4g_micro_hour_usd") * hours + DB_STORAGE_GB * q("rds_gp3_gb_month_usd"),
+                  "dbMultiAz (prod) doubles it"),
+        FixedCost("Secrets Manager", f"{DEFAULT_SECRETS} secrets (3 Pinecone keys among them)",
+                  DEFAULT_SECRETS * q("secret_month_usd"), "plus API calls"),
+        FixedCost("CloudWatch alarms", f"{DEFAULT_ALARMS} alarms (the two vacuum alarms among them)",
+                  DEFAULT_ALARMS * q("cloudwatch_alarm_month_usd"),
+                  "target tracking adds its own; pelican's custom metrics are billed as metrics"),
+        FixedCost("Pinecone", "Standard plan, serverless", q("pinecone_minimum_month_usd"),
+                  "the monthly minimum; usage above it in the tables above"),
+    ]
+
+
+def defaults_table() -> list[str]:
+    """default_month_costs() as Markdown table lines, with the total."""
+    rows = default_month_costs()
+    lines = ["| item | default | USD/month (est.) | note |", "| --- | --- | ---: | --- |"]
+    lines += [f"| {r.item} | {r.default} | {r.usd_month:,.2f} | {r.note} |" for r in rows]
+    lines.append(f"| **total** | | **{sum(r.usd_month for r in rows):,.2f}** | idle, before traffic |")
+    return lines
+
+
 def steady_month_usd(costs: Costs, shape: Shape, products: int, rate: float, device: str, tasks: int) -> float:
     """A month at `rate` changes/s: emu and pelican tasks, Pinecone writes, reads and
     storage, SQS requests (queries not included)."""
@@ -168,7 +298,7 @@ def steady_month_usd(costs: Costs, shape: Shape, products: int, rate: float, dev
                 + products * costs.record_bytes / 1e9 * q("pinecone_storage_gb_month_usd"))
     pinecone = max(pinecone, q("pinecone_minimum_month_usd"))
     sqs = changes / 1000 * shape.sqs_requests * q("sqs_fifo_request_usd")
-    return tasks * emu_task_month_usd(device) + pelican + pinecone + sqs
+    return emu_fleet_month_usd(device, tasks) + pelican + pinecone + sqs
 
 
 def duration(seconds: float) -> str:
@@ -237,6 +367,13 @@ def report(costs: Costs) -> str:
         "sustained query load makes read units the larger bill, move the index to Dedicated Read Nodes "
         "(provisioned read capacity, not subject to read unit limits) or shard the catalog across namespaces "
         "and query them in parallel; the 1B-product rows need one or both.",
+        "",
+        "## The defaults, per month",
+        "",
+        "What the stack costs a month with its defaults (dev tier, us-east-1), running idle: the fixed part "
+        "of every row above. docs/infrastructure.md, \"Monthly cost\", carries the same table.",
+        "",
+        *defaults_table(),
         "",
         "## Published quotas and prices",
         "",
