@@ -327,6 +327,9 @@ class AppService(pulumi.ComponentResource):
 
     The service waits for steady state, so a deploy whose tasks crash-loop (and that the
     circuit breaker rolls back) fails ``pulumi up`` instead of reporting success.
+
+    Capacity: `gpu` (its EC2 capacity provider), else `spot` (a FARGATE base, the rest on
+    FARGATE_SPOT), else the FARGATE launch type. Raises ValueError for both gpu and spot.
     """
 
     def __init__(
