@@ -52,6 +52,9 @@ FAILURES = [
     (raised(errors.DiskFull("could not extend file")), DATABASE_ERROR),  # an OperationalError, class 53
     (raised(errors.InsufficientPrivilege("permission denied")), DATABASE_ERROR),
     (raised(psycopg.NotSupportedError("not supported")), DATABASE_ERROR),
+    # What a statement prepared before a column type change raises (class 0A, a NotSupportedError).
+    (raised(errors.FeatureNotSupported("cached plan must not change result type")), DATABASE_ERROR),
+    (raised(psycopg.DatabaseError("database error")), DATABASE_ERROR),  # the base class itself
     (raised(psycopg.InterfaceError("interface error")), DATABASE_ERROR),
     (raised(errors.AdminShutdown("terminating connection due to administrator command")), LOST),
     (raised(psycopg.OperationalError("server closed the connection unexpectedly")), LOST),  # no SQLSTATE: client-side
