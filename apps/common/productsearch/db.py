@@ -26,9 +26,10 @@ of a column such a statement returns (ALTER TABLE ... ALTER COLUMN ... TYPE), th
 server refuses every later execution of it with "cached plan must not change result
 type" (FeatureNotSupported), and an autocommit connection, such as every pooled one,
 keeps failing until it is closed. Unprepared, each statement is parsed and planned
-per execution, which for the apps' statements (index lookups and short scans by
-primary key) costs a small fraction of the round trip they make anyway, and a
-connection pooler in transaction mode (PgBouncer, RDS Proxy) needs it too.
+per execution: for the apps' statements (lookups by primary key, short index scans)
+less than a network round trip to a database on another host, and little next to a
+search's model run and index query or a claim's SQS send. A connection pooler in
+transaction mode (PgBouncer, RDS Proxy) needs it too.
 """
 
 from __future__ import annotations
