@@ -6,6 +6,8 @@ pelican's metrics); and a status that never claims more than it read."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import unicodedata
 import uuid
@@ -21,6 +23,7 @@ from productsearch import db, products
 from productsearch.catalog import load_catalog
 from productsearch.index import ProductIndex
 from productsearch.settings import IndexSettings
+from tests.conftest import REPO
 from tests.e2e import frontend_stack
 from tests.kit import clear_index_faults, inject_index_fault
 from tests.system.test_pelican_metrics import metric_statistics
@@ -106,11 +109,6 @@ def _migrated_before_normal_forms(url: str) -> None:
 
 
 def test_the_migration_normalises_existing_skus_and_refuses_collisions(stack, caplog):
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
     normalise, collide = "nf_normalise", "nf_collide"
     try:
         # Rows that are not NFC, none colliding: rewritten, captured, reported.
