@@ -189,10 +189,11 @@ class DevStack(ProcessSupervisor):
     # -- make status -------------------------------------------------------------------
     def sync_lines(self, timeout: float = 5.0) -> list[str]:
         """What this stack's frontend says of the sync (its GET /api/status,
-        docs/frontend.md), as lines for `make status`: the UI's address, then whether the
-        index equals the table and the figures behind that, then any part it could not
-        read. Empty when no frontend was started under this root; the address and why
-        when it does not answer within `timeout` seconds."""
+        docs/frontend.md), as lines for `make status`: the UI's address, then whether
+        the index is in sync (counts compared, nothing waiting) with the reading's age,
+        or that the reading is stale, the figures behind that, what holds vacuum back,
+        then any part it could not read. Empty when no frontend was started under this
+        root; the address and why when it does not answer within `timeout` seconds."""
         if "frontend" not in self.known():
             return []
         url = f"http://127.0.0.1:{self.frontend_port}/"
@@ -208,10 +209,22 @@ class DevStack(ProcessSupervisor):
         def q(depth) -> str:
             return "unavailable" if depth is None else f"{depth['visible']:,} waiting, {depth['in_flight']:,} in flight"
 
+        def age(seconds) -> str:
+            return "unavailable" if seconds is None else f"{seconds:,.0f} s"
+
+        # The frontend marks a reading older than its stale limit (frontend/status.py)
+        # instead of passing it off as current; so does this line.
+        taken = f"read at {s['read_at']}, {age(s.get('age_s'))} ago"
+        if s.get("stale"):
+            verdict = f"unknown: the latest reading is stale ({taken}); these figures may no longer hold"
+        else:
+            verdict = f"{'in sync' if s['in_sync'] else 'catching up'} ({taken})"
         lines = [f"UI: {url}",
-                 f"sync: {'in sync' if s['in_sync'] else 'catching up'} (read at {s['read_at']})",
+                 f"sync: {verdict}",
                  f"  rows {n(s['rows'])}, vectors {n(s['vectors'])}, changes waiting {n(s['changes_pending'])}",
-                 f"  jobs queue: {q(s['queue'])}; dead-letter queue: {q(s['dead_letters'])}"]
+                 f"  jobs queue: {q(s['queue'])}; dead-letter queue: {q(s['dead_letters'])}",
+                 f"  oldest open transaction: {age(s.get('oldest_transaction_age_s'))}; "
+                 f"dead rows in the change log: {n(s.get('outbox_dead_tuples'))}"]
         lines += [f"  {part} unavailable: {error}" for part, error in s["errors"].items()]
         return lines
 

@@ -136,7 +136,17 @@ def test_each_role_can_do_its_apps_work_and_nothing_else(stack, parts, role_secr
 
     # pelican ships the captured change with its own role, as the service does.
     queue = parts.env["SQS_QUEUE_URL"]
+    # An administrator's session idle in a transaction with a snapshot: the app roles
+    # cannot see its start in pg_stat_activity, yet read its age through vacuum_horizon().
+    holder = psycopg.connect(stack.database_url, autocommit=True)
+    holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    holder.execute("SELECT 1").fetchone()
+    holder_pid = holder.info.backend_pid
     with db.connect(url_as(stack, PELICAN_ROLE, role_secrets[PELICAN_ROLE][1]), autocommit=True) as pelican:
+        hidden = pelican.execute("SELECT xact_start FROM pg_stat_activity WHERE pid = %s", (holder_pid,)).fetchone()
+        assert hidden == {"xact_start": None}
+        assert change_log.vacuum_horizon(pelican).oldest_transaction_age_s > 0
+        assert change_log.vacuum_horizon(pelican).outbox_dead_tuples >= 0
         pelican.execute("LISTEN product_changes")
         assert change_log.oldest_change_age(pelican) >= 0
         # cap=0: the statistics' estimate too, which pelican's ChangesWaiting reads past the cap
@@ -162,6 +172,7 @@ def test_each_role_can_do_its_apps_work_and_nothing_else(stack, parts, role_secr
             assert change_log.count_changes(conn) == change_log.ChangeCount(1, True)
             assert change_log.count_changes(conn, cap=0).n >= 1
             assert change_log.oldest_change_age(conn) >= 0
+            assert change_log.vacuum_horizon(conn).oldest_transaction_age_s > 0
             assert conn.execute("SELECT count(*) AS n FROM products").fetchone()["n"] == 2
             from productsearch import lexical
 
@@ -170,6 +181,12 @@ def test_each_role_can_do_its_apps_work_and_nothing_else(stack, parts, role_secr
             assert lexical.query_statistics(conn, terms) == lexical.query_statistics(parts.conn, terms)
             for statement in REFUSED_TO_BOTH + REFUSED_TO_FRONTEND:
                 assert refused(conn, statement), f"{FRONTEND_ROLE} was allowed: {statement}"
+    holder.execute("ROLLBACK")
+    holder.close()
+    # Only the app roles may call it: EXECUTE is not PUBLIC's.
+    acl = parts.conn.execute("SELECT proacl::text[] AS acl FROM pg_proc WHERE proname = 'vacuum_horizon'").fetchone()["acl"]
+    assert not [entry for entry in acl if entry.startswith("=")]
+    assert {entry.split("=")[0] for entry in acl} >= {PELICAN_ROLE, FRONTEND_ROLE}
     captured = parts.conn.execute("SELECT product_id, operation, version FROM product_changes").fetchall()
     assert [(r["product_id"], r["operation"], r["version"]) for r in captured] == [(pid, "update", edit.version)]
     assert parts.conn.execute("SELECT count(*) AS n FROM products").fetchone()["n"] == 2

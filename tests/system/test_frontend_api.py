@@ -331,7 +331,8 @@ def test_status_reports_table_index_log_and_queues(front):
     assert lines[1].startswith("sync: in sync (read at ")
     assert lines[2] == "  rows 200, vectors 200, changes waiting 0"
     assert lines[3].startswith("  jobs queue: ") and lines[3].endswith("; dead-letter queue: 0 waiting, 0 in flight")
-    assert len(lines) == 4
+    assert lines[4].startswith("  oldest open transaction: ")
+    assert len(lines) == 5
 
 
 def test_status_shows_the_age_of_an_unsynced_change(front):

@@ -52,6 +52,9 @@ FAILURES = [
     (raised(errors.DiskFull("could not extend file")), DATABASE_ERROR),  # an OperationalError, class 53
     (raised(errors.InsufficientPrivilege("permission denied")), DATABASE_ERROR),
     (raised(psycopg.NotSupportedError("not supported")), DATABASE_ERROR),
+    # What a statement prepared before a column type change raises (class 0A, a NotSupportedError).
+    (raised(errors.FeatureNotSupported("cached plan must not change result type")), DATABASE_ERROR),
+    (raised(psycopg.DatabaseError("database error")), DATABASE_ERROR),  # the base class itself
     (raised(psycopg.InterfaceError("interface error")), DATABASE_ERROR),
     (raised(errors.AdminShutdown("terminating connection due to administrator command")), LOST),
     (raised(psycopg.OperationalError("server closed the connection unexpectedly")), LOST),  # no SQLSTATE: client-side
@@ -142,3 +145,34 @@ def test_failing_metrics_never_hold_shipping_up(stack, parts, monkeypatch, caplo
     shipped = {c["id"] for body in parts.drain_queue(parts.env["SQS_QUEUE_URL"], idle_rounds=1) for c in body["changes"]}
     assert shipped == {first, second}
     assert not [m for m in messages(caplog) if m in (LOST, DATABASE_ERROR, UNEXPECTED)]
+
+
+def test_a_database_error_that_repeats_reconnects_and_pelican_ships_on(stack, parts, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="pelican.service")
+    left = {"n": service.ERRORS_BEFORE_RECONNECT}
+    pids = []
+
+    def stuck_then_fine(conn, *args, **kwargs):
+        # The same error every round, as a statement whose session state is bad would.
+        pids.append(conn.info.backend_pid)
+        if left["n"]:
+            left["n"] -= 1
+            conn.execute(CLAIM_SQL, (10,)).fetchall()
+            raise errors.FeatureNotSupported("cached plan must not change result type")
+        return ship_batch(conn, *args, **kwargs)
+
+    monkeypatch.setattr(service, "ship_batch", stuck_then_fine)
+    pid = parts.insert("Repeated", "shipped after a reconnect")
+    pelican, thread = in_process_pelican(stack)
+    try:
+        wait_until(lambda: parts.pending_changes() == 0, 60, interval=0.2, what="the change shipped after the reconnect")
+    finally:
+        stop(pelican, thread)
+    said = messages(caplog)
+    assert said.count(DATABASE_ERROR) == service.ERRORS_BEFORE_RECONNECT
+    assert "database errors repeat; reconnecting" in said
+    # The rounds before the reconnect ran on one session, the one after it on another.
+    first = pids[: service.ERRORS_BEFORE_RECONNECT]
+    assert len(set(first)) == 1 and pids[service.ERRORS_BEFORE_RECONNECT] != first[0]
+    shipped = {c["id"] for body in parts.drain_queue(parts.env["SQS_QUEUE_URL"], idle_rounds=1) for c in body["changes"]}
+    assert shipped == {pid}

@@ -5,6 +5,9 @@ UTF-8") is skipped, and header names match whatever their case and surrounding
 spaces ("Name", " SKU "). A file that cannot be read as a catalog raises
 CatalogError, whose message names the line and the problem.
 
+SKUs are stored in their normal form (products.normal_sku: NFC), so one typed
+precomposed in one file and decomposed in another is one product.
+
 Prices may be written as money text ("$1,344.87"). Bad rows are reported with their
 line number and skipped. Good rows are inserted; a SKU already in the table is left
 as it is (and counted as kept), because the table, edited through the UI since, is
@@ -111,7 +114,9 @@ def parse_rows(lines: io.TextIOBase, report: LoadReport) -> Iterator[dict]:
         try:
             if None in row or any(row.get(c) is None for c in REQUIRED_COLUMNS):
                 raise ValueError("wrong number of fields")
-            name, sku, description = row["name"].strip(), row["sku"].strip(), row["description"].strip()
+            # The SKU is an identity key: one normal form, so the same SKU typed
+            # precomposed or decomposed is one product (products.normal_sku).
+            name, sku, description = row["name"].strip(), products.normal_sku(row["sku"]), row["description"].strip()
             if not name:
                 raise ValueError("name is empty")
             if not sku:

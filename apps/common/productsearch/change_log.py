@@ -73,3 +73,29 @@ def oldest_change_age(conn: psycopg.Connection) -> float | None:
     psycopg.Error as the statement does."""
     row = conn.execute(OLDEST_AGE_SQL).fetchone()
     return None if row is None else max(0.0, row["age_s"])
+
+
+# schema/012_vacuum_horizon.sql: a SECURITY DEFINER function, so the app roles read
+# two numbers about other sessions without pg_monitor.
+VACUUM_HORIZON_SQL = "SELECT oldest_transaction_age_s, outbox_dead_tuples FROM vacuum_horizon()"
+
+
+@dataclass(frozen=True)
+class VacuumHorizon:
+    """What holds vacuum back from the change log: `oldest_transaction_age_s`, seconds
+    since the oldest open transaction in this database that holds a snapshot or a
+    transaction id began (0 when none; the reader's own excepted), and
+    `outbox_dead_tuples`, the statistics' count of dead row versions in
+    product_changes. A transaction open for long keeps every row deleted since it
+    began, so the two rise together; see README, Operations: held transactions."""
+
+    oldest_transaction_age_s: float
+    outbox_dead_tuples: int
+
+
+def vacuum_horizon(conn: psycopg.Connection) -> VacuumHorizon:
+    """Reads both figures in one statement (a dict_row connection). Raises
+    psycopg.Error as the statement does: UndefinedFunction before schema/012 is
+    applied, InsufficientPrivilege for a role not granted EXECUTE."""
+    row = conn.execute(VACUUM_HORIZON_SQL).fetchone()
+    return VacuumHorizon(max(0.0, float(row["oldest_transaction_age_s"])), int(row["outbox_dead_tuples"]))

@@ -19,6 +19,17 @@ With DATABASE_SECRET_ARN set, every connection (db.connect and the frontend's po
 alike) takes its username and password from that Secrets Manager secret, and one the
 database refuses for its credentials is retried once with the secret re-read: a
 rotation changes the password under running tasks (SecretCredentials).
+
+No connection prepares statements on the server (PREPARE_THRESHOLD). psycopg
+prepares a statement after it has run a few times; once a migration changes the type
+of a column such a statement returns (ALTER TABLE ... ALTER COLUMN ... TYPE), the
+server refuses every later execution of it with "cached plan must not change result
+type" (FeatureNotSupported), and an autocommit connection, such as every pooled one,
+keeps failing until it is closed. Unprepared, each statement is parsed and planned
+per execution: for the apps' statements (lookups by primary key, short index scans)
+less than a network round trip to a database on another host, and little next to a
+search's model run and index query or a claim's SQS send. A connection pooler in
+transaction mode (PgBouncer, RDS Proxy) needs it too.
 """
 
 from __future__ import annotations
@@ -46,6 +57,8 @@ from productsearch.settings import DatabaseSettings, secret_region
 
 log = logging.getLogger(__name__)
 
+# psycopg's prepare_threshold: None never prepares (see the module docstring).
+PREPARE_THRESHOLD = None
 # Arbitrary but fixed: every process that migrates takes the same advisory lock.
 MIGRATION_LOCK_KEY = 7_305_117_001
 KEEPALIVE_PROBES = 3
@@ -320,7 +333,7 @@ def pool_options(database: DatabaseSettings | str, *, application_name: str) -> 
     """Keyword arguments for psycopg_pool.ConnectionPool: guarded autocommit
     connections with dict rows and connection_params, as the secret's user when
     DATABASE_SECRET_ARN is set (GuardedConnection.connect)."""
-    kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row,
+    kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row, "prepare_threshold": PREPARE_THRESHOLD,
                               **connection_params(database, application_name=application_name)}
     credentials = SecretCredentials.for_settings(_settings(database))
     if credentials is not None:
@@ -338,7 +351,7 @@ def connect(database: DatabaseSettings | str, *, autocommit: bool = False, attem
     credentials = SecretCredentials.for_settings(_settings(database))
     conn = with_backoff(
         lambda: GuardedConnection.connect(_settings(database).url, autocommit=autocommit, row_factory=dict_row,
-                                          credentials=credentials, **params),
+                                          prepare_threshold=PREPARE_THRESHOLD, credentials=credentials, **params),
         retryable=lambda exc: isinstance(exc, psycopg.OperationalError), attempts=attempts,
         # No jitter: each process reconnects alone, so there is no herd to spread out.
         base_delay=0.2, max_delay=5.0, jitter=False, what="database connect",
@@ -346,6 +359,12 @@ def connect(database: DatabaseSettings | str, *, autocommit: bool = False, attem
     if statement_timeout:
         conn.stall_limit_s = stall_limit_seconds(database)
     return conn
+
+
+class MigrationRefused(RuntimeError):
+    """A migration file refused to run on the data as it stands (its RAISE EXCEPTION,
+    SQLSTATE P0001): the message names the file, the rows and what to do. Nothing of
+    that run was applied."""
 
 
 def migration_files() -> list[tuple[str, str]]:
@@ -362,13 +381,14 @@ def migrate(database: DatabaseSettings | str) -> list[str]:
     several processes at once: a transaction-scoped advisory lock serialises them and
     every file is itself idempotent. Returns the names applied by this call. Runs
     without statement_timeout: building an index or waiting for another migration's
-    lock may take minutes."""
+    lock may take minutes. Raises MigrationRefused when a file refuses the data it
+    finds (then nothing of this call is applied: every file runs in one transaction)."""
     applied_now = []
     with connect(database, application_name="migrate", statement_timeout=False) as conn:
         # A migration reports what it did to existing rows with RAISE WARNING (e.g. 002's
         # quarantined prices): the operator running it must see that, not only the server log.
         conn.add_notice_handler(lambda notice: notice.severity_nonlocalized == "WARNING" and log.warning(
-            "migration notice", extra={"severity": notice.severity_nonlocalized, "message": notice.message_primary}))
+            "migration notice", extra={"severity": notice.severity_nonlocalized, "notice": notice.message_primary}))
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
             conn.execute(
@@ -378,7 +398,11 @@ def migrate(database: DatabaseSettings | str) -> list[str]:
             for name, sql in migration_files():
                 if name in done:
                     continue
-                conn.execute(sql)
+                try:
+                    conn.execute(sql)
+                except psycopg.errors.RaiseException as exc:
+                    hint = exc.diag.message_hint
+                    raise MigrationRefused(f"{name}: {exc.diag.message_primary}" + (f" ({hint})" if hint else "")) from None
                 conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
                 applied_now.append(name)
     log.info("schema up to date", extra={"applied": applied_now})

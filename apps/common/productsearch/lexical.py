@@ -27,6 +27,7 @@ import logging
 import math
 import re
 import sys
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -102,18 +103,33 @@ def _identifiers(text: str) -> list[str]:
     return found
 
 
+# The normal form text is matched in (Unicode Standard Annex #15): compatibility
+# composition, so full-width "ＳＫＵ－４４６" and ligatures match their plain forms.
+MATCH_NORMAL_FORM = "NFKC"
+
+
+def match_form(text: str) -> str:
+    """`text` as keyword matching sees it: NFKC, case folded (str.casefold: Unicode's
+    full case folding, so "ß" matches "ss"), then NFKC again because folding can undo
+    a composition. Documents and queries both pass through it (terms_of)."""
+    return unicodedata.normalize(MATCH_NORMAL_FORM, unicodedata.normalize(MATCH_NORMAL_FORM, text).casefold())
+
+
 def terms_of(texts: list[str]) -> list[list[str]]:
     """terms() of each text, tokenising the batch in one bm25s call (it stems each
-    distinct word once), for fitting and bulk encoding."""
+    distinct word once), for fitting and bulk encoding. Each text is taken in its
+    match_form first."""
     if not texts:
         return []
+    texts = [match_form(text) for text in texts]
     pieces = bm25s.tokenize(texts, lower=True, stopwords="en", stemmer=_STEMMER, return_ids=False,
                             show_progress=False)
     return [list(p) + _identifiers(text) for p, text in zip(pieces, texts, strict=True)]
 
 
 def terms(text: str) -> list[str]:
-    """The terms BM25 counts in `text`, in order, repeats kept: bm25s's tokeniser
+    """The terms BM25 counts in `text`, in order, repeats kept: the text's match_form
+    (NFKC, case folded), then bm25s's tokeniser
     (lower-cased runs of 2+ word characters, bm25s's English stop words removed,
     Snowball English stems), plus every identifier-like chunk kept whole and
     lower-cased (`SKU-qHUp-446` -> sku, qhup, 446 and sku-qhup-446), so an exact

@@ -18,6 +18,7 @@ names they splice in against the tuples here, so no caller-supplied name reaches
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 
 TABLE = "products"
@@ -38,6 +39,20 @@ SHIPPED_COLUMNS = (*ROW_COLUMNS, "updated_at", "version")
 
 # The unique key the catalog loader upserts by.
 NATURAL_KEY = "sku"
+
+# The one Unicode normal form a stored SKU is in (Unicode Standard Annex #15). NFC,
+# not NFKC: canonical equivalents (a precomposed "é" and "e" + U+0301) are one key,
+# while compatibility variants (full-width letters) stay what was typed; search
+# matches those through lexical.match_form. The database refuses any other form
+# (schema/010_sku_normal_form.sql), so no writer can bypass it.
+SKU_NORMAL_FORM = "NFC"
+
+
+def normal_sku(text: str) -> str:
+    """`text` as a stored SKU: surrounding whitespace dropped, then SKU_NORMAL_FORM.
+    Two strings that display alike because they are canonically equivalent give the
+    same result."""
+    return unicodedata.normalize(SKU_NORMAL_FORM, text.strip())
 
 
 def _select(columns: Iterable[str], tail: str = "") -> str:

@@ -49,6 +49,9 @@ GRANTS: dict[str, tuple[str, ...]] = {
         # Each shipped batch carries the lexical corpus parameters (outbox.corpus_parameters);
         # only `pelican refit-lexical`, as the administrator, writes the statistics.
         "GRANT SELECT ON {schema}.lexical_corpus TO {role}",
+        # OldestTransactionAgeSeconds and OutboxDeadTuples: two numbers from
+        # pg_stat_activity read as the function's owner (schema/012), not pg_monitor.
+        "GRANT EXECUTE ON FUNCTION {schema}.vacuum_horizon() TO {role}",
     ),
     FRONTEND_ROLE: (
         "GRANT USAGE ON SCHEMA {schema} TO {role}",
@@ -65,6 +68,8 @@ GRANTS: dict[str, tuple[str, ...]] = {
         # Which index serves (schema/007_serving_index.sql); only migrate-index, as the
         # administrator, writes it.
         "GRANT SELECT ON {schema}.serving_index TO {role}",
+        # The status panel's oldest transaction and outbox dead tuples (schema/012).
+        "GRANT EXECUTE ON FUNCTION {schema}.vacuum_horizon() TO {role}",
     ),
 }
 
@@ -117,6 +122,7 @@ def grant_roles(database: DatabaseSettings | str, settings: AppRoleSettings) -> 
             # Converge: rights granted by hand or by an older version of this list go.
             for revoke in ("REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {role}",
                            "REVOKE ALL ON ALL SEQUENCES IN SCHEMA {schema} FROM {role}",
+                           "REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {schema} FROM {role}",
                            "REVOKE ALL ON SCHEMA {schema} FROM {role}"):
                 conn.execute(sql.SQL(revoke).format(**names))
             for grant in GRANTS[role.name]:

@@ -64,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
             service.install_signal_handlers()
             service.run()
         elif args.command == "migrate":
-            applied = db.migrate(database)
+            try:
+                applied = db.migrate(database)
+            except db.MigrationRefused as exc:
+                print(f"pelican: migrate: {exc}; nothing was applied", file=sys.stderr)
+                return 1
             print(f"schema migrated (applied now: {', '.join(applied)})" if applied
                   else "schema up to date (nothing to apply)")
         elif args.command == "grant-roles":

@@ -19,8 +19,10 @@ Survives a dropped connection or a database restart by reconnecting with backoff
 productsearch.db), a database without the schema by waiting for the migration, and
 an unreachable SQS endpoint by keeping the changes (uncommitted claims roll back)
 and trying again. Any other error, a statement timeout included, is logged and
-rolled back, and the loop tries again after a backoff on the same connection: only a
-stop request ends it. The metrics are read and put apart from shipping, so their
+rolled back, and the loop tries again after a backoff on the same connection; after
+ERRORS_BEFORE_RECONNECT database errors in a row it reconnects as well. Only a stop
+request ends it. A migration that changes a column's type under it costs nothing:
+no connection prepares statements (productsearch.db). The metrics are read and put apart from shipping, so their
 failing never holds changes back. SIGTERM lets the batch in hand finish, then exits.
 """
 
@@ -51,10 +53,23 @@ SCHEMA_MISSING = (errors.UndefinedTable, errors.UndefinedFunction, errors.Undefi
 AGE_METRIC = "OldestUnshippedChangeAgeSeconds"
 # emu's autoscaling (compute/) tracks this name: keep it.
 WAITING_METRIC = "ChangesWaiting"
+# What holds vacuum back (change_log.vacuum_horizon); the alarms in infra/ use these names.
+HELD_TRANSACTION_METRIC = "OldestTransactionAgeSeconds"
+DEAD_TUPLES_METRIC = "OutboxDeadTuples"
+UNITS = {AGE_METRIC: "Seconds", WAITING_METRIC: "Count", HELD_TRANSACTION_METRIC: "Seconds", DEAD_TUPLES_METRIC: "Count"}
+# A transaction open longer than this is logged as holding vacuum back. No statement
+# the apps run may last longer than DATABASE_STATEMENT_TIMEOUT_SECONDS (30 by
+# default), and no app keeps a transaction open across statements while idle, so a
+# transaction this old is a report, a dump or a session left idle in transaction.
+HELD_TRANSACTION_WARN_SECONDS = 300.0
 # SQLSTATEs after which the session is gone even if the socket still looks open
 # (PostgreSQL docs, Appendix A): class 08, connection exception, and the server
 # shutting down or not yet accepting this session (57P01..57P03).
 CONNECTION_LOST_STATES = ("57P01", "57P02", "57P03")
+# After this many database errors in a row on a live connection, pelican reconnects
+# too: whatever session state made them repeat (a setting, a cached statement, a
+# stuck transaction) goes with the connection.
+ERRORS_BEFORE_RECONNECT = 3
 
 
 class AdaptivePoll:
@@ -131,22 +146,32 @@ class Pelican:
         return False
 
     def publish_metrics(self) -> dict[str, float] | None:
-        """Puts OldestUnshippedChangeAgeSeconds (seconds since the oldest waiting change
-        was captured, 0 when none waits: productsearch.change_log) and ChangesWaiting
-        (Count: the change log's rows plus the jobs queue's messages times the recent
-        mean changes per message, an estimate) to CloudWatch in one request, at most
-        once per metric_interval_seconds; an alarm on the age (missing data included)
-        tells that pelican has stopped shipping, and emu scales on ChangesWaiting.
-        Returns the values put, or None when nothing was put.
+        """At most once per metric_interval_seconds: reads what holds vacuum back
+        (change_log.vacuum_horizon) and logs a warning while a transaction has been
+        open over HELD_TRANSACTION_WARN_SECONDS, whether or not CloudWatch is
+        configured; then, with CLOUDWATCH_NAMESPACE, puts in one request:
+        OldestUnshippedChangeAgeSeconds (seconds since the oldest waiting change was
+        captured, 0 when none waits: productsearch.change_log), ChangesWaiting (Count:
+        the change log's rows plus the jobs queue's messages times the recent mean
+        changes per message, an estimate), OldestTransactionAgeSeconds (Seconds) and
+        OutboxDeadTuples (Count). An alarm on the age (missing data included) tells
+        that pelican has stopped shipping, and emu scales on ChangesWaiting. Returns
+        the values put, or None when nothing was put.
 
         Never raises for a failing dependency: each figure that cannot be read is
         left out (a database error is rolled back), a failed put is dropped, each
         logged, and the next try comes an interval later, so the metrics can
         neither hold shipping up nor make the loop spin on them."""
-        if self.cloudwatch is None or time.monotonic() - self._metric_put_at < self.settings.metric_interval_seconds:
+        if time.monotonic() - self._metric_put_at < self.settings.metric_interval_seconds:
             return None
         self._metric_put_at = time.monotonic()
         values: dict[str, float] = {}
+        horizon = self._read_vacuum_horizon()
+        if self.cloudwatch is None:
+            return None
+        if horizon is not None:
+            values[HELD_TRANSACTION_METRIC] = horizon.oldest_transaction_age_s
+            values[DEAD_TUPLES_METRIC] = float(horizon.outbox_dead_tuples)
         outbox: change_log.ChangeCount | None = None
         try:
             with self._work.transaction():
@@ -167,16 +192,34 @@ class Pelican:
         if not values:
             return None
         dimensions = [{"Name": "Deployment", "Value": self.settings.deployment_name}]
-        units = {AGE_METRIC: "Seconds", WAITING_METRIC: "Count"}
         try:
             self.cloudwatch.put_metric_data(Namespace=self.settings.cloudwatch_namespace, MetricData=[
-                {"MetricName": name, "Value": value, "Unit": units[name], "Dimensions": dimensions}
+                {"MetricName": name, "Value": value, "Unit": UNITS[name], "Dimensions": dimensions}
                 for name, value in values.items()])
         except Exception as exc:
             log.warning("could not put the metrics; trying again next interval",
                         extra={"metrics": sorted(values), "error": brief(exc)})
             return None
         return values
+
+    def _read_vacuum_horizon(self) -> change_log.VacuumHorizon | None:
+        """The vacuum horizon's figures, or None (logged, rolled back) when they cannot
+        be read; logs a warning while a transaction is held over
+        HELD_TRANSACTION_WARN_SECONDS."""
+        try:
+            with self._work.transaction():
+                horizon = change_log.vacuum_horizon(self._work)
+        except Exception as exc:
+            self._rollback()
+            log.warning("could not read the oldest transaction's age; trying again next interval",
+                        extra={"error": brief(exc), "sqlstate": getattr(exc, "sqlstate", None)})
+            return None
+        if horizon.oldest_transaction_age_s > HELD_TRANSACTION_WARN_SECONDS:
+            log.warning("a transaction has been open for long; vacuum cannot remove the change log's dead rows "
+                        "until it ends (README: held transactions)", extra={
+                            "oldest_transaction_age_s": round(horizon.oldest_transaction_age_s),
+                            "outbox_dead_tuples": horizon.outbox_dead_tuples})
+        return horizon
 
     def _rollback(self) -> None:
         """Ends a failed transaction on the work connection, if it is still usable."""
@@ -223,6 +266,7 @@ class Pelican:
         # An outage passes; a refusal repeats alike until someone fixes it, so it backs off further.
         outage, refused = Backoff(0.5, 10.0), Backoff(0.5, 60.0)
         failing = Backoff(0.5, 30.0)
+        errors_in_a_row = 0
         poll = AdaptivePoll(self.settings.busy_poll_interval_seconds, self.settings.poll_interval_seconds)
         while not self.stopping.is_set():
             try:
@@ -242,6 +286,7 @@ class Pelican:
                 outage.reset()
                 refused.reset()
                 failing.reset()
+                errors_in_a_row = 0
                 if result.changes_claimed:
                     poll.found_work()
                 elif self._wait_for_wakeup(poll.found_nothing()):
@@ -262,10 +307,15 @@ class Pelican:
                     # A statement timeout, a lock or serialization failure, a constraint: the
                     # connection is fine, and a reconnect would only repeat the statement slower.
                     self._rollback()
+                    errors_in_a_row += 1
                     delay = failing.next_delay()
                     log.error("database error; rolled back, trying again", extra={
                         "error": brief(exc), "error_type": type(exc).__name__, "sqlstate": exc.sqlstate,
-                        "retry_in_s": delay})
+                        "retry_in_s": delay, "errors_in_a_row": errors_in_a_row})
+                    if errors_in_a_row >= ERRORS_BEFORE_RECONNECT:
+                        log.warning("database errors repeat; reconnecting", extra={"errors_in_a_row": errors_in_a_row})
+                        self._disconnect()
+                        errors_in_a_row = 0
                     failing.wait(delay, self.stopping)
             except SendRefused as exc:
                 # Not an outage: every retry is refused alike, and no queue alarm fires.

@@ -73,3 +73,13 @@ def test_a_file_that_is_not_utf8_is_refused_before_anything_is_read(tmp_path, da
 def test_category_is_the_last_word_of_the_name():
     assert infer_category("Ultra Controller") == "controller"
     assert infer_category("") == ""
+
+
+def test_a_sku_is_read_in_its_normal_form_so_two_forms_are_one_sku():
+    import unicodedata
+
+    nfd = unicodedata.normalize("NFD", "CAFÉ-1")
+    report = LoadReport()
+    rows = list(parse_rows(io.StringIO(f"name,sku,description,price\nA, {nfd} ,d,1\nB,CAFÉ-1,d,2\n"), report))
+    assert [r["sku"] for r in rows] == ["CAFÉ-1"] and unicodedata.is_normalized("NFC", rows[0]["sku"])
+    assert report.skipped == [(3, "duplicate sku 'CAFÉ-1' in this file")]

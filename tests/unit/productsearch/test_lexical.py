@@ -4,6 +4,7 @@ lexical parameters."""
 from __future__ import annotations
 
 import math
+import unicodedata
 import os
 import subprocess
 import sys
@@ -167,3 +168,13 @@ def test_the_job_envelope_carries_the_parameters_and_reads_without_them():
     body = jobs.encode([change]).replace('"changes"', '"lexical":{"documents":1,"average_length":-3,"k1":1,"b":2},"changes"')
     bad = jobs.read(body)
     assert bad.lexical is None and "out of range" in bad.lexical_problem and bad.changes == [change]
+
+
+def test_full_width_decomposed_and_case_folded_forms_give_the_same_terms():
+    plain = lexical.terms("SKU-qHUp-446 Crème Straße")
+    for variant in ("ＳＫＵ－ｑＨＵｐ－４４６ Crème Straße",  # full-width (CJK keyboard width)
+                    unicodedata.normalize("NFD", "SKU-qHUp-446 Crème Straße"),  # decomposed
+                    "sku-qhup-446 CRÈME STRASSE"):  # case folding: ß is ss
+        assert lexical.terms(variant) == plain, variant
+    assert "sku-qhup-446" in plain
+    assert lexical.match_form("ﬁne ＡＢ") == "fine ab"
