@@ -185,6 +185,7 @@ class DocumentIndex:
         self.fields: dict[str, dict[str, Any]] = description["schema"]["fields"]
         self.lock = threading.RLock()
         self.namespaces: dict[str, Namespace] = {}
+        self._empty: Namespace | None = None
         self.db = sqlite3.connect(path, check_same_thread=False)
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
         self.db.execute("CREATE TABLE IF NOT EXISTS documents (namespace TEXT NOT NULL, id TEXT NOT NULL, "
@@ -205,6 +206,12 @@ class DocumentIndex:
         with self.lock:
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('description', ?)", (json.dumps(self.description),))
             self.db.commit()
+
+    def empty(self) -> Namespace:
+        """An empty namespace of this index's fields, for requests to one that does not exist."""
+        if self._empty is None:
+            self._empty = Namespace(self.fields)
+        return self._empty
 
     def namespace(self, name: str, create: bool = False) -> Namespace | None:
         if name not in self.namespaces and create:
@@ -475,7 +482,8 @@ class DocumentHandlers:
         op, text = next(iter(spec.items()))
         if not isinstance(text, str) or not text.strip():
             raise bad_request(f"{op} on field '{key}' needs a non-empty string")
-        assert ns.text is not None
+        if ns.text is None:  # an empty namespace: nothing matches
+            return lambda _i: False
         matched = ns.text.matching(ns.text.match_query(key, op, text))
         return matched.__contains__
 
@@ -500,10 +508,10 @@ class DocumentHandlers:
             ns = index.namespace(ns_name)
             namespace_bytes = sum(ns.sizes.values()) if ns else 0
             units = costs.query_read_units(namespace_bytes)
-            keep = self._filter(index, ns, body["filter"]) if ns and body.get("filter") is not None else None
-            if ns is None and body.get("filter") is not None:
-                self._filter(index, Namespace({}), body["filter"])  # still refuses a bad filter
-            ranked = self._rank(index, ns, clauses, kinds, top_k, keep) if ns else []
+            # a namespace that does not exist yet answers no matches, after the same checks
+            ns = ns or index.empty()
+            keep = self._filter(index, ns, body["filter"]) if body.get("filter") is not None else None
+            ranked = self._rank(index, ns, clauses, kinds, top_k, keep)
             matches = [{"_id": i, "_score": s, **_pick(ns.docs[i], include)} for i, s in ranked]
         self.meter.add("documents_search", read_units=units)
         return {"matches": matches, "namespace": ns_name, "usage": {"read_units": math.ceil(units)}}
@@ -525,6 +533,8 @@ class DocumentHandlers:
                 pairs = ((ids[j], float(scores[j])) for j in order)
             else:
                 query_sparse = parse_sparse(clause.get("sparse_values"), "the query")
+                if query_sparse is None:
+                    raise bad_request("sparse_vector scoring needs non-empty 'sparse_values'")
                 pairs = iter(sorted(((i, _sparse_dot(query_sparse, d[field])) for i, d in ns.docs.items()
                                      if field in d), key=lambda p: -p[1]))
             out = []
@@ -534,6 +544,8 @@ class DocumentHandlers:
                     if len(out) == top_k:
                         break
             return out
+        if any(not isinstance(c, dict) for c in clauses):
+            raise bad_request("Each score_by clause must be an object with a 'type'")
         if kind not in ("text", "query_string"):
             if kind in ("embed", "sparse_embed"):
                 raise bad_request(f"{kind} scoring needs integrated embedding, which the local index server "
@@ -554,8 +566,8 @@ class DocumentHandlers:
                 raise bad_request(f"A {clause.get('type')} clause needs a non-empty 'query' string")
             if clause["type"] == "text":
                 fields = clause.get("fields")
-                if not isinstance(fields, list) or not fields:
-                    raise bad_request("Text scoring requires specifying at least one field")
+                if not isinstance(fields, list) or not fields or not all(isinstance(f, str) for f in fields):
+                    raise bad_request("Text scoring requires 'fields', a non-empty array of field names")
                 for f in fields:
                     if index.fields.get(f, {}).get("type") != "string":
                         raise bad_request(f"Text scoring field {f!r} is not a full_text_search field")
@@ -587,7 +599,7 @@ class DocumentHandlers:
                 wanted = [check_id(i) for i in ids]
                 found = [i for i in dict.fromkeys(wanted) if ns and i in ns.docs]
             else:
-                keep = self._filter(index, ns or Namespace({}), raw_filter)
+                keep = self._filter(index, ns or index.empty(), raw_filter)
                 limit = parse_limit(body.get("limit"), DEFAULT_FETCH_LIMIT, MAX_FETCH_LIMIT)
                 token = body.get("pagination_token")
                 after = decode_token(token) if token else None
@@ -616,7 +628,7 @@ class DocumentHandlers:
                     raise bad_request(f"ids must be an array of at most {MAX_IDS_PER_REQUEST} ids")
                 doomed = [i for i in dict.fromkeys(check_id(i) for i in ids) if ns and i in ns.docs]
             else:
-                keep = self._filter(index, ns or Namespace({}), raw_filter)
+                keep = self._filter(index, ns or index.empty(), raw_filter)
                 doomed = [i for i in (ns.docs if ns else {}) if keep(i)]
             deleted_bytes = sum(ns.sizes[i] for i in doomed) if ns else 0
             if doomed:
@@ -646,8 +658,10 @@ class DocumentHandlers:
                     patches.append((doc_id, sets, removes))
                 matched = None
             elif body.get("filter") is not None:
-                keep = self._filter(index, ns or Namespace({}), body["filter"])
+                keep = self._filter(index, ns or index.empty(), body["filter"])
                 sets, removes = body.get("set_fields") or {}, body.get("remove_fields") or []
+                if not isinstance(sets, dict):
+                    raise bad_request("set_fields must be an object of field values")
                 if not sets and not removes:
                     raise bad_request("An update by filter needs 'set_fields' or 'remove_fields'")
                 chosen = [i for i in (ns.docs if ns else {}) if keep(i)]

@@ -295,3 +295,39 @@ def test_legacy_vectors_api_still_served(server):
     legacy.upsert(vectors=[{"id": "v1", "values": [1.0] + [0.0] * 7}], namespace="legacy")
     assert legacy.fetch(ids=["v1"], namespace="legacy").vectors["v1"].values[0] == 1.0
     assert httpx.get(f"{server.url}/healthz").json()["dimension"] == 8
+
+
+def test_bad_requests_are_400s_that_name_the_problem(server, docindex, ns):
+    """Bodies the SDK would refuse to send, sent raw: each is a 400 with a message,
+    never a 500, and nothing is written."""
+    load(docindex, ns)
+    base = f"/document-indexes/products-docs/namespaces/{ns}/documents"
+    cases = [
+        ("search", {"score_by": ["text"], "top_k": 3}, "score_by"),
+        ("search", {"score_by": [{"type": "text", "query": "x", "fields": [["text"]]}], "top_k": 3}, "fields"),
+        ("search", {"score_by": [{"type": "sparse_vector", "field": "keywords"}], "top_k": 3}, "sparse_values"),
+        ("search", {"score_by": [{"type": "dense_vector", "field": "text", "values": [1, 0, 0, 0]}], "top_k": 3},
+         "dense_vector field"),
+        ("search", {"score_by": [{"type": "embed", "field": "text", "query": "x"}], "top_k": 3}, "integrated embedding"),
+        ("search", {"score_by": [{"type": "text", "fields": ["text"], "query": "x"}], "top_k": 0}, "top_k"),
+        ("search", {"score_by": [{"type": "dense_vector", "field": "embedding", "values": [1, 0, 0, 0]},
+                                 {"type": "text", "fields": ["text"], "query": "x"}], "top_k": 3}, "alone"),
+        ("fetch", {"ids": ["p1"], "filter": {"price": 1}}, "exactly one"),
+        ("fetch", {"filter": {"price": {"$gt": 1}}, "pagination_token": "%%%"}, "pagination token"),
+        ("delete", {"ids": "p1"}, "ids"),
+        ("update", {"filter": {"price": {"$gt": 1}}, "set_fields": ["x"]}, "set_fields"),
+        ("update", {"documents": [{"_id": "p1", "embedding": None}]}, "null"),
+        ("list", {"limit": 1000}, "limit"),
+        ("nonsense", {}, "Unknown documents operation"),
+    ]
+    for operation, body, fragment in cases:
+        response = server.http("POST", f"{base}/{operation}", json=body)
+        assert response.status_code in (400, 404), (operation, body, response.text)
+        assert fragment in response.json()["message"], (operation, body, response.text)
+    empty = server.http("POST", "/document-indexes/products-docs/namespaces/never-written/documents/search",
+                        json={"score_by": [{"type": "text", "fields": ["text"], "query": "shoes"}], "top_k": 3,
+                              "filter": {"text": {"$match_any": "shoes"}}})
+    assert empty.status_code == 200 and empty.json()["matches"] == []
+    assert server.http("POST", "/document-indexes/no-such-index/namespaces/a/documents/list", json={}).status_code == 404
+    assert len(docindex.documents.list(namespace=ns).to_list()) == len(CATALOG)
+    assert docindex.documents.fetch(namespace=ns, ids=["p1"]).documents["p1"].to_dict()["embedding"] == [1.0, 0, 0, 0]
