@@ -290,6 +290,14 @@ class ControlPlane:
         self.indexes = indexes
 
     def create(self, body: dict[str, Any], base_url: str) -> dict[str, Any]:
+        """Creates the document index *body* describes (``name``, ``schema``,
+        ``deletion_protection``, default disabled, ``tags``, ``deployment``) and answers
+        its description, ready at once, its ``host`` on *base_url*.
+
+        Raises:
+            ControlPlaneError: 400 for a bad name, schema, protection or tags; 409 when
+                the name is taken.
+        """
         name = body.get("name")
         if not isinstance(name, str) or not _INDEX_NAME.match(name):
             raise ControlPlaneError(400, "INVALID_ARGUMENT", "Index name must consist of lower case "
@@ -321,9 +329,11 @@ class ControlPlane:
         return _hosted(description, base_url)
 
     def describe(self, name: str, base_url: str) -> dict[str, Any]:
+        """The index's description; ControlPlaneError 404 when there is none."""
         return _hosted(self.indexes.get(name).description, base_url)
 
     def list(self, base_url: str) -> dict[str, Any]:
+        """``{"indexes": [description, ...]}``, by name."""
         return {"indexes": [_hosted(i.description, base_url) for _n, i in sorted(self.indexes.indexes.items())]}
 
     def configure(self, name: str, body: dict[str, Any], base_url: str) -> dict[str, Any]:
@@ -350,6 +360,12 @@ class ControlPlane:
             return _hosted(described, base_url)
 
     def delete(self, name: str) -> None:
+        """Deletes the index and its documents.
+
+        Raises:
+            ControlPlaneError: 404 when there is none; 403 while its deletion protection
+                is enabled.
+        """
         with self.indexes.lock:
             index = self.indexes.get(name)
             if index.description["deletion_protection"] == "enabled":
@@ -428,6 +444,10 @@ class DocumentHandlers:
 
     # --- operations
     def upsert(self, index_name: str, ns: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Stores ``body["documents"]`` (1 to 1,000, unique ``_id``), each replacing any
+        document with its ``_id``: ``{"upserted_count": n}``. Every ``dense_vector``
+        field is required; values are checked against the schema; the other fields are
+        metadata (40 KB at most). ApiError 400 names the first bad document."""
         index = self._index(index_name)
         raw = body.get("documents")
         if not isinstance(raw, list) or not raw:
@@ -488,6 +508,11 @@ class DocumentHandlers:
         return matched.__contains__
 
     def search(self, index_name: str, ns_name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The ``top_k`` best documents by ``score_by``, among those ``filter`` keeps:
+        ``{"matches": [{"_id", "_score", fields of include_fields}], "namespace",
+        "usage": {"read_units"}}``. Dense scores are the field's metric (euclidean: the
+        squared distance, smallest first), sparse scores dot products, text scores BM25
+        summed over clauses and fields. ApiError 400 for a bad clause, top_k or filter."""
         index = self._index(index_name)
         clauses = body.get("score_by")
         if not isinstance(clauses, list) or not clauses:
@@ -585,6 +610,10 @@ class DocumentHandlers:
         return [(i, s) for i, s in hits if keep is None or keep(i)][:top_k]
 
     def fetch(self, index_name: str, ns_name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Documents by ``ids`` (at most 1,000; unknown ones are left out) or by
+        ``filter`` (by ``_id``, ``limit`` a page, default 100, with a pagination token
+        for the next): ``{"documents": {id: document}, "namespace", "usage",
+        "pagination"?}``; every field unless ``include_fields`` names some."""
         index = self._index(index_name)
         ids, raw_filter = body.get("ids"), body.get("filter")
         if bool(ids) == (raw_filter is not None):
@@ -613,6 +642,8 @@ class DocumentHandlers:
         return {"documents": documents, "namespace": ns_name, "usage": {"read_units": units}, **out}
 
     def delete(self, index_name: str, ns_name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Deletes by exactly one of ``ids``, ``filter`` (answers ``matched_records``)
+        or ``delete_all``; unknown ids are no error."""
         index = self._index(index_name)
         ids, raw_filter, delete_all = body.get("ids"), body.get("filter"), body.get("delete_all") is True
         if sum([bool(ids), raw_filter is not None, delete_all]) != 1:
@@ -690,6 +721,9 @@ class DocumentHandlers:
         return {"matched_records": matched} if matched is not None else {}
 
     def list(self, index_name: str, ns_name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A page of ``_id`` values in order (``prefix``, ``limit`` up to 100, a
+        pagination token): ``{"documents": [{"_id"}], "namespace", "usage",
+        "pagination"?}``."""
         index = self._index(index_name)
         prefix = body.get("prefix") or ""
         if not isinstance(prefix, str) or len(prefix) > 512:
@@ -709,6 +743,8 @@ class DocumentHandlers:
         return out
 
     def stats(self, index_name: str) -> dict[str, Any]:
+        """``describe_index_stats`` as a legacy index answers it: documents per
+        namespace, and the dense field's dimension and metric when there is one."""
         index = self._index(index_name)
         with index.lock:
             counts = {n: len(ns.docs) for n, ns in sorted(index.namespaces.items()) if ns.docs}
@@ -724,12 +760,14 @@ class DocumentHandlers:
         return out
 
     def list_namespaces(self, index_name: str) -> dict[str, Any]:
+        """The namespaces holding documents, with their counts."""
         index = self._index(index_name)
         with index.lock:
             names = [(n, len(ns.docs)) for n, ns in sorted(index.namespaces.items()) if ns.docs]
         return {"namespaces": [{"name": n, "record_count": c} for n, c in names], "total_count": len(names)}
 
     def delete_namespace(self, index_name: str, ns_name: str) -> dict[str, Any]:
+        """Deletes a namespace and its documents; ApiError 404 when it holds none."""
         index = self._index(index_name)
         if not index.drop_namespace(ns_name):
             raise ApiError(404, f"Namespace '{ns_name}' not found")
