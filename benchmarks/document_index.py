@@ -10,7 +10,10 @@ and ``sku``. Reports nDCG@10 and recall@100, and per query the requests and read
 units the server's cost model counts (devstack/index_server/costs.py). With the dense
 field it also reports semantic search and hybrid search as Pinecone documents it for
 document indexes: the two searches run separately and fused by reciprocal rank fusion
-(k=60) in the client, i.e. two requests per hybrid query.
+(k=60) in the client, i.e. two requests per hybrid query. With --sparse each document
+also carries the project's BM25 sparse vector (productsearch.lexical, fitted on the
+corpus) in a ``sparse`` field, and keyword search by a ``sparse_vector`` clause is
+reported beside full-text search.
 
     python -m benchmarks.document_index ../shared/data/beir-scifact --split test
 """
@@ -52,6 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--split", default="test", help="the judged split to evaluate (default test)")
     p.add_argument("--no-dense", action="store_true",
                    help="skip the dense field (no embedding model runs; keyword search only)")
+    p.add_argument("--sparse", action="store_true",
+                   help="also index our BM25 sparse vectors and measure keyword search by them")
     p.add_argument("--server-url", help="a running local index server (default: start one on a free port)")
     p.add_argument("--api-key", default="local", help="the server's API key (default local)")
     p.add_argument("--limit-docs", type=int, default=0, help="index only the first N documents (a smoke run)")
@@ -105,13 +110,16 @@ class LocalServer:
         self.tmp.cleanup()
 
 
-def schema(dense_dimension: int | None) -> dict:
-    """The index's schema: ``text`` and ``sku`` full-text fields, and ``embedding``
-    (dotproduct, the apps' unit vectors) when *dense_dimension* is given."""
+def schema(dense_dimension: int | None, sparse: bool = False) -> dict:
+    """The index's schema: ``text`` and ``sku`` full-text fields, ``embedding``
+    (dotproduct, the apps' unit vectors) when *dense_dimension* is given, and
+    ``sparse`` when *sparse*."""
     fields: dict = {
         "text": {"type": "string", "full_text_search": {"language": "en", "stemming": True, "stop_words": True}},
         "sku": {"type": "string", "full_text_search": {}},
     }
+    if sparse:
+        fields["sparse"] = {"type": "sparse_vector"}
     if dense_dimension:
         fields["embedding"] = {"type": "dense_vector", "dimension": dense_dimension, "metric": "dotproduct"}
     return {"fields": fields}
@@ -160,11 +168,16 @@ def main(argv=None) -> int:
         if pc.indexes.exists(INDEX_NAME):
             pc.indexes.delete(INDEX_NAME)
         dimension = embedder.settings.dimension if embedder is not None else None
-        index = pc.index(host=pc.indexes.create(name=INDEX_NAME, schema=schema(dimension)).host)
+        index = pc.index(host=pc.indexes.create(name=INDEX_NAME, schema=schema(dimension, args.sparse)).host)
+        lexical = _Lexical([f"{t} {d.id}" for t, d in zip(texts, data.corpus, strict=True)]) if args.sparse else None
         started = time.monotonic()
         for start in range(0, len(data.corpus), UPSERT_BATCH):
             batch = data.corpus[start:start + UPSERT_BATCH]
             docs = [{"_id": d.id, "text": texts[start + i], "sku": d.id} for i, d in enumerate(batch)]
+            if lexical is not None:
+                for doc, vector in zip(docs, lexical.documents[start:start + len(batch)], strict=True):
+                    if vector:
+                        doc["sparse"] = vector.to_pinecone()
             if embedder is not None:
                 for doc, vector in zip(docs, embedder.embed(texts[start:start + len(batch)]), strict=True):
                     doc["embedding"] = vector.tolist()
@@ -186,6 +199,16 @@ def main(argv=None) -> int:
             "keyword": _mode(evaluate(keyword_runs, data.qrels), keyword_ops, len(data.queries)),
             "bm25s_keyword_ndcg@10": BM25S_KEYWORD_NDCG10,
         }
+        if lexical is not None:
+            sparse_runs = {}
+            httpx.delete(f"{url}/_stats", timeout=30)
+            for qid, query in data.queries.items():
+                vector = lexical.query(query)
+                found = index.documents.search(namespace=NAMESPACE, top_k=TOP_K, score_by=[
+                    {"type": "sparse_vector", "field": "sparse", "sparse_values": vector.to_pinecone()}]) if vector else None
+                sparse_runs[qid] = [m.id for m in found.matches] if found else []
+            result["keyword_sparse"] = _mode(evaluate(sparse_runs, data.qrels), _stats(url).get("documents_search", {}),
+                                             len(data.queries))
         if embedder is not None:
             vectors = embedder.embed(list(data.queries.values()))
             httpx.delete(f"{url}/_stats", timeout=30)
@@ -200,6 +223,23 @@ def main(argv=None) -> int:
             result["hybrid_rrf"] = _mode(evaluate(hybrid, data.qrels), both, len(data.queries))
     cli.finish(result, args.output, report)
     return 0
+
+
+class _Lexical:
+    """Our keyword side as emu and the frontend compute it (productsearch.lexical): BM25
+    document vectors under statistics fitted on *texts* (each document's text and SKU,
+    as lexical_text makes them), and query vectors by the same statistics."""
+
+    def __init__(self, texts: list[str]) -> None:
+        from productsearch import lexical
+
+        self.lexical = lexical
+        self.n, average, self.frequencies = lexical.document_frequencies(texts)
+        stats = lexical.CorpusStats(documents=self.n, average_length=average)
+        self.documents = lexical.encode_documents(texts, [stats] * len(texts))
+
+    def query(self, text: str):
+        return self.lexical.encode_query(text, self.frequencies, self.n)
 
 
 class _Running:
@@ -226,7 +266,7 @@ def _mode(scores: dict, ops: dict, queries: int) -> dict:
 
 def report(result: dict) -> None:
     say(f"{result['dataset']} {result['split']}: {result['documents']} documents, {result['queries']} queries")
-    for mode in ("keyword", "semantic", "hybrid_rrf"):
+    for mode in ("keyword", "keyword_sparse", "semantic", "hybrid_rrf"):
         if mode in result:
             m = result[mode]
             say(f"  {mode:10s} nDCG@10 {m['ndcg@10']:.4f}  recall@100 {m['recall@100']:.4f}  "

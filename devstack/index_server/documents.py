@@ -560,8 +560,9 @@ class DocumentHandlers:
                 query_sparse = parse_sparse(clause.get("sparse_values"), "the query")
                 if query_sparse is None:
                     raise bad_request("sparse_vector scoring needs non-empty 'sparse_values'")
-                pairs = iter(sorted(((i, _sparse_dot(query_sparse, d[field])) for i, d in ns.docs.items()
-                                     if field in d), key=lambda p: -p[1]))
+                # only documents sharing a term with the query match, as in a sparse index
+                scored = ((i, _sparse_dot(query_sparse, d[field])) for i, d in ns.docs.items() if field in d)
+                pairs = iter(sorted(((i, sc) for i, sc in scored if sc is not None), key=lambda p: -p[1]))
             out = []
             for doc_id, score in pairs:
                 if keep is None or keep(doc_id):
@@ -807,11 +808,13 @@ def _dense_scores(matrix: np.ndarray, query: np.ndarray, metric: str) -> np.ndar
     return ((matrix - query) ** 2).sum(axis=1)
 
 
-def _sparse_dot(query: SparseVector | None, stored: dict[str, Any]) -> float:
-    if query is None or not stored.get("indices"):
-        return 0.0
-    weights = dict(zip(stored["indices"], stored["values"], strict=True))
-    return float(sum(v * weights.get(int(i), 0.0) for i, v in zip(query.indices, query.values, strict=True)))
+def _sparse_dot(query: SparseVector, stored: dict[str, Any]) -> float | None:
+    """The dot product of *query* and a stored ``{"indices", "values"}``; None when they
+    share no index (the document does not match)."""
+    weights = dict(zip(stored.get("indices", ()), stored.get("values", ()), strict=True))
+    shared = [(weights[int(i)], float(v)) for i, v in zip(query.indices, query.values, strict=True)
+              if int(i) in weights]
+    return sum(a * b for a, b in shared) if shared else None
 
 
 def namespace_segment(raw: str) -> str:

@@ -33,7 +33,7 @@ def test_keyword_search_scores_and_counts_one_request_per_query(tmp_path):
         qrels=[("q1", "d1"), ("q2", "d2"), ("q3", "d3")],
     )
     out = tmp_path / "result.json"
-    assert document_index.main([str(tmp_path / "beir"), "--no-dense", "--output", str(out)]) == 0
+    assert document_index.main([str(tmp_path / "beir"), "--no-dense", "--sparse", "--output", str(out)]) == 0
     result = json.loads(out.read_text())
     keyword = result["keyword"]
     # q1 and q2 find their document first; q3 shares no term with any document and scores 0
@@ -41,6 +41,10 @@ def test_keyword_search_scores_and_counts_one_request_per_query(tmp_path):
     assert keyword["requests_per_query"] == 1.0
     assert keyword["read_units_per_query"] == pytest.approx(0.25)  # the documented minimum
     assert "semantic" not in result
+    # our own BM25 sparse vectors in a sparse_vector field find the same two; q3's
+    # terms, unseen in the corpus, share no index with a document, so nothing matches
+    assert result["keyword_sparse"]["ndcg@10"] == pytest.approx(2 / 3, abs=1e-4)
+    assert result["keyword_sparse"]["requests_per_query"] == 1.0
 
 
 def test_rrf_fuses_rankings_by_rank():

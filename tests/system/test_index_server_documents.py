@@ -206,6 +206,9 @@ def test_dense_and_sparse_search_with_metadata_filters(docindex, ns):
         {"type": "sparse_vector", "field": "keywords", "sparse_values": {"indices": [7, 11], "values": [1.0, 1.0]}}])
     assert [(m.id, round(m.score, 4)) for m in sparse.matches] == [("p2", 2.5), ("p4", 1.0)]
     assert sparse.usage.read_units == 1
+    unshared = docindex.documents.search(namespace=ns, top_k=5, score_by=[
+        {"type": "sparse_vector", "field": "keywords", "sparse_values": {"indices": [99], "values": [1.0]}}])
+    assert ids(unshared) == []  # no shared term: no match, not a zero score
 
 
 def test_text_match_filters_on_full_text_fields(docindex, ns):
