@@ -131,3 +131,11 @@ def test_normal_schema_drops_only_restated_defaults():
     assert normal_schema(read_back) == declared
     filterable = {"fields": {"t": {"type": "string", "full_text_search": {}, "filterable": True}}}
     assert normal_schema(filterable) == filterable
+
+
+def test_the_data_project_installs_the_sdk_the_provider_calls():
+    import importlib.metadata
+    from pathlib import Path
+
+    lines = (Path(__file__).resolve().parents[2] / "data" / "requirements.txt").read_text().splitlines()
+    assert f"pinecone=={importlib.metadata.version('pinecone')}" in lines
