@@ -12,7 +12,7 @@ The analyzer, as the text-processing page lists its steps: split on whitespace a
 punctuation, lower-case, stem when ``stemming`` is on (the stemmer named by
 ``language``), drop stop words when ``stop_words`` is on, cap tokens at 40
 characters. Tantivy's ``remove_long`` filter drops a longer token where Pinecone
-caps it; no product text has one.
+caps it, and counts UTF-8 bytes, not characters; no product text has such a token.
 """
 
 from __future__ import annotations
