@@ -5,6 +5,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.database import PostgresDatabase, performance_insights_enabled
+from infra.document_index import DocumentIndex, product_schema
 from infra.layer import bootstrap
 from infra.monitoring import DatabaseAlarmArgs, database_alarms
 from infra.pinecone_keys import APP_KEY_ROLES, given_app_keys, managed_app_keys
@@ -77,14 +78,28 @@ index_options = dict(
 # one: the same resource is the next index, then the primary. Before migrations
 # existed the primary was "<prefix>-vectors"; the alias carries such a stack's index
 # over without replacing it.
-index = VectorIndex(
-    f"{layer.prefix}-vectors-{index_name}",
-    index_name=index_name,
-    metric=cfg.get("pineconeMetric"),
-    deletion_protection=cfg.get("pineconeDeletionProtection"),
-    opts=pulumi.ResourceOptions(aliases=[pulumi.Alias(name=f"{layer.prefix}-vectors")]),
-    **index_options,
-)
+index_api = cfg.get("pineconeIndexApi")
+if index_api not in ("vectors", "documents"):
+    raise ValueError(f"pineconeIndexApi must be vectors or documents, got {index_api!r}")
+if index_api == "documents":
+    # The pinecone-pulumi provider cannot declare a schema: a dynamic provider does
+    # (infra/document_index.py, docs/document-index.md).
+    index = DocumentIndex(
+        f"{layer.prefix}-documents-{index_name}",
+        index_name=index_name,
+        schema=product_schema(cfg.get("pineconeDimension"), cfg.get("pineconeMetric")),
+        deletion_protection=cfg.get("pineconeDeletionProtection"),
+        **{k: v for k, v in index_options.items() if k != "dimension"},
+    )
+else:
+    index = VectorIndex(
+        f"{layer.prefix}-vectors-{index_name}",
+        index_name=index_name,
+        metric=cfg.get("pineconeMetric"),
+        deletion_protection=cfg.get("pineconeDeletionProtection"),
+        opts=pulumi.ResourceOptions(aliases=[pulumi.Alias(name=f"{layer.prefix}-vectors")]),
+        **index_options,
+    )
 # The index `pelican migrate-index` builds beside the primary: dotproduct, the metric
 # hybrid (dense + sparse) queries need.
 next_index = VectorIndex(

@@ -27,6 +27,13 @@ accepted too):
 * ``POST|GET /describe_index_stats``
 * ``GET /namespaces``, ``GET|DELETE /namespaces/{name}``
 
+Document indexes (Pinecone's Documents API, API version 2026-07) are served beside
+the legacy index: a control plane (``POST /indexes`` with a schema, ``GET /indexes``,
+``GET|PATCH|DELETE /indexes/{name}``) and each document index's data plane under its
+host ``/document-indexes/{name}`` (``POST /namespaces/{ns}/documents/upsert|search|
+fetch|delete|update|list``, stats and namespaces); full-text search on tantivy. See
+:mod:`~devstack.index_server.documents` and docs/document-index.md.
+
 Sparse values (``{"indices": [uint32], "values": [float32]}``) ride along with the dense
 values of a record, as in a Pinecone sparse-dense (hybrid) index: see :func:`~devstack.index_server.protocol.parse_sparse`
 for the rules and :mod:`devstack.index_server.scoring` and :mod:`~devstack.index_server.sparse` for how they are scored.
@@ -59,7 +66,9 @@ Modules: :mod:`~devstack.index_server.limits` (Pinecone's documented limits),
 :mod:`~devstack.index_server.scoring` and :mod:`~devstack.index_server.sparse` (storage
 and search), :mod:`~devstack.index_server.filters` with
 :mod:`~devstack.index_server.columns` (metadata filters),
-:mod:`~devstack.index_server.faults` (fault injection), :mod:`~devstack.index_server.costs`
+:mod:`~devstack.index_server.faults` (fault injection),
+:mod:`~devstack.index_server.documents`, :mod:`~devstack.index_server.document_routes`
+and :mod:`~devstack.index_server.fulltext` (document indexes), :mod:`~devstack.index_server.costs`
 (Pinecone's cost model), :mod:`~devstack.index_server.app`
 (the ASGI app) and ``__main__`` (the command line); ``bench`` measures query latency.
 """

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from devstack.costs import Meter, check_latency_ms
 from devstack.index_server import costs
+from devstack.index_server.document_routes import add_document_routes
+from devstack.index_server.documents import DocumentIndexes
 from devstack.index_server.faults import FaultInjector, add_fault_routes
 from devstack.index_server.handlers import Handlers
 from devstack.index_server.limits import MAX_REQUEST_BYTES
@@ -140,16 +143,19 @@ def create_app(store: IndexStore, api_key: str | None = None, latency_ms: float 
     """The server's ASGI app over *store*. With *api_key*, every API request must carry
     it in the ``Api-Key`` header (401 otherwise); the local-only endpoints (``/healthz``,
     ``/_faults``, ``/_stats``, ``/_latency``) never need it. Each API request waits
-    *latency_ms* milliseconds first (ValueError outside 0..60,000). The app closes
-    *store* when it shuts down."""
+    *latency_ms* milliseconds first (ValueError outside 0..60,000). Document indexes
+    (:mod:`~devstack.index_server.documents`) are kept beside *store*'s files. The app
+    closes *store* when it shuts down."""
     meter = Meter(costs.INDEX_FIELDS, latency_ms)
     handlers = Handlers(store, meter)
     faults = FaultInjector()
+    document_indexes = DocumentIndexes(os.path.dirname(store.db_path))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
         store.close()
+        document_indexes.close()
 
     app = FastAPI(
         title="devstack local index server",
@@ -223,6 +229,7 @@ def create_app(store: IndexStore, api_key: str | None = None, latency_ms: float 
     async def delete_namespace(name: str) -> Response:
         return json_response(await run_in_threadpool(handlers.delete_namespace, name))
 
+    add_document_routes(app, document_indexes, meter)
     add_fault_routes(app, faults)
 
     @app.get("/_stats")

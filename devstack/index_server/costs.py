@@ -59,7 +59,16 @@ _OPERATIONS = {
 def operation(method: str, path: str) -> str:
     """The name a request is counted under: ``upsert``, ``query``, ``fetch``,
     ``fetch_by_metadata``, ``delete``, ``update``, ``list``, ``describe_index_stats``,
-    ``list_namespaces``, ``describe_namespace``, ``delete_namespace``, else ``other``."""
+    ``list_namespaces``, ``describe_namespace``, ``delete_namespace``; a document index's
+    ``documents_upsert``, ``documents_search``, ``documents_fetch``, ``documents_delete``,
+    ``documents_update``, ``documents_list`` (its stats and namespace routes count as the
+    legacy index's do); else ``other``."""
+    if path.startswith("/document-indexes/"):
+        # a document index's data plane: .../namespaces/{ns}/documents/{operation}
+        parts = path.rstrip("/").split("/")
+        if len(parts) >= 3 and parts[-2] == "documents":
+            return f"documents_{parts[-1]}"
+        path = "/" + "/".join(parts[3:])
     if path.startswith("/namespaces/"):
         return {"GET": "describe_namespace", "DELETE": "delete_namespace"}.get(method, "other")
     return _OPERATIONS.get((method, path), "other")
@@ -97,3 +106,23 @@ def write_units(written_bytes: int) -> int:
     ids add nothing). The page's tables round the whole request up, not each record
     (two 3.2 KB records: 7 WUs)."""
     return max(MIN_WRITE_UNITS, math.ceil(written_bytes / BYTES_PER_WRITE_UNIT))
+
+
+def document_bytes(doc_id: str, document: dict[str, Any], fields: dict[str, dict[str, Any]]) -> int:
+    """A document's size in bytes, counted as :func:`record_bytes` counts a record:
+    the ``_id`` in UTF-8, 4 bytes per dense value and 8 per non-zero sparse value of
+    the vector fields, the UTF-8 bytes of each full-text field, and the other
+    (metadata) fields as compact JSON."""
+    size = len(doc_id.encode())
+    metadata = {}
+    for key, value in document.items():
+        kind = fields.get(key, {}).get("type")
+        if kind == "dense_vector":
+            size += 4 * len(value)
+        elif kind == "sparse_vector":
+            size += 8 * len(value.get("indices", ()))
+        elif kind == "string":
+            size += len(value.encode())
+        else:
+            metadata[key] = value
+    return size + (len(orjson.dumps(metadata)) if metadata else 0)
