@@ -60,9 +60,16 @@ class UnknownEventGuard:
         fn_index = parsed.get("fn_index") if isinstance(parsed, dict) else None
         fns = self.blocks.fns
         if fn_index is not None:
-            if isinstance(fn_index, int) and not isinstance(fn_index, bool) and fn_index not in fns:
+            if not isinstance(fn_index, int) or isinstance(fn_index, bool):
+                return None
+            fn = fns.get(fn_index)
+            if fn is None:
                 return f"no such event: fn_index {fn_index}"
-            return None
-        if not any(fn.api_name == api_name for fn in fns.values()):
-            return f"no such event: {api_name[:60]}"
+        else:
+            fn = next((f for f in fns.values() if f.api_name == api_name), None)
+            if fn is None:
+                return f"no such event: {api_name[:60]}"
+        if fn.fn is None:  # the event runs in the browser only (its js)
+            return f"no such event on the server: fn_index {fn_index}" if fn_index is not None else \
+                f"no such event on the server: {api_name[:60]}"
         return None
