@@ -128,7 +128,12 @@ def test_search_answers_hostile_values_with_a_400(front, body):
     assert resp.status == 200 or "error" in resp.body
 
 
-@pytest.mark.parametrize("body", [{"name": v} for v in HOSTILE if v is not None] + [{"price": v} for v in HOSTILE if v is not None]
+def _valid_name(value) -> bool:
+    return isinstance(value, str) and bool(value.strip()) and "\x00" not in value and len(value) <= 500
+
+
+@pytest.mark.parametrize("body", [{"name": v} for v in HOSTILE if v is not None and not _valid_name(v)]
+                         + [{"price": v} for v in HOSTILE if v is not None and v != 0]
                          + [{"price": "NaN"}, {"price": "Infinity"}, {"price": "1e400"}])
 def test_edits_answer_hostile_values_with_a_400_and_write_nothing(front, body):
     pid = front.product_ids[1]
