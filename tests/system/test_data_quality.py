@@ -14,7 +14,7 @@ import pytest
 from devstack.waiting import wait_until
 from productsearch import db
 from tests.e2e import frontend_stack
-from tests.e2e.frontend_stack import EDITOR, request
+from tests.e2e.frontend_stack import request
 
 pytestmark = pytest.mark.stack
 
