@@ -90,6 +90,8 @@ def test_every_gradio_event_answers_hostile_input_without_a_500(front):
     ("/gradio_api/run/predict", {"data": [], "fn_index": -1}),
     ("/gradio_api/run/no_such_event", {"data": []}),
     ("/gradio_api/call/no_such_event", {"data": []}),
+    ("/gradio_api/queue/join", {"data": [], "fn_index": 10**30, "session_hash": "hostile"}),
+    ("/gradio_api/queue/join", {"data": [], "session_hash": "hostile"}),
 ])
 def test_a_call_to_an_event_that_does_not_exist_is_a_404(front, path, body):
     resp = post_raw(front.url + path, json.dumps(body).encode())

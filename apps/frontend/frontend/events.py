@@ -11,7 +11,9 @@ import json
 import re
 from typing import Any
 
-EVENT_PATH = re.compile(r"^/gradio_api/(?:run|call(?:/v2)?)/([^/]+)/?$")
+# The routes that start an event: run and call name it in the path (or "predict" with a
+# fn_index), the queue's join by fn_index alone.
+EVENT_PATH = re.compile(r"^/gradio_api/(?:(?:run|call(?:/v2)?)/([^/]+)|queue/join)/?$")
 
 
 class UnknownEventGuard:
@@ -51,7 +53,7 @@ class UnknownEventGuard:
 
         await self.app(scope, replay, send)
 
-    def _problem(self, api_name: str, body: bytes) -> str | None:
+    def _problem(self, api_name: str | None, body: bytes) -> str | None:
         """Why the call names no event, or None (a body Gradio cannot parse is Gradio's 422)."""
         try:
             parsed: Any = json.loads(body)
@@ -65,6 +67,8 @@ class UnknownEventGuard:
             fn = fns.get(fn_index)
             if fn is None:
                 return f"no such event: fn_index {fn_index}"
+        elif api_name is None:
+            return "no such event: the queue needs a fn_index"
         else:
             fn = next((f for f in fns.values() if f.api_name == api_name), None)
             if fn is None:
