@@ -29,11 +29,12 @@ class Http:
 
 
 def request(url: str, method: str = "GET", body: object = None, *, raw: bytes | None = None,
-            auth: tuple[str, str] | None = None, timeout: float = 30.0) -> Http:
+            auth: tuple[str, str] | None = None, timeout: float = 30.0, headers: dict[str, str] | None = None) -> Http:
     import base64
 
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"content-type": "application/json", **(headers or {})})
     if auth is not None:
         req.add_header("authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
     try:
@@ -65,6 +66,12 @@ class FrontendStack:
         resp = self.api("/api/search", "POST", body)
         assert resp.status == 200, resp.body
         return resp.body["results"]
+
+    def edit(self, product_id: int, changes: dict, auth: tuple[str, str] = EDITOR) -> Http:
+        """PUT the changes as an editor does: bound to the state a GET just read (its ETag in If-Match)."""
+        read = self.api(f"/api/products/{product_id}")
+        assert read.status == 200, read.body
+        return self.api(f"/api/products/{product_id}", "PUT", changes, auth=auth, headers={"If-Match": read.headers["etag"]})
 
     def wait_searchable(self, product_id: int, version: int, timeout: float = 90.0) -> None:
         wait_until(lambda: self.api(f"/api/products/{product_id}/sync?version={version}").body.get("searchable"),

@@ -293,7 +293,7 @@ def open_edit(page, pid: int) -> None:
 def save(page, username: str, password: str) -> str:
     field(page, "edit-username").fill(username)
     field(page, "edit-password").fill(password)
-    with page.expect_response(_event(6)):
+    with page.expect_response(_event(7)):
         page.locator("#save-btn").click()
     settle(page)
     return page.locator("#edit-message").inner_text()

@@ -260,7 +260,7 @@ def test_a_deeply_nested_edit_is_refused_and_writes_nothing(front):
 
 
 def test_edit_of_a_missing_or_malformed_id(front):
-    assert front.api("/api/products/99999999", "PUT", {"price": 5}, auth=EDITOR).status == 404
+    assert front.api("/api/products/99999999", "PUT", {"price": 5}, auth=EDITOR, headers={"If-Match": "*"}).status == 404
     assert front.api("/api/products/abc", "PUT", {"price": 5}, auth=EDITOR).status == 400
     assert front.api("/api/products/-3", "PUT", {"price": 5}, auth=EDITOR).status == 400
     assert front.api("/api/products/99999999999999999999999", "PUT", {"price": 5}, auth=EDITOR).status == 400
@@ -290,7 +290,7 @@ def test_authenticated_edit_becomes_searchable(front):
     text = "A hand-stitched leather saddlebag for touring bicycles"
     assert all(r["id"] != pid for r in front.search("leather saddlebag for a bicycle", top_k=3))
 
-    resp = front.api(f"/api/products/{pid}", "PUT", {"description": text, "price": "123.45"}, auth=EDITOR)
+    resp = front.edit(pid, {"description": text, "price": "123.45"})
     assert resp.status == 200, resp.body
     assert resp.body["changed"] == ["description", "price"] and resp.body["version"]
     assert resp.body["description"] == text and resp.body["price"] == 123.45
@@ -303,8 +303,57 @@ def test_authenticated_edit_becomes_searchable(front):
     sync = front.api(f"/api/products/{pid}/sync").body
     assert sync["searchable"] is True and sync["indexed_version"] >= resp.body["version"]
 
-    again = front.api(f"/api/products/{pid}", "PUT", {"description": text}, auth=EDITOR)
+    again = front.edit(pid, {"description": text})
     assert again.status == 200 and again.body["changed"] == [] and again.body["version"] is None
+
+
+def _version(front, pid) -> int:
+    return front.parts.conn.execute("SELECT version FROM products WHERE id = %s", (pid,)).fetchone()["version"]
+
+
+def test_an_edit_is_bound_to_the_state_it_was_read_from(front):
+    pid = front.product_ids[12]
+    read = front.api(f"/api/products/{pid}")
+    assert read.status == 200 and read.headers["etag"] == f'"{_version(front, pid)}"'
+    assert read.body["version"] == _version(front, pid)
+
+    # Another editor saves in between: the first editor's tag is stale.
+    other = front.api(f"/api/products/{pid}", "PUT", {"name": "Second Editor's Name"}, auth=EDITOR,
+                      headers={"If-Match": read.headers["etag"]})
+    assert other.status == 200 and other.headers["etag"] == f'"{other.body["version"]}"'
+    before = _row(front, pid)
+    stale = front.api(f"/api/products/{pid}", "PUT", {"description": "first editor's text"}, auth=EDITOR,
+                      headers={"If-Match": read.headers["etag"]})
+    assert stale.status == 412, stale.body
+    assert stale.body["current"]["name"] == "Second Editor's Name"
+    assert stale.body["current"]["version"] == other.body["version"]
+    assert stale.headers["etag"] == other.headers["etag"]
+    assert _row(front, pid) == before
+
+    # Reading again and sending the new tag applies the edit.
+    fresh = front.api(f"/api/products/{pid}", "PUT", {"description": "first editor's text"}, auth=EDITOR,
+                      headers={"If-Match": stale.headers["etag"]})
+    assert fresh.status == 200 and fresh.body["description"] == "first editor's text"
+    front.wait_searchable(pid, fresh.body["version"])
+
+
+@pytest.mark.parametrize("if_match,status,reason", [
+    (None, 428, "if-match is required"),
+    ('W/"1"', 400, "weak"),
+    ("1", 400, "entity tag"),
+    ('"1", "2"', 400, "entity tag"),
+    ('"\u00b2"', 400, "entity tag"),
+    ('"' + "9" * 40 + '"', 400, "entity tag"),
+    ('"0"', 412, "changed since it was read"),
+])
+def test_an_edit_without_a_usable_if_match_is_refused_and_writes_nothing(front, if_match, status, reason):
+    pid = front.product_ids[13]
+    before = _row(front, pid)
+    headers = {} if if_match is None else {"If-Match": if_match}
+    resp = front.api(f"/api/products/{pid}", "PUT", {"price": "7.00"}, auth=EDITOR, headers=headers)
+    assert resp.status == status, resp.body
+    assert reason in resp.body["error"].lower()
+    assert _row(front, pid) == before and _captured(front, pid) == 0
 
 
 # -- operations ----------------------------------------------------------------------------
@@ -423,7 +472,9 @@ def test_any_replica_answers_any_click(front, stack):
         assert ids == [r["id"] for r in front.search(QUERY, top_k=20, mode="semantic")]
 
         pid = front.product_ids[11]
-        edit = request(f"{other}/api/products/{pid}", "PUT", {"name": "Replica Lantern"}, auth=EDITOR)
+        read = request(f"{other}/api/products/{pid}")
+        edit = request(f"{other}/api/products/{pid}", "PUT", {"name": "Replica Lantern"}, auth=EDITOR,
+                       headers={"If-Match": read.headers["etag"]})
         assert edit.status == 200, edit.body
         front.wait_searchable(pid, edit.body["version"])
     finally:

@@ -29,7 +29,8 @@ def put(stack, product_id: int, auth: tuple[str, str], *, source: str = "127.0.0
     try:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         conn.request("PUT", f"/api/products/{product_id}", body=json.dumps({"price": 12.5}),
-                     headers={"content-type": "application/json", "authorization": f"Basic {token}", **(headers or {})})
+                     headers={"content-type": "application/json", "authorization": f"Basic {token}",
+                              "if-match": "*", **(headers or {})})
         resp = conn.getresponse()
         return resp.status, json.loads(resp.read() or b"{}"), {k.lower(): v for k, v in resp.getheaders()}
     finally:

@@ -15,8 +15,10 @@ so a dense-only query scores as cosine did.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from email.utils import parsedate_to_datetime
+
 from pinecone import Pinecone, RetryConfig
 
 from productsearch.batching import within_limits
@@ -63,6 +67,44 @@ def is_transient(exc: BaseException) -> bool:
     )
 
 
+# The longest Retry-After passed on to a user (seconds): a longer one is still a
+# reason to come back later, not to wait in front of the page.
+MAX_RETRY_AFTER_S = 600
+
+
+def retry_after_s(exc: BaseException | None) -> int | None:
+    """How long the index asked its caller to wait, in whole seconds (rounded up,
+    1 .. MAX_RETRY_AFTER_S), from the Retry-After header of a 429 or 503 in `exc` or
+    its causes; None when it gave none. Pinecone's docs (Error handling, Database
+    limits) promise no Retry-After on a 429, so its absence is ordinary; the header
+    is read as RFC 9110 (10.2.3) defines it, delay-seconds or an HTTP-date."""
+    seen = 0
+    while exc is not None and seen < 10:
+        seen += 1
+        headers = getattr(exc, "headers", None) or {}
+        raw = next((v for k, v in dict(headers).items() if str(k).lower() == "retry-after"), None)
+        if raw is not None and status_of(exc) in (429, 503):
+            wait = _retry_after_seconds(str(raw))
+            if wait is not None:
+                return max(1, min(MAX_RETRY_AFTER_S, math.ceil(wait)))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _retry_after_seconds(raw: str) -> float | None:
+    text = raw.strip()
+    # delay-seconds is an integer in RFC 9110; the SDK also reads a decimal, and so do we.
+    if text.isascii() and text.replace(".", "", 1).isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
 class DeadlinePassed(TimeoutError):
     """The caller's deadline (ProductIndex.set_deadline) left no time for the request."""
 
@@ -98,10 +140,15 @@ class Match:
 class ProductIndex:
     def __init__(self, settings: IndexSettings, *, attempts: int = 8, timeout_s: float = 10.0,
                  should_stop: Callable[[], bool] = lambda: False, headers: Mapping[str, str] | None = None,
-                 requests_in_flight: int = DEFAULT_REQUESTS_IN_FLIGHT):
+                 requests_in_flight: int = DEFAULT_REQUESTS_IN_FLIGHT, sdk_retries: int | None = None):
         """should_stop: when it returns True a failed call is not retried. headers: sent
         with every request (e.g. for a proxy in between). requests_in_flight: how many
-        requests of one write (its upsert chunks, its fetches) run at once."""
+        requests of one write (its upsert chunks, its fetches) run at once.
+        sdk_retries: how many times the SDK itself retries a 408/429/5xx inside one
+        attempt, waiting out Retry-After each time; None keeps the SDK's policy (3,
+        what the pipeline's writes rely on). A client that answers users (the
+        frontend) passes 0, so `attempts` alone bounds its requests and a throttled
+        search fails in well under a second with the index's Retry-After."""
         self.settings = settings
         self._requests_in_flight = max(1, requests_in_flight)
         self._pool: ThreadPoolExecutor | None = None
@@ -118,6 +165,8 @@ class ProductIndex:
         client = Pinecone(api_key=settings.api_key, additional_headers=dict(headers or {}),
                           retry_config=RetryConfig(max_retries=0))
         self._index = client.Index(host=settings.host)
+        if sdk_retries is not None:
+            _set_data_plane_retries(self._index, sdk_retries)
 
     # -- plumbing -------------------------------------------------------------
     def set_deadline(self, when: float | None) -> None:
@@ -318,6 +367,24 @@ class ProductIndex:
         for start in range(0, len(ids), MAX_IDS_PER_DELETE):
             chunk = list(ids[start : start + MAX_IDS_PER_DELETE])
             self._call("delete", lambda: self._index.delete(ids=chunk, namespace=self.settings.namespace, timeout=self._timeout_now()))
+
+
+def _set_data_plane_retries(index: Any, retries: int) -> None:
+    """Rebuilds the data-plane HTTP client of a pinecone Index with `retries` SDK
+    retries. pinecone 10.2's Index takes no retry setting (only the control plane's
+    client does), so this reaches into its HTTP client: checked here, so an SDK that
+    changes that shape fails at start with this message rather than silently keeping
+    its retries (requirements/dev.txt pins the version; the frontend test of a
+    throttled search counts the requests it makes)."""
+    try:
+        from pinecone._internal.http_client import HTTPClient
+        from pinecone.index import DATA_PLANE_API_VERSION
+
+        config = dataclasses.replace(index._config, retry_config=RetryConfig(max_retries=retries))
+        index._http = HTTPClient(config, DATA_PLANE_API_VERSION)
+    except (ImportError, AttributeError, TypeError) as exc:
+        raise RuntimeError(f"cannot set the pinecone SDK's data-plane retries ({exc}); "
+                           "this SDK version builds its Index differently") from exc
 
 
 # The longest JSON text of a float is 24 characters ("-2.2250738585072014e-308"); one

@@ -67,6 +67,11 @@ def _select(columns: Iterable[str], tail: str = "") -> str:
 ROW_BY_ID = _select(ROW_COLUMNS, f"WHERE {KEY} = %s")
 # The same, locking the row until the transaction ends (an edit's read-modify-write).
 ROW_BY_ID_FOR_UPDATE = ROW_BY_ID + " FOR UPDATE"
+# One row by primary key with the version its triggers stamped: the state an editor
+# reads and the version an edit's precondition names. Parameter: (id,).
+VERSIONED_ROW_BY_ID = _select((*ROW_COLUMNS, "version"), f"WHERE {KEY} = %s")
+# The same, locking the row until the transaction ends (a conditional edit).
+VERSIONED_ROW_BY_ID_FOR_UPDATE = VERSIONED_ROW_BY_ID + " FOR UPDATE"
 # The rows of a list of ids, in no order; absent ids are simply missing. Parameter: (ids,).
 ROWS_BY_IDS = _select(ROW_COLUMNS, f"WHERE {KEY} = ANY(%s)")
 # As ROWS_BY_IDS, with each row's version and updated_at read in the same statement,

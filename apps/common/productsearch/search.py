@@ -213,6 +213,17 @@ class SearchResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Ranked:
+    """A search's results and how many matches the index ranked for it. `matched` counts
+    the matches before any was dropped (a deleted row, a row now outside the filters),
+    so whether a deeper page exists is read from the index's answer, not from what
+    survived the drop."""
+
+    results: list[SearchResult]
+    matched: int
+
+
 class ProductSearch:
     def __init__(self, embedder, index, pool, *, alpha: float = HYBRID_ALPHA,
                  normalisation: str = SPARSE_NORMALISATION):
@@ -252,6 +263,11 @@ class ProductSearch:
 
     def search(self, query: str, top_k: int = 10, filters: SearchFilters | None = None,
                mode: str = DEFAULT_MODE) -> list[SearchResult]:
+        """Up to top_k results, best first: search_ranked's results (see there)."""
+        return self.search_ranked(query, top_k, filters, mode).results
+
+    def search_ranked(self, query: str, top_k: int = 10, filters: SearchFilters | None = None,
+                      mode: str = DEFAULT_MODE) -> Ranked:
         """Up to top_k results, best first, in `mode` (MODES). The index is asked for
         top_k matches under the filters; a match whose row has since been deleted, or
         whose row's current price or category no longer satisfies the filters (the
@@ -266,7 +282,7 @@ class ProductSearch:
         filters = filters or SearchFilters()
         dense, sparse = self._query_vectors(text, mode)
         if mode == "keyword" and not sparse:
-            return []
+            return Ranked([], 0)
         alpha = {"semantic": 1.0, "keyword": 0.0, "hybrid": self.alpha}[mode]
         dimension = len(dense) if dense is not None else self.index.settings.dimension
         vector, sparse = weighted_query(dense, sparse, alpha, self.normalisation, dimension)
@@ -277,7 +293,7 @@ class ProductSearch:
             matches = [m for m in matches if m.score > 0]
         ids = [pid for pid in (product_id_of(m.id) for m in matches) if pid is not None]
         if not ids:
-            return []
+            return Ranked([], len(matches))
         with self.pool.connection() as conn:
             rows = {r["id"]: r for r in conn.execute(products.ROWS_BY_IDS, (ids,)).fetchall()}
         results = []
@@ -296,4 +312,4 @@ class ProductSearch:
                 id=row["id"], name=row["name"], sku=row["sku"], description=row["description"],
                 price=price, category=row["category"], score=match.score,
             ))
-        return results
+        return Ranked(results, len(matches))

@@ -1,8 +1,14 @@
 """JSON endpoints for scripts, benchmarks and tests (no browser needed), and /healthz.
 
 Every refusal is a 4xx with {"error": "<reason>"}; a part that does not answer is a
-503 with the same shape. Bodies are parsed here rather than by FastAPI's models so
-that each bad input gets its own plain reason."""
+503 with the same shape (and Retry-After when the index said how long to wait).
+Bodies are parsed here rather than by FastAPI's models so that each bad input gets
+its own plain reason.
+
+Edits are conditional requests (RFC 9110, 13.1.1): GET /api/products/{id} answers
+with the row's ETag, and PUT must send it back in If-Match. A stale tag is a 412
+with the current state and its ETag; a PUT without If-Match is a 428 (RFC 6585, 3),
+so no client can overwrite another editor's save by leaving the header out."""
 
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 
 from productsearch.documents import UnindexableProduct, is_ascii_digits
+from productsearch.index import retry_after_s
 from productsearch.logs import brief
 from productsearch.search import DEFAULT_MODE, InvalidSearch, SearchFilters, validate_mode, validate_query, validate_top_k
 
@@ -55,6 +62,10 @@ def unavailable(exc: BaseException) -> ApiError:
     module = type(exc).__module__ or ""
     part = "the database" if module.startswith(("psycopg", "psycopg_pool")) else "the index"
     log.error("dependency failed", extra={"part": part, "error_type": type(exc).__name__, "error": brief(exc)})
+    wait_s = retry_after_s(exc)
+    if wait_s is not None:
+        # The index asked its caller to wait (a 429's Retry-After); the user hears the same.
+        return ApiError(503, f"{part} is busy; try again in {wait_s} s", {"Retry-After": str(wait_s)})
     return ApiError(503, f"{part} did not answer; try again shortly")
 
 
@@ -161,7 +172,12 @@ def build_router(services, health) -> APIRouter:
             raise ApiError(404, str(exc)) from None
         except Exception as exc:
             raise unavailable(exc) from exc
-        return editing.product_json(row)
+        return JSONResponse(editing.product_json(row), headers={"ETag": editing.etag(row["version"])})
+
+    def conflict(exc: editing.Conflict) -> JSONResponse:
+        current = exc.current
+        return JSONResponse({"error": str(exc), "current": editing.product_json(current)}, status_code=412,
+                            headers={"ETag": editing.etag(current["version"])})
 
     @router.put("/api/products/{raw_id}")
     async def put_product(raw_id: str, request: Request):
@@ -184,11 +200,21 @@ def build_router(services, health) -> APIRouter:
             changes = editing.validate_changes(body)
         except editing.InvalidEdit as exc:
             raise ApiError(400, str(exc)) from None
+        if_match = request.headers.get("if-match")
+        if if_match is None:
+            raise ApiError(428, f"If-Match is required: send the ETag that GET /api/products/{pid} returned, "
+                                'so the edit applies to the state it was made from ("*": to whatever is there)')
+        try:
+            expected = editing.parse_if_match(if_match)
+        except editing.InvalidEdit as exc:
+            raise ApiError(400, str(exc)) from None
         try:
             result = await run_in_threadpool(editing.apply_edit, services.pool, pid, changes, editor,
-                                              settings.embedding.text_template)
+                                              settings.embedding.text_template, expected)
         except editing.NotFound as exc:
             raise ApiError(404, str(exc)) from None
+        except editing.Conflict as exc:
+            return conflict(exc)
         except editing.InvalidEdit as exc:
             raise ApiError(400, str(exc)) from None
         except UnindexableProduct as exc:
@@ -197,7 +223,7 @@ def build_router(services, health) -> APIRouter:
             raise ApiError(400, f"{exc}; give a valid price in the same edit (nothing was saved)") from None
         except Exception as exc:
             raise unavailable(exc) from exc
-        return result.to_json()
+        return JSONResponse(result.to_json(), headers={"ETag": editing.etag(result.current_version)})
 
     @router.get("/api/products/{raw_id}/sync")
     async def product_sync(raw_id: str, version: str | None = None):
@@ -205,7 +231,7 @@ def build_router(services, health) -> APIRouter:
         wanted = None
         if version is not None:
             if not is_ascii_digits(version) or len(version) > 19:
-                raise ApiError(400, f"version must be a non-negative integer, got {version!r}")
+                raise ApiError(400, f"version must be a non-negative integer, got {version[:40]!r}")
             wanted = int(version)
         try:
             state = await run_in_threadpool(editing.sync_state, services.index, services.pool, pid,

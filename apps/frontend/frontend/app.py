@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
 from frontend.api import ApiError, build_router  # noqa: E402
+from frontend.events import UnknownEventGuard  # noqa: E402
 from frontend.health import HealthCheck  # noqa: E402
 from frontend.limits import RequestBodyLimit  # noqa: E402
 from frontend.ui import CSS, build_ui  # noqa: E402
@@ -56,6 +57,7 @@ def create_app(services) -> FastAPI:
     app = gr.mount_gradio_app(app, demo, path="", css=CSS, footer_links=[], show_error=False,
                               theme=gr.themes.Default(primary_hue="indigo"),
                               max_file_size=services.settings.max_body_bytes)
+    app.add_middleware(UnknownEventGuard, blocks=demo)
     # Outermost, so no route (ours or Gradio's) reads a body before its size is known.
     app.add_middleware(RequestBodyLimit, max_bytes=services.settings.max_body_bytes)
     return app

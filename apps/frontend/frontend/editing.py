@@ -2,7 +2,13 @@
 primary key. The UPDATE fires the change-capture trigger in the same transaction,
 so the edit reaches the index through pelican and emu like any other change; the
 version the UPDATE stamps on the row is the index version at which the edit is
-searchable."""
+searchable.
+
+An edit is bound to the state it was read from: reading a product returns the row's
+version (its entity tag, `etag`), and an edit that names a version (`expected_version`)
+is written only while the row still holds it. The check and the write happen under
+the row's lock in one transaction, so a second editor's save in between is a
+Conflict carrying the current state, never a silent overwrite."""
 
 from __future__ import annotations
 
@@ -35,6 +41,16 @@ class InvalidEdit(ValueError):
 
 class NotFound(LookupError):
     pass
+
+
+class Conflict(RuntimeError):
+    """The row changed since the editor read it; `current` is the row as it is now
+    (with its version), for the editor to reload."""
+
+    def __init__(self, product_id: int, expected_version: int, current: dict[str, Any]):
+        super().__init__(f"product {product_id} changed since it was read (version {expected_version}; "
+                         f"now version {current['version']}); nothing was saved")
+        self.current = current
 
 
 class EditingDisabled(RuntimeError):
@@ -95,6 +111,42 @@ def validate_product_id(value: Any) -> int:
     if not isinstance(value, int) or not 1 <= value <= MAX_PRODUCT_ID:
         raise InvalidEdit(f"product id must be a positive integer, got {value!r}")
     return value
+
+
+MAX_VERSION = 2**63 - 1  # products.version is a bigint
+
+
+def validate_version(value: Any) -> int:
+    """A row version as an editor sends it back: an int, or ASCII decimal digits
+    (str.isdigit also takes superscripts and other scripts' digits). InvalidEdit otherwise."""
+    if isinstance(value, str) and is_ascii_digits(value.strip()) and len(value.strip()) <= 19:
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_VERSION:
+        raise InvalidEdit(f"version must be a non-negative integer, got {str(value)[:40]!r}")
+    return value
+
+
+def etag(version: int) -> str:
+    """The strong entity tag of a row state (RFC 9110, 8.8.3): its version, quoted."""
+    return f'"{version}"'
+
+
+def parse_if_match(header: str) -> int | None:
+    """The version an If-Match header names: one strong entity tag as `etag` writes
+    it, or `*` (any current state: None). A weak tag (W/"...") never matches, since
+    If-Match compares strongly (RFC 9110, 13.1.1). Raises InvalidEdit for anything
+    else, a list of several tags included: an edit is bound to one state."""
+    value = header.strip()
+    if value == "*":
+        return None
+    if value.startswith("W/"):
+        raise InvalidEdit("If-Match must be a strong entity tag as GET returned it (a weak one never matches)")
+    if len(value) < 3 or value[0] != '"' or value[-1] != '"':
+        raise InvalidEdit(f'If-Match must be one entity tag as GET returned it, like "123", got {value[:40]!r}')
+    try:
+        return validate_version(value[1:-1])
+    except InvalidEdit:
+        raise InvalidEdit(f'If-Match must be one entity tag as GET returned it, like "123", got {value[:40]!r}') from None
 
 
 def _text(value: Any, field: str, limit: int) -> str:
@@ -158,43 +210,57 @@ class EditResult:
     product: dict[str, Any]
     changed: list[str]
     version: int | None  # the row's version after the edit; None when nothing changed
+    current_version: int  # the row's version now: the edit's, or the one it already had
 
     def to_json(self) -> dict[str, Any]:
         return {**product_json(self.product), "changed": self.changed, "version": self.version}
 
 
 def product_json(row: dict[str, Any]) -> dict[str, Any]:
-    """A row as JSON. `price` is null when the stored value is not a finite number
-    (a row that predates the schema's check): JSON has no NaN, and the answer must
-    still be valid."""
+    """A row as JSON, with its `version` when the row was read with one. `price` is
+    null when the stored value is not a finite number (a row that predates the
+    schema's check): JSON has no NaN, and the answer must still be valid."""
     price = finite_price(row["price"])
     if price is None:
         log.warning("product price is not a finite number; shown as null",
                     extra={"product_id": row["id"], "price": str(row["price"])})
-    return {"id": row["id"], "name": row["name"], "sku": row["sku"], "description": row["description"],
-            "price": price, "category": row["category"]}
+    shown = {"id": row["id"], "name": row["name"], "sku": row["sku"], "description": row["description"],
+             "price": price, "category": row["category"]}
+    if "version" in row:
+        shown["version"] = row["version"]
+    return shown
 
 
 def get_product(pool, product_id: int) -> dict[str, Any]:
+    """The row (products.ROW_COLUMNS) and its `version`; NotFound when it is gone."""
     with pool.connection() as conn:
-        row = conn.execute(products.ROW_BY_ID, (product_id,)).fetchone()
+        row = conn.execute(products.VERSIONED_ROW_BY_ID, (product_id,)).fetchone()
     if row is None:
         raise NotFound(f"product {product_id} does not exist")
     return row
 
 
-def apply_edit(pool, product_id: int, changes: dict[str, Any], editor: str, template: str) -> EditResult:
+def apply_edit(pool, product_id: int, changes: dict[str, Any], editor: str, template: str,
+               expected_version: int | None = None) -> EditResult:
     """Writes the edit to the row (the capture trigger stamps its version and captures
     it) unless nothing changed. `template`: INDEXED_TEXT_TEMPLATE, to refuse an edit
-    whose indexed text the pipeline could not carry. Raises NotFound for a missing row,
-    InvalidEdit for a text over documents.MAX_TEXT_BYTES."""
+    whose indexed text the pipeline could not carry. `expected_version`: the version
+    the editor read (None: whatever the row holds); checked under the row's lock in
+    the same transaction as the write. Raises NotFound for a missing row, Conflict
+    when the row's version is not `expected_version` (nothing is written), InvalidEdit
+    for a text over documents.MAX_TEXT_BYTES."""
     with pool.connection() as conn, conn.transaction():
-        row = conn.execute(products.ROW_BY_ID_FOR_UPDATE, (product_id,)).fetchone()
+        row = conn.execute(products.VERSIONED_ROW_BY_ID_FOR_UPDATE, (product_id,)).fetchone()
         if row is None:
             raise NotFound(f"product {product_id} does not exist")
+        if expected_version is not None and row["version"] != expected_version:
+            log.info("edit refused: product changed since it was read", extra={
+                "product_id": product_id, "editor": editor, "expected_version": expected_version,
+                "version": row["version"]})
+            raise Conflict(product_id, expected_version, row)
         changed = [f for f in EDITABLE if f in changes and changes[f] != row[f]]
         if not changed:
-            return EditResult(product=row, changed=[], version=None)
+            return EditResult(product=row, changed=[], version=None, current_version=row["version"])
         new = {**row, **{f: changes[f] for f in changed}}
         metadata(new, 0, template)  # UnindexableProduct (a 400) for a state the index cannot hold
         try:
@@ -207,7 +273,7 @@ def apply_edit(pool, product_id: int, changes: dict[str, Any], editor: str, temp
         # Stamped by the row's trigger; pelican ships this state at exactly this version.
         version = updated.pop("version")
     log.info("product edited", extra={"product_id": product_id, "fields": changed, "editor": editor, "version": version})
-    return EditResult(product=updated, changed=changed, version=version)
+    return EditResult(product=updated, changed=changed, version=version, current_version=version)
 
 
 @dataclass(frozen=True)

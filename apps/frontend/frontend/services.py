@@ -27,6 +27,10 @@ from frontend.throttle import LoginThrottle
 log = logging.getLogger("frontend.services")
 
 
+# Attempts per index read made for a user (a search, a sync check, the status panel).
+SEARCH_ATTEMPTS = 2
+
+
 class NotReady(RuntimeError):
     """The model is still loading (or failed to load); the message says which."""
 
@@ -53,8 +57,12 @@ class Services:
         if index is None:
             # Whichever configured index the serving_index row names (an index migration
             # switches it); searches, the status panel and edit checks all read that one.
+            # Every read here answers a user, so its retry budget is short: two attempts
+            # of ours and none inside the SDK (which would wait out each Retry-After, up
+            # to 3 times per attempt). A throttled search fails fast with the index's
+            # Retry-After; emu's writes keep the SDK's retries (ProductIndex's default).
             index = ServingIndex(settings.index, self.pool, lambda one: ProductIndex(
-                one, attempts=2, timeout_s=settings.index_timeout_seconds))
+                one, attempts=SEARCH_ATTEMPTS, timeout_s=settings.index_timeout_seconds, sdk_retries=0))
             index.start()
         self.index = index
         self.sqs = sqs or aws.sqs_client(settings.queues, timeout_s=3.0, attempts=2)
