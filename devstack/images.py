@@ -44,6 +44,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -460,7 +461,8 @@ class Smoke:
 
     def _sql(self, query: str, params: tuple = ()):
         with psycopg.connect(self.stack.database_url, autocommit=True) as conn:
-            return conn.execute(query, params).fetchall()
+            cursor = conn.execute(query, params)
+            return cursor.fetchall() if cursor.description else []
 
     def pelican(self, image: Image) -> None:
         """migrate, load-catalog (SMOKE_ROWS rows), refit-lexical, then the service."""
@@ -531,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="devstack.images", description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=WORK, help="state, logs and podman's configuration (default .local/images)")
     args = parser.parse_args(argv)
+    # A stopped run (CI's timeout, Ctrl-C) still stops its stack and containers: the finally blocks run.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
     try:
         podman = Podman(args.work)
@@ -562,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
                 failures.append(f"{image.name} is {human_size(size)}, over its limit of {human_size(image.size_limit)}")
         if failures:
             raise ImagesError("; ".join(failures))
-    except (ImagesError, subprocess.TimeoutExpired, RuntimeError) as exc:
+    except (ImagesError, subprocess.TimeoutExpired, RuntimeError, OSError, psycopg.Error) as exc:
         print(f"make images failed: {exc}", file=sys.stderr)
         return 1
     print(f"images built and smoke-tested in {(time.monotonic() - started) / 60:.1f} min", flush=True)
