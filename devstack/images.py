@@ -424,6 +424,7 @@ class Smoke:
 
     def stop(self) -> None:
         for name in self.containers:
+            self.podman.run(["logs", name], log=f"{name.rsplit('-', 1)[0]}.log", check=False)
             self.podman.run(["rm", "-f", "-t", "10", name], check=False)
         self.stack.stop_all()
 
@@ -502,6 +503,11 @@ class Smoke:
         keeps its HEALTHCHECK."""
         if self.podman.inspect(image.tag, "{{.Config.Healthcheck}}") in ("", "<nil>", "<no value>"):
             raise ImagesError("the frontend image has no HEALTHCHECK (built without --format docker?)")
+        # It serves the build stage's ONNX export; torch stays in that stage.
+        found = self.podman.run(["run", "--rm", "--entrypoint", "python", image.tag, "-c",
+                                 "import importlib.util; print(importlib.util.find_spec('torch') is not None)"])
+        if found.strip() != "False":
+            raise ImagesError("the frontend image carries torch; its export stage alone should")
         name = self._detach(image)
         base = f"http://127.0.0.1:{self.stack.frontend_port}"
 
@@ -566,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
                 failures.append(f"{image.name} is {human_size(size)}, over its limit of {human_size(image.size_limit)}")
         if failures:
             raise ImagesError("; ".join(failures))
+        # Untagged images are earlier builds' layers; a day's worth stays as build cache.
+        podman.run(["image", "prune", "-f", "--filter", "until=24h"], check=False)
     except (ImagesError, subprocess.TimeoutExpired, RuntimeError, OSError, psycopg.Error) as exc:
         print(f"make images failed: {exc}", file=sys.stderr)
         return 1
