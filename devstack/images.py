@@ -29,7 +29,7 @@ What it needs and does, in order (every step fails `make images`, and so `make t
   SIZE_LIMITS fails the run.
 
 The CUDA variant of emu is not built: its base image (nvidia/cuda) comes from a
-registry this machine cannot reach. tests/unit/test_images.py checks its stage.
+registry this machine cannot reach. tests/unit/devstack/test_images.py checks its stage.
 """
 
 from __future__ import annotations
