@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 REQS   := requirements/dev.txt apps/constraints.txt pyproject.toml $(wildcard apps/*/pyproject.toml)
 
-.PHONY: deps up down status test test-unit bench bench-ordering scaling eval soak reconcile redrive refit
+.PHONY: deps up down status test test-unit images bench bench-ordering scaling eval soak reconcile redrive refit
 
 $(STAMP): $(REQS)
 	$(PYTHON) -m venv $(VENV)
@@ -30,9 +30,14 @@ down:
 status:
 	$(PY) -m devstack.stack status
 
-## test: every test (unit, system against real local parts, browser, Pulumi mocks, SciFact quality gate)
+## test: every test (unit, system against real local parts, browser, Pulumi mocks, SciFact quality gate), then make images
 test: deps
 	$(PY) -m pytest
+	@if [ "$${SKIP_IMAGES:-0}" = "1" ]; then echo "SKIP_IMAGES=1: images not built"; else $(PY) -m devstack.images; fi
+
+## images: build the three CPU images with podman and smoke-run each against a private local stack (docs/deploy.md)
+images: deps
+	$(PY) -m devstack.images
 
 test-unit: deps
 	$(PY) -m pytest tests/unit tests/infra

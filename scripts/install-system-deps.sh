@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the local stack and the tests need, if missing:
-# the PostgreSQL server (the stack runs its own instance) and Chromium (browser tests).
+# the PostgreSQL server (the stack runs its own instance), Chromium (browser tests) and
+# the container tools `make images` builds with (SKIP_IMAGES=1 leaves them out).
 set -euo pipefail
 
 need=()
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then need+=(postgresql); fi
 if ! command -v chromium >/dev/null 2>&1 && [ "${SKIP_BROWSER:-0}" != "1" ]; then need+=(chromium fonts-liberation); fi
 if ! command -v runuser >/dev/null 2>&1; then need+=(util-linux); fi
+# make images: podman builds and runs the images as root without a Docker engine (runc:
+# crun fails on cgroup v1 hosts), mmdebstrap makes the stand-in python:3.11-slim base.
+if [ "${SKIP_IMAGES:-0}" != "1" ]; then
+  for tool in podman buildah runc mmdebstrap; do
+    if ! command -v $tool >/dev/null 2>&1; then need+=(podman buildah runc mmdebstrap); break; fi
+  done
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; else

@@ -101,6 +101,28 @@ def test_a_stale_export_is_never_reused(onnx_cache, tmp_path):
     assert onnx_export.load_cached(copy) is None
 
 
+def test_a_process_without_torch_serves_the_export_made_with_it(onnx_cache, monkeypatch):
+    """The frontend's image exports in a build stage with torch and serves without it:
+    the export is found by the model, its token limit and the serving packages'
+    versions, with the missing export-only packages' versions from its manifest."""
+    settings = settings_for(onnx_cache, EMBEDDING_RUNTIME="onnx")
+    made = onnx_export.load_cached(settings)
+    real = onnx_export.versions()
+    without_torch = {**real, **dict.fromkeys(onnx_export.EXPORT_ONLY_PACKAGES, "absent")}
+    monkeypatch.setattr(onnx_export, "versions", lambda: dict(without_torch))
+    assert onnx_export.load_cached(settings) is None  # its own key names torch "absent"
+    found = onnx_export.load_for_serving(settings)
+    assert found is not None and found.folder == made.folder
+    assert onnx_export.ensure_export(settings).folder == made.folder  # no export attempted
+    assert Embedder(settings).runtime == "onnx"
+    # Another ONNX Runtime than the export was checked with: not taken on trust.
+    without_torch["onnxruntime"] = "0.0.1"
+    assert onnx_export.load_for_serving(settings) is None
+    # A process that has torch keys by its own versions only.
+    monkeypatch.setattr(onnx_export, "versions", lambda: dict(real))
+    assert onnx_export.load_for_serving(settings) is None
+
+
 @pytest.mark.timeout(600)
 def test_a_corrupt_export_is_detected_and_exported_again(onnx_cache, torch_vectors, tmp_path, caplog):
     cache = tmp_path / "cache"

@@ -65,6 +65,10 @@ MIN_COSINE = 0.99999
 VERIFY_BATCH = 4  # several batches, each padded to its longest text
 # Versions that shape the exported graph, the tokenizer or the way the graph runs.
 KEYED_PACKAGES = ("torch", "transformers", "tokenizers", "onnx", "onnxscript", "onnxruntime")
+# Those only the export imports. A process that serves the export but cannot make one
+# (the frontend's image, which carries ONNX Runtime but not torch) lacks them; it
+# takes their versions from the export's manifest (load_for_serving).
+EXPORT_ONLY_PACKAGES = ("torch", "transformers", "onnx", "onnxscript")
 GRAPH_INPUTS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}  # name -> tokenizers.Encoding field
 
 # Very uneven lengths in every padded batch: empty, one character, a few words, and
@@ -126,11 +130,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def cache_key(settings: EmbeddingSettings) -> str:
+def cache_key(settings: EmbeddingSettings, recorded: dict[str, str] | None = None) -> str:
     """Hex SHA-256 over everything an export depends on: every file at the top of the
     model folder (weights, config, tokenizer), max_tokens, KEYED_PACKAGES' versions
-    and FORMAT."""
-    digest = hashlib.sha256(json.dumps({"format": FORMAT, "max_tokens": settings.max_tokens, "versions": versions()},
+    and FORMAT. `recorded` replaces this process's versions of the packages it names."""
+    keyed = {**versions(), **(recorded or {})}
+    digest = hashlib.sha256(json.dumps({"format": FORMAT, "max_tokens": settings.max_tokens, "versions": keyed},
                                        sort_keys=True).encode())
     for path in sorted(Path(settings.model_path).iterdir()):
         if path.is_file():
@@ -170,6 +175,31 @@ def load_cached(settings: EmbeddingSettings, key: str | None = None) -> Export |
     return export
 
 
+def load_for_serving(settings: EmbeddingSettings) -> Export | None:
+    """In a process without some of EXPORT_ONLY_PACKAGES, which could not export: the
+    valid export in the cache whose key, computed from this process's model files,
+    max_tokens and serving packages with the missing packages' versions from its own
+    manifest, is the key it was made under. So the model, the token limit and the
+    runtime's versions must still match; only what made the graph is taken on trust,
+    and its vectors are checked against torch's at load as always. None when the
+    process has them all (it uses its own key) or no export matches."""
+    have = versions()
+    missing = [name for name in EXPORT_ONLY_PACKAGES if have[name] == "absent"]
+    if not missing or not Path(settings.cache_dir).is_dir():
+        return None
+    for manifest in sorted(Path(settings.cache_dir).glob("*/manifest.json")):
+        try:
+            recorded = json.loads(manifest.read_text()).get("versions", {})
+        except (OSError, ValueError):
+            continue
+        key = cache_key(settings, {name: recorded.get(name, "absent") for name in missing})
+        if manifest.parent == cache_folder(settings, key):
+            found = load_cached(settings, key)
+            if found is not None:
+                return found
+    return None
+
+
 @contextlib.contextmanager
 def _locked(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +217,7 @@ def ensure_export(settings: EmbeddingSettings, timeout_s: float = 1800.0) -> Exp
     model never occupy the caller's memory. Raises ExportError with the child's last
     log lines when the export fails or is refused by the verification."""
     key = cache_key(settings)
-    found = load_cached(settings, key)
+    found = load_cached(settings, key) or load_for_serving(settings)
     if found is not None:
         return found
     folder = cache_folder(settings, key)
