@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from productsearch.documents import normalise_category
 from productsearch.search import DEFAULT_MODE, MAX_TOP_K, InvalidSearch, SearchFilters, SearchResult
 
 log = logging.getLogger("frontend.search")
@@ -18,6 +19,9 @@ class Page:
     page_size: int
     has_more: bool
     capped: bool  # more matches exist past the deepest result the index is asked for
+    # Every result the index returned for the page, best first (at least the page's
+    # rows; all MAX_TOP_K when asked for with depth): what hits and facets count.
+    candidates: list[SearchResult] = field(default_factory=list)
 
     @property
     def first_rank(self) -> int:
@@ -25,10 +29,12 @@ class Page:
 
 
 def timed_search(search, query: str, top_k: int, filters: SearchFilters, source: str,
-                 mode: str = DEFAULT_MODE) -> list[SearchResult]:
-    """search.search in `mode` (productsearch.search.MODES), logged with its duration."""
+                 mode: str = DEFAULT_MODE, *, explain: bool = False) -> list[SearchResult]:
+    """search.search in `mode` (productsearch.search.MODES), logged with its duration;
+    explain: each result carries its score's parts (ProductSearch.search)."""
     started = time.perf_counter()
-    results = search.search(query, top_k=top_k, filters=filters, mode=mode)
+    results = (search.search(query, top_k=top_k, filters=filters, mode=mode, explain=True) if explain
+               else search.search(query, top_k=top_k, filters=filters, mode=mode))
     # The query's length, not its text: queries can carry personal data.
     log.info("search", extra={"source": source, "mode": mode, "query_chars": len(query), "top_k": top_k,
                               "filters": filters.to_index_filter(), "results": len(results),
@@ -37,17 +43,83 @@ def timed_search(search, query: str, top_k: int, filters: SearchFilters, source:
 
 
 def search_page(search, query: str, filters: SearchFilters, page: int, page_size: int, source: str = "ui",
-                mode: str = DEFAULT_MODE) -> Page:
+                mode: str = DEFAULT_MODE, depth: int = 0) -> Page:
+    """The `page`-th page of `page_size` results. depth: ask the index for at least this
+    many matches (capped at MAX_TOP_K), so Page.candidates can be counted (hits,
+    facets); a query costs the same read units whatever its top_k."""
     if isinstance(page, bool) or not isinstance(page, int) or page < 1:
         raise InvalidSearch(f"page must be a positive integer, got {page!r}")
     offset = (page - 1) * page_size
     if offset >= MAX_TOP_K:
         raise InvalidSearch(f"only the top {MAX_TOP_K} results can be paged through")
     wanted = offset + page_size + 1
-    top_k = min(wanted, MAX_TOP_K)
+    top_k = min(max(wanted, depth), MAX_TOP_K)
     results = timed_search(search, query, top_k, filters, source, mode)
     has_more = len(results) > offset + page_size
     capped = top_k < wanted and len(results) >= top_k
     return Page(results=results[offset : offset + page_size], page=page, page_size=page_size,
-                has_more=has_more, capped=capped)
+                has_more=has_more, capped=capped, candidates=results)
 
+
+
+# -- relevance floor, hits and facets ---------------------------------------------------
+# The score below which a result is no close match, per mode (scores compare within one
+# mode only). Chosen on SciFact's train split by `python -m benchmarks.relevance_floor`
+# (results/relevance-floor.json: the cut-off with the best Youden's J for "the top
+# result is judged relevant"); docs/frontend.md, "Relevance floor".
+RELEVANCE_FLOORS = {"hybrid": 0.0, "semantic": 0.0, "keyword": 0.0}
+# Price facet ranges in the catalog's currency, [low, high) with None for no bound: the
+# common online-shop steps, spread over the sample catalog's prices ($10 to $1,000).
+PRICE_RANGES: tuple[tuple[float | None, float | None], ...] = (
+    (None, 100.0), (100.0, 250.0), (250.0, 500.0), (500.0, 750.0), (750.0, None))
+# The highest price below a range's upper bound: prices have at most two decimals
+# (editing.validate_changes), so an inclusive filter bound of high - 0.01 is exact.
+CENT = 0.01
+
+
+@dataclass(frozen=True)
+class Overview:
+    """What the page says about a search's candidates (Page.candidates, up to
+    MAX_TOP_K, best first): `hits`, those scoring at or above the mode's relevance
+    floor; `close` whether there is any; facet counts over the hits: `categories`
+    {category as first written: hits} in descending count, `prices` one count per
+    PRICE_RANGES entry (a result without a price counts in none)."""
+
+    hits: int
+    close: bool
+    floor: float
+    categories: dict[str, int]
+    prices: tuple[int, ...]
+
+
+def overview(candidates: list[SearchResult], mode: str) -> Overview:
+    """Hits and facets of one search's candidates in `mode` (a MODES value). Counted
+    from what the index returned, not from Postgres: a hit is a ranked match above the
+    floor, which only the index's scores tell; so counts cover the top MAX_TOP_K."""
+    floor = RELEVANCE_FLOORS[mode]
+    hits = [r for r in candidates if r.score >= floor]
+    categories: dict[str, int] = {}
+    keys: dict[str, str] = {}
+    for r in hits:
+        shown = keys.setdefault(normalise_category(r.category), r.category)
+        categories[shown] = categories.get(shown, 0) + 1
+    prices = tuple(sum(1 for r in hits if r.price is not None and (low is None or r.price >= low)
+                       and (high is None or r.price < high)) for low, high in PRICE_RANGES)
+    ordered = dict(sorted(categories.items(), key=lambda item: (-item[1], item[0])))
+    return Overview(hits=len(hits), close=bool(hits), floor=floor, categories=ordered, prices=prices)
+
+
+def price_range_bounds(index: int) -> tuple[str, str]:
+    """The min and max price boxes' text for PRICE_RANGES[index] ("" for no bound).
+    Raises IndexError for an index outside PRICE_RANGES."""
+    low, high = PRICE_RANGES[index]
+    return ("" if low is None else f"{low:g}", "" if high is None else f"{high - CENT:.2f}")
+
+
+def price_range_label(index: int) -> str:
+    low, high = PRICE_RANGES[index]
+    if low is None:
+        return f"Under ${high:,.0f}"
+    if high is None:
+        return f"${low:,.0f} and up"
+    return f"${low:,.0f}–{high:,.0f}"
