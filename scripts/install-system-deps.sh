@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the local stack and the tests need, if missing:
-# the PostgreSQL server (the stack runs its own instance) and Chromium (browser tests).
+# the PostgreSQL server (the stack runs its own instance), Chromium and a colour emoji
+# font (browser tests).
 set -euo pipefail
 
 need=()
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then need+=(postgresql); fi
 if ! command -v chromium >/dev/null 2>&1 && [ "${SKIP_BROWSER:-0}" != "1" ]; then need+=(chromium fonts-liberation); fi
+# The page's status icons and messages are emoji; without a colour emoji font a
+# headless Chromium draws them as empty boxes (the browser tests and the README's
+# screenshot see what a phone or desktop shows, which ship such a font).
+if [ ! -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] && [ "${SKIP_BROWSER:-0}" != "1" ]; then
+  need+=(fonts-noto-color-emoji)
+fi
 if ! command -v runuser >/dev/null 2>&1; then need+=(util-linux); fi
 [ ${#need[@]} -eq 0 ] && exit 0
 
