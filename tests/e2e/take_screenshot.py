@@ -19,10 +19,17 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 
 def take(url: str, out: str, query: str = "wireless controller", price_max: str = "600") -> None:
     """Searches `query` under `price_max` on the page at `url` and writes a full-page
-    PNG of 1280 px width to `out`."""
+    PNG of 1280 px width to `out`, in a Chromium of its own."""
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000}, device_scale_factor=1)
+        take_with(browser, url, out, query, price_max)
+        browser.close()
+
+
+def take_with(browser, url: str, out: str, query: str = "wireless controller", price_max: str = "600") -> None:
+    """take() in a Playwright browser the caller has launched (a test's)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1000}, device_scale_factor=1)
+    try:
         page.goto(url.rstrip("/") + "/")
         page.locator("#query input").fill(query)
         page.locator("#price-max input").fill(price_max)
@@ -33,7 +40,8 @@ def take(url: str, out: str, query: str = "wireless controller", price_max: str 
         page.evaluate("() => document.activeElement && document.activeElement.blur()")
         page.wait_for_timeout(500)
         page.screenshot(path=out, full_page=True, animations="disabled", caret="hide")
-        browser.close()
+    finally:
+        page.close()
 
 
 def main(url: str, out: str, *rest: str) -> None:

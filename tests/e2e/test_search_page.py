@@ -16,7 +16,7 @@ from frontend.searching import PRICE_RANGES, RELEVANCE_FLOORS, price_range_label
 from productsearch.search import HYBRID_ALPHA
 from tests.conftest import REPO
 from tests.e2e import frontend_stack
-from tests.e2e.take_screenshot import ARGS, take
+from tests.e2e.take_screenshot import ARGS, take_with
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -234,13 +234,13 @@ def test_emoji_render_in_colour_not_as_empty_boxes(page, front):
 
 
 # -- the README's screenshot -------------------------------------------------------------------
-def test_the_readme_screenshot_is_the_page_as_it_is(front, tmp_path):
+def test_the_readme_screenshot_is_the_page_as_it_is(browser, front, tmp_path):
     """Retakes docs/images/search.png from the running page and fails when the committed
     one differs materially. UPDATE_SCREENSHOT=1 writes the fresh one over it instead."""
     from PIL import Image, ImageChops
 
     fresh = tmp_path / "search.png"
-    take(front.url, str(fresh))
+    take_with(browser, front.url, str(fresh))
     if os.environ.get("UPDATE_SCREENSHOT") == "1":
         SCREENSHOT.write_bytes(fresh.read_bytes())
         return

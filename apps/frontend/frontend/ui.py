@@ -17,8 +17,8 @@ import gradio as gr
 
 from productsearch.documents import UnindexableProduct, normalise_category
 from productsearch.lexical import matching_spans
-from productsearch.search import (DEFAULT_MODE, MAX_TOP_K, MODES, InvalidSearch, SearchFilters, SearchResult,
-                                  validate_mode, validate_query)
+from productsearch.search import (DEFAULT_MODE, MAX_TOP_K, MODES, InvalidSearch, SearchFilters, validate_mode,
+                                  validate_query)
 
 from frontend import editing
 from frontend.searching import (PRICE_RANGES, Overview, Page, overview, price_range_bounds, price_range_label,
