@@ -257,7 +257,7 @@ def build_ui(services) -> gr.Blocks:
             message += " That is the last page." if not result.capped else f" Only the top {MAX_TOP_K} can be paged through; refine the query to see others."
         # The hits are counted among the candidates the index returned (MAX_TOP_K at most).
         more = "+" if view.hits >= MAX_TOP_K else ""
-        hits = f"{view.hits}{more} close match{'es' if view.hits != 1 else ''}" if view.close else "no close match"
+        hits = f"{view.hits}{more} close match{'es' if view.hits != 1 else ''}" if view.close else "No close match"
         message += f" {hits} · {took_ms:.0f} ms on the server"
         return (message, results_html(result, text, view, explain is True), f"Page {page}",
                 gr.Button(interactive=page > 1), gr.Button(interactive=result.has_more), state, *extras)
