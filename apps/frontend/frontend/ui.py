@@ -68,6 +68,9 @@ CSS = """
   #results tr.result td:not(.rank) { margin-left: 2.2em; }
   #results td.num { text-align: left; }
   #results td.category::before { content: "Category: "; opacity: 0.7; }
+  #results td.score::before { content: "Fused "; opacity: 0.7; }
+  #results td.dense::before { content: "Dense "; opacity: 0.7; }
+  #results td.keyword::before { content: "Keyword "; opacity: 0.7; }
 }
 """
 
@@ -398,12 +401,11 @@ def build_ui(services) -> gr.Blocks:
                 # SearchFilters.parse validates the category instead.
                 category = gr.Dropdown(label="Category", choices=[("Any category", ANY_CATEGORY)],
                                        value=ANY_CATEGORY, elem_id="category", allow_custom_value=True)
-            with gr.Row(equal_height=True):
-                # Its values are indexes into PRICE_RANGES; pick_price_range checks them.
-                price_range = unchecked(gr.Radio(label="Price range", choices=[("Any price", "")], value="",
-                                                 elem_id="price-range", scale=4))
-                explain = gr.Checkbox(label="Explain scores (dense, keyword, fused; for engineers)", value=False,
-                                      elem_id="explain", scale=1)
+            # Its values are indexes into PRICE_RANGES; pick_price_range checks them.
+            price_range = unchecked(gr.Radio(label="Price range", choices=[("Any price", "")], value="",
+                                             elem_id="price-range"))
+            explain = gr.Checkbox(label="Explain scores (dense, keyword, fused; for engineers)", value=False,
+                                  elem_id="explain", container=False)
             message = gr.Markdown(elem_id="search-message")
             facets = gr.HTML(elem_id="facets")
             results = gr.HTML(elem_id="results")
