@@ -150,6 +150,12 @@ def test_the_api_explains_only_when_asked(front):
         parts = r["explain"]
         assert parts["fused"] == r["score"] and parts["dense"] == pytest.approx(r["score"], abs=1e-4)
         assert parts["keyword"] > 0  # the query's words appear in these products, though semantic ignores them
+    keyword = front.api("/api/search", "POST", {"query": "wireless controller", "top_k": 3, "mode": "keyword",
+                                                "explain": True})
+    assert keyword.status == 200 and keyword.body["results"]
+    for r in keyword.body["results"]:
+        assert r["explain"]["keyword"] == pytest.approx(r["score"], abs=1e-4) and r["explain"]["alpha"] == 0.0
+        assert -1.0 <= r["explain"]["dense"] <= 1.0  # embedded for the explanation, though keyword ranks without it
     bad = front.api("/api/search", "POST", {"query": "x", "explain": "yes"})
     assert bad.status == 400 and bad.body == {"error": "explain must be true or false"}
 
