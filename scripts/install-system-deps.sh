@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the local stack and the tests need, if missing:
-# the PostgreSQL server (the stack runs its own instance), Chromium (browser tests) and
-# the container tools `make images` builds with (SKIP_IMAGES=1 leaves them out).
+# the PostgreSQL server (the stack runs its own instance), Chromium and a colour emoji
+# font (browser tests), and the container tools `make images` builds with (SKIP_IMAGES=1
+# leaves them out).
 set -euo pipefail
 
 need=()
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then need+=(postgresql); fi
 if ! command -v chromium >/dev/null 2>&1 && [ "${SKIP_BROWSER:-0}" != "1" ]; then need+=(chromium fonts-liberation); fi
+# The page's status icons and messages are emoji; without a colour emoji font a
+# headless Chromium draws them as empty boxes (the browser tests and the README's
+# screenshot see what a phone or desktop shows, which ship such a font).
+if [ ! -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] && [ "${SKIP_BROWSER:-0}" != "1" ]; then
+  need+=(fonts-noto-color-emoji)
+fi
 if ! command -v runuser >/dev/null 2>&1; then need+=(util-linux); fi
 # make images: podman builds and runs the images as root without a Docker engine (runc:
 # crun fails on cgroup v1 hosts), mmdebstrap makes the stand-in python:3.11-slim base.

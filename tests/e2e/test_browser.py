@@ -107,7 +107,7 @@ def search(page, query: str, price_min: str = "", price_max: str = "", category:
     field(page, "price-max").fill(price_max)
     if category is not None:
         choose_category(page, category)
-    with page.expect_response(_event(5)):
+    with page.expect_response(_event(6)):  # the form: query, prices, category, mode, explain
         page.locator("#search-btn").click()
     settle(page)
     return message(page)
@@ -125,7 +125,7 @@ def choose_mode(page, mode: str) -> None:
     nothing (waited for all the same, so a later search's wait cannot catch it)."""
     if selected_mode(page) == mode:
         return
-    with page.expect_response(_event(5, f'"{mode}"')):
+    with page.expect_response(_event(6, f'"{mode}"')):
         page.locator("#mode").get_by_label(MODE_LABELS[mode], exact=True).check()
     settle(page)
     assert selected_mode(page) == mode
@@ -137,11 +137,13 @@ def rows_and_scores(rows: list[dict]) -> list[tuple[int, float]]:
 
 def choose_category(page, label: str) -> None:
     page.locator("#category input").click()
-    page.locator(f'#category li[role="option"][aria-label="{label}"]').click()
+    # After a search each label carries the category's hits: "controller (12)".
+    page.locator(f'#category li[role="option"][aria-label="{label}"], '
+                 f'#category li[role="option"][aria-label^="{label} ("]').first.click()
 
 
 def turn(page, button: str, expect_first_rank: int) -> None:
-    with page.expect_response(_event(1, "page")):
+    with page.expect_response(_event(2, "page")):  # the search's state and the explain toggle
         page.locator(f"#{button}").click()
     settle(page)
     assert shown(page)[0]["rank"] == expect_first_rank

@@ -131,7 +131,7 @@ def price_check_dropped(conn):
 
 
 def ui_result_ids(front, query: str, category: str = "", price_max: str = "") -> list[int]:
-    resp = request(front.url + "/gradio_api/run/ui_search", "POST", {"data": [query, "", price_max, category, "hybrid"]})
+    resp = request(front.url + "/gradio_api/run/ui_search", "POST", {"data": [query, "", price_max, category, "hybrid", False]})
     assert resp.status == 200, resp.body
     return [int(i) for i in re.findall(r'data-id="(\d+)"', resp.body["data"][1])]
 

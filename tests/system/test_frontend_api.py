@@ -462,10 +462,10 @@ def test_any_replica_answers_any_click(front, stack):
     other = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _answers(other + "/healthz"), 120, interval=0.3, what="second replica healthy")
-        first = request(front.url + "/gradio_api/run/ui_search", "POST", {"data": [QUERY, "", "", "", "semantic"]})
+        first = request(front.url + "/gradio_api/run/ui_search", "POST", {"data": [QUERY, "", "", "", "semantic", False]})
         assert first.status == 200, first.body
         state = first.body["data"][5]
-        second = request(other + "/gradio_api/run/ui_next_page", "POST", {"data": [state]})
+        second = request(other + "/gradio_api/run/ui_next_page", "POST", {"data": [state, False]})
         assert second.status == 200, second.body
         assert second.body["data"][0].startswith("Results 11–20 (semantic)")  # the mode travels with the page
         ids = [int(i) for i in re.findall(r'data-id="(\d+)"', first.body["data"][1] + second.body["data"][1])]
@@ -483,7 +483,7 @@ def test_any_replica_answers_any_click(front, stack):
 
 @pytest.mark.parametrize("mode", ["bogus", None, {"mode": "keyword"}, 3])
 def test_the_ui_search_event_answers_a_tampered_mode_with_a_message(front, mode):
-    resp = request(front.url + "/gradio_api/run/ui_search", "POST", {"data": [QUERY, "", "", "", mode]})
+    resp = request(front.url + "/gradio_api/run/ui_search", "POST", {"data": [QUERY, "", "", "", mode, False]})
     assert resp.status == 200, resp.body
     assert resp.body["data"][0].startswith("⚠️ mode must be one of hybrid, semantic, keyword"), resp.body["data"][0]
     assert resp.body["data"][1] == ""

@@ -137,6 +137,34 @@ def terms(text: str) -> list[str]:
     return terms_of([text])[0]
 
 
+def matching_spans(text: str, query: str) -> list[tuple[int, int]]:
+    """Where `text` holds the query's terms, for highlighting a result: sorted,
+    non-overlapping (start, end) character spans. A word (a run of 2+ word characters,
+    as bm25s splits) matches when its term (lower-cased, Snowball-stemmed, not a stop
+    word: terms()) is one of the query's, so "controllers" in a query marks
+    "controller" and "controlling"; an identifier-like chunk (SKU-qHUp-446) matches
+    whole when the query holds it whole, and its pieces by the rule for words."""
+    wanted = set(terms(query))
+    if not wanted or not text:
+        return []
+    words = list(_PIECE.finditer(text))
+    distinct = list(dict.fromkeys(m.group().lower() for m in words))
+    term_of = {word: found[0] for word, found in zip(distinct, terms_of(distinct), strict=True) if found}
+    spans = [(m.start(), m.end()) for m in words if term_of.get(m.group().lower()) in wanted]
+    for chunk in re.finditer(r"\S+", text):
+        inner = _EDGE_PUNCTUATION.sub("", chunk.group())
+        if inner and inner.lower() in wanted:
+            start = chunk.start() + chunk.group().index(inner)
+            spans.append((start, start + len(inner)))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
 def term_id(term: str) -> int:
     """The sparse index of a term: the first 4 bytes of its BLAKE2b hash as an
     unsigned integer (0 <= id < 2**32, Pinecone's uint32 sparse indices). Stable across

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from decimal import InvalidOperation
 from typing import Any
 
 import numpy as np
 
 from productsearch import lexical, products
-from productsearch.documents import decimal_from_text, finite_price, normalise_category, product_id_of
+from productsearch.documents import decimal_from_text, finite_price, normalise_category, product_id_of, vector_id
 from productsearch.lexical import SparseVector
 
 log = logging.getLogger(__name__)
@@ -196,10 +196,33 @@ def validate_top_k(top_k: Any) -> int:
 
 
 @dataclass(frozen=True)
+class ScoreParts:
+    """Why a result ranked where it did (search(..., explain=True)), for engineers.
+
+    dense: the dot product of the query's and the product's unit vectors (cosine
+    similarity, -1..1); keyword: the query's BM25 vector scaled by the search's sparse
+    normalisation (SPARSE_NORMALISATION) dotted with the product's, 0 when they share no
+    term (with "l1", an idf-weighted mean of the tf parts, 0..k1 + 1); fused: the score
+    the index ranked by in the search's mode: in hybrid alpha * dense + (1 - alpha) *
+    keyword, in semantic dense, in keyword the keyword part. dense and keyword are
+    computed in every mode, from the product's record as the index holds it just after
+    the query; None when the index no longer holds it."""
+
+    dense: float | None
+    keyword: float | None
+    fused: float
+    alpha: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class SearchResult:
     """One result: the row's current values and the index's similarity score.
     `price` is None when the stored value is not a finite number (a row that predates
-    the schema's check), so the result still serialises to valid JSON."""
+    the schema's check), so the result still serialises to valid JSON. `parts`: the
+    score's components, only when the search was asked to explain."""
 
     id: int
     name: str
@@ -208,9 +231,16 @@ class SearchResult:
     price: float | None
     category: str
     score: float
+    parts: ScoreParts | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The API's result object: every field but `parts`, which is added as
+        "explain" only when present, so an ordinary answer is unchanged."""
+        out = {"id": self.id, "name": self.name, "sku": self.sku, "description": self.description,
+               "price": self.price, "category": self.category, "score": self.score}
+        if self.parts is not None:
+            out["explain"] = self.parts.to_json()
+        return out
 
 
 @dataclass(frozen=True)
@@ -262,20 +292,22 @@ class ProductSearch:
         return pending.result()[0], sparse
 
     def search(self, query: str, top_k: int = 10, filters: SearchFilters | None = None,
-               mode: str = DEFAULT_MODE) -> list[SearchResult]:
+               mode: str = DEFAULT_MODE, *, explain: bool = False) -> list[SearchResult]:
         """Up to top_k results, best first: search_ranked's results (see there)."""
-        return self.search_ranked(query, top_k, filters, mode).results
+        return self.search_ranked(query, top_k, filters, mode, explain=explain).results
 
     def search_ranked(self, query: str, top_k: int = 10, filters: SearchFilters | None = None,
-                      mode: str = DEFAULT_MODE) -> Ranked:
+                      mode: str = DEFAULT_MODE, *, explain: bool = False) -> Ranked:
         """Up to top_k results, best first, in `mode` (MODES). The index is asked for
         top_k matches under the filters; a match whose row has since been deleted, or
         whose row's current price or category no longer satisfies the filters (the
         index lags behind the table), is dropped, so fewer than top_k may come back.
         A keyword search for a text with no terms (only stop words or punctuation)
         finds nothing; a hybrid one is then semantic. In keyword mode only products
-        that share a term with the query come back. Raises InvalidSearch for a
-        malformed query, top_k or mode."""
+        that share a term with the query come back. explain: each result carries its
+        score's components (ScoreParts); this costs a fetch of the results' records
+        (Pinecone bills 1 read unit per 10) and, in keyword mode, the query's embedding.
+        Raises InvalidSearch for a malformed query, top_k or mode."""
         text = validate_query(query)
         top_k = validate_top_k(top_k)
         mode = validate_mode(mode)
@@ -285,6 +317,7 @@ class ProductSearch:
             return Ranked([], 0)
         alpha = {"semantic": 1.0, "keyword": 0.0, "hybrid": self.alpha}[mode]
         dimension = len(dense) if dense is not None else self.index.settings.dimension
+        sparse_query = sparse
         vector, sparse = weighted_query(dense, sparse, alpha, self.normalisation, dimension)
         matches = self.index.query(vector, top_k=top_k, filter=filters.to_index_filter(), sparse_vector=sparse or None)
         if mode == "keyword":
@@ -312,4 +345,39 @@ class ProductSearch:
                 id=row["id"], name=row["name"], sku=row["sku"], description=row["description"],
                 price=price, category=row["category"], score=match.score,
             ))
+        if explain:
+            results = self.explain(text, results, mode, dense=dense, sparse=sparse_query if mode != "semantic" else None)
         return Ranked(results, len(matches))
+
+    def explain(self, query: str, results: list[SearchResult], mode: str = DEFAULT_MODE, *,
+                dense: np.ndarray | None = None, sparse: SparseVector | None = None) -> list[SearchResult]:
+        """`results` of a search for `query` in `mode`, each with its ScoreParts: the
+        dense and keyword parts recomputed from the records the index holds (one fetch:
+        Pinecone bills 1 read unit per 10 records), the fused score as the index gave
+        it. dense, sparse: the query's vectors when the caller has them (else embedded
+        and looked up here). Raises InvalidSearch for a malformed query or mode."""
+        text = validate_query(query)
+        alpha = {"semantic": 1.0, "keyword": 0.0, "hybrid": self.alpha}[validate_mode(mode)]
+        if not results:
+            return []
+        if dense is None:
+            dense = self.embedder.embed([text])[0]
+        if sparse is None:
+            sparse = self.query_sparse(text)
+        _, keyword_query = weighted_query(None, sparse, 0.0, self.normalisation, 1)
+        records = self.index.fetch([vector_id(r.id) for r in results])
+        explained = []
+        for r in results:
+            record = records.get(vector_id(r.id))
+            dense_part = keyword_part = None
+            if record is not None:
+                values = np.asarray(getattr(record, "values", None) or [], dtype=np.float32)
+                if len(values) == len(dense):
+                    dense_part = float(np.dot(np.asarray(dense, dtype=np.float32), values))
+                stored = getattr(record, "sparse_values", None)
+                document = (SparseVector(tuple(stored.indices), tuple(stored.values)) if stored is not None
+                            else SparseVector((), ()))
+                keyword_part = keyword_query.dot(document) if keyword_query else 0.0
+            explained.append(replace(r, parts=ScoreParts(dense=dense_part, keyword=keyword_part, fused=r.score,
+                                                         alpha=alpha)))
+        return explained

@@ -40,7 +40,7 @@ from frontend.services import NotReady
 log = logging.getLogger("frontend.api")
 
 MAX_BODY_BYTES = DEFAULT_MAX_BODY_BYTES  # frontend.limits enforces it for every route first
-SEARCH_FIELDS = {"query", "top_k", "filters", "mode"}
+SEARCH_FIELDS = {"query", "top_k", "filters", "mode", "explain"}
 
 
 class ApiError(Exception):
@@ -136,7 +136,7 @@ def build_router(services, health) -> APIRouter:
             raise ApiError(400, 'request body must be a JSON object like {"query": "...", "top_k": 10}')
         unknown = sorted(set(body) - SEARCH_FIELDS)
         if unknown:
-            raise ApiError(400, f"unknown field(s): {', '.join(unknown)} (allowed: query, top_k, filters, mode)")
+            raise ApiError(400, f"unknown field(s): {', '.join(unknown)} (allowed: query, top_k, filters, mode, explain)")
         if "query" not in body:
             raise ApiError(400, "query is missing")
         try:
@@ -146,8 +146,12 @@ def build_router(services, health) -> APIRouter:
             mode = validate_mode(body.get("mode", DEFAULT_MODE))
         except InvalidSearch as exc:
             raise ApiError(400, str(exc)) from None
+        explain = body.get("explain", False)
+        if not isinstance(explain, bool):
+            raise ApiError(400, "explain must be true or false")
         try:
-            results = await run_in_threadpool(lambda: timed_search(services.search, query, top_k, filters, "api", mode))
+            results = await run_in_threadpool(lambda: timed_search(services.search, query, top_k, filters, "api", mode,
+                                                                   explain=explain))
         except InvalidSearch as exc:
             raise ApiError(400, str(exc)) from None
         except Exception as exc:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from productsearch.documents import normalise_category
 from productsearch.search import DEFAULT_MODE, MAX_TOP_K, InvalidSearch, Ranked, SearchFilters, SearchResult
 
 log = logging.getLogger("frontend.search")
@@ -21,6 +22,9 @@ class Page:
     page_size: int
     has_more: bool
     capped: bool  # more matches exist past the deepest result the index is asked for
+    # Every result the index returned for the page, best first (at least the page's
+    # rows; all MAX_TOP_K when asked for with depth): what hits and facets count.
+    candidates: list[SearchResult] = field(default_factory=list)
 
     @property
     def first_rank(self) -> int:
@@ -28,16 +32,17 @@ class Page:
 
 
 def timed_search(search, query: str, top_k: int, filters: SearchFilters, source: str,
-                 mode: str = DEFAULT_MODE) -> list[SearchResult]:
-    """search.search in `mode` (productsearch.search.MODES), logged with its duration."""
-    return timed_ranked(search, query, top_k, filters, source, mode).results
+                 mode: str = DEFAULT_MODE, *, explain: bool = False) -> list[SearchResult]:
+    """search.search in `mode` (productsearch.search.MODES), logged with its duration;
+    explain: each result carries its score's parts (ProductSearch.search)."""
+    return timed_ranked(search, query, top_k, filters, source, mode, explain=explain).results
 
 
 def timed_ranked(search, query: str, top_k: int, filters: SearchFilters, source: str,
-                 mode: str = DEFAULT_MODE) -> Ranked:
-    """search.search_ranked in `mode`, logged with its duration."""
+                 mode: str = DEFAULT_MODE, *, explain: bool = False) -> Ranked:
+    """search.search_ranked in `mode`, logged with its duration; explain as timed_search."""
     started = time.perf_counter()
-    ranked = search.search_ranked(query, top_k=top_k, filters=filters, mode=mode)
+    ranked = search.search_ranked(query, top_k=top_k, filters=filters, mode=mode, explain=explain)
     results = ranked.results
     # The query's length, not its text: queries can carry personal data.
     log.info("search", extra={"source": source, "mode": mode, "query_chars": len(query), "top_k": top_k,
@@ -47,19 +52,86 @@ def timed_ranked(search, query: str, top_k: int, filters: SearchFilters, source:
 
 
 def search_page(search, query: str, filters: SearchFilters, page: int, page_size: int, source: str = "ui",
-                mode: str = DEFAULT_MODE) -> Page:
+                mode: str = DEFAULT_MODE, depth: int = 0) -> Page:
+    """The `page`-th page of `page_size` results. depth: ask the index for at least this
+    many matches (capped at MAX_TOP_K), so Page.candidates can be counted (hits,
+    facets); a query costs the same read units whatever its top_k."""
     if isinstance(page, bool) or not isinstance(page, int) or page < 1:
         raise InvalidSearch(f"page must be a positive integer, got {page!r}")
     offset = (page - 1) * page_size
     if offset >= MAX_TOP_K:
         raise InvalidSearch(f"only the top {MAX_TOP_K} results can be paged through")
     wanted = offset + page_size + 1
-    top_k = min(wanted, MAX_TOP_K)
+    top_k = min(max(wanted, depth), MAX_TOP_K)
     ranked = timed_ranked(search, query, top_k, filters, source, mode)
     results = ranked.results
     # From the index's matches, not the results: a dropped row must not end the paging.
     has_more = ranked.matched > offset + page_size
     capped = top_k < wanted and ranked.matched >= top_k
     return Page(results=results[offset : offset + page_size], page=page, page_size=page_size,
-                has_more=has_more, capped=capped)
+                has_more=has_more, capped=capped, candidates=results)
 
+
+
+# -- relevance floor, hits and facets ---------------------------------------------------
+# The score below which a result is no close match, per mode (scores compare within one
+# mode only). Chosen on the sample catalog by `python -m benchmarks.relevance_floor`
+# (results/relevance-floor.json): the top-score cut-off with the best Youden's J between
+# queries built from its products and SciFact's train queries, which no product answers;
+# docs/frontend.md, "Relevance floor".
+RELEVANCE_FLOORS = {"hybrid": 0.3406, "semantic": 0.2684, "keyword": 0.5332}
+# Price facet ranges in the catalog's currency, [low, high) with None for no bound: the
+# common online-shop steps, spread over the sample catalog's prices ($10 to $1,000).
+PRICE_RANGES: tuple[tuple[float | None, float | None], ...] = (
+    (None, 100.0), (100.0, 250.0), (250.0, 500.0), (500.0, 750.0), (750.0, None))
+# The highest price below a range's upper bound: prices have at most two decimals
+# (editing.validate_changes), so an inclusive filter bound of high - 0.01 is exact.
+CENT = 0.01
+
+
+@dataclass(frozen=True)
+class Overview:
+    """What the page says about a search's candidates (Page.candidates, up to
+    MAX_TOP_K, best first): `hits`, those scoring at or above the mode's relevance
+    floor; `close` whether there is any; facet counts over the hits: `categories`
+    {category as first written: hits} in descending count, `prices` one count per
+    PRICE_RANGES entry (a result without a price counts in none)."""
+
+    hits: int
+    close: bool
+    floor: float
+    categories: dict[str, int]
+    prices: tuple[int, ...]
+
+
+def overview(candidates: list[SearchResult], mode: str) -> Overview:
+    """Hits and facets of one search's candidates in `mode` (a MODES value). Counted
+    from what the index returned, not from Postgres: a hit is a ranked match above the
+    floor, which only the index's scores tell; so counts cover the top MAX_TOP_K."""
+    floor = RELEVANCE_FLOORS[mode]
+    hits = [r for r in candidates if r.score >= floor]
+    categories: dict[str, int] = {}
+    keys: dict[str, str] = {}
+    for r in hits:
+        shown = keys.setdefault(normalise_category(r.category), r.category)
+        categories[shown] = categories.get(shown, 0) + 1
+    prices = tuple(sum(1 for r in hits if r.price is not None and (low is None or r.price >= low)
+                       and (high is None or r.price < high)) for low, high in PRICE_RANGES)
+    ordered = dict(sorted(categories.items(), key=lambda item: (-item[1], item[0])))
+    return Overview(hits=len(hits), close=bool(hits), floor=floor, categories=ordered, prices=prices)
+
+
+def price_range_bounds(index: int) -> tuple[str, str]:
+    """The min and max price boxes' text for PRICE_RANGES[index] ("" for no bound).
+    Raises IndexError for an index outside PRICE_RANGES."""
+    low, high = PRICE_RANGES[index]
+    return ("" if low is None else f"{low:g}", "" if high is None else f"{high - CENT:.2f}")
+
+
+def price_range_label(index: int) -> str:
+    low, high = PRICE_RANGES[index]
+    if low is None:
+        return f"Under ${high:,.0f}"
+    if high is None:
+        return f"${low:,.0f} and up"
+    return f"${low:,.0f}–{high:,.0f}"

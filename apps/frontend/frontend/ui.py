@@ -11,17 +11,19 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import gradio as gr
 
 from productsearch.documents import UnindexableProduct, normalise_category
+from productsearch.lexical import matching_spans
 from productsearch.search import (DEFAULT_MODE, MAX_TOP_K, MODES, InvalidSearch, SearchFilters, validate_mode,
                                   validate_query)
 
 from frontend import editing
-from frontend.searching import Page, search_page
+from frontend.searching import (PRICE_RANGES, Overview, Page, overview, price_range_bounds, price_range_label,
+                                search_page)
 from frontend.services import NotReady
 from frontend.status import status_markdown
 
@@ -38,41 +40,115 @@ MODE_LABELS = {
 }
 assert set(MODE_LABELS) == set(MODES), "every search mode needs a label"
 
+# The page's styles. Under 640 px (a phone held upright) each result row becomes a
+# card: the table's columns would overflow a 390 px screen.
 CSS = """
 #results table { width: 100%; border-collapse: collapse; font-size: 0.92rem; border: none !important; }
 #results th, #results td { text-align: left; padding: 6px 8px; vertical-align: top;
   border: none !important; border-bottom: 1px solid var(--border-color-primary) !important; }
 #results th { border-bottom: 2px solid var(--border-color-primary) !important; }
 #results td.num, #results th.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
-#results td.desc { color: var(--body-text-color); opacity: 0.8; }
-#results .name { font-weight: 600; }
-#results .sku { font-family: var(--font-mono); font-size: 0.8rem; color: var(--body-text-color-subdued); }
+#results td.desc { color: var(--body-text-color); opacity: 0.8; overflow-wrap: anywhere; }
+#results .name { font-weight: 600; overflow-wrap: anywhere; }
+#results .sku { font-family: var(--font-mono); font-size: 0.8rem; color: var(--body-text-color-subdued);
+  white-space: nowrap; }
+#results mark { background: #fde68a; color: inherit; padding: 0 1px; border-radius: 2px; }
+#results table:not(.explain) .score, #results table:not(.explain) .explain-only { display: none; }
+#results tr.floor-divider td { font-size: 0.85rem; color: var(--body-text-color-subdued); padding-top: 14px; }
+#results .no-close-match { font-weight: 600; margin: 4px 0 8px; }
+#facets { font-size: 0.88rem; }
+#facets .facet { margin: 2px 0; }
+#facets .count { font-variant-numeric: tabular-nums; color: var(--body-text-color-subdued); }
 #page-label { text-align: center; }
 #results .edit-result { font-size: 0.8rem; padding: 2px 10px; border-radius: 6px; cursor: pointer;
   border: 1px solid var(--border-color-primary); background: var(--button-secondary-background-fill); }
+@media (max-width: 640px) {
+  #results thead { display: none; }
+  #results table, #results tbody, #results tr, #results td { display: block; width: auto; }
+  #results tr.result { position: relative; padding: 8px 0; border-bottom: 1px solid var(--border-color-primary); }
+  #results tr.result td { border: none !important; padding: 2px 4px; text-align: left; }
+  #results tr.result td.rank { position: absolute; left: 0; top: 10px; width: 2em; }
+  #results tr.result td:not(.rank) { margin-left: 2.2em; }
+  #results td.num { text-align: left; }
+  #results td.category::before { content: "Category: "; opacity: 0.7; }
+  #results td.score::before { content: "Fused "; opacity: 0.7; }
+  #results td.dense::before { content: "Dense "; opacity: 0.7; }
+  #results td.keyword::before { content: "Keyword "; opacity: 0.7; }
+}
 """
 
 
-# -- rendering --------------------------------------------------------------------
-def results_html(page: Page) -> str:
+def highlighted(text: str, query: str) -> str:
+    """`text` as HTML, escaped, with the words it shares with `query` (by the keyword
+    side's tokenising: productsearch.lexical.matching_spans) in <mark>."""
+    out, at = [], 0
+    for start, end in matching_spans(text, query):
+        out.append(html.escape(text[at:start]))
+        out.append(f"<mark>{html.escape(text[start:end])}</mark>")
+        at = end
+    out.append(html.escape(text[at:]))
+    return "".join(out)
+
+
+def _part(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def results_html(page: Page, query: str = "", view: Overview | None = None, explain: bool = False) -> str:
+    """The results of one page as an HTML table: one `tr.result` per product with its
+    `data-id`, `data-rank` and `data-score` (the fused score, shown only with
+    `explain`, beside the dense and keyword parts when the results carry them). With
+    `view`: a heading when no result reaches the relevance floor, else a divider
+    before the first result below it."""
     rows = []
+    divided = False
     for offset, r in enumerate(page.results):
         rank = page.first_rank + offset
+        if view is not None and view.close and not divided and r.score < view.floor:
+            rows.append('<tr class="floor-divider"><td colspan="8">Weaker matches: below the relevance floor</td></tr>')
+            divided = True
         description = r.description if len(r.description) <= 400 else r.description[:400] + "…"
         price = "—" if r.price is None else f"${r.price:,.2f}"
+        parts = ""
+        if explain:
+            dense = keyword = None
+            if r.parts is not None:
+                dense, keyword = r.parts.dense, r.parts.keyword
+            parts = f'<td class="num explain-only dense">{_part(dense)}</td><td class="num explain-only keyword">{_part(keyword)}</td>'
         rows.append(
-            f'<tr class="result" data-id="{r.id}" data-rank="{rank}">'
+            f'<tr class="result" data-id="{r.id}" data-rank="{rank}" data-score="{r.score:.6f}">'
             f'<td class="num rank">{rank}</td>'
-            f'<td class="num score">{r.score:.4f}</td>'
-            f'<td><div class="name">{html.escape(r.name)}</div><div class="sku">{html.escape(r.sku)} · #{r.id}</div></td>'
+            f'<td class="num score">{r.score:.4f}</td>{parts}'
+            f'<td class="product"><div class="name">{highlighted(r.name, query)}</div>'
+            f'<div class="sku">{highlighted(r.sku, query)} · #{r.id}</div></td>'
             f'<td class="category">{html.escape(r.category or "—")}</td>'
             f'<td class="num price">{price}</td>'
-            f'<td class="desc">{html.escape(description)}</td>'
+            f'<td class="desc">{highlighted(description, query)}</td>'
             "</tr>"
         )
-    head = ('<tr><th class="num">#</th><th class="num">Score</th><th>Product</th><th>Category</th>'
-            '<th class="num">Price</th><th>Description</th></tr>')
-    return f'<table class="results"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+    explain_head = '<th class="num explain-only">Dense</th><th class="num explain-only">Keyword</th>' if explain else ""
+    head = (f'<tr><th class="num">#</th><th class="num score">{"Fused" if explain else "Score"}</th>{explain_head}'
+            '<th>Product</th><th>Category</th><th class="num">Price</th><th>Description</th></tr>')
+    heading = ""
+    if view is not None and not view.close:
+        heading = ('<div class="no-close-match" role="status">No close match for this query. '
+                   'The nearest results:</div>')
+    table_class = "results explain" if explain else "results"
+    return f'{heading}<table class="{table_class}"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def facets_html(view: Overview, mode: str, filters: SearchFilters) -> str:
+    """The facet counts of one search: hits per category and per price range (ranges
+    with no hit are listed with 0 only when no price filter is set)."""
+    if not view.close:
+        return ""
+    cats = " · ".join(f'<span class="facet-item" data-category="{html.escape(c)}">{html.escape(c or "no category")} '
+                      f'<span class="count">{n}</span></span>' for c, n in view.categories.items())
+    prices = " · ".join(f'<span class="facet-item" data-range="{i}">{html.escape(price_range_label(i))} '
+                        f'<span class="count">{n}</span></span>'
+                        for i, n in enumerate(view.prices) if n or (filters.price_min is None and filters.price_max is None))
+    return (f'<div class="facet" id="facet-categories"><b>Categories</b>: {cats}</div>'
+            f'<div class="facet" id="facet-prices"><b>Price</b>: {prices}</div>')
 
 
 def category_choices(found: list[str]) -> list[tuple[str, str]]:
@@ -351,26 +427,67 @@ def build_ui(services) -> gr.Blocks:
     page_size = settings.page_size
 
     # -- search -----------------------------------------------------------------------
-    def run(query: str, raw_filters: dict[str, Any], page: int, mode: Any):
+    def category_update(found: list[str], view: Overview | None, filters: SearchFilters | None):
+        """The category dropdown, its labels carrying each category's hits for the
+        search shown (no count while another category narrows the search)."""
+        choices = category_choices(found)
+        if view is None:
+            return gr.Dropdown(choices=choices)
+        counts = {normalise_category(c): n for c, n in view.categories.items()}
+        labelled = [("Any category", ANY_CATEGORY)]
+        for label, value in choices[1:]:
+            n = counts.get(normalise_category(value), 0)
+            labelled.append((f"{label} ({n})" if n or not filters.category else label, value))
+        return gr.Dropdown(choices=labelled)
+
+    def price_update(view: Overview | None, filters: SearchFilters | None):
+        """The price-range picker, each range labelled with its hits for the search shown."""
+        bounded = filters is not None and (filters.price_min is not None or filters.price_max is not None)
+        choices = [("Any price", "")]
+        for i in range(len(PRICE_RANGES)):
+            label = price_range_label(i)
+            if view is not None and (view.prices[i] or not bounded):
+                label += f" ({view.prices[i]})"
+            choices.append((label, str(i)))
+        return gr.Radio(choices=choices)
+
+    def known_categories() -> list[str]:
+        try:
+            return services.categories()
+        except Exception:
+            log.warning("categories unavailable", exc_info=True)
+            return []
+
+    def run(query: str, raw_filters: dict[str, Any], page: int, mode: Any, explain: Any = False):
         """Returns the outputs of every search event: message, results, page label,
-        previous and next buttons, and the hidden state of the search shown (query,
-        filters, mode and page: JSON the browser sends back to turn the page)."""
-        nothing = ("", "", gr.Button(interactive=False), gr.Button(interactive=False), "")
+        previous and next buttons, the hidden state of the search shown (query,
+        filters, mode and page: JSON the browser sends back to turn the page), the
+        facets, the category dropdown and the price-range picker."""
+        def nothing(text: str):
+            return (text, "", "", gr.Button(interactive=False), gr.Button(interactive=False), "", "",
+                    gr.Dropdown(), gr.Radio())
         try:
             text = validate_query(query)
             filters = SearchFilters.parse(raw_filters)
             mode = validate_mode(mode)
-            result = search_page(services.search, text, filters, page, page_size, mode=mode)
+            started = time.perf_counter()
+            result = search_page(services.search, text, filters, page, page_size, mode=mode, depth=MAX_TOP_K)
+            took_ms = (time.perf_counter() - started) * 1000
+            if explain is True and result.results:
+                result = replace(result, results=services.search.explain(text, result.results, mode))
         except InvalidSearch as exc:
-            return (f"⚠️ {exc}", *nothing)
+            return nothing(f"⚠️ {exc}")
         except NotReady as exc:
-            return (f"⏳ Search is not ready yet: {exc}. Try again in a few seconds.", *nothing)
+            return nothing(f"⏳ Search is not ready yet: {exc}. Try again in a few seconds.")
         except Exception as exc:
             log.exception("search failed")
             part = "database" if type(exc).__module__.startswith("psycopg") else "index"
-            return (f"❌ Search is unavailable: the {part} did not answer. Try again shortly.", *nothing)
+            return nothing(f"❌ Search is unavailable: the {part} did not answer. Try again shortly.")
         state = json.dumps({"query": text, "filters": raw_filters, "mode": mode, "page": page})
         where = f" with {_filters_text(filters)}" if _filters_text(filters) else ""
+        view = overview(result.candidates, mode)
+        found = known_categories()
+        extras = (facets_html(view, mode, filters), category_update(found, view, filters), price_update(view, filters))
         if not result.results:
             if page == 1:
                 message = f"No products match this query ({mode}){where}."
@@ -378,45 +495,63 @@ def build_ui(services) -> gr.Blocks:
                     message += " Keyword search finds only the query's exact words; Hybrid or Semantic also find related products."
             else:
                 message = f"No more results ({mode}){where}."
-            return (message, "", f"Page {page}", gr.Button(interactive=page > 1), gr.Button(interactive=False), state)
+            return (message, "", f"Page {page}", gr.Button(interactive=page > 1), gr.Button(interactive=False), state,
+                    *extras)
         first, last = result.first_rank, result.first_rank + len(result.results) - 1
         message = f"Results {first}–{last} ({mode}){where}, best match first."
         if not result.has_more:
             message += " That is the last page." if not result.capped else f" Only the top {MAX_TOP_K} can be paged through; refine the query to see others."
-        return (message, results_html(result), f"Page {page}", gr.Button(interactive=page > 1),
-                gr.Button(interactive=result.has_more), state)
+        # The hits are counted among the candidates the index returned (MAX_TOP_K at most).
+        more = "+" if view.hits >= MAX_TOP_K else ""
+        hits = f"{view.hits}{more} close match{'es' if view.hits != 1 else ''}" if view.close else "No close match"
+        message += f" {hits} · {took_ms:.0f} ms on the server"
+        return (message, results_html(result, text, view, explain is True), f"Page {page}",
+                gr.Button(interactive=page > 1), gr.Button(interactive=result.has_more), state, *extras)
 
-    def new_search(query, price_min, price_max, category, mode):
+    def form_filters(price_min, price_max, category) -> dict[str, Any]:
         raw = {"price_min": (price_min or "").strip() or None, "price_max": (price_max or "").strip() or None,
                "category": category or None}
-        raw = {k: v for k, v in raw.items() if v is not None}
-        return run(query, raw, 1, mode)
+        return {k: v for k, v in raw.items() if v is not None}
 
-    def switch_mode(query, price_min, price_max, category, mode):
-        """A mode picked by the user re-runs the form's search from page one; with
-        no query typed there is nothing to re-run and the page stays as it is."""
+    def new_search(query, price_min, price_max, category, mode, explain=False):
+        return run(query, form_filters(price_min, price_max, category), 1, mode, explain)
+
+    def switch_mode(query, price_min, price_max, category, mode, explain=False):
+        """A mode or explain setting picked by the user re-runs the form's
+        search from page one; with no query typed there is nothing to re-run and the
+        page stays as it is."""
         if not isinstance(query, str) or not query.strip():
-            return tuple(gr.skip() for _ in range(6))
-        return new_search(query, price_min, price_max, category, mode)
+            return tuple(gr.skip() for _ in range(9))
+        return new_search(query, price_min, price_max, category, mode, explain)
 
-    def turn(state_json: str, delta: int):
+    def pick_price_range(choice, query, category, mode, explain=False):
+        """A price range picked from the facets: fills the min and max boxes with its
+        bounds and re-runs the search; "" clears both."""
+        try:
+            low, high = ("", "") if choice in ("", None) else price_range_bounds(int(choice))
+        except (ValueError, TypeError, IndexError):
+            return (gr.skip(), gr.skip(), *nothing_skipped())
+        if not isinstance(query, str) or not query.strip():
+            return (low, high, *nothing_skipped())
+        return (low, high, *new_search(query, low, high, category, mode, explain))
+
+    def nothing_skipped():
+        return tuple(gr.skip() for _ in range(9))
+
+    def turn(state_json: str, delta: int, explain: Any = False):
         try:
             state = json.loads(state_json) if state_json else None
         except (ValueError, RecursionError):  # the page's state comes from the browser: any text
             state = None
         if not isinstance(state, dict) or not isinstance(state.get("page"), int):
-            return ("⚠️ Run a search first.", "", "", gr.Button(interactive=False), gr.Button(interactive=False), "")
+            return ("⚠️ Run a search first.", "", "", gr.Button(interactive=False), gr.Button(interactive=False), "",
+                    "", gr.Dropdown(), gr.Radio())
         # A state without a mode comes from a page served before modes existed.
         return run(state.get("query", ""), state.get("filters") or {}, max(1, state["page"] + delta),
-                   state.get("mode", DEFAULT_MODE))
+                   state.get("mode", DEFAULT_MODE), explain)
 
     def categories():
-        try:
-            found = services.categories()
-        except Exception:
-            log.warning("categories unavailable", exc_info=True)
-            found = []
-        return gr.Dropdown(choices=category_choices(found), value=ANY_CATEGORY)
+        return category_update(known_categories(), None, None)
 
     # -- editing ------------------------------------------------------------------------
     edit = EditHandlers(services)
@@ -432,10 +567,9 @@ def build_ui(services) -> gr.Blocks:
     # -- layout ----------------------------------------------------------------------------
     # Gradio's cache (files it serves) is emptied hourly of anything over an hour old.
     with gr.Blocks(title="Product search", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
-        gr.Markdown("# Product search\nHybrid search over the product catalog: by default a product ranks by "
-                    "both the words it shares with the query (BM25 keyword scoring, so a SKU or model number "
-                    "is found) and its meaning (embedding similarity), best match first, with the index's "
-                    "score. Pick *Semantic* or *Keyword* to rank by one alone; scores compare within one mode only.")
+        gr.Markdown("# Product search\nBy default a product ranks by both the words it shares with the query "
+                    "(highlighted; a SKU or model number is found) and its meaning, best match first. Pick "
+                    "*Semantic* or *Keyword* to rank by one alone.")
         with gr.Tab("Search", id="search-tab"):
             with gr.Row(equal_height=True):
                 query = gr.Textbox(label="Search", placeholder="e.g. wireless controller for gaming, or a SKU",
@@ -453,7 +587,13 @@ def build_ui(services) -> gr.Blocks:
                 # SearchFilters.parse validates the category instead.
                 category = gr.Dropdown(label="Category", choices=[("Any category", ANY_CATEGORY)],
                                        value=ANY_CATEGORY, elem_id="category", allow_custom_value=True)
+            # Its values are indexes into PRICE_RANGES; pick_price_range checks them.
+            price_range = unchecked(gr.Radio(label="Price range", choices=[("Any price", "")], value="",
+                                             elem_id="price-range"))
+            explain = gr.Checkbox(label="Explain scores (dense, keyword, fused; for engineers)", value=False,
+                                  elem_id="explain", container=False)
             message = gr.Markdown(elem_id="search-message")
+            facets = gr.HTML(elem_id="facets")
             results = gr.HTML(elem_id="results")
             with gr.Row():
                 prev_btn = gr.Button("← Previous", interactive=False, elem_id="prev-btn", size="sm")
@@ -493,15 +633,18 @@ def build_ui(services) -> gr.Blocks:
             status_timer = gr.Timer(10.0)
 
         # Named events: plain HTTP posts to /gradio_api/run/<name>, answerable by any replica.
-        outputs = [message, results, page_label, prev_btn, next_btn, search_state]
+        outputs = [message, results, page_label, prev_btn, next_btn, search_state, facets, category, price_range]
         opts = dict(queue=False, show_progress="minimal")
-        form = [query, price_min, price_max, category, mode]
+        form = [query, price_min, price_max, category, mode, explain]
         search_btn.click(new_search, form, outputs, api_name="ui_search", **opts)
         query.submit(new_search, form, outputs, api_name=False, **opts)
         # .input, not .change: only a user's pick re-runs the search, never a value set by code.
         mode.input(switch_mode, form, outputs, api_name=False, **opts)
-        prev_btn.click(lambda s: turn(s, -1), [search_state], outputs, api_name="ui_previous_page", **opts)
-        next_btn.click(lambda s: turn(s, +1), [search_state], outputs, api_name="ui_next_page", **opts)
+        explain.input(switch_mode, form, outputs, api_name=False, **opts)
+        price_range.input(pick_price_range, [price_range, query, category, mode, explain],
+                          [price_min, price_max, *outputs], api_name=False, **opts)
+        prev_btn.click(lambda s, e=False: turn(s, -1, e), [search_state, explain], outputs, api_name="ui_previous_page", **opts)
+        next_btn.click(lambda s, e=False: turn(s, +1, e), [search_state, explain], outputs, api_name="ui_next_page", **opts)
         wire_edit_form(edit, tab_form, opts, "ui")
         load_btn.click(edit.load, [product_id], tab_form.load_outputs, api_name="ui_load", **opts)
         tab_form.save.click(edit.save, [product_id, *tab_form.save_inputs], tab_form.save_outputs, api_name="ui_save",

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"backfill captured {n} products; the pelican service ships them")
         elif args.command == "reconcile":
             report = reconcile(database, IndexSettings.from_env(), repair=args.repair, page_size=args.page_size)
-            print(report.summary_line())
+            print("\n".join(report.report_lines()))
             return 0 if report.clean or args.repair else 1
         elif args.command == "migrate-index":
             try:

@@ -25,6 +25,10 @@ from productsearch.settings import DatabaseSettings, IndexSettings, text_templat
 
 log = logging.getLogger(__name__)
 
+# How many drifting ids the report names: enough to look a few up by hand, short
+# enough to read in a terminal; the counts cover the rest.
+SHOWN_IDS = 20
+
 @dataclass
 class ReconcileReport:
     rows: int = 0
@@ -41,6 +45,35 @@ class ReconcileReport:
     def summary_line(self) -> str:
         line = f"missing={len(self.missing)} stale={len(self.stale)} orphaned={len(self.orphaned)}"
         return line + (f" repaired={self.repaired}" if self.repaired else "")
+
+    def report_lines(self, shown: int = SHOWN_IDS) -> list[str]:
+        """What `pelican reconcile` prints: a plain verdict, the first `shown` drifting
+        ids by kind, what to do next, and summary_line() last (scripts read the last
+        line)."""
+        drift = len(self.missing) + len(self.stale) + len(self.orphaned)
+        sizes = f"{self.rows:,} rows, {self.vectors:,} vectors"
+        if not drift:
+            return [f"no drift: the index matches the table ({sizes})", self.summary_line()]
+        lines = [f"drift found: {drift:,} {'product differs' if drift == 1 else 'products differ'} between the "
+                 f"table and the index ({sizes})"]
+        left = shown
+        for kind, what, ids in (("missing", "a row with no vector", self.missing),
+                                ("stale", "a vector of an older text", self.stale),
+                                ("orphaned", "a vector whose row is gone", self.orphaned)):
+            if not ids:
+                continue
+            listed = ids[:left]
+            text = "ids " + ", ".join(str(i) for i in listed) if listed else "ids not listed"
+            if len(ids) > len(listed) and listed:
+                text += f" and {len(ids) - len(listed):,} more"
+            lines.append(f"  {kind} ({what}): {len(ids):,}: {text}")
+            left -= len(listed)
+        if self.repaired:
+            lines.append(f"repaired: re-captured {self.repaired:,} (each as a repair change); pelican and emu index them as any edit")
+        else:
+            lines.append("run it again with --repair (make reconcile REPAIR=1) to re-capture them through the pipeline")
+        lines.append(self.summary_line())
+        return lines
 
 
 def reconcile(database: DatabaseSettings, index_settings: IndexSettings, *, repair: bool = False,
