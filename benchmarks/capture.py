@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What change capture costs writers, and how fast pelican still ships (issue 12).
+"""What change capture costs writers, and how fast pelican still ships.
 
 On a private PostgreSQL server (and moto's SQS for the freshness part), one database
 per capture variant, each with the same 10,000 products:

@@ -43,8 +43,8 @@ NAMESPACE = "corpus"
 RRF_K = 60
 TOP_K = 100  # recall@100 needs the first 100
 UPSERT_BATCH = 100  # 384 floats and a SciFact abstract each: far under 2 MB a request
-# The project's bm25s keyword figure on SciFact test through the pipeline (README, issue
-# on the document index), the one this measurement is compared with.
+# The project's bm25s keyword figure on SciFact test through the pipeline
+# (docs/benchmarks.md, "Search quality"), the one this measurement is compared with.
 BM25S_KEYWORD_NDCG10 = 0.6856
 
 

@@ -111,9 +111,8 @@ class SearchClient:
     """One keep-alive HTTP/1.1 connection to a frontend, for POST /api/search.
 
     The clients run on the same cores as the system they measure, so they must cost
-    little: with the standard library's http.client this process spent 0.6 ms of CPU
-    per request at 16 clients on the 2-core machine of docs/benchmarks.md, against
-    4.8 ms with httpx's Client, CPU the frontend and the index server then lacked.
+    little: the standard library's http.client spends about an eighth of the CPU per
+    request that httpx's Client did, CPU the frontend and the index server then lacked.
     Each level's figures carry this process's cost ("client_cpu_ms_per_request"). A
     connection that fails is reopened on the next request."""
 
@@ -344,7 +343,7 @@ def run(*, rows: int | None = None, levels: tuple[int, ...] = DEFAULT_LEVELS, re
 
 
 def goals(result: dict) -> dict:
-    """The issue's goals, read off the "on" figures: qps at 16 clients >= 2.5x qps at
+    """The search goals (docs/benchmarks.md), read off the "on" figures: qps at 16 clients >= 2.5x qps at
     one client, p95 at 16 clients < 150 ms, p95 at one client < 25 ms."""
     levels = result["levels"]
     if "1" not in levels or "16" not in levels:

@@ -60,9 +60,8 @@ def limit_blas_threads(threads: int) -> threadpool_limits | None:
 
     Why one: a query is one matrix-vector product over every row, memory-bound, so a
     second BLAS thread barely shortens it, while its spin-wait takes CPU from the
-    processes sharing the machine. Measured on the 2-core machine of
-    docs/benchmarks.md, 10,000 rows, hybrid queries: 6.4 ms of server CPU per query
-    with OpenBLAS's default threads, 2.6 to 3.3 ms with one, at the same latency."""
+    processes sharing the machine: on a 2-core machine one thread roughly halved the
+    server's CPU per hybrid query at the same latency."""
     if threads < 0:
         raise ValueError(f"BLAS threads must be >= 0, got {threads}")
     if threads == 0:

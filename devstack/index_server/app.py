@@ -64,9 +64,8 @@ class RequestPipeline:
 
     Written as a plain ASGI class, not ``@app.middleware("http")``: Starlette's
     BaseHTTPMiddleware runs each request's app in a task group of its own and streams
-    its answer back through a memory channel, about 1 ms of the server's 5 to 6 ms of
-    CPU per search query on the benchmarks' 2-core machine (docs/benchmarks.md,
-    "Search ... 17:57Z")."""
+    its answer back through a memory channel: about a fifth of the server's CPU per
+    search query."""
 
     def __init__(self, app: ASGIApp, faults: FaultInjector, api_key: str | None, meter: Meter) -> None:
         self.app, self.faults, self.api_key, self.meter = app, faults, api_key, meter

@@ -1,4 +1,4 @@
-"""Issue 13: TLS by default, tight egress, confused-deputy guards, failing deploys, rollback images,
+"""Hardening: TLS by default, tight egress, confused-deputy guards, failing deploys, rollback images,
 tags on awsx children, the operator task, pelican's liveness alarm and a policy pack that works at preview."""
 import base64
 import importlib.metadata

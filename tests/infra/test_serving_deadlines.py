@@ -1,4 +1,4 @@
-"""Issue 15: the deadlines ECS and the ALB impose are set explicitly and handed to the
+"""The deadlines ECS and the ALB impose are set explicitly and handed to the
 apps from one value each: emu's stopTimeout, the ALB's idle timeout against the
 frontend's keep-alive, and the frontend's read-only root with bounded scratch space."""
 from conftest import CERT

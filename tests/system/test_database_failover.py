@@ -23,7 +23,7 @@ pytestmark = pytest.mark.stack
 # Scaled down from the 30 s defaults so a stall is cut after 2 + 4 = 6 s.
 DEAD_S, STATEMENT_S = 4, 2
 SCALED = {"DATABASE_DEAD_CONNECTION_SECONDS": str(DEAD_S), "DATABASE_STATEMENT_TIMEOUT_SECONDS": str(STATEMENT_S)}
-NOTICE_WITHIN_S = 60  # the bound for noticing a dead connection
+NOTICE_WITHIN_S = 60  # the most a dead connection may go unnoticed: twice the default cut-off
 
 
 @pytest.fixture

@@ -172,7 +172,7 @@ def change_price_type(conn, new_type: str) -> None:
 def test_a_column_type_change_while_the_services_run(front):
     conn = front.parts.conn
     ids = front.product_ids[:10]
-    # What the issue saw: a statement prepared before the change fails after it.
+    # The failure this guards against: a statement prepared before the change fails after it.
     with db.connect(front.stack.database_url, autocommit=True) as prepared:
         prepared.prepare_threshold = 0
         prepared.execute(products.ROWS_BY_IDS, (ids,)).fetchall()

@@ -1,5 +1,5 @@
 """Hybrid, semantic and keyword search through POST /api/search against the real local
-parts: the first 300 rows of the sample catalog (which hold the issue's SKU-qHUp-446)
+parts: the first 300 rows of the sample catalog (which hold SKU-qHUp-446, an identifier dense vectors miss)
 synced by pelican and emu into the index with BM25 sparse vectors, the keyword
 statistics fitted by `pelican refit-lexical` before the sync, the frontend as a real
 process."""
@@ -23,7 +23,7 @@ from tests.kit.embedders import Recording
 pytestmark = pytest.mark.stack
 
 TEMPLATE = "{name} {description}"  # the stack's INDEXED_TEXT_TEMPLATE (the default)
-ISSUE_SKU = "SKU-qHUp-446"  # the issue's example: row 299 of the sample catalog
+ISSUE_SKU = "SKU-qHUp-446"  # a SKU semantic search alone missed: row 299 of the sample catalog
 MODES = ("hybrid", "semantic", "keyword")
 
 

@@ -1,4 +1,4 @@
-"""Failed editor logins are throttled per client (issue 13): after
+"""Failed editor logins are throttled per client, so passwords cannot be guessed at speed: after
 EDITOR_LOGIN_MAX_FAILURES wrong passwords the frontend answers 429 with Retry-After,
 even to the right password, until EDITOR_LOGIN_WINDOW_SECONDS (scaled down here)
 has passed; other clients are unaffected. The frontend runs as a real process

@@ -1,4 +1,4 @@
-"""pelican at any change-log length (the scale issue): with millions of changes waiting
+"""pelican at any change-log length: with millions of changes waiting
 and a statement timeout scaled down to what a whole-table scan of them takes, pelican
 still ships, puts its metrics and never loops on reconnecting; the frontend's status
 figures cost the same as with a handful of rows. Real Postgres, moto, a real pelican."""

@@ -1,4 +1,4 @@
-"""A rotated database password does not stop the apps (issue 13): pelican and the
+"""A rotated database password does not stop the apps: pelican and the
 frontend take their credentials from a Secrets Manager secret (DATABASE_SECRET_ARN,
 moto's Secrets Manager on the local stack) and, when the database refuses them,
 re-read the secret and reconnect, without a restart.

@@ -1,4 +1,4 @@
-"""No exception from a dependency ends pelican's loop (the scale issue): each class of
+"""No exception from a dependency ends pelican's loop, however long the backlog: each class of
 database error, a lost connection, an SQS failure and an arbitrary bug raised inside
 a shipping round is logged, rolled back and retried, and pelican ships again
 afterwards; failing metrics never hold shipping up. pelican runs in-process (its

@@ -1,4 +1,4 @@
-"""pelican puts the age of the oldest unshipped change to CloudWatch (issue 13), so an
+"""pelican puts the age of the oldest unshipped change to CloudWatch, so an
 alarm fires when changes stop leaving the table: moto's CloudWatch on the local stack,
 a real pelican process, and a queue that refuses every batch to hold a change back."""
 

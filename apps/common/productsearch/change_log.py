@@ -87,7 +87,7 @@ class VacuumHorizon:
     transaction id began (0 when none; the reader's own excepted), and
     `outbox_dead_tuples`, the statistics' count of dead row versions in
     product_changes. A transaction open for long keeps every row deleted since it
-    began, so the two rise together; see README, Operations: held transactions."""
+    began, so the two rise together; see docs/operations.md, Held transactions."""
 
     oldest_transaction_age_s: float
     outbox_dead_tuples: int

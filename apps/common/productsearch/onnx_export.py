@@ -9,7 +9,7 @@ L2 normalisation are part of the graph (``productsearch.embedding.mean_pool``, t
 torch path's own code), so the graph's output is the finished vector. Two traps that
 give an export which loads and runs but whose vectors are wrong for padded batches
 (measured on all-MiniLM-L6-v2, transformers 5.24, torch 2.13): tracing transformers'
-SDPA attention on an unpadded example (off by up to 0.1, the issue's report), and
+SDPA attention on an unpadded example (cosine off by up to 0.1 on padded rows), and
 shapes fixed at the example's size instead of declared dynamic (cosine 0.82-0.98
 against torch on other batches). Hence eager attention, a padded example, dynamic
 batch and sequence axes, and a check.

@@ -40,8 +40,8 @@ DEFAULT_MODE = "hybrid"
 # The weight of the dense (semantic) part in a hybrid query; the sparse (BM25) part
 # gets 1 - HYBRID_ALPHA. Chosen on SciFact's train split (qrels/train.tsv), never the
 # test split, by `python -m benchmarks.evaluate <dataset> --tune` through this same search path; the
-# sweep is recorded in results/hybrid-tuning.json and docs/benchmarks.md ("Hybrid
-# search quality").
+# sweep is recorded in results/hybrid-tuning.json and docs/benchmarks.md ("Search
+# quality").
 HYBRID_ALPHA = 0.6
 # How the query's sparse vector is scaled before weighting: "l1" divides it by the sum
 # of its idf weights, so its dot product with a document is an idf-weighted mean of

@@ -509,11 +509,10 @@ EMBEDDING_RUNTIMES = ("auto", "torch", "onnx", "openvino")
 EMBEDDING_QUANTIZATIONS = ("none", "int8")
 # The frontend's defaults for embedding queries, where emu's defaults (torch, one thread
 # per core) suit batches of 64 documents. A search embeds one short query or a small
-# batch. One thread: on a busy 2-core machine a second one made a single query ~10x
-# slower (about 100 against 10 ms, docs/benchmarks.md, 2026-11-26), while on an idle
-# one it saved torch a quarter (11.3 against 15.0 ms). ONNX Runtime: on one thread it
-# took 7.1 ms per query against torch's 15.0 (p50, `make bench`, docs/benchmarks.md
-# "Issue 12's figures"), at equal vectors. auto is ONNX Runtime on a CPU and torch on a
+# batch. One thread: on a busy machine a second one spends its time in the thread
+# hand-off and being preempted, far more than it saves on one short text; and ONNX
+# Runtime on one thread embeds a single query faster than torch does, at equal vectors
+# (docs/benchmarks.md, "Embedding runtimes on CPU"). auto is ONNX Runtime on a CPU and torch on a
 # GPU. frontend.__main__ applies them beneath the environment; the benchmarks and the
 # evaluation embed queries with them too, so they measure the search as the frontend
 # runs it.

@@ -91,8 +91,8 @@ class QueryEmbeddingSettings:
     searches run concurrently, the longest a query waits for others to share its
     forward pass, counted from the oldest waiting query's arrival. A lone query on an
     idle process never waits. 0: batches hold only the queries that queued up while
-    the previous forward pass ran. A few milliseconds: under the cost of one query
-    alone (about 10 ms on a 2-core CPU, docs/benchmarks.md), so waiting is repaid by
+    the previous forward pass ran. A few milliseconds: well under the cost of one
+    query's forward pass alone on a CPU (docs/benchmarks.md), so waiting is repaid by
     the batch.
     max_batch (FRONTEND_QUERY_BATCH_MAX, default 32, 1..256): the most distinct
     queries in one forward pass; 1 turns batching off. The API's searches run in

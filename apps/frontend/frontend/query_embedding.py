@@ -2,9 +2,9 @@
 together in one forward pass (micro-batching), and recent query vectors are kept in
 a bounded LRU cache.
 
-Why: the model's cost per text falls steeply with the batch size (on the 2-core CPU of
-docs/benchmarks.md one query alone took about 10 ms, each of 16 in one batch about
-3.6 ms), while the Embedder serves one call at a time behind its lock. Serving each
+Why: the model's cost per text falls steeply with the batch size (on a CPU each of 16
+queries in one batch costs about a third of one query alone: docs/benchmarks.md),
+while the Embedder serves one call at a time behind its lock. Serving each
 request's single query on its own therefore caps a frontend process's throughput at
 one forward pass per query, however many clients wait.
 

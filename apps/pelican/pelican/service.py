@@ -216,7 +216,7 @@ class Pelican:
             return None
         if horizon.oldest_transaction_age_s > HELD_TRANSACTION_WARN_SECONDS:
             log.warning("a transaction has been open for long; vacuum cannot remove the change log's dead rows "
-                        "until it ends (README: held transactions)", extra={
+                        "until it ends (docs/operations.md: held transactions)", extra={
                             "oldest_transaction_age_s": round(horizon.oldest_transaction_age_s),
                             "outbox_dead_tuples": horizon.outbox_dead_tuples})
         return horizon
