@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import signal
 import subprocess
 import sys
+from importlib import resources
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -222,3 +226,125 @@ def test_migration_upgrades_a_database_with_rows_and_reruns_harmlessly(parts, st
         assert captured_now[0]["version"] == edited and captured_now[1]["version"] > CLOCK_FLOOR
     finally:
         upgraded.close()
+
+
+# -- one-time migrations frozen, current definitions in one file ----------------------------
+GOLDEN = Path(__file__).parent / "golden"
+# "<sha256 of the statements>  NNN_name.sql" lines: a released one-time migration's
+# statements never change (statement_hash).
+FROZEN = GOLDEN / "migrations.sha256"
+# What the catalog reports for every function and trigger after a migration.
+DEFINITIONS = GOLDEN / "functions_and_triggers.sql"
+# Set to rewrite DEFINITIONS from a freshly migrated database (then review its diff).
+UPDATE_GOLDEN = "UPDATE_GOLDEN"
+
+
+def statement_hash(sql: str) -> str:
+    """SHA-256 of a migration's statements: its text without whole-line `--` comments,
+    blank lines and trailing blanks. A comment may be corrected after release; what
+    runs may not."""
+    lines = [line.rstrip() for line in sql.splitlines()]
+    return hashlib.sha256("\n".join(line for line in lines if line and not line.lstrip().startswith("--")).encode()).hexdigest()
+
+
+def test_one_time_migrations_are_frozen_by_hash():
+    """A database that applied a file never runs it again, so an edit to a released
+    one-time migration would reach only new databases: the change belongs in
+    current.sql or in a new numbered file. A new file gets its line in FROZEN."""
+    schema = resources.files("productsearch") / "schema"
+    frozen = dict(reversed(line.split()) for line in FROZEN.read_text().splitlines() if line.strip())
+    actual = {name: statement_hash(sql) for name, sql in db.migration_files()}
+    changed = sorted(name for name in frozen.keys() & actual.keys() if frozen[name] != actual[name])
+    assert not changed, f"the statements of released one-time migrations changed: {changed}"
+    new = sorted(actual.keys() - frozen.keys())
+    assert not new, f"add to {FROZEN}: " + "; ".join(f"{actual[name]}  {name}" for name in new)
+    assert frozen.keys() <= actual.keys(), f"released migrations deleted or renamed: {sorted(frozen.keys() - actual.keys())}"
+    # Any other .sql file would be neither applied once nor re-applied: a typo in a name.
+    stray = {p.name for p in schema.iterdir() if p.name.endswith(".sql")} - actual.keys() - {db.CURRENT_DEFINITIONS}
+    assert not stray, f"schema files that are neither NNN_name.sql nor {db.CURRENT_DEFINITIONS}: {sorted(stray)}"
+
+
+def definitions(url: str) -> str:
+    """Every function and trigger in the database's current schema as the catalog
+    reports them (pg_get_functiondef, pg_get_triggerdef), in name order."""
+    with psycopg.connect(url) as conn:
+        functions = [r[0].strip() for r in conn.execute(
+            "SELECT pg_get_functiondef(p.oid) FROM pg_proc p "
+            "WHERE p.pronamespace = current_schema()::regnamespace "
+            "ORDER BY p.proname, pg_get_function_identity_arguments(p.oid)")]
+        triggers = [r[0] for r in conn.execute(
+            "SELECT pg_get_triggerdef(t.oid, true) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal "
+            "ORDER BY c.relname, t.tgname")]
+        # pg_get_triggerdef leaves out whether a trigger fires; 'O' (origin) is the default.
+        states = {"D": "DISABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}
+        triggers += [f"ALTER TABLE {r[0]} {states[r[2]]} TRIGGER {r[1]}" for r in conn.execute(
+            "SELECT c.relname, t.tgname, t.tgenabled FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal AND t.tgenabled <> 'O' "
+            "ORDER BY c.relname, t.tgname")]
+    return "".join(f"{d};\n\n" for d in functions + triggers)
+
+
+def golden_definitions() -> str:
+    text = DEFINITIONS.read_text()
+    return text[text.index("\n\n") + 2:]  # after the header comment
+
+
+def assert_matches_golden(url: str, *, may_update: bool = False) -> None:
+    got = definitions(url)
+    if may_update and os.environ.get(UPDATE_GOLDEN):
+        DEFINITIONS.write_text("-- Written by tests/system/test_schema.py (UPDATE_GOLDEN=1) from a freshly migrated\n"
+                               "-- database: what schema/current.sql defines, as the catalog reports it.\n\n" + got)
+    assert got == golden_definitions(), (
+        f"the functions and triggers differ from {DEFINITIONS}; if schema/current.sql changed on purpose, "
+        f"rerun with {UPDATE_GOLDEN}=1 and commit the diff")
+
+
+def assert_capture_works(url: str) -> None:
+    """An insert, an indexed update, an unindexed update and a delete each land in the
+    outbox as they should, with the versions the row held."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DELETE FROM product_changes")
+        pid, inserted = conn.execute("INSERT INTO products (name, sku, price) VALUES ('Lamp', 'LAMP-1', 20) "
+                                     "RETURNING id, version").fetchone()
+        updated = conn.execute("UPDATE products SET price = 25 WHERE id = %s RETURNING version", (pid,)).fetchone()[0]
+        conn.execute("UPDATE products SET updated_at = now() WHERE id = %s", (pid,))
+        conn.execute("DELETE FROM products WHERE id = %s", (pid,))
+        rows = conn.execute("SELECT product_id, operation, version FROM product_changes ORDER BY id").fetchall()
+    assert inserted > CLOCK_FLOOR and updated > inserted
+    assert rows[:2] == [(pid, "insert", inserted), (pid, "update", updated)]
+    assert [(r[0], r[1]) for r in rows[2:]] == [(pid, "delete")] and rows[2][2] > updated
+
+
+def test_a_fresh_database_gets_the_golden_functions_and_triggers(fresh_database):
+    """Any change to a function or trigger, on purpose or by a migration, is a visible
+    diff of the golden file. Re-applying current.sql on every migrate also puts back a
+    definition changed by hand."""
+    assert db.migrate(fresh_database) == [name for name, _ in db.migration_files()]
+    assert_matches_golden(fresh_database, may_update=True)
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute("CREATE OR REPLACE TRIGGER products_capture_update BEFORE UPDATE ON products "
+                     "FOR EACH ROW EXECUTE FUNCTION products_capture_update()")
+        conn.execute("ALTER FUNCTION products_capture_change() SECURITY INVOKER")
+        conn.execute("ALTER TABLE products DISABLE TRIGGER products_capture_truncate")
+    assert definitions(fresh_database) != golden_definitions()
+    assert db.migrate(fresh_database) == []
+    assert_matches_golden(fresh_database)
+    assert_capture_works(fresh_database)
+
+
+def test_a_database_migrated_before_current_sql_ends_as_a_fresh_install(fresh_database):
+    """A database that applied every one-time migration under the runner that knew no
+    current.sql: the next migrate applies no numbered file, re-applies current.sql, and
+    leaves the functions and triggers of a fresh install; capture works throughout."""
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+        with conn.transaction():
+            for name, sql in db.migration_files():
+                conn.execute(sql)
+                conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+    assert_capture_works(fresh_database)
+
+    assert db.migrate(fresh_database) == []
+    assert_matches_golden(fresh_database)
+    assert_capture_works(fresh_database)

@@ -367,22 +367,43 @@ class MigrationRefused(RuntimeError):
     that run was applied."""
 
 
+# The numbered, one-time migrations: NNN_name.sql, each applied once, in name order.
+ONE_TIME_MIGRATION = re.compile(r"^\d{3}_\w+\.sql$")
+# The current definition of every function and trigger, re-applied by every migrate.
+CURRENT_DEFINITIONS = "current.sql"
+
+
+def _schema_dir():
+    return resources.files("productsearch") / "schema"
+
+
 def migration_files() -> list[tuple[str, str]]:
-    """[(file name, SQL text)] of every migration in productsearch/schema/, in name
-    (= application) order. schema/README.md says what each file creates. The names are
-    what schema_migrations records as applied, so a file is never renamed."""
-    schema_dir = resources.files("productsearch") / "schema"
-    names = sorted(p.name for p in schema_dir.iterdir() if p.name.endswith(".sql"))
+    """[(file name, SQL text)] of every one-time migration in productsearch/schema/
+    (NNN_name.sql), in name (= application) order. schema/README.md says what each
+    file creates. The names are what schema_migrations records as applied, so a file
+    is never renamed, and once released its statements never change
+    (tests/system/golden/migrations.sha256 holds their SHA-256)."""
+    schema_dir = _schema_dir()
+    names = sorted(p.name for p in schema_dir.iterdir() if ONE_TIME_MIGRATION.match(p.name))
     return [(name, (schema_dir / name).read_text()) for name in names]
 
 
+def current_definitions() -> str:
+    """The SQL text of schema/current.sql: every function and trigger as it is now,
+    each CREATE OR REPLACE, so it may run any number of times."""
+    return (_schema_dir() / CURRENT_DEFINITIONS).read_text()
+
+
 def migrate(database: DatabaseSettings | str) -> list[str]:
-    """Applies the schema files not yet applied, in order. Safe to run twice and from
-    several processes at once: a transaction-scoped advisory lock serialises them and
-    every file is itself idempotent. Returns the names applied by this call. Runs
-    without statement_timeout: building an index or waiting for another migration's
-    lock may take minutes. Raises MigrationRefused when a file refuses the data it
-    finds (then nothing of this call is applied: every file runs in one transaction)."""
+    """Applies the one-time migrations not yet applied, in order, then re-applies
+    schema/current.sql (the current functions and triggers), all in one transaction:
+    current.sql always runs on the newest tables, and no writer sees a state between
+    two files. Safe to run twice and from several processes at once: a
+    transaction-scoped advisory lock serialises them. Returns the names of the one-time
+    migrations applied by this call (current.sql, applied every time, is not listed).
+    Runs without statement_timeout: building an index or waiting for another
+    migration's lock may take minutes. Raises MigrationRefused when a file refuses the
+    data it finds (then nothing of this call is applied)."""
     applied_now = []
     with connect(database, application_name="migrate", statement_timeout=False) as conn:
         # A migration reports what it did to existing rows with RAISE WARNING (e.g. 002's
@@ -395,15 +416,15 @@ def migrate(database: DatabaseSettings | str) -> list[str]:
                 "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
             )
             done = {row["name"] for row in conn.execute("SELECT name FROM schema_migrations")}
-            for name, sql in migration_files():
-                if name in done:
-                    continue
+            pending = [(name, sql) for name, sql in migration_files() if name not in done]
+            for name, sql in [*pending, (CURRENT_DEFINITIONS, current_definitions())]:
                 try:
                     conn.execute(sql)
                 except psycopg.errors.RaiseException as exc:
                     hint = exc.diag.message_hint
                     raise MigrationRefused(f"{name}: {exc.diag.message_primary}" + (f" ({hint})" if hint else "")) from None
-                conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
-                applied_now.append(name)
+                if name != CURRENT_DEFINITIONS:
+                    conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+                    applied_now.append(name)
     log.info("schema up to date", extra={"applied": applied_now})
     return applied_now
