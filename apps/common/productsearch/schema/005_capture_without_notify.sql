@@ -4,9 +4,9 @@
 -- Before this file every capturing transaction called pg_notify. A transaction with a
 -- pending notification takes one lock for the whole cluster at commit and holds it
 -- until the commit is done (PostgreSQL source, src/backend/commands/async.c,
--- PreCommit_Notify), so capturing writers committed one at a time: 0.21 of the
--- uncaptured single-row update rate at 32 clients in the issue's measurement, 0.06 in
--- ours (docs/benchmarks.md, "Change capture and writers").
+-- PreCommit_Notify), so capturing writers committed one at a time and kept a small
+-- fraction of the uncaptured single-row update rate (docs/benchmarks.md, "Change
+-- capture and writers", has the side-by-side figures).
 --
 -- Measured there, side by side: without the NOTIFY, row triggers keep far more of the
 -- uncaptured rate. Statement-level capture with transition tables was measured too:

@@ -6,8 +6,8 @@
 -- keeps the newest change per product. So every captured write paid for an index
 -- that no app reads: one more B-tree insertion (and its WAL) in the writer's
 -- transaction, and one more deletion when pelican ships the change. Writers pay for
--- capture on the hot path (issue 12's goal: capture costs single-row writers at most
--- 25 %), so what buys nothing is removed. Three readers outside the apps look rows up
+-- capture on the hot path (the project's goal: capture costs single-row writers at
+-- most a quarter of their rate), so what buys nothing is removed. Three readers outside the apps look rows up
 -- by product and now scan the outbox, which pelican keeps small: `make up`'s check for
 -- uncaptured rows (devstack/up.py, once per start), the capture benchmark's freshness
 -- probe and one schema test.

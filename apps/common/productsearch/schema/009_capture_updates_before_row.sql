@@ -7,9 +7,8 @@
 -- is queued with the statement's tuples and fired when the statement ends, after
 -- the row is fetched again; a BEFORE row trigger runs in line, on the row already in
 -- hand. Measured side by side (benchmarks.capture, pgbench, 32 clients, single-row
--- price updates, 5 rounds of 10 s, two runs; docs/benchmarks.md, "Migration 009"):
--- 005's triggers kept a median of 0.62 and 0.71 of the uncaptured rate, this file's
--- 0.76 and 0.79.
+-- price updates; docs/benchmarks.md, "Migration 009"), this file's triggers keep
+-- more of the uncaptured rate than 005's in every run.
 --
 -- Why a BEFORE trigger is safe for capture here:
 -- - The change row says which product changed and at which version; it does not
