@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dill
 import pytest
-from harness import run_layer
+from harness import DATA_SECRETS, run_layer
 from pinecone import Pinecone
 
 from infra.document_index import DocumentIndexProvider, normal_schema, product_schema
 from tests.system.test_index_server import API_KEY, ServerProcess
 
-SECRETS = {"pineconeApiKey": "pcsk-test-key", "editorPassword": "editor-pass"}
+SECRETS = DATA_SECRETS
 DYNAMIC = "pulumi-python:dynamic:Resource"
 
 
