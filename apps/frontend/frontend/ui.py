@@ -12,9 +12,10 @@ import logging
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import gradio as gr
+from gradio.components import Component
 
 from productsearch.documents import UnindexableProduct, normalise_category
 from productsearch.lexical import matching_spans
@@ -160,7 +161,10 @@ def category_choices(found: list[str]) -> list[tuple[str, str]]:
     return [("Any category", ANY_CATEGORY)] + [(c, c) for key, c in seen.items() if key]
 
 
-def unchecked(component: gr.components.Component) -> gr.components.Component:
+_C = TypeVar("_C", bound=Component)
+
+
+def unchecked(component: _C) -> _C:
     """The component, made to hand its value to the handler unchecked. Gradio's Radio
     refuses a value outside its choices with an error that /gradio_api/run answers as
     500; a direct call to a named event may send anything, so the handler validates
@@ -413,7 +417,7 @@ def edit_form(prefix: str, enabled: bool) -> EditForm:
                     loaded, timer)
 
 
-def wire_edit_form(edit: EditHandlers, form: EditForm, opts: dict, api_prefix: str) -> None:
+def wire_edit_form(edit: EditHandlers, form: EditForm, opts: dict[str, Any], api_prefix: str) -> None:
     """The events every edit form shares: Reload (after a conflict) and the poll that
     says when the saved edit is searchable."""
     form.reload.click(edit.reload, [form.loaded], form.load_outputs, api_name=f"{api_prefix}_reload", **opts)
@@ -422,7 +426,7 @@ def wire_edit_form(edit: EditHandlers, form: EditForm, opts: dict, api_prefix: s
                     show_progress="hidden")
 
 
-def build_ui(services) -> gr.Blocks:
+def build_ui(services) -> gr.Blocks:  # noqa: C901 (split into named handlers next)
     settings = services.settings
     page_size = settings.page_size
 
@@ -600,6 +604,7 @@ def build_ui(services) -> gr.Blocks:
                 page_label = gr.Markdown(elem_id="page-label")
                 next_btn = gr.Button("Next →", interactive=False, elem_id="next-btn", size="sm")
             search_state = gr.Textbox(visible=False, elem_id="search-state")
+            result_parts = None
             if settings.editing_enabled:
                 with gr.Group(visible=False, elem_id="result-editor") as result_editor:
                     result_heading = gr.Markdown(elem_id="result-edit-heading")
@@ -609,6 +614,7 @@ def build_ui(services) -> gr.Blocks:
                 # reaches the handler through the event's js, never through a visible box.
                 open_id = gr.Textbox(visible=False)
                 open_btn = gr.Button("Open", visible="hidden", elem_id="open-editor-btn")
+                result_parts = (result_editor, result_heading, result_form, close_btn, open_id, open_btn)
 
         with gr.Tab("Edit product", id="edit-tab"):
             if settings.editing_enabled:
@@ -634,7 +640,7 @@ def build_ui(services) -> gr.Blocks:
 
         # Named events: plain HTTP posts to /gradio_api/run/<name>, answerable by any replica.
         outputs = [message, results, page_label, prev_btn, next_btn, search_state, facets, category, price_range]
-        opts = dict(queue=False, show_progress="minimal")
+        opts: dict[str, Any] = dict(queue=False, show_progress="minimal")
         form = [query, price_min, price_max, category, mode, explain]
         search_btn.click(new_search, form, outputs, api_name="ui_search", **opts)
         query.submit(new_search, form, outputs, api_name=False, **opts)
@@ -649,7 +655,8 @@ def build_ui(services) -> gr.Blocks:
         load_btn.click(edit.load, [product_id], tab_form.load_outputs, api_name="ui_load", **opts)
         tab_form.save.click(edit.save, [product_id, *tab_form.save_inputs], tab_form.save_outputs, api_name="ui_save",
                             **opts)
-        if settings.editing_enabled:
+        if result_parts is not None:
+            result_editor, result_heading, result_form, close_btn, open_id, open_btn = result_parts
             wire_edit_form(edit, result_form, opts, "ui_result")
             result_form.save.click(edit.save_bound, result_form.save_inputs, result_form.save_outputs,
                                    api_name="ui_result_save", **opts)
