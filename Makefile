@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 REQS   := requirements/dev.txt apps/constraints.txt pyproject.toml $(wildcard apps/*/pyproject.toml)
 
-.PHONY: deps up down status test test-unit images bench bench-ordering scaling eval soak reconcile reconcile-compare redrive refit
+.PHONY: deps up down status lint test test-unit images bench bench-ordering scaling eval soak reconcile reconcile-compare redrive refit
 
 $(STAMP): $(REQS)
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,14 @@ down:
 status:
 	$(PY) -m devstack.stack status
 
-## test: every test (unit, system against real local parts, browser, Pulumi mocks, SciFact quality gate), then make images
-test: deps
+## lint: ruff (pyflakes, complexity) and pyright, both configured in pyproject.toml
+# PYRIGHT_PYTHON_IGNORE_WARNINGS: no look-up of pyright's newest release on PyPI.
+lint: deps
+	$(VENV)/bin/ruff check .
+	PYRIGHT_PYTHON_IGNORE_WARNINGS=1 $(VENV)/bin/pyright
+
+## test: lint, every test (unit, system against real local parts, browser, Pulumi mocks, SciFact quality gate), then make images
+test: lint
 	$(PY) -m pytest
 	@if [ "$${SKIP_IMAGES:-0}" = "1" ]; then echo "SKIP_IMAGES=1: images not built"; else $(PY) -m devstack.images; fi
 

@@ -83,7 +83,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> int:  # noqa: C901 (one branch per option and per failed gate)
     """Runs the evaluation (see the module docstring); returns 1 when a score is below its
     --min-ndcg / --min-hybrid-ndcg, else 0."""
     args = parse_args(argv)

@@ -81,7 +81,7 @@ def no_public_database(resource_type: str, props: dict) -> list[str]:
     return []
 
 
-def encryption_at_rest(resource_type: str, props: dict) -> list[str]:
+def encryption_at_rest(resource_type: str, props: dict) -> list[str]:  # noqa: C901 (one branch per resource type the policy checks)
     if resource_type in ("aws:rds/instance:Instance", "aws:rds/cluster:Cluster"):
         if not _truthy(props.get("storageEncrypted")):
             return ["database storage must be encrypted (storageEncrypted=true)"]

@@ -138,7 +138,7 @@ class RequestPipeline:
         return response
 
 
-def create_app(store: IndexStore, api_key: str | None = None, latency_ms: float = 0.0) -> FastAPI:
+def create_app(store: IndexStore, api_key: str | None = None, latency_ms: float = 0.0) -> FastAPI:  # noqa: C901 (registers the routes as closures over the store)
     """The server's ASGI app over *store*. With *api_key*, every API request must carry
     it in the ``Api-Key`` header (401 otherwise); the local-only endpoints (``/healthz``,
     ``/_faults``, ``/_stats``, ``/_latency``) never need it. Each API request waits

@@ -541,7 +541,7 @@ class DocumentHandlers:
         self.meter.add("documents_search", read_units=units)
         return {"matches": matches, "namespace": ns_name, "usage": {"read_units": math.ceil(units)}}
 
-    def _rank(self, index: DocumentIndex, ns: Namespace, clauses: list[Any], kinds: list[Any], top_k: int,
+    def _rank(self, index: DocumentIndex, ns: Namespace, clauses: list[Any], kinds: list[Any], top_k: int,  # noqa: C901 (one branch per score kind of Pinecone's document query)
               keep: Callable[[str], bool] | None) -> list[tuple[str, float]]:
         kind = kinds[0]
         if kind in ("dense_vector", "sparse_vector"):

@@ -278,8 +278,10 @@ class GuardedConnection(psycopg.Connection):
 
     stall_limit_s: float | None = None
 
+    # psycopg's keywords pass through **kwargs, which pyright reads as a narrower signature.
     @classmethod
-    def connect(cls, conninfo: str = "", *, credentials: SecretCredentials | None = None, **kwargs: Any):
+    def connect(cls, conninfo: str = "", *, credentials: SecretCredentials | None = None,  # pyright: ignore[reportIncompatibleMethodOverride]
+                **kwargs: Any):
         """psycopg's Connection.connect; with `credentials`, connects as the secret's
         user and, when the database refuses those credentials (is_auth_failure),
         re-reads the secret and tries once more. psycopg_pool passes its `kwargs`

@@ -378,7 +378,7 @@ def _set_data_plane_retries(index: Any, retries: int) -> None:
     throttled search counts the requests it makes)."""
     try:
         from pinecone._internal.http_client import HTTPClient
-        from pinecone.index import DATA_PLANE_API_VERSION
+        from pinecone.index import DATA_PLANE_API_VERSION  # pyright: ignore[reportPrivateImportUsage] (see above)
 
         config = dataclasses.replace(index._config, retry_config=RetryConfig(max_retries=retries))
         index._http = HTTPClient(config, DATA_PLANE_API_VERSION)

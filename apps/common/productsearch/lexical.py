@@ -124,7 +124,8 @@ def terms_of(texts: list[str]) -> list[list[str]]:
     texts = [match_form(text) for text in texts]
     pieces = bm25s.tokenize(texts, lower=True, stopwords="en", stemmer=_STEMMER, return_ids=False,
                             show_progress=False)
-    return [list(p) + _identifiers(text) for p, text in zip(pieces, texts, strict=True)]
+    # return_ids=False: bm25s returns the tokens as strings, though its hints allow ids too.
+    return [list(p) + _identifiers(text) for p, text in zip(pieces, texts, strict=True)]  # pyright: ignore[reportReturnType]
 
 
 def terms(text: str) -> list[str]:

@@ -156,6 +156,7 @@ def load_cached(settings: EmbeddingSettings, key: str | None = None) -> Export |
     folder = cache_folder(settings, key)
     if not folder.exists():
         return None
+    export: Export | None = None
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
         export = Export(folder, manifest)
@@ -380,7 +381,7 @@ class OnnxModel:
 
     def embed_batch(self, texts: list[str]) -> np.ndarray:
         """float32 (len(texts), dim), unit rows; texts padded to the longest among them."""
-        return self.session.run(None, self.feed(texts))[0].astype(np.float32, copy=False)
+        return np.asarray(self.session.run(None, self.feed(texts))[0], dtype=np.float32)
 
     def embed_batches(self, texts: Sequence[str], size: int) -> np.ndarray:
         return np.concatenate([self.embed_batch(list(texts[i : i + size])) for i in range(0, len(texts), size)])

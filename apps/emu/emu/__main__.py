@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
         logs.configure("emu")
         embedding = EmbeddingSettings.from_env()
         # `check` only loads the model (e.g. to verify an image), so it needs no queue or index.
+        queues = settings = index_settings = None
         if args.command == "run":
             queues = QueueSettings.from_env(need_dlq=True)
             settings = EmuSettings.from_env()

@@ -131,6 +131,7 @@ def prepare(items: list[WorkItem], template: str) -> Prepared:
         if change.is_delete:
             out.deletes.append(item)
             continue
+        assert change.product is not None  # only a delete has no product
         try:
             product = {**change.product, "id": change.product_id}
             built.append((item, build_record(product, change.version, template), lexical_text(product, template)))

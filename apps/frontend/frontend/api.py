@@ -2,8 +2,8 @@
 
 Every refusal is a 4xx with {"error": "<reason>"}; a part that does not answer is a
 503 with the same shape (and Retry-After when the index said how long to wait).
-Bodies are parsed here rather than by FastAPI's models so that each bad input gets
-its own plain reason.
+Bodies are read here rather than by FastAPI, so that each bad input gets its own
+plain reason: a search body is a SearchRequest, whose errors become those reasons.
 
 Edits are conditional requests (RFC 9110, 13.1.1): GET /api/products/{id} answers
 with the row's ETag, and PUT must send it back in If-Match. A stale tag is a 412
@@ -23,6 +23,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 
@@ -40,7 +41,6 @@ from frontend.services import NotReady
 log = logging.getLogger("frontend.api")
 
 MAX_BODY_BYTES = DEFAULT_MAX_BODY_BYTES  # frontend.limits enforces it for every route first
-SEARCH_FIELDS = {"query", "top_k", "filters", "mode", "explain"}
 
 
 class ApiError(Exception):
@@ -109,14 +109,95 @@ def basic_auth(request: Request) -> tuple[str, str] | None:
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="productsearch editing", charset="UTF-8"'}
 
 
-def build_router(services, health) -> APIRouter:
-    router = APIRouter()
-    settings = services.settings
+class SearchRequest(BaseModel):
+    """The body of POST /api/search. Each field is checked by the same function the UI
+    uses (productsearch.search), so the API and the page refuse the same values with
+    the same reason; search_request() turns pydantic's errors into those reasons."""
 
-    @router.get("/healthz")
-    async def healthz():
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    query: str
+    top_k: int = Field(default=10, validate_default=True)
+    filters: SearchFilters = Field(default=None, validate_default=True)  # pyright: ignore[reportAssignmentType]
+    mode: str = Field(default=DEFAULT_MODE, validate_default=True)
+    explain: StrictBool = False
+
+    @field_validator("query", mode="before")
+    @classmethod
+    def _query(cls, value: Any) -> str:
+        return validate_query(value)
+
+    @field_validator("top_k", mode="before")
+    @classmethod
+    def _top_k(cls, value: Any) -> int:
+        return validate_top_k(value)
+
+    @field_validator("filters", mode="before")
+    @classmethod
+    def _filters(cls, value: Any) -> SearchFilters:
+        return SearchFilters.parse(value)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, value: Any) -> str:
+        return validate_mode(value)
+
+
+def search_request(body: Any) -> SearchRequest:
+    """body (parsed JSON) as a SearchRequest. Raises ApiError(400) naming the first
+    problem: a body that is not an object, unknown fields, a missing query, then the
+    fields in order."""
+    if not isinstance(body, dict):
+        raise ApiError(400, 'request body must be a JSON object like {"query": "...", "top_k": 10}')
+    try:
+        return SearchRequest.model_validate(body)
+    except ValidationError as exc:
+        errors = exc.errors()
+    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
+    if unknown:
+        allowed = ", ".join(SearchRequest.model_fields)
+        raise ApiError(400, f"unknown field(s): {', '.join(unknown)} (allowed: {allowed})") from None
+    first = errors[0]
+    if first["type"] == "missing":
+        raise ApiError(400, f"{first['loc'][0]} is missing") from None
+    if first["loc"] == ("explain",):
+        raise ApiError(400, "explain must be true or false") from None
+    # A validator's InvalidSearch (a ValueError) arrives as the error's context.
+    raise ApiError(400, str(first.get("ctx", {}).get("error", first["msg"]))) from None
+
+
+def product_id(raw: str) -> int:
+    """The product id in a path, as an int. Raises ApiError(400) when it is not one."""
+    try:
+        return editing.validate_product_id(raw)
+    except editing.InvalidEdit as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def conflict(exc: editing.Conflict) -> JSONResponse:
+    """The 412 answer to a stale If-Match: the current state and its ETag."""
+    current = exc.current
+    return JSONResponse({"error": str(exc), "current": editing.product_json(current)}, status_code=412,
+                        headers={"ETag": editing.etag(current["version"])})
+
+
+CATCH_ALL = "/api/{rest:path}"
+
+
+class Routes:
+    """The endpoints, one method per route, over the app's services and health check;
+    build_router registers them."""
+
+    def __init__(self, services, health):
+        self.services, self.health, self.settings = services, health, services.settings
+        self.router = APIRouter()
+
+    async def healthz(self):
+        """GET /healthz: {"status": "ok", "model", "database"[, "index"]}, 200 when the
+        model is loaded and the database answers, else 503 with "unavailable"."""
         # Answered on the event loop from the latest readings (frontend.health): never
         # queued behind user work on the thread pool, whatever the index or database do.
+        health = self.health
         health.start()
         waited_until = time.monotonic() + health.first_reading_timeout_s
         result = health.check()
@@ -124,34 +205,19 @@ def build_router(services, health) -> APIRouter:
             await asyncio.sleep(0.02)
             result = health.check()
         if result is None:
-            ok, parts = False, {"model": services.model_state[1], "database": "not checked yet"}
+            ok, parts = False, {"model": self.services.model_state[1], "database": "not checked yet"}
         else:
             ok, parts = result
         return JSONResponse({"status": "ok" if ok else "unavailable", **parts}, status_code=200 if ok else 503)
 
-    @router.post("/api/search")
-    async def api_search(request: Request):
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            raise ApiError(400, 'request body must be a JSON object like {"query": "...", "top_k": 10}')
-        unknown = sorted(set(body) - SEARCH_FIELDS)
-        if unknown:
-            raise ApiError(400, f"unknown field(s): {', '.join(unknown)} (allowed: query, top_k, filters, mode, explain)")
-        if "query" not in body:
-            raise ApiError(400, "query is missing")
+    async def search(self, request: Request):
+        """POST /api/search: {"results": [...]} best first; 400 for a bad body (see
+        search_request), 503 when a part does not answer."""
+        asked = search_request(await read_json(request))
         try:
-            query = validate_query(body["query"])
-            top_k = validate_top_k(body.get("top_k", 10))
-            filters = SearchFilters.parse(body.get("filters"))
-            mode = validate_mode(body.get("mode", DEFAULT_MODE))
-        except InvalidSearch as exc:
-            raise ApiError(400, str(exc)) from None
-        explain = body.get("explain", False)
-        if not isinstance(explain, bool):
-            raise ApiError(400, "explain must be true or false")
-        try:
-            results = await run_in_threadpool(lambda: timed_search(services.search, query, top_k, filters, "api", mode,
-                                                                   explain=explain))
+            results = await run_in_threadpool(lambda: timed_search(self.services.search, asked.query, asked.top_k,
+                                                                   asked.filters, "api", asked.mode,
+                                                                   explain=asked.explain))
         except InvalidSearch as exc:
             raise ApiError(400, str(exc)) from None
         except Exception as exc:
@@ -161,43 +227,39 @@ def build_router(services, health) -> APIRouter:
         # already JSON (SearchResult.to_json).
         return JSONResponse({"results": [r.to_json() for r in results]})
 
-    def product_id(raw: str) -> int:
-        try:
-            return editing.validate_product_id(raw)
-        except editing.InvalidEdit as exc:
-            raise ApiError(400, str(exc)) from None
-
-    @router.get("/api/products/{raw_id}")
-    async def get_product(raw_id: str):
+    async def get_product(self, raw_id: str):
+        """GET /api/products/{id}: the product as JSON with its ETag; 400 for a bad id, 404."""
         pid = product_id(raw_id)
         try:
-            row = await run_in_threadpool(editing.get_product, services.pool, pid)
+            row = await run_in_threadpool(editing.get_product, self.services.pool, pid)
         except editing.NotFound as exc:
             raise ApiError(404, str(exc)) from None
         except Exception as exc:
             raise unavailable(exc) from exc
         return JSONResponse(editing.product_json(row), headers={"ETag": editing.etag(row["version"])})
 
-    def conflict(exc: editing.Conflict) -> JSONResponse:
-        current = exc.current
-        return JSONResponse({"error": str(exc), "current": editing.product_json(current)}, status_code=412,
-                            headers={"ETag": editing.etag(current["version"])})
-
-    @router.put("/api/products/{raw_id}")
-    async def put_product(raw_id: str, request: Request):
-        # Refuse before reading anything else: an unauthenticated caller learns nothing.
+    def editor(self, request: Request) -> str:
+        """The authenticated editor's name. Raises ApiError 403 (editing disabled), 401
+        (no or wrong credentials) or 429 (too many failed logins)."""
+        settings = self.settings
         if not settings.editing_enabled:
             raise ApiError(403, "editing is disabled: EDITOR_USERNAME and EDITOR_PASSWORD are not configured")
         given = basic_auth(request)
         if given is None:
             raise ApiError(401, "authentication required (HTTP Basic with the editor credentials)", CHALLENGE)
         try:
-            editor = editing.authenticate(settings.editor, *given, throttle=services.login_throttle,
-                                          client=request.client.host if request.client else None)
+            return editing.authenticate(settings.editor, *given, throttle=self.services.login_throttle,
+                                        client=request.client.host if request.client else None)
         except editing.Throttled as exc:
             raise ApiError(429, str(exc), {"Retry-After": str(exc.retry_after_s)}) from None
         except editing.Unauthorized:
             raise ApiError(401, "wrong username or password", CHALLENGE) from None
+
+    async def put_product(self, raw_id: str, request: Request):
+        """PUT /api/products/{id}: applies the edit when If-Match holds the current ETag
+        (the module docstring); 412 with the current state when it does not."""
+        # Refuse before reading anything else: an unauthenticated caller learns nothing.
+        editor = self.editor(request)
         pid = product_id(raw_id)
         body = await read_json(request)
         try:
@@ -213,8 +275,8 @@ def build_router(services, health) -> APIRouter:
         except editing.InvalidEdit as exc:
             raise ApiError(400, str(exc)) from None
         try:
-            result = await run_in_threadpool(editing.apply_edit, services.pool, pid, changes, editor,
-                                              settings.embedding.text_template, expected)
+            result = await run_in_threadpool(editing.apply_edit, self.services.pool, pid, changes, editor,
+                                              self.settings.embedding.text_template, expected)
         except editing.NotFound as exc:
             raise ApiError(404, str(exc)) from None
         except editing.Conflict as exc:
@@ -229,8 +291,9 @@ def build_router(services, health) -> APIRouter:
             raise unavailable(exc) from exc
         return JSONResponse(result.to_json(), headers={"ETag": editing.etag(result.current_version)})
 
-    @router.get("/api/products/{raw_id}/sync")
-    async def product_sync(raw_id: str, version: str | None = None):
+    async def product_sync(self, raw_id: str, version: str | None = None):
+        """GET /api/products/{id}/sync[?version=N]: whether the index holds the row's
+        current version (or N)."""
         pid = product_id(raw_id)
         wanted = None
         if version is not None:
@@ -238,31 +301,43 @@ def build_router(services, health) -> APIRouter:
                 raise ApiError(400, f"version must be a non-negative integer, got {version[:40]!r}")
             wanted = int(version)
         try:
-            state = await run_in_threadpool(editing.sync_state, services.index, services.pool, pid,
-                                              settings.embedding.text_template, wanted)
+            state = await run_in_threadpool(editing.sync_state, self.services.index, self.services.pool, pid,
+                                              self.settings.embedding.text_template, wanted)
         except editing.NotFound as exc:
             raise ApiError(404, str(exc)) from None
         except Exception as exc:
             raise unavailable(exc) from exc
         return state.to_json()
 
-    @router.get("/api/status")
-    async def api_status():
-        status = await run_in_threadpool(services.status.read)
+    async def status(self):
+        """GET /api/status: how far the index is behind the table."""
+        status = await run_in_threadpool(self.services.status.read)
         return status.to_json()
 
-    catch_all = "/api/{rest:path}"
-
-    @router.api_route(catch_all, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-    async def unknown_api(rest: str, request: Request):
+    async def unknown_api(self, rest: str, request: Request):
+        """Any other /api path: 405 with Allow when the path takes other methods, else 404."""
         # A path that exists, asked with a method it does not take, is a 405 with the
         # methods it does take in Allow (RFC 9110, 15.5.6), not a 404. The routes are
         # matched by their own paths: this router is included without a prefix.
-        allowed = sorted({method for route in router.routes if isinstance(route, APIRoute) and route.path != catch_all
-                          and route.matches(request.scope)[0] is not Match.NONE for method in route.methods})
+        allowed = sorted({method for route in self.router.routes
+                          if isinstance(route, APIRoute) and route.path != CATCH_ALL
+                          and route.matches(request.scope)[0] is not Match.NONE for method in route.methods or ()})
         if allowed:
             raise ApiError(405, f"{request.method} is not allowed on /api/{rest}; it takes {', '.join(allowed)}",
                            {"Allow": ", ".join(allowed)})
         raise ApiError(404, f"no such endpoint: {request.method} /api/{rest}")
 
+
+def build_router(services, health) -> APIRouter:
+    """The API's router: each route of Routes at its path; the catch-all comes last so
+    that it answers only what no other route takes."""
+    routes = Routes(services, health)
+    router = routes.router
+    router.add_api_route("/healthz", routes.healthz, methods=["GET"])
+    router.add_api_route("/api/search", routes.search, methods=["POST"])
+    router.add_api_route("/api/products/{raw_id}", routes.get_product, methods=["GET"])
+    router.add_api_route("/api/products/{raw_id}", routes.put_product, methods=["PUT"])
+    router.add_api_route("/api/products/{raw_id}/sync", routes.product_sync, methods=["GET"])
+    router.add_api_route("/api/status", routes.status, methods=["GET"])
+    router.add_api_route(CATCH_ALL, routes.unknown_api, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     return router

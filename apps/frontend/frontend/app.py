@@ -11,6 +11,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import gradio as gr  # noqa: E402
+from gradio.themes import Default  # noqa: E402
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
@@ -55,7 +56,7 @@ def create_app(services) -> FastAPI:
     app.include_router(build_router(services, health))
     demo = build_ui(services)
     app = gr.mount_gradio_app(app, demo, path="", css=CSS, footer_links=[], show_error=False,
-                              theme=gr.themes.Default(primary_hue="indigo"),
+                              theme=Default(primary_hue="indigo"),
                               max_file_size=services.settings.max_body_bytes)
     app.add_middleware(UnknownEventGuard, blocks=demo)
     # Outermost, so no route (ours or Gradio's) reads a body before its size is known.

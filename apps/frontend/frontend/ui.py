@@ -12,9 +12,10 @@ import logging
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import gradio as gr
+from gradio.components import Component
 
 from productsearch.documents import UnindexableProduct, normalise_category
 from productsearch.lexical import matching_spans
@@ -160,7 +161,10 @@ def category_choices(found: list[str]) -> list[tuple[str, str]]:
     return [("Any category", ANY_CATEGORY)] + [(c, c) for key, c in seen.items() if key]
 
 
-def unchecked(component: gr.components.Component) -> gr.components.Component:
+_C = TypeVar("_C", bound=Component)
+
+
+def unchecked(component: _C) -> _C:
     """The component, made to hand its value to the handler unchecked. Gradio's Radio
     refuses a value outside its choices with an error that /gradio_api/run answers as
     500; a direct call to a named event may send anything, so the handler validates
@@ -413,7 +417,7 @@ def edit_form(prefix: str, enabled: bool) -> EditForm:
                     loaded, timer)
 
 
-def wire_edit_form(edit: EditHandlers, form: EditForm, opts: dict, api_prefix: str) -> None:
+def wire_edit_form(edit: EditHandlers, form: EditForm, opts: dict[str, Any], api_prefix: str) -> None:
     """The events every edit form shares: Reload (after a conflict) and the poll that
     says when the saved edit is searchable."""
     form.reload.click(edit.reload, [form.loaded], form.load_outputs, api_name=f"{api_prefix}_reload", **opts)
@@ -422,71 +426,104 @@ def wire_edit_form(edit: EditHandlers, form: EditForm, opts: dict, api_prefix: s
                     show_progress="hidden")
 
 
-def build_ui(services) -> gr.Blocks:
-    settings = services.settings
-    page_size = settings.page_size
+def category_update(found: list[str], view: Overview | None, filters: SearchFilters | None):
+    """The category dropdown, its labels carrying each category's hits for the
+    search shown (no count while another category narrows the search)."""
+    choices = category_choices(found)
+    if view is None:
+        return gr.Dropdown(choices=choices)
+    counts = {normalise_category(c): n for c, n in view.categories.items()}
+    labelled = [("Any category", ANY_CATEGORY)]
+    for label, value in choices[1:]:
+        n = counts.get(normalise_category(value), 0)
+        labelled.append((f"{label} ({n})" if n or not filters.category else label, value))
+    return gr.Dropdown(choices=labelled)
 
-    # -- search -----------------------------------------------------------------------
-    def category_update(found: list[str], view: Overview | None, filters: SearchFilters | None):
-        """The category dropdown, its labels carrying each category's hits for the
-        search shown (no count while another category narrows the search)."""
-        choices = category_choices(found)
-        if view is None:
-            return gr.Dropdown(choices=choices)
-        counts = {normalise_category(c): n for c, n in view.categories.items()}
-        labelled = [("Any category", ANY_CATEGORY)]
-        for label, value in choices[1:]:
-            n = counts.get(normalise_category(value), 0)
-            labelled.append((f"{label} ({n})" if n or not filters.category else label, value))
-        return gr.Dropdown(choices=labelled)
 
-    def price_update(view: Overview | None, filters: SearchFilters | None):
-        """The price-range picker, each range labelled with its hits for the search shown."""
-        bounded = filters is not None and (filters.price_min is not None or filters.price_max is not None)
-        choices = [("Any price", "")]
-        for i in range(len(PRICE_RANGES)):
-            label = price_range_label(i)
-            if view is not None and (view.prices[i] or not bounded):
-                label += f" ({view.prices[i]})"
-            choices.append((label, str(i)))
-        return gr.Radio(choices=choices)
+def price_update(view: Overview | None, filters: SearchFilters | None):
+    """The price-range picker, each range labelled with its hits for the search shown."""
+    bounded = filters is not None and (filters.price_min is not None or filters.price_max is not None)
+    choices = [("Any price", "")]
+    for i in range(len(PRICE_RANGES)):
+        label = price_range_label(i)
+        if view is not None and (view.prices[i] or not bounded):
+            label += f" ({view.prices[i]})"
+        choices.append((label, str(i)))
+    return gr.Radio(choices=choices)
 
-    def known_categories() -> list[str]:
+
+def form_filters(price_min, price_max, category) -> dict[str, Any]:
+    """The search form's filter boxes as SearchFilters.parse takes them: blank boxes left out."""
+    raw = {"price_min": (price_min or "").strip() or None, "price_max": (price_max or "").strip() or None,
+           "category": category or None}
+    return {k: v for k, v in raw.items() if v is not None}
+
+
+def nothing_skipped():
+    """The outputs of a search event that leave the page as it is."""
+    return tuple(gr.skip() for _ in range(9))
+
+
+def search_refused(text: str):
+    """The outputs of a search event that shows `text` instead of results."""
+    return (text, "", "", gr.Button(interactive=False), gr.Button(interactive=False), "", "",
+            gr.Dropdown(), gr.Radio())
+
+
+def close_editor():
+    """The result editor's Close button: hides the editor."""
+    return gr.Group(visible=False)
+
+
+class SearchHandlers:
+    """The search page's handlers, one method per event, and the status tab's. Each
+    answers bad input or a failed part with a message in its outputs, never an
+    exception (Gradio answers an exception with a 500). Every search event has the
+    outputs run() describes."""
+
+    def __init__(self, services):
+        self.services = services
+        self.page_size = services.settings.page_size
+
+    def known_categories(self) -> list[str]:
         try:
-            return services.categories()
+            return self.services.categories()
         except Exception:
             log.warning("categories unavailable", exc_info=True)
             return []
 
-    def run(query: str, raw_filters: dict[str, Any], page: int, mode: Any, explain: Any = False):
+    def run(self, query: str, raw_filters: dict[str, Any], page: int, mode: Any, explain: Any = False):
         """Returns the outputs of every search event: message, results, page label,
         previous and next buttons, the hidden state of the search shown (query,
         filters, mode and page: JSON the browser sends back to turn the page), the
         facets, the category dropdown and the price-range picker."""
-        def nothing(text: str):
-            return (text, "", "", gr.Button(interactive=False), gr.Button(interactive=False), "", "",
-                    gr.Dropdown(), gr.Radio())
+        search = self.services.search
         try:
             text = validate_query(query)
             filters = SearchFilters.parse(raw_filters)
             mode = validate_mode(mode)
             started = time.perf_counter()
-            result = search_page(services.search, text, filters, page, page_size, mode=mode, depth=MAX_TOP_K)
+            result = search_page(search, text, filters, page, self.page_size, mode=mode, depth=MAX_TOP_K)
             took_ms = (time.perf_counter() - started) * 1000
             if explain is True and result.results:
-                result = replace(result, results=services.search.explain(text, result.results, mode))
+                result = replace(result, results=search.explain(text, result.results, mode))
         except InvalidSearch as exc:
-            return nothing(f"⚠️ {exc}")
+            return search_refused(f"⚠️ {exc}")
         except NotReady as exc:
-            return nothing(f"⏳ Search is not ready yet: {exc}. Try again in a few seconds.")
+            return search_refused(f"⏳ Search is not ready yet: {exc}. Try again in a few seconds.")
         except Exception as exc:
             log.exception("search failed")
             part = "database" if type(exc).__module__.startswith("psycopg") else "index"
-            return nothing(f"❌ Search is unavailable: the {part} did not answer. Try again shortly.")
+            return search_refused(f"❌ Search is unavailable: the {part} did not answer. Try again shortly.")
         state = json.dumps({"query": text, "filters": raw_filters, "mode": mode, "page": page})
+        return self._shown(result, text, filters, mode, page, state, took_ms, explain is True)
+
+    def _shown(self, result, text: str, filters: SearchFilters, mode: str, page: int, state: str, took_ms: float,
+               explain: bool):
+        """run()'s outputs for a search that answered."""
         where = f" with {_filters_text(filters)}" if _filters_text(filters) else ""
         view = overview(result.candidates, mode)
-        found = known_categories()
+        found = self.known_categories()
         extras = (facets_html(view, mode, filters), category_update(found, view, filters), price_update(view, filters))
         if not result.results:
             if page == 1:
@@ -505,64 +542,71 @@ def build_ui(services) -> gr.Blocks:
         more = "+" if view.hits >= MAX_TOP_K else ""
         hits = f"{view.hits}{more} close match{'es' if view.hits != 1 else ''}" if view.close else "No close match"
         message += f" {hits} · {took_ms:.0f} ms on the server"
-        return (message, results_html(result, text, view, explain is True), f"Page {page}",
+        return (message, results_html(result, text, view, explain), f"Page {page}",
                 gr.Button(interactive=page > 1), gr.Button(interactive=result.has_more), state, *extras)
 
-    def form_filters(price_min, price_max, category) -> dict[str, Any]:
-        raw = {"price_min": (price_min or "").strip() or None, "price_max": (price_max or "").strip() or None,
-               "category": category or None}
-        return {k: v for k, v in raw.items() if v is not None}
+    def new_search(self, query, price_min, price_max, category, mode, explain=False):
+        """The Search button and Enter in the query box: page one of the form's search."""
+        return self.run(query, form_filters(price_min, price_max, category), 1, mode, explain)
 
-    def new_search(query, price_min, price_max, category, mode, explain=False):
-        return run(query, form_filters(price_min, price_max, category), 1, mode, explain)
-
-    def switch_mode(query, price_min, price_max, category, mode, explain=False):
+    def switch_mode(self, query, price_min, price_max, category, mode, explain=False):
         """A mode or explain setting picked by the user re-runs the form's
         search from page one; with no query typed there is nothing to re-run and the
         page stays as it is."""
         if not isinstance(query, str) or not query.strip():
-            return tuple(gr.skip() for _ in range(9))
-        return new_search(query, price_min, price_max, category, mode, explain)
+            return nothing_skipped()
+        return self.new_search(query, price_min, price_max, category, mode, explain)
 
-    def pick_price_range(choice, query, category, mode, explain=False):
+    def pick_price_range(self, choice, query, category, mode, explain=False):
         """A price range picked from the facets: fills the min and max boxes with its
         bounds and re-runs the search; "" clears both."""
         try:
             low, high = ("", "") if choice in ("", None) else price_range_bounds(int(choice))
-        except (ValueError, TypeError, IndexError):
+        except (ValueError, TypeError, IndexError, OverflowError):  # any JSON value, infinity included
             return (gr.skip(), gr.skip(), *nothing_skipped())
         if not isinstance(query, str) or not query.strip():
             return (low, high, *nothing_skipped())
-        return (low, high, *new_search(query, low, high, category, mode, explain))
+        return (low, high, *self.new_search(query, low, high, category, mode, explain))
 
-    def nothing_skipped():
-        return tuple(gr.skip() for _ in range(9))
-
-    def turn(state_json: str, delta: int, explain: Any = False):
+    def turn(self, state_json: str, delta: int, explain: Any = False):
+        """The search shown (its hidden state), `delta` pages on."""
         try:
             state = json.loads(state_json) if state_json else None
         except (ValueError, RecursionError):  # the page's state comes from the browser: any text
             state = None
         if not isinstance(state, dict) or not isinstance(state.get("page"), int):
-            return ("⚠️ Run a search first.", "", "", gr.Button(interactive=False), gr.Button(interactive=False), "",
-                    "", gr.Dropdown(), gr.Radio())
+            return search_refused("⚠️ Run a search first.")
         # A state without a mode comes from a page served before modes existed.
-        return run(state.get("query", ""), state.get("filters") or {}, max(1, state["page"] + delta),
-                   state.get("mode", DEFAULT_MODE), explain)
+        return self.run(state.get("query", ""), state.get("filters") or {}, max(1, state["page"] + delta),
+                        state.get("mode", DEFAULT_MODE), explain)
 
-    def categories():
-        return category_update(known_categories(), None, None)
+    def previous_page(self, state_json: str, explain: Any = False):
+        """The Previous button."""
+        return self.turn(state_json, -1, explain)
 
-    # -- editing ------------------------------------------------------------------------
-    edit = EditHandlers(services)
+    def next_page(self, state_json: str, explain: Any = False):
+        """The Next button."""
+        return self.turn(state_json, +1, explain)
 
-    # -- status --------------------------------------------------------------------------
-    def status():
+    def categories(self):
+        """The category dropdown's choices when the page loads."""
+        return category_update(self.known_categories(), None, None)
+
+    def status(self):
+        """The Sync status tab's text."""
         try:
-            return status_markdown(services.status.read())
+            return status_markdown(self.services.status.read())
         except Exception:
             log.exception("status reading failed")
             return "❌ The status could not be read. Try again shortly."
+
+
+def build_ui(services) -> gr.Blocks:
+    """The page: its layout, and each event wired to its handler (SearchHandlers,
+    EditHandlers)."""
+    settings = services.settings
+    search = SearchHandlers(services)
+    edit = EditHandlers(services)
 
     # -- layout ----------------------------------------------------------------------------
     # Gradio's cache (files it serves) is emptied hourly of anything over an hour old.
@@ -600,6 +644,7 @@ def build_ui(services) -> gr.Blocks:
                 page_label = gr.Markdown(elem_id="page-label")
                 next_btn = gr.Button("Next →", interactive=False, elem_id="next-btn", size="sm")
             search_state = gr.Textbox(visible=False, elem_id="search-state")
+            result_parts = None
             if settings.editing_enabled:
                 with gr.Group(visible=False, elem_id="result-editor") as result_editor:
                     result_heading = gr.Markdown(elem_id="result-edit-heading")
@@ -609,6 +654,7 @@ def build_ui(services) -> gr.Blocks:
                 # reaches the handler through the event's js, never through a visible box.
                 open_id = gr.Textbox(visible=False)
                 open_btn = gr.Button("Open", visible="hidden", elem_id="open-editor-btn")
+                result_parts = (result_editor, result_heading, result_form, close_btn, open_id, open_btn)
 
         with gr.Tab("Edit product", id="edit-tab"):
             if settings.editing_enabled:
@@ -634,33 +680,34 @@ def build_ui(services) -> gr.Blocks:
 
         # Named events: plain HTTP posts to /gradio_api/run/<name>, answerable by any replica.
         outputs = [message, results, page_label, prev_btn, next_btn, search_state, facets, category, price_range]
-        opts = dict(queue=False, show_progress="minimal")
+        opts: dict[str, Any] = dict(queue=False, show_progress="minimal")
         form = [query, price_min, price_max, category, mode, explain]
-        search_btn.click(new_search, form, outputs, api_name="ui_search", **opts)
-        query.submit(new_search, form, outputs, api_name=False, **opts)
+        search_btn.click(search.new_search, form, outputs, api_name="ui_search", **opts)
+        query.submit(search.new_search, form, outputs, api_name=False, **opts)
         # .input, not .change: only a user's pick re-runs the search, never a value set by code.
-        mode.input(switch_mode, form, outputs, api_name=False, **opts)
-        explain.input(switch_mode, form, outputs, api_name=False, **opts)
-        price_range.input(pick_price_range, [price_range, query, category, mode, explain],
+        mode.input(search.switch_mode, form, outputs, api_name=False, **opts)
+        explain.input(search.switch_mode, form, outputs, api_name=False, **opts)
+        price_range.input(search.pick_price_range, [price_range, query, category, mode, explain],
                           [price_min, price_max, *outputs], api_name=False, **opts)
-        prev_btn.click(lambda s, e=False: turn(s, -1, e), [search_state, explain], outputs, api_name="ui_previous_page", **opts)
-        next_btn.click(lambda s, e=False: turn(s, +1, e), [search_state, explain], outputs, api_name="ui_next_page", **opts)
+        prev_btn.click(search.previous_page, [search_state, explain], outputs, api_name="ui_previous_page", **opts)
+        next_btn.click(search.next_page, [search_state, explain], outputs, api_name="ui_next_page", **opts)
         wire_edit_form(edit, tab_form, opts, "ui")
         load_btn.click(edit.load, [product_id], tab_form.load_outputs, api_name="ui_load", **opts)
         tab_form.save.click(edit.save, [product_id, *tab_form.save_inputs], tab_form.save_outputs, api_name="ui_save",
                             **opts)
-        if settings.editing_enabled:
+        if result_parts is not None:
+            result_editor, result_heading, result_form, close_btn, open_id, open_btn = result_parts
             wire_edit_form(edit, result_form, opts, "ui_result")
             result_form.save.click(edit.save_bound, result_form.save_inputs, result_form.save_outputs,
                                    api_name="ui_result_save", **opts)
             open_btn.click(edit.open_result, [open_id], [result_editor, result_heading, *result_form.load_outputs],
                            api_name="ui_open_result", js="(given) => window.productsearchEditId ?? given", **opts)
-            close_btn.click(lambda: gr.Group(visible=False), None, [result_editor], api_name=False, **opts)
+            close_btn.click(close_editor, None, [result_editor], api_name=False, **opts)
             demo.load(None, None, None, js=OPEN_EDITOR_JS, api_name=False)
-        refresh_btn.click(status, None, [status_md], api_name="ui_status", **opts)
-        status_timer.tick(status, None, [status_md], api_name=False, queue=False, show_progress="hidden")
-        demo.load(categories, None, [category], api_name=False, queue=False)
-        demo.load(status, None, [status_md], api_name=False, queue=False)
+        refresh_btn.click(search.status, None, [status_md], api_name="ui_status", **opts)
+        status_timer.tick(search.status, None, [status_md], api_name=False, queue=False, show_progress="hidden")
+        demo.load(search.categories, None, [category], api_name=False, queue=False)
+        demo.load(search.status, None, [status_md], api_name=False, queue=False)
     # A direct call to an event (/gradio_api/run/<name>) may send fewer values than the
     # event has inputs; Gradio answers that with a 500 and a traceback in the log. The
     # missing values are read as absent instead, and each handler's own validation

@@ -51,11 +51,10 @@ class QueueGauge:
         again when needed (see the class); 0 or less: do not ship. Raises what read()
         raises."""
         stale = self.clock() - self.read_at >= self.interval_s
-        if self.depth is None:
-            self.read()
-        elif stale and (self.sent_since > 0 or self.depth >= self.limit):
-            self.read()
-        return self.limit - (self.depth + self.sent_since)
+        depth = self.depth
+        if depth is None or (stale and (self.sent_since > 0 or depth >= self.limit)):
+            depth = self.read()
+        return self.limit - (depth + self.sent_since)
 
     def wait_s(self) -> float:
         """Seconds until room() may read again (0 when it may now)."""

@@ -102,8 +102,8 @@ def send_in_lanes(sqs, queue_url: str, messages: list[tuple[str, str]], lanes: i
     with ThreadPoolExecutor(len(by_lane), thread_name_prefix="send") as pool:
         futures = [pool.submit(send_lane, lane) for lane in by_lane.values()]
     for future in futures:
-        if future.exception() is not None:
-            raise future.exception()
+        if (exc := future.exception()) is not None:
+            raise exc
 
 
 def corpus_parameters(conn: psycopg.Connection) -> lexical.CorpusStats | None:
