@@ -10,19 +10,16 @@ import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import boto3
 import psycopg
 from tqdm import tqdm
 
 from devstack.processes import REPO, http_ok, wait_for
+from devstack.stack import DevStack
 from productsearch import aws, onnx_export
 from productsearch.index import ProductIndex
 from productsearch.settings import EmbeddingSettings, IndexSettings, query_embedding_env
 
-if TYPE_CHECKING:
-    from devstack.stack import DevStack
 
 
 def up(stack: DevStack, catalog: Path, with_frontend: bool, settings_dir: Path = REPO / ".local") -> None:
@@ -141,13 +138,10 @@ def index_is_empty(stack: DevStack) -> bool:
 
 def wait_for_index(stack: DevStack, timeout: float) -> None:
     """Shows the index catching up with the table, so `make up` returns when search is complete."""
-    from devstack.stack import REGION  # circular: devstack.stack imports this module
-
     with psycopg.connect(stack.database_url) as conn:
         rows = conn.execute("SELECT count(*) FROM products").fetchone()[0]
     index = ProductIndex(IndexSettings.from_env(stack.env()), attempts=3)
-    sqs = boto3.client("sqs", region_name=REGION, endpoint_url=stack.aws_endpoint,
-                       aws_access_key_id="local", aws_secret_access_key="local")
+    sqs = stack.aws_client("sqs")
     deadline = time.monotonic() + timeout
     with tqdm(total=rows, unit="vectors", desc="indexing") as bar:
         while time.monotonic() < deadline:
