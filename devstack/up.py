@@ -6,7 +6,6 @@ depending on what was kept from before) and waits until search is complete.
 from __future__ import annotations
 
 import secrets
-import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,17 +25,7 @@ def up(stack: DevStack, catalog: Path, with_frontend: bool, settings_dir: Path =
     """Starts everything and returns when search is complete. settings_dir receives
     stack.env (every endpoint, for scripts and `make reconcile`) and editor.env."""
     stack.stop_all()
-    try:
-        stack.start_infrastructure()
-    except RuntimeError as exc:
-        if "holds an index with" not in str(exc):
-            raise
-        # An index kept from before hybrid search (metric cosine): it is derived data, so
-        # it is rebuilt from the table (the backfill below) with the dotproduct metric.
-        print("the local index was made with another metric; rebuilding it from the table ...", flush=True)
-        stack.stop_all()
-        shutil.rmtree(stack.root / "index", ignore_errors=True)
-        stack.start_infrastructure()
+    stack.start_infrastructure()
     env = stack.app_env()
     existing = product_count(stack)
     if existing:
