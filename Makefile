@@ -20,15 +20,15 @@ deps: $(STAMP)
 
 ## up: start Postgres, the SQS/SNS endpoint, the index server and the apps; load and index the sample catalog
 up: deps
-	$(PY) -m devstack.stack up
+	$(PY) -m devstack up
 
 ## down: stop everything `make up` started (data is kept under .local/)
 down:
-	@if [ -x $(PY) ]; then $(PY) -m devstack.stack down; fi
+	@if [ -x $(PY) ]; then $(PY) -m devstack down; fi
 
 ## status: which parts of the `make up` stack run (pids), the UI address, and whether the index equals the table
 status:
-	$(PY) -m devstack.stack status
+	$(PY) -m devstack status
 
 ## lint: ruff (pyflakes, complexity) and pyright, both configured in pyproject.toml
 # PYRIGHT_PYTHON_IGNORE_WARNINGS: no look-up of pyright's newest release on PyPI.

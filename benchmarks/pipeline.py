@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from devstack.reset import reset_data
 from devstack.waiting import wait_until
 from productsearch.settings import IndexSettings
 
@@ -172,7 +173,7 @@ class Pipeline:
     def reset(self) -> None:
         """Empties the table, the change log, the queues and the index (own stack only)."""
         assert self.stack is not None, "refusing to empty a stack that is not ours"
-        self.stack.reset_data()
+        reset_data(self.stack)
 
     def insert_products(self, rows: Iterable[dict], *, capture: bool = True, batch: int = 2000) -> list[int]:
         """Upserts rows by SKU and returns their product ids in order. capture=False writes

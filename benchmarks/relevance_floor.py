@@ -42,7 +42,7 @@ from benchmarks import beir, cli, machine
 from benchmarks.cli import say
 from benchmarks.pipeline import REPO
 from productsearch import lexical
-from productsearch.documents import indexed_text, lexical_text
+from productsearch.documents import SparseVector, indexed_text, lexical_text
 from productsearch.embedding import Embedder
 from productsearch.search import HYBRID_ALPHA, MODES, SPARSE_NORMALISATION
 from productsearch.settings import EmbeddingSettings
@@ -77,7 +77,7 @@ def embed_corpus(embedder: Embedder, texts: list[str], key: str) -> np.ndarray:
     return vectors
 
 
-def sparse_matrix(vectors: list[lexical.SparseVector], columns: dict[int, int]) -> sp.csr_matrix:
+def sparse_matrix(vectors: list[SparseVector], columns: dict[int, int]) -> sp.csr_matrix:
     """Rows of sparse vectors over the term ids in `columns` (term id -> column); ids not
     in `columns` are left out (they meet no other side's term)."""
     data, indices, indptr = [], [], [0]

@@ -337,28 +337,28 @@ def run(*, rows: int | None = None, levels: tuple[int, ...] = DEFAULT_LEVELS, re
                                          for name in CONFIGS}
         for name in CONFIGS:
             pipeline.stop_app(f"frontend-{name}")
-    result["goals"] = goals(result)
+    result["scaling"] = scaling(result)
     result["duration_s"] = round(time.monotonic() - started, 1)
     return result
 
 
-def goals(result: dict) -> dict:
-    """The search goals (docs/benchmarks.md), read off the "on" figures: qps at 16 clients >= 2.5x qps at
-    one client, p95 at 16 clients < 150 ms, p95 at one client < 25 ms."""
+def scaling(result: dict) -> dict:
+    """How throughput grows from one client to 16: qps at 16 over qps at 1, for "on" and
+    "off"; {} unless both levels ran. A ratio, not a goal: the local index server is a
+    stand-in, so absolute latencies here say nothing of Pinecone's."""
     levels = result["levels"]
     if "1" not in levels or "16" not in levels:
         return {}
-    one, sixteen = levels["1"]["on"], levels["16"]["on"]
-    ratio = round(sixteen["qps"] / one["qps"], 2) if one["qps"] else None
-    return {"qps_16_over_1": ratio, "qps_16_over_1_met": ratio is not None and ratio >= 2.5,
-            "p95_16_ms": sixteen["p95_ms"], "p95_16_met": sixteen["p95_ms"] is not None and sixteen["p95_ms"] < 150,
-            "p95_1_ms": one["p95_ms"], "p95_1_met": one["p95_ms"] is not None and one["p95_ms"] < 25,
-            "qps_16_off_over_1_off": round(levels["16"]["off"]["qps"] / levels["1"]["off"]["qps"], 2)
-            if levels["1"]["off"]["qps"] else None}
+
+    def ratio(name: str) -> float | None:
+        one = levels["1"][name]["qps"]
+        return round(levels["16"][name]["qps"] / one, 2) if one else None
+
+    return {"qps_16_over_1": ratio("on"), "qps_16_off_over_1_off": ratio("off")}
 
 
 def report(result: dict) -> None:
-    """Prints run()'s figures as a table, with the goals."""
+    """Prints run()'s figures as a table, with how throughput scales."""
     say()
     say(f"machine: {machine.one_line(result['machine'])}")
     if result.get("query_model"):
@@ -376,11 +376,9 @@ def report(result: dict) -> None:
             f"{f['requests']:>8} | {f['errors']:>6} | {f['client_cpu_ms_per_request']}")
     if result.get("repeats"):
         say(f"  * {result['repeats']['share_sent']:.0%} of the queries repeat an earlier one (Simon's model)")
-    g = result.get("goals") or {}
-    if g:
-        say(f"goals (on): qps 16/1 = {g['qps_16_over_1']} (>= 2.5: {g['qps_16_over_1_met']}); p95 at 16 = "
-            f"{g['p95_16_ms']} ms (< 150: {g['p95_16_met']}); p95 at 1 = {g['p95_1_ms']} ms (< 25: {g['p95_1_met']}); "
-            f"off: qps 16/1 = {g['qps_16_off_over_1_off']}")
+    s = result.get("scaling") or {}
+    if s:
+        say(f"qps at 16 clients over 1: on {s['qps_16_over_1']}, off {s['qps_16_off_over_1_off']}")
     say(f"duration {result['duration_s']:.0f}s")
 
 

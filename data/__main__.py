@@ -75,9 +75,7 @@ index_options = dict(
 )
 # Each index's Pulumi name follows its Pinecone name, not its role, so moving to a new
 # index (docs/index-migration.md) only ever creates the next index and deletes the old
-# one: the same resource is the next index, then the primary. Before migrations
-# existed the primary was "<prefix>-vectors"; the alias carries such a stack's index
-# over without replacing it.
+# one: the same resource is the next index, then the primary.
 index_api = cfg.get("pineconeIndexApi")
 if index_api not in ("vectors", "documents"):
     raise ValueError(f"pineconeIndexApi must be vectors or documents, got {index_api!r}")
@@ -97,7 +95,6 @@ else:
         index_name=index_name,
         metric=cfg.get("pineconeMetric"),
         deletion_protection=cfg.get("pineconeDeletionProtection"),
-        opts=pulumi.ResourceOptions(aliases=[pulumi.Alias(name=f"{layer.prefix}-vectors")]),
         **index_options,
     )
 # The index `pelican migrate-index` builds beside the primary: dotproduct, the metric

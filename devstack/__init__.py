@@ -1,9 +1,9 @@
 """Local development stack: real Postgres, moto for SQS/SNS, a Pinecone-compatible
 index server, and the apps, all on loopback.
 
-``python -m devstack.stack up|down|status`` (make up / down / status) drives it.
-Modules: stack (:class:`~devstack.stack.DevStack`, one stack's ports, environment and
-parts; the command line), up (the `make up` flow), processes (background processes,
+``python -m devstack up|down|status`` (make up / down / status, in __main__) drives
+it. Modules: stack (:class:`~devstack.stack.DevStack`, one stack's ports, environment
+and processes), up (the `make up` flow on top of stack), processes (background processes,
 pid files, logs, readiness), postgres (the PostgreSQL server), reset (the clean slate
 between tests and benchmark runs), aws_server (moto with SQS's body checks),
 index_server (the Pinecone-compatible server, a package), costs (the added latency

@@ -8,7 +8,6 @@ import json
 import urllib.request
 from typing import TYPE_CHECKING
 
-import boto3
 import psycopg
 from pinecone import Pinecone
 
@@ -35,8 +34,6 @@ def reset_data(stack: DevStack) -> None:
     requests it holds: a write delayed by a fault and landing after the wipe would
     leave a vector whose version outranks the next rows' (the change ids restart).
     RuntimeError if the index still holds vectors afterwards."""
-    from devstack.stack import REGION  # circular: devstack.stack imports this module
-
     clear_index_faults(stack)
 
     def index_quiet() -> bool:
@@ -49,8 +46,7 @@ def reset_data(stack: DevStack) -> None:
         conn.execute("TRUNCATE products, product_changes, backfill_progress RESTART IDENTITY")
     # Recreated rather than purged: SQS allows one purge a minute, and messages left
     # in flight by a stopped app would reappear later.
-    sqs = boto3.client("sqs", region_name=REGION, endpoint_url=stack.aws_endpoint,
-                       aws_access_key_id="local", aws_secret_access_key="local")
+    sqs = stack.aws_client("sqs")
     env = stack.env()
     for url in (env["SQS_QUEUE_URL"], env["SQS_DLQ_URL"]):
         sqs.delete_queue(QueueUrl=url)

@@ -1,15 +1,15 @@
 """The local stack: a real PostgreSQL server, moto's server for SQS/SNS, the
 Pinecone-compatible index server and the apps, each a background process with its
-pid and log under one state directory. `make up` / `make down` / `make status` use
-it through ``python -m devstack.stack up|down|status``, and so do the tests (with
-their own directory and free ports).
+pid and log under one state directory: starting, stopping and reading each part.
+The `make up` flow runs on top of it (devstack.up, through ``python -m devstack
+up|down|status``), and so do the tests and benchmarks (with their own directory and
+free ports).
 
 Named DevStack, not LocalStack: LocalStack is the AWS emulator docker-compose.yml runs.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -21,11 +21,10 @@ from pathlib import Path
 
 import boto3
 
-from devstack import postgres, reset
+from devstack import postgres
 from devstack.processes import REPO, ProcessSupervisor, free_port, http_ok, wait_for
-from devstack.up import up
 
-__all__ = ["LOCAL_API_KEY", "REGION", "REPO", "DevStack", "free_port", "main", "up"]
+__all__ = ["LOCAL_API_KEY", "REGION", "REPO", "DevStack", "free_port"]
 
 LOCAL_API_KEY = "local-dev-key"
 REGION = "us-east-1"
@@ -121,10 +120,16 @@ class DevStack(ProcessSupervisor):
         wait_for("moto server", lambda: http_ok(f"{self.aws_endpoint}/moto-api/"), proc=self.processes["aws"], log=self.log_path("aws"))
         self.create_queues()
 
+    def aws_client(self, service: str):
+        """A boto3 client for *service* ("sqs", "sns", ...) on this stack's AWS endpoint."""
+        return boto3.client(service, region_name=REGION, endpoint_url=self.aws_endpoint,
+                            aws_access_key_id="local", aws_secret_access_key="local")
+
     def create_queues(self) -> None:
+        """Creates the jobs queue, its dead-letter queue and the dead-letter topic, as
+        messaging/ deploys them (a no-op for those that exist with the same attributes)."""
         env = self.env()
-        kwargs = dict(region_name=REGION, endpoint_url=self.aws_endpoint, aws_access_key_id="local", aws_secret_access_key="local")
-        sqs = boto3.client("sqs", **kwargs)
+        sqs = self.aws_client("sqs")
         # The same settings as messaging/ (infra/messaging.py JobQueues).
         fifo = {"FifoQueue": "true", "DeduplicationScope": "messageGroup",
                 "FifoThroughputLimit": "perMessageGroupId"} if self.fifo else {}
@@ -139,7 +144,7 @@ class DevStack(ProcessSupervisor):
             **fifo,
         })
         assert (jobs["QueueUrl"], dlq["QueueUrl"]) == (env["SQS_QUEUE_URL"], env["SQS_DLQ_URL"]), (jobs, dlq)
-        sns = boto3.client("sns", **kwargs)
+        sns = self.aws_client("sns")
         topic = sns.create_topic(Name="product-dead-letters")
         assert topic["TopicArn"] == env["SNS_TOPIC_ARN"], topic
 
@@ -228,11 +233,7 @@ class DevStack(ProcessSupervisor):
         lines += [f"  {part} unavailable: {error}" for part, error in s["errors"].items()]
         return lines
 
-    # -- a clean slate ------------------------------------------------------------------
-    def reset_data(self) -> None:
-        """Empties table, change log, queues and index; see :func:`devstack.reset.reset_data`."""
-        reset.reset_data(self)
-
+    # -- stopping --------------------------------------------------------------------------
     def stop_all(self) -> None:
         """Stops the apps first, then the index server, moto and Postgres (fast shutdown)."""
         names = self.known()
@@ -243,28 +244,3 @@ class DevStack(ProcessSupervisor):
             if name in names:
                 self.stop(name, signal.SIGINT if name == "postgres" else signal.SIGTERM)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m devstack.stack up|down|status`` (the Makefile's up, down and status)."""
-    parser = argparse.ArgumentParser(prog="devstack")
-    parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument("--root", type=Path, default=REPO / ".local" / "stack")
-    parser.add_argument("--catalog", type=Path, default=REPO / "apps" / "pelican" / "catalog" / "products.csv")
-    args = parser.parse_args(argv)
-    stack = DevStack(root=args.root)
-    if args.command == "up":
-        up(stack, args.catalog, with_frontend=(REPO / "apps" / "frontend" / "frontend" / "__main__.py").exists())
-    elif args.command == "down":
-        stack.stop_all()
-        print("local stack stopped")
-    else:
-        lines = stack.status_lines()
-        if not lines:
-            print("local stack not running (make up starts it)")
-        for line in lines + stack.sync_lines():
-            print(line)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

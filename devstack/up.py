@@ -6,40 +6,26 @@ depending on what was kept from before) and waits until search is complete.
 from __future__ import annotations
 
 import secrets
-import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import boto3
 import psycopg
 from tqdm import tqdm
 
 from devstack.processes import REPO, http_ok, wait_for
+from devstack.stack import DevStack
 from productsearch import aws, onnx_export
 from productsearch.index import ProductIndex
 from productsearch.settings import EmbeddingSettings, IndexSettings, query_embedding_env
 
-if TYPE_CHECKING:
-    from devstack.stack import DevStack
 
 
 def up(stack: DevStack, catalog: Path, with_frontend: bool, settings_dir: Path = REPO / ".local") -> None:
     """Starts everything and returns when search is complete. settings_dir receives
     stack.env (every endpoint, for scripts and `make reconcile`) and editor.env."""
     stack.stop_all()
-    try:
-        stack.start_infrastructure()
-    except RuntimeError as exc:
-        if "holds an index with" not in str(exc):
-            raise
-        # An index kept from before hybrid search (metric cosine): it is derived data, so
-        # it is rebuilt from the table (the backfill below) with the dotproduct metric.
-        print("the local index was made with another metric; rebuilding it from the table ...", flush=True)
-        stack.stop_all()
-        shutil.rmtree(stack.root / "index", ignore_errors=True)
-        stack.start_infrastructure()
+    stack.start_infrastructure()
     env = stack.app_env()
     existing = product_count(stack)
     if existing:
@@ -141,13 +127,10 @@ def index_is_empty(stack: DevStack) -> bool:
 
 def wait_for_index(stack: DevStack, timeout: float) -> None:
     """Shows the index catching up with the table, so `make up` returns when search is complete."""
-    from devstack.stack import REGION  # circular: devstack.stack imports this module
-
     with psycopg.connect(stack.database_url) as conn:
         rows = conn.execute("SELECT count(*) FROM products").fetchone()[0]
     index = ProductIndex(IndexSettings.from_env(stack.env()), attempts=3)
-    sqs = boto3.client("sqs", region_name=REGION, endpoint_url=stack.aws_endpoint,
-                       aws_access_key_id="local", aws_secret_access_key="local")
+    sqs = stack.aws_client("sqs")
     deadline = time.monotonic() + timeout
     with tqdm(total=rows, unit="vectors", desc="indexing") as bar:
         while time.monotonic() < deadline:

@@ -7,7 +7,7 @@ from typing import Sequence
 import pulumi
 import pulumi_aws as aws
 
-from infra.layer import component_options, component_type
+from infra.layer import component_type
 
 POSTGRES_PORT = 5432
 LOG_EXPORTS = ("postgresql",)
@@ -90,7 +90,7 @@ class PostgresDatabase(pulumi.ComponentResource):
         RDS's own ``deletion_protection``: a change that would replace it (a new identifier,
         engine or storage encryption) then fails at preview instead of dropping the data."""
         token = component_type("data", "PostgresDatabase")
-        super().__init__(token, name, None, component_options(token, opts))
+        super().__init__(token, name, None, opts)
         if backup_retention_days < 1:
             raise ValueError("automated backups must be on: dbBackupRetentionDays >= 1")
         child = pulumi.ResourceOptions(parent=self)

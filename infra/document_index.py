@@ -19,7 +19,7 @@ from typing import Any
 import pulumi
 import pulumi.dynamic
 
-from infra.layer import component_options, component_type
+from infra.layer import component_type
 from infra.vector_index import METRICS
 
 # Changes that Pinecone's configure applies to an existing index.
@@ -200,7 +200,7 @@ class DocumentIndex(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         token = component_type("data", "DocumentIndex")
-        super().__init__(token, name, None, component_options(token, opts))
+        super().__init__(token, name, None, opts)
         if not schema.get("fields"):
             raise ValueError("a document index needs a schema with fields")
         self.index = DocumentIndexResource(

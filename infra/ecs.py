@@ -9,7 +9,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import iam
-from infra.layer import component_options, component_type
+from infra.layer import component_type
 
 Grant = tuple  # (sid, actions, resource ARNs[, IAM condition])
 
@@ -313,7 +313,7 @@ class OneOffTask(pulumi.ComponentResource):
 
     def __init__(self, name: str, spec: TaskSpec, opts: pulumi.ResourceOptions | None = None):
         token = component_type("compute", "OneOffTask")
-        super().__init__(token, name, None, component_options(token, opts))
+        super().__init__(token, name, None, opts)
         task = _TaskResources(name, spec, self)
         self.log_group = task.log_group
         self.task_role = task.task_role
@@ -362,7 +362,7 @@ class AppService(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         token = component_type("compute", "AppService")
-        super().__init__(token, name, None, component_options(token, opts))
+        super().__init__(token, name, None, opts)
         if deploy_timeout_minutes <= 0:
             raise ValueError("serviceDeployTimeoutMinutes must be positive")
         if gpu is not None and spot is not None:

@@ -10,7 +10,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import iam
-from infra.layer import component_options, component_type
+from infra.layer import component_type
 
 ECS_INSTANCE_MANAGED_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"
 
@@ -106,7 +106,7 @@ class GpuCapacity(pulumi.ComponentResource):
         """ami_id: the pinned AMI; empty reads the current one from SSM `ami_parameter`
         (see gpu_ami_warning)."""
         token = component_type("compute", "GpuCapacity")
-        super().__init__(token, name, None, component_options(token, opts))
+        super().__init__(token, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         role = aws.iam.Role(
             f"{name}-instance",

@@ -9,7 +9,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
-from infra.layer import component_options, component_type
+from infra.layer import component_type
 
 
 def lifecycle_policy(keep_images: int) -> str:
@@ -59,7 +59,7 @@ class ServiceImage(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         token = component_type("compute", "ServiceImage")
-        super().__init__(token, name, None, component_options(token, opts))
+        super().__init__(token, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.repository = aws.ecr.Repository(
             name,

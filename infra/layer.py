@@ -14,10 +14,6 @@ from infra.config import LayerConfig
 # The system's one name: the `project` tag's value and the component type tokens'
 # package; the policy pack (policy/) and the dashboard (compute/) carry it too.
 SYSTEM = "productsearch"
-# The type-token package components had before the system took one name. Every
-# component aliases its former token, so existing stacks keep their components (and,
-# through the inherited aliases, the components' children) instead of replacing them.
-FORMER_TYPE_PACKAGE = "semsearch"
 
 
 # Config keys every layer declares in its Pulumi.yaml and the shared Layer reads,
@@ -31,14 +27,6 @@ TIERS = ("dev", "prod")
 def component_type(layer: str, name: str) -> str:
     """A ComponentResource type token, ``productsearch:<layer>:<Name>``."""
     return f"{SYSTEM}:{layer}:{name}"
-
-
-def component_options(type_token: str, opts: pulumi.ResourceOptions | None) -> pulumi.ResourceOptions:
-    """`opts` plus an alias to the component's former type token (FORMER_TYPE_PACKAGE);
-    ResourceOptions.merge appends to any aliases the caller gave."""
-    _, layer, name = type_token.split(":")
-    former = pulumi.Alias(type_=f"{FORMER_TYPE_PACKAGE}:{layer}:{name}")
-    return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(aliases=[former]))
 
 
 def base_tags(layer: str, stack: str, tier: str = "dev") -> dict[str, str]:
@@ -165,9 +153,7 @@ class Layer:
         Cut to 20 characters so the names built on it stay within AWS's limits: the
         load balancer's ``<prefix>-web`` plus the 8 characters Pulumi's auto-naming
         appends (``-`` and 7 random ones) is 32, the most an ALB or target group name
-        may have (AWS docs: CreateLoadBalancer, Name). Stacks created
-        while the prefix was ``ss-<stack>`` set ``resourcePrefix: ss-<stack>`` on all
-        four layers to keep their physical names (docs/deploy.md, upgrade notes).
+        may have (AWS docs: CreateLoadBalancer, Name).
         """
         return (self.config.get("resourcePrefix") or f"ps-{self.stack}")[:20]
 

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import pulumi
 import pulumi_aws as aws
 
-from infra.layer import component_options, component_type
+from infra.layer import component_type
 
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 
@@ -99,7 +99,7 @@ class AccessLogBucket(pulumi.ComponentResource):
 
     def __init__(self, name: str, *, logs: AccessLogs, opts: pulumi.ResourceOptions | None = None):
         token = component_type("compute", "AccessLogBucket")
-        super().__init__(token, name, None, component_options(token, opts))
+        super().__init__(token, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.bucket = aws.s3.Bucket(name, force_destroy=logs.force_destroy, opts=child)
         aws.s3.BucketPublicAccessBlock(
@@ -152,7 +152,7 @@ class PublicLoadBalancer(pulumi.ComponentResource):
     ):
         """access_logs: write the ALB's access logs to an AccessLogBucket of its own (None: no logs)."""
         token = component_type("compute", "PublicLoadBalancer")
-        super().__init__(token, name, None, component_options(token, opts))
+        super().__init__(token, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.https = endpoint.https
         self.access_log_bucket = (AccessLogBucket(f"{name}-logs", logs=access_logs, opts=child)

@@ -8,7 +8,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import iam
-from infra.layer import component_options, component_type
+from infra.layer import component_type
 
 # AWS docs (SQS API, CreateQueue: MessageRetentionPeriod): 60 s to 1,209,600 s (14 days).
 MIN_RETENTION_SECONDS = 60
@@ -64,7 +64,7 @@ class JobQueues(pulumi.ComponentResource):
             raise ValueError(f"jobRetentionSeconds must be between {MIN_RETENTION_SECONDS} and "
                              f"{MAX_RETENTION_SECONDS} (SQS's limits), got {retention_seconds}")
         token = component_type("messaging", "JobQueues")
-        super().__init__(token, name, None, component_options(token, opts))
+        super().__init__(token, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         stateful = pulumi.ResourceOptions(parent=self, protect=protect)
         self.dlq = aws.sqs.Queue(
@@ -166,7 +166,7 @@ class DeadLetterAlerts(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         token = component_type("messaging", "DeadLetterAlerts")
-        super().__init__(token, name, None, component_options(token, opts))
+        super().__init__(token, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         account_id = aws.get_caller_identity_output().account_id
         # A customer managed key: alarms cannot publish to a topic under aws/sns.

@@ -7,7 +7,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_awsx as awsx
 
-from infra.layer import component_options, component_type
+from infra.layer import component_type
 
 NAT_STRATEGIES = {
     "Single": awsx.ec2.NatGatewayStrategy.SINGLE,
@@ -39,7 +39,7 @@ class Network(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         token = component_type("network", "Network")
-        super().__init__(token, name, None, component_options(token, opts))
+        super().__init__(token, name, None, opts)
         if availability_zones not in (2, 3):
             raise ValueError("availabilityZones must be 2 or 3")
         if nat_strategy not in NAT_STRATEGIES:

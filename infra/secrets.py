@@ -7,7 +7,7 @@ from typing import Mapping
 import pulumi
 import pulumi_aws as aws
 
-from infra.layer import component_options, component_type
+from infra.layer import component_type
 
 
 def require_min_length(key: str, minimum: int):
@@ -42,7 +42,7 @@ class StoredSecret(pulumi.ComponentResource):
         protect: Pulumi refuses to delete or replace the secret (``protect``); its ARN is
         what the tasks read, and a generated password lives nowhere else."""
         token = component_type("data", "StoredSecret")
-        super().__init__(token, name, None, component_options(token, opts))
+        super().__init__(token, name, None, opts)
         if (value is None) == (json_value is None):
             raise ValueError("give exactly one of value or json_value")
         child = pulumi.ResourceOptions(parent=self)

@@ -13,7 +13,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.database import POSTGRES_PORT
-from infra.layer import component_options, component_type
+from infra.layer import component_type
 
 HTTPS_PORT = 443
 # Who talks to PostgreSQL; emu only reads the queue and writes the index.
@@ -35,7 +35,7 @@ class ServiceFirewall(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         token = component_type("compute", "ServiceFirewall")
-        super().__init__(token, name, None, component_options(token, opts))
+        super().__init__(token, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
         def group(role: str, description: str) -> aws.ec2.SecurityGroup:

@@ -6,7 +6,7 @@ import re
 import pinecone_pulumi as pinecone
 import pulumi
 
-from infra.layer import component_options, component_type
+from infra.layer import component_type
 
 METRICS = ("cosine", "euclidean", "dotproduct")
 MAX_INDEX_NAME = 45
@@ -51,7 +51,7 @@ class VectorIndex(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         token = component_type("data", "VectorIndex")
-        super().__init__(token, name, None, component_options(token, opts))
+        super().__init__(token, name, None, opts)
         if metric not in METRICS:
             raise ValueError(f"pineconeMetric must be one of {METRICS}")
         if dimension <= 0:

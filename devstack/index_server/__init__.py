@@ -70,5 +70,5 @@ and search), :mod:`~devstack.index_server.filters` with
 :mod:`~devstack.index_server.documents`, :mod:`~devstack.index_server.document_routes`
 and :mod:`~devstack.index_server.fulltext` (document indexes), :mod:`~devstack.index_server.costs`
 (Pinecone's cost model), :mod:`~devstack.index_server.app`
-(the ASGI app) and ``__main__`` (the command line); ``bench`` measures query latency.
+(the ASGI app) and ``__main__`` (the command line).
 """

@@ -136,14 +136,9 @@ def test_the_index_is_dotproduct_by_default_and_alone(data_run):
     (idx,) = data_run.of_type(INDEX)
     assert idx.inputs["metric"] == "dotproduct"
     assert not {"pineconeNextIndexName", "pineconeNextIndexHost"} & set(data_run.exports)
-    # Named after its Pinecone name, aliased to the name it had before migrations existed,
-    # so an existing stack's index is carried over, not replaced.
-    component = data_run.one("productsearch:data:VectorIndex")
-    assert component.name == "ps-dev-vectors-ps-dev-products"
-    aliases = data_run.opts("productsearch:data:VectorIndex", component.name).aliases
-    # Name aliases (the type is kept) and the alias to the former type token (the name is kept).
-    assert [a.name for a in aliases if a.name is not ...] == ["ps-dev-vectors"]
-    assert [a.type_ for a in aliases if a.type_ is not ...] == ["semsearch:data:VectorIndex"]
+    # Named after its Pinecone name, not its role: a migration only ever creates the next
+    # index and deletes the old one (docs/index-migration.md).
+    assert data_run.one("productsearch:data:VectorIndex").name == "ps-dev-vectors-ps-dev-products"
 
 
 SECRETS = DATA_SECRETS
@@ -183,14 +178,11 @@ def test_a_configured_next_index_is_a_dotproduct_twin_exported_beside_the_primar
     assert e["pineconeIndexName"] == "ps-dev-products" and e["pineconeNextIndexName"] == "ps-dev-products-hybrid"
     assert e["pineconeIndexHost"].startswith("ps-dev-products-x1y2.")
     assert e["pineconeNextIndexHost"].startswith("ps-dev-products-hybrid-x1y2.")
-    # Each with its own provider holding the key as a secret; only the primary carries the legacy alias.
+    # Each with its own provider holding the key as a secret.
     providers = migrating_run.of_type("pulumi:providers:pinecone")
     assert len(providers) == 2 and all("apiKey" in p.secret_paths for p in providers)
-    components = {c.name: migrating_run.opts(c.typ, c.name).aliases
-                  for c in migrating_run.of_type("productsearch:data:VectorIndex")}
-    assert {n: [a.name for a in (al or []) if a.name is not ...] for n, al in components.items()} == {
-        "ps-migrating-vectors-ps-dev-products": ["ps-migrating-vectors"],
-        "ps-migrating-vectors-ps-dev-products-hybrid": []}
+    assert {c.name for c in migrating_run.of_type("productsearch:data:VectorIndex")} == {
+        "ps-migrating-vectors-ps-dev-products", "ps-migrating-vectors-ps-dev-products-hybrid"}
 
 
 def test_retiring_keeps_the_next_index_and_deletes_the_old_one_only_at_the_end(migrating_run, data_upstream):

@@ -130,10 +130,7 @@ def test_readme_documents_every_key_and_export(layer, all_runs):
         assert f"`{export}`" in readme, export
 
 
-def test_resource_prefix_keeps_an_existing_stacks_names_and_components(messaging_quiet_run):
+def test_resource_prefix_names_the_physical_resources(messaging_quiet_run):
     assert messaging_quiet_run.one("productsearch:messaging:JobQueues").name == "ps-quiet"
-    kept = run_layer("messaging", {"resourcePrefix": "ss-quiet"}, stack="quiet")
-    queues = kept.one("productsearch:messaging:JobQueues")
-    assert queues.name == "ss-quiet"
-    aliases = kept.opts("productsearch:messaging:JobQueues", "ss-quiet").aliases
-    assert "semsearch:messaging:JobQueues" in [a.type_ for a in aliases]
+    named = run_layer("messaging", {"resourcePrefix": "acme-quiet"}, stack="quiet")
+    assert named.one("productsearch:messaging:JobQueues").name == "acme-quiet"

@@ -2,9 +2,9 @@
 
 Faults go through the index server's local-only ``/_faults`` API
 (devstack.index_server.faults); a restart of Postgres drops every connection the
-apps hold. The clean slate between tests, :meth:`DevStack.reset_data`, stays on the
-stack because benchmarks use it too; so does :func:`clear_index_faults`, which that
-reset needs.
+apps hold. The clean slate between tests, :func:`devstack.reset.reset_data`, stays
+in devstack because benchmarks use it too; so does :func:`clear_index_faults`, which
+that reset needs.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import boto3
 import pytest
 
 from devstack.index_server.faults import FAULT_EXEMPT_HEADER
+from devstack.reset import reset_data
 from productsearch import db
 from productsearch.documents import indexed_text, text_hash
 from productsearch.index import ProductIndex
@@ -28,7 +29,7 @@ class Parts:
         self.conn = db.connect(env["DATABASE_URL"], autocommit=True)
 
     def reset(self) -> None:
-        self.stack.reset_data()
+        reset_data(self.stack)
         # Each test reads only its own apps' logs.
         for log in (self.stack.root / "logs").glob("*.log"):
             if log.stem not in ("postgres", "aws", "index"):

@@ -1,4 +1,4 @@
-"""`make up`'s own logic (devstack.stack.up) on a small catalog, with a stack of its
+"""`make up`'s own logic (devstack.up.up) on a small catalog, with a stack of its
 own: the first start loads and indexes the catalog; a restart keeps the table and
 its edits and re-embeds only the rows the index lacks or holds stale."""
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from devstack.stack import DevStack, free_port, up
-from devstack.up import prepare_query_model
+from devstack.stack import DevStack, free_port
+from devstack.up import prepare_query_model, up
 from productsearch import db
 from productsearch.index import ProductIndex
 from productsearch.documents import indexed_text, text_hash

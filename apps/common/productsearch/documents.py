@@ -1,4 +1,5 @@
-"""What a product becomes in the index: its indexed text, its metadata, its id.
+"""What a product becomes in the index: its indexed text, its metadata, its id and
+the shape of its sparse vector.
 
 Pinecone's documented limits are checked here, before a request is made, so a row
 that can never be indexed is recognised as such (and dead-lettered with the reason)
@@ -12,11 +13,11 @@ import math
 import re
 import string
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from productsearch.lexical import SparseVector
 from productsearch.products import CONTENT_COLUMNS
 
 # Pinecone limits (docs: "Limits" for serverless indexes).
@@ -29,6 +30,45 @@ MAX_METADATA_BYTES = 40 * 1024
 MAX_TEXT_BYTES = 40 * 1024
 MAX_VECTORS_PER_UPSERT = 1000
 MAX_UPSERT_REQUEST_BYTES = 2 * 1024 * 1024
+# Pinecone docs, Limits: "Sparse vectors can contain no more than 1000 non-zero values."
+MAX_SPARSE_VALUES = 1000
+
+
+@dataclass(frozen=True)
+class SparseVector:
+    """A Pinecone sparse vector: `indices` sorted, unique uint32; `values` finite and
+    positive, one per index. Build it with from_weights."""
+
+    indices: tuple[int, ...]
+    values: tuple[float, ...]
+
+    @classmethod
+    def from_weights(cls, weights: Mapping[int, float], limit: int = MAX_SPARSE_VALUES) -> SparseVector:
+        """From {index: weight}, dropping weights that are not finite and positive and,
+        beyond `limit` entries, keeping the highest weights (Pinecone docs: Limits,
+        MAX_SPARSE_VALUES)."""
+        kept = [(i, float(w)) for i, w in weights.items() if math.isfinite(w) and w > 0]
+        if len(kept) > limit:
+            kept = sorted(kept, key=lambda item: (-item[1], item[0]))[:limit]
+        kept.sort()
+        return cls(tuple(i for i, _ in kept), tuple(w for _, w in kept))
+
+    def __bool__(self) -> bool:
+        return bool(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def scaled(self, factor: float) -> SparseVector:
+        return SparseVector(self.indices, tuple(v * factor for v in self.values))
+
+    def dot(self, other: SparseVector) -> float:
+        mine = dict(zip(self.indices, self.values))
+        return sum(mine.get(i, 0.0) * v for i, v in zip(other.indices, other.values))
+
+    def to_pinecone(self) -> dict[str, list]:
+        """The SDK's and the REST API's shape: {"indices": [...], "values": [...]}."""
+        return {"indices": list(self.indices), "values": list(self.values)}
 
 
 class UnindexableProduct(ValueError):

@@ -31,8 +31,7 @@ from email.utils import parsedate_to_datetime
 from pinecone import Pinecone, RetryConfig
 
 from productsearch.batching import within_limits
-from productsearch.documents import MAX_UPSERT_REQUEST_BYTES, MAX_VECTORS_PER_UPSERT, IndexRecord
-from productsearch.lexical import SparseVector
+from productsearch.documents import MAX_UPSERT_REQUEST_BYTES, MAX_VECTORS_PER_UPSERT, IndexRecord, SparseVector
 from productsearch.logs import brief
 from productsearch.retry import with_backoff
 from productsearch.settings import IndexSettings

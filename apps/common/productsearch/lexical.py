@@ -37,6 +37,7 @@ from typing import Any
 import Stemmer
 
 from productsearch import products
+from productsearch.documents import SparseVector, lexical_text
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,6 @@ bm25s = _import_bm25s()
 # bm25s's defaults (BM25.__init__), the settings the feasibility run measured.
 DEFAULT_K1 = 1.5
 DEFAULT_B = 0.75
-# Pinecone docs, Limits: "Sparse vectors can contain no more than 1000 non-zero values."
-MAX_SPARSE_VALUES = 1000
 # A whitespace-separated chunk longer than this is not an identifier a person types
 # (a URL, a base64 blob); its pieces still count.
 MAX_IDENTIFIER_CHARS = 64
@@ -185,43 +184,6 @@ def term_counts(text: str) -> Counter[int]:
 
 
 @dataclass(frozen=True)
-class SparseVector:
-    """A Pinecone sparse vector: `indices` sorted, unique uint32; `values` finite and
-    positive, one per index. Build it with from_weights."""
-
-    indices: tuple[int, ...]
-    values: tuple[float, ...]
-
-    @classmethod
-    def from_weights(cls, weights: Mapping[int, float], limit: int = MAX_SPARSE_VALUES) -> SparseVector:
-        """From {index: weight}, dropping weights that are not finite and positive and,
-        beyond `limit` entries, keeping the highest weights (Pinecone docs: Limits,
-        MAX_SPARSE_VALUES)."""
-        kept = [(i, float(w)) for i, w in weights.items() if math.isfinite(w) and w > 0]
-        if len(kept) > limit:
-            kept = sorted(kept, key=lambda item: (-item[1], item[0]))[:limit]
-        kept.sort()
-        return cls(tuple(i for i, _ in kept), tuple(w for _, w in kept))
-
-    def __bool__(self) -> bool:
-        return bool(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def scaled(self, factor: float) -> SparseVector:
-        return SparseVector(self.indices, tuple(v * factor for v in self.values))
-
-    def dot(self, other: SparseVector) -> float:
-        mine = dict(zip(self.indices, self.values))
-        return sum(mine.get(i, 0.0) * v for i, v in zip(other.indices, other.values))
-
-    def to_pinecone(self) -> dict[str, list]:
-        """The SDK's and the REST API's shape: {"indices": [...], "values": [...]}."""
-        return {"indices": list(self.indices), "values": list(self.values)}
-
-
-@dataclass(frozen=True)
 class CorpusStats:
     """The corpus-wide BM25 parameters: `documents` (N) and `average_length` (mean
     number of terms per document) as last fitted; k1 and b are the BM25 constants.
@@ -270,7 +232,7 @@ def encode_document(text: str, stats: CorpusStats) -> SparseVector:
     """The document side of BM25 for `text` (see the module docstring): one value per
     distinct term id, tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avgdl)), where len
     is the text's number of terms. Empty when the text has no terms. At most
-    MAX_SPARSE_VALUES values: the highest weights are kept."""
+    documents.MAX_SPARSE_VALUES values: the highest weights are kept."""
     return encode_counts(term_counts(text), stats)
 
 
@@ -347,8 +309,6 @@ def refit(conn, template: str, *, k1: float = DEFAULT_K1, b: float = DEFAULT_B, 
     grows with the vocabulary, not the table. Readers see the old statistics until the
     commit. `template` is INDEXED_TEXT_TEMPLATE (documents.lexical_text: what emu
     encodes). Run as the administrator (`pelican refit-lexical`)."""
-    from productsearch.documents import lexical_text  # circular: documents imports this module
-
     if k1 <= 0 or not 0 <= b <= 1:
         raise ValueError(f"k1 must be positive and b within 0..1, got k1={k1}, b={b}")
     frequencies: Counter[int] = Counter()

@@ -5,7 +5,7 @@ kept in a cache folder, and loaded without torch.
 Export (``export_into``, run in a process of its own: ``python -m
 productsearch.onnx_export``): the model is loaded with eager attention and traced on
 a padded example batch, with batch and sequence dimensions dynamic. Mean pooling and
-L2 normalisation are part of the graph (``productsearch.embedding.mean_pool``, the
+L2 normalisation are part of the graph (``productsearch.torch_runtime.mean_pool``, the
 torch path's own code), so the graph's output is the finished vector. Two traps that
 give an export which loads and runs but whose vectors are wrong for padded batches
 (measured on all-MiniLM-L6-v2, transformers 5.24, torch 2.13): tracing transformers'
@@ -54,6 +54,7 @@ import numpy as np
 
 from productsearch import logs
 from productsearch.settings import EmbeddingSettings
+from productsearch.torch_runtime import TorchModel, mean_pool
 
 log = logging.getLogger("productsearch.onnx_export")  # not __main__ when run with -m
 
@@ -257,7 +258,6 @@ def export_into(settings: EmbeddingSettings, folder: Path) -> dict:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from productsearch.embedding import TorchModel, mean_pool  # circular: embedding imports this module
 
     torch_settings = dataclasses.replace(settings, device="cpu", quantize_int8=False, runtime="torch")
     tokenizer = AutoTokenizer.from_pretrained(settings.model_path, local_files_only=True)

@@ -27,8 +27,7 @@ from typing import Any
 import numpy as np
 
 from productsearch import lexical, products
-from productsearch.documents import decimal_from_text, finite_price, normalise_category, product_id_of, vector_id
-from productsearch.lexical import SparseVector
+from productsearch.documents import SparseVector, decimal_from_text, finite_price, normalise_category, product_id_of, vector_id
 
 log = logging.getLogger(__name__)
 

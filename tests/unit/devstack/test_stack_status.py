@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from devstack.stack import DevStack, free_port, main
+from devstack.__main__ import main
+from devstack.stack import DevStack, free_port
 
 
 def test_no_frontend_started_means_no_sync_lines(tmp_path):

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from productsearch import jobs, lexical
-from productsearch.documents import lexical_text
+from productsearch.documents import MAX_SPARSE_VALUES, SparseVector, lexical_text
 from productsearch.lexical import UNFITTED as UNFITTED_STATS
-from productsearch.lexical import CorpusStats, SparseVector
+from productsearch.lexical import CorpusStats
 
 
 def test_identifiers_survive_whole_and_lower_cased_beside_their_pieces():
@@ -94,9 +94,9 @@ def test_a_batch_encodes_each_text_as_alone():
 def test_sparse_vector_is_sorted_positive_and_capped_by_weight():
     vec = SparseVector.from_weights({5: 0.5, 1: 2.0, 9: 0.0, 7: float("nan"), 3: 1.0})
     assert vec.indices == (1, 3, 5) and vec.values == (2.0, 1.0, 0.5)
-    weights = {i: float(i + 1) for i in range(lexical.MAX_SPARSE_VALUES + 50)}
+    weights = {i: float(i + 1) for i in range(MAX_SPARSE_VALUES + 50)}
     capped = SparseVector.from_weights(weights)
-    assert len(capped) == lexical.MAX_SPARSE_VALUES
+    assert len(capped) == MAX_SPARSE_VALUES
     assert min(capped.indices) == 50  # the 50 lowest weights went
     assert capped.to_pinecone() == {"indices": list(capped.indices), "values": list(capped.values)}
 
@@ -104,7 +104,7 @@ def test_sparse_vector_is_sorted_positive_and_capped_by_weight():
 def test_a_long_document_keeps_its_highest_weighted_terms():
     text = " ".join(f"word{i}x" for i in range(1500)) + " repeated repeated repeated"
     vec = lexical.encode_document(text, CorpusStats(10, 100.0))
-    assert len(vec) == lexical.MAX_SPARSE_VALUES
+    assert len(vec) == MAX_SPARSE_VALUES
     assert lexical.term_id("repeat") in vec.indices
 
 
