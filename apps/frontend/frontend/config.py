@@ -124,8 +124,8 @@ class QueryEmbeddingSettings:
 
 @dataclass(frozen=True)
 class FrontendSettings:
-    """Everything the frontend reads: its own section (FrontendEnv: bind address, page
-    size, pool size, body limit, index deadline, load balancer idle timeout), the
+    """Everything the frontend reads: its own section (FrontendEnv: bind address,
+    index deadline, load balancer idle timeout), the
     editor's credentials, login throttling and query batching, and the shared
     database, index, embedding and queue settings."""
 
@@ -133,13 +133,15 @@ class FrontendSettings:
 
     host: str
     port: int
-    page_size: int
-    db_pool_size: int
     editor: EditorCredentials | None
     database: DatabaseSettings = field(repr=False)
     index: IndexSettings = field(repr=False)
     embedding: EmbeddingSettings
     queues: QueueSettings
+    # Tuning, not deployment: results per page in the UI, and database connections
+    # kept per replica (10 covers the API's concurrent searches and edits).
+    page_size: int = 10
+    db_pool_size: int = 10
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     index_timeout_seconds: float = 3.0
     load_balancer_idle_seconds: int = DEFAULT_LOAD_BALANCER_IDLE_SECONDS
@@ -165,14 +167,11 @@ class FrontendSettings:
         return cls(
             host=host,
             port=e.FRONTEND_PORT,
-            page_size=e.FRONTEND_PAGE_SIZE,
-            db_pool_size=e.FRONTEND_DB_POOL_SIZE,
             editor=editor_credentials(env),
             database=DatabaseSettings.from_env(env),
             index=IndexSettings.from_env(env),
             embedding=EmbeddingSettings.from_env(env),
             queues=QueueSettings.from_env(env),
-            max_body_bytes=e.FRONTEND_MAX_BODY_BYTES,
             index_timeout_seconds=e.FRONTEND_INDEX_TIMEOUT_SECONDS,
             load_balancer_idle_seconds=e.LOAD_BALANCER_IDLE_TIMEOUT_SECONDS,
             logins=LoginThrottling.from_env(env),
