@@ -1,7 +1,7 @@
-"""The frontend's own settings, read from the environment like every other setting:
-its variables are declared with the others in productsearch.settings (FrontendEnv,
-EditorEnv, LoginEnv, QueryEmbeddingEnv, so the environment contract sees them) and
-read by the same reader. A missing or malformed value raises ConfigError naming it."""
+"""The frontend's settings, read from the environment by productsearch.settings'
+reader like every other setting: its own variables are declared here (FrontendEnv,
+EditorEnv, LoginEnv, QueryEmbeddingEnv), the shared ones (database, index, embedding,
+queues) there. A missing or malformed value raises ConfigError naming it."""
 
 from __future__ import annotations
 
@@ -9,23 +9,76 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from productsearch.settings import (  # noqa: F401 (the DEFAULT_* constants are the frontend's API)
-    DEFAULT_LOAD_BALANCER_IDLE_SECONDS,
-    DEFAULT_MAX_BODY_BYTES,
-    FRONTEND_ENV_SECTIONS,
+from productsearch.settings import (
     ConfigError,
     DatabaseSettings,
-    EditorEnv,
     EmbeddingSettings,
     EnvSection,
-    FrontendEnv,
     IndexSettings,
-    LoginEnv,
-    QueryEmbeddingEnv,
     QueueSettings,
+    Var,
 )
+
+# The largest request body any route reads (the JSON API's bodies are far smaller).
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# AWS docs (Application Load Balancers, connection idle timeout): 60 s by default.
+DEFAULT_LOAD_BALANCER_IDLE_SECONDS = 60
+
+
+class FrontendEnv(EnvSection):
+    """The frontend's own variables (frontend.config.FrontendSettings)."""
+
+    FRONTEND_HOST: Annotated[str, Var("the address the app binds")] = "127.0.0.1"
+    FRONTEND_PORT: Annotated[int, Var("the port the app listens on", minimum=1, maximum=65535)] = 7860
+    # A search makes up to two attempts.
+    FRONTEND_INDEX_TIMEOUT_SECONDS: Annotated[int, Var(
+        "each index request's deadline", minimum=1, maximum=60)] = 3
+    # compute sets the ALB's idle timeout and this from one config value.
+    LOAD_BALANCER_IDLE_TIMEOUT_SECONDS: Annotated[int, Var(
+        "the load balancer's idle timeout, which the app's keep-alive outlasts", minimum=1, maximum=4000)] \
+        = DEFAULT_LOAD_BALANCER_IDLE_SECONDS
+
+
+class EditorEnv(EnvSection):
+    """The editor's credentials (frontend.config.editor_credentials); both secrets."""
+
+    EDITOR_USERNAME: Annotated[str | None, Var(
+        "the editor's user name; with EDITOR_PASSWORD turns editing on", secret=True)] = None
+    EDITOR_PASSWORD: Annotated[str | None, Var(
+        "the editor's password (at least 8 characters)", secret=True, strip=False, keep_blank=True)] = None
+
+
+class LoginEnv(EnvSection):
+    """Login throttling and trusted proxies (frontend.config.LoginThrottling)."""
+
+    EDITOR_LOGIN_MAX_FAILURES: Annotated[int, Var(
+        "failed logins from one client before it is answered 429", minimum=1, maximum=1000)] = 5
+    EDITOR_LOGIN_WINDOW_SECONDS: Annotated[int, Var(
+        "the window those failures are counted in", minimum=1, maximum=86400)] = 300
+    FRONTEND_TRUSTED_PROXIES: Annotated[str | None, Var(
+        "addresses or CIDR networks of the proxies whose X-Forwarded-For is believed")] = None
+
+
+class QueryEmbeddingEnv(EnvSection):
+    """Query batching and caching (frontend.config.QueryEmbeddingSettings)."""
+
+    FRONTEND_QUERY_BATCH_WINDOW_MS: Annotated[int, Var(
+        "the longest a query waits to share a forward pass", minimum=0, maximum=100)] = 3
+    FRONTEND_QUERY_BATCH_MAX: Annotated[int, Var(
+        "the most queries in one forward pass", minimum=1, maximum=256)] = 32
+    FRONTEND_QUERY_CACHE_SIZE: Annotated[int, Var(
+        "query vectors kept in an LRU cache", minimum=0, maximum=100_000)] = 4096
+    FRONTEND_QUERY_EMBED_TIMEOUT_SECONDS: Annotated[int, Var(
+        "the longest a search waits for its query's vector", minimum=1, maximum=120)] = 10
+
+
+# Everything FrontendSettings (frontend.config) reads.
+FRONTEND_ENV_SECTIONS: tuple[type[EnvSection], ...] = (
+    FrontendEnv, EditorEnv, LoginEnv, QueryEmbeddingEnv, *DatabaseSettings.ENV_SECTIONS,
+    *IndexSettings.ENV_SECTIONS, *EmbeddingSettings.ENV_SECTIONS, *QueueSettings.ENV_SECTIONS)
+
 
 # The app must keep an idle connection open longer than the load balancer does, or
 # the balancer reuses one the app has just closed and the user gets a 502.
