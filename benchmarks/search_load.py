@@ -471,7 +471,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeat-clients", type=int, default=16)
     p.add_argument("--mode", help="the API's search mode field (default: none sent, the API's default)")
     p.add_argument("--app-env", action="append", default=[], metavar="KEY=VALUE",
-                   help="a setting for every app, e.g. FRONTEND_QUERY_BATCH_WINDOW_MS=5 (repeatable; the 'off' "
+                   help="a setting for every app, e.g. FRONTEND_QUERY_BATCH_MAX=8 (repeatable; the 'off' "
                    "frontend still gets batching and the cache off)")
     args = p.parse_args(argv)
     result = run(rows=args.rows, levels=tuple(int(s) for s in args.concurrency.split(",") if s.strip()),

@@ -1,12 +1,12 @@
 """compute/'s ECS task definitions pass each app exactly what the environment
-contract (productsearch.env_contract) says it reads: only declared names, every
+contract (infra.env_contract) says it reads: only declared names, every
 required one, credentials only as secrets and nothing else as a secret."""
 
 import json
 
 import pytest
 
-from productsearch import env_contract as contract
+from infra import env_contract as contract
 
 TASKDEF = "aws:ecs/taskDefinition:TaskDefinition"
 TASKS = ("frontend", "pelican", "emu", "operator")

@@ -13,7 +13,8 @@ from devstack.waiting import wait_until
 from pelican.recapture import recapture
 from pelican.service import AdaptivePoll
 from productsearch import db, products
-from productsearch.settings import ConfigError, PelicanSettings
+from pelican.config import PelicanSettings
+from productsearch.settings import ConfigError
 
 pytestmark = pytest.mark.stack
 

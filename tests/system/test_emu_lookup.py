@@ -19,7 +19,8 @@ from productsearch import jobs
 from productsearch.documents import indexed_text, text_hash
 from productsearch.jobs import Change
 from productsearch.index import ProductIndex
-from productsearch.settings import DEFAULT_TEXT_TEMPLATE, EmbeddingSettings, EmuSettings, IndexSettings, QueueSettings
+from emu.config import EmuSettings
+from productsearch.settings import DEFAULT_TEXT_TEMPLATE, EmbeddingSettings, IndexSettings, QueueSettings
 from tests import kit
 from tests.kit.embedders import Recording
 

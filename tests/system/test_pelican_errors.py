@@ -18,7 +18,8 @@ from devstack.waiting import wait_until
 from pelican import service
 from pelican.outbox import CLAIM_SQL, ship_batch
 from productsearch import change_log
-from productsearch.settings import DatabaseSettings, PelicanSettings, QueueSettings
+from pelican.config import PelicanSettings
+from productsearch.settings import DatabaseSettings, QueueSettings
 
 pytestmark = pytest.mark.stack
 

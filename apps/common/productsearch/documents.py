@@ -75,15 +75,6 @@ class UnindexableProduct(ValueError):
     """The row can never be indexed as it stands; the message says why."""
 
 
-def validate_template(template: str) -> None:
-    fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-    if not fields:
-        raise ValueError("template names no column, e.g. '{name} {description}'")
-    unknown = sorted(set(fields) - set(CONTENT_COLUMNS))
-    if unknown:
-        raise ValueError(f"unknown column(s) {unknown}; allowed: {list(CONTENT_COLUMNS)}")
-
-
 def indexed_text(product: dict[str, Any], template: str) -> str:
     values = {column: "" if product.get(column) is None else str(product[column]) for column in CONTENT_COLUMNS}
     return template.format(**values).strip()

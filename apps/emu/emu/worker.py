@@ -54,7 +54,8 @@ from productsearch.index_set import IndexSet
 from productsearch.lifecycle import stop_on_signals
 from productsearch.logs import brief
 from productsearch.retry import Backoff
-from productsearch.settings import EmbeddingSettings, EmuSettings, QueueSettings
+from emu.config import EmuSettings
+from productsearch.settings import EmbeddingSettings, QueueSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
-"""The frontend's own settings, read from the environment like every other setting:
-its variables are declared with the others in productsearch.settings (FrontendEnv,
-EditorEnv, LoginEnv, QueryEmbeddingEnv, so the environment contract sees them) and
-read by the same reader. A missing or malformed value raises ConfigError naming it."""
+"""The frontend's settings, read from the environment by productsearch.settings'
+reader like every other setting: its own variables are declared here (FrontendEnv,
+EditorEnv, LoginEnv, QueryEmbeddingEnv), the shared ones (database, index, embedding,
+queues) there. A missing or malformed value raises ConfigError naming it."""
 
 from __future__ import annotations
 
@@ -9,23 +9,72 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from productsearch.settings import (  # noqa: F401 (the DEFAULT_* constants are the frontend's API)
-    DEFAULT_LOAD_BALANCER_IDLE_SECONDS,
-    DEFAULT_MAX_BODY_BYTES,
-    FRONTEND_ENV_SECTIONS,
+from productsearch.settings import (
     ConfigError,
     DatabaseSettings,
-    EditorEnv,
     EmbeddingSettings,
     EnvSection,
-    FrontendEnv,
     IndexSettings,
-    LoginEnv,
-    QueryEmbeddingEnv,
     QueueSettings,
+    Var,
 )
+
+# The largest request body any route reads (the JSON API's bodies are far smaller).
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# AWS docs (Application Load Balancers, connection idle timeout): 60 s by default.
+DEFAULT_LOAD_BALANCER_IDLE_SECONDS = 60
+
+
+class FrontendEnv(EnvSection):
+    """The frontend's own variables (frontend.config.FrontendSettings)."""
+
+    FRONTEND_HOST: Annotated[str, Var("the address the app binds")] = "127.0.0.1"
+    FRONTEND_PORT: Annotated[int, Var("the port the app listens on", minimum=1, maximum=65535)] = 7860
+    # A search makes up to two attempts.
+    FRONTEND_INDEX_TIMEOUT_SECONDS: Annotated[int, Var(
+        "each index request's deadline", minimum=1, maximum=60)] = 3
+    # compute sets the ALB's idle timeout and this from one config value.
+    LOAD_BALANCER_IDLE_TIMEOUT_SECONDS: Annotated[int, Var(
+        "the load balancer's idle timeout, which the app's keep-alive outlasts", minimum=1, maximum=4000)] \
+        = DEFAULT_LOAD_BALANCER_IDLE_SECONDS
+
+
+class EditorEnv(EnvSection):
+    """The editor's credentials (frontend.config.editor_credentials); both secrets."""
+
+    EDITOR_USERNAME: Annotated[str | None, Var(
+        "the editor's user name; with EDITOR_PASSWORD turns editing on", secret=True)] = None
+    EDITOR_PASSWORD: Annotated[str | None, Var(
+        "the editor's password (at least 8 characters)", secret=True, strip=False, keep_blank=True)] = None
+
+
+class LoginEnv(EnvSection):
+    """Login throttling and trusted proxies (frontend.config.LoginThrottling)."""
+
+    EDITOR_LOGIN_MAX_FAILURES: Annotated[int, Var(
+        "failed logins from one client before it is answered 429", minimum=1, maximum=1000)] = 5
+    EDITOR_LOGIN_WINDOW_SECONDS: Annotated[int, Var(
+        "the window those failures are counted in", minimum=1, maximum=86400)] = 300
+    FRONTEND_TRUSTED_PROXIES: Annotated[str | None, Var(
+        "addresses or CIDR networks of the proxies whose X-Forwarded-For is believed")] = None
+
+
+class QueryEmbeddingEnv(EnvSection):
+    """Query batching and caching (frontend.config.QueryEmbeddingSettings)."""
+
+    FRONTEND_QUERY_BATCH_MAX: Annotated[int, Var(
+        "the most queries in one forward pass", minimum=1, maximum=256)] = 32
+    FRONTEND_QUERY_CACHE_SIZE: Annotated[int, Var(
+        "query vectors kept in an LRU cache", minimum=0, maximum=100_000)] = 4096
+
+
+# Everything FrontendSettings (frontend.config) reads.
+FRONTEND_ENV_SECTIONS: tuple[type[EnvSection], ...] = (
+    FrontendEnv, EditorEnv, LoginEnv, QueryEmbeddingEnv, *DatabaseSettings.ENV_SECTIONS,
+    *IndexSettings.ENV_SECTIONS, *EmbeddingSettings.ENV_SECTIONS, *QueueSettings.ENV_SECTIONS)
+
 
 # The app must keep an idle connection open longer than the load balancer does, or
 # the balancer reuses one the app has just closed and the user gets a 502.
@@ -87,7 +136,7 @@ class LoginThrottling:
 class QueryEmbeddingSettings:
     """How the frontend embeds search queries (frontend.query_embedding).
 
-    batch_window_ms (FRONTEND_QUERY_BATCH_WINDOW_MS, default 3, 0..100): while
+    batch_window_ms (default 3, a constructor default, not a variable): while
     searches run concurrently, the longest a query waits for others to share its
     forward pass, counted from the oldest waiting query's arrival. A lone query on an
     idle process never waits. 0: batches hold only the queries that queued up while
@@ -101,8 +150,8 @@ class QueryEmbeddingSettings:
     in an LRU cache keyed by the query's exact text after trimming; 0 turns it off.
     About 1.5 KiB a vector for all-MiniLM-L6-v2 plus the text (at most 1,000
     characters): about 6 MiB at 4,096 short queries.
-    timeout_seconds (FRONTEND_QUERY_EMBED_TIMEOUT_SECONDS, default 10, 1..120): the
-    longest a search waits for its query's vector before it is answered 503.
+    timeout_seconds (default 10, a constructor default): the longest a search waits
+    for its query's vector before it is answered 503.
 
     FRONTEND_QUERY_BATCH_MAX=1 with FRONTEND_QUERY_CACHE_SIZE=0 embeds each query in
     its request's thread, one at a time, as before batching existed."""
@@ -118,14 +167,13 @@ class QueryEmbeddingSettings:
     def from_env(cls, env: Mapping[str, str]) -> QueryEmbeddingSettings:
         """Raises ConfigError naming the variable that is malformed."""
         e = QueryEmbeddingEnv.read(env)
-        return cls(batch_window_ms=e.FRONTEND_QUERY_BATCH_WINDOW_MS, max_batch=e.FRONTEND_QUERY_BATCH_MAX,
-                   cache_size=e.FRONTEND_QUERY_CACHE_SIZE, timeout_seconds=e.FRONTEND_QUERY_EMBED_TIMEOUT_SECONDS)
+        return cls(max_batch=e.FRONTEND_QUERY_BATCH_MAX, cache_size=e.FRONTEND_QUERY_CACHE_SIZE)
 
 
 @dataclass(frozen=True)
 class FrontendSettings:
-    """Everything the frontend reads: its own section (FrontendEnv: bind address, page
-    size, pool size, body limit, index deadline, load balancer idle timeout), the
+    """Everything the frontend reads: its own section (FrontendEnv: bind address,
+    index deadline, load balancer idle timeout), the
     editor's credentials, login throttling and query batching, and the shared
     database, index, embedding and queue settings."""
 
@@ -133,13 +181,15 @@ class FrontendSettings:
 
     host: str
     port: int
-    page_size: int
-    db_pool_size: int
     editor: EditorCredentials | None
     database: DatabaseSettings = field(repr=False)
     index: IndexSettings = field(repr=False)
     embedding: EmbeddingSettings
     queues: QueueSettings
+    # Tuning, not deployment: results per page in the UI, and database connections
+    # kept per replica (10 covers the API's concurrent searches and edits).
+    page_size: int = 10
+    db_pool_size: int = 10
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     index_timeout_seconds: float = 3.0
     load_balancer_idle_seconds: int = DEFAULT_LOAD_BALANCER_IDLE_SECONDS
@@ -165,14 +215,11 @@ class FrontendSettings:
         return cls(
             host=host,
             port=e.FRONTEND_PORT,
-            page_size=e.FRONTEND_PAGE_SIZE,
-            db_pool_size=e.FRONTEND_DB_POOL_SIZE,
             editor=editor_credentials(env),
             database=DatabaseSettings.from_env(env),
             index=IndexSettings.from_env(env),
             embedding=EmbeddingSettings.from_env(env),
             queues=QueueSettings.from_env(env),
-            max_body_bytes=e.FRONTEND_MAX_BODY_BYTES,
             index_timeout_seconds=e.FRONTEND_INDEX_TIMEOUT_SECONDS,
             load_balancer_idle_seconds=e.LOAD_BALANCER_IDLE_TIMEOUT_SECONDS,
             logins=LoginThrottling.from_env(env),

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from pelican.backfill import backfill
+from pelican.config import PelicanSettings
 from pelican.migrate_index import MigrationError, migrate_index
 from pelican.reconcile import reconcile
 from pelican.redrive import redrive
@@ -14,8 +15,8 @@ from pelican.service import Pelican
 from productsearch import db, lexical, logs
 from productsearch.catalog import CatalogError, load_catalog
 from productsearch.roles import RoleError, grant_roles
-from productsearch.settings import (AppRoleSettings, ConfigError, DatabaseSettings, IndexSettings, PelicanSettings,
-                                    QueueSettings, text_template_from_env)
+from productsearch.settings import (AppRoleSettings, ConfigError, DatabaseSettings, IndexSettings, QueueSettings,
+                                    text_template_from_env)
 
 
 def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one branch per subcommand)

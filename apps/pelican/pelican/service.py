@@ -42,7 +42,8 @@ from productsearch import aws, change_log, db
 from productsearch.lifecycle import stop_on_signals
 from productsearch.logs import brief
 from productsearch.retry import Backoff
-from productsearch.settings import DatabaseSettings, PelicanSettings, QueueSettings
+from pelican.config import PelicanSettings
+from productsearch.settings import DatabaseSettings, QueueSettings
 
 log = logging.getLogger(__name__)
 CHANNEL = "product_changes"

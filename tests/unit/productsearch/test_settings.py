@@ -1,6 +1,7 @@
 import pytest
 
-from productsearch.settings import ConfigError, DatabaseSettings, EmbeddingSettings, IndexSettings, PelicanSettings, QueueSettings
+from pelican.config import PelicanSettings
+from productsearch.settings import ConfigError, DatabaseSettings, EmbeddingSettings, IndexSettings, QueueSettings
 
 
 def test_database_from_pg_variables_quotes_credentials_and_defaults_to_verified_tls():

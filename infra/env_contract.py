@@ -2,15 +2,18 @@
 which of them reads it, whether it is a secret, and what it means.
 
 The table is derived, not written: the variables, their meanings and their secret
-flags come from the sections of productsearch.settings (one field per variable), and
-`READS` says which sections each process reads, by naming the settings classes its
-`from_env` calls build. Only the few variables that libraries read rather than our
+flags come from the settings sections (one field per variable): the shared ones in
+productsearch.settings and each app's own in pelican.config, emu.config and
+frontend.config. It lives here, beside the components that deploy all three apps,
+because it is the one place that sees them all. `python -m infra.env_contract`
+prints it. `READS` says which sections each process reads, by naming the settings
+classes its `from_env` calls build. Only the few variables that libraries read rather than our
 settings (LOG_LEVEL, LOG_FORMAT, the AWS SDK's credentials, the temporary and cache directories)
 are declared here by hand, in `LIBRARY_VARIABLES`.
 
 The places that pass variables (compute/'s ECS task definitions, devstack's
 stack.env, docker-compose.yml) are checked against this table by
-tests/unit/test_env_contract.py and tests/infra/test_env_contract_compute.py.
+tests/infra/test_env_contract.py and tests/infra/test_env_contract_compute.py.
 
 Readers:
   pelican   the `pelican run` service (change data capture: outbox to the jobs queue)
@@ -27,15 +30,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from emu.config import EmuSettings
+from frontend.config import FRONTEND_ENV_SECTIONS
+from pelican.config import PelicanSettings
 from productsearch.settings import (
-    FRONTEND_ENV_SECTIONS,
     AppRoleSettings,
     DatabaseSettings,
     EmbeddingSettings,
-    EmuSettings,
     EnvSection,
     IndexSettings,
-    PelicanSettings,
     QueueSettings,
     TextTemplateEnv,
     var_of,
@@ -91,7 +94,7 @@ class Variable:
     declared_in: str
 
 
-# Variables read by libraries, not by productsearch.settings.
+# Variables read by libraries, not by the settings sections.
 LIBRARY_VARIABLES: tuple[Variable, ...] = (
     Variable("LOG_LEVEL", frozenset(APPS), False,
              "the log level of the apps' JSON logs (default INFO)", "productsearch.logs"),
@@ -183,7 +186,7 @@ def check_environment(app: str, environment: Mapping[str, object], secret_names:
 
 
 def markdown_table() -> str:
-    """The contract as a Markdown table: `python -m productsearch.env_contract` prints it."""
+    """The contract as a Markdown table: `python -m infra.env_contract` prints it."""
     lines = ["| Variable | Read by | Secret | Meaning |", "|---|---|---|---|"]
     for name, variable in VARIABLES.items():
         readers = ", ".join(r for r in READERS if r in variable.readers)

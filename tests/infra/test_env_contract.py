@@ -1,4 +1,4 @@
-"""The environment contract (productsearch.env_contract) agrees with what the settings
+"""The environment contract (infra.env_contract) agrees with what the settings
 read, with the apps' code, and with the places that pass variables: docker-compose.yml
 and the local stack's stack.env. compute/'s task definitions are checked in
 tests/infra/test_env_contract_compute.py (they need the Pulumi mocks)."""
@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from emu import config as emu_config
+from frontend import config as frontend_config
 from frontend.config import FrontendSettings
-from productsearch import env_contract as contract
+from infra import env_contract as contract
+from pelican import config as pelican_config
 from productsearch import settings
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 # A complete, valid environment: every settings class can be built from it.
 SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:x"
@@ -66,8 +69,16 @@ def section_names(sections) -> set[str]:
 
 
 SETTINGS_CLASSES = [settings.DatabaseSettings, settings.AppRoleSettings, settings.QueueSettings,
-                    settings.IndexSettings, settings.EmbeddingSettings, settings.PelicanSettings,
-                    settings.EmuSettings, FrontendSettings]
+                    settings.IndexSettings, settings.EmbeddingSettings, pelican_config.PelicanSettings,
+                    emu_config.EmuSettings, FrontendSettings]
+# Every module that declares settings sections.
+SETTINGS_MODULES = (settings, pelican_config, emu_config, frontend_config)
+
+
+def all_sections() -> list[type]:
+    return [s for module in SETTINGS_MODULES for s in vars(module).values()
+            if isinstance(s, type) and issubclass(s, settings.EnvSection) and s is not settings.EnvSection
+            and s.__module__ == module.__name__]
 
 
 @pytest.mark.parametrize("cls", SETTINGS_CLASSES, ids=lambda c: c.__name__)
@@ -76,8 +87,7 @@ def test_each_settings_class_reads_exactly_the_variables_of_its_sections(cls):
 
 
 def test_every_variable_a_settings_section_declares_is_in_the_table_and_vice_versa():
-    sections = [s for s in vars(settings).values()
-                if isinstance(s, type) and issubclass(s, settings.EnvSection) and s is not settings.EnvSection]
+    sections = all_sections()
     declared = section_names(sections)
     by_hand = {v.name for v in contract.LIBRARY_VARIABLES}
     assert declared <= set(contract.VARIABLES), "declared by a section but nobody reads it (add it to READS)"
@@ -90,13 +100,13 @@ def test_the_table_says_what_each_app_reads():
     # The entry points' from_env calls, as apps/*/__main__.py make them.
     reads = {
         "pelican": names_read_by(settings.DatabaseSettings.from_env, settings.QueueSettings.from_env,
-                                 settings.PelicanSettings.from_env),
-        "emu": names_read_by(settings.EmbeddingSettings.from_env, settings.EmuSettings.from_env,
+                                 pelican_config.PelicanSettings.from_env),
+        "emu": names_read_by(settings.EmbeddingSettings.from_env, emu_config.EmuSettings.from_env,
                              settings.IndexSettings.from_env,
                              lambda env: settings.QueueSettings.from_env(env, need_dlq=True)),
         "frontend": names_read_by(FrontendSettings.from_env),
         "operator": names_read_by(settings.DatabaseSettings.from_env, settings.AppRoleSettings.from_env,
-                                  settings.IndexSettings.from_env, settings.PelicanSettings.from_env,
+                                  settings.IndexSettings.from_env, pelican_config.PelicanSettings.from_env,
                                   settings.text_template_from_env,
                                   lambda env: settings.QueueSettings.from_env(env, need_dlq=True)),
     }
@@ -111,13 +121,12 @@ def test_secrets_are_the_credentials():
 
 
 def test_embedding_dimension_is_declared_once():
-    owners = [s for s in vars(settings).values() if isinstance(s, type) and issubclass(s, settings.EnvSection)
-              and "EMBEDDING_DIMENSION" in s.__annotations__]
+    owners = [s for s in all_sections() if "EMBEDDING_DIMENSION" in s.__annotations__]
     assert owners == [settings.DimensionEnv]
     assert contract.VARIABLES["EMBEDDING_DIMENSION"].readers == {"emu", "frontend", "operator"}
 
 
-# Reads of one variable by name outside productsearch.settings: os.environ.get("X"),
+# Reads of one variable by name outside the settings modules: os.environ.get("X"),
 # os.environ["X"], os.getenv("X"). Writes (setdefault, assignment) are not reads.
 DIRECT_READ = re.compile(r"""(?:environ\.get|getenv)\(\s*["']([A-Z][A-Z0-9_]*)["']|environ\[["']([A-Z][A-Z0-9_]*)["']\](?!\s*=[^=])""")
 
