@@ -48,12 +48,13 @@ APPS = ("pelican", "emu", "frontend", "operator")
 READERS = (*APPS, "tools")
 
 
-def _sections(*readers: object) -> tuple[type[EnvSection], ...]:
+def _sections(*readers: type) -> tuple[type[EnvSection], ...]:
     """The sections behind settings classes (their ENV_SECTIONS) or sections given as is,
     each once, in order."""
     found: list[type[EnvSection]] = []
     for reader in readers:
-        for section in getattr(reader, "ENV_SECTIONS", (reader,)):
+        sections: tuple[type[EnvSection], ...] = getattr(reader, "ENV_SECTIONS", (reader,))
+        for section in sections:
             if section not in found:
                 found.append(section)
     return tuple(found)
