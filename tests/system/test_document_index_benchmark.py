@@ -1,6 +1,7 @@
-"""The document-index measurement (benchmarks/document_index.py) end to end on a tiny
-BEIR folder: it starts the real local index server, indexes the corpus as documents
-through the SDK and scores full-text keyword search."""
+"""The three-setup measurement (benchmarks/document_index.py) end to end on a tiny
+BEIR folder: it starts the real local index server, writes the corpus to a legacy
+dotproduct index and to two document indexes through the SDK, tunes the hybrid fusion
+on the train split and reports the test split."""
 
 from __future__ import annotations
 
@@ -10,43 +11,48 @@ import pytest
 
 from benchmarks import document_index
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 
 def write_beir(folder, corpus, queries, qrels):
     (folder / "qrels").mkdir(parents=True)
     (folder / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus))
     (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
-    (folder / "qrels" / "test.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in qrels))
+    for split, pairs in qrels.items():
+        (folder / "qrels" / f"{split}.tsv").write_text(
+            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in pairs))
 
 
-def test_keyword_search_scores_and_counts_one_request_per_query(tmp_path):
+def test_three_setups_report_every_mode_and_what_a_hybrid_query_costs(tmp_path):
     write_beir(
         tmp_path / "beir",
         corpus=[{"_id": "d1", "title": "Vitamin D", "text": "Vitamin D deficiency raises fracture risk."},
                 {"_id": "d2", "title": "Statins", "text": "Statins lower cholesterol in adults."},
-                {"_id": "d3", "title": "Sleep", "text": "Short sleep is linked to obesity."}],
+                {"_id": "d3", "title": "Sleep", "text": "Short sleep is linked to obesity."},
+                {"_id": "d4", "title": "Exercise", "text": "Aerobic exercise improves heart health."}],
         queries=[{"_id": "q1", "text": "does vitamin d deficiency cause fractures"},
                  {"_id": "q2", "text": "cholesterol lowering drugs"},
-                 {"_id": "q3", "text": "quantum chromodynamics"}],
-        qrels=[("q1", "d1"), ("q2", "d2"), ("q3", "d3")],
+                 {"_id": "t1", "text": "sleep duration and obesity"},
+                 {"_id": "t2", "text": "aerobic exercise heart"}],
+        qrels={"test": [("q1", "d1"), ("q2", "d2")], "train": [("t1", "d3"), ("t2", "d4")]},
     )
     out = tmp_path / "result.json"
-    assert document_index.main([str(tmp_path / "beir"), "--no-dense", "--sparse", "--output", str(out)]) == 0
+    assert document_index.main([str(tmp_path / "beir"), "--output", str(out)]) == 0
     result = json.loads(out.read_text())
-    keyword = result["keyword"]
-    # q1 and q2 find their document first; q3 shares no term with any document and scores 0
-    assert keyword["ndcg@10"] == pytest.approx(2 / 3, abs=1e-4)
-    assert keyword["requests_per_query"] == 1.0
-    assert keyword["read_units_per_query"] == pytest.approx(0.25)  # the documented minimum
-    assert "semantic" not in result
-    # our own BM25 sparse vectors in a sparse_vector field find the same two; q3's
-    # terms, unseen in the corpus, share no index with a document, so nothing matches
-    assert result["keyword_sparse"]["ndcg@10"] == pytest.approx(2 / 3, abs=1e-4)
-    assert result["keyword_sparse"]["requests_per_query"] == 1.0
-
-
-def test_rrf_fuses_rankings_by_rank():
-    # c: 1/63 + 1/61 beats b: 1/62 + 1/62, by a hair; a, in one ranking only, comes last
-    assert document_index.rrf([["a", "b", "c"], ["c", "b"]]) == ["c", "b", "a"]
+    assert (result["split"], result["tune_split"], result["queries"], result["tune_queries"]) == ("test", "train", 2, 2)
+    assert set(result["setups"]) == set(document_index.SETUPS)
+    for name, setup in result["setups"].items():
+        assert setup["records"] == 4 and setup["write_bytes_per_record"] > 4 * 384, name
+        for mode in ("semantic", "keyword", "hybrid"):
+            # each query's own document shares its rare terms and meaning: found first
+            assert setup[mode]["ndcg@10"] == pytest.approx(1.0), (name, mode)
+            assert setup[mode]["read_units_per_query"] >= 0.25, (name, mode)  # the documented minimum
+    # the legacy index scores dense and sparse in one query; a document index needs two
+    assert result["setups"]["legacy"]["hybrid"]["requests_per_query"] == 1.0
+    for name in ("documents_sparse", "documents_fulltext"):
+        hybrid = result["setups"][name]["hybrid"]
+        assert hybrid["requests_per_query"] == 2.0 and hybrid["read_units_per_query"] == pytest.approx(0.5)
+        assert hybrid["fusion"] in {"rrf", "weighted_rrf", "score_fusion"} and "train_ndcg@10" in hybrid
+    # full-text fields hold the text itself: a bigger record than the sparse vector's
+    assert (result["setups"]["documents_fulltext"]["write_bytes_per_record"]
+            > result["setups"]["documents_sparse"]["write_bytes_per_record"])
