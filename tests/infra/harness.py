@@ -5,7 +5,9 @@ leak between layers), its own config map and its own StackReference outputs.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,7 +227,32 @@ class LayerRun:
 def run_layer(project: str, config: dict[str, Any] | None = None, *,
               stack: str = "dev", secrets: dict[str, str] | None = None,
               stack_outputs: dict[str, dict] | None = None) -> LayerRun:
-    """Run ``<repo>/<project>/__main__.py`` under fresh mocks and return what it did."""
+    """Run ``<repo>/<project>/__main__.py`` under fresh mocks and return what it did.
+
+    Provider resources fill unset inputs from the environment (the pinecone provider's
+    apiKey from PINECONE_API_KEY, aws's from AWS_*), and other suites in the same pytest
+    process export a local stack's variables: the program runs without them, so what it
+    declares depends on its config alone."""
+    with _without_provider_environment():
+        return _run_layer(project, config, stack=stack, secrets=secrets, stack_outputs=stack_outputs)
+
+
+PROVIDER_ENV_PREFIXES = ("PINECONE_", "AWS_")
+
+
+@contextlib.contextmanager
+def _without_provider_environment():
+    saved = {k: v for k, v in os.environ.items() if k.startswith(PROVIDER_ENV_PREFIXES)}
+    for key in saved:
+        del os.environ[key]
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def _run_layer(project: str, config: dict[str, Any] | None, *, stack: str, secrets: dict[str, str] | None,
+               stack_outputs: dict[str, dict] | None) -> LayerRun:
     mocks = RecordingMocks(stack_outputs or {})
     _settings.ROOT.set(None)  # a new root Stack: no transformations or exports carried over
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, organization=ORG)
