@@ -13,15 +13,15 @@ import sys
 
 from playwright.sync_api import sync_playwright
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-dev-shm-usage", "--no-first-run"]
+from tests.e2e.browser import ARGS, CHROMIUM
+
 
 
 def take(url: str, out: str, query: str = "wireless controller", price_max: str = "600") -> None:
     """Searches `query` under `price_max` on the page at `url` and writes a full-page
     PNG of 1280 px width to `out`, in a Chromium of its own."""
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
         take_with(browser, url, out, query, price_max)
         browser.close()
 

@@ -5,25 +5,17 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
 from frontend.ui import MODE_LABELS
 from productsearch.search import MODES
 from tests.e2e import frontend_stack
+from tests.e2e.browser import MARKS, field, open_page
 from tests.e2e.frontend_stack import EDITOR
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.stack,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium "
-                       "(scripts/install-system-deps.sh installs it; `apt-get install chromium`)"),
-]
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-dev-shm-usage", "--disable-sync", "--no-first-run"]
+pytestmark = MARKS
 QUERY = "wireless controller for gaming"
-TIMEOUT_MS = 20_000
 
 
 @pytest.fixture(scope="module")
@@ -33,32 +25,14 @@ def front(stack):
     frontend_stack.stop(f)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
 def page(browser, front):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    pg.set_default_timeout(TIMEOUT_MS)
-    pg.goto(front.url + "/")
-    pg.wait_for_selector("#search-btn")
+    context, pg = open_page(browser, front.url)
     yield pg
     context.close()
 
 
 # -- helpers -------------------------------------------------------------------------------
-def field(page, elem_id: str):
-    return page.locator(f"#{elem_id} input, #{elem_id} textarea").first
-
-
 def shown(page) -> list[dict]:
     """The results table as the user sees it: rank, id, score, category, price."""
     rows = page.locator("#results tr.result")

@@ -6,22 +6,14 @@ editor opens a product from its result row, edits it there and sees it searchabl
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from tests.e2e import frontend_stack
+from tests.e2e.browser import MARKS, TIMEOUT_MS, field, open_page
 from tests.e2e.frontend_stack import EDITOR
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.stack,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium "
-                       "(scripts/install-system-deps.sh installs it; `apt-get install chromium`)"),
-]
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-dev-shm-usage", "--disable-sync", "--no-first-run"]
-TIMEOUT_MS = 20_000
+pytestmark = MARKS
 
 
 @pytest.fixture(scope="module")
@@ -31,29 +23,11 @@ def front(stack):
     frontend_stack.stop(f)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
 def page(browser, front):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    pg.set_default_timeout(TIMEOUT_MS)
-    pg.goto(front.url + "/")
-    pg.wait_for_selector("#search-btn")
+    context, pg = open_page(browser, front.url)
     yield pg
     context.close()
-
-
-def field(page, elem_id: str):
-    return page.locator(f"#{elem_id} input, #{elem_id} textarea").first
 
 
 def text_of(page, elem_id: str) -> str:

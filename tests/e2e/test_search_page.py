@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 
 import pytest
 
@@ -16,15 +15,10 @@ from frontend.searching import PRICE_RANGES, RELEVANCE_FLOORS, price_range_label
 from productsearch.search import HYBRID_ALPHA
 from tests.conftest import REPO
 from tests.e2e import frontend_stack
-from tests.e2e.take_screenshot import ARGS, take_with
+from tests.e2e.browser import MARKS, field, open_page
+from tests.e2e.take_screenshot import take_with
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.stack,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium "
-                       "(scripts/install-system-deps.sh installs it; `apt-get install chromium`)"),
-]
-TIMEOUT_MS = 20_000
+pytestmark = MARKS
 SCREENSHOT = REPO / "docs" / "images" / "search.png"
 # How much of the committed screenshot may differ from a fresh one before it counts as
 # out of date: the server's time in the message and font anti-aliasing change a few
@@ -40,34 +34,11 @@ def front(stack):
     frontend_stack.stop(f)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        yield b
-        b.close()
-
-
-def open_page(browser, front, width: int, height: int = 900):
-    context = browser.new_context(viewport={"width": width, "height": height})
-    pg = context.new_page()
-    pg.set_default_timeout(TIMEOUT_MS)
-    pg.goto(front.url + "/")
-    pg.wait_for_selector("#search-btn")
-    return context, pg
-
-
 @pytest.fixture
 def page(browser, front):
-    context, pg = open_page(browser, front, 1280)
+    context, pg = open_page(browser, front.url)
     yield pg
     context.close()
-
-
-def field(page, elem_id: str):
-    return page.locator(f"#{elem_id} input, #{elem_id} textarea").first
 
 
 def answered(inputs: int):
@@ -207,7 +178,7 @@ def test_category_and_price_facets_count_the_hits_and_a_price_range_filters(page
 # -- layout on a phone and a desktop ---------------------------------------------------------
 @pytest.mark.parametrize("width", [390, 1280])
 def test_results_fit_the_width_and_skus_stay_on_one_line(browser, front, width):
-    context, pg = open_page(browser, front, width, 844 if width == 390 else 900)
+    context, pg = open_page(browser, front.url, width, 844 if width == 390 else 900)
     try:
         search(pg, "wireless controller")
         assert rows(pg).count() == 10
