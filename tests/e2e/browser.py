@@ -2,7 +2,7 @@
 
 Playwright drives the system Chromium (`executable_path`), never a downloaded one:
 this machine reaches no browser CDN. The `browser` fixture (conftest.py) launches it
-once per test session; each test gets its own context, so cookies and storage never
+once for the e2e package; each test gets its own context, so cookies and storage never
 leak between tests."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The browser tests' shared Chromium, launched once per session (see browser.py)."""
+"""The browser tests' shared Chromium, launched once for this package (see browser.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import pytest
 from tests.e2e.browser import ARGS, CHROMIUM
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: sync Playwright keeps an event loop running until it
+# stops, and later packages call asyncio.run().
+@pytest.fixture(scope="package")
 def browser():
     from playwright.sync_api import sync_playwright
 
