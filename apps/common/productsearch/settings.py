@@ -26,7 +26,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import quote
 
 from pydantic import ValidationError, ValidationInfo, field_validator, model_validator
@@ -448,6 +448,11 @@ class IndexEnv(DimensionEnv):
         = "products"
     PINECONE_NEXT_HOST: Annotated[str | None, Var(
         "during an index migration only: the index being built beside PINECONE_HOST")] = None
+    PINECONE_INDEX_API: Annotated[Literal["vectors", "documents"], Var(
+        "the API PINECONE_HOST's index speaks: vectors (a legacy dotproduct index) or documents "
+        "(a document index with full-text search)")] = "vectors"
+    PINECONE_NEXT_INDEX_API: Annotated[Literal["vectors", "documents"] | None, Var(
+        "the API PINECONE_NEXT_HOST's index speaks (default PINECONE_INDEX_API)")] = None
 
 
 @dataclass(frozen=True)
@@ -469,6 +474,8 @@ class IndexSettings:
     namespace: str
     dimension: int
     next_host: str | None = None
+    api: str = "vectors"  # "vectors" or "documents": the API `host` speaks
+    next_api: str = "vectors"  # the API `next_host` speaks
 
     @staticmethod
     def normal_host(raw: str) -> str:
@@ -488,7 +495,8 @@ class IndexSettings:
         if next_host == host:
             raise ConfigError("PINECONE_NEXT_HOST must differ from PINECONE_HOST (it is the index a migration builds)")
         return cls(api_key=e.PINECONE_API_KEY, host=host, name=e.PINECONE_INDEX, namespace=e.PINECONE_NAMESPACE,
-                   dimension=e.EMBEDDING_DIMENSION, next_host=next_host)
+                   dimension=e.EMBEDDING_DIMENSION, next_host=next_host, api=e.PINECONE_INDEX_API,
+                   next_api=e.PINECONE_NEXT_INDEX_API or e.PINECONE_INDEX_API)
 
     @property
     def tombstone_namespace(self) -> str:
@@ -506,7 +514,8 @@ class IndexSettings:
         Raises ConfigError for a host that is not configured."""
         if self.normal_host(host) not in self.hosts:
             raise ConfigError(f"{host!r} is not a configured index host (PINECONE_HOST or PINECONE_NEXT_HOST)")
-        return replace(self, host=self.normal_host(host), next_host=None)
+        host = self.normal_host(host)
+        return replace(self, host=host, next_host=None, api=self.next_api if host == self.next_host else self.api)
 
 
 # --- The embedding model ---
