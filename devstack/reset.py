@@ -54,7 +54,10 @@ def reset_data(stack: DevStack) -> None:
     settings = IndexSettings.from_env(env)
     index = Pinecone(api_key=settings.api_key).Index(host=settings.host)
     for namespace in (settings.namespace, settings.tombstone_namespace):
-        index.delete(delete_all=True, namespace=namespace)
+        if settings.api == "documents":
+            index.documents.delete(namespace=namespace, delete_all=True)
+        else:
+            index.delete(delete_all=True, namespace=namespace)
     stats = index.describe_index_stats()
     left = {ns: s.vector_count for ns, s in (stats.namespaces or {}).items() if s.vector_count}
     if left.keys() & {settings.namespace, settings.tombstone_namespace}:

@@ -27,7 +27,25 @@ from devstack.processes import REPO, ProcessSupervisor, free_port, http_ok, wait
 __all__ = ["LOCAL_API_KEY", "REGION", "REPO", "DevStack", "free_port"]
 
 LOCAL_API_KEY = "local-dev-key"
+PRODUCTS_INDEX = "products"
+# The local index server's path prefix of a document index's host (its legacy index is
+# served at the root).
+DOCUMENT_HOST_PREFIX = "/document-indexes"
+# all-MiniLM-L6-v2's output size, as the legacy index is started with.
+EMBEDDING_DIMENSION = 384
 REGION = "us-east-1"
+
+
+def started_index_api(root: Path) -> str | None:
+    """The PINECONE_INDEX_API the stack under `root` was started with (its settings
+    file, `<root>/../stack.env`, written by `make up`), or None when it has none."""
+    env_file = root.parent / "stack.env"
+    if not env_file.exists():
+        return None
+    for line in env_file.read_text().splitlines():
+        if line.startswith("PINECONE_INDEX_API="):
+            return line.partition("=")[2].strip() or None
+    return None
 
 
 @dataclass
@@ -51,6 +69,10 @@ class DevStack(ProcessSupervisor):
     # SQS's default of 4 days. Tests scale it down; it applies from the next
     # create_queues (reset_data recreates the queues).
     job_retention_seconds: int | None = None
+    # Which Pinecone API the products index speaks (IndexSettings.api): "vectors", a
+    # legacy dotproduct index, or "documents", a document index with full-text search
+    # (infra.document_index.product_schema). `make up` takes PINECONE_INDEX_API.
+    index_api: str = "vectors"
 
     # -- paths and environment --------------------------------------------------
     @property
@@ -64,6 +86,12 @@ class DevStack(ProcessSupervisor):
     @property
     def aws_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.aws_port}"
+
+    @property
+    def index_host(self) -> str:
+        """The products index's data-plane host on the local index server."""
+        base = f"http://127.0.0.1:{self.index_port}"
+        return f"{base}{DOCUMENT_HOST_PREFIX}/{PRODUCTS_INDEX}" if self.index_api == "documents" else base
 
     def queue_url(self, name: str) -> str:
         return f"{self.aws_endpoint}/123456789012/{name}"
@@ -82,9 +110,10 @@ class DevStack(ProcessSupervisor):
             "SQS_QUEUE_URL": self.queue_url(self._queue_name("product-jobs")),
             "SQS_DLQ_URL": self.queue_url(self._queue_name("product-jobs-dlq")),
             "SNS_TOPIC_ARN": f"arn:aws:sns:{REGION}:123456789012:product-dead-letters",
-            "PINECONE_HOST": f"http://127.0.0.1:{self.index_port}",
+            "PINECONE_HOST": self.index_host,
+            "PINECONE_INDEX_API": self.index_api,
             "PINECONE_API_KEY": LOCAL_API_KEY,
-            "PINECONE_INDEX": "products",
+            "PINECONE_INDEX": PRODUCTS_INDEX,
             "PINECONE_NAMESPACE": "products",
             "FRONTEND_URL": f"http://127.0.0.1:{self.frontend_port}",
             "FRONTEND_PORT": str(self.frontend_port),
@@ -153,11 +182,26 @@ class DevStack(ProcessSupervisor):
         # dotproduct: hybrid (sparse-dense) queries need it (Pinecone docs: Limits); the
         # dense vectors are unit length, so dense scores are the cosine similarities.
         self.spawn("index", [sys.executable, "-m", "devstack.index_server", "--host", "127.0.0.1", "--port", str(self.index_port),
-                              "--data-dir", str(self.root / "index"), "--dimension", "384", "--metric", "dotproduct",
+                              "--data-dir", str(self.root / "index"), "--dimension", str(EMBEDDING_DIMENSION), "--metric", "dotproduct",
                               "--api-key", LOCAL_API_KEY, "--latency-ms", str(self.index_latency_ms), *(extra_args or [])],
                    env=self.app_env())
         wait_for("index server", lambda: http_ok(f"http://127.0.0.1:{self.index_port}/healthz"),
                   proc=self.processes["index"], log=self.log_path("index"))
+        if self.index_api == "documents":
+            self.create_document_index(PRODUCTS_INDEX)
+
+    def create_document_index(self, name: str) -> str:
+        """Creates the document index `name` with the products schema on the local
+        index server, as data/ does on Pinecone (pineconeIndexApi documents), unless it
+        exists; returns its host."""
+        from pinecone import Pinecone
+
+        from infra.document_index import product_schema
+
+        pc = Pinecone(api_key=LOCAL_API_KEY, host=f"http://127.0.0.1:{self.index_port}")
+        if name in [i.name for i in pc.indexes.list()]:
+            return str(pc.indexes.describe(name).host)
+        return str(pc.indexes.create(name=name, schema=product_schema(EMBEDDING_DIMENSION)).host)
 
     # -- apps -----------------------------------------------------------------------
     def run_pelican(self, *args: str) -> None:

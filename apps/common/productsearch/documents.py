@@ -202,16 +202,27 @@ def metadata(product: dict[str, Any], version: int, template: str) -> dict[str, 
     }
 
 
+# The fields of a products document index (Documents API): the dense vector, the
+# indexed text and the SKU, both full-text searched (infra.document_index.product_schema
+# declares them; a test keeps the two in step).
+DENSE_FIELD = "embedding"
+TEXT_FIELD = "text"
+SKU_FIELD = "sku"
+
+
 @dataclass(frozen=True)
 class IndexRecord:
-    """A product as the index stores it. `sparse`: its BM25 vector
-    (lexical.encode_document of lexical_text), written in the same upsert as the dense
-    vector; None (or empty) writes the record without sparse values."""
+    """A product as the index stores it. `text`: its indexed text (what the dense
+    vector embeds, and what a document index full-text searches); `sku`: its SKU, a
+    document index's exact-match field. `sparse`: its BM25 vector (lexical.encode_document
+    of lexical_text), written in the same upsert as the dense vector of a legacy index;
+    None (or empty) writes the record without sparse values."""
 
     id: str
     text: str
     metadata: dict[str, Any]
     sparse: SparseVector | None = None
+    sku: str = ""
 
     @property
     def version(self) -> int:
@@ -229,7 +240,9 @@ def build_record(product: dict[str, Any], version: int, template: str) -> IndexR
     if not text:
         raise UnindexableProduct("indexed text is empty (name and description are blank)")
     check_text_size(text)
-    return IndexRecord(id=record_id, text=text, metadata=metadata(product, version, template))
+    sku = product.get("sku")
+    return IndexRecord(id=record_id, text=text, metadata=metadata(product, version, template),
+                       sku=str(sku).strip() if sku is not None else "")
 
 
 def check_text_size(text: str) -> None:

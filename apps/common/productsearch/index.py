@@ -6,21 +6,24 @@ Versions: each record's metadata holds the version of the row state it reflects
 Deletions leave a tombstone (the deletion's version) in a side namespace
 that queries never read, so a late, older upsert of a deleted row is refused too.
 
-Records carry a BM25 sparse vector beside the dense one (productsearch.lexical),
-written in the same upsert, so the two never disagree. Hybrid queries need an index
-with the dotproduct metric (Pinecone docs: Limits, "Only indexes using the dotproduct
-distance metric support sparse-dense vectors"); the dense vectors are unit length,
-so a dense-only query scores as cosine did.
+The index speaks one of two APIs (IndexSettings.api; productsearch.index_apis):
+- a legacy vector index: records carry a BM25 sparse vector beside the dense one
+  (productsearch.lexical), written in the same upsert, so the two never disagree.
+  Hybrid queries need the dotproduct metric (Pinecone docs: Limits, "Only indexes
+  using the dotproduct distance metric support sparse-dense vectors"); the dense
+  vectors are unit length, so a dense-only query scores as cosine did;
+- a document index: documents carry the dense vector, the product text and the SKU,
+  and Pinecone's full-text search scores the words (search_text).
+The versioning is the same on both.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +35,7 @@ from pinecone import Pinecone, RetryConfig
 
 from productsearch.batching import within_limits
 from productsearch.documents import MAX_UPSERT_REQUEST_BYTES, MAX_VECTORS_PER_UPSERT, IndexRecord, SparseVector
+from productsearch.index_apis import DocumentsApi, Hit, IndexApi, Stored, VectorsApi
 from productsearch.logs import brief
 from productsearch.retry import with_backoff
 from productsearch.settings import IndexSettings
@@ -129,11 +133,7 @@ class StoredRecord:
     values: np.ndarray | None  # the dense vector, float32 (dimension,); None: not returned
 
 
-@dataclass(frozen=True)
-class Match:
-    id: str
-    score: float
-    metadata: dict[str, Any]
+Match = Hit  # a search's match: id, score, metadata
 
 
 class ProductIndex:
@@ -166,6 +166,13 @@ class ProductIndex:
         self._index = client.Index(host=settings.host)
         if sdk_retries is not None:
             _set_data_plane_retries(self._index, sdk_retries)
+        self._api: IndexApi = DocumentsApi(self._index) if settings.api == "documents" else VectorsApi(self._index)
+
+    @property
+    def needs_sparse(self) -> bool:
+        """Whether records need our BM25 sparse vectors: a legacy index scores keywords
+        by them; a document index scores its own full-text fields."""
+        return self.settings.api != "documents"
 
     # -- plumbing -------------------------------------------------------------
     def set_deadline(self, when: float | None) -> None:
@@ -207,20 +214,20 @@ class ProductIndex:
                 raise error
         return [f.result() for f in futures]
 
-    def _fetch_chunks(self, ids: Sequence[str], namespace: str) -> dict[str, Any]:
+    def _fetch_chunks(self, ids: Sequence[str], namespace: str) -> dict[str, Stored]:
         chunks = [list(ids[start : start + MAX_IDS_PER_FETCH]) for start in range(0, len(ids), MAX_IDS_PER_FETCH)]
-        found: dict[str, Any] = {}
-        calls = [lambda chunk=chunk: self._call("fetch", lambda: self._index.fetch(
-            ids=chunk, namespace=namespace, timeout=self._timeout_now())) for chunk in chunks]
+        found: dict[str, Stored] = {}
+        calls = [lambda chunk=chunk: self._call("fetch", lambda: self._api.fetch(chunk, namespace, self._timeout_now()))
+                 for chunk in chunks]
         for response in self._in_parallel(calls):
-            found.update(response.vectors or {})
+            found.update(response)
         return found
 
     def fetch_versions(self, ids: Sequence[str], namespace: str | None = None) -> dict[str, int]:
         """The version each id's record holds in `namespace` (default the main one); ids
         the index lacks are left out. One fetch per 1,000 ids."""
         ns = self.settings.namespace if namespace is None else namespace
-        return {vid: int((vec.metadata or {}).get("version", 0)) for vid, vec in self._fetch_chunks(ids, ns).items()}
+        return {vid: int(stored.metadata.get("version", 0)) for vid, stored in self._fetch_chunks(ids, ns).items()}
 
     def lookup(self, ids: Sequence[str]) -> dict[str, StoredRecord]:
         """What the main namespace holds for each id (absent ids are left out): its
@@ -228,17 +235,18 @@ class ProductIndex:
         (Pinecone docs: Understanding cost, a fetch costs 1 read unit per 10 records
         whatever they hold, so the vectors come at no extra charge)."""
         out = {}
-        for vid, vec in self._fetch_chunks(ids, self.settings.namespace).items():
-            meta = vec.metadata or {}
-            values = np.asarray(vec.values, dtype=np.float32) if getattr(vec, "values", None) else None
+        for vid, stored in self._fetch_chunks(ids, self.settings.namespace).items():
+            meta = stored.metadata
+            values = np.asarray(stored.values, dtype=np.float32) if stored.values else None
             text_hash = meta.get("text_hash")
             out[vid] = StoredRecord(version=int(meta.get("version", 0)),
                                     text_hash=text_hash if isinstance(text_hash, str) else None, values=values)
         return out
 
-    def fetch(self, ids: Sequence[str]) -> dict[str, Any]:
-        found = self._call("fetch", lambda: self._index.fetch(ids=list(ids), namespace=self.settings.namespace, timeout=self._timeout_now()))
-        return dict(found.vectors or {})
+    def fetch(self, ids: Sequence[str]) -> dict[str, Stored]:
+        """What the main namespace holds for each id (absent ids are left out): metadata,
+        dense values and sparse values (a legacy index's). One fetch per 1,000 ids."""
+        return self._fetch_chunks(list(ids), self.settings.namespace)
 
     def query(self, vector: np.ndarray, top_k: int, filter: dict[str, Any] | None = None, *,
               attempts: int | None = None, sparse_vector: SparseVector | None = None) -> list[Match]:
@@ -247,33 +255,43 @@ class ProductIndex:
         the index scores dense . dense + sparse . sparse (a hybrid query: the caller has
         weighted both parts; a keyword-only query sends an all-zero dense part, as
         Pinecone requires a dense vector in every query of a dense index)."""
-        sparse = sparse_vector.to_pinecone() if sparse_vector else None
-        result = self._call(
-            "query",
-            lambda: self._index.query(vector=vector.tolist(), sparse_vector=sparse, top_k=top_k, filter=filter or None,
-                                      namespace=self.settings.namespace, include_metadata=True, timeout=self._timeout_now()),
-            attempts=attempts,
-        )
-        return [Match(id=m.id, score=float(m.score), metadata=dict(m.metadata or {})) for m in result.matches or []]
+        if not isinstance(self._api, VectorsApi):
+            return self.search_dense(vector, top_k, filter, attempts=attempts)
+        api = self._api
+        return self._call("query", lambda: api.query(vector.tolist(), sparse_vector, top_k, filter,
+                                                     self.settings.namespace, self._timeout_now()), attempts=attempts)
+
+    def search_dense(self, vector: np.ndarray, top_k: int, filter: dict[str, Any] | None = None, *,
+                     attempts: int | None = None) -> list[Match]:
+        """Top-k matches by the dense vector alone (shape (dimension,)), on either API."""
+        return self._call("search", lambda: self._api.search_dense(vector.tolist(), top_k, filter,
+                                                                   self.settings.namespace, self._timeout_now()),
+                          attempts=attempts)
+
+    def search_text(self, text: str, top_k: int, filter: dict[str, Any] | None = None, *,
+                    attempts: int | None = None) -> list[Match]:
+        """Top-k matches by Pinecone's full-text (BM25) score of `text`'s words in the
+        product text and SKU: a document index only (a legacy index is searched by
+        keyword through query's sparse vector). Raises TypeError on a legacy index."""
+        if not isinstance(self._api, DocumentsApi):
+            raise TypeError("search_text needs a document index (PINECONE_INDEX_API=documents)")
+        api = self._api
+        return self._call("search", lambda: api.search_text(text, top_k, filter, self.settings.namespace,
+                                                            self._timeout_now()), attempts=attempts)
 
     def count(self, *, attempts: int | None = None) -> int:
         """Vectors in the main namespace; each attempt gets this client's timeout (s)."""
-        stats = self._call("describe_index_stats", lambda: self._index.describe_index_stats(timeout=self._timeout_now()),
-                           attempts=attempts)
-        namespaces = stats.namespaces or {}
-        ns = namespaces.get(self.settings.namespace)
-        return int(getattr(ns, "vector_count", 0) or 0) if ns is not None else 0
+        return self._call("describe_index_stats", lambda: self._api.count(self.settings.namespace, self._timeout_now()),
+                          attempts=attempts)
 
     def list_ids(self, page_size: int = 100):
         """Yields pages of ids in the main namespace (serverless `list`)."""
         token = None
         while True:
-            page = self._call("list", lambda: self._index.list_paginated(namespace=self.settings.namespace, limit=page_size,
-                                                                        pagination_token=token, timeout=self._timeout_now()))
-            ids = [v.id for v in (page.vectors or [])]
+            ids, token = self._call("list", lambda: self._api.list_page(self.settings.namespace, page_size, token,
+                                                                        self._timeout_now()))
             if ids:
                 yield ids
-            token = page.pagination.next if page.pagination else None
             if not token:
                 return
 
@@ -286,20 +304,17 @@ class ProductIndex:
 
     def upsert(self, records: Sequence[IndexRecord], vectors: np.ndarray) -> None:
         """Writes records in requests within Pinecone's count and size limits, each
-        record's sparse vector (when it has a non-empty one) in the same item as its
-        dense vector."""
-        items = []
-        for r, v in zip(records, vectors, strict=True):
-            item = {"id": r.id, "values": v.tolist(), "metadata": r.metadata}
-            if r.sparse:
-                item["sparse_values"] = r.sparse.to_pinecone()
-            items.append(item)
+        record's sparse vector (legacy index) or text and SKU (document index) in the
+        same item as its dense vector."""
+        items = [self._api.item(r.id, v.tolist(), r.metadata, r) for r, v in zip(records, vectors, strict=True)]
         self._upsert_items(items, self.settings.namespace)
 
     def _upsert_items(self, items: list[dict[str, Any]], namespace: str) -> None:
         # The chunks hold distinct ids (callers write each id once), so they may land in any order.
-        self._in_parallel([lambda chunk=chunk: self._call("upsert", lambda: self._index.upsert(
-            vectors=chunk, namespace=namespace, timeout=self._timeout_now())) for chunk in _chunks_within_limits(items)])
+        chunks = within_limits(items, max_items=MAX_VECTORS_PER_UPSERT, max_bytes=MAX_UPSERT_REQUEST_BYTES - 64 * 1024,
+                               size_of=self._api.item_bytes)
+        self._in_parallel([lambda chunk=chunk: self._call("upsert", lambda: self._api.upsert(
+            chunk, namespace, self._timeout_now())) for chunk in chunks])
 
     def write_versioned(self, upserts: Sequence[tuple[IndexRecord, np.ndarray]], deletions: Mapping[str, int], *,
                         live_versions: Mapping[str, int] | None = None) -> VersionedWrite:
@@ -354,18 +369,15 @@ class ProductIndex:
             return
         unit = np.zeros(self.settings.dimension, dtype=np.float32)
         unit[0] = 1.0  # Pinecone rejects all-zero vectors for cosine; tombstones are never queried.
-        tombstones = [{"id": i, "values": unit.tolist(), "metadata": {"version": v}} for i, v in deletions.items()]
+        tombstones = [self._api.item(i, unit.tolist(), {"version": v}) for i, v in deletions.items()]
         self._upsert_items(tombstones, self.settings.tombstone_namespace)
-        ids = list(deletions)
-        for start in range(0, len(ids), MAX_IDS_PER_DELETE):
-            chunk = ids[start : start + MAX_IDS_PER_DELETE]
-            self._call("delete", lambda: self._index.delete(ids=chunk, namespace=self.settings.namespace, timeout=self._timeout_now()))
+        self.delete_ids(list(deletions))
 
     def delete_ids(self, ids: Sequence[str]) -> None:
         """Deletes vectors outright (reconcile's orphans: rows that do not exist)."""
         for start in range(0, len(ids), MAX_IDS_PER_DELETE):
             chunk = list(ids[start : start + MAX_IDS_PER_DELETE])
-            self._call("delete", lambda: self._index.delete(ids=chunk, namespace=self.settings.namespace, timeout=self._timeout_now()))
+            self._call("delete", lambda: self._api.delete(chunk, self.settings.namespace, self._timeout_now()))
 
 
 def _set_data_plane_retries(index: Any, retries: int) -> None:
@@ -384,34 +396,6 @@ def _set_data_plane_retries(index: Any, retries: int) -> None:
     except (ImportError, AttributeError, TypeError) as exc:
         raise RuntimeError(f"cannot set the pinecone SDK's data-plane retries ({exc}); "
                            "this SDK version builds its Index differently") from exc
-
-
-# The longest JSON text of a float is 24 characters ("-2.2250738585072014e-308"); one
-# more for the comma. Bounding the values this way instead of serialising them keeps
-# the size check off the hot path (a full dumps of every vector cost more than the
-# request itself).
-MAX_FLOAT_JSON_BYTES = 25
-ITEM_ENVELOPE_BYTES = 64
-# A sparse index is a uint32 (at most 10 digits) plus a comma.
-MAX_SPARSE_INDEX_JSON_BYTES = 11
-
-
-def _item_bytes(item: dict[str, Any]) -> int:
-    """An upper bound of the item's size in the request's JSON."""
-    head = json.dumps({"id": item["id"], "metadata": item.get("metadata") or {}}, separators=(",", ":")).encode()
-    sparse = item.get("sparse_values")
-    sparse_bytes = len(sparse["indices"]) * (MAX_SPARSE_INDEX_JSON_BYTES + MAX_FLOAT_JSON_BYTES) + 64 if sparse else 0
-    return len(head) + len(item["values"]) * MAX_FLOAT_JSON_BYTES + sparse_bytes + ITEM_ENVELOPE_BYTES
-
-
-def _chunks_within_limits(items: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    """Splits upsert items into requests of at most MAX_VECTORS_PER_UPSERT items and
-    MAX_UPSERT_REQUEST_BYTES less 64 KiB of headroom for the request envelope
-    (Pinecone's upsert limits, see productsearch.documents), sizes bounded by
-    _item_bytes. An item over the budget alone goes in a request by itself, for the
-    index to refuse and emu to isolate."""
-    return within_limits(items, max_items=MAX_VECTORS_PER_UPSERT,
-                         max_bytes=MAX_UPSERT_REQUEST_BYTES - 64 * 1024, size_of=_item_bytes)
 
 
 def _message(exc: BaseException) -> str:

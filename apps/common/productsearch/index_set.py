@@ -56,6 +56,11 @@ class IndexSet:
             raise ValueError("an IndexSet needs at least one index")
         self.indexes = tuple(indexes)
 
+    @property
+    def needs_sparse(self) -> bool:
+        """Whether any of the indexes scores keywords by our BM25 sparse vectors."""
+        return any(index.needs_sparse for index in self.indexes)
+
     def set_deadline(self, when: float | None) -> None:
         """ProductIndex.set_deadline on every index: no request outlives `when`."""
         for index in self.indexes:

@@ -8,6 +8,10 @@ Three modes (MODES), each one index query:
 - hybrid (the default): both in one query, weighted as Pinecone's convex combination,
   dense * alpha + sparse * (1 - alpha), the sparse part first scaled to unit L1 norm
   (SPARSE_NORMALISATION), with alpha = HYBRID_ALPHA.
+On a document index (IndexSettings.api "documents") the keyword side is Pinecone's
+full-text search of the product text and SKU, and hybrid is the pattern Pinecone
+documents for document indexes: a dense and a text search, fused here
+(productsearch.fusion).
 Structured filters are pushed down to the index as a Pinecone metadata filter in
 every mode; the matching rows are read from Postgres and returned in the index's rank
 order with their scores (the weighted dot product: comparable within one mode only).
@@ -26,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from productsearch import lexical, products
+from productsearch import fusion, lexical, products
 from productsearch.documents import SparseVector, decimal_from_text, finite_price, normalise_category, product_id_of, vector_id
 
 log = logging.getLogger(__name__)
@@ -311,6 +315,8 @@ class ProductSearch:
         top_k = validate_top_k(top_k)
         mode = validate_mode(mode)
         filters = filters or SearchFilters()
+        if not self.index.needs_sparse:
+            return self._search_documents(text, top_k, filters, mode, explain)
         dense, sparse = self._query_vectors(text, mode)
         if mode == "keyword" and not sparse:
             return Ranked([], 0)
@@ -323,9 +329,45 @@ class ProductSearch:
             # The index fills top_k whatever the scores; with the dense part zero, a
             # product sharing no term with the query scores exactly 0 and is no match.
             matches = [m for m in matches if m.score > 0]
+        results = self._rows_of(matches, filters)
+        if explain:
+            results = self.explain(text, results, mode, dense=dense, sparse=sparse_query if mode != "semantic" else None)
+        return Ranked(results, len(matches))
+
+    def _search_documents(self, text: str, top_k: int, filters: SearchFilters, mode: str, explain: bool) -> Ranked:
+        """search_ranked on a document index: a dense search, a full-text search, or
+        both fused (fusion.score_fusion over FUSION_DEPTH candidates each)."""
+        index_filter = filters.to_index_filter()
+        depth = top_k if mode != "hybrid" else max(top_k, fusion.FUSION_DEPTH)
+        pending = self.embedder.submit([text]) if mode != "keyword" and hasattr(self.embedder, "submit") else None
+        try:
+            keyword = self.index.search_text(text, depth, index_filter) if mode != "semantic" else []
+        except BaseException:
+            if pending is not None:
+                pending.discard()
+            raise
+        if mode == "keyword":
+            dense_hits: list = []
+        else:
+            dense = pending.result()[0] if pending is not None else self.embedder.embed([text])[0]
+            dense_hits = self.index.search_dense(np.asarray(dense, dtype=np.float32), depth, index_filter)
+        alpha = {"semantic": 1.0, "keyword": 0.0, "hybrid": fusion.DOCUMENT_HYBRID_ALPHA}[mode]
+        matches = fusion.score_fusion(dense_hits, keyword, alpha)[:top_k]
+        results = self._rows_of(matches, filters)
+        if explain:
+            by_id = {m.id: m for m in matches}
+            results = [replace(r, parts=ScoreParts(dense=by_id[vector_id(r.id)].dense,
+                                                   keyword=by_id[vector_id(r.id)].keyword, fused=r.score, alpha=alpha))
+                       for r in results]
+        return Ranked(results, len(matches))
+
+    def _rows_of(self, matches, filters: SearchFilters) -> list[SearchResult]:
+        """The results of `matches` (ids and scores, best first): each row's current
+        values from Postgres, in the matches' order; a match whose row is gone or now
+        outside `filters` is dropped."""
         ids = [pid for pid in (product_id_of(m.id) for m in matches) if pid is not None]
         if not ids:
-            return Ranked([], len(matches))
+            return []
         with self.pool.connection() as conn:
             rows = {r["id"]: r for r in conn.execute(products.ROWS_BY_IDS, (ids,)).fetchall()}
         results = []
@@ -344,9 +386,7 @@ class ProductSearch:
                 id=row["id"], name=row["name"], sku=row["sku"], description=row["description"],
                 price=price, category=row["category"], score=match.score,
             ))
-        if explain:
-            results = self.explain(text, results, mode, dense=dense, sparse=sparse_query if mode != "semantic" else None)
-        return Ranked(results, len(matches))
+        return results
 
     def explain(self, query: str, results: list[SearchResult], mode: str = DEFAULT_MODE, *,
                 dense: np.ndarray | None = None, sparse: SparseVector | None = None) -> list[SearchResult]:

@@ -107,11 +107,12 @@ class Prepared:
         return [self.upserts[n][1].text for n in self.to_embed]
 
 
-def prepare(items: list[WorkItem], template: str) -> Prepared:
+def prepare(items: list[WorkItem], template: str, *, with_sparse: bool = True) -> Prepared:
     """Keeps the newest change per product (older ones are superseded) and builds the
-    index record of each upsert, with its BM25 sparse vector (lexical.encode_documents
-    of documents.lexical_text over the batch, each weighted by the parameters its
-    message carried; a message without them: lexical.UNFITTED). A row that can never be
+    index record of each upsert, with its BM25 sparse vector when `with_sparse` (a legacy
+    index needs it; a document index scores its own full-text fields):
+    lexical.encode_documents of documents.lexical_text over the batch, each weighted by
+    the parameters its message carried (a message without them: lexical.UNFITTED). A row that can never be
     indexed, or that breaks in any way while its record or sparse vector is built, is
     dead-lettered with the reason; the other items are unaffected."""
     newest: dict[int, WorkItem] = {}
@@ -139,6 +140,9 @@ def prepare(items: list[WorkItem], template: str) -> Prepared:
             out.settled.append((item, outcomes.dead_letter(str(exc))))
         except Exception as exc:  # any value a producer might send must not stop emu
             out.settled.append((item, outcomes.dead_letter(f"row is malformed: {type(exc).__name__}: {brief(exc)}")))
+    if not with_sparse:
+        out.upserts.extend((item, record) for item, record, _ in built)
+        return out
     stats = [item.lexical or lexical.UNFITTED for item, _, _ in built]
     try:  # one tokeniser call for the batch: bm25s's setup per call outweighs a short text
         sparse = lexical.encode_documents([text for _, _, text in built], stats)

@@ -248,8 +248,8 @@ class Emu:
                     continue
                 epoch = self.recent.epoch
                 try:
-                    prepared = stages.look_up(self.index, stages.prepare(items, self.embedding.text_template),
-                                              self.embedding.dimension)
+                    prepared = stages.prepare(items, self.embedding.text_template, with_sparse=self.index.needs_sparse)
+                    prepared = stages.look_up(self.index, prepared, self.embedding.dimension)
                 except Exception as exc:  # a bug must cost a retry, not the worker
                     log.exception("preparing a batch failed; its messages will be retried")
                     prepared = stages.Prepared(settled=[(item, outcomes.retry_later(f"preparing failed: {brief(exc)}"))
