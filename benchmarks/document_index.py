@@ -170,22 +170,15 @@ def rrf(rankings: Sequence[Sequence[str]], k: float = RRF_K, weights: Sequence[f
 
 
 def score_fusion(dense: Ranking, keyword: Ranking, alpha: float) -> list[str]:
-    """A convex combination of the two searches' scores, each min-max normalised over
-    its own results to 0..1: alpha * dense + (1 - alpha) * keyword, an id missing from a
-    search taking 0 from it; best first, ties in first-seen order. Raises ValueError
-    when alpha is outside 0..1."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be within 0..1, got {alpha}")
-    scores: dict[str, float] = {}
-    for ranking, weight in ((dense, alpha), (keyword, 1.0 - alpha)):
-        if not ranking:
-            continue
-        values = [s for _, s in ranking]
-        low, span = min(values), max(values) - min(values)
-        for doc_id, value in ranking:
-            # one result, or all equal: each gets the full weight
-            scores[doc_id] = scores.get(doc_id, 0.0) + weight * ((value - low) / span if span else 1.0)
-    return sorted(scores, key=lambda d: -scores[d])
+    """The apps' hybrid fusion on a document index (productsearch.fusion.score_fusion)
+    of two (id, score) rankings: ids best first."""
+    from productsearch.fusion import score_fusion as fuse
+    from productsearch.index_apis import Hit
+
+    def hits(ranking: Ranking) -> list[Hit]:
+        return [Hit(doc_id, score, {}) for doc_id, score in ranking]
+
+    return [m.id for m in fuse(hits(dense), hits(keyword), alpha)]
 
 
 def fusions() -> dict[str, list[tuple[dict, Callable[[Ranking, Ranking], list[str]]]]]:

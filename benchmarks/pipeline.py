@@ -72,8 +72,9 @@ class Pipeline:
         root = Path(tempfile.mkdtemp(prefix="productsearch-bench-"))
         if os.geteuid() == 0:
             os.chmod(root, 0o755)  # PostgreSQL runs as the postgres user when we are root
+        # PINECONE_INDEX_API=documents measures the pipeline on a document index.
         stack = DevStack(root=root, pg_port=free_port(), aws_port=free_port(), index_port=free_port(),
-                           frontend_port=free_port(), fifo=fifo)
+                         frontend_port=free_port(), fifo=fifo, index_api=os.environ.get("PINECONE_INDEX_API", "vectors"))
         log(f"starting a local stack under {root} ({'FIFO' if fifo else 'standard'} queues) ...")
         try:
             stack.start_infrastructure()

@@ -145,6 +145,9 @@ pinecone_env = {
     # operator task's `pelican migrate-index` builds and switches. Absent otherwise
     # (infra.ecs.env_list leaves out values that resolve to None).
     "PINECONE_NEXT_HOST": data.get_output("pineconeNextIndexHost"),
+    # Which API each index speaks (vectors or documents); an older data stack exports none.
+    "PINECONE_INDEX_API": data.get_output("pineconeIndexApi"),
+    "PINECONE_NEXT_INDEX_API": data.get_output("pineconeNextIndexApi"),
 }
 jobs_queue_url = messaging.require_output("jobsQueueUrl")
 dlq_url = messaging.require_output("dlqUrl")

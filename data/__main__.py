@@ -77,8 +77,10 @@ index_options = dict(
 # index (docs/index-migration.md) only ever creates the next index and deletes the old
 # one: the same resource is the next index, then the primary.
 index_api = cfg.get("pineconeIndexApi")
-if index_api not in ("vectors", "documents"):
-    raise ValueError(f"pineconeIndexApi must be vectors or documents, got {index_api!r}")
+next_index_api = cfg.get("pineconeNextIndexApi") or index_api
+for key, value in (("pineconeIndexApi", index_api), ("pineconeNextIndexApi", next_index_api)):
+    if value not in ("vectors", "documents"):
+        raise ValueError(f"{key} must be vectors or documents, got {value!r}")
 if index_api == "documents":
     # The pinecone-pulumi provider cannot declare a schema: a dynamic provider does
     # (infra/document_index.py, docs/document-index.md).
@@ -97,15 +99,26 @@ else:
         deletion_protection=cfg.get("pineconeDeletionProtection"),
         **index_options,
     )
-# The index `pelican migrate-index` builds beside the primary: dotproduct, the metric
-# hybrid (dense + sparse) queries need.
-next_index = VectorIndex(
-    f"{layer.prefix}-vectors-{next_index_name}",
-    index_name=next_index_name,
-    metric="dotproduct",
-    deletion_protection=cfg.get("pineconeDeletionProtection"),
-    **index_options,
-) if next_index_name else None
+# The index `pelican migrate-index` builds beside the primary: a document index
+# (pineconeNextIndexApi documents, the move to the Documents API), or a legacy one with
+# dotproduct, the metric hybrid (dense + sparse) queries need.
+next_index: DocumentIndex | VectorIndex | None = None
+if next_index_name and next_index_api == "documents":
+    next_index = DocumentIndex(
+        f"{layer.prefix}-documents-{next_index_name}",
+        index_name=next_index_name,
+        schema=product_schema(cfg.get("pineconeDimension"), "dotproduct"),
+        deletion_protection=cfg.get("pineconeDeletionProtection"),
+        **{k: v for k, v in index_options.items() if k != "dimension"},
+    )
+elif next_index_name:
+    next_index = VectorIndex(
+        f"{layer.prefix}-vectors-{next_index_name}",
+        index_name=next_index_name,
+        metric="dotproduct",
+        deletion_protection=cfg.get("pineconeDeletionProtection"),
+        **index_options,
+    )
 # The old index after a switch, kept (not exported, so no app uses it) until compute
 # has been redeployed without it; unsetting the key then deletes it. Its deletion
 # protection (Pinecone's and Pulumi's) is lifted meanwhile, so that delete goes through.
@@ -176,9 +189,11 @@ pulumi.export("dbSecurityGroupId", database.security_group_id)
 pulumi.export("dbIdentifier", database.identifier)
 pulumi.export("pineconeIndexName", index.name)
 pulumi.export("pineconeIndexHost", index.host)
+pulumi.export("pineconeIndexApi", index_api)
 if next_index is not None:
     pulumi.export("pineconeNextIndexName", next_index.name)
     pulumi.export("pineconeNextIndexHost", next_index.host)
+    pulumi.export("pineconeNextIndexApi", next_index_api)
 pulumi.export("pineconeDimension", cfg.get("pineconeDimension"))
 for app, stored in pinecone_secrets.items():
     pulumi.export(f"pinecone{app.capitalize()}KeySecretArn", stored.arn)

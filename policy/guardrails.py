@@ -244,14 +244,23 @@ def prod_database_resilient(resource_type: str, props: dict) -> list[str]:
     return found
 
 
+DYNAMIC_RESOURCE = "pulumi-python:dynamic:Resource"
+
+
 def prod_index_deletion_protected(resource_type: str, props: dict) -> list[str]:
     """In prod, Pinecone refuses to delete the index; only an index being retired after a
     migration (tag lifecycle=retiring) may lift it."""
-    if resource_type != "pinecone:index/index:Index" or not _prod(props):
+    if resource_type == "pinecone:index/index:Index":
+        protection = props.get("deletionProtection")
+    elif resource_type == DYNAMIC_RESOURCE and "schema" in props:
+        # A document index (infra/document_index.py): the Pinecone provider cannot
+        # declare one, so it is a dynamic resource with the SDK's snake_case inputs.
+        protection = props.get("deletion_protection")
+    else:
         return []
-    if (props.get("tags") or {}).get("lifecycle") == "retiring":
+    if not _prod(props) or (props.get("tags") or {}).get("lifecycle") == "retiring":
         return []
-    if props.get("deletionProtection") != "enabled":
+    if protection != "enabled":
         return ["prod Pinecone indexes have deletion protection (pineconeDeletionProtection=true)"]
     return []
 

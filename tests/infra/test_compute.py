@@ -156,7 +156,7 @@ def test_environment_contract(compute_run, data_run, messaging_run):
     db = {"PGHOST": d["dbAddress"], "PGPORT": "5432", "PGDATABASE": "products", "PGSSLMODE": "verify-full"}
     common = {"AWS_REGION": "us-east-1", "LOG_LEVEL": "INFO"}
     pinecone = {"PINECONE_HOST": d["pineconeIndexHost"], "PINECONE_INDEX": "ps-dev-products",
-                "PINECONE_NAMESPACE": "products", "EMBEDDING_DIMENSION": "384"}
+                "PINECONE_NAMESPACE": "products", "EMBEDDING_DIMENSION": "384", "PINECONE_INDEX_API": "vectors"}
     metrics = {"CLOUDWATCH_NAMESPACE": "ProductSearch", "DEPLOYMENT_NAME": "ps-dev"}
     # Each app connects as its own database role, never as the master user.
     assert env(compute_run, "pelican") == {**common, **db, **metrics, "SQS_QUEUE_URL": m["jobsQueueUrl"],
@@ -392,11 +392,13 @@ def test_a_next_index_reaches_emu_the_frontend_and_the_operator_task(upstream):
     from harness import run_layer
 
     next_host = "ps-dev-products-hybrid-x1y2.svc.aped-4627-b74a.pinecone.io"
-    data = {**upstream["data"], "pineconeNextIndexHost": next_host, "pineconeNextIndexName": "ps-dev-products-hybrid"}
+    data = {**upstream["data"], "pineconeNextIndexHost": next_host, "pineconeNextIndexName": "ps-dev-products-hybrid",
+            "pineconeNextIndexApi": "documents"}
     run = run_layer("compute", {"certificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/abc"},
                     stack_outputs={**upstream, "data": data}, stack="migrating")
     for app in ("emu", "frontend", "operator"):
         assert env(run, app)["PINECONE_NEXT_HOST"] == next_host, app
+        assert env(run, app)["PINECONE_NEXT_INDEX_API"] == "documents", app
         assert env(run, app)["PINECONE_HOST"] == upstream["data"]["pineconeIndexHost"], app
     assert "PINECONE_NEXT_HOST" not in env(run, "pelican")
 

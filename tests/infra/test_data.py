@@ -101,7 +101,7 @@ def test_each_app_role_has_a_generated_password_in_a_secret_that_keeps_it(data_r
 def test_exports(data_run):
     e = data_run.exports
     assert set(e) == {"dbAddress", "dbPort", "dbName", "dbSecretArn", "dbSecurityGroupId",
-                      "dbIdentifier", "pineconeIndexName", "pineconeIndexHost", "pineconeDimension", "pineconeFrontendKeySecretArn",
+                      "dbIdentifier", "pineconeIndexName", "pineconeIndexHost", "pineconeIndexApi", "pineconeDimension", "pineconeFrontendKeySecretArn",
                       "pineconeEmuKeySecretArn", "pineconeOperatorKeySecretArn", "pineconeKeyRoles",
                       "editorCredentialsSecretArn", "pelicanDbSecretArn", "frontendDbSecretArn"}
     assert e["dbSecretArn"].startswith("arn:aws:secretsmanager:") and "rds!db" in e["dbSecretArn"]

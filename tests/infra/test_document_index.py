@@ -41,6 +41,27 @@ def test_the_data_layer_declares_a_document_index_when_asked(documents_run):
     assert set(documents_run.exports) >= {"pineconeIndexName", "pineconeIndexHost"}
 
 
+def test_a_legacy_index_moves_to_a_next_document_index(data_upstream):
+    """pineconeNextIndexApi documents: the index `pelican migrate-index` builds is a
+    document index beside the legacy primary, exported with the API each speaks."""
+    run = run_layer("data", {"pineconeIndexName": "ps-dev-products", "pineconeNextIndexName": "ps-dev-products-docs",
+                             "pineconeNextIndexApi": "documents"}, stack="moving", secrets=SECRETS,
+                    stack_outputs=data_upstream)
+    (legacy,) = run.of_type("pinecone:index/index:Index")
+    (document,) = run.of_type(DYNAMIC)
+    assert legacy.inputs["name"] == "ps-dev-products" and document.inputs["name"] == "ps-dev-products-docs"
+    assert set(document.inputs["schema"]["fields"]) == {"embedding", "text", "sku"}
+    e = run.exports
+    assert (e["pineconeIndexApi"], e["pineconeNextIndexApi"]) == ("vectors", "documents")
+    assert e["pineconeNextIndexName"] == "ps-dev-products-docs"
+
+
+def test_the_schema_names_the_fields_the_apps_write():
+    from productsearch.documents import DENSE_FIELD, SKU_FIELD, TEXT_FIELD
+
+    assert set(product_schema(384)["fields"]) == {DENSE_FIELD, TEXT_FIELD, SKU_FIELD}
+
+
 def test_the_default_stays_on_the_vectors_api(data_run):
     assert not data_run.of_type(DYNAMIC)
     assert len(data_run.of_type("pinecone:index/index:Index")) == 1
@@ -50,6 +71,9 @@ def test_an_unknown_index_api_is_refused(data_upstream):
     with pytest.raises(Exception, match="pineconeIndexApi must be vectors or documents"):
         run_layer("data", {"pineconeIndexApi": "records"}, stack="bad", secrets=SECRETS,
                   stack_outputs=data_upstream)
+    with pytest.raises(Exception, match="pineconeNextIndexApi must be vectors or documents"):
+        run_layer("data", {"pineconeNextIndexName": "x-next", "pineconeNextIndexApi": "records"}, stack="bad",
+                  secrets=SECRETS, stack_outputs=data_upstream)
 
 
 def test_product_schema_keyword_sides_and_bad_input():

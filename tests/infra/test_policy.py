@@ -229,6 +229,22 @@ def test_prod_index_must_be_deletion_protected_unless_retiring(data_prod_run):
     assert g.violations(typ, retiring) == []
 
 
+def test_a_prod_document_index_must_be_deletion_protected_too(network_prod_run, messaging_run):
+    from conftest import DATA_SECRETS
+    from harness import run_layer
+
+    run = run_layer("data", {"tier": "prod", "dbMultiAz": True, "dbDeletionProtection": True,
+                             "dbBackupRetentionDays": 14, "pineconeDeletionProtection": True,
+                             "pineconeIndexApi": "documents", "networkStack": "acme/network/prod"},
+                    stack="prod", secrets=DATA_SECRETS,
+                    stack_outputs={"network": network_prod_run.exports, "messaging": messaging_run.exports})
+    typ, props = broken(run, "pulumi-python:dynamic:Resource")
+    assert props["tags"]["tier"] == "prod" and g.violations(typ, props) == []
+    unprotected = {**props, "deletion_protection": "disabled"}
+    assert [r for r, _ in g.violations(typ, unprotected)] == ["prod-index-deletion-protected"]
+    assert g.violations(typ, {**unprotected, "tags": {**props["tags"], "lifecycle": "retiring"}}) == []
+
+
 def test_prod_index_retirement_passes_the_pack(data_upstream):
     from conftest import DATA_SECRETS
     from harness import run_layer

@@ -145,11 +145,11 @@ def test_a_batch_that_breaks_before_the_model_is_retried_and_emu_goes_on(parts, 
     real = stages.prepare
     calls = []
 
-    def breaks_once(items, template):
+    def breaks_once(items, template, **kwargs):
         calls.append(len(items))
         if len(calls) == 1:
             raise RuntimeError("a bug in preparing")
-        return real(items, template)
+        return real(items, template, **kwargs)
 
     monkeypatch.setattr(stages, "prepare", breaks_once)
     pid = parts.insert("Rope", "thirty metres of climbing rope")

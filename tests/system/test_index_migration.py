@@ -150,6 +150,41 @@ def test_migration_builds_the_next_index_while_the_old_one_serves_then_switches(
     assert frontend_log.count("the serving_index row names a host this frontend is not configured with") == 1
 
 
+def test_migration_moves_a_legacy_index_to_a_document_index(stack, parts, serving_row):
+    """The move to Pinecone's Documents API: the next index is a document index (full-text
+    search on the product text and SKU) on the stack's index server; emu writes documents
+    to it beside the legacy records, and after the switch the frontend's keyword search is
+    Pinecone's full-text search."""
+    from pinecone import Pinecone
+
+    host = stack.create_document_index("products-next")
+    both = {"PINECONE_NEXT_HOST": host, "PINECONE_NEXT_INDEX_API": "documents"}
+    new = ProductIndex(IndexSettings.from_env({**stack.env(), **both}).for_host(host), attempts=3)
+    try:
+        filler = parts.insert_many(20, prefix="gizmo")
+        telescope = parts.insert("Brass Telescope", "a brass refracting telescope for stargazing", 250, sku="TEL-4410")
+        stack.start_app("frontend", both)
+        stack.start_app("pelican", {"PELICAN_POLL_INTERVAL_SECONDS": "1"})
+        stack.start_app("emu", both)
+        wait_until(lambda: parts.index.count() == len(filler) + 1 and parts.pending_changes() == 0, 180, interval=0.5,
+                   what="rows in the legacy index")
+        wait_until(lambda: _healthy(stack), 180, interval=0.5, what="frontend /healthz 200")
+        done = migrate_index(stack, both, "--yes", "--timeout", "120", "--poll-seconds", "1", "--frontend-url",
+                             stack.env()["FRONTEND_URL"], timeout=240)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "(vectors API)" in done.stdout and "(documents API" in done.stdout
+        assert "pulumi config set pineconeIndexApi documents" in done.stdout
+        assert healthz(stack)["index"] == "next"
+        assert new.count() == len(filler) + 1
+        # Keyword search now runs on the document index's full-text search.
+        found = request(stack.env()["FRONTEND_URL"] + "/api/search", "POST", {"query": "TEL-4410", "mode": "keyword"})
+        assert found.status == 200 and found.body["results"][0]["id"] == telescope, found.body
+        parts.index.delete_ids([str(telescope)])  # gone from the legacy index; the document index serves it
+        assert search(stack, "brass telescope for stargazing")[0] == telescope
+    finally:
+        Pinecone(api_key=LOCAL_API_KEY, host=f"http://127.0.0.1:{stack.index_port}").indexes.delete("products-next")
+
+
 def _healthy(stack) -> bool:
     proc = stack.processes.get("frontend")
     if proc is not None and proc.poll() is not None:

@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -311,8 +311,7 @@ class ProductIndex:
 
     def _upsert_items(self, items: list[dict[str, Any]], namespace: str) -> None:
         # The chunks hold distinct ids (callers write each id once), so they may land in any order.
-        chunks = within_limits(items, max_items=MAX_VECTORS_PER_UPSERT, max_bytes=MAX_UPSERT_REQUEST_BYTES - 64 * 1024,
-                               size_of=self._api.item_bytes)
+        chunks = chunks_within_limits(items, self._api.item_bytes)
         self._in_parallel([lambda chunk=chunk: self._call("upsert", lambda: self._api.upsert(
             chunk, namespace, self._timeout_now())) for chunk in chunks])
 
@@ -396,6 +395,16 @@ def _set_data_plane_retries(index: Any, retries: int) -> None:
     except (ImportError, AttributeError, TypeError) as exc:
         raise RuntimeError(f"cannot set the pinecone SDK's data-plane retries ({exc}); "
                            "this SDK version builds its Index differently") from exc
+
+
+def chunks_within_limits(items: list[dict[str, Any]], size_of: Callable[[dict[str, Any]], int]) -> Iterator[list[dict[str, Any]]]:
+    """Splits upsert items into requests of at most MAX_VECTORS_PER_UPSERT items and
+    MAX_UPSERT_REQUEST_BYTES less 64 KiB of headroom for the request envelope
+    (Pinecone's upsert limits, see productsearch.documents), sizes bounded by
+    `size_of` (an IndexApi's item_bytes). An item over the budget alone goes in a
+    request by itself, for the index to refuse and emu to isolate."""
+    return within_limits(items, max_items=MAX_VECTORS_PER_UPSERT, max_bytes=MAX_UPSERT_REQUEST_BYTES - 64 * 1024,
+                         size_of=size_of)
 
 
 def _message(exc: BaseException) -> str:

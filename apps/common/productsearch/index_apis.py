@@ -67,7 +67,8 @@ class IndexApi(Protocol):
 
     def item(self, record_id: str, values: Sequence[float], metadata: dict[str, Any],
              record: IndexRecord | None = None) -> dict[str, Any]: ...
-    def item_bytes(self, item: dict[str, Any]) -> int: ...
+    @staticmethod
+    def item_bytes(item: dict[str, Any]) -> int: ...
     def fetch(self, ids: list[str], namespace: str, timeout: float) -> dict[str, Stored]: ...
     def upsert(self, items: list[dict[str, Any]], namespace: str, timeout: float) -> None: ...
     def delete(self, ids: list[str], namespace: str, timeout: float) -> None: ...
@@ -88,7 +89,8 @@ class VectorsApi:
     def __init__(self, index: Any) -> None:
         self._index = index
 
-    def item(self, record_id: str, values: Sequence[float], metadata: dict[str, Any],
+    @staticmethod
+    def item(record_id: str, values: Sequence[float], metadata: dict[str, Any],
              record: IndexRecord | None = None) -> dict[str, Any]:
         """The upsert item of one record; its sparse vector rides along when it has one."""
         item: dict[str, Any] = {"id": record_id, "values": list(values), "metadata": metadata}
@@ -96,7 +98,8 @@ class VectorsApi:
             item["sparse_values"] = record.sparse.to_pinecone()
         return item
 
-    def item_bytes(self, item: dict[str, Any]) -> int:
+    @staticmethod
+    def item_bytes(item: dict[str, Any]) -> int:
         """An upper bound of the item's size in the request's JSON."""
         sparse = item.get("sparse_values")
         sparse_bytes = len(sparse["indices"]) * (MAX_SPARSE_INDEX_JSON_BYTES + MAX_FLOAT_JSON_BYTES) + 64 if sparse else 0
@@ -146,7 +149,8 @@ class DocumentsApi:
         self._documents = index.documents
         self._index = index
 
-    def item(self, record_id: str, values: Sequence[float], metadata: dict[str, Any],
+    @staticmethod
+    def item(record_id: str, values: Sequence[float], metadata: dict[str, Any],
              record: IndexRecord | None = None) -> dict[str, Any]:
         """The document of one record: its vector in ``embedding``, its product text and
         SKU in ``text`` and ``sku`` (a tombstone has neither), metadata beside them."""
@@ -157,7 +161,8 @@ class DocumentsApi:
                 doc[SKU_FIELD] = record.sku
         return doc
 
-    def item_bytes(self, item: dict[str, Any]) -> int:
+    @staticmethod
+    def item_bytes(item: dict[str, Any]) -> int:
         """An upper bound of the document's size in the request's JSON."""
         rest = {k: v for k, v in item.items() if k not in ("_id", DENSE_FIELD)}
         return _head_bytes(item["_id"], rest) + len(item[DENSE_FIELD]) * MAX_FLOAT_JSON_BYTES + ITEM_ENVELOPE_BYTES

@@ -80,6 +80,18 @@ def search_page(search, query: str, filters: SearchFilters, page: int, page_size
 # queries built from its products and SciFact's train queries, which no product answers;
 # docs/frontend.md, "Relevance floor".
 RELEVANCE_FLOORS = {"hybrid": 0.3406, "semantic": 0.2684, "keyword": 0.5332}
+# On a document index the semantic score is the same cosine similarity, so its floor
+# holds. Its keyword score is Pinecone's BM25, unbounded and returned only for products
+# sharing a word, and its hybrid score is min-max normalised per query (productsearch.
+# fusion), so the best candidate always scores near 1: neither has a floor that means
+# "close" across queries, and every candidate those modes return counts as a hit.
+DOCUMENT_RELEVANCE_FLOORS = {"hybrid": 0.0, "semantic": RELEVANCE_FLOORS["semantic"], "keyword": 0.0}
+
+
+def relevance_floors(index) -> dict[str, float]:
+    """The floors for the index serving now: RELEVANCE_FLOORS, or DOCUMENT_RELEVANCE_FLOORS
+    for a document index (one whose records need no sparse vectors)."""
+    return RELEVANCE_FLOORS if getattr(index, "needs_sparse", True) else DOCUMENT_RELEVANCE_FLOORS
 # Price facet ranges in the catalog's currency, [low, high) with None for no bound: the
 # common online-shop steps, spread over the sample catalog's prices ($10 to $1,000).
 PRICE_RANGES: tuple[tuple[float | None, float | None], ...] = (
@@ -104,11 +116,11 @@ class Overview:
     prices: tuple[int, ...]
 
 
-def overview(candidates: list[SearchResult], mode: str) -> Overview:
+def overview(candidates: list[SearchResult], mode: str, floors: dict[str, float] = RELEVANCE_FLOORS) -> Overview:
     """Hits and facets of one search's candidates in `mode` (a MODES value). Counted
     from what the index returned, not from Postgres: a hit is a ranked match above the
     floor, which only the index's scores tell; so counts cover the top MAX_TOP_K."""
-    floor = RELEVANCE_FLOORS[mode]
+    floor = floors[mode]
     hits = [r for r in candidates if r.score >= floor]
     categories: dict[str, int] = {}
     keys: dict[str, str] = {}

@@ -2,10 +2,13 @@
 (docs/index-migration.md).
 
 The next index (PINECONE_NEXT_HOST, data/'s pineconeNextIndexName) is built by the
-normal pipeline while the frontends keep serving from the old one:
+normal pipeline while the frontends keep serving from the old one. It may speak
+another API than the old one (PINECONE_NEXT_INDEX_API): moving a legacy vector index
+to a document index takes the same steps:
 
-1. check: both indexes answer, the next one's metric is dotproduct (and its dimension
-   EMBEDDING_DIMENSION), the dead-letter queue is empty;
+1. check: both indexes answer, the next one's dimension is EMBEDDING_DIMENSION and,
+   for a legacy vector index, its metric is dotproduct (a document index scores
+   keywords by full-text search, so any metric serves), the dead-letter queue is empty;
 2. backfill: every row is captured (pelican.backfill, resumable), so pelican ships it
    and emu, which writes every batch to both indexes, embeds it into the next one;
 3. wait, with a progress bar, until the next index equals the table (pelican.reconcile's
@@ -112,7 +115,7 @@ def migrate_index(database: DatabaseSettings, index: IndexSettings, queues: Queu
     if serving == nxt.host:
         say("The frontends already serve from the next index (the serving_index row names it).")
         _wait_for_frontends(frontend_urls, timeout_s, say)
-        say(retirement_steps(index.name))
+        say(retirement_steps(index.name, nxt.api if nxt.api != primary.api else None))
         return
     if serving is not None and serving != primary.host:
         raise MigrationError("the serving_index row names a host that is neither PINECONE_HOST nor PINECONE_NEXT_HOST "
@@ -120,7 +123,9 @@ def migrate_index(database: DatabaseSettings, index: IndexSettings, queues: Queu
                              "against data's exports before migrating")
     _check_reachable("serving (PINECONE_HOST)", primary)
     metric, dimension = _describe(nxt)
-    if metric is None:
+    if nxt.api == "documents":
+        pass  # full-text search needs no sparse vectors, so any metric serves
+    elif metric is None:
         say(f"The next index does not report its metric; data/ creates it as {HYBRID_METRIC} (pineconeNextIndexName).")
     elif metric != HYBRID_METRIC:
         raise MigrationError(f"the next index's metric is {metric}, not {HYBRID_METRIC} (hybrid search needs "
@@ -133,7 +138,8 @@ def migrate_index(database: DatabaseSettings, index: IndexSettings, queues: Queu
     if _depth(dead):
         raise MigrationError(f"{_depth(dead)} messages are in the dead-letter queue: those changes reach neither index. "
                              "Fix their cause and run `pelican redrive` first")
-    say(f"Serving index: {primary.host}\nNext index:    {nxt.host} (metric {metric or 'not reported'})\n"
+    say(f"Serving index: {primary.host} ({primary.api} API)\n"
+        f"Next index:    {nxt.host} ({nxt.api} API, metric {metric or 'not reported'})\n"
         "Plan: backfill every row through the pipeline (emu writes both indexes), wait until the next index equals "
         "the table, switch the frontends to it.")
     if not assume_yes:
@@ -164,7 +170,7 @@ def migrate_index(database: DatabaseSettings, index: IndexSettings, queues: Queu
 
     # -- 5. wait for the frontends; 6. retirement ------------------------------------------
     _wait_for_frontends(frontend_urls, timeout_s, say)
-    say(retirement_steps(index.name))
+    say(retirement_steps(index.name, nxt.api if nxt.api != primary.api else None))
 
 
 def _check_reachable(what: str, settings: IndexSettings) -> None:
@@ -276,9 +282,13 @@ def _serving_label(url: str) -> str | None:
         return None
 
 
-def retirement_steps(old_name: str) -> str:
+def retirement_steps(old_name: str, new_api: str | None = None) -> str:
     """What the operator does next (docs/index-migration.md, "Retire the old index");
-    old_name is the old index's (PINECONE_INDEX, data's pineconeIndexName export)."""
+    old_name is the old index's (PINECONE_INDEX, data's pineconeIndexName export);
+    new_api: the next index's API when it differs from the old one's (data's
+    pineconeIndexApi then changes with the name)."""
+    api_steps = (f"\n  pulumi config set pineconeIndexApi {new_api}\n  pulumi config rm pineconeNextIndexApi"
+                 if new_api else "")
     return f"""
 The frontends serve from the next index; emu keeps writing both, so either can serve
 until you retire the old one (docs/index-migration.md, "Retire the old index"):
@@ -286,7 +296,7 @@ until you retire the old one (docs/index-migration.md, "Retire the old index"):
   cd data
   pulumi config set pineconeRetiringIndexName {old_name}
   pulumi config set pineconeIndexName "$(pulumi config get pineconeNextIndexName)"
-  pulumi config rm pineconeNextIndexName
+  pulumi config rm pineconeNextIndexName{api_steps}
   pulumi up                 # nothing is created or replaced; PINECONE_HOST becomes the new index
   cd ../compute && pulumi up    # the apps stop using the old index
   cd ../data

@@ -208,3 +208,18 @@ def test_recent_writes_add_what_was_written_after_a_lookup():
     assert recent.since(looked_at, {"1": 4}) is None
     assert recent.since(looked_at + 1, {"1": 4}) == {"1": 4, "2": 8, "3": 1}
     assert recent.since(recent.epoch, None) is None
+
+
+def test_without_sparse_vectors_records_carry_text_and_sku_and_skip_the_tokeniser(monkeypatch):
+    # A document index scores its own full-text fields: emu spends nothing on BM25.
+    from productsearch import lexical
+
+    def never(texts):
+        raise AssertionError("tokenised for an index that needs no sparse vectors")
+
+    monkeypatch.setattr(lexical, "terms_of", never)
+    items = items_of({"id": 1, "v": 1, "row": row()}, {"id": 2, "v": 1, "row": row(name="Boots")})
+    prepared = stages.prepare(items, TEMPLATE, with_sparse=False)
+    assert [record.id for _, record in prepared.upserts] == ["1", "2"]
+    assert all(record.sparse is None and record.sku and record.text for _, record in prepared.upserts)
+    assert prepared.settled == []

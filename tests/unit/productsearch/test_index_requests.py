@@ -9,7 +9,8 @@ from devstack.index_server.protocol import ApiError, parse_sparse
 from devstack.index_server.sparse import SparseVector
 from devstack.index_server.store import IndexStore
 from productsearch.documents import MAX_UPSERT_REQUEST_BYTES, MAX_VECTORS_PER_UPSERT
-from productsearch.index import _chunks_within_limits, _item_bytes
+from productsearch.index import chunks_within_limits
+from productsearch.index_apis import DocumentsApi, VectorsApi
 
 
 def item(i: int, dim: int, description: str) -> dict:
@@ -21,12 +22,22 @@ def item(i: int, dim: int, description: str) -> dict:
 def test_size_bound_is_never_below_the_real_json_size():
     for i, description in enumerate(["", "plain", "ünïcødé " * 50, '"quotes" and \\ slashes' * 20]):
         it = item(i, 384, description)
-        assert _item_bytes(it) >= len(json.dumps(it, separators=(",", ":")).encode())
+        assert VectorsApi.item_bytes(it) >= len(json.dumps(it, separators=(",", ":")).encode())
+
+
+def test_document_size_bound_is_never_below_the_real_json_size():
+    from productsearch.documents import IndexRecord
+
+    for i, text in enumerate(["", "plain", "ünïcødé " * 50, '"quotes" and \\ slashes' * 20]):
+        source = item(i, 384, "")
+        record = IndexRecord(id=source["id"], text=text, metadata=source["metadata"], sku=f"SKU-{text[:9]}")
+        doc = DocumentsApi.item(source["id"], source["values"], source["metadata"], record)
+        assert DocumentsApi.item_bytes(doc) >= len(json.dumps(doc, separators=(",", ":")).encode())
 
 
 def test_chunks_respect_the_request_size_and_count_limits_and_keep_every_item():
     items = [item(i, 1536, "x" * 30_000) for i in range(150)] + [item(1000 + i, 4, "") for i in range(2500)]
-    chunks = list(_chunks_within_limits(items))
+    chunks = list(chunks_within_limits(items, VectorsApi.item_bytes))
     assert [it["id"] for chunk in chunks for it in chunk] == [it["id"] for it in items]
     assert len(chunks) > 3
     for chunk in chunks:
