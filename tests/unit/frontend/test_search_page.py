@@ -10,7 +10,7 @@ import pytest
 
 from frontend import searching
 from frontend.searching import PRICE_RANGES, Page, overview, price_range_bounds, price_range_label
-from frontend.ui import facets_html, highlighted, results_html
+from frontend.ui_results import facets_html, highlighted, results_html
 from productsearch.lexical import matching_spans
 from productsearch.search import MODES, ScoreParts, SearchFilters, SearchResult
 from tests.conftest import REPO
