@@ -18,9 +18,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from productsearch import onnx_export
+from productsearch import onnx_export, onnx_runtime
 from productsearch.embedding import Embedder
-from productsearch.onnx_export import MIN_COSINE, VERIFICATION_TEXTS, ExportError
+from productsearch.onnx_runtime import MIN_COSINE, VERIFICATION_TEXTS, ExportError
 from productsearch.settings import ConfigError, EmbeddingSettings
 
 # Very uneven lengths, so each batch of 4 pads most of its texts (and truncates one).
@@ -91,15 +91,15 @@ def test_auto_serves_the_cached_export_without_importing_torch(onnx_cache):
 
 def test_a_stale_export_is_never_reused(onnx_cache, tmp_path):
     settings = settings_for(onnx_cache)
-    assert onnx_export.cache_key(settings) != onnx_export.cache_key(replace(settings, max_tokens=128))
+    assert onnx_runtime.cache_key(settings) != onnx_runtime.cache_key(replace(settings, max_tokens=128))
     cache = tmp_path / "cache"
     shutil.copytree(onnx_cache, cache)
     copy = settings_for(cache)
-    folder = onnx_export.cache_folder(copy)
+    folder = onnx_runtime.cache_folder(copy)
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["key"] = "0" * 64  # as if made by other versions under a colliding folder name
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    assert onnx_export.load_cached(copy) is None
+    assert onnx_runtime.load_cached(copy) is None
 
 
 def test_a_process_without_torch_serves_the_export_made_with_it(onnx_cache, monkeypatch):
@@ -107,21 +107,21 @@ def test_a_process_without_torch_serves_the_export_made_with_it(onnx_cache, monk
     the export is found by the model, its token limit and the serving packages'
     versions, with the missing export-only packages' versions from its manifest."""
     settings = settings_for(onnx_cache, EMBEDDING_RUNTIME="onnx")
-    made = onnx_export.load_cached(settings)
-    real = onnx_export.versions()
-    without_torch = {**real, **dict.fromkeys(onnx_export.EXPORT_ONLY_PACKAGES, "absent")}
-    monkeypatch.setattr(onnx_export, "versions", lambda: dict(without_torch))
-    assert onnx_export.load_cached(settings) is None  # its own key names torch "absent"
-    found = onnx_export.load_for_serving(settings)
+    made = onnx_runtime.load_cached(settings)
+    real = onnx_runtime.versions()
+    without_torch = {**real, **dict.fromkeys(onnx_runtime.EXPORT_ONLY_PACKAGES, "absent")}
+    monkeypatch.setattr(onnx_runtime, "versions", lambda: dict(without_torch))
+    assert onnx_runtime.load_cached(settings) is None  # its own key names torch "absent"
+    found = onnx_runtime.load_for_serving(settings)
     assert found is not None and found.folder == made.folder
     assert onnx_export.ensure_export(settings).folder == made.folder  # no export attempted
     assert Embedder(settings).runtime == "onnx"
     # Another ONNX Runtime than the export was checked with: not taken on trust.
     without_torch["onnxruntime"] = "0.0.1"
-    assert onnx_export.load_for_serving(settings) is None
+    assert onnx_runtime.load_for_serving(settings) is None
     # A process that has torch keys by its own versions only.
-    monkeypatch.setattr(onnx_export, "versions", lambda: dict(real))
-    assert onnx_export.load_for_serving(settings) is None
+    monkeypatch.setattr(onnx_runtime, "versions", lambda: dict(real))
+    assert onnx_runtime.load_for_serving(settings) is None
 
 
 @pytest.mark.timeout(600)
@@ -129,20 +129,20 @@ def test_a_corrupt_export_is_detected_and_exported_again(onnx_cache, torch_vecto
     cache = tmp_path / "cache"
     shutil.copytree(onnx_cache, cache)
     settings = settings_for(cache, EMBEDDING_RUNTIME="onnx")
-    graph = onnx_export.cache_folder(settings) / "model.onnx"
+    graph = onnx_runtime.cache_folder(settings) / "model.onnx"
     with open(graph, "r+b") as handle:  # a torn write: the tail of the weights is gone
         handle.truncate(graph.stat().st_size // 2)
-    with caplog.at_level(logging.WARNING, logger="productsearch.onnx_export"):
+    with caplog.at_level(logging.WARNING, logger="productsearch.onnx_runtime"):
         embedder = Embedder(settings)
     assert any("corrupt or stale ONNX export" in r.getMessage() for r in caplog.records)
     assert cosines(embedder.embed(TEXTS), torch_vectors).min() >= MIN_COSINE
-    assert onnx_export.load_cached(settings) is not None
+    assert onnx_runtime.load_cached(settings) is not None
 
 
 def test_an_export_that_disagrees_with_torch_is_refused(onnx_cache, tmp_path, caplog):
     cache = tmp_path / "cache"
     shutil.copytree(onnx_cache, cache)
-    folder = onnx_export.cache_folder(settings_for(cache))
+    folder = onnx_runtime.cache_folder(settings_for(cache))
     reference = np.load(folder / "reference.npy")
     skewed = reference + 0.01 * np.roll(reference, 1, axis=1)  # cosine about 0.99995: slight, still refused
     np.save(folder / "reference.npy", (skewed / np.linalg.norm(skewed, axis=1, keepdims=True)).astype(np.float32))
@@ -163,13 +163,13 @@ def test_onnx_with_a_model_that_cannot_be_exported_is_a_clear_error(onnx_cache, 
     settings = settings_for(tmp_path / "cache", EMBEDDING_RUNTIME="onnx", EMBEDDING_MODEL_PATH=str(model))
     with pytest.raises(ExportError, match=r"the ONNX export of .*not-a-model failed \(exit code \d+\)"):
         Embedder(settings)
-    assert onnx_export.load_cached(settings) is None  # nothing half-made is left to be used
+    assert onnx_runtime.load_cached(settings) is None  # nothing half-made is left to be used
 
 
 def test_the_verification_texts_cover_padding_and_truncation():
     lengths = sorted(len(t) for t in VERIFICATION_TEXTS)
     assert lengths[0] == 0 and lengths[-1] > 4 * 256  # longer than max_tokens in any tokenisation
-    assert onnx_export.VERIFY_BATCH < len(VERIFICATION_TEXTS)
+    assert onnx_runtime.VERIFY_BATCH < len(VERIFICATION_TEXTS)
 
 
 @pytest.mark.parametrize(("env", "names"), [

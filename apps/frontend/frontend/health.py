@@ -8,33 +8,30 @@ ALB does not kill a task that is only waiting on a dependency."""
 
 from __future__ import annotations
 
-import threading
+from productsearch.periodic import Periodic
 
 
 class HealthCheck:
+    """The readiness /healthz reports: the model's state (from Services) and the latest
+    database reading, taken every `interval_s` seconds by a thread of its own, each
+    check bounded by `db_timeout_s` (both in seconds)."""
+
     def __init__(self, services, interval_s: float = 2.0, db_timeout_s: float = 1.5):
         self.services = services
-        self.interval_s = interval_s
         self.db_timeout_s = db_timeout_s
         self._db: tuple[bool, str] | None = None  # the latest database reading
-        self._started = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._reader = Periodic("health-check", self._read_database, interval_s)
 
     def start(self) -> None:
         """Starts the checking thread once; later calls do nothing."""
-        with self._started:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="health-check", daemon=True)
-                self._thread.start()
+        self._reader.start()
 
     def close(self) -> None:
-        self._stop.set()
+        """Stops the checking thread."""
+        self._reader.close()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._db = self._check_database()
-            self._stop.wait(self.interval_s)
+    def _read_database(self) -> None:
+        self._db = self._check_database()
 
     def _check_database(self) -> tuple[bool, str]:
         try:

@@ -110,7 +110,7 @@ def test_results_page_renders_a_result_without_a_price():
     from productsearch.search import SearchResult
 
     from frontend.searching import Page
-    from frontend.ui import results_html
+    from frontend.ui_results import results_html
 
     result = SearchResult(id=3, name="Lamp", sku="L-1", description="d", price=None, category="Outdoor", score=0.5)
     page = Page(results=[result, SearchResult(**{**result.to_json(), "id": 4, "price": 1234.5})], page=1,
@@ -120,7 +120,7 @@ def test_results_page_renders_a_result_without_a_price():
 
 
 def test_category_dropdown_offers_each_category_once_as_first_written():
-    from frontend.ui import ANY_CATEGORY, category_choices
+    from frontend.ui_results import ANY_CATEGORY, category_choices
 
     assert category_choices(["Outdoor", "device", "outdoor", " OUTDOOR", "  "]) == [
         ("Any category", ANY_CATEGORY), ("Outdoor", "Outdoor"), ("device", "device")]

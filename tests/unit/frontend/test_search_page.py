@@ -10,7 +10,7 @@ import pytest
 
 from frontend import searching
 from frontend.searching import PRICE_RANGES, Page, overview, price_range_bounds, price_range_label
-from frontend.ui import facets_html, highlighted, results_html
+from frontend.ui_results import facets_html, highlighted, results_html
 from productsearch.lexical import matching_spans
 from productsearch.search import MODES, ScoreParts, SearchFilters, SearchResult
 from tests.conftest import REPO
@@ -114,3 +114,19 @@ def test_the_floors_are_the_ones_the_tuning_chose():
     chosen = json.loads((REPO / "results" / "relevance-floor.json").read_text())
     assert chosen["split"] == "train"
     assert searching.RELEVANCE_FLOORS == chosen["floors"] and set(chosen["floors"]) == set(MODES)
+
+
+def test_the_page_assets_are_package_data():
+    """frontend.ui reads its CSS and script from frontend/static at import: each file
+    there must match a package-data glob, or an installed wheel (the image) lacks it."""
+    import fnmatch
+    import tomllib
+
+    from frontend import ui
+
+    package = REPO / "apps" / "frontend"
+    globs = tomllib.loads((package / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["frontend"]
+    static = sorted(p.relative_to(package / "frontend").as_posix() for p in (package / "frontend" / "static").iterdir())
+    assert {"static/open_editor.js", "static/page.css"} <= set(static)
+    assert [p for p in static if not any(fnmatch.fnmatch(p, g) for g in globs)] == []
+    assert "#results table" in ui.CSS and ui.OPEN_EDITOR_JS.lstrip().startswith("() =>")
