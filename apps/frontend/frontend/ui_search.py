@@ -17,7 +17,7 @@ import gradio as gr
 
 from productsearch.search import DEFAULT_MODE, MAX_TOP_K, InvalidSearch, SearchFilters, validate_mode, validate_query
 
-from frontend.searching import overview, price_range_bounds, search_page
+from frontend.searching import overview, price_range_bounds, relevance_floors, search_page
 from frontend.services import NotReady
 from frontend.status import status_markdown
 from frontend.ui_results import category_update, facets_html, price_update, results_html
@@ -101,7 +101,7 @@ class SearchHandlers:
                explain: bool):
         """run()'s outputs for a search that answered."""
         where = f" with {_filters_text(filters)}" if _filters_text(filters) else ""
-        view = overview(result.candidates, mode)
+        view = overview(result.candidates, mode, relevance_floors(self.services.index))
         found = self.known_categories()
         extras = (facets_html(view, mode, filters), category_update(found, view, filters), price_update(view, filters))
         if not result.results:
