@@ -57,6 +57,19 @@ def test_hits_and_facets_count_the_candidates_at_or_above_the_floor(monkeypatch)
     assert (none.hits, none.close, none.categories, none.prices) == (0, False, {}, (0, 0, 0, 0, 0))
 
 
+def test_a_document_index_keeps_only_the_semantic_floor():
+    class Index:
+        def __init__(self, needs_sparse):
+            self.needs_sparse = needs_sparse
+
+    assert searching.relevance_floors(Index(True)) is searching.RELEVANCE_FLOORS
+    floors = searching.relevance_floors(Index(False))
+    assert floors["semantic"] == searching.RELEVANCE_FLOORS["semantic"]
+    weak = [result(1, 0.01)]
+    assert overview(weak, "hybrid", floors).close and not overview(weak, "hybrid").close
+    assert not overview(weak, "semantic", floors).close
+
+
 def test_price_ranges_cover_every_price_once_and_fill_exact_inclusive_bounds():
     for price in (0.0, 99.99, 100.0, 249.99, 250.0, 750.0, 10_000.0):
         assert sum(1 for low, high in PRICE_RANGES if (low is None or price >= low) and (high is None or price < high)) == 1
