@@ -126,3 +126,37 @@ def test_versioned_writes_refuse_older_state_on_a_document_index(front):
     assert index.write_versioned([], {"990001": 6}).written == {"990001"}
     late = index.write_versioned([(record(5), unit)], {})
     assert late.superseded == {"990001"} and index.fetch(["990001"]) == {}
+
+
+def test_a_write_costs_the_same_requests_on_either_api(stack):
+    """The write path's request counts (what the scale figures are made of) do not
+    depend on the API: the same versioned writes, counted by the index server."""
+    import httpx
+
+    base = f"http://127.0.0.1:{stack.index_port}"
+    docs_host = stack.create_document_index("write-costs")
+    env = {**stack.env(), "PINECONE_NAMESPACE": "write-costs"}
+    indexes = {"vectors": ProductIndex(IndexSettings.from_env({**env, "PINECONE_HOST": base,
+                                                               "PINECONE_INDEX_API": "vectors"}), attempts=2),
+               "documents": ProductIndex(IndexSettings.from_env({**env, "PINECONE_HOST": docs_host,
+                                                                 "PINECONE_INDEX_API": "documents"}), attempts=2)}
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(1200, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    def records(version: int) -> list[tuple[IndexRecord, np.ndarray]]:
+        return [(IndexRecord(id=str(800_000 + i), text=f"product {i} " * 20, sku=f"W-{i}",
+                             metadata={"price": 1.0, "category_key": "", "text_hash": "h", "version": version}),
+                 vectors[i]) for i in range(1200)]
+
+    counts = {}
+    for api, index in indexes.items():
+        httpx.delete(f"{base}/_stats", timeout=10).raise_for_status()
+        index.write_versioned(records(1), {})
+        index.write_versioned(records(2)[:600], {str(800_000 + i): 3 for i in range(600, 700)})
+        operations = httpx.get(f"{base}/_stats", timeout=10).json()["operations"]
+        counts[api] = {op.removeprefix("documents_"): v["requests"] for op, v in operations.items()
+                       if v.get("requests") and op.removeprefix("documents_") in ("fetch", "upsert", "delete")}
+        index.delete_ids([str(800_000 + i) for i in range(1200)])
+    assert counts["vectors"] == counts["documents"], counts
+    assert counts["vectors"]["upsert"] >= 3  # 1,200 records are more than one request's limit
