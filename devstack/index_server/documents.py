@@ -147,15 +147,16 @@ class DocumentHandlers:
         include = include_fields(body.get("include_fields"), default_all=True)
         out: dict[str, Any] = {}
         with index.lock:
-            ns = index.namespace(ns_name)
+            # a namespace that does not exist reads as an empty one
+            ns = index.namespace(ns_name) or index.empty()
             if ids:
-                found = [i for i in _requested_ids(ids) if ns and i in ns.docs]
+                found = [i for i in _requested_ids(ids) if i in ns.docs]
             else:
-                keep = document_filter(index, ns or index.empty(), raw_filter)
+                keep = document_filter(index, ns, raw_filter)
                 limit = parse_limit(body.get("limit"), DEFAULT_FETCH_LIMIT, MAX_FETCH_LIMIT)
                 token = body.get("pagination_token")
                 after = decode_token(token) if token else None
-                matching = sorted(i for i in (ns.docs if ns else {}) if (after is None or i > after) and keep(i))
+                matching = sorted(i for i in ns.docs if (after is None or i > after) and keep(i))
                 found = matching[:limit]
                 if len(matching) > limit and found:
                     out["pagination"] = {"next": encode_token(found[-1])}
@@ -172,17 +173,17 @@ class DocumentHandlers:
         if sum([bool(ids), raw_filter is not None, delete_all]) != 1:
             raise bad_request("Provide exactly one of 'ids', 'filter' or 'delete_all' in a document delete request")
         with index.lock:
-            ns = index.namespace(ns_name)
+            ns = index.namespace(ns_name) or index.empty()
             if delete_all:
                 index.drop_namespace(ns_name)
                 self.meter.add("documents_delete", write_units=costs.DELETE_NAMESPACE_WRITE_UNITS)
                 return {}
             if ids:
-                doomed = [i for i in _requested_ids(ids) if ns and i in ns.docs]
+                doomed = [i for i in _requested_ids(ids) if i in ns.docs]
             else:
-                keep = document_filter(index, ns or index.empty(), raw_filter)
-                doomed = [i for i in (ns.docs if ns else {}) if keep(i)]
-            deleted_bytes = sum(ns.sizes[i] for i in doomed) if ns else 0
+                keep = document_filter(index, ns, raw_filter)
+                doomed = [i for i in ns.docs if keep(i)]
+            deleted_bytes = sum(ns.sizes[i] for i in doomed)
             if doomed:
                 index.write(ns_name, [], doomed)
         self.meter.add("documents_delete", write_units=costs.write_units(deleted_bytes), records=len(doomed),
@@ -195,7 +196,7 @@ class DocumentHandlers:
         an upserted one would be. Unknown ids are a no-op."""
         index = self._index(index_name)
         with index.lock:
-            ns = index.namespace(ns_name)
+            ns = index.namespace(ns_name) or index.empty()
             patches: list[tuple[str, dict[str, Any], list[str]]] = []
             if body.get("documents") is not None:
                 raw = body["documents"]
@@ -210,20 +211,20 @@ class DocumentHandlers:
                     patches.append((doc_id, sets, removes))
                 matched = None
             elif body.get("filter") is not None:
-                keep = document_filter(index, ns or index.empty(), body["filter"])
+                keep = document_filter(index, ns, body["filter"])
                 sets, removes = body.get("set_fields") or {}, body.get("remove_fields") or []
                 if not isinstance(sets, dict):
                     raise bad_request("set_fields must be an object of field values")
                 if not sets and not removes:
                     raise bad_request("An update by filter needs 'set_fields' or 'remove_fields'")
-                chosen = [i for i in (ns.docs if ns else {}) if keep(i)]
+                chosen = [i for i in ns.docs if keep(i)]
                 patches = [(i, sets, removes) for i in chosen]
                 matched = len(chosen)
             else:
                 raise bad_request("Provide 'documents' or 'filter' in a document update request")
             updated = []
             for doc_id, sets, removes in patches:
-                if ns is None or doc_id not in ns.docs:
+                if doc_id not in ns.docs:
                     continue
                 if any(v is None for v in sets.values()):
                     raise bad_request(f"Field values must not be null (document '{doc_id}'); remove a field "
@@ -233,7 +234,7 @@ class DocumentHandlers:
                 merged = {k: v for k, v in ns.docs[doc_id].items() if k not in removes}
                 merged.update(sets)
                 updated.append(self._document(index, {"_id": doc_id, **merged}, len(updated)))
-            before = sum(ns.sizes[i] for i, _d in updated) if ns else 0
+            before = sum(ns.sizes[i] for i, _d in updated)
             if updated:
                 index.write(ns_name, updated)
         after = sum(costs.document_bytes(i, d, index.fields) for i, d in updated)
@@ -253,8 +254,8 @@ class DocumentHandlers:
         token = body.get("pagination_token")
         after = decode_token(token) if token else None
         with index.lock:
-            ns = index.namespace(ns_name)
-            ids = sorted(i for i in (ns.docs if ns else {}) if i.startswith(prefix) and (after is None or i > after))
+            ns = index.namespace(ns_name) or index.empty()
+            ids = sorted(i for i in ns.docs if i.startswith(prefix) and (after is None or i > after))
         page = ids[:limit]
         self.meter.add("documents_list", read_units=costs.LIST_READ_UNITS, records=len(page))
         out: dict[str, Any] = {"documents": [{"_id": i} for i in page], "namespace": ns_name,
