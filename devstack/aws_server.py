@@ -157,7 +157,7 @@ class SqsBodyChecks:
             return None
         return [(str(e.get("Id")), e["MessageBody"]) for e in raw]
 
-    def _send_the_rest(self, environ: dict[str, Any], start_response: Callable[..., Any], params: dict[str, Any],
+    def _send_the_rest(self, environ: dict[str, Any], start_response: Callable[..., Any], params: Any,
                        problems: dict[str, SQSException]) -> Iterable[bytes]:
         failed = [_error_entry(entry_id, problem) for entry_id, problem in problems.items()]
         rest = [e for e in params["Entries"] if str(e.get("Id")) not in problems]

@@ -9,6 +9,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import LiteralString
 
 import psycopg
 from tqdm import tqdm
@@ -105,19 +106,24 @@ def editor_credentials(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().split())
 
 
+def _count(stack: DevStack, query: LiteralString) -> int:
+    """The one number a ``SELECT count(*) ...`` *query* answers."""
+    with psycopg.connect(stack.database_url) as conn:
+        row = conn.execute(query).fetchone()
+    assert row is not None  # an aggregate without GROUP BY answers one row
+    return row[0]
+
+
 def product_count(stack: DevStack) -> int:
     """Rows in the products table."""
-    with psycopg.connect(stack.database_url) as conn:
-        return conn.execute("SELECT count(*) FROM products").fetchone()[0]
+    return _count(stack, "SELECT count(*) FROM products")
 
 
 def uncaptured_rows(stack: DevStack) -> int:
     """Rows with no pending change: they reach the index only through a backfill
     (e.g. state kept under .local while the index was wiped)."""
-    with psycopg.connect(stack.database_url) as conn:
-        return conn.execute(
-            "SELECT count(*) FROM products p WHERE NOT EXISTS (SELECT 1 FROM product_changes c WHERE c.product_id = p.id)"
-        ).fetchone()[0]
+    return _count(stack, "SELECT count(*) FROM products p WHERE NOT EXISTS "
+                         "(SELECT 1 FROM product_changes c WHERE c.product_id = p.id)")
 
 
 def index_is_empty(stack: DevStack) -> bool:
@@ -127,8 +133,7 @@ def index_is_empty(stack: DevStack) -> bool:
 
 def wait_for_index(stack: DevStack, timeout: float) -> None:
     """Shows the index catching up with the table, so `make up` returns when search is complete."""
-    with psycopg.connect(stack.database_url) as conn:
-        rows = conn.execute("SELECT count(*) FROM products").fetchone()[0]
+    rows = product_count(stack)
     index = ProductIndex(IndexSettings.from_env(stack.env()), attempts=3)
     sqs = stack.aws_client("sqs")
     deadline = time.monotonic() + timeout
@@ -137,8 +142,7 @@ def wait_for_index(stack: DevStack, timeout: float) -> None:
             count = index.count()
             bar.update(max(0, min(count, rows) - bar.n))
             if count >= rows:
-                with psycopg.connect(stack.database_url) as conn:
-                    pending = conn.execute("SELECT count(*) FROM product_changes").fetchone()[0]
+                pending = _count(stack, "SELECT count(*) FROM product_changes")
                 depth = aws.queue_depth(sqs, stack.env()["SQS_QUEUE_URL"])
                 if pending == 0 and depth["visible"] == 0 and depth["in_flight"] == 0:
                     return

@@ -32,7 +32,8 @@ the legacy index: a control plane (``POST /indexes`` with a schema, ``GET /index
 ``GET|PATCH|DELETE /indexes/{name}``) and each document index's data plane under its
 host ``/document-indexes/{name}`` (``POST /namespaces/{ns}/documents/upsert|search|
 fetch|delete|update|list``, stats and namespaces); full-text search on tantivy. See
-:mod:`~devstack.index_server.documents` and docs/document-index.md.
+:mod:`~devstack.index_server.document_control`, :mod:`~devstack.index_server.documents`
+and docs/document-index.md.
 
 Sparse values (``{"indices": [uint32], "values": [float32]}``) ride along with the dense
 values of a record, as in a Pinecone sparse-dense (hybrid) index: see :func:`~devstack.index_server.protocol.parse_sparse`
@@ -67,8 +68,10 @@ Modules: :mod:`~devstack.index_server.limits` (Pinecone's documented limits),
 and search), :mod:`~devstack.index_server.filters` with
 :mod:`~devstack.index_server.columns` (metadata filters),
 :mod:`~devstack.index_server.faults` (fault injection),
-:mod:`~devstack.index_server.documents`, :mod:`~devstack.index_server.document_routes`
-and :mod:`~devstack.index_server.fulltext` (document indexes), :mod:`~devstack.index_server.costs`
+:mod:`~devstack.index_server.document_control`, :mod:`~devstack.index_server.documents`,
+:mod:`~devstack.index_server.document_store`, :mod:`~devstack.index_server.document_search`,
+:mod:`~devstack.index_server.document_routes` and :mod:`~devstack.index_server.fulltext`
+(document indexes), :mod:`~devstack.index_server.costs`
 (Pinecone's cost model), :mod:`~devstack.index_server.app`
 (the ASGI app) and ``__main__`` (the command line).
 """

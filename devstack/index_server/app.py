@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from devstack.costs import Meter, check_latency_ms
 from devstack.index_server import costs
 from devstack.index_server.document_routes import add_document_routes
-from devstack.index_server.documents import DocumentIndexes
+from devstack.index_server.document_store import DocumentIndexes
 from devstack.index_server.faults import FaultInjector, add_fault_routes
 from devstack.index_server.handlers import Handlers
 from devstack.index_server.limits import MAX_REQUEST_BYTES

@@ -6,12 +6,12 @@ evaluated over every row at once with numpy rather than record by record.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float]:
     """True for ints and floats, False for booleans (a boolean is not a number in filters)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 

@@ -1,4 +1,5 @@
-"""The HTTP routes of document indexes (:mod:`~devstack.index_server.documents`):
+"""The HTTP routes of document indexes (:mod:`~devstack.index_server.document_control`,
+:mod:`~devstack.index_server.documents`):
 Pinecone's control plane for indexes (``/indexes``) and each document index's data
 plane under its host path ``/document-indexes/{name}``. Errors of the control plane
 take Pinecone's control-plane shape ``{"error": {"code", "message"}, "status"}``;
@@ -16,14 +17,9 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from devstack.costs import Meter
-from devstack.index_server.documents import (
-    HOST_PREFIX,
-    ControlPlane,
-    ControlPlaneError,
-    DocumentHandlers,
-    DocumentIndexes,
-    namespace_segment,
-)
+from devstack.index_server.document_control import HOST_PREFIX, ControlPlane, ControlPlaneError
+from devstack.index_server.document_store import DocumentIndexes
+from devstack.index_server.documents import DocumentHandlers, namespace_segment
 from devstack.index_server.protocol import ApiError, body_of, json_response
 
 _CODES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "FORBIDDEN", 404: "NOT_FOUND",

@@ -79,34 +79,23 @@ class FilterNode:
         raise NotImplementedError
 
 
-class _And(FilterNode):
-    def __init__(self, children: list[FilterNode]) -> None:
+class _Logical(FilterNode):
+    """``$and`` (every child matches) or ``$or`` (any child does) over compiled filters;
+    never empty: the compiler refuses an empty array."""
+
+    def __init__(self, children: list[FilterNode], any_of: bool = False) -> None:
         self.children = children
+        self.any_of = any_of
 
     def matches(self, meta: dict[str, Any] | None) -> bool:
-        return all(child.matches(meta) for child in self.children)
+        results = (child.matches(meta) for child in self.children)
+        return any(results) if self.any_of else all(results)
 
     def mask(self, columns: ColumnGetter, n: int) -> np.ndarray:
-        result = np.ones(n, dtype=bool)
+        combine = np.logical_or if self.any_of else np.logical_and
+        result = np.full(n, not self.any_of, dtype=bool)
         for child in self.children:
-            result &= child.mask(columns, n)
-        return result
-
-    def fields(self) -> set[str]:
-        return set().union(*(c.fields() for c in self.children))
-
-
-class _Or(FilterNode):
-    def __init__(self, children: list[FilterNode]) -> None:
-        self.children = children
-
-    def matches(self, meta: dict[str, Any] | None) -> bool:
-        return any(child.matches(meta) for child in self.children)
-
-    def mask(self, columns: ColumnGetter, n: int) -> np.ndarray:
-        result = np.zeros(n, dtype=bool)
-        for child in self.children:
-            result |= child.mask(columns, n)
+            combine(result, child.mask(columns, n), out=result)
         return result
 
     def fields(self) -> set[str]:
@@ -262,7 +251,7 @@ def _compile_field(field: str, spec: Any) -> FilterNode:
                     f"got key {_render(op)} (nested metadata objects are not supported)"
                 )
             nodes.append(_compile_operator(field, op, value))
-        return nodes[0] if len(nodes) == 1 else _And(nodes)
+        return nodes[0] if len(nodes) == 1 else _Logical(nodes)
     if isinstance(spec, list):
         raise FilterError(
             f"Invalid filter: field '{field}' is compared to an array {_render(spec)}; "
@@ -298,7 +287,7 @@ def _compile_object(raw: Any, where: str) -> FilterNode | None:
                         f"Invalid filter: {key}[{index}] is an empty filter object"
                     )
                 children.append(child)
-            nodes.append(_And(children) if key == "$and" else _Or(children))
+            nodes.append(_Logical(children, any_of=key == "$or"))
         elif key.startswith("$"):
             if key in _FIELD_OPS:
                 raise FilterError(
@@ -313,7 +302,7 @@ def _compile_object(raw: Any, where: str) -> FilterNode | None:
             nodes.append(_compile_field(key, value))
     if not nodes:
         return None
-    return nodes[0] if len(nodes) == 1 else _And(nodes)
+    return nodes[0] if len(nodes) == 1 else _Logical(nodes)
 
 
 def compile_filter(raw: Any) -> FilterNode | None:

@@ -186,7 +186,8 @@ class TextIndex:
         if not terms:
             return None
         if op == "$match_phrase" and len(terms) > 1:
-            return tantivy.Query.phrase_query(self.schema, field, terms)
+            words: list[str | tuple[int, str]] = list(terms)
+            return tantivy.Query.phrase_query(self.schema, field, words)
         occur = tantivy.Occur.Must if op in ("$match_all", "$match_phrase") else tantivy.Occur.Should
         return tantivy.Query.boolean_query(
             [(occur, tantivy.Query.term_query(self.schema, field, t)) for t in dict.fromkeys(terms)]

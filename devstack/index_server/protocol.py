@@ -124,16 +124,20 @@ def request_too_large(size: int) -> ApiError:
     )
 
 
+def check_length(value: str, what: str, limit: int) -> None:
+    """ApiError 400 naming *what* and *limit* when *value* has more than *limit* characters."""
+    if len(value) > limit:
+        raise bad_request(
+            f"{what} length is {len(value)} characters, which exceeds the limit of {limit} characters"
+        )
+
+
 def parse_namespace(value: Any) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
         raise bad_request(f"namespace must be a string, got {type(value).__name__}")
-    if len(value) > MAX_NAMESPACE_LENGTH:
-        raise bad_request(
-            f"Namespace length is {len(value)} characters, which exceeds the limit of "
-            f"{MAX_NAMESPACE_LENGTH} characters"
-        )
+    check_length(value, "Namespace", MAX_NAMESPACE_LENGTH)
     return "" if value == DEFAULT_NAMESPACE_ALIAS else value
 
 
@@ -146,11 +150,7 @@ def check_id(value: Any, what: str = "Vector ID") -> str:
         raise bad_request(f"{what} must be a string, got {type(value).__name__}")
     if not value:
         raise bad_request(f"{what} must not be empty")
-    if len(value) > MAX_ID_LENGTH:
-        raise bad_request(
-            f"{what} length is {len(value)} characters, which exceeds the limit of "
-            f"{MAX_ID_LENGTH} characters"
-        )
+    check_length(value, what, MAX_ID_LENGTH)
     if not value.isascii() or "\x00" in value:
         raise bad_request(f"{what} must contain only ASCII characters and no NUL, got {value!r}")
     return value

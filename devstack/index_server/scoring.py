@@ -20,7 +20,7 @@ class Match:
     and metadata when the query asked for them."""
 
     id: str
-    score: float  # numpy float32 scalar, serialised with its float32 repr
+    score: Any  # a numpy float32 scalar, serialised with its float32 repr
     values: np.ndarray | None
     metadata: dict[str, Any] | None
     sparse_values: SparseVector | None = None

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse
@@ -36,7 +37,7 @@ class SparseVector:
         values = np.frombuffer(blob, dtype="<f4", count=n, offset=4 * n).astype(np.float32)
         return cls(indices, values)
 
-    def as_json(self) -> dict[str, list]:
+    def as_json(self) -> dict[str, Any]:
         """Pinecone's wire shape: ``{"indices": [int], "values": [float]}``."""
         return {"indices": self.indices.tolist(), "values": self.values}
 
@@ -59,7 +60,7 @@ class SparsePostings:
     def __init__(self) -> None:
         self.vocab: dict[int, int] = {}
         self.cols: list[np.ndarray | None] = []  # per row: compact column of each index
-        self.matrix: scipy.sparse.csc_matrix | None = None
+        self.matrix: scipy.sparse.csc_matrix | scipy.sparse.csc_array | None = None
         self.dirty: set[int] = set()
         self.with_sparse = 0  # rows that have sparse values
 
@@ -113,7 +114,7 @@ class SparsePostings:
         np.cumsum(lengths, out=indptr[1:])
         present = [i for i, c in enumerate(self.cols) if c is not None]
         if present:
-            cols = np.concatenate([self.cols[i] for i in present])
+            cols = np.concatenate([c for c in self.cols if c is not None])
             data = np.concatenate([sparse[i].values for i in present])  # type: ignore[union-attr]
         else:
             cols = np.empty(0, dtype=np.int64)
@@ -140,8 +141,10 @@ class SparsePostings:
             self._rebuild(sparse)
         assert self.matrix is not None
         out = np.zeros(n, dtype=np.float32)
-        built = min(self.matrix.shape[0], n)
-        inside = qcols < self.matrix.shape[1]
+        # scipy 1.17 declares .shape as None to the type checker; it is (rows, columns)
+        rows, columns = self.matrix.shape  # pyright: ignore[reportGeneralTypeIssues]
+        built = min(rows, n)
+        inside = qcols < columns
         if built and inside.any():
             part = self.matrix[:, qcols[inside]] @ qvals[inside]
             out[:built] = np.asarray(part, dtype=np.float32).ravel()[:built]

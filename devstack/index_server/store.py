@@ -73,11 +73,6 @@ class IndexStore:
             " namespace TEXT NOT NULL, id TEXT NOT NULL, vals BLOB NOT NULL, metadata TEXT,"
             " sparse BLOB, PRIMARY KEY (namespace, id))"
         )
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(vectors)")}
-        if "sparse" not in columns:
-            # Data directories written before sparse values existed: their records simply
-            # have none (NULL), so adding the column is the whole migration.
-            self._db.execute("ALTER TABLE vectors ADD COLUMN sparse BLOB")
         self._check_settings()
         self._load()
 

@@ -104,6 +104,34 @@ def test_deletion_protection_and_tags(pc):
         pc.indexes.describe("guarded")
 
 
+def test_protection_and_tags_the_server_refuses(server):
+    """Values the SDK would refuse before sending: the server's own checks, on create
+    and on configure, answer 400 in the control-plane shape and change nothing."""
+    schema = {"fields": {"text": {"type": "string", "full_text_search": {}}}}
+    bad = [({"deletion_protection": "sometimes"}, "deletion_protection must be"),
+           ({"tags": {"team": 7}}, "tags must be an object of strings"),
+           ({"tags": ["team"]}, "tags must be an object of strings")]
+    for body, fragment in bad:
+        response = server.http("POST", "/indexes", json={"name": "bad-settings", "schema": schema, **body})
+        assert response.status_code == 400, (body, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "INVALID_ARGUMENT" and fragment in error["message"]
+    assert server.http("GET", "/indexes/bad-settings").status_code == 404
+    assert server.http("POST", "/indexes", json={"name": "settings", "schema": schema,
+                                                 "tags": {"team": "search"}}).status_code == 201
+    for body, fragment in bad:
+        response = server.http("PATCH", "/indexes/settings", json=body)
+        assert response.status_code == 400 and fragment in response.json()["error"]["message"], response.text
+    described = server.http("GET", "/indexes/settings").json()
+    assert described["deletion_protection"] == "disabled" and described["tags"] == {"team": "search"}
+    long_ns = "n" * 513
+    response = server.http("POST", f"/document-indexes/settings/namespaces/{long_ns}/documents/list", json={})
+    assert response.status_code == 400
+    assert response.json()["message"] == ("Namespace length is 513 characters, which exceeds the limit of 512 "
+                                           "characters")
+    assert server.http("DELETE", "/indexes/settings").status_code == 202
+
+
 def test_schema_the_server_refuses(server):
     cases = [
         ({"fields": {"body": {"type": "string", "embed": {"model": "llama-text-embed-v2"}}}}, "integrated embedding"),

@@ -15,7 +15,6 @@ fetch of sparse values work on any metric but a sparse query on a non-dotproduct
 from __future__ import annotations
 
 import signal
-import sqlite3
 import uuid
 
 import numpy as np
@@ -324,41 +323,5 @@ def test_sparse_values_survive_a_kill_and_restart(tmp_path):
         after = idx.query(vector=vec(1, 2), sparse_vector=q_sparse, top_k=20, namespace="keep")
         assert [(m.id, round(m.score, 4)) for m in after.matches] == [
             (m.id, round(m.score, 4)) for m in before.matches]
-    finally:
-        srv.stop()
-
-
-def test_data_dir_from_before_sparse_values_loads(tmp_path):
-    """A data directory written by the server before it stored sparse values (no ``sparse``
-    column) loads as is, and takes sparse values from then on."""
-    data = tmp_path / "old"
-    data.mkdir()
-    db = sqlite3.connect(data / "index.sqlite3")
-    db.executescript(
-        "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-        "CREATE TABLE vectors (namespace TEXT NOT NULL, id TEXT NOT NULL, vals BLOB NOT NULL,"
-        " metadata TEXT, PRIMARY KEY (namespace, id));"
-    )
-    db.executemany("INSERT INTO settings VALUES (?, ?)", [("dimension", str(DIM)), ("metric", "dotproduct")])
-    db.executemany("INSERT INTO vectors VALUES (?, ?, ?, ?)", [
-        ("", "old1", np.array(vec(1, 2), np.float32).tobytes(), '{"g":"x"}'),
-        ("", "old2", np.array(vec(0, 1), np.float32).tobytes(), None),
-    ])
-    db.commit()
-    db.close()
-
-    srv = ServerProcess(data, metric="dotproduct", api_key=None).start()
-    try:
-        idx = srv.index()
-        fetched = idx.fetch(ids=["old1", "old2"]).vectors
-        assert fetched["old1"].values == pytest.approx(vec(1, 2))
-        assert fetched["old1"].metadata == {"g": "x"} and fetched["old1"].sparse_values is None
-        result = idx.query(vector=vec(1), sparse_vector=sparse({3: 1.0}), top_k=2)
-        assert [(m.id, m.score) for m in result.matches] == [("old1", 1.0), ("old2", 0.0)]
-        idx.upsert(vectors=[{"id": "new", "values": vec(0, 0, 1), "sparse_values": sparse({3: 2.0})}])
-        srv.stop()
-        srv.start()
-        result = srv.index().query(vector=vec(1), sparse_vector=sparse({3: 1.0}), top_k=3)
-        assert [(m.id, m.score) for m in result.matches] == [("new", 2.0), ("old1", 1.0), ("old2", 0.0)]
     finally:
         srv.stop()

@@ -8,7 +8,10 @@ import re
 
 import pytest
 
-from devstack import images
+from devstack.images.build import has_cpu_torch, pip_sources
+from devstack.images.dockerfile import dockerfile_stages
+from devstack.images.podman import containers_conf
+from devstack.images.smoke import small_catalog
 from devstack.processes import REPO
 
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -16,7 +19,7 @@ RDS_BUNDLE = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
 
 
 def stages_of(app: str):
-    return images.dockerfile_stages((REPO / "apps" / app / "Dockerfile").read_text())
+    return dockerfile_stages((REPO / "apps" / app / "Dockerfile").read_text())
 
 
 def by_name(stages):
@@ -26,7 +29,7 @@ def by_name(stages):
 # -- the Dockerfile reader -------------------------------------------------------------------
 def test_reader_joins_continuations_and_skips_comments():
     text = "ARG V=cpu\n# a comment\nFROM a:1 AS one\nRUN x \\\n  # inside\n  && y\nENV A=1 B=$A\nFROM one\nCOPY . /\n"
-    global_args, stages = images.dockerfile_stages(text)
+    global_args, stages = dockerfile_stages(text)
     assert global_args == {"V": "cpu"}
     assert [(s.base, s.name) for s in stages] == [("a:1", "one"), ("one", None)]
     assert stages[0].runs() == ["x && y"]
@@ -36,7 +39,7 @@ def test_reader_joins_continuations_and_skips_comments():
 
 def test_reader_refuses_an_instruction_before_from():
     with pytest.raises(ValueError, match="RUN before the first FROM"):
-        images.dockerfile_stages("RUN true\nFROM a\n")
+        dockerfile_stages("RUN true\nFROM a\n")
 
 
 # -- emu's CUDA variant ----------------------------------------------------------------------
@@ -115,24 +118,24 @@ def test_pip_sources_reads_local_wheelhouses_and_mirrors_only(tmp_path):
     lines = [f"global.find-links='{wheels}'",
              f"global.extra-index-url='file://{mirror} https://example.org/simple file://{tmp_path}/gone'",
              "global.cert='/etc/ssl/certs/ca-certificates.crt'"]
-    links, indexes = images.pip_sources(lines, {"PIP_FIND_LINKS": f"{wheels} {other} https://example.org/wheels"})
+    links, indexes = pip_sources(lines, {"PIP_FIND_LINKS": f"{wheels} {other} https://example.org/wheels"})
     assert links == [wheels, other]
     assert indexes == [mirror]
 
 
 def test_cpu_torch_is_found_only_as_the_pinned_cpu_build(tmp_path):
     (tmp_path / "torch-2.13.0-cp311-cp311-manylinux_2_28_x86_64.whl").touch()  # PyPI's: the CUDA build
-    assert not images.has_cpu_torch([tmp_path], [], "2.13.0")
+    assert not has_cpu_torch([tmp_path], [], "2.13.0")
     (tmp_path / "torch-2.12.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl").touch()
-    assert not images.has_cpu_torch([tmp_path], [], "2.13.0")
+    assert not has_cpu_torch([tmp_path], [], "2.13.0")
     mirror = tmp_path / "simple"
     (mirror / "torch").mkdir(parents=True)
     (mirror / "torch" / "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl").touch()
-    assert images.has_cpu_torch([], [mirror], "2.13.0")
+    assert has_cpu_torch([], [mirror], "2.13.0")
 
 
 def test_containers_conf_keeps_ulimits_within_the_hosts():
-    conf = images.containers_conf(nofile_hard=4096, nproc_hard=1 << 30)
+    conf = containers_conf(nofile_hard=4096, nproc_hard=1 << 30)
     assert 'default_ulimits = ["nofile=4096:4096", "nproc=32768:32768"]' in conf
     assert 'runtime = "runc"' in conf
 
@@ -140,8 +143,8 @@ def test_containers_conf_keeps_ulimits_within_the_hosts():
 def test_small_catalog_keeps_the_header_and_whole_records(tmp_path):
     source = tmp_path / "in.csv"
     source.write_text('name,description\n"a","line one\nline two"\nb,plain\nc,third\n')
-    records = images.small_catalog(source, tmp_path / "out.csv", 2)
+    records = small_catalog(source, tmp_path / "out.csv", 2)
     assert [r["name"] for r in records] == ["a", "b"]
     assert records[0]["description"] == "line one\nline two"
-    again = images.small_catalog(tmp_path / "out.csv", tmp_path / "again.csv", 10)
+    again = small_catalog(tmp_path / "out.csv", tmp_path / "again.csv", 10)
     assert again == records
