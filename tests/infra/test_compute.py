@@ -182,7 +182,7 @@ def test_environment_contract(compute_run, data_run, messaging_run):
 
 
 def test_env_values_render_stack_reference_numbers_as_integers():
-    from infra.ecs import env_value
+    from infra.task_definition import env_value
 
     assert env_value(5432.0) == "5432" and env_value(0.5) == "0.5"
     assert env_value(True) == "true" and env_value("x") == "x"
