@@ -3,18 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import REPO, run_layer
+from harness import EGRESS, IMAGE, INGRESS, POLICY, REPO, ROLE_POLICY, SERVICE, SG, TASKDEF, run_layer
 from infra import iam
 
-SG = "aws:ec2/securityGroup:SecurityGroup"
-INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
-EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
-SERVICE = "aws:ecs/service:Service"
-TASKDEF = "aws:ecs/taskDefinition:TaskDefinition"
-ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
-POLICY = "aws:appautoscaling/policy:Policy"
 APPS = ("frontend", "pelican", "emu")
-IMAGE = "docker-build:index:Image"
 
 
 def sg_id(run, role):

@@ -6,15 +6,8 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import CERT
-from harness import DATA_SECRETS, run_layer
+from harness import ALARM, API_KEY, CLUSTER, DATA_SECRETS, ROLE_POLICY, SECRET_VERSION, SERVICE, TASKDEF, run_layer
 
-TASKDEF = "aws:ecs/taskDefinition:TaskDefinition"
-ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
-SERVICE = "aws:ecs/service:Service"
-CLUSTER = "aws:ecs/cluster:Cluster"
-ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
-SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
-API_KEY = "pinecone:index/apiKey:ApiKey"
 KEY_APPS = ("frontend", "emu", "operator")
 
 
