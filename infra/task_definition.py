@@ -96,7 +96,12 @@ SCRATCH_VOLUME = "scratch"
 
 @dataclass
 class TaskSpec:
-    """What one container needs to run: image, sizes, environment, secrets and permissions."""
+    """What one container needs to run: image, sizes, environment, secrets and permissions.
+
+    cpu in ECS CPU units (1024 = one vCPU), memory in MiB. secrets: variable name to
+    ``valueFrom`` (secret_ref); secret_arns: the secrets the execution role may read for
+    them. task_grants: what the task role may call, as (sid, actions, resource ARNs[,
+    condition]) grants (infra.iam.policy_output)."""
 
     container: str
     image: ContainerImage
