@@ -7,8 +7,7 @@ import pulumi_aws as aws
 
 from infra import iam
 from infra.dashboard import dashboard_body
-from infra.ecs import (AppService, FargateSpot, Gpu, LoadBalancing, OneOffTask, Runtime, ScalingSignal, TaskSpec,
-                       container_insights_apps, ecs_cluster, secret_ref)
+from infra.ecs import AppService, FargateSpot, LoadBalancing, ScalingSignal, container_insights_apps, ecs_cluster
 from infra.gpu import GpuCapacity, check_gpu_capacity, gpu_ami_warning, gpu_instances_for
 from infra.images import ServiceImage
 from infra.layer import bootstrap, require_region
@@ -18,6 +17,7 @@ from infra.monitoring import (CHANGES_WAITING_METRIC, METRICS_NAMESPACE, UNSHIPP
 from infra.scaling import (PELICAN_CHANGES_PER_SECOND_PER_TASK, emu_changes_per_second, emu_changes_per_task_target,
                            pinecone_ceiling_warning, sized_max_tasks)
 from infra.security import ServiceFirewall
+from infra.task_definition import Gpu, OneOffTask, Runtime, TaskSpec, secret_ref
 
 FRONTEND_PORT = 7860
 HEALTH_PATH = "/healthz"
@@ -155,8 +155,9 @@ topic_arn = messaging.require_output("topicArn")
 # Pelican publishes its shipping lag here; the alarm below reads the same names.
 metrics_env = {"CLOUDWATCH_NAMESPACE": METRICS_NAMESPACE, "DEPLOYMENT_NAME": prefix}
 
-service_common: dict[str, Any] = dict(subnet_ids=private_subnets, log_retention_days=cfg.get("logRetentionDays"), region=region,
-                      deploy_timeout_minutes=cfg.get("serviceDeployTimeoutMinutes"))
+task_common: dict[str, Any] = dict(log_retention_days=cfg.get("logRetentionDays"), region=region)
+service_common: dict[str, Any] = dict(subnet_ids=private_subnets,
+                                      deploy_timeout_minutes=cfg.get("serviceDeployTimeoutMinutes"))
 
 # Over plain HTTP the editor password would cross the internet in clear: without these
 # secrets the frontend turns editing off.
@@ -169,34 +170,33 @@ frontend_max_tasks = cfg.get("frontendMaxTasks")
 
 frontend = AppService(
     f"{prefix}-frontend",
-    container="frontend",
+    TaskSpec(
+        container="frontend", image=images["frontend"], cpu=cfg.get("frontendCpu"), memory=cfg.get("frontendMemory"),
+        environment={**common_env, **frontend_db_env, **pinecone_env, "SQS_QUEUE_URL": jobs_queue_url,
+                     "SQS_DLQ_URL": dlq_url, "FRONTEND_PORT": FRONTEND_PORT,
+                     # One value for both ends: the app outlasts the ALB's idle timeout.
+                     "LOAD_BALANCER_IDLE_TIMEOUT_SECONDS": cfg.get("albIdleTimeoutSeconds"),
+                     # Only the ALB (inside the VPC) may say who the client is: the login throttle
+                     # counts per client, and Gradio needs X-Forwarded-Proto for its https links.
+                     "FRONTEND_TRUSTED_PROXIES": network.require_output("vpcCidrBlock"),
+                     **{name: FRONTEND_SCRATCH for name in ("HOME", "TMPDIR", "GRADIO_TEMP_DIR")},
+                     "HF_HOME": f"{FRONTEND_SCRATCH}/huggingface"},
+        secrets={"PINECONE_API_KEY": secret_ref(pinecone_secrets["frontend"]), **editor_secrets},
+        secret_arns=[pinecone_secrets["frontend"], *([editor_secret] if editor_secrets else [])],
+        task_grants=[("QueueStatus", iam.SQS_READ_ATTRS, [jobs_queue_arn, dlq_arn]), frontend_db_grant],
+        log_group_name=f"/ecs/{prefix}/frontend",
+        port=FRONTEND_PORT,
+        # The public-facing task cannot write its image; uploads and caches are bounded by the app
+        # and land on storage of a set size.
+        runtime=Runtime(read_only_root=True, scratch_path=FRONTEND_SCRATCH,
+                        ephemeral_storage_gib=cfg.get("frontendEphemeralStorageGib")),
+        **task_common,
+    ),
     cluster=clusters["frontend"],
-    image=images["frontend"].image_ref,
-    repository_arn=images["frontend"].repository_arn,
-    cpu=cfg.get("frontendCpu"),
-    memory=cfg.get("frontendMemory"),
-    environment={**common_env, **frontend_db_env, **pinecone_env, "SQS_QUEUE_URL": jobs_queue_url,
-                 "SQS_DLQ_URL": dlq_url, "FRONTEND_PORT": FRONTEND_PORT,
-                 # One value for both ends: the app outlasts the ALB's idle timeout.
-                 "LOAD_BALANCER_IDLE_TIMEOUT_SECONDS": cfg.get("albIdleTimeoutSeconds"),
-                 # Only the ALB (inside the VPC) may say who the client is: the login throttle
-                 # counts per client, and Gradio needs X-Forwarded-Proto for its https links.
-                 "FRONTEND_TRUSTED_PROXIES": network.require_output("vpcCidrBlock"),
-                 **{name: FRONTEND_SCRATCH for name in ("HOME", "TMPDIR", "GRADIO_TEMP_DIR")},
-                 "HF_HOME": f"{FRONTEND_SCRATCH}/huggingface"},
-    secrets={"PINECONE_API_KEY": secret_ref(pinecone_secrets["frontend"]), **editor_secrets},
-    secret_arns=[pinecone_secrets["frontend"], *([editor_secret] if editor_secrets else [])],
-    task_grants=[("QueueStatus", iam.SQS_READ_ATTRS, [jobs_queue_arn, dlq_arn]), frontend_db_grant],
     security_group_ids=[firewall.frontend.id],
-    log_group_name=f"/ecs/{prefix}/frontend",
     desired_count=cfg.get("frontendDesiredCount"),
     autoscaled=frontend_max_tasks > 0,
-    port=FRONTEND_PORT,
     load_balancing=LoadBalancing(alb.target_group.arn, FRONTEND_PORT, depends_on=alb.listeners),
-    # The public-facing task cannot write its image; uploads and caches are bounded by the app
-    # and land on storage of a set size.
-    runtime=Runtime(read_only_root=True, scratch_path=FRONTEND_SCRATCH,
-                    ephemeral_storage_gib=cfg.get("frontendEphemeralStorageGib")),
     **service_common,
 )
 # Queries embed on the frontend's CPU: more tasks when the average task is busy.
@@ -210,19 +210,16 @@ if frontend_max_tasks:
 
 pelican = AppService(
     f"{prefix}-pelican",
-    container="pelican",
+    TaskSpec(
+        container="pelican", image=images["pelican"], cpu=cfg.get("pelicanCpu"), memory=cfg.get("pelicanMemory"),
+        environment={**common_env, **pelican_db_env, **metrics_env, "SQS_QUEUE_URL": jobs_queue_url},
+        task_grants=[("JobsQueueSend", iam.SQS_SEND, [jobs_queue_arn]), iam.put_metrics_grant(METRICS_NAMESPACE),
+                     pelican_db_grant],
+        log_group_name=f"/ecs/{prefix}/pelican",
+        **task_common,
+    ),
     cluster=clusters["pelican"],
-    image=images["pelican"].image_ref,
-    repository_arn=images["pelican"].repository_arn,
-    cpu=cfg.get("pelicanCpu"),
-    memory=cfg.get("pelicanMemory"),
-    environment={**common_env, **pelican_db_env, **metrics_env, "SQS_QUEUE_URL": jobs_queue_url},
-    secrets={},
-    secret_arns=[],
-    task_grants=[("JobsQueueSend", iam.SQS_SEND, [jobs_queue_arn]), iam.put_metrics_grant(METRICS_NAMESPACE),
-                 pelican_db_grant],
     security_group_ids=[firewall.pelican.id],
-    log_group_name=f"/ecs/{prefix}/pelican",
     desired_count=cfg.get("pelicanMinTasks"),
     autoscaled=True,
     **service_common,
@@ -259,11 +256,7 @@ vacuum_alarms(
 operator = OneOffTask(
     f"{prefix}-operator",
     TaskSpec(
-        container="operator",
-        image=images["pelican"].image_ref,
-        repository_arn=images["pelican"].repository_arn,
-        cpu=cfg.get("operatorCpu"),
-        memory=cfg.get("operatorMemory"),
+        container="operator", image=images["pelican"], cpu=cfg.get("operatorCpu"), memory=cfg.get("operatorMemory"),
         environment={**common_env, **operator_db_env, **pinecone_env, **metrics_env,
                      "SQS_QUEUE_URL": jobs_queue_url, "SQS_DLQ_URL": dlq_url,
                      # For grant-roles (productsearch.settings.AppRoleSettings).
@@ -278,8 +271,7 @@ operator = OneOffTask(
             iam.put_metrics_grant(METRICS_NAMESPACE),
         ],
         log_group_name=f"/ecs/{prefix}/operator",
-        log_retention_days=cfg.get("logRetentionDays"),
-        region=region,
+        **task_common,
     ),
 )
 
@@ -311,35 +303,36 @@ if not gpu_enabled and cfg.get("emuFargateSpot"):
 
 emu = AppService(
     f"{prefix}-emu",
-    container="emu",
+    TaskSpec(
+        container="emu", image=images["emu"],
+        cpu=cfg.get("emuGpuCpu") if gpu_enabled else cfg.get("emuCpu"),
+        memory=cfg.get("emuGpuMemory") if gpu_enabled else cfg.get("emuMemory"),
+        environment={**common_env, **pinecone_env, "SQS_QUEUE_URL": jobs_queue_url, "SQS_DLQ_URL": dlq_url,
+                     "SNS_TOPIC_ARN": topic_arn,
+                     "EMBEDDING_DEVICE": "cuda" if gpu_enabled else "cpu",
+                     "EMBEDDING_BATCH_SIZE": cfg.get("embeddingBatchSize"),
+                     # Emu leases jobs for as long as the queue was sized for, and extends the lease.
+                     "EMU_VISIBILITY_TIMEOUT_SECONDS": messaging.require_output("jobsVisibilityTimeoutSeconds"),
+                     # The same number as the container's stopTimeout: emu's drain fits inside it.
+                     "EMU_STOP_TIMEOUT_SECONDS": cfg.get("emuStopTimeoutSeconds")},
+        secrets={"PINECONE_API_KEY": secret_ref(pinecone_secrets["emu"])},
+        secret_arns=[pinecone_secrets["emu"]],
+        task_grants=[
+            ("JobsQueueConsume", iam.SQS_CONSUME, [jobs_queue_arn]),
+            ("DeadLetterSend", ["sqs:SendMessage"], [dlq_arn]),
+            ("DeadLetterNotify", iam.SNS_PUBLISH, [topic_arn]),
+            ("DeadLetterTopicKey", iam.KMS_FOR_ENCRYPTED_TOPIC, [messaging.require_output("topicKmsKeyArn")]),
+        ],
+        log_group_name=f"/ecs/{prefix}/emu",
+        gpu=gpu,
+        runtime=Runtime(stop_timeout_seconds=cfg.get("emuStopTimeoutSeconds")),
+        **task_common,
+    ),
     cluster=clusters["emu"],
-    image=images["emu"].image_ref,
-    repository_arn=images["emu"].repository_arn,
-    cpu=cfg.get("emuGpuCpu") if gpu_enabled else cfg.get("emuCpu"),
-    memory=cfg.get("emuGpuMemory") if gpu_enabled else cfg.get("emuMemory"),
-    environment={**common_env, **pinecone_env, "SQS_QUEUE_URL": jobs_queue_url, "SQS_DLQ_URL": dlq_url,
-                 "SNS_TOPIC_ARN": topic_arn,
-                 "EMBEDDING_DEVICE": "cuda" if gpu_enabled else "cpu",
-                 "EMBEDDING_BATCH_SIZE": cfg.get("embeddingBatchSize"),
-                 # Emu leases jobs for as long as the queue was sized for, and extends the lease.
-                 "EMU_VISIBILITY_TIMEOUT_SECONDS": messaging.require_output("jobsVisibilityTimeoutSeconds"),
-                 # The same number as the container's stopTimeout: emu's drain fits inside it.
-                 "EMU_STOP_TIMEOUT_SECONDS": cfg.get("emuStopTimeoutSeconds")},
-    secrets={"PINECONE_API_KEY": secret_ref(pinecone_secrets["emu"])},
-    secret_arns=[pinecone_secrets["emu"]],
-    task_grants=[
-        ("JobsQueueConsume", iam.SQS_CONSUME, [jobs_queue_arn]),
-        ("DeadLetterSend", ["sqs:SendMessage"], [dlq_arn]),
-        ("DeadLetterNotify", iam.SNS_PUBLISH, [topic_arn]),
-        ("DeadLetterTopicKey", iam.KMS_FOR_ENCRYPTED_TOPIC, [messaging.require_output("topicKmsKeyArn")]),
-    ],
     security_group_ids=[firewall.emu.id],
-    log_group_name=f"/ecs/{prefix}/emu",
     desired_count=cfg.get("emuMinTasks"),
     autoscaled=True,
-    gpu=gpu,
     spot=spot,
-    runtime=Runtime(stop_timeout_seconds=cfg.get("emuStopTimeoutSeconds")),
     **service_common,
 )
 # Emu scales on the changes waiting to be indexed per task, not on its CPU: a busy task

@@ -199,33 +199,25 @@ class PublicLoadBalancer(pulumi.ComponentResource):
         # Plain dicts for the provider's ListenerDefaultAction input types.
         forward: list[Any] = [{"type": "forward", "target_group_arn": self.target_group.arn}]
         self.listeners: list[aws.lb.Listener] = []
+
+        def listener(port: int, actions: list[Any], certificate_arn: pulumi.Input[str] | None = None) -> aws.lb.Listener:
+            protocol = "HTTPS" if certificate_arn else "HTTP"
+            created = aws.lb.Listener(
+                f"{name}-{protocol.lower()}", load_balancer_arn=self.lb.arn, port=port, protocol=protocol,
+                ssl_policy=TLS_POLICY if certificate_arn else None, certificate_arn=certificate_arn,
+                default_actions=actions, opts=child)
+            self.listeners.append(created)
+            return created
+
         if self.https:
-            self.https_listener = aws.lb.Listener(
-                f"{name}-https",
-                load_balancer_arn=self.lb.arn,
-                port=443,
-                protocol="HTTPS",
-                ssl_policy=TLS_POLICY,
-                certificate_arn=endpoint.certificate_arn,
-                default_actions=forward,
-                opts=child,
-            )
-            self.listeners.append(self.https_listener)
+            self.https_listener = listener(443, forward, certificate_arn=endpoint.certificate_arn)
             http_actions: list[Any] = [
                 {"type": "redirect",
                  "redirect": {"port": "443", "protocol": "HTTPS", "status_code": "HTTP_301"}}
             ]
         else:
             http_actions = forward
-        self.http_listener = aws.lb.Listener(
-            f"{name}-http",
-            load_balancer_arn=self.lb.arn,
-            port=80,
-            protocol="HTTP",
-            default_actions=http_actions,
-            opts=child,
-        )
-        self.listeners.append(self.http_listener)
+        self.http_listener = listener(80, http_actions)
         if hosted_zone_id:
             if not endpoint.domain_name:
                 raise ValueError("hostedZoneId needs domainName: the alias record is for that name")

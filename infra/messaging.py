@@ -9,6 +9,7 @@ import pulumi_aws as aws
 
 from infra import iam
 from infra.layer import component_type
+from infra.monitoring import topic_alarm
 
 # AWS docs (SQS API, CreateQueue: MessageRetentionPeriod): 60 s to 1,209,600 s (14 days).
 MIN_RETENTION_SECONDS = 60
@@ -198,36 +199,19 @@ class DeadLetterAlerts(pulumi.ComponentResource):
                 endpoint=alert_email,
                 opts=child,
             )
-        self.dlq_alarm = aws.cloudwatch.MetricAlarm(
-            f"{name}-dlq-depth",
-            alarm_description="Messages arrived in the dead-letter queue",
-            namespace="AWS/SQS",
-            metric_name="ApproximateNumberOfMessagesVisible",
-            dimensions={"QueueName": queues.dlq.name},
-            statistic="Maximum",
-            period=60,
-            evaluation_periods=1,
-            threshold=0,
-            comparison_operator="GreaterThanThreshold",
-            treat_missing_data="notBreaching",
-            alarm_actions=[self.topic.arn],
-            ok_actions=[self.topic.arn],
-            opts=child,
+        # SQS pushes its queue metrics to CloudWatch once a minute (AWS docs: "Available
+        # CloudWatch metrics for Amazon SQS").
+        self.dlq_alarm = topic_alarm(
+            f"{name}-dlq-depth", topic_arn=self.topic.arn, opts=child,
+            description="Messages arrived in the dead-letter queue",
+            namespace="AWS/SQS", metric="ApproximateNumberOfMessagesVisible",
+            dimensions={"QueueName": queues.dlq.name}, threshold=0, period_seconds=60,
         )
-        self.age_alarm = aws.cloudwatch.MetricAlarm(
-            f"{name}-oldest-job",
-            alarm_description="Jobs are waiting longer than expected: emu is down or too slow",
-            namespace="AWS/SQS",
-            metric_name="ApproximateAgeOfOldestMessage",
-            dimensions={"QueueName": queues.queue.name},
-            statistic="Maximum",
-            period=60,
-            evaluation_periods=5,
-            threshold=oldest_message_age_seconds,
-            comparison_operator="GreaterThanThreshold",
-            treat_missing_data="notBreaching",
-            alarm_actions=[self.topic.arn],
-            ok_actions=[self.topic.arn],
-            opts=child,
+        self.age_alarm = topic_alarm(
+            f"{name}-oldest-job", topic_arn=self.topic.arn, opts=child,
+            description="Jobs are waiting longer than expected: emu is down or too slow",
+            namespace="AWS/SQS", metric="ApproximateAgeOfOldestMessage",
+            dimensions={"QueueName": queues.queue.name}, threshold=oldest_message_age_seconds,
+            period_seconds=60, periods=5,
         )
         self.register_outputs({"topicArn": self.topic.arn})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import pulumi
 import pulumi_aws as aws
@@ -14,6 +15,47 @@ UNSHIPPED_AGE_METRIC = "OldestUnshippedChangeAgeSeconds"
 # emu's autoscaling holds it per task.
 CHANGES_WAITING_METRIC = "ChangesWaiting"
 ALARM_PERIOD_SECONDS = 300
+
+
+def topic_alarm(
+    name: str,
+    *,
+    topic_arn: pulumi.Input[str],
+    description: str,
+    namespace: str,
+    metric: str,
+    threshold: pulumi.Input[float],
+    dimensions: Mapping[str, pulumi.Input[str]] | None = None,
+    statistic: str = "Maximum",
+    comparison: str = "GreaterThanThreshold",
+    period_seconds: int = ALARM_PERIOD_SECONDS,
+    periods: int = 1,
+    missing_data: str = "notBreaching",
+    notify_ok: bool = True,
+    opts: pulumi.ResourceOptions | None = None,
+) -> aws.cloudwatch.MetricAlarm:
+    """A CloudWatch alarm on one metric that publishes to
+    `topic_arn` when it fires and, with `notify_ok`, again when it clears.
+
+    It fires when `statistic` over each `period_seconds` compares (`comparison`) with
+    `threshold` for `periods` periods in a row; `missing_data` is CloudWatch's
+    TreatMissingData ("breaching", "notBreaching", "missing", "ignore")."""
+    return aws.cloudwatch.MetricAlarm(
+        name,
+        alarm_description=description,
+        namespace=namespace,
+        metric_name=metric,
+        dimensions=dimensions,
+        statistic=statistic,
+        period=period_seconds,
+        evaluation_periods=periods,
+        threshold=threshold,
+        comparison_operator=comparison,
+        treat_missing_data=missing_data,
+        alarm_actions=[topic_arn],
+        ok_actions=[topic_arn] if notify_ok else None,
+        opts=opts,
+    )
 
 
 def unshipped_changes_alarm(
@@ -31,22 +73,12 @@ def unshipped_changes_alarm(
     """
     if threshold_seconds <= 0:
         raise ValueError("unshippedChangeAlarmSeconds must be positive")
-    return aws.cloudwatch.MetricAlarm(
-        name,
-        alarm_description=("Changes wait in the outbox longer than expected, or pelican reports nothing: "
-                           "pelican is down, stuck or cannot reach SQS"),
-        namespace=METRICS_NAMESPACE,
-        metric_name=UNSHIPPED_AGE_METRIC,
-        dimensions={"Deployment": deployment},
-        statistic="Maximum",
-        period=ALARM_PERIOD_SECONDS,
-        evaluation_periods=1,
-        threshold=threshold_seconds,
-        comparison_operator="GreaterThanThreshold",
-        treat_missing_data="breaching",
-        alarm_actions=[topic_arn],
-        ok_actions=[topic_arn],
-        opts=opts,
+    return topic_alarm(
+        name, topic_arn=topic_arn, opts=opts,
+        description=("Changes wait in the outbox longer than expected, or pelican reports nothing: "
+                     "pelican is down, stuck or cannot reach SQS"),
+        namespace=METRICS_NAMESPACE, metric=UNSHIPPED_AGE_METRIC, dimensions={"Deployment": deployment},
+        threshold=threshold_seconds, missing_data="breaching",
     )
 
 
@@ -94,21 +126,10 @@ def vacuum_alarms(
                                "transaction or cannot keep up, and pelican's claims slow down"),
     }
     return {
-        key: aws.cloudwatch.MetricAlarm(
-            f"{name}-{key}",
-            alarm_description=description,
-            namespace=METRICS_NAMESPACE,
-            metric_name=metric,
-            dimensions={"Deployment": deployment},
-            statistic="Maximum",
-            period=VACUUM_ALARM_PERIOD_SECONDS,
-            evaluation_periods=VACUUM_ALARM_EVALUATION_PERIODS,
-            threshold=threshold,
-            comparison_operator="GreaterThanThreshold",
-            treat_missing_data="notBreaching",
-            alarm_actions=[topic_arn],
-            ok_actions=[topic_arn],
-            opts=opts,
+        key: topic_alarm(
+            f"{name}-{key}", topic_arn=topic_arn, opts=opts, description=description,
+            namespace=METRICS_NAMESPACE, metric=metric, dimensions={"Deployment": deployment}, threshold=threshold,
+            period_seconds=VACUUM_ALARM_PERIOD_SECONDS, periods=VACUUM_ALARM_EVALUATION_PERIODS,
         )
         for key, (metric, threshold, description) in specs.items()
     }
@@ -143,19 +164,10 @@ def login_failures_alarm(
                                "default_value": "0", "unit": "Count"},
         opts=opts,
     )
-    return aws.cloudwatch.MetricAlarm(
-        name,
-        alarm_description="Many failed editor logins: password guessing, or a changed password",
-        namespace=METRICS_NAMESPACE,
-        metric_name=metric,
-        statistic="Sum",
-        period=ALARM_PERIOD_SECONDS,
-        evaluation_periods=1,
-        threshold=threshold,
-        comparison_operator="GreaterThanThreshold",
-        treat_missing_data="notBreaching",
-        alarm_actions=[topic_arn],
-        opts=opts,
+    return topic_alarm(
+        name, topic_arn=topic_arn, opts=opts, notify_ok=False,
+        description="Many failed editor logins: password guessing, or a changed password",
+        namespace=METRICS_NAMESPACE, metric=metric, statistic="Sum", threshold=threshold,
     )
 
 
@@ -229,21 +241,12 @@ def database_alarms(
                       "throttled to its baseline"))
     alarms = {}
     for metric, threshold, comparison, periods, description in specs:
-        alarms[metric] = aws.cloudwatch.MetricAlarm(
-            f"{name}-db-{metric}",
-            alarm_description=description,
-            namespace=RDS_NAMESPACE,
-            metric_name=metric,
-            dimensions={"DBInstanceIdentifier": identifier},
+        alarms[metric] = topic_alarm(
+            f"{name}-db-{metric}", topic_arn=topic_arn, opts=opts, description=description,
+            namespace=RDS_NAMESPACE, metric=metric, dimensions={"DBInstanceIdentifier": identifier},
             statistic="Average" if metric != "DatabaseConnections" else "Maximum",
-            period=ALARM_PERIOD_SECONDS,
-            evaluation_periods=periods,
-            threshold=threshold,
-            comparison_operator=comparison,
+            threshold=threshold, comparison=comparison, periods=periods,
             # A stopped or rebooting instance reports nothing: keep the state it had.
-            treat_missing_data="missing",
-            alarm_actions=[topic_arn],
-            ok_actions=[topic_arn],
-            opts=opts,
+            missing_data="missing",
         )
     return alarms

@@ -48,69 +48,28 @@ class ServiceFirewall(pulumi.ComponentResource):
         self.operator = group("operator", "One-off operator tasks: migrate, reconcile, redrive (no inbound)")
         tasks = {"frontend": self.frontend, "pelican": self.pelican, "emu": self.emu, "operator": self.operator}
 
+        def allow(rule: type, rule_name: str, group: pulumi.Input[str], description: str, port: int,
+                  **peer: pulumi.Input[str]) -> None:
+            # One TCP port per rule; `peer` is cidr_ipv4 or referenced_security_group_id.
+            rule(f"{name}-{rule_name}", security_group_id=group, description=description,
+                 ip_protocol="tcp", from_port=port, to_port=port, opts=child, **peer)
+
+        ingress, egress = aws.vpc.SecurityGroupIngressRule, aws.vpc.SecurityGroupEgressRule
         for port in listener_ports:
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-alb-in-{port}",
-                security_group_id=self.alb.id,
-                description=f"Internet to the ALB listener on {port}",
-                ip_protocol="tcp",
-                from_port=port,
-                to_port=port,
-                cidr_ipv4=alb_ingress_cidr,
-                opts=child,
-            )
-        aws.vpc.SecurityGroupEgressRule(
-            f"{name}-alb-to-frontend",
-            security_group_id=self.alb.id,
-            description="ALB to frontend tasks",
-            ip_protocol="tcp",
-            from_port=frontend_port,
-            to_port=frontend_port,
-            referenced_security_group_id=self.frontend.id,
-            opts=child,
-        )
-        aws.vpc.SecurityGroupIngressRule(
-            f"{name}-frontend-from-alb",
-            security_group_id=self.frontend.id,
-            description="ALB to the frontend port",
-            ip_protocol="tcp",
-            from_port=frontend_port,
-            to_port=frontend_port,
-            referenced_security_group_id=self.alb.id,
-            opts=child,
-        )
+            allow(ingress, f"alb-in-{port}", self.alb.id, f"Internet to the ALB listener on {port}", port,
+                  cidr_ipv4=alb_ingress_cidr)
+        allow(egress, "alb-to-frontend", self.alb.id, "ALB to frontend tasks", frontend_port,
+              referenced_security_group_id=self.frontend.id)
+        allow(ingress, "frontend-from-alb", self.frontend.id, "ALB to the frontend port", frontend_port,
+              referenced_security_group_id=self.alb.id)
         for role in DATABASE_CLIENTS:
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-db-from-{role}",
-                security_group_id=db_security_group_id,
-                description=f"{role} to PostgreSQL",
-                ip_protocol="tcp",
-                from_port=POSTGRES_PORT,
-                to_port=POSTGRES_PORT,
-                referenced_security_group_id=tasks[role].id,
-                opts=child,
-            )
-            aws.vpc.SecurityGroupEgressRule(
-                f"{name}-{role}-to-db",
-                security_group_id=tasks[role].id,
-                description="PostgreSQL, to the database's security group only",
-                ip_protocol="tcp",
-                from_port=POSTGRES_PORT,
-                to_port=POSTGRES_PORT,
-                referenced_security_group_id=db_security_group_id,
-                opts=child,
-            )
+            allow(ingress, f"db-from-{role}", db_security_group_id, f"{role} to PostgreSQL", POSTGRES_PORT,
+                  referenced_security_group_id=tasks[role].id)
+            allow(egress, f"{role}-to-db", tasks[role].id, "PostgreSQL, to the database's security group only",
+                  POSTGRES_PORT, referenced_security_group_id=db_security_group_id)
         # AWS APIs (through NAT or endpoints) and Pinecone all speak HTTPS; DNS, NTP and
         # the metadata services are link-local and not subject to security groups.
         for role, sg in tasks.items():
-            aws.vpc.SecurityGroupEgressRule(
-                f"{name}-{role}-https-out",
-                security_group_id=sg.id,
-                description="HTTPS out: AWS APIs and Pinecone",
-                ip_protocol="tcp",
-                from_port=HTTPS_PORT,
-                to_port=HTTPS_PORT,
-                cidr_ipv4="0.0.0.0/0",
-                opts=child,
-            )
+            allow(egress, f"{role}-https-out", sg.id, "HTTPS out: AWS APIs and Pinecone", HTTPS_PORT,
+                  cidr_ipv4="0.0.0.0/0")
         self.register_outputs({})

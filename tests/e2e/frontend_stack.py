@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -136,3 +138,13 @@ def stop(front: FrontendStack) -> None:
     for name in ("frontend", "emu", "pelican"):
         front.stack.stop(name, timeout=20)
     front.parts.conn.close()
+
+
+@contextmanager
+def running(stack, rows: int = 200, **options) -> Iterator[FrontendStack]:
+    """start() for the length of a with block (options as start takes them), then stop()."""
+    front = start(stack, rows, **options)
+    try:
+        yield front
+    finally:
+        stop(front)

@@ -11,7 +11,7 @@ import pytest
 from frontend.ui import MODE_LABELS
 from productsearch.search import MODES
 from tests.e2e import frontend_stack
-from tests.e2e.browser import MARKS, field, open_page
+from tests.e2e.browser import MARKS, field
 from tests.e2e.frontend_stack import EDITOR
 
 pytestmark = MARKS
@@ -20,16 +20,8 @@ QUERY = "wireless controller for gaming"
 
 @pytest.fixture(scope="module")
 def front(stack):
-    f = frontend_stack.start(stack, rows=200)
-    yield f
-    frontend_stack.stop(f)
-
-
-@pytest.fixture
-def page(browser, front):
-    context, pg = open_page(browser, front.url)
-    yield pg
-    context.close()
+    with frontend_stack.running(stack, rows=200) as f:
+        yield f
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from tests.e2e import frontend_stack
-from tests.e2e.browser import MARKS, TIMEOUT_MS, field, open_page
+from tests.e2e.browser import MARKS, TIMEOUT_MS, field
 from tests.e2e.frontend_stack import EDITOR
 
 pytestmark = MARKS
@@ -18,16 +18,8 @@ pytestmark = MARKS
 
 @pytest.fixture(scope="module")
 def front(stack):
-    f = frontend_stack.start(stack, rows=60)
-    yield f
-    frontend_stack.stop(f)
-
-
-@pytest.fixture
-def page(browser, front):
-    context, pg = open_page(browser, front.url)
-    yield pg
-    context.close()
+    with frontend_stack.running(stack, rows=60) as f:
+        yield f
 
 
 def text_of(page, elem_id: str) -> str:

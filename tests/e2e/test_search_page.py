@@ -29,16 +29,8 @@ FORM_INPUTS = 6  # query, min and max price, category, mode, explain
 
 @pytest.fixture(scope="module")
 def front(stack):
-    f = frontend_stack.start(stack, rows=200)
-    yield f
-    frontend_stack.stop(f)
-
-
-@pytest.fixture
-def page(browser, front):
-    context, pg = open_page(browser, front.url)
-    yield pg
-    context.close()
+    with frontend_stack.running(stack, rows=200) as f:
+        yield f
 
 
 def answered(inputs: int):

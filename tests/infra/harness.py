@@ -31,6 +31,27 @@ DATA_SECRETS = {"pineconeApiKey": "pcsk-test-key", "editorPassword": "editor-pas
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 
+# Type tokens of the resources the tests look up.
+SG = "aws:ec2/securityGroup:SecurityGroup"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
+SERVICE = "aws:ecs/service:Service"
+CLUSTER = "aws:ecs/cluster:Cluster"
+TASKDEF = "aws:ecs/taskDefinition:TaskDefinition"
+ROLE = "aws:iam/role:Role"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+TARGET = "aws:appautoscaling/target:Target"
+POLICY = "aws:appautoscaling/policy:Policy"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
+QUEUE = "aws:sqs/queue:Queue"
+ALB = "aws:lb/loadBalancer:LoadBalancer"
+DB = "aws:rds/instance:Instance"
+INDEX = "pinecone:index/index:Index"
+API_KEY = "pinecone:index/apiKey:ApiKey"
+IMAGE = "docker-build:index:Image"
+VPC = "awsx:ec2:Vpc"
+
 
 def unwrap_secrets(value: Any, path: str = "", found: list | None = None) -> Any:
     """Replace serialized secrets by their values; collect the paths that were secret."""
@@ -63,23 +84,24 @@ def _service(typ: str) -> str:
     return typ.split(":")[1].split("/")[0]
 
 
+# ARN formats by service (AWS docs: "Identify AWS resources with Amazon Resource Names");
+# any other service gets arn:aws:<service>:<region>:<account>:<resource type>/<name>.
+ARN_FORMATS = {
+    "sqs": "arn:aws:sqs:{region}:{account}:{name}",
+    "sns": "arn:aws:sns:{region}:{account}:{name}",
+    "secretsmanager": "arn:aws:secretsmanager:{region}:{account}:secret:{name}-AbCdEf",
+    "iam": "arn:aws:iam::{account}:{kind}/{name}",
+    "s3": "arn:aws:s3:::{name}",
+    "kms": "arn:aws:kms:{region}:{account}:key/{name}",
+}
+
+
 def _arn(typ: str, name: str) -> str:
-    svc = _service(typ)
-    if svc == "sqs":
-        return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
-    if svc == "sns":
-        return f"arn:aws:sns:{REGION}:{ACCOUNT}:{name}"
-    if svc == "secretsmanager":
-        return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-AbCdEf"
+    svc, kind = _service(typ), typ.split(":")[-1].lower()
     if svc == "cloudwatch" and "logGroup" in typ:
         return f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}"
-    if svc == "iam":
-        return f"arn:aws:iam::{ACCOUNT}:{typ.split(':')[-1].lower()}/{name}"
-    if svc == "s3":
-        return f"arn:aws:s3:::{name}"
-    if svc == "kms":
-        return f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{name}"
-    return f"arn:aws:{svc}:{REGION}:{ACCOUNT}:{typ.split(':')[-1].lower()}/{name}"
+    default = f"arn:aws:{svc}:{{region}}:{{account}}:{{kind}}/{{name}}"
+    return ARN_FORMATS.get(svc, default).format(region=REGION, account=ACCOUNT, kind=kind, name=name)
 
 
 def fake_outputs(typ: str, name: str, inputs: dict) -> dict:

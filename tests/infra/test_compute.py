@@ -3,18 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import REPO, run_layer
+from harness import EGRESS, IMAGE, INGRESS, POLICY, REPO, ROLE_POLICY, SERVICE, SG, TASKDEF, run_layer
 from infra import iam
 
-SG = "aws:ec2/securityGroup:SecurityGroup"
-INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
-EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
-SERVICE = "aws:ecs/service:Service"
-TASKDEF = "aws:ecs/taskDefinition:TaskDefinition"
-ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
-POLICY = "aws:appautoscaling/policy:Policy"
 APPS = ("frontend", "pelican", "emu")
-IMAGE = "docker-build:index:Image"
 
 
 def sg_id(run, role):
@@ -182,7 +174,7 @@ def test_environment_contract(compute_run, data_run, messaging_run):
 
 
 def test_env_values_render_stack_reference_numbers_as_integers():
-    from infra.ecs import env_value
+    from infra.task_definition import env_value
 
     assert env_value(5432.0) == "5432" and env_value(0.5) == "0.5"
     assert env_value(True) == "true" and env_value("x") == "x"

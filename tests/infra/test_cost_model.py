@@ -3,10 +3,8 @@ import pytest
 import yaml
 
 from benchmarks import capacity
-from harness import REPO
+from harness import ALARM, REPO
 from infra.network import INTERFACE_ENDPOINT_SERVICES
-
-ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 
 
 def default(layer, key):

@@ -2,9 +2,7 @@ import json
 
 import pytest
 
-from harness import DATA_SECRETS, run_layer
-
-DB = "aws:rds/instance:Instance"
+from harness import ALARM, DATA_SECRETS, DB, INDEX, run_layer
 
 
 def test_database_is_private_encrypted_and_managed(data_run):
@@ -128,8 +126,6 @@ def test_missing_upstream_output_fails_loudly(messaging_run):
 
 
 # --- the index's metric and a migration's next index (docs/index-migration.md) ---------
-
-INDEX = "pinecone:index/index:Index"
 
 
 def test_the_index_is_dotproduct_by_default_and_alone(data_run):
@@ -276,8 +272,6 @@ def test_instance_changes_wait_for_the_maintenance_window_unless_asked(data_run,
 
 
 # --- the database is watched (alarms to messaging's topic, Performance Insights) ----------
-
-ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 
 
 def db_alarms(run):

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from harness import TASKDEF
 from infra import env_contract as contract
 
-TASKDEF = "aws:ecs/taskDefinition:TaskDefinition"
 TASKS = ("frontend", "pelican", "emu", "operator")
 
 

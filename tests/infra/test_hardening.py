@@ -9,14 +9,7 @@ import pulumi
 import pytest
 
 from conftest import CERT
-from harness import REPO, run_layer
-
-SERVICE = "aws:ecs/service:Service"
-TASKDEF = "aws:ecs/taskDefinition:TaskDefinition"
-ROLE = "aws:iam/role:Role"
-ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
-EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
-SG = "aws:ec2/securityGroup:SecurityGroup"
+from harness import EGRESS, REPO, ROLE, ROLE_POLICY, SERVICE, SG, TASKDEF, run_layer
 
 
 def container(run, suffix):

@@ -2,11 +2,8 @@ import json
 
 import pytest
 
-from harness import run_layer
+from harness import ALARM, QUEUE, run_layer
 from infra.messaging import MAX_RETENTION_SECONDS, visibility_timeout
-
-QUEUE = "aws:sqs/queue:Queue"
-ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 
 
 def queues(run):

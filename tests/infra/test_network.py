@@ -1,6 +1,4 @@
-from harness import run_layer
-
-VPC = "awsx:ec2:Vpc"
+from harness import VPC, run_layer
 
 
 def test_dev_vpc_two_azs_single_nat_public_and_private(network_run):

@@ -1,19 +1,13 @@
 """Per-app Pinecone keys, the cost defaults (Container Insights, Fargate Spot) and the
 database alarms on pelican's vacuum metrics."""
 import json
+from types import SimpleNamespace
 
 import pytest
 
 from conftest import CERT
-from harness import DATA_SECRETS, run_layer
+from harness import ALARM, API_KEY, CLUSTER, DATA_SECRETS, ROLE_POLICY, SECRET_VERSION, SERVICE, TASKDEF, run_layer
 
-TASKDEF = "aws:ecs/taskDefinition:TaskDefinition"
-ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
-SERVICE = "aws:ecs/service:Service"
-CLUSTER = "aws:ecs/cluster:Cluster"
-ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
-SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
-API_KEY = "pinecone:index/apiKey:ApiKey"
 KEY_APPS = ("frontend", "emu", "operator")
 
 
@@ -175,14 +169,15 @@ def test_fargate_spot_can_be_turned_off(upstream):
 
 
 def test_spot_and_gpu_do_not_mix():
-    from infra.ecs import FargateSpot, Gpu
+    from infra.ecs import AppService, FargateSpot
+    from infra.task_definition import Gpu, TaskSpec
 
+    image = SimpleNamespace(image_ref="i", repository_arn="r")
+    spec = TaskSpec(container="x", image=image, cpu=1, memory=1, environment={}, task_grants=[],
+                    log_group_name="l", log_retention_days=1, region="us-east-1", gpu=Gpu("cp"))
     with pytest.raises(ValueError, match="not Fargate Spot"):
-        from infra.ecs import AppService
-        AppService("x", container="x", cluster=None, image="i", repository_arn="r", cpu=1, memory=1,  # type: ignore[arg-type]
-                   environment={}, secrets={}, secret_arns=[], task_grants=[], subnet_ids=[],
-                   security_group_ids=[], log_group_name="l", log_retention_days=1, region="us-east-1",
-                   desired_count=1, deploy_timeout_minutes=1, gpu=Gpu("cp"), spot=FargateSpot(1))
+        AppService("x", spec, cluster=None, subnet_ids=[], security_group_ids=[],  # type: ignore[arg-type]
+                   desired_count=1, deploy_timeout_minutes=1, spot=FargateSpot(1))
     with pytest.raises(ValueError, match="emuOnDemandTasks"):
         FargateSpot(-1)
 

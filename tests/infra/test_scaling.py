@@ -2,13 +2,11 @@
 estimates (infra/scaling.py), the config that overrides them, and what is refused."""
 import pytest
 
-from harness import run_layer
+from harness import POLICY, TARGET, run_layer
 from infra import scaling
 from infra.ecs import ScalingSignal
 
 CERT = "arn:aws:acm:us-east-1:123456789012:certificate/abc"
-TARGET = "aws:appautoscaling/target:Target"
-POLICY = "aws:appautoscaling/policy:Policy"
 
 
 def bounds(run, app):

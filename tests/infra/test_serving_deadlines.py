@@ -2,10 +2,8 @@
 apps from one value each: emu's stopTimeout, the ALB's idle timeout against the
 frontend's keep-alive, and the frontend's read-only root with bounded scratch space."""
 from conftest import CERT
-from harness import run_layer
-from test_hardening import TASKDEF, container, env
-
-ALB = "aws:lb/loadBalancer:LoadBalancer"
+from harness import ALB, TASKDEF, run_layer
+from test_hardening import container, env
 
 
 def test_emu_is_told_its_own_stop_timeout(compute_run):

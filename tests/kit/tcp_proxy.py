@@ -15,6 +15,7 @@ load balancer that stays up in front of a database that is gone.
 
 from __future__ import annotations
 
+import contextlib
 import selectors
 import socket
 import threading
@@ -30,10 +31,8 @@ class _Pair:
     def close(self) -> None:
         for sock in (self.client, self.upstream):
             if sock is not None:
-                try:
+                with contextlib.suppress(OSError):
                     sock.close()
-                except OSError:
-                    pass
 
 
 class TcpProxy:

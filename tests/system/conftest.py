@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import boto3
+import psycopg
 import pytest
+from psycopg import sql
 
 from devstack.index_server.faults import FAULT_EXEMPT_HEADER
 from devstack.reset import reset_data
@@ -88,6 +92,22 @@ class Parts:
                 out.append(json.loads(m["Body"]))
                 self.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
         return out
+
+
+@contextmanager
+def scratch_database(stack, name: str) -> Iterator[str]:
+    """An empty database `name` beside the stack's own for the length of a with block;
+    yields its URL. Dropped before and after, with FORCE: a test may leave connections open."""
+    admin_url = stack.database_url.replace("/products?", "/postgres?")
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(drop)
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield stack.database_url.replace("/products?", f"/{name}?")
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(drop)
 
 
 @pytest.fixture

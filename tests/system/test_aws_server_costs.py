@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from devstack import costs
 from devstack.processes import free_port, http_ok, wait_for
 from devstack.stack import DevStack
-from tests.system.test_index_server import ServerProcess
+from tests.system.test_index_server import ServerProcess, zeroed_stats
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -55,9 +55,8 @@ def aws() -> Iterator[AwsServer]:
 
 @pytest.fixture
 def stats(aws):
-    aws.http("PUT", "/_latency", json={"latency_ms": 0})
-    aws.http("DELETE", "/_stats")
-    return lambda: aws.http("GET", "/_stats").json()
+    """Reads the server's counters, zeroed at the start of the test."""
+    return zeroed_stats(aws)
 
 
 def test_boto3_calls_are_counted_by_action_with_the_requests_sqs_bills(aws, stats):

@@ -15,6 +15,7 @@ from pelican.service import AdaptivePoll
 from productsearch import db, products
 from pelican.config import PelicanSettings
 from productsearch.settings import ConfigError
+from tests.system.conftest import scratch_database
 
 pytestmark = pytest.mark.stack
 
@@ -288,13 +289,8 @@ def test_an_upsert_captures_what_it_did(parts):
 
 @pytest.fixture
 def capture_database(stack):
-    admin_url = stack.database_url.replace("/products?", "/postgres?")
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS capture_check")
-        admin.execute("CREATE DATABASE capture_check")
-    yield stack.database_url.replace("/products?", "/capture_check?")
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS capture_check WITH (FORCE)")
+    with scratch_database(stack, "capture_check") as url:
+        yield url
 
 
 # What an earlier, unreleased 005 left behind, reduced to the objects the current 005

@@ -14,7 +14,6 @@ import subprocess
 import sys
 from decimal import Decimal
 
-import boto3
 import psycopg
 import pytest
 from psycopg import errors, sql
@@ -27,12 +26,6 @@ from productsearch.settings import DEFAULT_TEXT_TEMPLATE
 pytestmark = pytest.mark.stack
 
 ADMIN_CREDENTIALS = "products:products-local@"
-
-
-def secrets_manager(stack):
-    env = stack.env()
-    return boto3.client("secretsmanager", region_name=env["AWS_REGION"], endpoint_url=env["AWS_ENDPOINT_URL"],
-                        aws_access_key_id="local", aws_secret_access_key="local")
 
 
 def drop_roles(conn) -> None:
@@ -48,7 +41,7 @@ def drop_roles(conn) -> None:
 def role_secrets(stack, parts):
     """{role: [secret ARN, password]} for both app roles; drops the roles and secrets after."""
     drop_roles(parts.conn)  # left by an interrupted run
-    sm = secrets_manager(stack)
+    sm = stack.aws_client("secretsmanager")
     made = {}
     for role in (PELICAN_ROLE, FRONTEND_ROLE):
         password = secrets.token_urlsafe(24)
@@ -197,7 +190,7 @@ def test_rerun_takes_a_changed_password_and_removes_grants_added_by_hand(stack, 
     arn, old_password = role_secrets[FRONTEND_ROLE]
     parts.conn.execute(sql.SQL("GRANT INSERT, DELETE ON products, product_changes TO {}").format(sql.Identifier(FRONTEND_ROLE)))
     new_password = secrets.token_urlsafe(24)
-    secrets_manager(stack).put_secret_value(SecretId=arn, SecretString=json.dumps(
+    stack.aws_client("secretsmanager").put_secret_value(SecretId=arn, SecretString=json.dumps(
         {"username": FRONTEND_ROLE, "password": new_password}))
 
     again = grant(stack, role_secrets)
@@ -213,7 +206,7 @@ def test_rerun_takes_a_changed_password_and_removes_grants_added_by_hand(stack, 
 
 
 def test_a_secret_naming_another_user_changes_nothing(stack, parts, role_secrets):
-    sm = secrets_manager(stack)
+    sm = stack.aws_client("secretsmanager")
     wrong = sm.create_secret(Name=f"productsearch/test/wrong/{secrets.token_hex(4)}",
                              SecretString=json.dumps({"username": "products", "password": "not-the-admin-password"}))["ARN"]
     try:

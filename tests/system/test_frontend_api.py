@@ -27,9 +27,8 @@ QUERY = "wireless controller for gaming"
 
 @pytest.fixture(scope="module")
 def front(stack):
-    f = frontend_stack.start(stack, rows=200)
-    yield f
-    frontend_stack.stop(f)
+    with frontend_stack.running(stack, rows=200) as f:
+        yield f
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -89,6 +90,12 @@ class ServerProcess:
         self.stop()
         raise RuntimeError(f"index server did not become healthy:\n{self.log()}")
 
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -115,11 +122,19 @@ class ServerProcess:
         return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kwargs)
 
 
+def zeroed_stats(server) -> Callable[[], dict]:
+    """Sets a local server's added latency (the index server's or the AWS server's, both
+    have /_latency and /_stats) back to 0 and zeroes its request counters; returns a
+    reader of its /_stats."""
+    server.http("PUT", "/_latency", json={"latency_ms": 0})
+    server.http("DELETE", "/_stats")
+    return lambda: server.http("GET", "/_stats").json()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("index") / "data").start()
-    yield srv
-    srv.stop()
+    with ServerProcess(tmp_path_factory.mktemp("index") / "data") as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from tests.system.test_index_server import ServerProcess, vec
+from tests.system.test_index_server import ServerProcess, vec, zeroed_stats
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -26,17 +26,14 @@ LATENCY_MS = 8_000  # long enough that the control calls below finish well withi
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("costs") / "data").start()
-    yield srv
-    srv.stop()
+    with ServerProcess(tmp_path_factory.mktemp("costs") / "data") as srv:
+        yield srv
 
 
 @pytest.fixture
 def stats(server):
     """Reads the server's counters, zeroed at the start of the test."""
-    server.http("PUT", "/_latency", json={"latency_ms": 0})
-    server.http("DELETE", "/_stats")
-    return lambda: server.http("GET", "/_stats").json()
+    return zeroed_stats(server)
 
 
 @pytest.fixture

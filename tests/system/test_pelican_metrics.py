@@ -7,7 +7,6 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import boto3
 import pytest
 
 from devstack.waiting import wait_until
@@ -18,9 +17,7 @@ METRIC = "OldestUnshippedChangeAgeSeconds"
 
 
 def cloudwatch(stack):
-    env = stack.env()
-    return boto3.client("cloudwatch", region_name=env["AWS_REGION"], endpoint_url=env["AWS_ENDPOINT_URL"],
-                        aws_access_key_id="local", aws_secret_access_key="local")
+    return stack.aws_client("cloudwatch")
 
 
 def age_statistics(cw, namespace: str, deployment: str) -> dict:

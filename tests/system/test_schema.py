@@ -15,19 +15,15 @@ import pytest
 
 from devstack.waiting import wait_until
 from productsearch import db
+from tests.system.conftest import scratch_database
 
 pytestmark = pytest.mark.stack
 
 
 @pytest.fixture
 def fresh_database(stack):
-    admin_url = stack.database_url.replace("/products?", "/postgres?")
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS migration_check")
-        admin.execute("CREATE DATABASE migration_check")
-    yield stack.database_url.replace("/products?", "/migration_check?")
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS migration_check WITH (FORCE)")
+    with scratch_database(stack, "migration_check") as url:
+        yield url
 
 
 def test_migration_is_safe_twice_and_from_two_processes_at_once(stack, fresh_database):
