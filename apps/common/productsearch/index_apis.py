@@ -79,6 +79,13 @@ class IndexApi(Protocol):
                      timeout: float) -> list[Hit]: ...
 
 
+def namespace_count(index: Any, namespace: str, timeout: float) -> int:
+    """Records in `namespace` by describe_index_stats, which both APIs' indexes answer
+    (0 for a namespace the index does not list)."""
+    ns = (index.describe_index_stats(timeout=timeout).namespaces or {}).get(namespace)
+    return int(getattr(ns, "vector_count", 0) or 0) if ns is not None else 0
+
+
 def _head_bytes(record_id: str, metadata: dict[str, Any]) -> int:
     return len(json.dumps({"id": record_id, "metadata": metadata}, separators=(",", ":")).encode())
 
@@ -126,8 +133,7 @@ class VectorsApi:
         return [v.id for v in (page.vectors or [])], page.pagination.next if page.pagination else None
 
     def count(self, namespace: str, timeout: float) -> int:
-        ns = (self._index.describe_index_stats(timeout=timeout).namespaces or {}).get(namespace)
-        return int(getattr(ns, "vector_count", 0) or 0) if ns is not None else 0
+        return namespace_count(self._index, namespace, timeout)
 
     def query(self, values: list[float], sparse: SparseVector | None, top_k: int, filter: dict[str, Any] | None,
               namespace: str, timeout: float) -> list[Hit]:
@@ -189,8 +195,7 @@ class DocumentsApi:
         return ([d.id for d in page.items], page.pagination_token) if page is not None else ([], None)
 
     def count(self, namespace: str, timeout: float) -> int:
-        ns = (self._index.describe_index_stats(timeout=timeout).namespaces or {}).get(namespace)
-        return int(getattr(ns, "vector_count", 0) or 0) if ns is not None else 0
+        return namespace_count(self._index, namespace, timeout)
 
     def _search(self, clause: dict[str, Any], top_k: int, filter: dict[str, Any] | None, namespace: str,
                 timeout: float) -> list[Hit]:
