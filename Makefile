@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 REQS   := requirements/dev.txt apps/constraints.txt pyproject.toml $(wildcard apps/*/pyproject.toml)
 
-.PHONY: deps up down status lint test test-unit images bench bench-ordering scaling eval soak reconcile reconcile-compare redrive refit
+.PHONY: deps up down status lint test test-unit images bench scaling eval soak reconcile reconcile-compare redrive refit
 
 $(STAMP): $(REQS)
 	$(PYTHON) -m venv $(VENV)
@@ -56,17 +56,14 @@ MIN_HYBRID_NDCG ?= 0.72
 eval: deps
 	$(PY) -m benchmarks.evaluate $(DATASET) --min-ndcg $(MIN_NDCG) --min-hybrid-ndcg $(MIN_HYBRID_NDCG)
 
-## bench: throughput, memory, freshness and search latency on a private local stack (prints figures, writes results/)
+## bench: throughput, memory, freshness, search under concurrency and cost per change on a private local stack
+## (prints figures, writes results/)
 bench: deps
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 ## scaling: docs/scaling.md, the capacity model, from the costs make bench measured (results/cost.json)
 scaling: deps
 	$(PY) -m benchmarks.capacity results/cost.json docs/scaling.md
-
-## bench-ordering: backfill throughput and freshness with FIFO against standard queues, interleaved (what ordering costs)
-bench-ordering: deps
-	$(PY) -m benchmarks.ordering $(BENCH_ARGS)
 
 ## soak: mixed write load with searches against the running `make up` stack
 soak:

@@ -11,7 +11,6 @@ It reports; it asserts nothing about time.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -101,19 +100,12 @@ def report(r: dict) -> None:
 
 def main(argv=None) -> int:
     """Command line: one backfill on a private stack; returns the exit status."""
-    p = cli.parser(__doc__, "backfill.json")
-    p.add_argument("--rows", type=int, default=10000, help="rows to backfill")
-    p.add_argument("--fifo", action=argparse.BooleanOptionalAction, default=True,
-                   help="FIFO jobs queue, as deployed (--no-fifo: a standard queue)")
-    p.add_argument("--app-env", action="append", default=[], metavar="KEY=VALUE",
-                   help="a setting for the apps, e.g. EMBEDDING_BATCH_SIZE=128 (repeatable)")
-    p.add_argument("--sync-timeout", type=float, default=3600.0)
-    args = p.parse_args(argv)
-    extra = dict(item.split("=", 1) for item in args.app_env)
-    with Pipeline.own(cli.say, fifo=args.fifo) as pipeline:
+    args = cli.parser(__doc__, "backfill.json", rows=10000, app_env=True).parse_args(argv)
+    extra = dict(args.app_env)
+    with Pipeline.own(cli.say) as pipeline:
         result = backfill_run(pipeline, workload.rows(args.rows), args.sync_timeout, extra)
     result.pop("_ids")
-    result.update(measured_at=cli.now_utc(), app_env=extra, fifo=args.fifo)
+    result.update(measured_at=cli.now_utc(), app_env=extra)
     cli.finish(result, args.output, report)
     return 0
 

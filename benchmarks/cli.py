@@ -36,12 +36,14 @@ def now_utc() -> str:
 
 
 def parser(doc: str | None, output: str | None, *, output_aliases: tuple[str, ...] = (),
-           output_help: str | None = None) -> argparse.ArgumentParser:
+           output_help: str | None = None, rows: int | None = None, app_env: bool = False) -> argparse.ArgumentParser:
     """An ArgumentParser described by the first paragraph of `doc` (a module's
     docstring) with the common --output option (and its `output_aliases`, e.g.
     "--out"): the results JSON, by default results/<output> (None: no default; the
     module then writes nothing unless asked, or picks a name itself and says so in
-    `output_help`)."""
+    `output_help`). rows: also --rows (catalog rows indexed first, this default) and
+    --sync-timeout. app_env: also --app-env KEY=VALUE, repeatable, read as a list of
+    (key, value) pairs: `dict(args.app_env)`."""
     # at call time, not import time: the running program's __main__ as it is when the
     # parser is built (runpy and multiprocessing replace sys.modules["__main__"])
     import __main__
@@ -54,7 +56,23 @@ def parser(doc: str | None, output: str | None, *, output_aliases: tuple[str, ..
     default_help = f"the results JSON (default results/{output})" if output else "the results JSON (default: none written)"
     p.add_argument("--output", *output_aliases, type=Path, default=RESULTS / output if output else None,
                    help=output_help or default_help)
+    if rows is not None:
+        p.add_argument("--rows", type=int, default=rows, help=f"catalog rows indexed first (default {rows:,})")
+        p.add_argument("--sync-timeout", type=float, default=3600.0,
+                       help="seconds the index may take to hold every row before the run fails (default 3600)")
+    if app_env:
+        p.add_argument("--app-env", action="append", default=[], metavar="KEY=VALUE", type=setting,
+                       help="a setting for the apps and the in-process model, e.g. EMBEDDING_BATCH_SIZE=128 (repeatable)")
     return p
+
+
+def setting(text: str) -> tuple[str, str]:
+    """A KEY=VALUE command-line setting as (KEY, VALUE); argparse.ArgumentTypeError
+    (argparse's usage error) when there is no "=" or no key."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
 
 
 def finish(result: dict, output: Path | None, report: Callable[[dict], None] | None = None,

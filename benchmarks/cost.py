@@ -36,9 +36,12 @@ from collections.abc import Callable
 from benchmarks import cli, workload
 from benchmarks.cli import say
 from benchmarks.pipeline import Pipeline, cpu_by_part
+from benchmarks.throughput import raw_throughput
 from devstack import costs
 from devstack.waiting import wait_until
+from productsearch.documents import indexed_text
 from productsearch.jobs import PARTITION_SPAN
+from productsearch.settings import EmbeddingSettings
 
 HOT_PRODUCTS = 10
 # Rounds of the latency burst, each measuring the three settings in turn; the ratio
@@ -199,8 +202,6 @@ def stored_gpu_texts_per_s() -> float | None:
 
 def raw_cpu_texts_per_s(pipeline: Pipeline, texts: list[str]) -> float:
     """The model's own texts/s in this process, with emu's settings."""
-    from benchmarks.throughput import raw_throughput
-
     return float(raw_throughput(texts, pipeline.app_env())["texts_per_s"])
 
 
@@ -213,11 +214,7 @@ def run(args) -> dict:
         "rows": len(rows), "changes": args.changes, "rate_per_s": args.rate, "burst": args.burst, "groups": args.groups,
         "added_latency_ms": args.latency_ms, "per": "figures per 1,000 changes written unless named otherwise"}}
     with Pipeline.own(say) as pipeline:
-        from productsearch.settings import EmbeddingSettings
-
         template = EmbeddingSettings.from_env(pipeline.app_env()).text_template
-        from productsearch.documents import indexed_text
-
         say("raw model throughput on the catalog's texts ...")
         result["raw_model_texts_per_s"] = {"cpu": round(raw_cpu_texts_per_s(
             pipeline, [indexed_text(r, template) for r in rows[:1000]]), 1), "gpu": stored_gpu_texts_per_s()}

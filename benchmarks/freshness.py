@@ -13,7 +13,6 @@ It reports; it asserts nothing about time.
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
 import sys
@@ -77,22 +76,18 @@ def report(r: dict) -> None:
 
 def main(argv=None) -> int:
     """Command line: backfill --rows, then freshness; returns the exit status."""
-    p = cli.parser(__doc__, "freshness.json")
-    p.add_argument("--rows", type=int, default=2000, help="catalog rows indexed first")
+    p = cli.parser(__doc__, "freshness.json", rows=2000)
     p.add_argument("--samples", type=int, default=50)
     p.add_argument("--spacing", type=float, default=1.0, help="mean seconds between updates")
-    p.add_argument("--fifo", action=argparse.BooleanOptionalAction, default=True,
-                   help="FIFO jobs queue, as deployed (--no-fifo: a standard queue)")
-    p.add_argument("--sync-timeout", type=float, default=3600.0)
     args = p.parse_args(argv)
 
     embedder = Embedder(EmbeddingSettings.from_env({}))  # the probe's query vectors
-    with Pipeline.own(cli.say, fifo=args.fifo) as pipeline:
+    with Pipeline.own(cli.say) as pipeline:
         cli.say(f"loading {args.rows:,} rows through pelican backfill and emu ...")
         ids = backfill_run(pipeline, workload.rows(args.rows), args.sync_timeout)["_ids"]
         cli.say(f"freshness: {args.samples} updates, about {args.spacing}s apart ...")
         result = freshness(pipeline, embedder, ids, args.samples, args.spacing)
-    result.update(rows=args.rows, fifo=args.fifo, measured_at=cli.now_utc())
+    result.update(rows=args.rows, measured_at=cli.now_utc())
     cli.finish(result, args.output, report)
     return 0
 

@@ -14,8 +14,13 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import httpx
+
 from devstack.reset import reset_data
+from devstack.stack import DevStack, free_port
 from devstack.waiting import wait_until
+from productsearch import db
+from productsearch.index import ProductIndex
 from productsearch.settings import IndexSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,18 +69,16 @@ class Pipeline:
 
     # -- construction -------------------------------------------------------------
     @classmethod
-    def own(cls, log: Callable[[str], None] = print, *, fifo: bool = True) -> Pipeline:
-        """fifo=False: standard SQS queues instead of FIFO (to measure what ordering costs)."""
-        # not at import: runtimes' --rss-child imports this module; its peak RSS is the runtime's alone
-        from devstack.stack import DevStack, free_port
-
+    def own(cls, log: Callable[[str], None] = print) -> Pipeline:
+        """Starts a private stack (FIFO queues, as deployed) under a temporary folder;
+        `log` gets its progress lines."""
         root = Path(tempfile.mkdtemp(prefix="productsearch-bench-"))
         if os.geteuid() == 0:
             os.chmod(root, 0o755)  # PostgreSQL runs as the postgres user when we are root
         # PINECONE_INDEX_API=documents measures the pipeline on a document index.
         stack = DevStack(root=root, pg_port=free_port(), aws_port=free_port(), index_port=free_port(),
-                         frontend_port=free_port(), fifo=fifo, index_api=os.environ.get("PINECONE_INDEX_API", "vectors"))
-        log(f"starting a local stack under {root} ({'FIFO' if fifo else 'standard'} queues) ...")
+                         frontend_port=free_port(), index_api=os.environ.get("PINECONE_INDEX_API", "vectors"))
+        log(f"starting a local stack under {root} ({stack.index_api} index API) ...")
         try:
             stack.start_infrastructure()
         except BaseException:
@@ -114,18 +117,12 @@ class Pipeline:
     @property
     def conn(self):
         if self._conn is None:
-            # not at import: runtimes' --rss-child imports this module; its peak RSS is the runtime's alone
-            from productsearch import db
-
             self._conn = db.connect(self.env["DATABASE_URL"], autocommit=True, application_name="bench")
         return self._conn
 
     @property
     def index(self):
         if self._index is None:
-            # not at import: runtimes' --rss-child imports this module; its peak RSS is the runtime's alone
-            from productsearch.index import ProductIndex
-
             self._index = ProductIndex(IndexSettings.from_env(self.env), attempts=3, timeout_s=60)
         return self._index
 
@@ -316,9 +313,6 @@ def machine_busy_seconds() -> float:
 
 def healthy(url: str) -> bool:
     """Whether the frontend at `url` answers GET /healthz with 200 (its model loaded)."""
-    # not at import: runtimes' --rss-child imports this module; its peak RSS is the runtime's alone
-    import httpx
-
     try:
         return httpx.get(f"{url}/healthz", timeout=5).status_code == 200
     except httpx.HTTPError:

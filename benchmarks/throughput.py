@@ -60,13 +60,10 @@ def report(r: dict) -> None:
 
 def main(argv=None) -> int:
     """Command line: raw_throughput() on --texts catalog texts; returns the exit status."""
-    p = cli.parser(__doc__, "throughput.json")
+    p = cli.parser(__doc__, "throughput.json", app_env=True)
     p.add_argument("--texts", type=int, default=10000, help="catalog texts to embed")
-    p.add_argument("--app-env", action="append", default=[], metavar="KEY=VALUE",
-                   help="an embedding setting, e.g. EMBEDDING_BATCH_SIZE=128 (repeatable)")
     args = p.parse_args(argv)
-
-    env = {**os.environ, **dict(item.split("=", 1) for item in args.app_env)}
+    env = {**os.environ, **dict(args.app_env)}
     texts = workload.texts(args.texts, EmbeddingSettings.from_env(env).text_template)
     result = raw_throughput(texts, env)
     result.pop("_embedder")

@@ -8,15 +8,14 @@ import random
 from pathlib import Path
 
 from benchmarks.pipeline import REPO
+from productsearch.catalog import LoadReport, parse_rows
+from productsearch.documents import indexed_text
 
 CATALOG = REPO / "apps" / "pelican" / "catalog" / "products.csv"
 
 
 def catalog_rows(path: Path = CATALOG) -> list[dict]:
     """The sample catalog's rows (productsearch.catalog's parser), as dicts."""
-    # not at import: runtimes' --rss-child imports this module; its peak RSS is the runtime's alone
-    from productsearch.catalog import LoadReport, parse_rows
-
     with open(path, newline="", encoding="utf-8") as handle:
         return list(parse_rows(handle, LoadReport()))
 
@@ -49,7 +48,4 @@ def queries(n: int, base: list[dict], seed: int = 7) -> list[str]:
 def texts(n: int, template: str, base: list[dict] | None = None) -> list[str]:
     """The texts emu would embed for rows(n): productsearch.documents.indexed_text with
     the EMBEDDING_TEXT_TEMPLATE `template`."""
-    # not at import: runtimes' --rss-child imports this module; its peak RSS is the runtime's alone
-    from productsearch.documents import indexed_text
-
     return [indexed_text(r, template) for r in rows(n, base)]

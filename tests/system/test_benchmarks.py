@@ -11,8 +11,9 @@ import pytest
 
 from tests.conftest import REPO, SHARED
 
-from benchmarks import beir, cuda, workload
+from benchmarks import beir, search_load, workload
 from benchmarks.metrics import evaluate
+from devstack.stack import free_port
 
 SCIFACT = SHARED / "data" / "beir-scifact"
 
@@ -99,9 +100,8 @@ def test_benchmark_at_a_tiny_size(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--sizes", "120,200", "--freshness-samples", "3",
          "--freshness-spacing", "0.2", "--concurrency", "1,2", "--search-requests", "8", "--output", str(out), "--chart", str(png),
-         # Minutes of work each at their fixed sizes: search_load has a tiny-size test in
-         # test_query_batching, cost one below; the capture and runtimes benchmarks run under make bench only.
-         "--skip-runtimes", "--skip-capture", "--skip-search-load", "--skip-cost"],
+         # Minutes of work at its fixed sizes: the cost benchmark has a tiny-size test of its own below.
+         "--skip-cost"],
         cwd=REPO, capture_output=True, text=True, timeout=880,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -120,20 +120,18 @@ def test_benchmark_at_a_tiny_size(tmp_path):
     assert r["backfill"][1]["raw_texts_per_s_before_after"][0] == r["backfill"][0]["raw_texts_per_s_before_after"][1]
     assert r["backfill"][0]["raw_texts_per_s_before_after"][0] == r["raw_embedding"]["texts_per_s"]
     assert r["ratio_b_over_a"] == r["backfill"][0]["ratio_to_raw"] and r["ratio_b_over_a_per_cpu_s"] > 0
-    assert r["search_breakdown"]["queries"] > 0 and r["search_breakdown"]["embed_ms"]["p50"] > 0
-    assert r["search_breakdown"]["embed_ms_1_thread"]["p50"] > 0
     fresh = r["freshness"]
     assert fresh["samples"] == 3 and 0 < fresh["p50_s"] <= fresh["p95_s"] <= fresh["max_s"]
     search = r["search"]
-    if (REPO / "apps" / "frontend" / "frontend" / "__main__.py").exists():
-        assert set(search["levels"]) == {"1", "2"}
-        for level in search["levels"].values():
-            assert level["requests"] > 0 and level["errors"] == 0
-            assert 0 < level["p50_ms"] <= level["p95_ms"] <= level["p99_ms"] and level["qps"] > 0
-    assert "machine:" in proc.stdout and "(b)/(a)" in proc.stdout
-    if r["cuda"].get("skipped") and cuda.stored_gpu_backfill() is not None:  # no GPU here: the stored figures are printed
-        assert r["cuda"]["backfill"] == cuda.stored_gpu_backfill()
-        assert "GPU end-to-end backfill" in proc.stdout and "N=50,000" in proc.stdout
+    assert search["rows_indexed"] == 120 and set(search["levels"]) == {"1", "2"}
+    for level in search["levels"].values():
+        assert level["requests"] == 8 and level["errors"] == 0
+        assert 0 < level["p50_ms"] <= level["p95_ms"] <= level["p99_ms"] and level["qps"] > 0
+    assert search["frontend_memory_kib"]["peak_rss_kib"] > 0
+    stages = search["breakdown"]
+    assert stages["queries"] > 0 and stages["query_runtime"]
+    assert all(stages[k]["p50"] > 0 for k in ("embed_ms", "index_query_ms", "postgres_rows_ms"))
+    assert "machine:" in proc.stdout and "(b)/(a)" in proc.stdout and "search,  2 client(s)" in proc.stdout
 
 
 @pytest.mark.stack
@@ -155,42 +153,6 @@ def test_evaluate_beir_against_a_running_stack_leaves_its_rows_out_and_cleans_up
     left = parts.conn.execute("SELECT count(*) AS n FROM products WHERE category = 'beir-scifact-tiny'").fetchone()["n"]
     assert left == 0
     assert parts.conn.execute("SELECT count(*) AS n FROM products").fetchone()["n"] == len(catalog)
-
-
-def test_ordering_benchmark_runs_both_queue_kinds_at_tiny_size(tmp_path):
-    out = tmp_path / "ordering.json"
-    done = subprocess.run([sys.executable, "-m", "benchmarks.ordering", "--rows", "60", "--rounds", "1",
-                           "--freshness-samples", "2", "--freshness-spacing", "0.1", "--output", str(out)],
-                          capture_output=True, text=True, timeout=900, cwd=REPO)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    result = json.loads(out.read_text())
-    assert [r["kind"] for r in result["runs"]] == ["standard", "fifo"]
-    assert all(r["rows_per_s"] > 0 and r["freshness_p95_s"] > 0 for r in result["runs"])
-    assert set(result["fifo_over_standard"]) == {"rows_per_s", "freshness_p50_s", "freshness_p95_s"}
-    assert "fifo/std" in done.stdout
-
-
-def test_capture_benchmark_builds_every_design_and_counts_what_each_captures(tmp_path):
-    """benchmarks.capture at a tiny size: every capture design's schema builds, pgbench
-    runs against each, the bulk UPDATE's captured rows say which designs capture
-    (every row once) and which does not (`none`), and every design stamps versions."""
-    out = tmp_path / "capture.json"
-    products = 40
-    done = subprocess.run([sys.executable, "-m", "benchmarks.capture", "--duration", "1", "--rounds", "1", "--clients", "2",
-                           "--products", str(products), "--bulk-rounds", "1", "--freshness-samples", "2",
-                           "--freshness-spacing", "0.1", "--idle-window", "1", "--output", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    result = json.loads(out.read_text())
-    writers = result["writers"]["variants"]
-    assert set(writers) == {"old", "after", "new", "statement", "none"}
-    assert all(v["tps_median"] > 0 for v in writers.values())
-    captured = {name: v["changes_captured"] for name, v in result["bulk"]["variants"].items()}
-    assert captured == {"old": products, "after": products, "new": products, "statement": products, "none": 0}
-    # Every design stamps each updated row's version, `none` too: it differs from new by the capture alone.
-    assert {name: v["versions_raised"] for name, v in result["bulk"]["variants"].items()} == dict.fromkeys(captured, products)
-    assert writers["new"]["notifications_per_s_median"] == 0
-    assert {name: f["samples"] for name, f in result["freshness"].items()} == {"new": 2, "old": 2}
 
 
 @pytest.mark.timeout(900)
@@ -224,3 +186,40 @@ def test_cost_benchmark_counts_each_shapes_requests_at_a_tiny_size(tmp_path):
     lo = r["latency_overlap"]
     assert lo["added_ms"] == 20 and len(lo["ratios"]) == len(lo["ratios_everywhere"]) == 3 and lo["ratio"] > 0
     assert "index requests per 1,000 rows of a bulk insert" in proc.stdout
+
+
+# -- search under concurrency (benchmarks.search_load) ------------------------------------------
+def test_the_search_workload_never_repeats_a_query_and_says_when_it_runs_out():
+    base = workload.catalog_rows()
+    fresh = search_load.UniqueQueries(base, 600)
+    texts = [fresh.take() for _ in range(len(fresh))]
+    assert len(texts) > 500 and len(set(texts)) == len(texts)
+    with pytest.raises(RuntimeError, match="distinct queries are used up"):
+        fresh.take()
+
+
+def test_the_load_generators_client_counts_a_refused_connection_as_an_error():
+    with pytest.raises(ValueError, match="http://"):
+        search_load.SearchClient("https://127.0.0.1:1")
+    client = search_load.SearchClient(f"http://127.0.0.1:{free_port()}", timeout=5)
+    assert client.search({"query": "lamp"}) is False  # nothing listens: an error, not an exception
+    client.close()
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(600)
+def test_the_search_load_benchmark_runs_at_a_tiny_size(tmp_path):
+    out = tmp_path / "search-load.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.search_load", "--rows", "30", "--concurrency", "1,4",
+                           "--requests", "12", "--output", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=580)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["rows"] == 30 and set(r["levels"]) == {"1", "4"}
+    for level in r["levels"].values():
+        assert level["requests"] == 12 and level["errors"] == 0 and level["qps"] > 0 and level["p95_ms"] > 0
+        assert level["client_cpu_ms_per_request"] > 0  # the load generator's own cost is reported
+    # The breakdown embeds with the frontend's query runtime (on a CPU: ONNX Runtime on one
+    # thread), not emu's torch.
+    assert "via onnxruntime" in r["breakdown"]["query_runtime"] and "1 thread)" in r["breakdown"]["query_runtime"]
+    assert r["machine"]["cores"] >= 1 and "machine:" in proc.stdout and "search,  4 client(s)" in proc.stdout
