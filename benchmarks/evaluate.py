@@ -36,6 +36,7 @@ from benchmarks.metrics import evaluate
 from benchmarks.pipeline import Pipeline
 from productsearch import search as search_module
 from productsearch.embedding import Embedder
+from productsearch.fusion import DOCUMENT_HYBRID_ALPHA
 from productsearch.search import MAX_QUERY_CHARS, NORMALISATIONS, InvalidSearch, ProductSearch, SearchFilters
 from productsearch.settings import EmbeddingSettings, query_embedding_env
 
@@ -125,6 +126,15 @@ def main(argv=None) -> int:  # noqa: C901 (one branch per option and per failed 
     alpha, normalisation = search_module.HYBRID_ALPHA, search_module.SPARSE_NORMALISATION
     tuning = None
     pipeline = Pipeline.running(args.use_running_stack) if args.use_running_stack else Pipeline.own(say)
+    index_api = pipeline.env.get("PINECONE_INDEX_API", "vectors")
+    if index_api == "documents" and args.tune:
+        pipeline.close()
+        raise SystemExit("--tune sweeps the legacy index's one-query weighting; a document index's fusion is "
+                         "tuned by python -m benchmarks.document_index")
+    # On a document index hybrid is two searches fused in the client, weighted by
+    # productsearch.fusion (tuned by benchmarks.document_index), not by alpha here.
+    hybrid_method = (f"score fusion, alpha {DOCUMENT_HYBRID_ALPHA}" if index_api == "documents"
+                     else None)
     with pipeline:
         timings["stack_start_s"] = time.monotonic() - started
         own = pipeline.is_own
@@ -209,6 +219,7 @@ def main(argv=None) -> int:  # noqa: C901 (one branch per option and per failed 
         "min_hybrid_ndcg": args.min_hybrid_ndcg,
         "modes": {mode: {"ndcg@10": round(scores[mode]["ndcg@10"], 5), "recall@100": round(scores[mode]["recall@100"], 5)}
                   for mode in MODES},
+        "index_api": index_api,
         "hybrid_weighting": {"alpha": alpha, "sparse_normalisation": normalisation,
                              "chosen_on": f"{args.tune_split} split, this run" if tuning else "productsearch.search constants",
                              "matches_the_constants": (alpha, normalisation) == (search_module.HYBRID_ALPHA,
@@ -244,7 +255,7 @@ def main(argv=None) -> int:  # noqa: C901 (one branch per option and per failed 
                 f"{search_module.SPARSE_NORMALISATION!r}; set them to these values")
     ref_text = f"   published {reference:.5f}   delta {ndcg - reference:+.5f}" if reference is not None else (
         "   (a subset: not comparable with the published score)" if subset else "")
-    say(f"  nDCG@10 hybrid   {hybrid:.5f}   (alpha {alpha}, {normalisation})")
+    say(f"  nDCG@10 hybrid   {hybrid:.5f}   ({hybrid_method or f'alpha {alpha}, {normalisation}'}; {index_api} API)")
     say(f"  nDCG@10 semantic {ndcg:.5f}{ref_text}")
     say(f"  nDCG@10 keyword  {scores['keyword']['ndcg@10']:.5f}")
     say(f"  recall@100       hybrid {scores['hybrid']['recall@100']:.5f}, semantic {recall:.5f}, "
