@@ -57,9 +57,6 @@ class DevStack(ProcessSupervisor):
     aws_port: int = 55000
     index_port: int = 55081
     frontend_port: int = 7860
-    # FIFO queues, as messaging/ deploys them; False gives standard queues (the
-    # benchmark measures what ordering costs by running both).
-    fifo: bool = True
     # Milliseconds the index server and the SQS/SNS server add to each API request, as
     # the network to Pinecone and AWS would; devstack.costs.set_latency changes them
     # while the stack runs, and read_stats / reset_stats read their request counters.
@@ -97,7 +94,7 @@ class DevStack(ProcessSupervisor):
         return f"{self.aws_endpoint}/123456789012/{name}"
 
     def _queue_name(self, base: str) -> str:
-        return f"{base}.fifo" if self.fifo else base
+        return f"{base}.fifo"  # FIFO queues, as messaging/ deploys them
 
     def env(self) -> dict[str, str]:
         """What every app and script needs to reach every part (written to stack.env)."""
@@ -161,7 +158,7 @@ class DevStack(ProcessSupervisor):
         sqs = self.aws_client("sqs")
         # The same settings as messaging/ (infra/messaging.py JobQueues).
         fifo = {"FifoQueue": "true", "DeduplicationScope": "messageGroup",
-                "FifoThroughputLimit": "perMessageGroupId"} if self.fifo else {}
+                "FifoThroughputLimit": "perMessageGroupId"}
         dlq = sqs.create_queue(QueueName=self._queue_name("product-jobs-dlq"),
                                Attributes={"MessageRetentionPeriod": str(14 * 86400), **fifo})
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq["QueueUrl"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
