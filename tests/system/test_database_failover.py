@@ -102,7 +102,7 @@ def test_a_silent_connection_fails_instead_of_hanging(stack, proxy):
 
 def test_pelican_notices_a_silent_drop_reconnects_and_ships_what_changed_meanwhile(stack, parts, proxy):
     stack.start_app("emu")
-    pelican = stack.start_app("pelican", {"DATABASE_URL": via(stack, proxy), "PELICAN_POLL_INTERVAL_SECONDS": "1", **SCALED})
+    pelican = stack.start_app("pelican", {"DATABASE_URL": via(stack, proxy), **SCALED}, options={"poll_interval_seconds": 1})
     first = parts.insert("Before Drop", "shipped while the network was fine")
     wait_until(lambda: parts.vector(first), 90, what="first row indexed")
     wait_until(lambda: app_connections(parts, "pelican", "pelican-listen") == 2, 30, what="pelican's two connections open")
@@ -160,7 +160,7 @@ def empty_database(stack):
 
 
 def test_pelican_started_before_the_schema_waits_for_it(stack, parts, empty_database):
-    pelican = stack.start_app("pelican", {"DATABASE_URL": empty_database, "PELICAN_POLL_INTERVAL_SECONDS": "1"})
+    pelican = stack.start_app("pelican", {"DATABASE_URL": empty_database}, options={"poll_interval_seconds": 1})
     wait_until(lambda: log_text(stack, "pelican").count("schema not found; waiting") >= 3, 60,
                what="pelican waiting for the schema, several times")
     assert pelican.poll() is None, "pelican exited instead of waiting:\n" + log_text(stack, "pelican")[-3000:]

@@ -404,7 +404,7 @@ def test_status_shows_the_age_of_an_unsynced_change(front):
         read_at = datetime.strptime(status["read_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
         assert changed_at <= read_at <= datetime.now(timezone.utc)
     finally:
-        front.stack.start_app("pelican", frontend_stack.FAST)
+        front.stack.start_app("pelican", options=frontend_stack.FAST)
     wait_until(lambda: front.parts.pending_changes() == 0, 60, what="pelican caught up")
 
 

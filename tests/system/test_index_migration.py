@@ -80,7 +80,7 @@ def test_migration_builds_the_next_index_while_the_old_one_serves_then_switches(
     rows = len(filler) + 2
     both = {"PINECONE_NEXT_HOST": next_index.url}
     stack.start_app("frontend", both)  # first: its model load overlaps the sync
-    stack.start_app("pelican", {"PELICAN_POLL_INTERVAL_SECONDS": "1"})
+    stack.start_app("pelican", options={"poll_interval_seconds": 1})
     stack.start_app("emu")
     wait_until(lambda: old.count() == rows and parts.pending_changes() == 0, 180, interval=0.5, what="rows in the old index")
     wait_until(lambda: _healthy(stack), 180, interval=0.5, what="frontend /healthz 200")
@@ -114,7 +114,7 @@ def test_migration_builds_the_next_index_while_the_old_one_serves_then_switches(
         edited = parts.conn.execute("SELECT version FROM products WHERE id = %s", (telescope,)).fetchone()["version"]
         parts.conn.execute("DELETE FROM products WHERE id = %s", (doomed,))
 
-        stack.start_app("pelican", {"PELICAN_POLL_INTERVAL_SECONDS": "1"})
+        stack.start_app("pelican", options={"poll_interval_seconds": 1})
         assert command.wait(timeout=300) == 0, log.read_text()
     finally:
         if command.poll() is None:

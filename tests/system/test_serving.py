@@ -33,7 +33,7 @@ def in_flight(parts) -> int:
 def test_emu_stops_within_its_stop_timeout_and_hands_everything_back(parts, stack):
     stop_timeout = 12
     ids = parts.insert_many(1200, prefix="drain")
-    stack.start_app("pelican", {"PELICAN_POLL_INTERVAL_SECONDS": "1", "PELICAN_CHANGES_PER_MESSAGE": "60"})
+    stack.start_app("pelican", options={"poll_interval_seconds": 1, "changes_per_message": 60})
     # Every upsert request takes 4 s, one at a time: the work in hand (600 changes or
     # more, at least three requests) takes longer to write than the deadline allows.
     kit.inject_index_fault(stack, status=None, delay_seconds=4, count=100_000, paths=["/vectors/upsert"])

@@ -18,6 +18,7 @@ infra.env_contract derives the environment contract from all of them.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import string
@@ -31,7 +32,7 @@ from urllib.parse import quote
 
 from pydantic import ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, CliSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 # The table's column names: a stdlib-only module, so settings imports no domain code.
 from productsearch.products import CONTENT_COLUMNS
@@ -179,6 +180,51 @@ def require(section: EnvSection, name: str) -> Any:
     if value is None:
         raise ConfigError(f"{name} is not set")
     return value
+
+
+class Tuning(BaseSettings):
+    """Values no deployment sets: each field, declared once with its default, bounds
+    (`Field(ge=, le=)`) and meaning (`description`), is a constructor parameter in
+    process and an option of the app's command line (`--field-name`, kebab case),
+    which tests use to scale waits down in a subprocess. None is an environment
+    variable. A malformed value raises ConfigError naming the option."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        # Only the constructor's arguments (and the command line, when one is given).
+        return (init_settings,)
+
+    @classmethod
+    def add_options(cls, parser: argparse.ArgumentParser) -> CliSettingsSource:
+        """Add one option per field to `parser`; pass the result, with the parsed
+        arguments, to `build`."""
+        return CliSettingsSource(cls, root_parser=parser, cli_kebab_case=True)
+
+    @classmethod
+    def build(cls, options: CliSettingsSource | None = None, args: argparse.Namespace | None = None, **given: Any):
+        """An instance from `given` field values, the command line's options winning.
+        Raises ConfigError naming the option that is out of bounds or malformed."""
+        try:
+            if options is None:
+                return cls(**given)
+            return cls(_cli_settings_source=options(parsed_args=args), **given)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            if first["type"] == "value_error":  # a validator's own message names what is wrong
+                raise ConfigError(first["msg"].removeprefix("Value error, ")) from None
+            option = "--" + str(first["loc"][0]).replace("_", "-")
+            raise ConfigError(f"{option}: {first['msg']}, got {first['input']!r}") from None
+
+    @classmethod
+    def parse(cls, argv: list[str], **given: Any):
+        """An instance from command-line options alone (`argv`), as the app's command
+        line reads them. Raises ConfigError."""
+        parser = argparse.ArgumentParser()
+        options = cls.add_options(parser)
+        return cls.build(options, parser.parse_args(argv), **given)
 
 
 # --- Sections shared by several settings classes (each variable declared once) ---

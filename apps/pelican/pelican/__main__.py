@@ -22,7 +22,8 @@ from productsearch.settings import (AppRoleSettings, ConfigError, DatabaseSettin
 def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one branch per subcommand)
     parser = argparse.ArgumentParser(prog="pelican", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="ship captured changes to the jobs queue until SIGTERM")
+    run = sub.add_parser("run", help="ship captured changes to the jobs queue until SIGTERM")
+    tuning = PelicanSettings.add_options(run)
     sub.add_parser("migrate", help="apply the schema (idempotent, safe to run concurrently)")
     sub.add_parser("grant-roles", help="as the administrator, after migrate: create the apps' database roles from "
                                        "PELICAN_DATABASE_SECRET_ARN and FRONTEND_DATABASE_SECRET_ARN and grant "
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one branch per su
         logs.configure("pelican")
         database = DatabaseSettings.from_env()
         if args.command == "run":
-            service = Pelican(database, QueueSettings.from_env(), PelicanSettings.from_env())
+            service = Pelican(database, QueueSettings.from_env(), PelicanSettings.from_env(options=tuning, args=args))
             service.install_signal_handlers()
             service.run()
         elif args.command == "migrate":

@@ -53,20 +53,26 @@ def test_embedding_settings_reject_bad_values(env, name):
 
 
 def test_pelican_settings_bounds():
-    with pytest.raises(ConfigError, match="PELICAN_CHANGES_PER_MESSAGE"):
-        PelicanSettings.from_env({"PELICAN_CHANGES_PER_MESSAGE": "100000"})
+    with pytest.raises(ConfigError, match="--changes-per-message"):
+        PelicanSettings.parse(["--changes-per-message", "100000"])
     assert PelicanSettings.from_env({}).changes_per_message == 150
+
+
+def test_pelican_tuning_is_no_environment_variable():
+    assert PelicanSettings.from_env({"PELICAN_CHANGES_PER_MESSAGE": "5", "changes_per_message": "5"}
+                                    ).changes_per_message == 150
+    assert PelicanSettings.from_env({}, changes_per_message=5).changes_per_message == 5
 
 
 def test_pelican_backpressure_settings_default_and_bounds():
     defaults = PelicanSettings.from_env({})
     assert (defaults.max_queued_messages, defaults.queue_check_interval_seconds) == (1000, 5.0)
-    scaled = PelicanSettings.from_env({"PELICAN_MAX_QUEUED_MESSAGES": "4", "PELICAN_QUEUE_CHECK_INTERVAL_SECONDS": "0.2"})
+    scaled = PelicanSettings.parse(["--max-queued-messages", "4", "--queue-check-interval-seconds", "0.2"])
     assert (scaled.max_queued_messages, scaled.queue_check_interval_seconds) == (4, 0.2)
-    for name, bad in (("PELICAN_MAX_QUEUED_MESSAGES", "0"), ("PELICAN_MAX_QUEUED_MESSAGES", "120001"),
-                      ("PELICAN_QUEUE_CHECK_INTERVAL_SECONDS", "0.01")):
+    for name, bad in (("--max-queued-messages", "0"), ("--max-queued-messages", "120001"),
+                      ("--queue-check-interval-seconds", "0.01"), ("--queue-check-interval-seconds", "soon")):
         with pytest.raises(ConfigError, match=name):
-            PelicanSettings.from_env({name: bad})
+            PelicanSettings.parse([name, bad])
 
 
 def test_apps_exit_with_a_message_naming_the_missing_setting():
@@ -126,7 +132,7 @@ def test_a_malformed_database_secret_arn_is_named(arn):
 
 
 def test_pelican_metric_settings_default_off_and_validate_the_namespace():
-    base = {"PELICAN_POLL_INTERVAL_SECONDS": "1"}
+    base: dict[str, str] = {}
     off = PelicanSettings.from_env(base)
     assert (off.cloudwatch_namespace, off.deployment_name, off.metric_interval_seconds) == (None, "local", 60)
     on = PelicanSettings.from_env({**base, "CLOUDWATCH_NAMESPACE": "ProductSearch", "DEPLOYMENT_NAME": "prod"})
@@ -134,8 +140,8 @@ def test_pelican_metric_settings_default_off_and_validate_the_namespace():
     for bad in ("AWS/SQS", "x" * 256):
         with pytest.raises(ConfigError, match="CLOUDWATCH_NAMESPACE"):
             PelicanSettings.from_env({**base, "CLOUDWATCH_NAMESPACE": bad})
-    with pytest.raises(ConfigError, match="PELICAN_METRIC_INTERVAL_SECONDS"):
-        PelicanSettings.from_env({**base, "PELICAN_METRIC_INTERVAL_SECONDS": "0"})
+    with pytest.raises(ConfigError, match="--metric-interval-seconds"):
+        PelicanSettings.parse(["--metric-interval-seconds", "0"])
 
 
 def test_query_embedding_defaults_sit_beneath_what_the_environment_sets():
