@@ -89,7 +89,7 @@ def test_migration_builds_the_next_index_while_the_old_one_serves_then_switches(
     # `pulumi up` compute: emu now writes both indexes. Pelican stays stopped to hold the build.
     stack.stop("emu")
     stack.stop("pelican")
-    stack.start_app("emu", {**both, "EMU_MAX_INDEX_ATTEMPTS": "2"})
+    stack.start_app("emu", both, options={"max_index_attempts": 2})
     # The next index fails more upserts than one write's attempts: a batch written to the old
     # index and refused by the new one is held and written again, to both. (9: the SDK's
     # data-plane client also retries, up to 3 times per attempt.)

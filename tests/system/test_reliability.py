@@ -145,7 +145,7 @@ def test_queue_endpoint_down_for_a_while(parts, stack):
 
 def test_index_429_and_500_for_a_stretch(parts, stack):
     stack.start_app("pelican", options=FAST)
-    stack.start_app("emu", {"EMU_MAX_INDEX_ATTEMPTS": "10"})
+    stack.start_app("emu", options={"max_index_attempts": 10})
     kit.inject_index_fault(stack, status=429, count=12, paths=["/vectors/upsert"], retry_after_seconds=0)
     kit.inject_index_fault(stack, status=500, count=12, paths=["/vectors/fetch"])
     ids = parts.insert_many(60, prefix="flaky")
@@ -156,7 +156,7 @@ def test_index_429_and_500_for_a_stretch(parts, stack):
 
 def test_slow_index_times_out_and_recovers(parts, stack):
     stack.start_app("pelican", options=FAST)
-    stack.start_app("emu", {"EMU_MAX_INDEX_ATTEMPTS": "10"})
+    stack.start_app("emu", options={"max_index_attempts": 10})
     kit.inject_index_fault(stack, status=None, delay_seconds=12, count=3, paths=["/vectors/upsert"])
     ids = parts.insert_many(10, prefix="slow")
     wait_until(lambda: all(parts.vector(i) for i in ids), 240, interval=1, what="rows indexed after timeouts")

@@ -37,8 +37,8 @@ def test_emu_stops_within_its_stop_timeout_and_hands_everything_back(parts, stac
     # Every upsert request takes 4 s, one at a time: the work in hand (600 changes or
     # more, at least three requests) takes longer to write than the deadline allows.
     kit.inject_index_fault(stack, status=None, delay_seconds=4, count=100_000, paths=["/vectors/upsert"])
-    stack.start_app("emu", {"EMU_STOP_TIMEOUT_SECONDS": str(stop_timeout), "EMU_INDEX_TIMEOUT_SECONDS": "5",
-                            "EMU_INDEX_REQUESTS_IN_FLIGHT": "1"})
+    stack.start_app("emu", {"EMU_STOP_TIMEOUT_SECONDS": str(stop_timeout)},
+                    options={"index_timeout_seconds": 5, "index_requests_in_flight": 1})
     wait_until(lambda: in_flight(parts) >= 10, 120, what="emu holding 10 messages of 60 changes")
 
     started = time.monotonic()

@@ -207,6 +207,10 @@ class Tuning(BaseSettings):
     def build(cls, options: CliSettingsSource | None = None, args: argparse.Namespace | None = None, **given: Any):
         """An instance from `given` field values, the command line's options winning.
         Raises ConfigError naming the option that is out of bounds or malformed."""
+        # A CliSuppress field comes from the environment, never from the command line.
+        for name in vars(args or argparse.Namespace()):
+            if name in cls.model_fields and argparse.SUPPRESS in cls.model_fields[name].metadata:
+                raise ConfigError(f"--{name.replace('_', '-')} is not an option (its environment variable sets it)")
         try:
             if options is None:
                 return cls(**given)
