@@ -53,7 +53,7 @@ from benchmarks.search_load import search_breakdown, search_latency
 from benchmarks.throughput import raw_throughput, time_embedding
 from devstack.waiting import wait_until
 from productsearch.embedding import Embedder
-from productsearch.settings import EmbeddingSettings, query_embedding_env
+from productsearch.settings import EmbeddingSettings
 
 
 def parse_args(argv=None):
@@ -253,7 +253,7 @@ def main(argv=None) -> int:
                     result["search"]["frontend_memory_kib"] = memory_of(pipeline.stack.processes["frontend"].pid)
                     pipeline.stop_app("frontend")
                 # The frontend's own query runtime (frontend.__main__'s defaults), beside emu's.
-                query_embedder = Embedder(EmbeddingSettings.from_env(query_embedding_env(pipeline.app_env(extra))))
+                query_embedder = Embedder(EmbeddingSettings.for_queries(pipeline.app_env(extra)))
                 result["search_breakdown"] = search_breakdown(pipeline, embedder, workload.queries(200, base),
                                                               query_embedder=query_embedder)
                 say(f"    search path in process, per stage: {result['search_breakdown']}")

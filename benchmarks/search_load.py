@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Search throughput and latency under concurrency: POST /api/search on two frontend
 processes side by side on one private local stack, one with query batching and the
-query cache on (the defaults), one with both off (FRONTEND_QUERY_BATCH_MAX=1,
-FRONTEND_QUERY_CACHE_SIZE=0: each query embedded alone in its request's thread).
+query cache on (the defaults), one with both off (--query-embedding.max-batch 1
+--query-embedding.cache-size 0: each query embedded alone in its request's thread).
 
 The stack holds the sample catalog (its 9,999 rows by default), loaded by
 `pelican backfill` and emu as in benchmarks.backfill; pelican and emu
@@ -52,9 +52,9 @@ from devstack.waiting import wait_until
 from productsearch.products import ROWS_BY_IDS
 from productsearch.settings import EmbeddingSettings
 
-# The two configurations measured side by side (frontend instance name -> settings).
+# The two configurations measured side by side (frontend instance name -> its options).
 CONFIGS = {
-    "off": {"FRONTEND_QUERY_BATCH_MAX": "1", "FRONTEND_QUERY_CACHE_SIZE": "0"},
+    "off": {"query_embedding.max_batch": 1, "query_embedding.cache_size": 0},
     "on": {},  # the defaults: batching and the cache on
 }
 DEFAULT_LEVELS = (1, 4, 16, 64)
@@ -225,7 +225,7 @@ def start_frontends(pipeline: Pipeline, app_env: dict[str, str]) -> dict[str, st
     urls = {}
     for name, settings in CONFIGS.items():
         port = free_port()
-        pipeline.stack.start_app("frontend", {**app_env, **settings, "FRONTEND_PORT": str(port)},
+        pipeline.stack.start_app("frontend", {**app_env, "FRONTEND_PORT": str(port)}, options=settings,
                                  instance=f"frontend-{name}")
         urls[name] = f"http://127.0.0.1:{port}"
     for name, url in urls.items():
@@ -426,7 +426,7 @@ def search_breakdown(pipeline: Pipeline, embedder, queries: list[str], n: int = 
     query, the index query (top_k 10, metadata), reading the rows from Postgres; p50
     and p95 in ms per stage over the first n queries. `embedder` is emu's (torch by
     default); its embedding is timed again with one torch thread. `query_embedder`, when
-    given, is the frontend's (productsearch.settings.QUERY_EMBEDDING_DEFAULTS),
+    given, is the frontend's (productsearch.settings.EmbeddingSettings.for_queries),
     and the "embed_ms" stage is its; "embed_ms_emu_runtime" is then `embedder`'s."""
     stages: dict[str, list[float]] = {"embed_ms": [], "index_query_ms": [], "postgres_rows_ms": []}
     frontend_embedder = query_embedder or embedder
@@ -471,8 +471,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeat-clients", type=int, default=16)
     p.add_argument("--mode", help="the API's search mode field (default: none sent, the API's default)")
     p.add_argument("--app-env", action="append", default=[], metavar="KEY=VALUE",
-                   help="a setting for every app, e.g. FRONTEND_QUERY_BATCH_MAX=8 (repeatable; the 'off' "
-                   "frontend still gets batching and the cache off)")
+                   help="a variable for every app, e.g. EMBEDDING_RUNTIME=onnx (repeatable)")
     args = p.parse_args(argv)
     result = run(rows=args.rows, levels=tuple(int(s) for s in args.concurrency.split(",") if s.strip()),
                  requests=args.requests, max_seconds=args.seconds, rounds=args.rounds,

@@ -79,7 +79,8 @@ class FrontendStack:
 
 
 def start(stack, rows: int = 200, editor: tuple[str, str] | None = EDITOR,
-          frontend_env: dict[str, str] | None = None) -> FrontendStack:
+          frontend_env: dict[str, str] | None = None, frontend_options: dict[str, object] | None = None
+          ) -> FrontendStack:
     """Resets the parts, loads `rows` catalog rows and starts pelican, emu and the
     frontend; returns when every row is in the index and /healthz answers 200."""
     from productsearch.catalog import load_catalog
@@ -97,7 +98,7 @@ def start(stack, rows: int = 200, editor: tuple[str, str] | None = EDITOR,
 
     env = {"EDITOR_USERNAME": editor[0], "EDITOR_PASSWORD": editor[1]} if editor else {}
     env.update(frontend_env or {})
-    stack.start_app("frontend", env)  # first: its model load overlaps emu's
+    stack.start_app("frontend", env, options=frontend_options)  # first: its model load overlaps emu's
     stack.start_app("pelican", options=FAST)
     stack.start_app("emu")
     started = time.monotonic()

@@ -33,8 +33,8 @@ NON_FINITE = [float("nan"), float("inf"), float("-inf")]
 @pytest.fixture(scope="module")
 def front(stack):
     # A throttle that never trips: hostile saves fail logins by the hundred.
-    f = frontend_stack.start(stack, rows=60, frontend_env={"EDITOR_LOGIN_MAX_FAILURES": "1000",
-                                                           "EDITOR_LOGIN_WINDOW_SECONDS": "1"})
+    f = frontend_stack.start(stack, rows=60, frontend_options={"logins.max_failures": 1000,
+                                                               "logins.window_seconds": 1})
     yield f
     frontend_stack.stop(f)
 

@@ -66,8 +66,8 @@ def test_emu_stops_within_its_stop_timeout_and_hands_everything_back(parts, stac
 def front(stack, tmp_path_factory):
     temp = tmp_path_factory.mktemp("gradio-temp")
     f = frontend_stack.start(stack, rows=50, frontend_env={
-        "LOAD_BALANCER_IDLE_TIMEOUT_SECONDS": str(LB_IDLE_SECONDS), "GRADIO_TEMP_DIR": str(temp),
-        "FRONTEND_INDEX_TIMEOUT_SECONDS": "2"})
+        "LOAD_BALANCER_IDLE_TIMEOUT_SECONDS": str(LB_IDLE_SECONDS), "GRADIO_TEMP_DIR": str(temp)},
+        frontend_options={"index_timeout_seconds": 2})
     f.gradio_temp = temp
     yield f
     kit.clear_index_faults(f.stack)

@@ -219,7 +219,7 @@ class Tuning(BaseSettings):
             first = exc.errors()[0]
             if first["type"] == "value_error":  # a validator's own message names what is wrong
                 raise ConfigError(first["msg"].removeprefix("Value error, ")) from None
-            option = "--" + str(first["loc"][0]).replace("_", "-")
+            option = "--" + ".".join(str(part).replace("_", "-") for part in first["loc"])
             raise ConfigError(f"{option}: {first['msg']}, got {first['input']!r}") from None
 
     @classmethod
@@ -585,21 +585,16 @@ EMBEDDING_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDING_MAX_TOKENS = 256
 EMBEDDING_RUNTIMES = ("auto", "torch", "onnx", "openvino")
 EMBEDDING_QUANTIZATIONS = ("none", "int8")
-# The frontend's defaults for embedding queries, where emu's defaults (torch, one thread
-# per core) suit batches of 64 documents. A search embeds one short query or a small
-# batch. One thread: on a busy machine a second one spends its time in the thread
-# hand-off and being preempted, far more than it saves on one short text; and ONNX
-# Runtime on one thread embeds a single query faster than torch does, at equal vectors
-# (docs/benchmarks.md, "Embedding runtimes on CPU"). auto is ONNX Runtime on a CPU and torch on a
-# GPU. frontend.__main__ applies them beneath the environment; the benchmarks and the
-# evaluation embed queries with them too, so they measure the search as the frontend
-# runs it.
-QUERY_EMBEDDING_DEFAULTS = {"EMBEDDING_RUNTIME": "auto", "EMBEDDING_THREADS": "1"}
-
-
-def query_embedding_env(env: Mapping[str, str]) -> dict[str, str]:
-    """`env` with QUERY_EMBEDDING_DEFAULTS beneath it: a variable `env` sets wins."""
-    return {**QUERY_EMBEDDING_DEFAULTS, **env}
+# How the frontend embeds queries (EmbeddingSettings.for_queries), where emu's defaults
+# (torch, one thread per core) suit batches of 64 documents. A search embeds one short
+# query or a small batch. One thread: on a busy machine a second one spends its time in
+# the thread hand-off and being preempted, far more than it saves on one short text; and
+# ONNX Runtime on one thread embeds a single query faster than torch does, at equal
+# vectors (docs/benchmarks.md, "Embedding runtimes on CPU"). auto is ONNX Runtime on a
+# CPU and torch on a GPU. The benchmarks and the evaluation embed queries so too, so they
+# measure the search as the frontend runs it.
+QUERY_EMBEDDING_RUNTIME = "auto"
+QUERY_EMBEDDING_THREADS = 1
 
 
 class EmbeddingEnv(DimensionEnv, TextTemplateEnv):
@@ -610,7 +605,6 @@ class EmbeddingEnv(DimensionEnv, TextTemplateEnv):
     EMBEDDING_DEVICE: Annotated[str, Var("auto, cpu or cuda[:N]")] = "auto"
     EMBEDDING_BATCH_SIZE: Annotated[int, Var("texts per forward pass", minimum=1, maximum=4096)] = 64
     EMBEDDING_QUANTIZE: Annotated[str, Var("none or int8 (torch only)")] = "none"
-    EMBEDDING_THREADS: Annotated[int, Var("intra-op threads; 0: one per core", minimum=0, maximum=256)] = 0
     EMBEDDING_RUNTIME: Annotated[str, Var("auto, torch, onnx or openvino")] = "torch"
     EMBEDDING_CACHE_DIR: Annotated[str | None, Var(
         "where ONNX/OpenVINO exports are kept (default $XDG_CACHE_HOME/productsearch)")] = None
@@ -649,6 +643,13 @@ class EmbeddingSettings:
     cache_dir: str = ""
 
     @classmethod
+    def for_queries(cls, env: Mapping[str, str] = os.environ) -> EmbeddingSettings:
+        """As the frontend embeds queries: EMBEDDING_RUNTIME defaults to
+        QUERY_EMBEDDING_RUNTIME, on QUERY_EMBEDDING_THREADS threads. Raises ConfigError."""
+        return replace(cls.from_env({"EMBEDDING_RUNTIME": QUERY_EMBEDDING_RUNTIME, **env}),
+                       threads=QUERY_EMBEDDING_THREADS)
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> EmbeddingSettings:
         """Raises ConfigError naming the variable that is missing or malformed."""
         e = EmbeddingEnv.read(env)
@@ -680,7 +681,6 @@ class EmbeddingSettings:
             batch_size=e.EMBEDDING_BATCH_SIZE,
             text_template=template,
             quantize_int8=quantize == "int8",
-            threads=e.EMBEDDING_THREADS,
             runtime=runtime,
             cache_dir=e.EMBEDDING_CACHE_DIR or str(Path(cache_base) / "productsearch"),
         )

@@ -144,12 +144,10 @@ def test_pelican_metric_settings_default_off_and_validate_the_namespace():
         PelicanSettings.parse(["--metric-interval-seconds", "0"])
 
 
-def test_query_embedding_defaults_sit_beneath_what_the_environment_sets():
-    from productsearch.settings import query_embedding_env
-
-    frontend = EmbeddingSettings.from_env(query_embedding_env({}))
+def test_queries_are_embedded_on_their_own_defaults_beneath_the_environment():
+    frontend = EmbeddingSettings.for_queries({})
     assert (frontend.runtime, frontend.threads) == ("auto", 1)
     emu = EmbeddingSettings.from_env({})
     assert (emu.runtime, emu.threads) == ("torch", 0)
-    told = EmbeddingSettings.from_env(query_embedding_env({"EMBEDDING_RUNTIME": "torch", "EMBEDDING_THREADS": "2"}))
-    assert (told.runtime, told.threads) == ("torch", 2)
+    told = EmbeddingSettings.for_queries({"EMBEDDING_RUNTIME": "torch"})
+    assert (told.runtime, told.threads) == ("torch", 1)
