@@ -1,234 +1,29 @@
-"""Typed settings read from environment variables.
-
-ECS injects configuration and Secrets Manager values as environment variables, and
-the local stack writes the same names to .local/stack.env, so the reader here is
-the only one of configuration. A missing or malformed value raises ConfigError naming
-the variable, and the apps turn that into a one-line message and exit code 2.
-
-Each group of variables is declared once, as an `EnvSection` (a pydantic-settings
-model whose field names are the variables' names, annotated with a `Var` that says
-what the variable means, its bounds and whether it is a secret). All of them are
-read by the one reader below (`EnvSection.read`); the settings classes the apps use
-(`DatabaseSettings`, `IndexSettings`, ...) are frozen dataclasses built from a
-section by their `from_env`, where the checks that involve several variables live.
-The shared groups (database, queues, index, embedding) are here; each app's own
-are in its config module (pelican.config, emu.config, frontend.config).
-infra.env_contract derives the environment contract from all of them.
+"""The settings the apps share (database, queues, index, embedding), each variable
+declared once as a field of an `EnvSection` (productsearch.env, the one reader of
+configuration). ECS injects configuration and Secrets Manager values as environment
+variables, and the local stack writes the same names to .local/stack.env. The
+settings classes the apps use are frozen dataclasses built by `from_env`, where the
+checks that involve several variables live. Each app's own settings are in its config
+module; infra.env_contract derives the environment contract from all of them.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import string
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import quote
 
-from pydantic import ValidationError, ValidationInfo, field_validator, model_validator
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, CliSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import model_validator
+
+from productsearch.env import ConfigError, EnvSection, Var, require
 
 # The table's column names: a stdlib-only module, so settings imports no domain code.
 from productsearch.products import CONTENT_COLUMNS
-
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names the variable."""
-
-
-@dataclass(frozen=True)
-class Var:
-    """What one environment variable means and how it is checked.
-
-    meaning: one line for the environment contract (infra.env_contract).
-    minimum/maximum: inclusive bounds of an int or float variable.
-    url: the value must be an http(s) URL. secret: the value is a credential, so ECS
-    passes it as a task-definition secret and never as plain environment.
-    strip: surrounding white space is removed (not for passwords). keep_blank: a
-    value that is empty after stripping counts as set (else it means unset)."""
-
-    meaning: str
-    minimum: float | None = None
-    maximum: float | None = None
-    url: bool = False
-    secret: bool = False
-    strip: bool = True
-    keep_blank: bool = False
-
-
-def var_of(field: FieldInfo) -> Var:
-    """The `Var` a section's field is annotated with. Raises TypeError when it has none
-    (every variable of a section must say what it means)."""
-    for item in field.metadata:
-        if isinstance(item, Var):
-            return item
-    raise TypeError(f"an EnvSection field lacks its Var annotation: {field!r}")
-
-
-def _value_type(annotation: Any) -> type:
-    """int, float or str: the type a (possibly optional) field holds."""
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
-    return annotation
-
-
-class _MappingSource(PydanticBaseSettingsSource):
-    """pydantic-settings source reading one section's variables from a mapping (os.environ,
-    or a test's dict): values stripped, and blank ones treated as unset (ECS and
-    docker-compose pass an empty string for a variable written without a value)."""
-
-    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]):
-        super().__init__(settings_cls)
-        self._env = env
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        raw = self._env.get(field_name)
-        if raw is None:
-            return None, field_name, False
-        var = var_of(field)
-        value = raw.strip() if var.strip else raw
-        if not value.strip() and not var.keep_blank:
-            return None, field_name, False
-        return value, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        values = {}
-        for name, field in self.settings_cls.model_fields.items():
-            value, _, _ = self.get_field_value(field, name)
-            if value is not None:
-                values[name] = value
-        return values
-
-
-class EnvSection(BaseSettings):
-    """A group of environment variables, declared once: one field per variable, the
-    field's name being the variable's, annotated with its `Var`. `read(env)` is the
-    only reader of configuration; it raises ConfigError naming the first variable that
-    is missing ("NAME is not set") or malformed ("NAME must be ..., got ...")."""
-
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=True)
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings):
-        # Only what `read` was given: no .env file, no secrets directory, no os.environ behind a test's back.
-        return (init_settings,)
-
-    @classmethod
-    def read(cls, env: Mapping[str, str] = os.environ):
-        """This section's variables from `env`. Raises ConfigError."""
-        try:
-            return cls(**_MappingSource(cls, env)())
-        except ValidationError as exc:
-            raise _config_error(exc) from None
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _parse(cls, raw: Any, info: ValidationInfo) -> Any:
-        if not isinstance(raw, str):
-            return raw
-        name = info.field_name
-        field = cls.model_fields[name]
-        var, kind = var_of(field), _value_type(field.annotation)
-        value: Any = raw
-        if kind is int:
-            try:
-                value = int(raw)
-            except ValueError:
-                raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-        elif kind is float:
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-        if kind in (int, float) and var.minimum is not None:
-            if value < var.minimum or (var.maximum is not None and value > var.maximum):
-                bound = (f"between {var.minimum} and {var.maximum}" if var.maximum is not None
-                         else f"at least {var.minimum}")
-                raise ConfigError(f"{name} must be {bound}, got {value}")
-        if var.url and not re.match(r"^https?://[^\s/]+", value):
-            raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
-        return value
-
-    @classmethod
-    def required_names(cls) -> frozenset[str]:
-        """The variables this section cannot do without."""
-        return frozenset(name for name, field in cls.model_fields.items() if field.is_required())
-
-
-def _config_error(exc: ValidationError) -> ConfigError:
-    first = exc.errors()[0]
-    name = first["loc"][0] if first["loc"] else "configuration"
-    if first["type"] == "missing":
-        return ConfigError(f"{name} is not set")
-    error = (first.get("ctx") or {}).get("error")
-    if isinstance(error, ConfigError):
-        return error
-    return ConfigError(f"{name}: {first['msg']}")
-
-
-def require(section: EnvSection, name: str) -> Any:
-    """`section`'s value of variable `name`, which this use of it needs. Raises
-    ConfigError when it is unset."""
-    value = getattr(section, name)
-    if value is None:
-        raise ConfigError(f"{name} is not set")
-    return value
-
-
-class Tuning(BaseSettings):
-    """Values no deployment sets: each field, declared once with its default, bounds
-    (`Field(ge=, le=)`) and meaning (`description`), is a constructor parameter in
-    process and an option of the app's command line (`--field-name`, kebab case),
-    which tests use to scale waits down in a subprocess. None is an environment
-    variable. A malformed value raises ConfigError naming the option."""
-
-    model_config = SettingsConfigDict(frozen=True, extra="forbid")
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings):
-        # Only the constructor's arguments (and the command line, when one is given).
-        return (init_settings,)
-
-    @classmethod
-    def add_options(cls, parser: argparse.ArgumentParser) -> CliSettingsSource:
-        """Add one option per field to `parser`; pass the result, with the parsed
-        arguments, to `build`."""
-        return CliSettingsSource(cls, root_parser=parser, cli_kebab_case=True)
-
-    @classmethod
-    def build(cls, options: CliSettingsSource | None = None, args: argparse.Namespace | None = None, **given: Any):
-        """An instance from `given` field values, the command line's options winning.
-        Raises ConfigError naming the option that is out of bounds or malformed."""
-        # A CliSuppress field comes from the environment, never from the command line.
-        for name in vars(args or argparse.Namespace()):
-            if name in cls.model_fields and argparse.SUPPRESS in cls.model_fields[name].metadata:
-                raise ConfigError(f"--{name.replace('_', '-')} is not an option (its environment variable sets it)")
-        try:
-            if options is None:
-                return cls(**given)
-            return cls(_cli_settings_source=options(parsed_args=args), **given)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            if first["type"] == "value_error":  # a validator's own message names what is wrong
-                raise ConfigError(first["msg"].removeprefix("Value error, ")) from None
-            option = "--" + ".".join(str(part).replace("_", "-") for part in first["loc"])
-            raise ConfigError(f"{option}: {first['msg']}, got {first['input']!r}") from None
-
-    @classmethod
-    def parse(cls, argv: list[str], **given: Any):
-        """An instance from command-line options alone (`argv`), as the app's command
-        line reads them. Raises ConfigError."""
-        parser = argparse.ArgumentParser()
-        options = cls.add_options(parser)
-        return cls.build(options, parser.parse_args(argv), **given)
 
 
 # --- Sections shared by several settings classes (each variable declared once) ---
@@ -300,8 +95,18 @@ class DatabaseEnv(AwsEndpointEnv):
     PGSSLROOTCERT: Annotated[str | None, Var("a CA bundle for verify-full (the RDS CA)")] = None
     DATABASE_SECRET_ARN: Annotated[str | None, Var(
         "a Secrets Manager secret with the database username and password, re-read after a rotation")] = None
+    # Without it Linux leaves a connection whose peer went silent (no FIN or RST: an
+    # RDS Multi-AZ failover, a proxy answering for a database that is gone) hanging for
+    # about 15 minutes (tcp_retries2). A failover takes "typically 60-120 seconds" (AWS
+    # docs, "Failover process for Amazon RDS"): noticing within 30 s means the apps are
+    # reconnecting when the new primary opens. db.py turns it into keepalives,
+    # tcp_user_timeout, connect_timeout and a client-side stall guard.
     DATABASE_DEAD_CONNECTION_SECONDS: Annotated[int, Var(
         "how long a connection whose peer went silent may go unnoticed", minimum=4, maximum=3600)] = 30
+    # The apps' statements take milliseconds whatever the tables' length: 30 s cancels a
+    # runaway one or a stuck lock wait, and bounds what the stall guard adds to the dead
+    # connection time. Statements only (an idle LISTEN is never cancelled); migrations
+    # run without it; fractions are for tests that scale it down with their data.
     DATABASE_STATEMENT_TIMEOUT_SECONDS: Annotated[float, Var(
         "the server-side statement_timeout", minimum=0.1, maximum=3600)] = 30
 
@@ -311,39 +116,14 @@ SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"
 
 @dataclass(frozen=True)
 class DatabaseSettings:
-    """Where Postgres is and how long a silent connection may hang. DATABASE_URL wins;
-    otherwise the libpq PG* variables, which is how ECS passes the RDS-managed
-    secret's username and password.
+    """Where Postgres is (DATABASE_URL wins over the libpq PG* variables) and how long
+    a silent connection or a statement may take (DatabaseEnv says why).
 
-    dead_connection_seconds (DATABASE_DEAD_CONNECTION_SECONDS, default 30, 4..3600):
-    how long a connection whose peer went silent (no FIN or RST, as when an RDS
-    Multi-AZ failover moves the primary, or a proxy keeps answering for a database
-    that is gone) may go unnoticed. Without it Linux's defaults leave such a
-    connection hanging for about 15 minutes (tcp_retries2). A Multi-AZ failover
-    takes one to two minutes (AWS docs, "Failover process for Amazon RDS":
-    "typically 60-120 seconds"); noticing within 30 s means the apps are already
-    reconnecting when the new primary opens, while a healthy peer always answers a
-    keepalive well within it. db.py turns it into keepalives, tcp_user_timeout,
-    connect_timeout and a client-side stall guard.
-
-    statement_timeout_seconds (DATABASE_STATEMENT_TIMEOUT_SECONDS, default 30,
-    0.1..3600, fractions allowed, sent to the server in milliseconds): the
-    server-side statement_timeout. The apps' statements take milliseconds whatever
-    the tables' length; 30 s cancels a runaway one (or a stuck lock wait) instead of
-    letting it hold a connection, and it bounds how long a healthy server may take
-    to answer, which the stall guard adds to dead_connection_seconds. It limits
-    statements only: an idle LISTEN connection is never cancelled for idling.
-    Schema migrations run without it. A sub-second value is for tests that scale
-    the timeout down with their data.
-
-    secret_arn (DATABASE_SECRET_ARN, optional): a Secrets Manager secret holding JSON
-    with at least `username` and `password` (the shape of the RDS-managed secret).
-    When set, those credentials replace any in DATABASE_URL or PGUSER/PGPASSWORD
-    (which may then be left out), and db.py re-reads the secret whenever the
-    database refuses them: a rotation changes the password while a task runs, and
-    ECS injects secrets only when a task starts. The secret's region is the one in
-    its ARN; aws_endpoint_url (AWS_ENDPOINT_URL) points the client at a local
-    endpoint, as for the queues."""
+    secret_arn (DATABASE_SECRET_ARN): a Secrets Manager secret holding JSON with
+    `username` and `password` (the RDS-managed secret's shape). Its credentials replace
+    any in DATABASE_URL or PGUSER/PGPASSWORD, and db.py re-reads it whenever the
+    database refuses them: a rotation changes the password while a task runs, and ECS
+    injects secrets only when a task starts. Its region is the one in its ARN."""
 
     ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (DatabaseEnv,)
 
@@ -406,13 +186,8 @@ class AppRoleEnv(AwsEndpointEnv):
 
 @dataclass(frozen=True)
 class AppRoleSettings:
-    """The secrets that hold the application roles' credentials, for `pelican
-    grant-roles` (productsearch.roles), which runs as the administrator: JSON with
-    `username` and `password`, one secret per app.
-
-    pelican_secret_arn (PELICAN_DATABASE_SECRET_ARN) and frontend_secret_arn
-    (FRONTEND_DATABASE_SECRET_ARN), both required; aws_endpoint_url (AWS_ENDPOINT_URL,
-    optional) points the Secrets Manager client at a local endpoint."""
+    """The secrets (JSON with `username` and `password`, one per app) holding the
+    application roles' credentials, for `pelican grant-roles` (productsearch.roles)."""
 
     ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (AppRoleEnv,)
 
@@ -453,11 +228,7 @@ class QueueEnv(AwsEndpointEnv):
 
 @dataclass(frozen=True)
 class QueueSettings:
-    """The jobs queue, its dead-letter queue and the dead-letter topic.
-
-    region (AWS_REGION, else AWS_DEFAULT_REGION), jobs_queue_url (SQS_QUEUE_URL, an
-    http(s) URL), dead_letter_queue_url (SQS_DLQ_URL, required with need_dlq),
-    dead_letter_topic_arn (SNS_TOPIC_ARN, an ARN), endpoint_url (AWS_ENDPOINT_URL)."""
+    """The jobs queue, its dead-letter queue and the dead-letter topic (QueueEnv)."""
 
     ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (QueueEnv,)
 
@@ -476,13 +247,8 @@ class QueueSettings:
             require(e, "SQS_DLQ_URL")
         if e.SNS_TOPIC_ARN is not None and not e.SNS_TOPIC_ARN.startswith("arn:"):
             raise ConfigError(f"SNS_TOPIC_ARN must be an ARN, got {e.SNS_TOPIC_ARN!r}")
-        return cls(
-            region=e.AWS_REGION,
-            jobs_queue_url=e.SQS_QUEUE_URL,
-            dead_letter_queue_url=e.SQS_DLQ_URL,
-            dead_letter_topic_arn=e.SNS_TOPIC_ARN,
-            endpoint_url=e.AWS_ENDPOINT_URL,
-        )
+        return cls(region=e.AWS_REGION, jobs_queue_url=e.SQS_QUEUE_URL, dead_letter_queue_url=e.SQS_DLQ_URL,
+                   dead_letter_topic_arn=e.SNS_TOPIC_ARN, endpoint_url=e.AWS_ENDPOINT_URL)
 
 
 # --- The Pinecone index ---
@@ -616,17 +382,14 @@ class EmbeddingEnv(DimensionEnv, TextTemplateEnv):
 class EmbeddingSettings:
     """The embedding model and how it runs (productsearch.embedding).
 
-    runtime (EMBEDDING_RUNTIME, default torch, the fastest for emu's batches on this
-    project's CPU measurements, docs/benchmarks.md "Embedding runtimes on CPU"; the
-    frontend runs with QUERY_EMBEDDING_DEFAULTS beneath its environment, i.e. auto): torch, onnx (ONNX Runtime on CPU, the
-    model exported and verified against torch into cache_dir on first use), openvino
-    (the same export in OpenVINO, opt-in), or auto: torch on a GPU or with
-    EMBEDDING_QUANTIZE=int8, else onnx, else torch with a warning. onnx and openvino
-    run on CPU only and in fp32, so they refuse EMBEDDING_DEVICE=cuda and
-    EMBEDDING_QUANTIZE=int8. cache_dir (EMBEDDING_CACHE_DIR, default
-    $XDG_CACHE_HOME/productsearch or ~/.cache/productsearch, the XDG Base Directory
-    specification's default for user caches): where exports are kept; the images
-    export at build time into /opt/embedding-cache."""
+    runtime: torch (emu's default, the fastest for its batches in this project's CPU
+    measurements, docs/benchmarks.md "Embedding runtimes on CPU"), onnx (ONNX Runtime
+    on CPU, the model exported and verified against torch into cache_dir on first use),
+    openvino (the same export, opt-in), or auto (the frontend's, see for_queries):
+    torch on a GPU or with int8, else onnx, else torch with a warning. onnx and
+    openvino run on CPU in fp32 only. cache_dir defaults to the XDG Base Directory
+    specification's user cache; the images export at build time into
+    /opt/embedding-cache."""
 
     ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (EmbeddingEnv,)
 
@@ -673,14 +436,7 @@ class EmbeddingSettings:
         if runtime in ("onnx", "openvino") and quantize != "none":
             raise ConfigError(f"EMBEDDING_RUNTIME={runtime} runs in fp32; EMBEDDING_QUANTIZE=int8 needs EMBEDDING_RUNTIME=torch (or auto)")
         cache_base = e.XDG_CACHE_HOME or str(Path(e.HOME or Path.home()) / ".cache")
-        return cls(
-            model_path=model_path,
-            model_name=EMBEDDING_MODEL_NAME,
-            dimension=e.EMBEDDING_DIMENSION,
-            device=device,
-            batch_size=e.EMBEDDING_BATCH_SIZE,
-            text_template=template,
-            quantize_int8=quantize == "int8",
-            runtime=runtime,
-            cache_dir=e.EMBEDDING_CACHE_DIR or str(Path(cache_base) / "productsearch"),
-        )
+        return cls(model_path=model_path, model_name=EMBEDDING_MODEL_NAME, dimension=e.EMBEDDING_DIMENSION,
+                   device=device, batch_size=e.EMBEDDING_BATCH_SIZE, text_template=template,
+                   quantize_int8=quantize == "int8", runtime=runtime,
+                   cache_dir=e.EMBEDDING_CACHE_DIR or str(Path(cache_base) / "productsearch"))

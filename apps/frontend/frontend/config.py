@@ -15,16 +15,8 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import CliSettingsSource
 
-from productsearch.settings import (
-    ConfigError,
-    DatabaseSettings,
-    EmbeddingSettings,
-    EnvSection,
-    IndexSettings,
-    QueueSettings,
-    Tuning,
-    Var,
-)
+from productsearch.env import ConfigError, EnvSection, Tuning, Var
+from productsearch.settings import DatabaseSettings, EmbeddingSettings, IndexSettings, QueueSettings
 
 # The largest request body any route reads (the JSON API's bodies are far smaller).
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024

@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import CliSettingsSource, CliSuppress
 
-from productsearch.settings import EnvSection, Tuning, Var
+from productsearch.env import EnvSection, Tuning, Var
 
 
 class PelicanEnv(EnvSection):
