@@ -327,7 +327,7 @@ def freshness(server: Server, url: str, name: str, idle_poll_s: float, samples: 
     instance = f"pelican-{name}"
     log_path = server.stack.log_path(instance)
     log_path.unlink(missing_ok=True)
-    server.stack.start_app("pelican", {"DATABASE_URL": url, "PELICAN_POLL_INTERVAL_SECONDS": str(idle_poll_s)},
+    server.stack.start_app("pelican", {"DATABASE_URL": url}, options={"poll_interval_seconds": idle_poll_s},
                            instance=instance)
     rnd = random.Random(seed)
     latencies = []

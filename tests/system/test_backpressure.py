@@ -1,5 +1,5 @@
 """Backpressure instead of expiry, so no change ages out of SQS: pelican ships no more while the jobs
-queue holds PELICAN_MAX_QUEUED_MESSAGES, so a backlog many times what the queue may
+queue holds --max-queued-messages, so a backlog many times what the queue may
 hold waits in the change log, and drains, every change indexed, once emu runs. Scaled
 down: a limit of 4 messages of 5 changes, a backlog of 40 messages' worth, the queue's
 retention at SQS's minimum of 60 s.

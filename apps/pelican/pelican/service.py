@@ -3,14 +3,14 @@
 Writers send no NOTIFY (a pending notification serialises commits cluster-wide,
 schema/005), so pelican finds their changes by polling, adaptively (AdaptivePoll):
 it claims again at once while claims find changes, then waits
-PELICAN_BUSY_POLL_INTERVAL_SECONDS after the first empty claim, the wait doubling
-after each further empty claim up to PELICAN_POLL_INTERVAL_SECONDS. The
+busy_poll_interval_seconds after the first empty claim, the wait doubling
+after each further empty claim up to poll_interval_seconds. The
 idle poll therefore bounds how long an isolated change waits before it is claimed,
 and is what an idle pelican costs: one indexed claim per idle poll. pelican still
 LISTENs on product_changes: backfill and recapture NOTIFY once per batch they
 capture, which wakes it at once.
 
-Backpressure: while the jobs queue holds PELICAN_MAX_QUEUED_MESSAGES or more
+Backpressure: while the jobs queue holds max_queued_messages or more
 (pelican.backpressure), pelican claims nothing and the changes wait in the change log,
 which keeps them, rather than on the queue, whose retention would drop them.
 
