@@ -19,7 +19,7 @@ from pelican import service
 from pelican.outbox import CLAIM_SQL, ship_batch
 from productsearch import change_log
 from pelican.config import PelicanSettings
-from productsearch.settings import DatabaseSettings, QueueSettings
+from productsearch.settings import DatabaseSettings, DatabaseTimeouts, QueueSettings
 
 pytestmark = pytest.mark.stack
 
@@ -66,9 +66,11 @@ FAILURES = [
 
 
 def in_process_pelican(stack, metric_interval_seconds: int = 60, **env) -> tuple[service.Pelican, threading.Thread]:
-    env = {**stack.env(), "DATABASE_STATEMENT_TIMEOUT_SECONDS": "0.5", **env}
-    settings = PelicanSettings.from_env(env, poll_interval_seconds=0.2, metric_interval_seconds=metric_interval_seconds)
-    pelican = service.Pelican(DatabaseSettings.from_env(env), QueueSettings.from_env(env), settings)
+    env = {**stack.env(), **env}
+    settings = PelicanSettings.from_env(env, poll_interval_seconds=0.2, metric_interval_seconds=metric_interval_seconds,
+                                        database=DatabaseTimeouts(statement_timeout_seconds=0.5))
+    database = DatabaseSettings.from_env(env, timeouts=settings.database)
+    pelican = service.Pelican(database, QueueSettings.from_env(env), settings)
     thread = threading.Thread(target=pelican.run, name="pelican-under-test", daemon=True)
     thread.start()
     return pelican, thread

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import quote
 
-from pydantic import model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from productsearch.env import ConfigError, EnvSection, Var, require
 
@@ -95,20 +95,32 @@ class DatabaseEnv(AwsEndpointEnv):
     PGSSLROOTCERT: Annotated[str | None, Var("a CA bundle for verify-full (the RDS CA)")] = None
     DATABASE_SECRET_ARN: Annotated[str | None, Var(
         "a Secrets Manager secret with the database username and password, re-read after a rotation")] = None
+
+
+class DatabaseTimeouts(BaseModel):
+    """How long a silent connection or a statement may take: tuning, the same for every
+    deployment (constructor parameters; `--database.*` options of `pelican run` and
+    `python -m frontend`, for tests that scale them down in a subprocess)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     # Without it Linux leaves a connection whose peer went silent (no FIN or RST: an
     # RDS Multi-AZ failover, a proxy answering for a database that is gone) hanging for
     # about 15 minutes (tcp_retries2). A failover takes "typically 60-120 seconds" (AWS
     # docs, "Failover process for Amazon RDS"): noticing within 30 s means the apps are
     # reconnecting when the new primary opens. db.py turns it into keepalives,
     # tcp_user_timeout, connect_timeout and a client-side stall guard.
-    DATABASE_DEAD_CONNECTION_SECONDS: Annotated[int, Var(
-        "how long a connection whose peer went silent may go unnoticed", minimum=4, maximum=3600)] = 30
+    dead_connection_seconds: int = Field(
+        30, ge=4, le=3600, description="how long a connection whose peer went silent may go unnoticed")
     # The apps' statements take milliseconds whatever the tables' length: 30 s cancels a
     # runaway one or a stuck lock wait, and bounds what the stall guard adds to the dead
     # connection time. Statements only (an idle LISTEN is never cancelled); migrations
     # run without it; fractions are for tests that scale it down with their data.
-    DATABASE_STATEMENT_TIMEOUT_SECONDS: Annotated[float, Var(
-        "the server-side statement_timeout", minimum=0.1, maximum=3600)] = 30
+    statement_timeout_seconds: float = Field(
+        30, ge=0.1, le=3600, description="the server-side statement_timeout (sent in milliseconds)")
+
+
+_TIMEOUTS = DatabaseTimeouts()
 
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -117,7 +129,7 @@ SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"
 @dataclass(frozen=True)
 class DatabaseSettings:
     """Where Postgres is (DATABASE_URL wins over the libpq PG* variables) and how long
-    a silent connection or a statement may take (DatabaseEnv says why).
+    a silent connection or a statement may take (DatabaseTimeouts says why).
 
     secret_arn (DATABASE_SECRET_ARN): a Secrets Manager secret holding JSON with
     `username` and `password` (the RDS-managed secret's shape). Its credentials replace
@@ -128,17 +140,16 @@ class DatabaseSettings:
     ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (DatabaseEnv,)
 
     url: str
-    dead_connection_seconds: int = 30
-    statement_timeout_seconds: float = 30
+    dead_connection_seconds: int = _TIMEOUTS.dead_connection_seconds
+    statement_timeout_seconds: float = _TIMEOUTS.statement_timeout_seconds
     secret_arn: str | None = None
     aws_endpoint_url: str | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> DatabaseSettings:
+    def from_env(cls, env: Mapping[str, str] = os.environ, timeouts: DatabaseTimeouts = _TIMEOUTS) -> DatabaseSettings:
         """Raises ConfigError naming the variable that is missing or malformed."""
         e = DatabaseEnv.read(env)
-        fields: dict[str, Any] = {"dead_connection_seconds": e.DATABASE_DEAD_CONNECTION_SECONDS,
-                                  "statement_timeout_seconds": e.DATABASE_STATEMENT_TIMEOUT_SECONDS}
+        fields: dict[str, Any] = timeouts.model_dump()
         if e.DATABASE_SECRET_ARN is not None:
             secret_region(e.DATABASE_SECRET_ARN)  # validates it
             fields["secret_arn"] = e.DATABASE_SECRET_ARN

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import CliSettingsSource
 
 from productsearch.env import ConfigError, EnvSection, Tuning, Var
-from productsearch.settings import DatabaseSettings, EmbeddingSettings, IndexSettings, QueueSettings
+from productsearch.settings import DatabaseSettings, DatabaseTimeouts, EmbeddingSettings, IndexSettings, QueueSettings
 
 # The largest request body any route reads (the JSON API's bodies are far smaller).
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -112,6 +112,7 @@ class FrontendTuning(Tuning):
     index_timeout_seconds: int = Field(3, ge=1, le=60, description="each index request's deadline")
     logins: LoginThrottling = LoginThrottling()
     query_embedding: QueryEmbeddingSettings = QueryEmbeddingSettings()
+    database: DatabaseTimeouts = DatabaseTimeouts()
 
 
 @dataclass(frozen=True)
@@ -179,17 +180,18 @@ class FrontendSettings:
                 proxies.append(str(ipaddress.ip_network(item.strip(), strict=False)))
             except ValueError:
                 raise ConfigError(f"FRONTEND_TRUSTED_PROXIES must list IP addresses or CIDR networks, got {item.strip()!r}") from None
+        tuned = FrontendTuning.build(options, args, **tuning)
         return cls(
             host=host,
             port=e.FRONTEND_PORT,
             editor=editor_credentials(env),
-            database=DatabaseSettings.from_env(env),
+            database=DatabaseSettings.from_env(env, timeouts=tuned.database),
             index=IndexSettings.from_env(env),
             embedding=embedding or EmbeddingSettings.from_env(env),
             queues=QueueSettings.from_env(env),
             load_balancer_idle_seconds=e.LOAD_BALANCER_IDLE_TIMEOUT_SECONDS,
             trusted_proxies=tuple(proxies),
-            tuning=FrontendTuning.build(options, args, **tuning),
+            tuning=tuned,
         )
 
 

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import CliSettingsSource, CliSuppress
 
 from productsearch.env import EnvSection, Tuning, Var
+from productsearch.settings import DatabaseTimeouts
 
 
 class PelicanEnv(EnvSection):
@@ -59,7 +60,7 @@ class PelicanSettings(Tuning):
     claim_batch_size and changes_per_message: about 150 typical rows (~350 bytes
     each) fill one 64 KiB SQS billing chunk, so a message costs one request; fuller
     messages also keep the queue short, and moto's SQS slows quadratically with queue
-    length (docs/benchmarks.md)."""
+    length (docs/benchmarks.md). database: the connections' timeouts (DatabaseTimeouts)."""
 
     ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (PelicanEnv,)
 
@@ -80,6 +81,7 @@ class PelicanSettings(Tuning):
     queue_check_interval_seconds: float = Field(
         5.0, ge=0.1, le=300,
         description="the least time between two reads of the jobs queue's depth while shipping or paused")
+    database: DatabaseTimeouts = DatabaseTimeouts()
 
     @field_validator("cloudwatch_namespace")
     @classmethod

@@ -15,7 +15,7 @@ Backpressure: while the jobs queue holds max_queued_messages or more
 which keeps them, rather than on the queue, whose retention would drop them.
 
 Survives a dropped connection or a database restart by reconnecting with backoff
-(a silent drop is noticed within DATABASE_DEAD_CONNECTION_SECONDS, see
+(a silent drop is noticed within DatabaseTimeouts.dead_connection_seconds, see
 productsearch.db), a database without the schema by waiting for the migration, and
 an unreachable SQS endpoint by keeping the changes (uncommitted claims roll back)
 and trying again. Any other error, a statement timeout included, is logged and
@@ -59,7 +59,7 @@ HELD_TRANSACTION_METRIC = "OldestTransactionAgeSeconds"
 DEAD_TUPLES_METRIC = "OutboxDeadTuples"
 UNITS = {AGE_METRIC: "Seconds", WAITING_METRIC: "Count", HELD_TRANSACTION_METRIC: "Seconds", DEAD_TUPLES_METRIC: "Count"}
 # A transaction open longer than this is logged as holding vacuum back. No statement
-# the apps run may last longer than DATABASE_STATEMENT_TIMEOUT_SECONDS (30 by
+# the apps run may last longer than the statement timeout (30 s by
 # default), and no app keeps a transaction open across statements while idle, so a
 # transaction this old is a report, a dump or a session left idle in transaction.
 HELD_TRANSACTION_WARN_SECONDS = 300.0

@@ -1,7 +1,8 @@
 import pytest
 
 from pelican.config import PelicanSettings
-from productsearch.settings import ConfigError, DatabaseSettings, EmbeddingSettings, IndexSettings, QueueSettings
+from productsearch.settings import (ConfigError, DatabaseSettings, DatabaseTimeouts, EmbeddingSettings, IndexSettings,
+                                    QueueSettings)
 
 
 def test_database_from_pg_variables_quotes_credentials_and_defaults_to_verified_tls():
@@ -88,27 +89,28 @@ def test_apps_exit_with_a_message_naming_the_missing_setting():
 
 def test_database_timeouts_default_to_30s_and_can_be_scaled_down():
     url = "postgresql://u:p@h/db"
-    s = DatabaseSettings.from_env({"DATABASE_URL": url})
+    s = DatabaseSettings.from_env({"DATABASE_URL": url, "DATABASE_STATEMENT_TIMEOUT_SECONDS": "2"})
     assert (s.url, s.dead_connection_seconds, s.statement_timeout_seconds) == (url, 30, 30)
-    pg = DatabaseSettings.from_env({"PGHOST": "h", "PGUSER": "u", "PGPASSWORD": "p",
-                                    "DATABASE_DEAD_CONNECTION_SECONDS": "5", "DATABASE_STATEMENT_TIMEOUT_SECONDS": "2"})
+    scaled = PelicanSettings.parse(["--database.dead-connection-seconds", "5",
+                                    "--database.statement-timeout-seconds", "2"]).database
+    pg = DatabaseSettings.from_env({"PGHOST": "h", "PGUSER": "u", "PGPASSWORD": "p"}, timeouts=scaled)
     assert (pg.dead_connection_seconds, pg.statement_timeout_seconds) == (5, 2)
     # Fractions too: a test scales the timeout down with its data (tests/system/test_outbox_scale.py).
-    assert DatabaseSettings.from_env({"DATABASE_URL": url, "DATABASE_STATEMENT_TIMEOUT_SECONDS": "0.2"}
+    assert DatabaseSettings.from_env({"DATABASE_URL": url}, timeouts=DatabaseTimeouts(statement_timeout_seconds=0.2)
                                      ).statement_timeout_seconds == 0.2
 
 
 @pytest.mark.parametrize("name, value", [
-    ("DATABASE_DEAD_CONNECTION_SECONDS", "3"),
-    ("DATABASE_DEAD_CONNECTION_SECONDS", "3601"),
-    ("DATABASE_DEAD_CONNECTION_SECONDS", "soon"),
-    ("DATABASE_STATEMENT_TIMEOUT_SECONDS", "0"),
-    ("DATABASE_STATEMENT_TIMEOUT_SECONDS", "0.05"),
-    ("DATABASE_STATEMENT_TIMEOUT_SECONDS", "soon"),
+    ("--database.dead-connection-seconds", "3"),
+    ("--database.dead-connection-seconds", "3601"),
+    ("--database.dead-connection-seconds", "soon"),
+    ("--database.statement-timeout-seconds", "0"),
+    ("--database.statement-timeout-seconds", "0.05"),
+    ("--database.statement-timeout-seconds", "soon"),
 ])
 def test_bad_database_timeouts_are_named(name, value):
     with pytest.raises(ConfigError, match=name):
-        DatabaseSettings.from_env({"DATABASE_URL": "postgresql://u:p@h/db", name: value})
+        PelicanSettings.parse([name, value])
 
 
 SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-1a2b-AbCdEf"
