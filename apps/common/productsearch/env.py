@@ -157,7 +157,7 @@ def _config_error(exc: ValidationError) -> ConfigError:
     error = (first.get("ctx") or {}).get("error")
     if isinstance(error, ConfigError):
         return error
-    return ConfigError(f"{name}: {first['msg']}")
+    return ConfigError(f"{name}: {first['msg']}, got {first['input']!r}")
 
 
 def require(section: EnvSection, name: str) -> Any:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from productsearch.env import ConfigError, EnvSection, Var, require
 
@@ -91,7 +91,8 @@ class DatabaseEnv(AwsEndpointEnv):
         "the database user (needed without DATABASE_URL or DATABASE_SECRET_ARN)")] = None
     PGPASSWORD: Annotated[str | None, Var(
         "the database password (needed without DATABASE_URL or DATABASE_SECRET_ARN)", secret=True)] = None
-    PGSSLMODE: Annotated[str, Var("libpq sslmode; verify-full unless told otherwise")] = "verify-full"
+    PGSSLMODE: Annotated[Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"], Var(
+        "libpq sslmode; verify-full unless told otherwise")] = "verify-full"
     PGSSLROOTCERT: Annotated[str | None, Var("a CA bundle for verify-full (the RDS CA)")] = None
     DATABASE_SECRET_ARN: Annotated[str | None, Var(
         "a Secrets Manager secret with the database username and password, re-read after a rotation")] = None
@@ -121,9 +122,6 @@ class DatabaseTimeouts(BaseModel):
 
 
 _TIMEOUTS = DatabaseTimeouts()
-
-
-SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 @dataclass(frozen=True)
@@ -163,8 +161,6 @@ class DatabaseSettings:
             credentials = ""
         else:
             credentials = f"{quote(require(e, 'PGUSER'), safe='')}:{quote(require(e, 'PGPASSWORD'), safe='')}@"
-        if e.PGSSLMODE not in SSL_MODES:
-            raise ConfigError(f"PGSSLMODE is not a libpq sslmode: {e.PGSSLMODE!r}")
         url = f"postgresql://{credentials}{host}:{e.PGPORT}/{quote(e.PGDATABASE, safe='')}?sslmode={e.PGSSLMODE}"
         if e.PGSSLROOTCERT:
             url += f"&sslrootcert={quote(e.PGSSLROOTCERT, safe='/')}"
@@ -186,34 +182,25 @@ def secret_region(arn: str, variable: str = "DATABASE_SECRET_ARN") -> str:
     return parts[3]
 
 
-class AppRoleEnv(AwsEndpointEnv):
-    """The variables of AppRoleSettings."""
+class AppRoleSettings(AwsEndpointEnv):
+    """The secrets (JSON with `username` and `password`, one per app) holding the
+    application roles' credentials, for `pelican grant-roles` (productsearch.roles)."""
 
     PELICAN_DATABASE_SECRET_ARN: Annotated[str, Var(
         "the secret holding pelican's database role credentials (for `pelican grant-roles`)")]
     FRONTEND_DATABASE_SECRET_ARN: Annotated[str, Var(
         "the secret holding the frontend's database role credentials (for `pelican grant-roles`)")]
 
-
-@dataclass(frozen=True)
-class AppRoleSettings:
-    """The secrets (JSON with `username` and `password`, one per app) holding the
-    application roles' credentials, for `pelican grant-roles` (productsearch.roles)."""
-
-    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (AppRoleEnv,)
-
-    pelican_secret_arn: str
-    frontend_secret_arn: str
-    aws_endpoint_url: str | None = None
+    @field_validator("PELICAN_DATABASE_SECRET_ARN", "FRONTEND_DATABASE_SECRET_ARN")
+    @classmethod
+    def _secret_arn(cls, arn: str, info: ValidationInfo) -> str:
+        secret_region(arn, str(info.field_name))
+        return arn
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> AppRoleSettings:
         """Raises ConfigError naming the variable that is missing or malformed."""
-        e = AppRoleEnv.read(env)
-        secret_region(e.PELICAN_DATABASE_SECRET_ARN, "PELICAN_DATABASE_SECRET_ARN")
-        secret_region(e.FRONTEND_DATABASE_SECRET_ARN, "FRONTEND_DATABASE_SECRET_ARN")
-        return cls(pelican_secret_arn=e.PELICAN_DATABASE_SECRET_ARN,
-                   frontend_secret_arn=e.FRONTEND_DATABASE_SECRET_ARN, aws_endpoint_url=e.AWS_ENDPOINT_URL)
+        return cls.read(env)
 
 
 # --- SQS and SNS ---
@@ -362,14 +349,11 @@ EMBEDDING_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDING_MAX_TOKENS = 256
 EMBEDDING_RUNTIMES = ("auto", "torch", "onnx", "openvino")
 EMBEDDING_QUANTIZATIONS = ("none", "int8")
-# How the frontend embeds queries (EmbeddingSettings.for_queries), where emu's defaults
-# (torch, one thread per core) suit batches of 64 documents. A search embeds one short
-# query or a small batch. One thread: on a busy machine a second one spends its time in
-# the thread hand-off and being preempted, far more than it saves on one short text; and
-# ONNX Runtime on one thread embeds a single query faster than torch does, at equal
-# vectors (docs/benchmarks.md, "Embedding runtimes on CPU"). auto is ONNX Runtime on a
-# CPU and torch on a GPU. The benchmarks and the evaluation embed queries so too, so they
-# measure the search as the frontend runs it.
+# How the frontend (and the benchmarks, to measure the search as it runs) embeds
+# queries, where emu's defaults suit batches of 64 documents: for one short query ONNX
+# Runtime on one thread is faster than torch at equal vectors, and a second thread on a
+# busy machine costs more in hand-offs than it saves (docs/benchmarks.md, "Embedding
+# runtimes on CPU"). auto is ONNX Runtime on a CPU and torch on a GPU.
 QUERY_EMBEDDING_RUNTIME = "auto"
 QUERY_EMBEDDING_THREADS = 1
 
