@@ -38,7 +38,7 @@ from productsearch import search as search_module
 from productsearch.embedding import Embedder
 from productsearch.fusion import DOCUMENT_HYBRID_ALPHA
 from productsearch.search import MAX_QUERY_CHARS, NORMALISATIONS, InvalidSearch, ProductSearch, SearchFilters
-from productsearch.settings import EmbeddingSettings, query_embedding_env
+from productsearch.settings import EmbeddingSettings
 
 # Published nDCG@10 of sentence-transformers/all-MiniLM-L6-v2 (MTEB results), by dataset.
 PUBLISHED_NDCG10 = {"scifact": 0.64508}
@@ -173,7 +173,7 @@ def main(argv=None) -> int:  # noqa: C901 (one branch per option and per failed 
 
         # The frontend's search path: emu's settings, with the frontend's own query
         # embedding defaults beneath them (ONNX Runtime on a CPU, one thread).
-        embedder = Embedder(EmbeddingSettings.from_env(query_embedding_env(pipeline.app_env(app_env))))
+        embedder = Embedder(EmbeddingSettings.for_queries(pipeline.app_env(app_env)))
         filters = SearchFilters(category=category) if category else None
         with ConnectionPool(pipeline.env["DATABASE_URL"], min_size=1, max_size=2, open=True,
                             kwargs={"row_factory": dict_row, "autocommit": True}) as pool:

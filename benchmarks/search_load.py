@@ -36,7 +36,7 @@ from benchmarks.pipeline import Pipeline, healthy, memory_of
 from devstack.waiting import wait_until
 from productsearch.embedding import Embedder
 from productsearch.products import ROWS_BY_IDS
-from productsearch.settings import EmbeddingSettings, query_embedding_env
+from productsearch.settings import EmbeddingSettings
 
 DEFAULT_LEVELS = (1, 4, 16, 64)
 
@@ -181,7 +181,7 @@ def search_latency(url: str, base: list[dict], levels: list[int], per_level: int
 def search_breakdown(pipeline: Pipeline, embedder, queries: list[str], n: int = 100) -> dict:
     """Where a search's time goes, in this process, one query at a time: embedding the
     query with `embedder` (give it the frontend's query runtime,
-    productsearch.settings.query_embedding_env), the index query (top_k 10, metadata),
+    productsearch.settings.EmbeddingSettings.for_queries), the index query (top_k 10, metadata),
     reading the rows from Postgres; p50 and p95 in ms per stage over the first n queries."""
     stages: dict[str, list[float]] = {"embed_ms": [], "index_query_ms": [], "postgres_rows_ms": []}
     for q in queries[:n]:
@@ -212,7 +212,7 @@ def measure(pipeline: Pipeline, base: list[dict], app_env: dict[str, str], level
         result["frontend_memory_kib"] = memory_of(pipeline.stack.processes["frontend"].pid)
     finally:
         pipeline.stop_app("frontend")
-    query_embedder = Embedder(EmbeddingSettings.from_env(query_embedding_env(pipeline.app_env(app_env))))
+    query_embedder = Embedder(EmbeddingSettings.for_queries(pipeline.app_env(app_env)))
     result["breakdown"] = search_breakdown(pipeline, query_embedder, workload.queries(200, base))
     say(f"    search path in process, per stage: {result['breakdown']}")
     return result

@@ -218,10 +218,15 @@ class DevStack(ProcessSupervisor):
         """`pelican refit-lexical`: the keyword-search statistics from the table as it is."""
         self.run_pelican("refit-lexical")
 
-    def start_app(self, name: str, extra_env: dict[str, str] | None = None, *, instance: str | None = None) -> subprocess.Popen:
+    def start_app(self, name: str, extra_env: dict[str, str] | None = None, *, instance: str | None = None,
+                  options: dict[str, object] | None = None) -> subprocess.Popen:
+        """Start app `name` under this stack's environment plus `extra_env`, with
+        `options` (tuning field names and values, e.g. {"claim_batch_size": 5}) as its
+        command line's --kebab-case options."""
         argv = {"pelican": [sys.executable, "-m", "pelican", "run"],
                 "emu": [sys.executable, "-m", "emu", "run"],
                 "frontend": [sys.executable, "-m", "frontend"]}[name]
+        argv += [arg for key, value in (options or {}).items() for arg in ("--" + key.replace("_", "-"), str(value))]
         # JSON whatever the caller's shell says: benchmarks and tests read these logs.
         return self.spawn(instance or name, argv, env=self.app_env({"LOG_FORMAT": "json", **(extra_env or {})}))
 

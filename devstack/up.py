@@ -18,7 +18,7 @@ from devstack.processes import REPO, http_ok, wait_for
 from devstack.stack import DevStack
 from productsearch import aws, onnx_export
 from productsearch.index import ProductIndex
-from productsearch.settings import EmbeddingSettings, IndexSettings, query_embedding_env
+from productsearch.settings import EmbeddingSettings, IndexSettings
 
 
 
@@ -81,13 +81,13 @@ def up(stack: DevStack, catalog: Path, with_frontend: bool, settings_dir: Path =
 
 def prepare_query_model(env: Mapping[str, str]) -> str | None:
     """Makes sure the model the frontend embeds queries with is ready: for an ONNX
-    runtime (QUERY_EMBEDDING_DEFAULTS beneath `env`), a verified export in the cache,
+    runtime (EmbeddingSettings.for_queries), a verified export in the cache,
     made now if missing (productsearch.onnx_export.ensure_export: a child process, about
     a minute on 2 cores, once per model and versions). Returns None when ready (or
     when the runtime is torch: nothing to export), or why the export failed (the
     frontend's auto then falls back to torch). Raises ConfigError for a malformed
     EMBEDDING_* setting, which would stop the frontend too."""
-    settings = EmbeddingSettings.from_env(query_embedding_env(env))
+    settings = EmbeddingSettings.for_queries(env)
     if settings.runtime == "torch":
         return None
     try:

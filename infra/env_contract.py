@@ -33,15 +33,14 @@ from dataclasses import dataclass
 from emu.config import EmuSettings
 from frontend.config import FRONTEND_ENV_SECTIONS
 from pelican.config import PelicanSettings
+from productsearch.env import EnvSection, var_of
 from productsearch.settings import (
     AppRoleSettings,
     DatabaseSettings,
     EmbeddingSettings,
-    EnvSection,
     IndexSettings,
     QueueSettings,
     TextTemplateEnv,
-    var_of,
 )
 
 APPS = ("pelican", "emu", "frontend", "operator")

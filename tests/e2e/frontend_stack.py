@@ -20,7 +20,7 @@ from tests.conftest import REPO
 
 CATALOG = REPO / "apps" / "pelican" / "catalog" / "products.csv"
 EDITOR = ("editor", "correct-horse-battery")
-FAST = {"PELICAN_POLL_INTERVAL_SECONDS": "1"}
+FAST = {"poll_interval_seconds": 1}  # options of `pelican run`
 
 
 @dataclass
@@ -81,7 +81,8 @@ class FrontendStack:
 
 
 def start(stack, rows: int = 200, editor: tuple[str, str] | None = EDITOR,
-          frontend_env: dict[str, str] | None = None) -> FrontendStack:
+          frontend_env: dict[str, str] | None = None, frontend_options: dict[str, object] | None = None
+          ) -> FrontendStack:
     """Resets the parts, loads `rows` catalog rows and starts pelican, emu and the
     frontend; returns when every row is in the index and /healthz answers 200."""
     from productsearch.catalog import load_catalog
@@ -99,8 +100,8 @@ def start(stack, rows: int = 200, editor: tuple[str, str] | None = EDITOR,
 
     env = {"EDITOR_USERNAME": editor[0], "EDITOR_PASSWORD": editor[1]} if editor else {}
     env.update(frontend_env or {})
-    stack.start_app("frontend", env)  # first: its model load overlaps emu's
-    stack.start_app("pelican", FAST)
+    stack.start_app("frontend", env, options=frontend_options)  # first: its model load overlaps emu's
+    stack.start_app("pelican", options=FAST)
     stack.start_app("emu")
     started = time.monotonic()
     front = FrontendStack(stack, parts, ids)

@@ -1,5 +1,5 @@
 """Backpressure instead of expiry, so no change ages out of SQS: pelican ships no more while the jobs
-queue holds PELICAN_MAX_QUEUED_MESSAGES, so a backlog many times what the queue may
+queue holds --max-queued-messages, so a backlog many times what the queue may
 hold waits in the change log, and drains, every change indexed, once emu runs. Scaled
 down: a limit of 4 messages of 5 changes, a backlog of 40 messages' worth, the queue's
 retention at SQS's minimum of 60 s.
@@ -66,10 +66,9 @@ def test_a_backlog_larger_than_the_queue_waits_in_the_change_log_and_is_all_inde
     ids = parts.insert_many(BACKLOG, prefix="bp")
     sampler = DepthSampler(parts)
     try:
-        stack.start_app("pelican", {
-            "PELICAN_MAX_QUEUED_MESSAGES": str(LIMIT), "PELICAN_CHANGES_PER_MESSAGE": str(PER_MESSAGE),
-            "PELICAN_CLAIM_BATCH_SIZE": str(CLAIM), "PELICAN_QUEUE_CHECK_INTERVAL_SECONDS": "0.2",
-            "PELICAN_POLL_INTERVAL_SECONDS": "0.2"})
+        stack.start_app("pelican", options={
+            "max_queued_messages": LIMIT, "changes_per_message": PER_MESSAGE, "claim_batch_size": CLAIM,
+            "queue_check_interval_seconds": 0.2, "poll_interval_seconds": 0.2})
         # No emu yet: pelican fills the queue to the limit, then pauses, saying so once.
         wait_until(lambda: PAUSED in pelican_messages(stack), 30, interval=0.2, what="pelican pausing")
         time.sleep(3)  # some fifteen reads of the depth while paused

@@ -138,7 +138,7 @@ def test_benchmark_at_a_tiny_size(tmp_path):
 @pytest.mark.timeout(600)
 def test_evaluate_beir_against_a_running_stack_leaves_its_rows_out_and_cleans_up(parts, stack, scifact_subset, tmp_path):
     folder, docs, qids = scifact_subset
-    stack.start_app("pelican", {"PELICAN_POLL_INTERVAL_SECONDS": "1"})
+    stack.start_app("pelican", options={"poll_interval_seconds": 1})
     stack.start_app("emu")
     catalog = parts.insert_many(30, prefix="catalog")  # rows of the running stack that must not compete
     env_file = tmp_path / "stack.env"

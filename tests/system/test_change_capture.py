@@ -24,7 +24,7 @@ CAPTURE_TRIGGERS = {"products_capture_insert_delete", "products_capture_update",
 CAPTURE_FUNCTIONS = {"products_capture_change", "products_capture_update", "products_capture_truncate"}
 SENTINEL = "test-sentinel"
 # Scaled down from the defaults (0.05 s doubling to 0.5 s) so a test waits little.
-QUICK_POLL = {"PELICAN_BUSY_POLL_INTERVAL_SECONDS": "0.05", "PELICAN_POLL_INTERVAL_SECONDS": "0.2"}
+QUICK_POLL = {"busy_poll_interval_seconds": 0.05, "poll_interval_seconds": 0.2}  # options of `pelican run`
 
 
 def listen(parts) -> psycopg.Connection:
@@ -91,7 +91,7 @@ def test_a_change_is_shipped_by_polling_alone(parts, stack):
     try:
         writer.execute("UPDATE products SET description = 'an electric lantern' WHERE id = %s", (pid,))
         edited_version = writer.execute("SELECT version FROM products WHERE id = %s", (pid,)).fetchone()["version"]
-        stack.start_app("pelican", QUICK_POLL, instance="pelican-capture")
+        stack.start_app("pelican", options=QUICK_POLL, instance="pelican-capture")
         wait_until(lambda: parts.pending_changes() == 0, 60, what="pelican to ship the insert")
         writer.commit()
         assert heard(listener, parts) == []
@@ -113,7 +113,7 @@ def test_a_recapture_notify_still_wakes_pelican_from_its_idle_wait(parts, stack)
     """pelican keeps LISTENing: backfill and recapture NOTIFY once per batch. With polls
     600 s apart, only that NOTIFY can make pelican ship within the wait below."""
     queue = parts.env["SQS_QUEUE_URL"]
-    stack.start_app("pelican", {"PELICAN_BUSY_POLL_INTERVAL_SECONDS": "600", "PELICAN_POLL_INTERVAL_SECONDS": "600"},
+    stack.start_app("pelican", options={"busy_poll_interval_seconds": 600, "poll_interval_seconds": 600},
                     instance="pelican-asleep")
 
     def first_claim_done() -> bool:
@@ -401,11 +401,11 @@ def test_adaptive_poll_doubles_while_idle_and_resets_on_work():
 def test_poll_settings_have_defaults_and_refuse_a_busy_interval_above_the_idle_one():
     settings = PelicanSettings.from_env({})
     assert (settings.busy_poll_interval_seconds, settings.poll_interval_seconds) == (0.05, 0.5)
-    tuned = PelicanSettings.from_env({"PELICAN_BUSY_POLL_INTERVAL_SECONDS": "0.2", "PELICAN_POLL_INTERVAL_SECONDS": "2"})
+    tuned = PelicanSettings.parse(["--busy-poll-interval-seconds", "0.2", "--poll-interval-seconds", "2"])
     assert (tuned.busy_poll_interval_seconds, tuned.poll_interval_seconds) == (0.2, 2.0)
-    with pytest.raises(ConfigError, match="PELICAN_BUSY_POLL_INTERVAL_SECONDS"):
-        PelicanSettings.from_env({"PELICAN_BUSY_POLL_INTERVAL_SECONDS": "3", "PELICAN_POLL_INTERVAL_SECONDS": "2"})
-    with pytest.raises(ConfigError, match="PELICAN_BUSY_POLL_INTERVAL_SECONDS"):
-        PelicanSettings.from_env({"PELICAN_BUSY_POLL_INTERVAL_SECONDS": "0"})
-    with pytest.raises(ConfigError, match="PELICAN_BUSY_POLL_INTERVAL_SECONDS"):
-        PelicanSettings.from_env({"PELICAN_BUSY_POLL_INTERVAL_SECONDS": "1"})  # above the 0.5 s idle default
+    with pytest.raises(ConfigError, match="--busy-poll-interval-seconds"):
+        PelicanSettings.parse(["--busy-poll-interval-seconds", "3", "--poll-interval-seconds", "2"])
+    with pytest.raises(ConfigError, match="--busy-poll-interval-seconds"):
+        PelicanSettings.parse(["--busy-poll-interval-seconds", "0"])
+    with pytest.raises(ConfigError, match="--busy-poll-interval-seconds"):
+        PelicanSettings.from_env({}, busy_poll_interval_seconds=1)  # above the 0.5 s idle default

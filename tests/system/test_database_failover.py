@@ -22,7 +22,7 @@ pytestmark = pytest.mark.stack
 
 # Scaled down from the 30 s defaults so a stall is cut after 2 + 4 = 6 s.
 DEAD_S, STATEMENT_S = 4, 2
-SCALED = {"DATABASE_DEAD_CONNECTION_SECONDS": str(DEAD_S), "DATABASE_STATEMENT_TIMEOUT_SECONDS": str(STATEMENT_S)}
+SCALED = {"database.dead_connection_seconds": DEAD_S, "database.statement_timeout_seconds": STATEMENT_S}  # options
 NOTICE_WITHIN_S = 60  # the most a dead connection may go unnoticed: twice the default cut-off
 
 
@@ -102,7 +102,8 @@ def test_a_silent_connection_fails_instead_of_hanging(stack, proxy):
 
 def test_pelican_notices_a_silent_drop_reconnects_and_ships_what_changed_meanwhile(stack, parts, proxy):
     stack.start_app("emu")
-    pelican = stack.start_app("pelican", {"DATABASE_URL": via(stack, proxy), "PELICAN_POLL_INTERVAL_SECONDS": "1", **SCALED})
+    pelican = stack.start_app("pelican", {"DATABASE_URL": via(stack, proxy)},
+                              options={"poll_interval_seconds": 1, **SCALED})
     first = parts.insert("Before Drop", "shipped while the network was fine")
     wait_until(lambda: parts.vector(first), 90, what="first row indexed")
     wait_until(lambda: app_connections(parts, "pelican", "pelican-listen") == 2, 30, what="pelican's two connections open")
@@ -124,7 +125,7 @@ def test_pelican_notices_a_silent_drop_reconnects_and_ships_what_changed_meanwhi
 
 def test_frontend_answers_cleanly_through_a_silent_drop_and_recovers(stack, parts, proxy):
     pid = parts.insert("Frontend Row", "read through the pool")
-    stack.start_app("frontend", {"DATABASE_URL": via(stack, proxy), **SCALED})
+    stack.start_app("frontend", {"DATABASE_URL": via(stack, proxy)}, options=SCALED)
     url = f"{stack.env()['FRONTEND_URL']}/api/products/{pid}"
 
     def answers() -> int | None:
@@ -160,7 +161,7 @@ def empty_database(stack):
 
 
 def test_pelican_started_before_the_schema_waits_for_it(stack, parts, empty_database):
-    pelican = stack.start_app("pelican", {"DATABASE_URL": empty_database, "PELICAN_POLL_INTERVAL_SECONDS": "1"})
+    pelican = stack.start_app("pelican", {"DATABASE_URL": empty_database}, options={"poll_interval_seconds": 1})
     wait_until(lambda: log_text(stack, "pelican").count("schema not found; waiting") >= 3, 60,
                what="pelican waiting for the schema, several times")
     assert pelican.poll() is None, "pelican exited instead of waiting:\n" + log_text(stack, "pelican")[-3000:]

@@ -222,8 +222,8 @@ def test_a_held_transaction_shows_in_the_status_api_panel_and_metrics(front):
     namespace, deployment = f"ProductSearchHeld{uuid.uuid4().hex[:8]}", "held-test"
     holder = psycopg.connect(front.stack.database_url, autocommit=True)
     pool, reader = _reader(front)
-    front.stack.start_app("pelican", {"CLOUDWATCH_NAMESPACE": namespace, "DEPLOYMENT_NAME": deployment,
-                                      "PELICAN_METRIC_INTERVAL_SECONDS": "1", **frontend_stack.FAST},
+    front.stack.start_app("pelican", {"CLOUDWATCH_NAMESPACE": namespace, "DEPLOYMENT_NAME": deployment},
+                          options={"metric_interval_seconds": 1, **frontend_stack.FAST},
                           instance="pelican-metrics")
     try:
         # An idle-in-transaction session with a snapshot: it holds the xmin horizon.

@@ -28,12 +28,13 @@ from tests.kit.embedders import Recording
 @pytest.fixture
 def emu(parts, embedder):
     """A running in-process emu whose model calls are recorded (`.recording`)."""
-    env = {**parts.env, "EMU_BATCH_WINDOW_SECONDS": "0.05", "EMU_RETRY_BASE_SECONDS": "0"}
+    env = parts.env
     recording = Recording(embedder)
     stopping = threading.Event()
     # An index handle of its own: parts.index is exempt from the faults a test injects.
     index = ProductIndex(IndexSettings.from_env(env), attempts=2)
-    worker = Emu(QueueSettings.from_env(env), EmbeddingSettings.from_env(env), EmuSettings.from_env(env),
+    settings = EmuSettings.from_env(env, batch_window_seconds=0.05, retry_base_seconds=0)
+    worker = Emu(QueueSettings.from_env(env), EmbeddingSettings.from_env(env), settings,
                  index, recording, parts.sqs, parts.sns, stopping=stopping)
     worker.recording = recording
     thread = threading.Thread(target=worker.run, name="emu", daemon=True)

@@ -84,10 +84,9 @@ def test_malformed_jobs_are_dead_lettered_with_reasons_and_emu_keeps_running(par
 def test_an_index_outage_heals_without_dead_letters(parts, stack):
     # The outage outlasts what five receives of a failing message used to cover
     # (about a minute at the old 10 s retry), with time scaled down by settings.
-    env = {"EMU_VISIBILITY_TIMEOUT_SECONDS": "10", "EMU_MAX_INDEX_ATTEMPTS": "2",
-           "EMU_OUTAGE_RETRY_MAX_SECONDS": "2", "PELICAN_POLL_INTERVAL_SECONDS": "1"}
-    stack.start_app("pelican", env)
-    stack.start_app("emu", env)
+    stack.start_app("pelican", options={"poll_interval_seconds": 1})
+    stack.start_app("emu", {"EMU_VISIBILITY_TIMEOUT_SECONDS": "10"},
+                    options={"max_index_attempts": 2, "outage_retry_max_seconds": 2})
     first = parts.insert_many(5, prefix="before")
     wait_until(lambda: all(parts.vector(i) for i in first), 90, what="rows indexed before the outage")
 

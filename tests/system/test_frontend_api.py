@@ -15,7 +15,7 @@ import pytest
 
 from devstack.waiting import wait_until
 from productsearch.embedding import Embedder
-from productsearch.settings import EmbeddingSettings, query_embedding_env
+from productsearch.settings import EmbeddingSettings
 from tests.conftest import REPO
 from tests.e2e import frontend_stack
 from tests.e2e.frontend_stack import EDITOR, request
@@ -33,9 +33,9 @@ def front(stack):
 
 @pytest.fixture(scope="module")
 def query_embedder(front):
-    """Queries embedded as the frontend embeds them (its QUERY_EMBEDDING_DEFAULTS), so an
+    """Queries embedded as the frontend embeds them (EmbeddingSettings.for_queries), so an
     expected ranking is computed from the very vectors the frontend searched with."""
-    return Embedder(EmbeddingSettings.from_env(query_embedding_env(dict(os.environ))))
+    return Embedder(EmbeddingSettings.for_queries(dict(os.environ)))
 
 
 def index_order(front, query_embedder, query: str, top_k: int, index_filter=None) -> list[tuple[int, float]]:
@@ -403,7 +403,7 @@ def test_status_shows_the_age_of_an_unsynced_change(front):
         read_at = datetime.strptime(status["read_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
         assert changed_at <= read_at <= datetime.now(timezone.utc)
     finally:
-        front.stack.start_app("pelican", frontend_stack.FAST)
+        front.stack.start_app("pelican", options=frontend_stack.FAST)
     wait_until(lambda: front.parts.pending_changes() == 0, 60, what="pelican caught up")
 
 

@@ -33,8 +33,8 @@ NON_FINITE = [float("nan"), float("inf"), float("-inf")]
 @pytest.fixture(scope="module")
 def front(stack):
     # A throttle that never trips: hostile saves fail logins by the hundred.
-    f = frontend_stack.start(stack, rows=60, frontend_env={"EDITOR_LOGIN_MAX_FAILURES": "1000",
-                                                           "EDITOR_LOGIN_WINDOW_SECONDS": "1"})
+    f = frontend_stack.start(stack, rows=60, frontend_options={"logins.max_failures": 1000,
+                                                               "logins.window_seconds": 1})
     yield f
     frontend_stack.stop(f)
 
@@ -205,5 +205,5 @@ def test_a_row_deleted_ahead_of_the_index_does_not_end_the_paging(front):
         second_message, second_ids, _ = ui_page(front, QUERY, page_turns=1)
         assert second_ids and not set(second_ids) & set(ids), second_message
     finally:
-        front.stack.start_app("pelican", frontend_stack.FAST)
+        front.stack.start_app("pelican", options=frontend_stack.FAST)
     wait_until(lambda: front.parts.pending_changes() == 0, 60, what="pelican shipped the deletion")

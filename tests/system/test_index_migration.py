@@ -80,7 +80,7 @@ def test_migration_builds_the_next_index_while_the_old_one_serves_then_switches(
     rows = len(filler) + 2
     both = {"PINECONE_NEXT_HOST": next_index.url}
     stack.start_app("frontend", both)  # first: its model load overlaps the sync
-    stack.start_app("pelican", {"PELICAN_POLL_INTERVAL_SECONDS": "1"})
+    stack.start_app("pelican", options={"poll_interval_seconds": 1})
     stack.start_app("emu")
     wait_until(lambda: old.count() == rows and parts.pending_changes() == 0, 180, interval=0.5, what="rows in the old index")
     wait_until(lambda: _healthy(stack), 180, interval=0.5, what="frontend /healthz 200")
@@ -89,7 +89,7 @@ def test_migration_builds_the_next_index_while_the_old_one_serves_then_switches(
     # `pulumi up` compute: emu now writes both indexes. Pelican stays stopped to hold the build.
     stack.stop("emu")
     stack.stop("pelican")
-    stack.start_app("emu", {**both, "EMU_MAX_INDEX_ATTEMPTS": "2"})
+    stack.start_app("emu", both, options={"max_index_attempts": 2})
     # The next index fails more upserts than one write's attempts: a batch written to the old
     # index and refused by the new one is held and written again, to both. (9: the SDK's
     # data-plane client also retries, up to 3 times per attempt.)
@@ -114,7 +114,7 @@ def test_migration_builds_the_next_index_while_the_old_one_serves_then_switches(
         edited = parts.conn.execute("SELECT version FROM products WHERE id = %s", (telescope,)).fetchone()["version"]
         parts.conn.execute("DELETE FROM products WHERE id = %s", (doomed,))
 
-        stack.start_app("pelican", {"PELICAN_POLL_INTERVAL_SECONDS": "1"})
+        stack.start_app("pelican", options={"poll_interval_seconds": 1})
         assert command.wait(timeout=300) == 0, log.read_text()
     finally:
         if command.poll() is None:
@@ -164,7 +164,7 @@ def test_migration_moves_a_legacy_index_to_a_document_index(stack, parts, servin
         filler = parts.insert_many(20, prefix="gizmo")
         telescope = parts.insert("Brass Telescope", "a brass refracting telescope for stargazing", 250, sku="TEL-4410")
         stack.start_app("frontend", both)
-        stack.start_app("pelican", {"PELICAN_POLL_INTERVAL_SECONDS": "1"})
+        stack.start_app("pelican", options={"poll_interval_seconds": 1})
         stack.start_app("emu", both)
         wait_until(lambda: parts.index.count() == len(filler) + 1 and parts.pending_changes() == 0, 180, interval=0.5,
                    what="rows in the legacy index")

@@ -1,6 +1,6 @@
 """Failed editor logins are throttled per client, so passwords cannot be guessed at speed: after
-EDITOR_LOGIN_MAX_FAILURES wrong passwords the frontend answers 429 with Retry-After,
-even to the right password, until EDITOR_LOGIN_WINDOW_SECONDS (scaled down here)
+--logins.max-failures wrong passwords the frontend answers 429 with Retry-After,
+even to the right password, until --logins.window-seconds (scaled down here)
 has passed; other clients are unaffected. The frontend runs as a real process
 against the local Postgres; the second client is a second loopback address."""
 
@@ -39,9 +39,8 @@ def put(stack, product_id: int, auth: tuple[str, str], *, source: str = "127.0.0
 
 def start_frontend(stack, parts, extra: dict[str, str] | None = None) -> int:
     pid = parts.insert("Throttle Target", "a product to edit")
-    stack.start_app("frontend", {"EDITOR_USERNAME": EDITOR[0], "EDITOR_PASSWORD": EDITOR[1],
-                                 "EDITOR_LOGIN_MAX_FAILURES": str(MAX_FAILURES),
-                                 "EDITOR_LOGIN_WINDOW_SECONDS": str(WINDOW_S), **(extra or {})})
+    stack.start_app("frontend", {"EDITOR_USERNAME": EDITOR[0], "EDITOR_PASSWORD": EDITOR[1], **(extra or {})},
+                    options={"logins.max_failures": MAX_FAILURES, "logins.window_seconds": WINDOW_S})
 
     def answers() -> bool:
         try:

@@ -20,7 +20,7 @@ from tests import kit
 
 pytestmark = pytest.mark.stack
 
-FAST = {"PELICAN_POLL_INTERVAL_SECONDS": "1"}
+FAST = {"poll_interval_seconds": 1}  # options of `pelican run`
 
 
 def index_faults(stack) -> list:
@@ -38,10 +38,10 @@ def queue_counts(parts) -> tuple[int, int]:
 
 
 def test_a_newer_state_waits_for_the_older_one_in_flight(parts, stack):
-    stack.start_app("pelican", FAST)
+    stack.start_app("pelican", options=FAST)
     # emu A takes one message at a time, so only emu B can take the second job; its
     # request deadline outlasts the hold, so no retry of its own overtakes it.
-    stack.start_app("emu", {"EMU_MAX_CHANGES_IN_FLIGHT": "1", "EMU_INDEX_TIMEOUT_SECONDS": "120"}, instance="emu-a")
+    stack.start_app("emu", options={"max_changes_in_flight": 1, "index_timeout_seconds": 120}, instance="emu-a")
     warm = parts.insert("Warm Up", "makes sure emu A is running")
     wait_until(lambda: parts.vector(warm), 120, what="emu A running")
 

@@ -55,9 +55,8 @@ def test_pelican_ships_from_a_change_log_of_millions(stack, parts):
     cw = cloudwatch(stack)
     namespace, deployment = f"ProductSearchScale{uuid.uuid4().hex[:8]}", "scale-test"
     pelican = stack.start_app("pelican", {
-        "CLOUDWATCH_NAMESPACE": namespace, "DEPLOYMENT_NAME": deployment, "PELICAN_METRIC_INTERVAL_SECONDS": "1",
-        "DATABASE_STATEMENT_TIMEOUT_SECONDS": str(STATEMENT_TIMEOUT_S),
-    })
+        "CLOUDWATCH_NAMESPACE": namespace, "DEPLOYMENT_NAME": deployment,
+    }, options={"metric_interval_seconds": 1, "database.statement_timeout_seconds": STATEMENT_TIMEOUT_S})
     # Shipping starts and goes on: the head of the change log moves on past several batches.
     wait_until(lambda: head_id(parts.conn) > 5_000, 40, interval=0.5, what="pelican shipping from the backlog")
     queued = parts.sqs.get_queue_attributes(QueueUrl=parts.env["SQS_QUEUE_URL"],

@@ -60,8 +60,8 @@ def test_apps_reconnect_with_the_rotated_password_from_the_secret(stack, parts, 
     role, arn, old_password = rotating_role
     no_password_url = stack.database_url.replace("products:products-local@", "")
     assert "@" not in no_password_url
-    env = {"DATABASE_URL": no_password_url, "DATABASE_SECRET_ARN": arn, "PELICAN_POLL_INTERVAL_SECONDS": "0.5"}
-    pelican = stack.start_app("pelican", env)
+    env = {"DATABASE_URL": no_password_url, "DATABASE_SECRET_ARN": arn}
+    pelican = stack.start_app("pelican", env, options={"poll_interval_seconds": 0.5})
     frontend = stack.start_app("frontend", env)
     front_url = stack.env()["FRONTEND_URL"]
 

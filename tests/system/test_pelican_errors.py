@@ -19,7 +19,7 @@ from pelican import service
 from pelican.outbox import CLAIM_SQL, ship_batch
 from productsearch import change_log
 from pelican.config import PelicanSettings
-from productsearch.settings import DatabaseSettings, QueueSettings
+from productsearch.settings import DatabaseSettings, DatabaseTimeouts, QueueSettings
 
 pytestmark = pytest.mark.stack
 
@@ -65,9 +65,12 @@ FAILURES = [
 ]
 
 
-def in_process_pelican(stack, **env) -> tuple[service.Pelican, threading.Thread]:
-    env = {**stack.env(), "PELICAN_POLL_INTERVAL_SECONDS": "0.2", "DATABASE_STATEMENT_TIMEOUT_SECONDS": "0.5", **env}
-    pelican = service.Pelican(DatabaseSettings.from_env(env), QueueSettings.from_env(env), PelicanSettings.from_env(env))
+def in_process_pelican(stack, metric_interval_seconds: int = 60, **env) -> tuple[service.Pelican, threading.Thread]:
+    env = {**stack.env(), **env}
+    settings = PelicanSettings.from_env(env, poll_interval_seconds=0.2, metric_interval_seconds=metric_interval_seconds,
+                                        database=DatabaseTimeouts(statement_timeout_seconds=0.5))
+    database = DatabaseSettings.from_env(env, timeouts=settings.database)
+    pelican = service.Pelican(database, QueueSettings.from_env(env), settings)
     thread = threading.Thread(target=pelican.run, name="pelican-under-test", daemon=True)
     thread.start()
     return pelican, thread
@@ -124,7 +127,7 @@ def test_failing_metrics_never_hold_shipping_up(stack, parts, monkeypatch, caplo
     caplog.set_level(logging.INFO, logger="pelican.service")
     # The age read outlasts the statement timeout, as a whole-table scan of a long change log did.
     monkeypatch.setattr(change_log, "OLDEST_AGE_SQL", "SELECT (pg_sleep(5) IS NULL)::int::float8 AS age_s")
-    pelican, thread = in_process_pelican(stack, CLOUDWATCH_NAMESPACE="ProductSearchErrors", PELICAN_METRIC_INTERVAL_SECONDS="1")
+    pelican, thread = in_process_pelican(stack, metric_interval_seconds=1, CLOUDWATCH_NAMESPACE="ProductSearchErrors")
     put_failures = []
 
     def failing_put(**kwargs):

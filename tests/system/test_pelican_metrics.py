@@ -40,12 +40,13 @@ def metric_statistics(cw, namespace: str, deployment: str, metric: str) -> dict:
 def test_pelican_publishes_the_age_of_the_oldest_unshipped_change(stack, parts):
     cw = cloudwatch(stack)
     namespace, deployment = f"ProductSearchTest{uuid.uuid4().hex[:8]}", "test-deployment"
-    metrics_env = {"CLOUDWATCH_NAMESPACE": namespace, "DEPLOYMENT_NAME": deployment,
-                   "PELICAN_METRIC_INTERVAL_SECONDS": "1", "PELICAN_POLL_INTERVAL_SECONDS": "0.5"}
+    metrics_env = {"CLOUDWATCH_NAMESPACE": namespace, "DEPLOYMENT_NAME": deployment}
+    scaled = {"metric_interval_seconds": 1, "poll_interval_seconds": 0.5}
     parts.insert("Held Back", "a change the queue will not take")
 
     # A queue that does not exist refuses every batch: the change stays, and ages.
-    stuck = stack.start_app("pelican", {**metrics_env, "SQS_QUEUE_URL": stack.queue_url("no-such-queue.fifo")})
+    stuck = stack.start_app("pelican", {**metrics_env, "SQS_QUEUE_URL": stack.queue_url("no-such-queue.fifo")},
+                            options=scaled)
     held = wait_until(lambda: (s := age_statistics(cw, namespace, deployment))["Maximum"] and s["Maximum"] >= 3 and s,
                       60, interval=0.5, what="an age of 3 s or more for the held-back change")
     assert held["SampleCount"] >= 2, "put on every interval, not once"
@@ -59,7 +60,7 @@ def test_pelican_publishes_the_age_of_the_oldest_unshipped_change(stack, parts):
     assert parts.pending_changes() == 1
 
     # Shipping again empties the change log, and the age goes back to 0.
-    stack.start_app("pelican", metrics_env)
+    stack.start_app("pelican", metrics_env, options=scaled)
     wait_until(lambda: parts.pending_changes() == 0, 60, what="the held-back change shipped")
     wait_until(lambda: age_statistics(cw, namespace, deployment)["Minimum"] == 0, 30, interval=0.5,
                what="an age of 0 once nothing waits")
@@ -68,7 +69,7 @@ def test_pelican_publishes_the_age_of_the_oldest_unshipped_change(stack, parts):
 def test_without_a_namespace_pelican_puts_no_metric(stack, parts):
     cw = cloudwatch(stack)
     before = {m["Namespace"] for m in cw.list_metrics()["Metrics"]}
-    stack.start_app("pelican", {"PELICAN_POLL_INTERVAL_SECONDS": "0.5", "PELICAN_METRIC_INTERVAL_SECONDS": "1"})
+    stack.start_app("pelican", options={"poll_interval_seconds": 0.5, "metric_interval_seconds": 1})
     parts.insert("Plain", "no metrics configured")
     wait_until(lambda: parts.pending_changes() == 0, 60, what="the change shipped")
     assert {m["Namespace"] for m in cw.list_metrics()["Metrics"]} == before
@@ -81,10 +82,9 @@ def test_changes_waiting_counts_the_change_log_and_the_queue(stack, parts):
     cw = cloudwatch(stack)
     namespace, deployment = f"ProductSearchTest{uuid.uuid4().hex[:8]}", "test-waiting"
     parts.insert_many(50, prefix="waiting")
-    stack.start_app("pelican", {
-        "CLOUDWATCH_NAMESPACE": namespace, "DEPLOYMENT_NAME": deployment, "PELICAN_METRIC_INTERVAL_SECONDS": "1",
-        "PELICAN_POLL_INTERVAL_SECONDS": "0.2", "PELICAN_QUEUE_CHECK_INTERVAL_SECONDS": "0.2",
-        "PELICAN_MAX_QUEUED_MESSAGES": "4", "PELICAN_CHANGES_PER_MESSAGE": "5", "PELICAN_CLAIM_BATCH_SIZE": "10"})
+    stack.start_app("pelican", {"CLOUDWATCH_NAMESPACE": namespace, "DEPLOYMENT_NAME": deployment}, options={
+        "metric_interval_seconds": 1, "poll_interval_seconds": 0.2, "queue_check_interval_seconds": 0.2,
+        "max_queued_messages": 4, "changes_per_message": 5, "claim_batch_size": 10})
     queue = parts.env["SQS_QUEUE_URL"]
     wait_until(lambda: 0 < parts.pending_changes() < 50, 30, interval=0.2, what="part of the backlog shipped")
     waiting = wait_until(lambda: (s := metric_statistics(cw, namespace, deployment, "ChangesWaiting"))["SampleCount"] >= 3 and s,

@@ -14,7 +14,7 @@ from devstack.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
-FAST = {"PELICAN_POLL_INTERVAL_SECONDS": "1"}
+FAST = {"poll_interval_seconds": 1}  # options of `pelican run`
 
 
 def indexed_text(name: str, description: str) -> str:
@@ -22,7 +22,7 @@ def indexed_text(name: str, description: str) -> str:
 
 
 def test_insert_update_delete_reach_the_index(parts, stack, embedder):
-    stack.start_app("pelican", FAST)
+    stack.start_app("pelican", options=FAST)
     stack.start_app("emu")
     pid = parts.insert("Trail Shoe", "A light running shoe for muddy mountain paths", 120)
 
@@ -67,14 +67,14 @@ def test_change_made_while_pelican_is_down_arrives_after_restart(parts, stack):
     time.sleep(2)
     assert parts.vector(pid) is None  # nobody shipped it yet
     assert parts.pending_changes() == 1
-    stack.start_app("pelican", FAST)
+    stack.start_app("pelican", options=FAST)
     wait_until(lambda: parts.vector(pid), 90, what="change captured while pelican was down indexed")
 
 
 def test_two_pelican_replicas_ship_each_change_exactly_once(parts, stack):
     # No emu: the test reads the queue itself to count deliveries.
-    stack.start_app("pelican", {**FAST, "PELICAN_CLAIM_BATCH_SIZE": "25"}, instance="pelican-a")
-    stack.start_app("pelican", {**FAST, "PELICAN_CLAIM_BATCH_SIZE": "25"}, instance="pelican-b")
+    stack.start_app("pelican", options={**FAST, "claim_batch_size": 25}, instance="pelican-a")
+    stack.start_app("pelican", options={**FAST, "claim_batch_size": 25}, instance="pelican-b")
     ids = []
     for round_ in range(10):
         ids += parts.insert_many(100, prefix=f"r{round_}")
@@ -97,7 +97,7 @@ def test_poison_row_is_dead_lettered_with_reason_and_neighbours_indexed(parts, s
     before = parts.insert_many(20, prefix="good")
     poison = parts.insert("Huge Manual", "x" * 50_000)  # text over the 40 KiB the pipeline carries
     after = parts.insert_many(20, prefix="fine")
-    stack.start_app("pelican", FAST)
+    stack.start_app("pelican", options=FAST)
     stack.start_app("emu")
 
     wait_until(lambda: all(parts.vector(i) for i in before + after), 120, what="neighbours indexed")
@@ -116,7 +116,7 @@ def test_poison_row_is_dead_lettered_with_reason_and_neighbours_indexed(parts, s
 def test_emu_killed_mid_batch_loses_nothing(parts, stack):
     ids = parts.insert_many(1500, prefix="kill")
     env = {"EMU_VISIBILITY_TIMEOUT_SECONDS": "10", "EMBEDDING_BATCH_SIZE": "32"}
-    stack.start_app("pelican", FAST)
+    stack.start_app("pelican", options=FAST)
     stack.start_app("emu", env)
     wait_until(lambda: parts.index.count() >= 100, 120, interval=0.05, what="emu part-way through")
     stack.stop("emu", signal.SIGKILL)
@@ -129,7 +129,7 @@ def test_emu_killed_mid_batch_loses_nothing(parts, stack):
 
 def test_emu_sigterm_finishes_or_returns_its_batch(parts, stack):
     ids = parts.insert_many(800, prefix="term")
-    stack.start_app("pelican", FAST)
+    stack.start_app("pelican", options=FAST)
     stack.start_app("emu", {"EMBEDDING_BATCH_SIZE": "16"})
     wait_until(lambda: parts.index.count() >= 50, 120, interval=0.05, what="emu part-way through")
     code = stack.stop("emu", signal.SIGTERM, timeout=60)

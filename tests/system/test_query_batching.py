@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from devstack.waiting import wait_until
-from frontend.config import FrontendSettings, QueryEmbeddingSettings
+from frontend.config import FrontendSettings, FrontendTuning, QueryEmbeddingSettings
 from frontend.query_embedding import (
     BatchingEmbedder,
     QueryEmbedderClosed,
@@ -283,17 +283,18 @@ def test_a_cache_of_size_zero_stores_nothing():
 
 # -- settings and wiring ------------------------------------------------------------------------
 def test_query_embedding_settings_defaults():
-    s = QueryEmbeddingSettings.from_env({})
+    s = FrontendTuning.parse([]).query_embedding
     assert (s.batch_window_ms, s.max_batch, s.cache_size, s.timeout_seconds) == (3, 32, 4096, 10)
 
 
 @pytest.mark.parametrize("name, value", [
-    ("FRONTEND_QUERY_BATCH_MAX", "0"), ("FRONTEND_QUERY_BATCH_MAX", "257"), ("FRONTEND_QUERY_BATCH_MAX", "2.5"),
-    ("FRONTEND_QUERY_CACHE_SIZE", "-1"), ("FRONTEND_QUERY_CACHE_SIZE", "100001"), ("FRONTEND_QUERY_CACHE_SIZE", "lots"),
+    ("--query-embedding.max-batch", "0"), ("--query-embedding.max-batch", "257"),
+    ("--query-embedding.max-batch", "2.5"), ("--query-embedding.cache-size", "-1"),
+    ("--query-embedding.cache-size", "100001"), ("--query-embedding.cache-size", "lots"),
 ])
 def test_bad_query_embedding_settings_are_refused(name, value):
     with pytest.raises(ConfigError, match=name):
-        QueryEmbeddingSettings.from_env({name: value})
+        FrontendTuning.parse([name, value])
 
 
 def test_batching_and_cache_off_leave_the_embedder_unwrapped(recording):
@@ -310,7 +311,8 @@ def test_batching_and_cache_off_leave_the_embedder_unwrapped(recording):
 def test_the_frontends_search_path_uses_the_batching_embedder(parts, recording):
     from frontend.services import Services
 
-    services = Services(FrontendSettings.from_env({**parts.env, "FRONTEND_QUERY_CACHE_SIZE": "8"}), embedder=recording)
+    services = Services(FrontendSettings.from_env(parts.env, query_embedding=QueryEmbeddingSettings(cache_size=8)),
+                        embedder=recording)
     try:
         search = services.search  # what the UI and the API both search with
         wrapper = search.embedder
@@ -323,8 +325,8 @@ def test_the_frontends_search_path_uses_the_batching_embedder(parts, recording):
         services.close()
     assert not wrapper._worker.is_alive()
 
-    plain = Services(FrontendSettings.from_env({**parts.env, "FRONTEND_QUERY_BATCH_MAX": "1",
-                                                "FRONTEND_QUERY_CACHE_SIZE": "0"}), embedder=recording)
+    plain = Services(FrontendSettings.from_env(parts.env, query_embedding=QueryEmbeddingSettings(max_batch=1, cache_size=0)),
+                     embedder=recording)
     try:
         assert plain.search.embedder is recording
     finally:
@@ -337,7 +339,7 @@ def test_concurrent_api_searches_answer_as_lone_ones(stack):
     from tests.e2e import frontend_stack
 
     # No cache: the lone searches afterwards must embed again, each in a batch of one.
-    front = frontend_stack.start(stack, rows=60, editor=None, frontend_env={"FRONTEND_QUERY_CACHE_SIZE": "0"})
+    front = frontend_stack.start(stack, rows=60, editor=None, frontend_options={"query_embedding.cache_size": 0})
     try:
         log = stack.log_path("frontend").read_text(errors="replace")
         assert "queries batched (window 3 ms, at most 32), no cache" in log

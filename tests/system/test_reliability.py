@@ -15,7 +15,7 @@ from tests import kit
 
 pytestmark = pytest.mark.stack
 
-FAST = {"PELICAN_POLL_INTERVAL_SECONDS": "1"}
+FAST = {"poll_interval_seconds": 1}  # options of `pelican run`
 CLEAN = "missing=0 stale=0 orphaned=0"
 
 
@@ -47,7 +47,7 @@ def without_capture(parts, sql: str, params=()) -> None:
 
 
 def test_reconcile_reports_and_repairs_drift(parts, stack):
-    stack.start_app("pelican", FAST)
+    stack.start_app("pelican", options=FAST)
     stack.start_app("emu")
     ids = parts.insert_many(30, prefix="rec")
     converge(parts, stack)
@@ -78,26 +78,26 @@ def test_pelican_killed_mid_backfill_resumes_and_loses_nothing(parts, stack):
     resumed = pelican_cli(stack, "backfill")
     assert resumed.returncode == 0, resumed.stderr
     assert f"captured {3000 - done_at_kill} products" in resumed.stdout
-    stack.start_app("pelican", FAST)
+    stack.start_app("pelican", options=FAST)
     stack.start_app("emu", {"EMBEDDING_BATCH_SIZE": "128"})
     converge(parts, stack, timeout=300)
 
 
 def test_pelican_killed_mid_stream_then_restarted(parts, stack):
     stack.start_app("emu")
-    stack.start_app("pelican", {**FAST, "PELICAN_CLAIM_BATCH_SIZE": "20"})
+    stack.start_app("pelican", options={**FAST, "claim_batch_size": 20})
     for round_ in range(10):
         parts.insert_many(50, prefix=f"stream{round_}")
     time.sleep(0.3)
     stack.stop("pelican", signal.SIGKILL)
     assert parts.pending_changes() > 0, "pelican drained everything before the kill; the test proves nothing"
-    stack.start_app("pelican", FAST)
+    stack.start_app("pelican", options=FAST)
     converge(parts, stack, timeout=240)
 
 
 def test_two_emus_racing_and_rapid_edits_end_with_the_last_text(parts, stack):
     ids = parts.insert_many(20, prefix="race")
-    stack.start_app("pelican", {**FAST, "PELICAN_CLAIM_BATCH_SIZE": "5", "PELICAN_CHANGES_PER_MESSAGE": "2"})
+    stack.start_app("pelican", options={**FAST, "claim_batch_size": 5, "changes_per_message": 2})
     stack.start_app("emu", {"EMBEDDING_BATCH_SIZE": "4"}, instance="emu-a")
     stack.start_app("emu", {"EMBEDDING_BATCH_SIZE": "4"}, instance="emu-b")
     target = ids[0]
@@ -116,7 +116,7 @@ def test_two_emus_racing_and_rapid_edits_end_with_the_last_text(parts, stack):
 
 
 def test_postgres_restart_while_pelican_listens(parts, stack):
-    stack.start_app("pelican", FAST)
+    stack.start_app("pelican", options=FAST)
     stack.start_app("emu")
     first = parts.insert("Before Restart", "row written before the database restarted")
     wait_until(lambda: parts.vector(first), 60, what="first row indexed")
@@ -132,7 +132,7 @@ def test_postgres_restart_while_pelican_listens(parts, stack):
 
 
 def test_queue_endpoint_down_for_a_while(parts, stack):
-    stack.start_app("pelican", FAST)
+    stack.start_app("pelican", options=FAST)
     stack.start_app("emu")
     stack.stop("aws")
     ids = parts.insert_many(40, prefix="sqsdown")
@@ -144,8 +144,8 @@ def test_queue_endpoint_down_for_a_while(parts, stack):
 
 
 def test_index_429_and_500_for_a_stretch(parts, stack):
-    stack.start_app("pelican", FAST)
-    stack.start_app("emu", {"EMU_MAX_INDEX_ATTEMPTS": "10"})
+    stack.start_app("pelican", options=FAST)
+    stack.start_app("emu", options={"max_index_attempts": 10})
     kit.inject_index_fault(stack, status=429, count=12, paths=["/vectors/upsert"], retry_after_seconds=0)
     kit.inject_index_fault(stack, status=500, count=12, paths=["/vectors/fetch"])
     ids = parts.insert_many(60, prefix="flaky")
@@ -155,8 +155,8 @@ def test_index_429_and_500_for_a_stretch(parts, stack):
 
 
 def test_slow_index_times_out_and_recovers(parts, stack):
-    stack.start_app("pelican", FAST)
-    stack.start_app("emu", {"EMU_MAX_INDEX_ATTEMPTS": "10"})
+    stack.start_app("pelican", options=FAST)
+    stack.start_app("emu", options={"max_index_attempts": 10})
     kit.inject_index_fault(stack, status=None, delay_seconds=12, count=3, paths=["/vectors/upsert"])
     ids = parts.insert_many(10, prefix="slow")
     wait_until(lambda: all(parts.vector(i) for i in ids), 240, interval=1, what="rows indexed after timeouts")
@@ -168,7 +168,7 @@ def test_rejected_rows_go_to_the_dlq_and_redrive_replays_them(parts, stack):
     topic_watch = parts.sqs.create_queue(QueueName="redrive-watch")["QueueUrl"]
     arn = parts.sqs.get_queue_attributes(QueueUrl=topic_watch, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     parts.sns.subscribe(TopicArn=parts.env["SNS_TOPIC_ARN"], Protocol="sqs", Endpoint=arn)
-    stack.start_app("pelican", FAST)
+    stack.start_app("pelican", options=FAST)
     stack.start_app("emu")
     # The index refuses every write for a while (e.g. a misconfigured index): a permanent 400.
     kit.inject_index_fault(stack, status=400, count=1000, paths=["/vectors/upsert"])
@@ -192,7 +192,7 @@ def test_rejected_rows_go_to_the_dlq_and_redrive_replays_them(parts, stack):
 
 
 def test_secrets_never_reach_the_logs(parts, stack):
-    stack.start_app("pelican", FAST)
+    stack.start_app("pelican", options=FAST)
     stack.start_app("emu")
     pid = parts.insert("Log Check", "a row to make every service log something")
     wait_until(lambda: parts.vector(pid), 60, what="row indexed")

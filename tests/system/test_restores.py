@@ -44,7 +44,7 @@ def sync(parts, pid: int, version: int | None = None) -> editing.SyncState:
 
 
 def start_apps(stack) -> None:
-    stack.start_app("pelican", FAST)
+    stack.start_app("pelican", options=FAST)
     stack.start_app("emu")
 
 

@@ -95,7 +95,7 @@ def test_reloading_the_catalog_keeps_edits_unless_asked_to_update(parts, stack, 
 def test_pelican_exits_cleanly_on_sigterm(parts, stack):
     name = "pelican-sigterm"
     stack.log_path(name).unlink(missing_ok=True)
-    stack.start_app("pelican", {"PELICAN_POLL_INTERVAL_SECONDS": "1"}, instance=name)
+    stack.start_app("pelican", options={"poll_interval_seconds": 1}, instance=name)
     wait_until(lambda: "pelican started" in stack.log_path(name).read_text(), 60, what="pelican started")
     parts.insert_many(200, prefix="sigterm")
     assert stack.stop(name, signal.SIGTERM, timeout=30) == 0

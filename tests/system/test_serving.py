@@ -33,12 +33,12 @@ def in_flight(parts) -> int:
 def test_emu_stops_within_its_stop_timeout_and_hands_everything_back(parts, stack):
     stop_timeout = 12
     ids = parts.insert_many(1200, prefix="drain")
-    stack.start_app("pelican", {"PELICAN_POLL_INTERVAL_SECONDS": "1", "PELICAN_CHANGES_PER_MESSAGE": "60"})
+    stack.start_app("pelican", options={"poll_interval_seconds": 1, "changes_per_message": 60})
     # Every upsert request takes 4 s, one at a time: the work in hand (600 changes or
     # more, at least three requests) takes longer to write than the deadline allows.
     kit.inject_index_fault(stack, status=None, delay_seconds=4, count=100_000, paths=["/vectors/upsert"])
-    stack.start_app("emu", {"EMU_STOP_TIMEOUT_SECONDS": str(stop_timeout), "EMU_INDEX_TIMEOUT_SECONDS": "5",
-                            "EMU_INDEX_REQUESTS_IN_FLIGHT": "1"})
+    stack.start_app("emu", {"EMU_STOP_TIMEOUT_SECONDS": str(stop_timeout)},
+                    options={"index_timeout_seconds": 5, "index_requests_in_flight": 1})
     wait_until(lambda: in_flight(parts) >= 10, 120, what="emu holding 10 messages of 60 changes")
 
     started = time.monotonic()
@@ -66,8 +66,8 @@ def test_emu_stops_within_its_stop_timeout_and_hands_everything_back(parts, stac
 def front(stack, tmp_path_factory):
     temp = tmp_path_factory.mktemp("gradio-temp")
     f = frontend_stack.start(stack, rows=50, frontend_env={
-        "LOAD_BALANCER_IDLE_TIMEOUT_SECONDS": str(LB_IDLE_SECONDS), "GRADIO_TEMP_DIR": str(temp),
-        "FRONTEND_INDEX_TIMEOUT_SECONDS": "2"})
+        "LOAD_BALANCER_IDLE_TIMEOUT_SECONDS": str(LB_IDLE_SECONDS), "GRADIO_TEMP_DIR": str(temp)},
+        frontend_options={"index_timeout_seconds": 2})
     f.gradio_temp = temp
     yield f
     kit.clear_index_faults(f.stack)

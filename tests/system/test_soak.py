@@ -22,7 +22,7 @@ def healthy(url: str) -> bool:
 
 def test_short_soak_applies_every_change_without_errors(parts, stack):
     parts.insert_many(50, prefix="soakseed")
-    stack.start_app("pelican", {"PELICAN_POLL_INTERVAL_SECONDS": "1"})
+    stack.start_app("pelican", options={"poll_interval_seconds": 1})
     stack.start_app("emu")
     stack.start_app("frontend")
     wait_until(lambda: parts.index.count() == 50, 120, what="seed rows indexed")

@@ -15,7 +15,7 @@ from productsearch import jobs
 
 pytestmark = pytest.mark.stack
 
-FAST = {"PELICAN_POLL_INTERVAL_SECONDS": "1"}
+FAST = {"poll_interval_seconds": 1}  # options of `pelican run`
 # Valid Postgres text (which refuses only NUL) that SQS refuses raw or JSON must escape.
 ODD_TEXT = ("Odd \uffff and \ufffe, controls \x01\x08\x0b\x0c\x1b\x1f\x7f, tab\tCR\rLF\n, "
             "\ufdd0 \u2028 \u202e rtl, astral \U0001f600 \U0010ffff, edges \ud7ff\ue000\ufffd, "
@@ -79,7 +79,7 @@ def test_row_with_text_sqs_refuses_raw_is_indexed_exactly(parts, stack):
     pid = parts.insert(f"Name {ODD_TEXT[:40]}", ODD_TEXT, sku=f"ODD-{uuid.uuid4().hex[:8]}")
     row = parts.conn.execute("SELECT name, description FROM products WHERE id = %s", (pid,)).fetchone()
     assert row["description"] == ODD_TEXT  # Postgres kept every character
-    stack.start_app("pelican", FAST)
+    stack.start_app("pelican", options=FAST)
     stack.start_app("emu")
 
     wait_until(lambda: parts.vector(pid), 120, what="row with odd text indexed")

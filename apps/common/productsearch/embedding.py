@@ -12,7 +12,7 @@ card prescribes. Two runtimes compute the same vectors (EMBEDDING_RUNTIME):
 
 torch is the default (emu's): on this project's 2-core CPU it embedded batches of 64
 texts as fast as ONNX Runtime or faster, side by side (docs/benchmarks.md). The
-frontend defaults to auto (settings.QUERY_EMBEDDING_DEFAULTS): for one query at a time
+frontend defaults to auto (settings.EmbeddingSettings.for_queries): for one query at a time
 ONNX Runtime takes about half torch's time. auto takes torch on a GPU or when
 int8 is asked for, and onnx otherwise (about half the peak memory), falling back to
 torch with a logged warning when no verified export can be had.

@@ -86,7 +86,7 @@ class _AppRole:
 
 def app_roles(settings: AppRoleSettings) -> list[_AppRole]:
     """The roles grant_roles manages, each with the secret that holds its credentials."""
-    return [_AppRole(PELICAN_ROLE, settings.pelican_secret_arn), _AppRole(FRONTEND_ROLE, settings.frontend_secret_arn)]
+    return [_AppRole(PELICAN_ROLE, settings.PELICAN_DATABASE_SECRET_ARN), _AppRole(FRONTEND_ROLE, settings.FRONTEND_DATABASE_SECRET_ARN)]
 
 
 def grant_roles(database: DatabaseSettings | str, settings: AppRoleSettings) -> list[str]:
@@ -102,7 +102,7 @@ def grant_roles(database: DatabaseSettings | str, settings: AppRoleSettings) -> 
     roles = app_roles(settings)
     credentials = {}
     for role in roles:
-        current = db.SecretCredentials(role.secret_arn, settings.aws_endpoint_url).current()
+        current = db.SecretCredentials(role.secret_arn, settings.AWS_ENDPOINT_URL).current()
         if current.username != role.name:
             # The name is fixed here because the grants are: a secret naming another role
             # (the administrator, say) must not get its password changed.

@@ -1,19 +1,10 @@
-"""Typed settings read from environment variables.
-
-ECS injects configuration and Secrets Manager values as environment variables, and
-the local stack writes the same names to .local/stack.env, so the reader here is
-the only one of configuration. A missing or malformed value raises ConfigError naming
-the variable, and the apps turn that into a one-line message and exit code 2.
-
-Each group of variables is declared once, as an `EnvSection` (a pydantic-settings
-model whose field names are the variables' names, annotated with a `Var` that says
-what the variable means, its bounds and whether it is a secret). All of them are
-read by the one reader below (`EnvSection.read`); the settings classes the apps use
-(`DatabaseSettings`, `IndexSettings`, ...) are frozen dataclasses built from a
-section by their `from_env`, where the checks that involve several variables live.
-The shared groups (database, queues, index, embedding) are here; each app's own
-are in its config module (pelican.config, emu.config, frontend.config).
-infra.env_contract derives the environment contract from all of them.
+"""The settings the apps share (database, queues, index, embedding), each variable
+declared once as a field of an `EnvSection` (productsearch.env, the one reader of
+configuration). ECS injects configuration and Secrets Manager values as environment
+variables, and the local stack writes the same names to .local/stack.env. The
+settings classes the apps use are frozen dataclasses built by `from_env`, where the
+checks that involve several variables live. Each app's own settings are in its config
+module; infra.env_contract derives the environment contract from all of them.
 """
 
 from __future__ import annotations
@@ -21,164 +12,18 @@ from __future__ import annotations
 import os
 import re
 import string
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import quote
 
-from pydantic import ValidationError, ValidationInfo, field_validator, model_validator
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from productsearch.env import ConfigError, EnvSection, Var, require
 
 # The table's column names: a stdlib-only module, so settings imports no domain code.
 from productsearch.products import CONTENT_COLUMNS
-
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names the variable."""
-
-
-@dataclass(frozen=True)
-class Var:
-    """What one environment variable means and how it is checked.
-
-    meaning: one line for the environment contract (infra.env_contract).
-    minimum/maximum: inclusive bounds of an int or float variable.
-    url: the value must be an http(s) URL. secret: the value is a credential, so ECS
-    passes it as a task-definition secret and never as plain environment.
-    strip: surrounding white space is removed (not for passwords). keep_blank: a
-    value that is empty after stripping counts as set (else it means unset)."""
-
-    meaning: str
-    minimum: float | None = None
-    maximum: float | None = None
-    url: bool = False
-    secret: bool = False
-    strip: bool = True
-    keep_blank: bool = False
-
-
-def var_of(field: FieldInfo) -> Var:
-    """The `Var` a section's field is annotated with. Raises TypeError when it has none
-    (every variable of a section must say what it means)."""
-    for item in field.metadata:
-        if isinstance(item, Var):
-            return item
-    raise TypeError(f"an EnvSection field lacks its Var annotation: {field!r}")
-
-
-def _value_type(annotation: Any) -> type:
-    """int, float or str: the type a (possibly optional) field holds."""
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
-    return annotation
-
-
-class _MappingSource(PydanticBaseSettingsSource):
-    """pydantic-settings source reading one section's variables from a mapping (os.environ,
-    or a test's dict): values stripped, and blank ones treated as unset (ECS and
-    docker-compose pass an empty string for a variable written without a value)."""
-
-    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]):
-        super().__init__(settings_cls)
-        self._env = env
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        raw = self._env.get(field_name)
-        if raw is None:
-            return None, field_name, False
-        var = var_of(field)
-        value = raw.strip() if var.strip else raw
-        if not value.strip() and not var.keep_blank:
-            return None, field_name, False
-        return value, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        values = {}
-        for name, field in self.settings_cls.model_fields.items():
-            value, _, _ = self.get_field_value(field, name)
-            if value is not None:
-                values[name] = value
-        return values
-
-
-class EnvSection(BaseSettings):
-    """A group of environment variables, declared once: one field per variable, the
-    field's name being the variable's, annotated with its `Var`. `read(env)` is the
-    only reader of configuration; it raises ConfigError naming the first variable that
-    is missing ("NAME is not set") or malformed ("NAME must be ..., got ...")."""
-
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=True)
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings):
-        # Only what `read` was given: no .env file, no secrets directory, no os.environ behind a test's back.
-        return (init_settings,)
-
-    @classmethod
-    def read(cls, env: Mapping[str, str] = os.environ):
-        """This section's variables from `env`. Raises ConfigError."""
-        try:
-            return cls(**_MappingSource(cls, env)())
-        except ValidationError as exc:
-            raise _config_error(exc) from None
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _parse(cls, raw: Any, info: ValidationInfo) -> Any:
-        if not isinstance(raw, str):
-            return raw
-        name = info.field_name
-        field = cls.model_fields[name]
-        var, kind = var_of(field), _value_type(field.annotation)
-        value: Any = raw
-        if kind is int:
-            try:
-                value = int(raw)
-            except ValueError:
-                raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-        elif kind is float:
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-        if kind in (int, float) and var.minimum is not None:
-            if value < var.minimum or (var.maximum is not None and value > var.maximum):
-                bound = (f"between {var.minimum} and {var.maximum}" if var.maximum is not None
-                         else f"at least {var.minimum}")
-                raise ConfigError(f"{name} must be {bound}, got {value}")
-        if var.url and not re.match(r"^https?://[^\s/]+", value):
-            raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
-        return value
-
-    @classmethod
-    def required_names(cls) -> frozenset[str]:
-        """The variables this section cannot do without."""
-        return frozenset(name for name, field in cls.model_fields.items() if field.is_required())
-
-
-def _config_error(exc: ValidationError) -> ConfigError:
-    first = exc.errors()[0]
-    name = first["loc"][0] if first["loc"] else "configuration"
-    if first["type"] == "missing":
-        return ConfigError(f"{name} is not set")
-    error = (first.get("ctx") or {}).get("error")
-    if isinstance(error, ConfigError):
-        return error
-    return ConfigError(f"{name}: {first['msg']}")
-
-
-def require(section: EnvSection, name: str) -> Any:
-    """`section`'s value of variable `name`, which this use of it needs. Raises
-    ConfigError when it is unset."""
-    value = getattr(section, name)
-    if value is None:
-        raise ConfigError(f"{name} is not set")
-    return value
 
 
 # --- Sections shared by several settings classes (each variable declared once) ---
@@ -246,69 +91,63 @@ class DatabaseEnv(AwsEndpointEnv):
         "the database user (needed without DATABASE_URL or DATABASE_SECRET_ARN)")] = None
     PGPASSWORD: Annotated[str | None, Var(
         "the database password (needed without DATABASE_URL or DATABASE_SECRET_ARN)", secret=True)] = None
-    PGSSLMODE: Annotated[str, Var("libpq sslmode; verify-full unless told otherwise")] = "verify-full"
+    PGSSLMODE: Annotated[Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"], Var(
+        "libpq sslmode; verify-full unless told otherwise")] = "verify-full"
     PGSSLROOTCERT: Annotated[str | None, Var("a CA bundle for verify-full (the RDS CA)")] = None
     DATABASE_SECRET_ARN: Annotated[str | None, Var(
         "a Secrets Manager secret with the database username and password, re-read after a rotation")] = None
-    DATABASE_DEAD_CONNECTION_SECONDS: Annotated[int, Var(
-        "how long a connection whose peer went silent may go unnoticed", minimum=4, maximum=3600)] = 30
-    DATABASE_STATEMENT_TIMEOUT_SECONDS: Annotated[float, Var(
-        "the server-side statement_timeout", minimum=0.1, maximum=3600)] = 30
 
 
-SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+class DatabaseTimeouts(BaseModel):
+    """How long a silent connection or a statement may take: tuning, the same for every
+    deployment (constructor parameters; `--database.*` options of `pelican run` and
+    `python -m frontend`, for tests that scale them down in a subprocess)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Without it Linux leaves a connection whose peer went silent (no FIN or RST: an
+    # RDS Multi-AZ failover, a proxy answering for a database that is gone) hanging for
+    # about 15 minutes (tcp_retries2). A failover takes "typically 60-120 seconds" (AWS
+    # docs, "Failover process for Amazon RDS"): noticing within 30 s means the apps are
+    # reconnecting when the new primary opens. db.py turns it into keepalives,
+    # tcp_user_timeout, connect_timeout and a client-side stall guard.
+    dead_connection_seconds: int = Field(
+        30, ge=4, le=3600, description="how long a connection whose peer went silent may go unnoticed")
+    # The apps' statements take milliseconds whatever the tables' length: 30 s cancels a
+    # runaway one or a stuck lock wait, and bounds what the stall guard adds to the dead
+    # connection time. Statements only (an idle LISTEN is never cancelled); migrations
+    # run without it; fractions are for tests that scale it down with their data.
+    statement_timeout_seconds: float = Field(
+        30, ge=0.1, le=3600, description="the server-side statement_timeout (sent in milliseconds)")
+
+
+_TIMEOUTS = DatabaseTimeouts()
 
 
 @dataclass(frozen=True)
 class DatabaseSettings:
-    """Where Postgres is and how long a silent connection may hang. DATABASE_URL wins;
-    otherwise the libpq PG* variables, which is how ECS passes the RDS-managed
-    secret's username and password.
+    """Where Postgres is (DATABASE_URL wins over the libpq PG* variables) and how long
+    a silent connection or a statement may take (DatabaseTimeouts says why).
 
-    dead_connection_seconds (DATABASE_DEAD_CONNECTION_SECONDS, default 30, 4..3600):
-    how long a connection whose peer went silent (no FIN or RST, as when an RDS
-    Multi-AZ failover moves the primary, or a proxy keeps answering for a database
-    that is gone) may go unnoticed. Without it Linux's defaults leave such a
-    connection hanging for about 15 minutes (tcp_retries2). A Multi-AZ failover
-    takes one to two minutes (AWS docs, "Failover process for Amazon RDS":
-    "typically 60-120 seconds"); noticing within 30 s means the apps are already
-    reconnecting when the new primary opens, while a healthy peer always answers a
-    keepalive well within it. db.py turns it into keepalives, tcp_user_timeout,
-    connect_timeout and a client-side stall guard.
-
-    statement_timeout_seconds (DATABASE_STATEMENT_TIMEOUT_SECONDS, default 30,
-    0.1..3600, fractions allowed, sent to the server in milliseconds): the
-    server-side statement_timeout. The apps' statements take milliseconds whatever
-    the tables' length; 30 s cancels a runaway one (or a stuck lock wait) instead of
-    letting it hold a connection, and it bounds how long a healthy server may take
-    to answer, which the stall guard adds to dead_connection_seconds. It limits
-    statements only: an idle LISTEN connection is never cancelled for idling.
-    Schema migrations run without it. A sub-second value is for tests that scale
-    the timeout down with their data.
-
-    secret_arn (DATABASE_SECRET_ARN, optional): a Secrets Manager secret holding JSON
-    with at least `username` and `password` (the shape of the RDS-managed secret).
-    When set, those credentials replace any in DATABASE_URL or PGUSER/PGPASSWORD
-    (which may then be left out), and db.py re-reads the secret whenever the
-    database refuses them: a rotation changes the password while a task runs, and
-    ECS injects secrets only when a task starts. The secret's region is the one in
-    its ARN; aws_endpoint_url (AWS_ENDPOINT_URL) points the client at a local
-    endpoint, as for the queues."""
+    secret_arn (DATABASE_SECRET_ARN): a Secrets Manager secret holding JSON with
+    `username` and `password` (the RDS-managed secret's shape). Its credentials replace
+    any in DATABASE_URL or PGUSER/PGPASSWORD, and db.py re-reads it whenever the
+    database refuses them: a rotation changes the password while a task runs, and ECS
+    injects secrets only when a task starts. Its region is the one in its ARN."""
 
     ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (DatabaseEnv,)
 
     url: str
-    dead_connection_seconds: int = 30
-    statement_timeout_seconds: float = 30
+    dead_connection_seconds: int = _TIMEOUTS.dead_connection_seconds
+    statement_timeout_seconds: float = _TIMEOUTS.statement_timeout_seconds
     secret_arn: str | None = None
     aws_endpoint_url: str | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> DatabaseSettings:
+    def from_env(cls, env: Mapping[str, str] = os.environ, timeouts: DatabaseTimeouts = _TIMEOUTS) -> DatabaseSettings:
         """Raises ConfigError naming the variable that is missing or malformed."""
         e = DatabaseEnv.read(env)
-        fields: dict[str, Any] = {"dead_connection_seconds": e.DATABASE_DEAD_CONNECTION_SECONDS,
-                                  "statement_timeout_seconds": e.DATABASE_STATEMENT_TIMEOUT_SECONDS}
+        fields: dict[str, Any] = timeouts.model_dump()
         if e.DATABASE_SECRET_ARN is not None:
             secret_region(e.DATABASE_SECRET_ARN)  # validates it
             fields["secret_arn"] = e.DATABASE_SECRET_ARN
@@ -322,8 +161,6 @@ class DatabaseSettings:
             credentials = ""
         else:
             credentials = f"{quote(require(e, 'PGUSER'), safe='')}:{quote(require(e, 'PGPASSWORD'), safe='')}@"
-        if e.PGSSLMODE not in SSL_MODES:
-            raise ConfigError(f"PGSSLMODE is not a libpq sslmode: {e.PGSSLMODE!r}")
         url = f"postgresql://{credentials}{host}:{e.PGPORT}/{quote(e.PGDATABASE, safe='')}?sslmode={e.PGSSLMODE}"
         if e.PGSSLROOTCERT:
             url += f"&sslrootcert={quote(e.PGSSLROOTCERT, safe='/')}"
@@ -345,39 +182,25 @@ def secret_region(arn: str, variable: str = "DATABASE_SECRET_ARN") -> str:
     return parts[3]
 
 
-class AppRoleEnv(AwsEndpointEnv):
-    """The variables of AppRoleSettings."""
+class AppRoleSettings(AwsEndpointEnv):
+    """The secrets (JSON with `username` and `password`, one per app) holding the
+    application roles' credentials, for `pelican grant-roles` (productsearch.roles)."""
 
     PELICAN_DATABASE_SECRET_ARN: Annotated[str, Var(
         "the secret holding pelican's database role credentials (for `pelican grant-roles`)")]
     FRONTEND_DATABASE_SECRET_ARN: Annotated[str, Var(
         "the secret holding the frontend's database role credentials (for `pelican grant-roles`)")]
 
-
-@dataclass(frozen=True)
-class AppRoleSettings:
-    """The secrets that hold the application roles' credentials, for `pelican
-    grant-roles` (productsearch.roles), which runs as the administrator: JSON with
-    `username` and `password`, one secret per app.
-
-    pelican_secret_arn (PELICAN_DATABASE_SECRET_ARN) and frontend_secret_arn
-    (FRONTEND_DATABASE_SECRET_ARN), both required; aws_endpoint_url (AWS_ENDPOINT_URL,
-    optional) points the Secrets Manager client at a local endpoint."""
-
-    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (AppRoleEnv,)
-
-    pelican_secret_arn: str
-    frontend_secret_arn: str
-    aws_endpoint_url: str | None = None
+    @field_validator("PELICAN_DATABASE_SECRET_ARN", "FRONTEND_DATABASE_SECRET_ARN")
+    @classmethod
+    def _secret_arn(cls, arn: str, info: ValidationInfo) -> str:
+        secret_region(arn, str(info.field_name))
+        return arn
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> AppRoleSettings:
         """Raises ConfigError naming the variable that is missing or malformed."""
-        e = AppRoleEnv.read(env)
-        secret_region(e.PELICAN_DATABASE_SECRET_ARN, "PELICAN_DATABASE_SECRET_ARN")
-        secret_region(e.FRONTEND_DATABASE_SECRET_ARN, "FRONTEND_DATABASE_SECRET_ARN")
-        return cls(pelican_secret_arn=e.PELICAN_DATABASE_SECRET_ARN,
-                   frontend_secret_arn=e.FRONTEND_DATABASE_SECRET_ARN, aws_endpoint_url=e.AWS_ENDPOINT_URL)
+        return cls.read(env)
 
 
 # --- SQS and SNS ---
@@ -403,11 +226,7 @@ class QueueEnv(AwsEndpointEnv):
 
 @dataclass(frozen=True)
 class QueueSettings:
-    """The jobs queue, its dead-letter queue and the dead-letter topic.
-
-    region (AWS_REGION, else AWS_DEFAULT_REGION), jobs_queue_url (SQS_QUEUE_URL, an
-    http(s) URL), dead_letter_queue_url (SQS_DLQ_URL, required with need_dlq),
-    dead_letter_topic_arn (SNS_TOPIC_ARN, an ARN), endpoint_url (AWS_ENDPOINT_URL)."""
+    """The jobs queue, its dead-letter queue and the dead-letter topic (QueueEnv)."""
 
     ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (QueueEnv,)
 
@@ -426,13 +245,8 @@ class QueueSettings:
             require(e, "SQS_DLQ_URL")
         if e.SNS_TOPIC_ARN is not None and not e.SNS_TOPIC_ARN.startswith("arn:"):
             raise ConfigError(f"SNS_TOPIC_ARN must be an ARN, got {e.SNS_TOPIC_ARN!r}")
-        return cls(
-            region=e.AWS_REGION,
-            jobs_queue_url=e.SQS_QUEUE_URL,
-            dead_letter_queue_url=e.SQS_DLQ_URL,
-            dead_letter_topic_arn=e.SNS_TOPIC_ARN,
-            endpoint_url=e.AWS_ENDPOINT_URL,
-        )
+        return cls(region=e.AWS_REGION, jobs_queue_url=e.SQS_QUEUE_URL, dead_letter_queue_url=e.SQS_DLQ_URL,
+                   dead_letter_topic_arn=e.SNS_TOPIC_ARN, endpoint_url=e.AWS_ENDPOINT_URL)
 
 
 # --- The Pinecone index ---
@@ -535,21 +349,13 @@ EMBEDDING_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDING_MAX_TOKENS = 256
 EMBEDDING_RUNTIMES = ("auto", "torch", "onnx", "openvino")
 EMBEDDING_QUANTIZATIONS = ("none", "int8")
-# The frontend's defaults for embedding queries, where emu's defaults (torch, one thread
-# per core) suit batches of 64 documents. A search embeds one short query or a small
-# batch. One thread: on a busy machine a second one spends its time in the thread
-# hand-off and being preempted, far more than it saves on one short text; and ONNX
-# Runtime on one thread embeds a single query faster than torch does, at equal vectors
-# (docs/benchmarks.md, "Embedding runtimes on CPU"). auto is ONNX Runtime on a CPU and torch on a
-# GPU. frontend.__main__ applies them beneath the environment; the benchmarks and the
-# evaluation embed queries with them too, so they measure the search as the frontend
-# runs it.
-QUERY_EMBEDDING_DEFAULTS = {"EMBEDDING_RUNTIME": "auto", "EMBEDDING_THREADS": "1"}
-
-
-def query_embedding_env(env: Mapping[str, str]) -> dict[str, str]:
-    """`env` with QUERY_EMBEDDING_DEFAULTS beneath it: a variable `env` sets wins."""
-    return {**QUERY_EMBEDDING_DEFAULTS, **env}
+# How the frontend (and the benchmarks, to measure the search as it runs) embeds
+# queries, where emu's defaults suit batches of 64 documents: for one short query ONNX
+# Runtime on one thread is faster than torch at equal vectors, and a second thread on a
+# busy machine costs more in hand-offs than it saves (docs/benchmarks.md, "Embedding
+# runtimes on CPU"). auto is ONNX Runtime on a CPU and torch on a GPU.
+QUERY_EMBEDDING_RUNTIME = "auto"
+QUERY_EMBEDDING_THREADS = 1
 
 
 class EmbeddingEnv(DimensionEnv, TextTemplateEnv):
@@ -560,7 +366,6 @@ class EmbeddingEnv(DimensionEnv, TextTemplateEnv):
     EMBEDDING_DEVICE: Annotated[str, Var("auto, cpu or cuda[:N]")] = "auto"
     EMBEDDING_BATCH_SIZE: Annotated[int, Var("texts per forward pass", minimum=1, maximum=4096)] = 64
     EMBEDDING_QUANTIZE: Annotated[str, Var("none or int8 (torch only)")] = "none"
-    EMBEDDING_THREADS: Annotated[int, Var("intra-op threads; 0: one per core", minimum=0, maximum=256)] = 0
     EMBEDDING_RUNTIME: Annotated[str, Var("auto, torch, onnx or openvino")] = "torch"
     EMBEDDING_CACHE_DIR: Annotated[str | None, Var(
         "where ONNX/OpenVINO exports are kept (default $XDG_CACHE_HOME/productsearch)")] = None
@@ -572,17 +377,14 @@ class EmbeddingEnv(DimensionEnv, TextTemplateEnv):
 class EmbeddingSettings:
     """The embedding model and how it runs (productsearch.embedding).
 
-    runtime (EMBEDDING_RUNTIME, default torch, the fastest for emu's batches on this
-    project's CPU measurements, docs/benchmarks.md "Embedding runtimes on CPU"; the
-    frontend runs with QUERY_EMBEDDING_DEFAULTS beneath its environment, i.e. auto): torch, onnx (ONNX Runtime on CPU, the
-    model exported and verified against torch into cache_dir on first use), openvino
-    (the same export in OpenVINO, opt-in), or auto: torch on a GPU or with
-    EMBEDDING_QUANTIZE=int8, else onnx, else torch with a warning. onnx and openvino
-    run on CPU only and in fp32, so they refuse EMBEDDING_DEVICE=cuda and
-    EMBEDDING_QUANTIZE=int8. cache_dir (EMBEDDING_CACHE_DIR, default
-    $XDG_CACHE_HOME/productsearch or ~/.cache/productsearch, the XDG Base Directory
-    specification's default for user caches): where exports are kept; the images
-    export at build time into /opt/embedding-cache."""
+    runtime: torch (emu's default, the fastest for its batches in this project's CPU
+    measurements, docs/benchmarks.md "Embedding runtimes on CPU"), onnx (ONNX Runtime
+    on CPU, the model exported and verified against torch into cache_dir on first use),
+    openvino (the same export, opt-in), or auto (the frontend's, see for_queries):
+    torch on a GPU or with int8, else onnx, else torch with a warning. onnx and
+    openvino run on CPU in fp32 only. cache_dir defaults to the XDG Base Directory
+    specification's user cache; the images export at build time into
+    /opt/embedding-cache."""
 
     ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (EmbeddingEnv,)
 
@@ -597,6 +399,13 @@ class EmbeddingSettings:
     threads: int = 0  # intra-op threads (torch or ONNX Runtime); 0: one per core
     runtime: str = "auto"
     cache_dir: str = ""
+
+    @classmethod
+    def for_queries(cls, env: Mapping[str, str] = os.environ) -> EmbeddingSettings:
+        """As the frontend embeds queries: EMBEDDING_RUNTIME defaults to
+        QUERY_EMBEDDING_RUNTIME, on QUERY_EMBEDDING_THREADS threads. Raises ConfigError."""
+        return replace(cls.from_env({"EMBEDDING_RUNTIME": QUERY_EMBEDDING_RUNTIME, **env}),
+                       threads=QUERY_EMBEDDING_THREADS)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> EmbeddingSettings:
@@ -622,15 +431,7 @@ class EmbeddingSettings:
         if runtime in ("onnx", "openvino") and quantize != "none":
             raise ConfigError(f"EMBEDDING_RUNTIME={runtime} runs in fp32; EMBEDDING_QUANTIZE=int8 needs EMBEDDING_RUNTIME=torch (or auto)")
         cache_base = e.XDG_CACHE_HOME or str(Path(e.HOME or Path.home()) / ".cache")
-        return cls(
-            model_path=model_path,
-            model_name=EMBEDDING_MODEL_NAME,
-            dimension=e.EMBEDDING_DIMENSION,
-            device=device,
-            batch_size=e.EMBEDDING_BATCH_SIZE,
-            text_template=template,
-            quantize_int8=quantize == "int8",
-            threads=e.EMBEDDING_THREADS,
-            runtime=runtime,
-            cache_dir=e.EMBEDDING_CACHE_DIR or str(Path(cache_base) / "productsearch"),
-        )
+        return cls(model_path=model_path, model_name=EMBEDDING_MODEL_NAME, dimension=e.EMBEDDING_DIMENSION,
+                   device=device, batch_size=e.EMBEDDING_BATCH_SIZE, text_template=template,
+                   quantize_int8=quantize == "int8", runtime=runtime,
+                   cache_dir=e.EMBEDDING_CACHE_DIR or str(Path(cache_base) / "productsearch"))

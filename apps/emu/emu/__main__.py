@@ -15,6 +15,7 @@ from productsearch.settings import ConfigError, EmbeddingSettings, IndexSettings
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="emu")
     parser.add_argument("command", choices=["run", "check"])
+    tuning = EmuSettings.add_options(parser)
     args = parser.parse_args(argv)
     try:
         logs.configure("emu")
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         queues = settings = index_settings = None
         if args.command == "run":
             queues = QueueSettings.from_env(need_dlq=True)
-            settings = EmuSettings.from_env()
+            settings = EmuSettings.from_env(options=tuning, args=args)
             index_settings = IndexSettings.from_env()
     except ConfigError as exc:
         print(f"emu: configuration error: {exc}", file=sys.stderr)

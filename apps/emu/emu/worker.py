@@ -8,7 +8,7 @@ writing the index overlap with embedding and the model stays busy.
                                        emu.ledger (ack, DLQ, release)
 
 The lookup thread gathers up to a thousand changes (Pinecone's fetch limit), for
-as long as they keep coming (EMU_BATCH_WINDOW_SECONDS at most), and reads what the
+as long as they keep coming (batch_window_seconds at most), and reads what the
 index holds for them in one fetch: changes the index already holds newer are settled
 without the model, and a record whose text the index already embeds keeps its dense
 vector. The
@@ -219,7 +219,7 @@ class Emu:
     # -- stage 2: prepare and look up (no SQS calls) -------------------------------
     def _take_batch(self) -> list[WorkItem]:
         """Up to LOOKUP_BATCH_CHANGES items: the first to come, then more while they keep
-        coming, for EMU_BATCH_WINDOW_SECONDS at most. A pause of BATCH_QUIET_SECONDS ends
+        coming, for batch_window_seconds at most. A pause of BATCH_QUIET_SECONDS ends
         it, so a lone change waits that long only, while a steady stream is gathered
         into batches that fill a request."""
         try:

@@ -3,6 +3,7 @@ A missing or malformed setting stops it at start with a message naming the varia
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -10,9 +11,9 @@ import sys
 import uvicorn
 
 from productsearch import logs
-from productsearch.settings import QUERY_EMBEDDING_DEFAULTS, ConfigError
+from productsearch.settings import ConfigError, EmbeddingSettings
 
-from frontend.config import FrontendSettings
+from frontend.config import FrontendSettings, FrontendTuning
 from frontend.services import Services
 
 
@@ -25,19 +26,20 @@ class _PlainUvicornLines(logging.Filter):
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="frontend", description=__doc__)
+    tuning = FrontendTuning.add_options(parser)
+    args = parser.parse_args(argv)
     try:
         log = logs.configure("frontend")
     except ConfigError as exc:
         print(f"frontend: configuration error: {exc}", file=sys.stderr)
         return 2
-    # Queries are embedded with their own defaults (one thread, ONNX Runtime on a CPU):
-    # see productsearch.settings.QUERY_EMBEDDING_DEFAULTS for the measurements.
-    for name, value in QUERY_EMBEDDING_DEFAULTS.items():
-        os.environ.setdefault(name, value)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_PlainUvicornLines())
     try:
-        settings = FrontendSettings.from_env()
+        # Queries are embedded with their own defaults (one thread, ONNX Runtime on a CPU):
+        # see productsearch.settings.QUERY_EMBEDDING_RUNTIME for the measurements.
+        settings = FrontendSettings.from_env(os.environ, tuning, args, embedding=EmbeddingSettings.for_queries())
     except ConfigError as exc:
         print(f"frontend: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     # X-Forwarded-For is believed only from trusted proxies (the ALB's subnets): anyone
     # can send the header, and the login throttle counts failures per client address.
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=20,
-                server_header=False, timeout_keep_alive=settings.keep_alive_seconds, **settings.logins.uvicorn_options())
+                server_header=False, timeout_keep_alive=settings.keep_alive_seconds, **settings.uvicorn_options())
     return 0
 
 

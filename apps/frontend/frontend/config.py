@@ -1,7 +1,8 @@
 """The frontend's settings, read from the environment by productsearch.settings'
 reader like every other setting: its own variables are declared here (FrontendEnv,
-EditorEnv, LoginEnv, QueryEmbeddingEnv), the shared ones (database, index, embedding,
-queues) there. A missing or malformed value raises ConfigError naming it."""
+EditorEnv), the shared ones (database, index, embedding, queues) there, and its
+tuning (FrontendTuning) is `python -m frontend` options. A missing or malformed value
+raises ConfigError naming the variable or option."""
 
 from __future__ import annotations
 
@@ -9,17 +10,13 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from productsearch.settings import (
-    ConfigError,
-    DatabaseSettings,
-    EmbeddingSettings,
-    EnvSection,
-    IndexSettings,
-    QueueSettings,
-    Var,
-)
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import CliSettingsSource
+
+from productsearch.env import ConfigError, EnvSection, Tuning, Var
+from productsearch.settings import DatabaseSettings, DatabaseTimeouts, EmbeddingSettings, IndexSettings, QueueSettings
 
 # The largest request body any route reads (the JSON API's bodies are far smaller).
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -32,13 +29,12 @@ class FrontendEnv(EnvSection):
 
     FRONTEND_HOST: Annotated[str, Var("the address the app binds")] = "127.0.0.1"
     FRONTEND_PORT: Annotated[int, Var("the port the app listens on", minimum=1, maximum=65535)] = 7860
-    # A search makes up to two attempts.
-    FRONTEND_INDEX_TIMEOUT_SECONDS: Annotated[int, Var(
-        "each index request's deadline", minimum=1, maximum=60)] = 3
     # compute sets the ALB's idle timeout and this from one config value.
     LOAD_BALANCER_IDLE_TIMEOUT_SECONDS: Annotated[int, Var(
         "the load balancer's idle timeout, which the app's keep-alive outlasts", minimum=1, maximum=4000)] \
         = DEFAULT_LOAD_BALANCER_IDLE_SECONDS
+    FRONTEND_TRUSTED_PROXIES: Annotated[str | None, Var(
+        "addresses or CIDR networks of the proxies whose X-Forwarded-For is believed")] = None
 
 
 class EditorEnv(EnvSection):
@@ -50,29 +46,9 @@ class EditorEnv(EnvSection):
         "the editor's password (at least 8 characters)", secret=True, strip=False, keep_blank=True)] = None
 
 
-class LoginEnv(EnvSection):
-    """Login throttling and trusted proxies (frontend.config.LoginThrottling)."""
-
-    EDITOR_LOGIN_MAX_FAILURES: Annotated[int, Var(
-        "failed logins from one client before it is answered 429", minimum=1, maximum=1000)] = 5
-    EDITOR_LOGIN_WINDOW_SECONDS: Annotated[int, Var(
-        "the window those failures are counted in", minimum=1, maximum=86400)] = 300
-    FRONTEND_TRUSTED_PROXIES: Annotated[str | None, Var(
-        "addresses or CIDR networks of the proxies whose X-Forwarded-For is believed")] = None
-
-
-class QueryEmbeddingEnv(EnvSection):
-    """Query batching and caching (frontend.config.QueryEmbeddingSettings)."""
-
-    FRONTEND_QUERY_BATCH_MAX: Annotated[int, Var(
-        "the most queries in one forward pass", minimum=1, maximum=256)] = 32
-    FRONTEND_QUERY_CACHE_SIZE: Annotated[int, Var(
-        "query vectors kept in an LRU cache", minimum=0, maximum=100_000)] = 4096
-
-
 # Everything FrontendSettings (frontend.config) reads.
 FRONTEND_ENV_SECTIONS: tuple[type[EnvSection], ...] = (
-    FrontendEnv, EditorEnv, LoginEnv, QueryEmbeddingEnv, *DatabaseSettings.ENV_SECTIONS,
+    FrontendEnv, EditorEnv, *DatabaseSettings.ENV_SECTIONS,
     *IndexSettings.ENV_SECTIONS, *EmbeddingSettings.ENV_SECTIONS, *QueueSettings.ENV_SECTIONS)
 
 
@@ -87,95 +63,69 @@ class EditorCredentials:
     password: str = field(repr=False)  # never printed, never logged
 
 
-@dataclass(frozen=True)
-class LoginThrottling:
-    """How failed editor logins are throttled (frontend.throttle.LoginThrottle).
+class LoginThrottling(BaseModel):
+    """How failed editor logins are throttled (frontend.throttle.LoginThrottle):
+    max_failures failed logins from one client within window_seconds and that client
+    is answered 429 until the window has passed. Five guesses per five minutes leaves a
+    mistyping editor room and caps guessing at 1,440 a day per address; NIST SP
+    800-63B (5.2.2) allows at most 100 consecutive failures before an account must be
+    locked out. Who the client is: FrontendSettings.trusted_proxies."""
 
-    max_failures (EDITOR_LOGIN_MAX_FAILURES, default 5, 1..1000) failed logins from
-    one client within window_seconds (EDITOR_LOGIN_WINDOW_SECONDS, default 300,
-    1..86400) and that client is answered 429 until the window has passed. Five
-    guesses per five minutes leaves a mistyping editor room and caps guessing at
-    1,440 a day per address; NIST SP 800-63B (5.2.2) allows at most 100 consecutive
-    failures before an account must be locked out.
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    trusted_proxies (FRONTEND_TRUSTED_PROXIES, default none): comma-separated
-    addresses or CIDR networks of the proxies in front of the app (behind the ALB:
-    the VPC's CIDR). Only then is X-Forwarded-For read, and the client is its
-    right-most entry that is not a trusted proxy; without it the client is the
-    socket's peer, since anyone can write an X-Forwarded-For header."""
-
-    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (LoginEnv,)
-
-    max_failures: int = 5
-    window_seconds: int = 300
-    trusted_proxies: tuple[str, ...] = ()
-
-    def uvicorn_options(self) -> dict[str, object]:
-        """uvicorn.run's proxy_headers and forwarded_allow_ips for trusted_proxies."""
-        if not self.trusted_proxies:
-            return {"proxy_headers": False}
-        return {"proxy_headers": True, "forwarded_allow_ips": ",".join(self.trusted_proxies)}
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> LoginThrottling:
-        """Raises ConfigError naming the variable that is malformed."""
-        e = LoginEnv.read(env)
-        proxies = []
-        for item in (e.FRONTEND_TRUSTED_PROXIES or "").split(","):
-            if not item.strip():
-                continue
-            try:
-                proxies.append(str(ipaddress.ip_network(item.strip(), strict=False)))
-            except ValueError:
-                raise ConfigError(f"FRONTEND_TRUSTED_PROXIES must list IP addresses or CIDR networks, got {item.strip()!r}") from None
-        return cls(max_failures=e.EDITOR_LOGIN_MAX_FAILURES, window_seconds=e.EDITOR_LOGIN_WINDOW_SECONDS,
-                   trusted_proxies=tuple(proxies))
+    max_failures: int = Field(5, ge=1, le=1000, description="failed logins from one client before it is answered 429")
+    window_seconds: int = Field(300, ge=1, le=86400, description="the window those failures are counted in")
 
 
-@dataclass(frozen=True)
-class QueryEmbeddingSettings:
+class QueryEmbeddingSettings(BaseModel):
     """How the frontend embeds search queries (frontend.query_embedding).
 
-    batch_window_ms (default 3, a constructor default, not a variable): while
-    searches run concurrently, the longest a query waits for others to share its
-    forward pass, counted from the oldest waiting query's arrival. A lone query on an
-    idle process never waits. 0: batches hold only the queries that queued up while
-    the previous forward pass ran. A few milliseconds: well under the cost of one
-    query's forward pass alone on a CPU (docs/benchmarks.md), so waiting is repaid by
-    the batch.
-    max_batch (FRONTEND_QUERY_BATCH_MAX, default 32, 1..256): the most distinct
-    queries in one forward pass; 1 turns batching off. The API's searches run in
-    anyio's thread pool of 40 threads (its default), so more than 40 rarely wait.
-    cache_size (FRONTEND_QUERY_CACHE_SIZE, default 4096, 0..100000): query vectors kept
-    in an LRU cache keyed by the query's exact text after trimming; 0 turns it off.
-    About 1.5 KiB a vector for all-MiniLM-L6-v2 plus the text (at most 1,000
-    characters): about 6 MiB at 4,096 short queries.
-    timeout_seconds (default 10, a constructor default): the longest a search waits
-    for its query's vector before it is answered 503.
+    batch_window_ms: while searches run concurrently, the longest a query waits for
+    others to share its forward pass, counted from the oldest waiting query's arrival.
+    A lone query on an idle process never waits. 0: batches hold only the queries that
+    queued up while the previous forward pass ran. A few milliseconds: well under the
+    cost of one query's forward pass alone on a CPU (docs/benchmarks.md), so waiting is
+    repaid by the batch.
+    max_batch: 1 turns batching off. The API's searches run in anyio's thread pool of
+    40 threads (its default), so more than 40 rarely wait.
+    cache_size: query vectors kept in an LRU cache keyed by the query's exact text
+    after trimming; 0 turns it off. About 1.5 KiB a vector for all-MiniLM-L6-v2 plus
+    the text (at most 1,000 characters): about 6 MiB at 4,096 short queries.
+    max_batch=1 with cache_size=0 embeds each query in its request's thread, one at a
+    time, as before batching existed."""
 
-    FRONTEND_QUERY_BATCH_MAX=1 with FRONTEND_QUERY_CACHE_SIZE=0 embeds each query in
-    its request's thread, one at a time, as before batching existed."""
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (QueryEmbeddingEnv,)
+    batch_window_ms: int = Field(3, ge=0, le=1000, description="the longest a query waits to share a forward pass")
+    max_batch: int = Field(32, ge=1, le=256, description="the most distinct queries in one forward pass")
+    cache_size: int = Field(4096, ge=0, le=100_000, description="query vectors kept in an LRU cache")
+    timeout_seconds: int = Field(
+        10, ge=1, le=600, description="the longest a search waits for its query's vector before it is answered 503")
 
-    batch_window_ms: int = 3
-    max_batch: int = 32
-    cache_size: int = 4096
-    timeout_seconds: int = 10
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> QueryEmbeddingSettings:
-        """Raises ConfigError naming the variable that is malformed."""
-        e = QueryEmbeddingEnv.read(env)
-        return cls(max_batch=e.FRONTEND_QUERY_BATCH_MAX, cache_size=e.FRONTEND_QUERY_CACHE_SIZE)
+class FrontendTuning(Tuning):
+    """The frontend's tuning: `python -m frontend` options (e.g.
+    --logins.max-failures 1000, --query-embedding.cache-size 0) and constructor
+    parameters; no deployment sets them."""
+
+    # A search makes up to two attempts.
+    index_timeout_seconds: int = Field(3, ge=1, le=60, description="each index request's deadline")
+    logins: LoginThrottling = LoginThrottling()
+    query_embedding: QueryEmbeddingSettings = QueryEmbeddingSettings()
+    database: DatabaseTimeouts = DatabaseTimeouts()
 
 
 @dataclass(frozen=True)
 class FrontendSettings:
     """Everything the frontend reads: its own section (FrontendEnv: bind address,
-    index deadline, load balancer idle timeout), the
-    editor's credentials, login throttling and query batching, and the shared
-    database, index, embedding and queue settings."""
+    load balancer idle timeout, trusted proxies), the editor's credentials, the
+    shared database, index, embedding and queue settings, and its tuning.
+
+    trusted_proxies (FRONTEND_TRUSTED_PROXIES, default none): comma-separated
+    addresses or CIDR networks of the proxies in front of the app (behind the ALB: the
+    VPC's CIDR). Only then is X-Forwarded-For read, and the client is its right-most
+    entry that is not a trusted proxy; without it the client is the socket's peer,
+    since anyone can write an X-Forwarded-For header."""
 
     ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = FRONTEND_ENV_SECTIONS
 
@@ -191,39 +141,57 @@ class FrontendSettings:
     page_size: int = 10
     db_pool_size: int = 10
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    index_timeout_seconds: float = 3.0
     load_balancer_idle_seconds: int = DEFAULT_LOAD_BALANCER_IDLE_SECONDS
+    trusted_proxies: tuple[str, ...] = ()
+    tuning: FrontendTuning = FrontendTuning()
 
     @property
     def keep_alive_seconds(self) -> int:
         """uvicorn's idle keep-alive: longer than the load balancer's idle timeout."""
         return self.load_balancer_idle_seconds + KEEP_ALIVE_MARGIN_SECONDS
-    logins: LoginThrottling = LoginThrottling()
-    query_embedding: QueryEmbeddingSettings = QueryEmbeddingSettings()
 
     @property
     def editing_enabled(self) -> bool:
         return self.editor is not None
 
+    def uvicorn_options(self) -> dict[str, object]:
+        """uvicorn.run's proxy_headers and forwarded_allow_ips for trusted_proxies."""
+        if not self.trusted_proxies:
+            return {"proxy_headers": False}
+        return {"proxy_headers": True, "forwarded_allow_ips": ",".join(self.trusted_proxies)}
+
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> FrontendSettings:
-        """Raises ConfigError naming the variable that is missing or malformed."""
+    def from_env(cls, env: Mapping[str, str] = os.environ, options: CliSettingsSource | None = None,
+                 args: Any = None, *, embedding: EmbeddingSettings | None = None, **tuning: Any) -> FrontendSettings:
+        """The variables from `env`, the tuning from `tuning` and the command line
+        (`options` from FrontendTuning.add_options, `args` parsed); `embedding` replaces
+        EmbeddingSettings.from_env(env) (the frontend's own entry point passes
+        EmbeddingSettings.for_queries). Raises ConfigError naming the variable or
+        option that is missing or malformed."""
         e = FrontendEnv.read(env)
         host = e.FRONTEND_HOST
         if any(c.isspace() for c in host) or "/" in host:
             raise ConfigError(f"FRONTEND_HOST must be a host name or address to bind, got {host!r}")
+        proxies = []
+        for item in (e.FRONTEND_TRUSTED_PROXIES or "").split(","):
+            if not item.strip():
+                continue
+            try:
+                proxies.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+            except ValueError:
+                raise ConfigError(f"FRONTEND_TRUSTED_PROXIES must list IP addresses or CIDR networks, got {item.strip()!r}") from None
+        tuned = FrontendTuning.build(options, args, **tuning)
         return cls(
             host=host,
             port=e.FRONTEND_PORT,
             editor=editor_credentials(env),
-            database=DatabaseSettings.from_env(env),
+            database=DatabaseSettings.from_env(env, timeouts=tuned.database),
             index=IndexSettings.from_env(env),
-            embedding=EmbeddingSettings.from_env(env),
+            embedding=embedding or EmbeddingSettings.from_env(env),
             queues=QueueSettings.from_env(env),
-            index_timeout_seconds=e.FRONTEND_INDEX_TIMEOUT_SECONDS,
             load_balancer_idle_seconds=e.LOAD_BALANCER_IDLE_TIMEOUT_SECONDS,
-            logins=LoginThrottling.from_env(env),
-            query_embedding=QueryEmbeddingSettings.from_env(env),
+            trusted_proxies=tuple(proxies),
+            tuning=tuned,
         )
 
 

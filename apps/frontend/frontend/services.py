@@ -36,8 +36,8 @@ class NotReady(RuntimeError):
 
 
 def login_throttle(settings: FrontendSettings):
-    """The one LoginThrottle the API and the UI share, from settings.logins."""
-    return LoginThrottle(settings.logins.max_failures, settings.logins.window_seconds)
+    """The one LoginThrottle the API and the UI share, from settings.tuning.logins."""
+    return LoginThrottle(settings.tuning.logins.max_failures, settings.tuning.logins.window_seconds)
 
 
 class Services:
@@ -62,7 +62,7 @@ class Services:
             # to 3 times per attempt). A throttled search fails fast with the index's
             # Retry-After; emu's writes keep the SDK's retries (ProductIndex's default).
             index = ServingIndex(settings.index, self.pool, lambda one: ProductIndex(
-                one, attempts=SEARCH_ATTEMPTS, timeout_s=settings.index_timeout_seconds, sdk_retries=0))
+                one, attempts=SEARCH_ATTEMPTS, timeout_s=settings.tuning.index_timeout_seconds, sdk_retries=0))
             index.start()
         self.index = index
         self.sqs = sqs or aws.sqs_client(settings.queues, timeout_s=3.0, attempts=2)
@@ -99,7 +99,7 @@ class Services:
     def _for_queries(self, embedder):
         """The one place the model is wrapped for queries: concurrent searches (UI and
         API alike) share forward passes, and recent query vectors are cached."""
-        return for_queries(embedder, self.settings.query_embedding)
+        return for_queries(embedder, self.settings.tuning.query_embedding)
 
     @property
     def model_state(self) -> tuple[bool, str]:

@@ -15,14 +15,15 @@ from pelican.service import Pelican
 from productsearch import db, lexical, logs
 from productsearch.catalog import CatalogError, load_catalog
 from productsearch.roles import RoleError, grant_roles
-from productsearch.settings import (AppRoleSettings, ConfigError, DatabaseSettings, IndexSettings, QueueSettings,
+from productsearch.settings import (AppRoleSettings, ConfigError, DatabaseSettings, DatabaseTimeouts, IndexSettings, QueueSettings,
                                     text_template_from_env)
 
 
 def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one branch per subcommand)
     parser = argparse.ArgumentParser(prog="pelican", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="ship captured changes to the jobs queue until SIGTERM")
+    run = sub.add_parser("run", help="ship captured changes to the jobs queue until SIGTERM")
+    tuning = PelicanSettings.add_options(run)
     sub.add_parser("migrate", help="apply the schema (idempotent, safe to run concurrently)")
     sub.add_parser("grant-roles", help="as the administrator, after migrate: create the apps' database roles from "
                                        "PELICAN_DATABASE_SECRET_ARN and FRONTEND_DATABASE_SECRET_ARN and grant "
@@ -59,9 +60,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one branch per su
 
     try:
         logs.configure("pelican")
-        database = DatabaseSettings.from_env()
-        if args.command == "run":
-            service = Pelican(database, QueueSettings.from_env(), PelicanSettings.from_env())
+        settings = PelicanSettings.from_env(options=tuning, args=args) if args.command == "run" else None
+        database = DatabaseSettings.from_env(timeouts=settings.database if settings else DatabaseTimeouts())
+        if settings is not None:
+            service = Pelican(database, QueueSettings.from_env(), settings)
             service.install_signal_handlers()
             service.run()
         elif args.command == "migrate":

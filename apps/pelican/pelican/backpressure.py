@@ -3,7 +3,7 @@ message carries: pelican's backpressure and its ChangesWaiting metric.
 
 Changes wait in the change log for as long as it takes; on the queue they would age
 out after its retention. So pelican ships only while the queue holds fewer than
-PELICAN_MAX_QUEUED_MESSAGES messages (pelican.config.PelicanSettings).
+max_queued_messages messages (pelican.config.PelicanSettings).
 """
 
 from __future__ import annotations

@@ -1,16 +1,20 @@
-"""pelican's own settings (the `pelican run` loop), read from the environment by
-productsearch.settings' reader like every other setting: a missing or malformed
-value raises ConfigError naming the variable. The shared parts (database, queues,
-index) are productsearch.settings' classes."""
+"""pelican's own settings (the `pelican run` loop). The metric's namespace and
+dimension are environment variables (compute sets them); the loop's timing and
+batch sizes are `Tuning`: constructor parameters and `pelican run` options, which no
+deployment sets. The shared parts (database, queues, index) are
+productsearch.settings' classes."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from productsearch.settings import ConfigError, EnvSection, Var
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import CliSettingsSource, CliSuppress
+
+from productsearch.env import EnvSection, Tuning, Var
+from productsearch.settings import DatabaseTimeouts
 
 
 class PelicanEnv(EnvSection):
@@ -19,105 +23,95 @@ class PelicanEnv(EnvSection):
     CLOUDWATCH_NAMESPACE: Annotated[str | None, Var(
         "where pelican puts OldestUnshippedChangeAgeSeconds and ChangesWaiting; unset: no metrics")] = None
     DEPLOYMENT_NAME: Annotated[str, Var("the metric's Deployment dimension")] = "local"
-    PELICAN_METRIC_INTERVAL_SECONDS: Annotated[int, Var(
-        "the least time between two metric puts", minimum=1, maximum=3600)] = 60
-    PELICAN_POLL_INTERVAL_SECONDS: Annotated[float, Var(
-        "the idle wait between two outbox claims", minimum=0.05)] = 0.5
-    PELICAN_BUSY_POLL_INTERVAL_SECONDS: Annotated[float, Var(
-        "the wait after the first empty claim, doubled up to the idle wait", minimum=0.01)] = 0.05
-    PELICAN_CLAIM_BATCH_SIZE: Annotated[int, Var(
-        "outbox rows claimed at once", minimum=1, maximum=10000)] = 1000
-    PELICAN_CHANGES_PER_MESSAGE: Annotated[int, Var(
-        "changes per SQS message", minimum=1, maximum=500)] = 150
-    # AWS docs (SQS quotas): a FIFO queue holds at most 120,000 messages in flight.
-    PELICAN_MAX_QUEUED_MESSAGES: Annotated[int, Var(
-        "pelican stops shipping while the jobs queue holds this many messages or more (waiting plus in flight)",
-        minimum=1, maximum=120000)] = 1000
-    PELICAN_QUEUE_CHECK_INTERVAL_SECONDS: Annotated[float, Var(
-        "the least time between two reads of the jobs queue's depth while shipping or paused",
-        minimum=0.1, maximum=300)] = 5.0
 
 
-@dataclass(frozen=True)
-class PelicanSettings:
+class PelicanSettings(Tuning):
     """pelican's loop. With cloudwatch_namespace (CLOUDWATCH_NAMESPACE, unset: no
     metric) pelican puts OldestUnshippedChangeAgeSeconds, dimension Deployment =
-    deployment_name (DEPLOYMENT_NAME, default "local"), at most once per
-    metric_interval_seconds (PELICAN_METRIC_INTERVAL_SECONDS, default 60, 1..3600:
-    CloudWatch's standard resolution is one minute, so putting more often costs
-    requests and shows nothing more). ChangesWaiting (Count) goes in the same put:
-    the change log's rows (exact up to productsearch.change_log.COUNT_CAP, else the
-    statistics' estimate) plus the jobs queue's messages (waiting and in flight)
-    times the mean changes per message of pelican's recent batches: an estimate of
-    the changes not yet indexed, for scaling emu on.
+    deployment_name (DEPLOYMENT_NAME), at most once per metric_interval_seconds.
+    ChangesWaiting (Count) goes in the same put: the change log's rows (exact up to
+    productsearch.change_log.COUNT_CAP, else the statistics' estimate) plus the jobs
+    queue's messages (waiting and in flight) times the mean changes per message of
+    pelican's recent batches: an estimate of the changes not yet indexed, for scaling
+    emu on.
 
     Backpressure: pelican claims nothing while the jobs queue holds
-    max_queued_messages (PELICAN_MAX_QUEUED_MESSAGES, default 1000, 1..120000) or
-    more messages, waiting and in flight together; the changes stay in the change
-    log, which keeps them for as long as it takes, rather than in the queue, whose
-    retention would drop them (14 days, messaging/). 1000 messages of up
-    to 150 changes are about 150,000 changes, some 12 minutes of one CPU emu
-    (~200 rows/s, docs/benchmarks.md) and about a minute and a half of a GPU one:
-    plenty of work for emu never to wait for pelican, far within the retention, and
-    far above the work each emu task holds in flight (EMU_MAX_CHANGES_IN_FLIGHT). The queue may pass the
-    limit by one batch's messages per pelican replica. The depth costs an SQS
+    max_queued_messages or more messages, waiting and in flight together; the changes
+    stay in the change log, which keeps them for as long as it takes, rather than in
+    the queue, whose retention would drop them (14 days, messaging/). 1000 messages of
+    up to 150 changes are about 150,000 changes, some 12 minutes of one CPU emu (~200
+    rows/s, docs/benchmarks.md) and about a minute and a half of a GPU one: plenty of
+    work for emu never to wait for pelican, far within the retention, and far above
+    the work each emu task holds in flight (emu's max_changes_in_flight). The queue may
+    pass the limit by one batch's messages per pelican replica. The depth costs an SQS
     request (GetQueueAttributes), so pelican reads it once when it starts, then only
     after using up the room its last reading showed, at most once per
-    queue_check_interval_seconds (PELICAN_QUEUE_CHECK_INTERVAL_SECONDS, default 5,
-    0.1..300) while it ships or is paused, and never while it is idle, plus once per
-    metric put.
+    queue_check_interval_seconds while it ships or is paused, and never while it is
+    idle, plus once per metric put.
 
     Adaptive polling (pelican/service.py; writers send no NOTIFY, schema/005): after an
-    empty claim pelican waits busy_poll_interval_seconds
-    (PELICAN_BUSY_POLL_INTERVAL_SECONDS, default 0.05, at least 0.01), doubling the
-    wait after each further empty claim up to poll_interval_seconds
-    (PELICAN_POLL_INTERVAL_SECONDS, default 0.5, at least 0.05, not below the busy
-    interval). The idle interval bounds an isolated change's wait (commit to claim)
-    and sets an idle pelican's cost: one indexed claim per interval, 2 a second by
-    default. A claim that finds changes, or a NOTIFY (backfill and recapture send one
-    per batch), starts again from the busy interval.
+    empty claim pelican waits busy_poll_interval_seconds, doubling the wait after each
+    further empty claim up to poll_interval_seconds. The idle interval bounds an
+    isolated change's wait (commit to claim) and sets an idle pelican's cost: one
+    indexed claim per interval, 2 a second by default. A claim that finds changes, or
+    a NOTIFY (backfill and recapture send one per batch), starts again from the busy
+    interval.
 
-    claim_batch_size (PELICAN_CLAIM_BATCH_SIZE, default 1000, 1..10000) and
-    changes_per_message (PELICAN_CHANGES_PER_MESSAGE, default 150, 1..500): about 150
-    typical rows (~350 bytes each) fill one 64 KiB SQS billing chunk, so a message
-    costs one request; fuller messages also keep the queue short, and moto's SQS slows
-    quadratically with queue length (docs/benchmarks.md). Raises ConfigError on a
-    value out of range."""
+    claim_batch_size and changes_per_message: about 150 typical rows (~350 bytes
+    each) fill one 64 KiB SQS billing chunk, so a message costs one request; fuller
+    messages also keep the queue short, and moto's SQS slows quadratically with queue
+    length (docs/benchmarks.md). database: the connections' timeouts (DatabaseTimeouts)."""
 
     ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (PelicanEnv,)
 
-    poll_interval_seconds: float
-    claim_batch_size: int
-    changes_per_message: int
-    cloudwatch_namespace: str | None = None
-    deployment_name: str = "local"
-    metric_interval_seconds: int = 60
-    busy_poll_interval_seconds: float = 0.05
-    max_queued_messages: int = 1000
-    queue_check_interval_seconds: float = 5.0
+    cloudwatch_namespace: CliSuppress[str | None] = None
+    deployment_name: CliSuppress[str] = "local"
+    # CloudWatch's standard resolution is one minute: putting more often costs
+    # requests and shows nothing more.
+    metric_interval_seconds: int = Field(60, ge=1, le=3600, description="the least time between two metric puts")
+    poll_interval_seconds: float = Field(0.5, ge=0.05, description="the idle wait between two outbox claims")
+    busy_poll_interval_seconds: float = Field(
+        0.05, ge=0.01, description="the wait after the first empty claim, doubled up to the idle wait")
+    claim_batch_size: int = Field(1000, ge=1, le=10000, description="outbox rows claimed at once")
+    changes_per_message: int = Field(150, ge=1, le=500, description="changes per SQS message")
+    # AWS docs (SQS quotas): a FIFO queue holds at most 120,000 messages in flight.
+    max_queued_messages: int = Field(
+        1000, ge=1, le=120000,
+        description="pelican stops shipping while the jobs queue holds this many messages (waiting plus in flight)")
+    queue_check_interval_seconds: float = Field(
+        5.0, ge=0.1, le=300,
+        description="the least time between two reads of the jobs queue's depth while shipping or paused")
+    database: DatabaseTimeouts = DatabaseTimeouts()
+
+    @field_validator("cloudwatch_namespace")
+    @classmethod
+    def _namespace(cls, namespace: str | None) -> str | None:
+        # CloudWatch's limits: a namespace of up to 255 characters, a dimension value up to 1024.
+        if namespace is not None and (len(namespace) > 255 or namespace.startswith((":", "AWS/"))):
+            raise ValueError(f"CLOUDWATCH_NAMESPACE must be 1-255 characters, not starting with 'AWS/' or ':', "
+                             f"got {namespace!r}")
+        return namespace
+
+    @field_validator("deployment_name")
+    @classmethod
+    def _deployment(cls, name: str) -> str:
+        if len(name) > 1024:
+            raise ValueError("DEPLOYMENT_NAME must be at most 1024 characters")
+        return name
+
+    @model_validator(mode="after")
+    def _busy_within_idle(self) -> PelicanSettings:
+        busy, poll = self.busy_poll_interval_seconds, self.poll_interval_seconds
+        if busy > poll:
+            raise ValueError(f"--busy-poll-interval-seconds ({busy}) must not exceed --poll-interval-seconds ({poll})")
+        return self
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> PelicanSettings:
-        """Raises ConfigError naming the variable that is malformed."""
+    def from_env(cls, env: Mapping[str, str] = os.environ, options: CliSettingsSource | None = None,
+                 args: Any = None, **tuning: Any) -> PelicanSettings:
+        """The metric's variables from `env`, the loop's tuning from `tuning` and the
+        command line (`options` from add_options, `args` parsed). Raises ConfigError
+        naming the variable or option that is malformed."""
         e = PelicanEnv.read(env)
-        namespace = e.CLOUDWATCH_NAMESPACE
-        # CloudWatch's limits: namespace up to 255 characters, a dimension value up to 1024.
-        if namespace is not None and (len(namespace) > 255 or namespace.startswith(":") or namespace.startswith("AWS/")):
-            raise ConfigError(f"CLOUDWATCH_NAMESPACE must be 1-255 characters, not starting with 'AWS/' or ':', got {namespace!r}")
-        if len(e.DEPLOYMENT_NAME) > 1024:
-            raise ConfigError("DEPLOYMENT_NAME must be at most 1024 characters")
-        poll, busy = e.PELICAN_POLL_INTERVAL_SECONDS, e.PELICAN_BUSY_POLL_INTERVAL_SECONDS
-        if busy > poll:
-            raise ConfigError(f"PELICAN_BUSY_POLL_INTERVAL_SECONDS ({busy}) must not exceed "
-                              f"PELICAN_POLL_INTERVAL_SECONDS ({poll})")
-        return cls(
-            cloudwatch_namespace=namespace,
-            deployment_name=e.DEPLOYMENT_NAME,
-            metric_interval_seconds=e.PELICAN_METRIC_INTERVAL_SECONDS,
-            poll_interval_seconds=poll,
-            busy_poll_interval_seconds=busy,
-            claim_batch_size=e.PELICAN_CLAIM_BATCH_SIZE,
-            changes_per_message=e.PELICAN_CHANGES_PER_MESSAGE,
-            max_queued_messages=e.PELICAN_MAX_QUEUED_MESSAGES,
-            queue_check_interval_seconds=e.PELICAN_QUEUE_CHECK_INTERVAL_SECONDS,
-        )
+        return cls.build(options, args, cloudwatch_namespace=e.CLOUDWATCH_NAMESPACE,
+                         deployment_name=e.DEPLOYMENT_NAME, **tuning)

@@ -3,19 +3,19 @@
 Writers send no NOTIFY (a pending notification serialises commits cluster-wide,
 schema/005), so pelican finds their changes by polling, adaptively (AdaptivePoll):
 it claims again at once while claims find changes, then waits
-PELICAN_BUSY_POLL_INTERVAL_SECONDS after the first empty claim, the wait doubling
-after each further empty claim up to PELICAN_POLL_INTERVAL_SECONDS. The
+busy_poll_interval_seconds after the first empty claim, the wait doubling
+after each further empty claim up to poll_interval_seconds. The
 idle poll therefore bounds how long an isolated change waits before it is claimed,
 and is what an idle pelican costs: one indexed claim per idle poll. pelican still
 LISTENs on product_changes: backfill and recapture NOTIFY once per batch they
 capture, which wakes it at once.
 
-Backpressure: while the jobs queue holds PELICAN_MAX_QUEUED_MESSAGES or more
+Backpressure: while the jobs queue holds max_queued_messages or more
 (pelican.backpressure), pelican claims nothing and the changes wait in the change log,
 which keeps them, rather than on the queue, whose retention would drop them.
 
 Survives a dropped connection or a database restart by reconnecting with backoff
-(a silent drop is noticed within DATABASE_DEAD_CONNECTION_SECONDS, see
+(a silent drop is noticed within DatabaseTimeouts.dead_connection_seconds, see
 productsearch.db), a database without the schema by waiting for the migration, and
 an unreachable SQS endpoint by keeping the changes (uncommitted claims roll back)
 and trying again. Any other error, a statement timeout included, is logged and
@@ -59,7 +59,7 @@ HELD_TRANSACTION_METRIC = "OldestTransactionAgeSeconds"
 DEAD_TUPLES_METRIC = "OutboxDeadTuples"
 UNITS = {AGE_METRIC: "Seconds", WAITING_METRIC: "Count", HELD_TRANSACTION_METRIC: "Seconds", DEAD_TUPLES_METRIC: "Count"}
 # A transaction open longer than this is logged as holding vacuum back. No statement
-# the apps run may last longer than DATABASE_STATEMENT_TIMEOUT_SECONDS (30 by
+# the apps run may last longer than the statement timeout (30 s by
 # default), and no app keeps a transaction open across statements while idle, so a
 # transaction this old is a report, a dump or a session left idle in transaction.
 HELD_TRANSACTION_WARN_SECONDS = 300.0

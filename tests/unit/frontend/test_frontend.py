@@ -10,7 +10,7 @@ import pytest
 from productsearch.settings import ConfigError
 
 from frontend import editing
-from frontend.config import EditorCredentials, FrontendSettings
+from frontend.config import EditorCredentials, FrontendSettings, FrontendTuning, LoginThrottling
 
 BASE_ENV = {
     "DATABASE_URL": "postgresql://u:p@127.0.0.1:1/products",
@@ -28,7 +28,6 @@ BASE_ENV = {
     ({"FRONTEND_PORT": "70000"}, "FRONTEND_PORT"),
     ({"FRONTEND_PORT": "http"}, "FRONTEND_PORT"),
     ({"FRONTEND_HOST": "0.0.0.0 extra"}, "FRONTEND_HOST"),
-    ({"FRONTEND_INDEX_TIMEOUT_SECONDS": "0"}, "FRONTEND_INDEX_TIMEOUT_SECONDS"),
     ({"EDITOR_USERNAME": "editor"}, "EDITOR_PASSWORD"),
     ({"EDITOR_PASSWORD": "long-enough-pw"}, "EDITOR_USERNAME"),
     ({"EDITOR_USERNAME": "editor", "EDITOR_PASSWORD": "short"}, "EDITOR_PASSWORD"),
@@ -41,6 +40,19 @@ def test_bad_settings_name_the_variable(change, name):
             env.pop(key)
     with pytest.raises(ConfigError, match=name):
         FrontendSettings.from_env(env)
+
+
+def test_tuning_is_options_named_when_malformed_and_no_variable():
+    for argv, option in ((["--index-timeout-seconds", "0"], "--index-timeout-seconds"),
+                         (["--logins.max-failures", "0"], "--logins.max-failures"),
+                         (["--logins.window-seconds", "soon"], "--logins.window-seconds")):
+        with pytest.raises(ConfigError, match=option):
+            FrontendTuning.parse(argv)
+    tuned = FrontendTuning.parse(["--index-timeout-seconds", "2", "--logins.max-failures", "1000"])
+    assert (tuned.index_timeout_seconds, tuned.logins.max_failures, tuned.logins.window_seconds) == (2, 1000, 300)
+    ignored = FrontendSettings.from_env({**BASE_ENV, "FRONTEND_INDEX_TIMEOUT_SECONDS": "9",
+                                         "EDITOR_LOGIN_MAX_FAILURES": "9"}).tuning
+    assert (ignored.index_timeout_seconds, ignored.logins.max_failures) == (3, 5)
 
 
 def test_defaults_and_editor_credentials():
@@ -185,8 +197,9 @@ def client_for():
 
     from frontend.app import create_app
 
-    def make(env=None, **kw):
-        return TestClient(create_app(FakeServices(FrontendSettings.from_env({**BASE_ENV, **(env or {})}), **kw)))
+    def make(env=None, tuning=None, **kw):
+        settings = FrontendSettings.from_env({**BASE_ENV, **(env or {})}, **(tuning or {}))
+        return TestClient(create_app(FakeServices(settings, **kw)))
 
     return make
 
@@ -244,8 +257,8 @@ def test_login_throttle_is_a_sliding_window_per_client_and_bounded():
 
 
 def test_too_many_wrong_passwords_get_429_with_retry_after(client_for, caplog):
-    client = client_for({"EDITOR_USERNAME": "editor", "EDITOR_PASSWORD": "right-password",
-                         "EDITOR_LOGIN_MAX_FAILURES": "2", "EDITOR_LOGIN_WINDOW_SECONDS": "60"})
+    client = client_for({"EDITOR_USERNAME": "editor", "EDITOR_PASSWORD": "right-password"},
+                        tuning={"logins": LoginThrottling(max_failures=2, window_seconds=60)})
     for _ in range(2):
         assert client.put("/api/products/1", json={"price": 1}, auth=("editor", "guess-123")).status_code == 401
     for auth in (("editor", "guess-123"), ("editor", "right-password")):
@@ -262,5 +275,5 @@ def test_trusted_proxies_must_be_addresses_or_networks(value):
     with pytest.raises(ConfigError, match="FRONTEND_TRUSTED_PROXIES"):
         FrontendSettings.from_env({**BASE_ENV, "FRONTEND_TRUSTED_PROXIES": value})
     settings = FrontendSettings.from_env({**BASE_ENV, "FRONTEND_TRUSTED_PROXIES": "10.0.0.0/16, 192.168.1.7"})
-    assert settings.logins.uvicorn_options() == {"proxy_headers": True, "forwarded_allow_ips": "10.0.0.0/16,192.168.1.7/32"}
-    assert FrontendSettings.from_env(BASE_ENV).logins.uvicorn_options() == {"proxy_headers": False}
+    assert settings.uvicorn_options() == {"proxy_headers": True, "forwarded_allow_ips": "10.0.0.0/16,192.168.1.7/32"}
+    assert FrontendSettings.from_env(BASE_ENV).uvicorn_options() == {"proxy_headers": False}

@@ -1,7 +1,8 @@
 import pytest
 
 from pelican.config import PelicanSettings
-from productsearch.settings import ConfigError, DatabaseSettings, EmbeddingSettings, IndexSettings, QueueSettings
+from productsearch.settings import (ConfigError, DatabaseSettings, DatabaseTimeouts, EmbeddingSettings, IndexSettings,
+                                    QueueSettings)
 
 
 def test_database_from_pg_variables_quotes_credentials_and_defaults_to_verified_tls():
@@ -53,20 +54,26 @@ def test_embedding_settings_reject_bad_values(env, name):
 
 
 def test_pelican_settings_bounds():
-    with pytest.raises(ConfigError, match="PELICAN_CHANGES_PER_MESSAGE"):
-        PelicanSettings.from_env({"PELICAN_CHANGES_PER_MESSAGE": "100000"})
+    with pytest.raises(ConfigError, match="--changes-per-message"):
+        PelicanSettings.parse(["--changes-per-message", "100000"])
     assert PelicanSettings.from_env({}).changes_per_message == 150
+
+
+def test_pelican_tuning_is_no_environment_variable():
+    assert PelicanSettings.from_env({"PELICAN_CHANGES_PER_MESSAGE": "5", "changes_per_message": "5"}
+                                    ).changes_per_message == 150
+    assert PelicanSettings.from_env({}, changes_per_message=5).changes_per_message == 5
 
 
 def test_pelican_backpressure_settings_default_and_bounds():
     defaults = PelicanSettings.from_env({})
     assert (defaults.max_queued_messages, defaults.queue_check_interval_seconds) == (1000, 5.0)
-    scaled = PelicanSettings.from_env({"PELICAN_MAX_QUEUED_MESSAGES": "4", "PELICAN_QUEUE_CHECK_INTERVAL_SECONDS": "0.2"})
+    scaled = PelicanSettings.parse(["--max-queued-messages", "4", "--queue-check-interval-seconds", "0.2"])
     assert (scaled.max_queued_messages, scaled.queue_check_interval_seconds) == (4, 0.2)
-    for name, bad in (("PELICAN_MAX_QUEUED_MESSAGES", "0"), ("PELICAN_MAX_QUEUED_MESSAGES", "120001"),
-                      ("PELICAN_QUEUE_CHECK_INTERVAL_SECONDS", "0.01")):
+    for name, bad in (("--max-queued-messages", "0"), ("--max-queued-messages", "120001"),
+                      ("--queue-check-interval-seconds", "0.01"), ("--queue-check-interval-seconds", "soon")):
         with pytest.raises(ConfigError, match=name):
-            PelicanSettings.from_env({name: bad})
+            PelicanSettings.parse([name, bad])
 
 
 def test_apps_exit_with_a_message_naming_the_missing_setting():
@@ -82,27 +89,28 @@ def test_apps_exit_with_a_message_naming_the_missing_setting():
 
 def test_database_timeouts_default_to_30s_and_can_be_scaled_down():
     url = "postgresql://u:p@h/db"
-    s = DatabaseSettings.from_env({"DATABASE_URL": url})
+    s = DatabaseSettings.from_env({"DATABASE_URL": url, "DATABASE_STATEMENT_TIMEOUT_SECONDS": "2"})
     assert (s.url, s.dead_connection_seconds, s.statement_timeout_seconds) == (url, 30, 30)
-    pg = DatabaseSettings.from_env({"PGHOST": "h", "PGUSER": "u", "PGPASSWORD": "p",
-                                    "DATABASE_DEAD_CONNECTION_SECONDS": "5", "DATABASE_STATEMENT_TIMEOUT_SECONDS": "2"})
+    scaled = PelicanSettings.parse(["--database.dead-connection-seconds", "5",
+                                    "--database.statement-timeout-seconds", "2"]).database
+    pg = DatabaseSettings.from_env({"PGHOST": "h", "PGUSER": "u", "PGPASSWORD": "p"}, timeouts=scaled)
     assert (pg.dead_connection_seconds, pg.statement_timeout_seconds) == (5, 2)
     # Fractions too: a test scales the timeout down with its data (tests/system/test_outbox_scale.py).
-    assert DatabaseSettings.from_env({"DATABASE_URL": url, "DATABASE_STATEMENT_TIMEOUT_SECONDS": "0.2"}
+    assert DatabaseSettings.from_env({"DATABASE_URL": url}, timeouts=DatabaseTimeouts(statement_timeout_seconds=0.2)
                                      ).statement_timeout_seconds == 0.2
 
 
 @pytest.mark.parametrize("name, value", [
-    ("DATABASE_DEAD_CONNECTION_SECONDS", "3"),
-    ("DATABASE_DEAD_CONNECTION_SECONDS", "3601"),
-    ("DATABASE_DEAD_CONNECTION_SECONDS", "soon"),
-    ("DATABASE_STATEMENT_TIMEOUT_SECONDS", "0"),
-    ("DATABASE_STATEMENT_TIMEOUT_SECONDS", "0.05"),
-    ("DATABASE_STATEMENT_TIMEOUT_SECONDS", "soon"),
+    ("--database.dead-connection-seconds", "3"),
+    ("--database.dead-connection-seconds", "3601"),
+    ("--database.dead-connection-seconds", "soon"),
+    ("--database.statement-timeout-seconds", "0"),
+    ("--database.statement-timeout-seconds", "0.05"),
+    ("--database.statement-timeout-seconds", "soon"),
 ])
 def test_bad_database_timeouts_are_named(name, value):
     with pytest.raises(ConfigError, match=name):
-        DatabaseSettings.from_env({"DATABASE_URL": "postgresql://u:p@h/db", name: value})
+        PelicanSettings.parse([name, value])
 
 
 SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-1a2b-AbCdEf"
@@ -126,7 +134,7 @@ def test_a_malformed_database_secret_arn_is_named(arn):
 
 
 def test_pelican_metric_settings_default_off_and_validate_the_namespace():
-    base = {"PELICAN_POLL_INTERVAL_SECONDS": "1"}
+    base: dict[str, str] = {}
     off = PelicanSettings.from_env(base)
     assert (off.cloudwatch_namespace, off.deployment_name, off.metric_interval_seconds) == (None, "local", 60)
     on = PelicanSettings.from_env({**base, "CLOUDWATCH_NAMESPACE": "ProductSearch", "DEPLOYMENT_NAME": "prod"})
@@ -134,16 +142,14 @@ def test_pelican_metric_settings_default_off_and_validate_the_namespace():
     for bad in ("AWS/SQS", "x" * 256):
         with pytest.raises(ConfigError, match="CLOUDWATCH_NAMESPACE"):
             PelicanSettings.from_env({**base, "CLOUDWATCH_NAMESPACE": bad})
-    with pytest.raises(ConfigError, match="PELICAN_METRIC_INTERVAL_SECONDS"):
-        PelicanSettings.from_env({**base, "PELICAN_METRIC_INTERVAL_SECONDS": "0"})
+    with pytest.raises(ConfigError, match="--metric-interval-seconds"):
+        PelicanSettings.parse(["--metric-interval-seconds", "0"])
 
 
-def test_query_embedding_defaults_sit_beneath_what_the_environment_sets():
-    from productsearch.settings import query_embedding_env
-
-    frontend = EmbeddingSettings.from_env(query_embedding_env({}))
+def test_queries_are_embedded_on_their_own_defaults_beneath_the_environment():
+    frontend = EmbeddingSettings.for_queries({})
     assert (frontend.runtime, frontend.threads) == ("auto", 1)
     emu = EmbeddingSettings.from_env({})
     assert (emu.runtime, emu.threads) == ("torch", 0)
-    told = EmbeddingSettings.from_env(query_embedding_env({"EMBEDDING_RUNTIME": "torch", "EMBEDDING_THREADS": "2"}))
-    assert (told.runtime, told.threads) == ("torch", 2)
+    told = EmbeddingSettings.for_queries({"EMBEDDING_RUNTIME": "torch"})
+    assert (told.runtime, told.threads) == ("torch", 1)

@@ -1,0 +1,218 @@
+"""The one reader of configuration: environment variables, declared in groups
+(`EnvSection`: a pydantic-settings model whose field names are the variables' names,
+each annotated with a `Var` saying what it means, its bounds and whether it is a
+secret), and `Tuning`, values no deployment sets (constructor parameters and
+command-line options). A missing or malformed value raises ConfigError naming the
+variable or option; the apps turn that into a one-line message and exit code 2.
+
+The declarations are in productsearch.settings (the shared groups) and in each app's
+config module; infra.env_contract derives the environment contract from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError, ValidationInfo, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, CliSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Var:
+    """What one environment variable means and how it is checked.
+
+    meaning: one line for the environment contract (infra.env_contract).
+    minimum/maximum: inclusive bounds of an int or float variable.
+    url: the value must be an http(s) URL. secret: the value is a credential, so ECS
+    passes it as a task-definition secret and never as plain environment.
+    strip: surrounding white space is removed (not for passwords). keep_blank: a
+    value that is empty after stripping counts as set (else it means unset)."""
+
+    meaning: str
+    minimum: float | None = None
+    maximum: float | None = None
+    url: bool = False
+    secret: bool = False
+    strip: bool = True
+    keep_blank: bool = False
+
+
+def var_of(field: FieldInfo) -> Var:
+    """The `Var` a section's field is annotated with. Raises TypeError when it has none
+    (every variable of a section must say what it means)."""
+    for item in field.metadata:
+        if isinstance(item, Var):
+            return item
+    raise TypeError(f"an EnvSection field lacks its Var annotation: {field!r}")
+
+
+def _value_type(annotation: Any) -> type:
+    """int, float or str: the type a (possibly optional) field holds."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return annotation
+
+
+class _MappingSource(PydanticBaseSettingsSource):
+    """pydantic-settings source reading one section's variables from a mapping (os.environ,
+    or a test's dict): values stripped, and blank ones treated as unset (ECS and
+    docker-compose pass an empty string for a variable written without a value)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]):
+        super().__init__(settings_cls)
+        self._env = env
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raw = self._env.get(field_name)
+        if raw is None:
+            return None, field_name, False
+        var = var_of(field)
+        value = raw.strip() if var.strip else raw
+        if not value.strip() and not var.keep_blank:
+            return None, field_name, False
+        return value, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, _, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[name] = value
+        return values
+
+
+class EnvSection(BaseSettings):
+    """A group of environment variables, declared once: one field per variable, the
+    field's name being the variable's, annotated with its `Var`. `read(env)` is the
+    only reader of configuration; it raises ConfigError naming the first variable that
+    is missing ("NAME is not set") or malformed ("NAME must be ..., got ...")."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=True)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        # Only what `read` was given: no .env file, no secrets directory, no os.environ behind a test's back.
+        return (init_settings,)
+
+    @classmethod
+    def read(cls, env: Mapping[str, str] = os.environ):
+        """This section's variables from `env`. Raises ConfigError."""
+        try:
+            return cls(**_MappingSource(cls, env)())
+        except ValidationError as exc:
+            raise _config_error(exc) from None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _parse(cls, raw: Any, info: ValidationInfo) -> Any:
+        if not isinstance(raw, str):
+            return raw
+        name = info.field_name
+        field = cls.model_fields[name]
+        var, kind = var_of(field), _value_type(field.annotation)
+        value: Any = raw
+        if kind is int:
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        elif kind is float:
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        if kind in (int, float) and var.minimum is not None:
+            if value < var.minimum or (var.maximum is not None and value > var.maximum):
+                bound = (f"between {var.minimum} and {var.maximum}" if var.maximum is not None
+                         else f"at least {var.minimum}")
+                raise ConfigError(f"{name} must be {bound}, got {value}")
+        if var.url and not re.match(r"^https?://[^\s/]+", value):
+            raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
+        return value
+
+    @classmethod
+    def required_names(cls) -> frozenset[str]:
+        """The variables this section cannot do without."""
+        return frozenset(name for name, field in cls.model_fields.items() if field.is_required())
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    first = exc.errors()[0]
+    name = first["loc"][0] if first["loc"] else "configuration"
+    if first["type"] == "missing":
+        return ConfigError(f"{name} is not set")
+    error = (first.get("ctx") or {}).get("error")
+    if isinstance(error, ConfigError):
+        return error
+    return ConfigError(f"{name}: {first['msg']}, got {first['input']!r}")
+
+
+def require(section: EnvSection, name: str) -> Any:
+    """`section`'s value of variable `name`, which this use of it needs. Raises
+    ConfigError when it is unset."""
+    value = getattr(section, name)
+    if value is None:
+        raise ConfigError(f"{name} is not set")
+    return value
+
+
+class Tuning(BaseSettings):
+    """Values no deployment sets: each field, declared once with its default, bounds
+    (`Field(ge=, le=)`) and meaning (`description`), is a constructor parameter in
+    process and an option of the app's command line (`--field-name`, kebab case),
+    which tests use to scale waits down in a subprocess. None is an environment
+    variable. A malformed value raises ConfigError naming the option."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        # Only the constructor's arguments (and the command line, when one is given).
+        return (init_settings,)
+
+    @classmethod
+    def add_options(cls, parser: argparse.ArgumentParser) -> CliSettingsSource:
+        """Add one option per field to `parser`; pass the result, with the parsed
+        arguments, to `build`."""
+        return CliSettingsSource(cls, root_parser=parser, cli_kebab_case=True)
+
+    @classmethod
+    def build(cls, options: CliSettingsSource | None = None, args: argparse.Namespace | None = None, **given: Any):
+        """An instance from `given` field values, the command line's options winning.
+        Raises ConfigError naming the option that is out of bounds or malformed."""
+        # A CliSuppress field comes from the environment, never from the command line.
+        for name in vars(args or argparse.Namespace()):
+            if name in cls.model_fields and argparse.SUPPRESS in cls.model_fields[name].metadata:
+                raise ConfigError(f"--{name.replace('_', '-')} is not an option (its environment variable sets it)")
+        try:
+            if options is None:
+                return cls(**given)
+            return cls(_cli_settings_source=options(parsed_args=args), **given)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            if first["type"] == "value_error":  # a validator's own message names what is wrong
+                raise ConfigError(first["msg"].removeprefix("Value error, ")) from None
+            option = "--" + ".".join(str(part).replace("_", "-") for part in first["loc"])
+            raise ConfigError(f"{option}: {first['msg']}, got {first['input']!r}") from None
+
+    @classmethod
+    def parse(cls, argv: list[str], **given: Any):
+        """An instance from command-line options alone (`argv`), as the app's command
+        line reads them. Raises ConfigError."""
+        parser = argparse.ArgumentParser()
+        options = cls.add_options(parser)
+        return cls.build(options, parser.parse_args(argv), **given)
