@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
                              "running stack was started with, else vectors)")
     args = parser.parse_args(argv)
     stack = DevStack(root=args.root, index_api=args.index_api or os.environ.get("PINECONE_INDEX_API")
-                     or started_index_api(args.root) or "vectors")
+                     or started_index_api(args.root.parent / "stack.env") or "vectors")
     if args.command == "up":
         up(stack, args.catalog, with_frontend=(REPO / "apps" / "frontend" / "frontend" / "__main__.py").exists())
     elif args.command == "down":

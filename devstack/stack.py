@@ -36,10 +36,9 @@ EMBEDDING_DIMENSION = 384
 REGION = "us-east-1"
 
 
-def started_index_api(root: Path) -> str | None:
-    """The PINECONE_INDEX_API the stack under `root` was started with (its settings
-    file, `<root>/../stack.env`, written by `make up`), or None when it has none."""
-    env_file = root.parent / "stack.env"
+def started_index_api(env_file: Path) -> str | None:
+    """The PINECONE_INDEX_API a stack was started with, from the settings file `make up`
+    wrote (`.local/stack.env`), or None when there is none or it names none."""
     if not env_file.exists():
         return None
     for line in env_file.read_text().splitlines():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.stack import DevStack, free_port
+from devstack.stack import DevStack, free_port, started_index_api
 from devstack.up import prepare_query_model, up
 from productsearch import db
 from productsearch.index import ProductIndex
@@ -37,11 +37,13 @@ def small_catalog(path: Path, rows: int = 12) -> Path:
     return path
 
 
-def test_up_indexes_the_catalog_then_a_restart_resyncs_only_the_drift(capfd):
+@pytest.mark.parametrize("index_api", ["vectors", "documents"])
+def test_up_indexes_the_catalog_then_a_restart_resyncs_only_the_drift(capfd, index_api):
+    """On either Pinecone API (`PINECONE_INDEX_API=documents make up` runs on a document index)."""
     root = Path(tempfile.mkdtemp(prefix="productsearch-up-"))
     os.chmod(root, 0o755)  # PostgreSQL runs as the postgres user when the tests run as root
     stack = DevStack(root=root / "stack", pg_port=free_port(), aws_port=free_port(), index_port=free_port(),
-                       frontend_port=free_port())
+                     frontend_port=free_port(), index_api=index_api)
     catalog = small_catalog(root / "catalog.csv")
     with open(catalog, "a", encoding="utf-8") as handle:  # line 14: a price that is not one, skipped with a warning
         handle.write("Broken Row,SKU-BROKEN-1,no price,not-a-price,2023-09-20 22:51:32\n")
@@ -60,7 +62,9 @@ def test_up_indexes_the_catalog_then_a_restart_resyncs_only_the_drift(capfd):
         assert service_lines and all(json.loads(line)["logger"] for line in service_lines if line.startswith("{"))
         assert any(line.startswith("{") for line in service_lines)
         assert stat.S_IMODE((settings_dir / "editor.env").stat().st_mode) == 0o600
-        assert f"PINECONE_HOST=http://127.0.0.1:{stack.index_port}" in (settings_dir / "stack.env").read_text()
+        written = (settings_dir / "stack.env").read_text()
+        assert f"PINECONE_HOST={stack.index_host}\n" in written and f"PINECONE_INDEX_API={index_api}\n" in written
+        assert started_index_api(settings_dir / "stack.env") == index_api  # what `make status` reads back
         index = ProductIndex(IndexSettings.from_env(stack.env()), attempts=3)
         assert index.count() == 12
         with db.connect(stack.database_url) as conn:
