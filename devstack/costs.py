@@ -23,6 +23,7 @@ import time
 import urllib.request
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 MAX_LATENCY_MS = 60_000.0  # a sanity bound, not a property of either service
 
@@ -75,7 +76,10 @@ def _call(url: str, method: str = "GET", body: Mapping[str, Any] | None = None) 
 
 
 def _bases(env: Mapping[str, str]) -> dict[str, str]:
-    return {"index": env["PINECONE_HOST"].rstrip("/"), "aws": env["AWS_ENDPOINT_URL"].rstrip("/")}
+    """The two local servers' roots: a document index's host carries a path
+    (/document-indexes/<name>) under the server whose counters it shares."""
+    index = urlsplit(env["PINECONE_HOST"])
+    return {"index": f"{index.scheme}://{index.netloc}", "aws": env["AWS_ENDPOINT_URL"].rstrip("/")}
 
 
 def read_stats(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:

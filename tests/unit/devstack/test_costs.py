@@ -109,3 +109,11 @@ def test_a_meter_counts_per_operation_and_a_reset_hands_over_what_it_held():
 def test_a_latency_outside_0_to_60_s_is_refused(bad):
     with pytest.raises(ValueError, match="latency_ms must be a number"):
         check_latency_ms(bad)
+
+
+def test_the_counters_of_a_document_index_are_its_servers():
+    from devstack.costs import _bases
+
+    env = {"PINECONE_HOST": "http://127.0.0.1:5081/document-indexes/products", "AWS_ENDPOINT_URL": "http://127.0.0.1:5000/"}
+    assert _bases(env) == {"index": "http://127.0.0.1:5081", "aws": "http://127.0.0.1:5000"}
+    assert _bases({**env, "PINECONE_HOST": "http://127.0.0.1:5081/"})["index"] == "http://127.0.0.1:5081"
