@@ -49,7 +49,7 @@ def freshness(pipeline: Pipeline, embedder, ids: list[int], samples: int, spacin
         expected_hash = text_hash(f"{row['name']} {new_description}".strip())
 
         def arrived():
-            matches = pipeline.index.query(vector, top_k=1)
+            matches = pipeline.index.search_dense(vector, top_k=1)
             return bool(matches) and matches[0].id == str(pid) and matches[0].score > 0.999 \
                 and matches[0].metadata.get("text_hash") == expected_hash
 

@@ -188,7 +188,7 @@ def search_breakdown(pipeline: Pipeline, embedder, queries: list[str], n: int = 
         t0 = time.perf_counter()
         vector = embedder.embed([q])[0]
         t1 = time.perf_counter()
-        matches = pipeline.index.query(vector, top_k=10)
+        matches = pipeline.index.search_dense(vector, top_k=10)
         t2 = time.perf_counter()
         pipeline.conn.execute(ROWS_BY_IDS, ([int(m.id) for m in matches],)).fetchall()
         t3 = time.perf_counter()

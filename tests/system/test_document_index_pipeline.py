@@ -11,9 +11,9 @@ import pytest
 from pinecone import Pinecone
 
 from devstack.stack import PRODUCTS_INDEX
-from productsearch.documents import DENSE_FIELD, SKU_FIELD, TEXT_FIELD, IndexRecord
+from productsearch.documents import DENSE_FIELD, SKU_FIELD, TEXT_FIELD, IndexRecord, metadata
 from productsearch.index import ProductIndex
-from productsearch.settings import IndexSettings
+from productsearch.settings import IndexSettings, text_template_from_env
 from tests.e2e import frontend_stack
 
 pytestmark = pytest.mark.stack
@@ -126,6 +126,21 @@ def test_versioned_writes_refuse_older_state_on_a_document_index(front):
     assert index.write_versioned([], {"990001": 6}).written == {"990001"}
     late = index.write_versioned([(record(5), unit)], {})
     assert late.superseded == {"990001"} and index.fetch(["990001"]) == {}
+
+
+def test_a_dense_search_reads_back_every_metadata_field_and_query_is_refused(front):
+    """A document search returns only the fields it names: every key documents.metadata
+    writes must come back, or a new one would be written and never read. query (one
+    request scoring dense and sparse parts together) exists on a legacy index only."""
+    index = ProductIndex(IndexSettings.from_env(front.stack.env()), attempts=2)
+    [row] = front.parts.conn.execute("SELECT id, version FROM products WHERE sku = %s", (CATALOG_SKU,)).fetchall()
+    vector = np.asarray(front.parts.vector(row["id"]).values, dtype=np.float32)
+    [best] = index.search_dense(vector, top_k=1)
+    written = metadata(front.parts.conn.execute("SELECT * FROM products WHERE id = %s", (row["id"],)).fetchone(),
+                       row["version"], text_template_from_env(front.stack.env()))
+    assert best.id == str(row["id"]) and best.metadata == written
+    with pytest.raises(TypeError, match="search_dense"):
+        index.query(vector, top_k=1)
 
 
 def test_a_write_costs_the_same_requests_on_either_api(stack):

@@ -176,6 +176,11 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
+# The keys metadata() writes, in its order: a document index search names the fields
+# it returns, so this tuple is also what every fetch and search reads back.
+METADATA_FIELDS = ("price", "category_key", "text_hash", "version")
+
+
 def metadata(product: dict[str, Any], version: int, template: str) -> dict[str, Any]:
     """What the index stores beside a product's vectors: only what filters and ranking
     need (the page shows names and descriptions read from Postgres), since every
@@ -194,12 +199,8 @@ def metadata(product: dict[str, Any], version: int, template: str) -> dict[str, 
         raise UnindexableProduct(f"price is not a finite number: {product['price']}")
     if price < 0:
         raise UnindexableProduct(f"price is negative: {product['price']}")
-    return {
-        "price": price,
-        "category_key": normalise_category(product.get("category")),
-        "text_hash": text_hash(indexed_text(product, template)),
-        "version": version,
-    }
+    values = (price, normalise_category(product.get("category")), text_hash(indexed_text(product, template)), version)
+    return dict(zip(METADATA_FIELDS, values, strict=True))
 
 
 # The fields of a products document index (Documents API): the dense vector, the

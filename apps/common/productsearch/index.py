@@ -254,9 +254,12 @@ class ProductIndex:
         there are this client's attempts unless given. With a non-empty sparse_vector
         the index scores dense . dense + sparse . sparse (a hybrid query: the caller has
         weighted both parts; a keyword-only query sends an all-zero dense part, as
-        Pinecone requires a dense vector in every query of a dense index)."""
+        Pinecone requires a dense vector in every query of a dense index). A legacy
+        index only: raises TypeError on a document index, which search_dense and
+        search_text serve."""
         if not isinstance(self._api, VectorsApi):
-            return self.search_dense(vector, top_k, filter, attempts=attempts)
+            raise TypeError("query needs a legacy index (PINECONE_INDEX_API=vectors); "
+                            "use search_dense or search_text on a document index")
         api = self._api
         return self._call("query", lambda: api.query(vector.tolist(), sparse_vector, top_k, filter,
                                                      self.settings.namespace, self._timeout_now()), attempts=attempts)

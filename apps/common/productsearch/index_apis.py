@@ -25,7 +25,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from productsearch.documents import DENSE_FIELD, SKU_FIELD, TEXT_FIELD, IndexRecord, SparseVector
+from productsearch.documents import (
+    DENSE_FIELD,
+    METADATA_FIELDS,
+    SKU_FIELD,
+    TEXT_FIELD,
+    IndexRecord,
+    SparseVector,
+)
 
 INDEX_APIS = ("vectors", "documents")
 
@@ -220,10 +227,6 @@ class DocumentsApi:
             return []
         return self._search({"type": "text", "fields": [TEXT_FIELD, SKU_FIELD], "query": words}, top_k, filter,
                             namespace, timeout)
-
-
-# The metadata documents.metadata writes: what a search returns beside the id.
-METADATA_FIELDS = ("price", "category_key", "text_hash", "version")
 
 
 def full_text_query(text: str) -> str:
