@@ -175,3 +175,29 @@ def test_a_write_costs_the_same_requests_on_either_api(stack):
         index.delete_ids([str(800_000 + i) for i in range(1200)])
     assert counts["vectors"] == counts["documents"], counts
     assert counts["vectors"]["upsert"] >= 3  # 1,200 records are more than one request's limit
+
+
+def test_long_texts_are_written_in_requests_under_the_size_limit(stack):
+    """A document carries its whole indexed text, so a batch of long texts is far
+    over one request's 2 MB: the client splits it by bytes, and the server (which
+    refuses a larger request with 413) takes every part."""
+    import httpx
+
+    from productsearch.documents import MAX_TEXT_BYTES
+
+    base = f"http://127.0.0.1:{stack.index_port}"
+    host = stack.create_document_index("long-texts")
+    index = ProductIndex(IndexSettings.from_env({**stack.env(), "PINECONE_HOST": host, "PINECONE_INDEX_API": "documents",
+                                                 "PINECONE_NAMESPACE": "long-texts"}), attempts=2)
+    unit = np.zeros(384, dtype=np.float32)
+    unit[0] = 1.0
+    text = ("wörd " * MAX_TEXT_BYTES).encode()[:MAX_TEXT_BYTES].decode(errors="ignore")  # at the text limit
+    assert len(text.encode()) > MAX_TEXT_BYTES - 8
+    records = [(IndexRecord(id=str(970_000 + i), text=text, sku=f"L-{i}",
+                            metadata={"price": 1.0, "category_key": "", "text_hash": "h", "version": 1}), unit)
+               for i in range(120)]
+    httpx.delete(f"{base}/_stats", timeout=10).raise_for_status()
+    assert index.write_versioned(records, {}).written == {r.id for r, _ in records}
+    upserts = httpx.get(f"{base}/_stats", timeout=10).json()["operations"]["documents_upsert"]
+    assert upserts["requests"] >= 3 and upserts["errors"] == 0, upserts  # 120 x 40 KiB is about 4.9 MB
+    assert index.count() == 120
