@@ -5,9 +5,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 REQS   := requirements/dev.txt apps/constraints.txt pyproject.toml $(wildcard apps/*/pyproject.toml)
 
-.PHONY: deps up down status lint test test-unit images bench scaling eval soak reconcile reconcile-compare redrive refit
+.PHONY: deps system-deps up down status lint test test-unit images bench scaling eval soak reconcile reconcile-compare redrive refit
 
-$(STAMP): $(REQS)
+# The Debian packages first: on a fresh machine `python3 -m venv` needs python3-venv.
+$(STAMP): $(REQS) | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
 	# The policy pack's SDK pins an older protobuf than pulumi itself; it runs fine beside the newer one.
@@ -15,7 +16,9 @@ $(STAMP): $(REQS)
 	touch $(STAMP)
 
 ## deps: Debian packages (PostgreSQL server, Chromium) and the Python virtualenv
-deps: $(STAMP)
+deps: system-deps $(STAMP)
+
+system-deps:
 	bash scripts/install-system-deps.sh
 
 ## up: start Postgres, the SQS/SNS endpoint, the index server and the apps; load and index the sample catalog

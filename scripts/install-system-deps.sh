@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the local stack and the tests need, if missing:
-# the PostgreSQL server (the stack runs its own instance), Chromium and a colour emoji
-# font (browser tests), and the container tools `make images` builds with (SKIP_IMAGES=1
-# leaves them out).
+# python3-venv (the virtualenv), the PostgreSQL server (the stack runs its own
+# instance), Chromium and a colour emoji font (browser tests), and the container tools
+# `make images` builds with (SKIP_IMAGES=1 leaves them out).
 set -euo pipefail
 
 need=()
+# Debian's python3 leaves out venv's ensurepip (package python3-venv), which `make deps`
+# creates the virtualenv with.
+if ! python3 -c "import ensurepip" >/dev/null 2>&1; then need+=(python3-venv); fi
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then need+=(postgresql); fi
 if ! command -v chromium >/dev/null 2>&1 && [ "${SKIP_BROWSER:-0}" != "1" ]; then need+=(chromium fonts-liberation); fi
 # The page's status icons and messages are emoji; without a colour emoji font a

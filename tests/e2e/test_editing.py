@@ -125,3 +125,29 @@ def test_an_editor_edits_a_result_in_place_and_sees_it_searchable(page, front):
     page.wait_for_function("(pid) => document.querySelector('#results [data-id]')?.dataset.id === String(pid)", arg=pid)
     assert new_text in page.locator("#results [data-id]").first.inner_text()
     assert re.search(r"Edit", page.locator("#results [data-id]").first.inner_text())
+
+
+def test_the_editor_opened_from_a_result_is_bound_to_that_version(page, front):
+    field(page, "query").fill("innovative plug-and-play device")
+    page.locator("#search-btn").click()
+    page.wait_for_selector("#results [data-id] .edit-result")
+    target = page.locator("#results [data-id]").nth(1)
+    pid = int(target.get_attribute("data-id"))
+    target.locator(".edit-result").click()
+    wait_text(page, "result-edit-heading", f"Edit product #{pid}\\b")
+    other = front.edit(pid, {"price": "77.70"})  # another editor, after the form loaded
+    assert other.status == 200, other.body
+
+    field(page, "result-edit-name").fill("Renamed From A Stale Form")
+    message = save(page, "result-edit", "result-edit-save")
+    assert "changed by someone else" in message and "Nothing was saved" in message, message
+    assert row(front, pid)["name"] != "Renamed From A Stale Form"
+    page.locator("#result-edit-reload").click()
+    page.wait_for_function("() => (document.querySelector('#result-edit-price input')?.value || '') === '77.70'")
+    field(page, "result-edit-name").fill("Renamed From The Current State")
+    assert f"Saved product #{pid}" in save(page, "result-edit", "result-edit-save")
+    saved = row(front, pid)
+    assert saved["name"] == "Renamed From The Current State" and float(saved["price"]) == 77.70
+
+    page.locator("#result-edit-close").click()
+    page.wait_for_selector("#result-editor", state="hidden")

@@ -12,6 +12,7 @@ import re
 import pytest
 
 from frontend.searching import PRICE_RANGES, RELEVANCE_FLOORS, price_range_label
+from productsearch.lexical import terms
 from productsearch.search import HYBRID_ALPHA
 from tests.conftest import REPO
 from tests.e2e import frontend_stack
@@ -74,6 +75,18 @@ def test_matched_words_are_highlighted_with_stemming(page, front):
     # Only whole matched words are marked: the rest of the name stays plain text.
     first = rows(page).first.locator(".name")
     assert first.inner_text() != first.locator("mark").first.inner_text()
+
+
+def test_description_and_sku_are_highlighted_by_the_keyword_sides_terms(page, front):
+    query = "optimizing platform"  # the catalog's descriptions say "optimize" and "platforms"
+    search(page, query, mode="keyword")
+    marks = page.locator("#results tr.result td.desc mark").all_inner_texts()
+    assert marks and {t for m in marks for t in terms(m)} <= set(terms(query)), marks
+    assert {m.lower() for m in marks} - {"optimizing", "platform"}, marks  # found by stem, not by spelling
+
+    sku = front.parts.conn.execute("SELECT sku FROM products ORDER BY id OFFSET 42 LIMIT 1").fetchone()["sku"]
+    search(page, sku.lower())
+    assert rows(page).first.locator(".sku mark").all_inner_texts() == [sku]  # whole, as written
 
 
 def test_the_page_says_how_many_hits_and_the_servers_time(page, front):
@@ -142,6 +155,25 @@ def test_a_close_match_has_no_such_heading(page, front):
     assert float(rows(page).first.get_attribute("data-score")) >= RELEVANCE_FLOORS["semantic"]
 
 
+def test_a_divider_marks_where_the_close_matches_end(page, front):
+    text = search(page, "wireless controller")
+    hits = int(re.search(r"(\d+) close match", text).group(1))
+    assert 10 < hits < 100 and hits % 10, f"the query needs a page holding both kinds of result: {text}"
+    for _ in range(hits // 10):
+        with page.expect_response(answered(2)):  # the search's state and the explain toggle
+            page.locator("#next-btn").click()
+        settle(page)
+    assert page.locator("#results .no-close-match").count() == 0
+    body = page.locator("#results tbody > tr")
+    kinds = [body.nth(i).get_attribute("class") for i in range(body.count())]
+    at = kinds.index("floor-divider")
+    assert kinds.count("floor-divider") == 1 and "below the relevance floor" in body.nth(at).inner_text()
+    ranks = [int(body.nth(i).get_attribute("data-rank")) for i in range(body.count()) if i != at]
+    scores = [float(body.nth(i).get_attribute("data-score")) for i in range(body.count()) if i != at]
+    floor = RELEVANCE_FLOORS["hybrid"]
+    assert ranks[at - 1] == hits and all(s >= floor for s in scores[:at]) and all(s < floor for s in scores[at:])
+
+
 # -- facets ----------------------------------------------------------------------------------
 def test_category_and_price_facets_count_the_hits_and_a_price_range_filters(page, front):
     search(page, "controller", mode="keyword")
@@ -186,6 +218,21 @@ def test_results_fit_the_width_and_skus_stay_on_one_line(browser, front, width):
         right = pg.evaluate("() => Math.max(...[...document.querySelectorAll('#results tr.result td.price, "
                             "#results tr.result .name')].map(e => e.getBoundingClientRect().right))")
         assert right <= width, right
+    finally:
+        context.close()
+
+
+def test_explained_scores_are_labelled_on_a_phone(browser, front):
+    context, pg = open_page(browser, front.url, 390, 844)
+    try:
+        search(pg, "wireless controller")
+        with pg.expect_response(answered(FORM_INPUTS)):
+            pg.locator("#explain input").check()
+        settle(pg)
+        labels = pg.evaluate("""() => ['score', 'dense', 'keyword'].map(c => getComputedStyle(
+            document.querySelector('#results tr.result td.' + c), '::before').content)""")
+        assert labels == ['"Fused "', '"Dense "', '"Keyword "'], labels
+        assert pg.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth") == 0
     finally:
         context.close()
 

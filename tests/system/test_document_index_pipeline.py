@@ -6,6 +6,8 @@ legacy index; this module points the stack at a document index beside it."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from pinecone import Pinecone
@@ -83,6 +85,28 @@ def test_semantic_mode_ranks_by_cosine_and_explain_shows_both_parts(front):
     first = resp.body["results"][0]["explain"]
     assert first["alpha"] == pytest.approx(0.45)
     assert first["dense"] is not None and first["keyword"] is not None and first["keyword"] > 0
+
+
+def test_the_pages_explain_shows_the_scores_the_two_searches_gave(front):
+    """The page's Explain scores on a document index: the keyword part is Pinecone's
+    BM25 from the full-text search (no record holds it), as the API explains it."""
+    query = "wireless controller"
+    api = front.api("/api/search", "POST", {"query": query, "mode": "hybrid", "explain": True, "top_k": 10})
+    assert api.status == 200, api.body
+    page = front.api("/gradio_api/run/ui_search", "POST", {"data": [query, "", "", "", "hybrid", True]})
+    assert page.status == 200, page.body
+    table = page.body["data"][1]
+    rows = re.findall(r'data-id="(\d+)".*?<td class="num score">([-\d.]+)</td>'
+                      r'<td class="num explain-only dense">([^<]+)</td><td class="num explain-only keyword">([^<]+)</td>',
+                      table)
+    assert [int(pid) for pid, *_ in rows] == [r["id"] for r in api.body["results"]]
+    shown = lambda v: None if v == "—" else float(v)  # noqa: E731
+    for (pid, fused, dense, keyword), r in zip(rows, api.body["results"], strict=True):
+        parts = r["explain"]
+        assert float(fused) == pytest.approx(parts["fused"], abs=1e-4)
+        assert shown(dense) == pytest.approx(parts["dense"], abs=1e-4)
+        assert shown(keyword) == pytest.approx(parts["keyword"], abs=1e-4)
+    assert any(shown(k) and shown(k) > 1.0 for *_, k in rows)  # raw BM25, not a 0..1 dot product
 
 
 def test_query_syntax_in_user_input_is_plain_words(front):

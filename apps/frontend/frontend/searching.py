@@ -52,10 +52,14 @@ def timed_ranked(search, query: str, top_k: int, filters: SearchFilters, source:
 
 
 def search_page(search, query: str, filters: SearchFilters, page: int, page_size: int, source: str = "ui",
-                mode: str = DEFAULT_MODE, depth: int = 0) -> Page:
+                mode: str = DEFAULT_MODE, depth: int = 0, explain: bool = False) -> Page:
     """The `page`-th page of `page_size` results. depth: ask the index for at least this
     many matches (capped at MAX_TOP_K), so Page.candidates can be counted (hits,
-    facets); a query costs the same read units whatever its top_k."""
+    facets); a query costs the same read units whatever its top_k. explain: the page's
+    results carry their score's parts (ScoreParts). On a document index they are the
+    two searches' own scores, which the search returns anyway; on a legacy index they
+    are recomputed from the page's records only (ProductSearch.explain: one fetch),
+    not from every candidate."""
     if isinstance(page, bool) or not isinstance(page, int) or page < 1:
         raise InvalidSearch(f"page must be a positive integer, got {page!r}")
     offset = (page - 1) * page_size
@@ -63,13 +67,19 @@ def search_page(search, query: str, filters: SearchFilters, page: int, page_size
         raise InvalidSearch(f"only the top {MAX_TOP_K} results can be paged through")
     wanted = offset + page_size + 1
     top_k = min(max(wanted, depth), MAX_TOP_K)
-    ranked = timed_ranked(search, query, top_k, filters, source, mode)
+    # A document index's keyword score is Pinecone's own BM25, which no record holds:
+    # only its search can give it, so there the search itself explains.
+    in_search = explain and not getattr(search.index, "needs_sparse", True)
+    ranked = timed_ranked(search, query, top_k, filters, source, mode, explain=in_search)
     results = ranked.results
+    shown = results[offset : offset + page_size]
+    if explain and not in_search and shown:
+        shown = search.explain(query, shown, mode)
     # From the index's matches, not the results: a dropped row must not end the paging.
     has_more = ranked.matched > offset + page_size
     capped = top_k < wanted and ranked.matched >= top_k
-    return Page(results=results[offset : offset + page_size], page=page, page_size=page_size,
-                has_more=has_more, capped=capped, candidates=results)
+    return Page(results=shown, page=page, page_size=page_size, has_more=has_more, capped=capped,
+                candidates=results)
 
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import replace
 from typing import Any
 
 import gradio as gr
@@ -82,10 +81,9 @@ class SearchHandlers:
             filters = SearchFilters.parse(raw_filters)
             mode = validate_mode(mode)
             started = time.perf_counter()
-            result = search_page(search, text, filters, page, self.page_size, mode=mode, depth=MAX_TOP_K)
+            result = search_page(search, text, filters, page, self.page_size, mode=mode, depth=MAX_TOP_K,
+                                 explain=explain is True)
             took_ms = (time.perf_counter() - started) * 1000
-            if explain is True and result.results:
-                result = replace(result, results=search.explain(text, result.results, mode))
         except InvalidSearch as exc:
             return search_refused(f"⚠️ {exc}")
         except NotReady as exc:

@@ -1,0 +1,98 @@
+"""The search page on a document index (PINECONE_INDEX_API=documents), in headless
+Debian Chromium: the explanation shows the scores the dense and full-text searches
+returned, and only semantic mode has a relevance floor. The same index server serves
+the session's legacy index; this module points the stack at a document index beside it."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from devstack.stack import PRODUCTS_INDEX
+from frontend.searching import DOCUMENT_RELEVANCE_FLOORS
+from productsearch.fusion import DOCUMENT_HYBRID_ALPHA
+from tests.e2e import frontend_stack
+from tests.e2e.browser import MARKS, field
+
+pytestmark = MARKS
+FORM_INPUTS = 6  # query, min and max price, category, mode, explain
+OFF_TOPIC = "rainfall statistics of the Jurassic period"
+
+
+@pytest.fixture(scope="module")
+def front(stack):
+    stack.index_api = "documents"
+    try:
+        stack.create_document_index(PRODUCTS_INDEX)
+        f = frontend_stack.start(stack, rows=80)
+    except BaseException:
+        stack.index_api = "vectors"
+        raise
+    try:
+        yield f
+    finally:
+        frontend_stack.stop(f)
+        stack.index_api = "vectors"
+
+
+def answered(response) -> bool:
+    """The answer to one of the form's events (the status panel's timer posts too)."""
+    if "/gradio_api/run/" not in response.url:
+        return False
+    try:
+        return len(json.loads(response.request.post_data or "{}").get("data") or []) == FORM_INPUTS
+    except ValueError:
+        return False
+
+
+def settle(page) -> None:
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(r, 50))))")
+
+
+def search(page, query: str, mode: str) -> str:
+    labels = {"hybrid": "Hybrid (words and meaning)", "semantic": "Semantic (meaning)",
+              "keyword": "Keyword (exact words)"}
+    choice = page.locator("#mode").get_by_label(labels[mode], exact=True)
+    if not choice.is_checked():
+        field(page, "query").fill("")  # nothing to re-run: the pick answers without a search
+        with page.expect_response(answered):
+            choice.check()
+    field(page, "query").fill(query)
+    with page.expect_response(answered):
+        page.locator("#search-btn").click()
+    settle(page)
+    return page.locator("#search-message").inner_text()
+
+
+def part(text: str) -> float | None:
+    return None if text.strip() == "—" else float(text)
+
+
+def test_the_explanation_shows_each_searchs_own_score(page, front):
+    search(page, "wireless controller", "hybrid")
+    with page.expect_response(answered):
+        page.locator("#explain input").check()
+    settle(page)
+    rows = page.locator("#results tr.result")
+    assert rows.count() == 10
+    seen = []
+    for i in range(rows.count()):
+        row = rows.nth(i)
+        fused, dense, keyword = (part(row.locator(f"td.{c}").inner_text()) for c in ("score", "dense", "keyword"))
+        assert fused is not None and 0.0 <= fused <= 1.0  # min-max normalised parts, weighted
+        seen.append((fused, dense, keyword))
+    # Pinecone's BM25 is unbounded: raw, not a 0..1 dot product as on a legacy index.
+    assert any(k is not None and k > 1.0 for _, _, k in seen), seen
+    assert all(d is None or -1.0 <= d <= 1.0 for _, d, _ in seen), seen
+    # The best full-text match, alone at the top of its list, gets at least the keyword weight.
+    assert seen[0][0] >= 1.0 - DOCUMENT_HYBRID_ALPHA - 1e-4
+
+
+def test_only_semantic_mode_says_no_close_match(page, front):
+    assert DOCUMENT_RELEVANCE_FLOORS["hybrid"] == 0.0
+    text = search(page, OFF_TOPIC, "semantic")
+    assert "No close match ·" in text and page.locator("#results .no-close-match").is_visible(), text
+    text = search(page, OFF_TOPIC, "hybrid")
+    assert re.search(r"\d+\+? close match", text) and page.locator("#results .no-close-match").count() == 0, text
