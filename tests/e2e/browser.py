@@ -7,6 +7,7 @@ leak between tests."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,21 @@ def open_page(browser, url: str, width: int = 1280, height: int = 900):
 def field(page, elem_id: str):
     """The input or textarea inside the Gradio component with `elem_id`."""
     return page.locator(f"#{elem_id} input, #{elem_id} textarea").first
+
+
+def settle(page) -> None:
+    """Lets the page render what the last answer changed (two frames and a moment)."""
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(r, 50))))")
+
+
+def answered(inputs: int):
+    """A predicate for page.expect_response: the answer to a Gradio event posted with
+    `inputs` values (so the status panel's timer, which posts too, is not mistaken for it)."""
+    def match(response) -> bool:
+        if "/gradio_api/run/" not in response.url:
+            return False
+        try:
+            return len(json.loads(response.request.post_data or "{}").get("data") or []) == inputs
+        except ValueError:
+            return False
+    return match

@@ -149,3 +149,19 @@ def running(stack, rows: int = 200, **options) -> Iterator[FrontendStack]:
         yield front
     finally:
         stop(front)
+
+
+@contextmanager
+def on_document_index(stack, rows: int = 80) -> Iterator[FrontendStack]:
+    """running() on a document index (PINECONE_INDEX_API=documents) that the session's
+    index server creates beside its legacy one; the stack points back at the legacy
+    index afterwards, whatever happened."""
+    from devstack.stack import PRODUCTS_INDEX
+
+    stack.index_api = "documents"
+    try:
+        stack.create_document_index(PRODUCTS_INDEX)
+        with running(stack, rows) as front:
+            yield front
+    finally:
+        stack.index_api = "vectors"

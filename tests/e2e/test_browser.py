@@ -11,7 +11,7 @@ import pytest
 from frontend.ui import MODE_LABELS
 from productsearch.search import MODES
 from tests.e2e import frontend_stack
-from tests.e2e.browser import MARKS, field
+from tests.e2e.browser import MARKS, field, settle
 from tests.e2e.frontend_stack import EDITOR
 
 pytestmark = MARKS
@@ -57,11 +57,6 @@ def _event(inputs: int, marker: str = ""):
             return False
         return len(data) == inputs and marker in json.dumps(data)
     return match
-
-
-def settle(page) -> None:
-    """Lets the page render what the last answer changed."""
-    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(r, 50))))")
 
 
 def search(page, query: str, price_min: str = "", price_max: str = "", category: str | None = None,

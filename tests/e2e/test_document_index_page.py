@@ -5,16 +5,14 @@ the session's legacy index; this module points the stack at a document index bes
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
 
-from devstack.stack import PRODUCTS_INDEX
 from frontend.searching import DOCUMENT_RELEVANCE_FLOORS
 from productsearch.fusion import DOCUMENT_HYBRID_ALPHA
 from tests.e2e import frontend_stack
-from tests.e2e.browser import MARKS, field
+from tests.e2e.browser import MARKS, answered, field, settle
 
 pytestmark = MARKS
 FORM_INPUTS = 6  # query, min and max price, category, mode, explain
@@ -23,32 +21,8 @@ OFF_TOPIC = "rainfall statistics of the Jurassic period"
 
 @pytest.fixture(scope="module")
 def front(stack):
-    stack.index_api = "documents"
-    try:
-        stack.create_document_index(PRODUCTS_INDEX)
-        f = frontend_stack.start(stack, rows=80)
-    except BaseException:
-        stack.index_api = "vectors"
-        raise
-    try:
+    with frontend_stack.on_document_index(stack) as f:
         yield f
-    finally:
-        frontend_stack.stop(f)
-        stack.index_api = "vectors"
-
-
-def answered(response) -> bool:
-    """The answer to one of the form's events (the status panel's timer posts too)."""
-    if "/gradio_api/run/" not in response.url:
-        return False
-    try:
-        return len(json.loads(response.request.post_data or "{}").get("data") or []) == FORM_INPUTS
-    except ValueError:
-        return False
-
-
-def settle(page) -> None:
-    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(r, 50))))")
 
 
 def search(page, query: str, mode: str) -> str:
@@ -57,10 +31,10 @@ def search(page, query: str, mode: str) -> str:
     choice = page.locator("#mode").get_by_label(labels[mode], exact=True)
     if not choice.is_checked():
         field(page, "query").fill("")  # nothing to re-run: the pick answers without a search
-        with page.expect_response(answered):
+        with page.expect_response(answered(FORM_INPUTS)):
             choice.check()
     field(page, "query").fill(query)
-    with page.expect_response(answered):
+    with page.expect_response(answered(FORM_INPUTS)):
         page.locator("#search-btn").click()
     settle(page)
     return page.locator("#search-message").inner_text()
@@ -72,7 +46,7 @@ def part(text: str) -> float | None:
 
 def test_the_explanation_shows_each_searchs_own_score(page, front):
     search(page, "wireless controller", "hybrid")
-    with page.expect_response(answered):
+    with page.expect_response(answered(FORM_INPUTS)):
         page.locator("#explain input").check()
     settle(page)
     rows = page.locator("#results tr.result")

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from tests.e2e import frontend_stack
-from tests.e2e.browser import MARKS, TIMEOUT_MS, field
+from tests.e2e.browser import MARKS, TIMEOUT_MS, field, settle
 from tests.e2e.frontend_stack import EDITOR
 
 pytestmark = MARKS
@@ -52,11 +52,6 @@ def save(page, prefix: str = "edit", save_id: str = "save-btn") -> str:
         page.locator(f"#{save_id}").click()
     settle(page)
     return text_of(page, f"{prefix}-message")
-
-
-def settle(page) -> None:
-    """Lets the page render what the last answer changed."""
-    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(r, 50))))")
 
 
 def test_a_save_writes_the_loaded_product_never_the_id_typed_since(page, front):

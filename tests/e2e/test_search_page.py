@@ -5,7 +5,6 @@ layout that fits a phone, emoji that render, and the README's screenshot."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
@@ -16,7 +15,7 @@ from productsearch.lexical import terms
 from productsearch.search import HYBRID_ALPHA
 from tests.conftest import REPO
 from tests.e2e import frontend_stack
-from tests.e2e.browser import MARKS, field, open_page
+from tests.e2e.browser import MARKS, answered, field, open_page, settle
 from tests.e2e.take_screenshot import take_with
 
 pytestmark = MARKS
@@ -32,21 +31,6 @@ FORM_INPUTS = 6  # query, min and max price, category, mode, explain
 def front(stack):
     with frontend_stack.running(stack, rows=200) as f:
         yield f
-
-
-def answered(inputs: int):
-    def match(response) -> bool:
-        if "/gradio_api/run/" not in response.url:
-            return False
-        try:
-            return len(json.loads(response.request.post_data or "{}").get("data") or []) == inputs
-        except ValueError:
-            return False
-    return match
-
-
-def settle(page) -> None:
-    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(r, 50))))")
 
 
 def search(page, query: str, mode: str = "hybrid", price_min: str = "", price_max: str = "") -> str:

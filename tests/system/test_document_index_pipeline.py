@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from pinecone import Pinecone
 
-from devstack.stack import PRODUCTS_INDEX
 from productsearch.documents import DENSE_FIELD, SKU_FIELD, TEXT_FIELD, IndexRecord, metadata
 from productsearch.index import ProductIndex
 from productsearch.settings import IndexSettings, text_template_from_env
@@ -25,16 +24,8 @@ CATALOG_SKU = "SKU-ABet-154"  # row 80 of the sample catalog, the last one loade
 
 @pytest.fixture(scope="module")
 def front(stack):
-    stack.index_api = "documents"
-    try:
-        stack.create_document_index(PRODUCTS_INDEX)
-        f = frontend_stack.start(stack, rows=80)
-    except BaseException:
-        stack.index_api = "vectors"
-        raise
-    yield f
-    frontend_stack.stop(f)
-    stack.index_api = "vectors"
+    with frontend_stack.on_document_index(stack) as f:
+        yield f
 
 
 def add_product(front, name: str, sku: str, description: str, category: str = "device") -> int:
