@@ -2,17 +2,23 @@
 the index and the model fails on cue with each kind of error those clients raise
 (network trouble, a refusal, a throttle, an arbitrary bug), and emu logs it, backs off
 or hands the message back, and goes on until every change is indexed, every dead
-letter sent, and reconcile is clean.
+letter sent, and reconcile is clean. And when emu's own model process is killed, emu
+starts a new one.
 
-emu runs in this process (its worker threads, the real model) against the real local
-moto and index server; its SQS and SNS clients, index handle and embedder are wrapped
-to raise the next queued error instead of making the call."""
+In the first test emu runs in this process (its worker threads, the real model)
+against the real local moto and index server; its SQS and SNS clients, index handle
+and embedder are wrapped to raise the next queued error instead of making the call.
+In the second, emu runs as `make up` runs it."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
 import threading
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import urllib3
@@ -25,7 +31,7 @@ from emu.worker import Emu
 from pelican.outbox import ship_batch
 from productsearch.index import ProductIndex
 from productsearch.settings import EmbeddingSettings, IndexSettings, QueueSettings
-from tests.system.test_reliability import CLEAN, reconcile_line
+from tests.system.test_reliability import CLEAN, FAST, converge, reconcile_line
 
 pytestmark = pytest.mark.stack
 
@@ -35,15 +41,21 @@ def refused(code: str, operation: str) -> ClientError:
 
 
 # The errors each call emu makes raises, in the order they are raised: the next call
-# of that name raises the next one, later calls go through.
+# of that name raises the next one, later calls go through. Four of them hand a
+# product's message back to the queue (a failed delete, a write failing for a reason
+# that is not an outage, a model run): even if all four hit one message it is
+# received five times, which the queue's redrive policy (maxReceiveCount 5, as on AWS)
+# allows. The rest cost no receive: an index outage is held through, a failed lookup
+# embeds the batch whole, a failed visibility change leaves the message hidden for its
+# visibility timeout.
 FAILURES: dict[str, dict[str, list[BaseException]]] = {
     "sqs": {
         "receive_message": [EndpointConnectionError(endpoint_url="http://sqs"), refused("RequestThrottled", "ReceiveMessage"),
                             ReadTimeoutError(endpoint_url="http://sqs"), ConnectionClosedError(endpoint_url="http://sqs"),
                             RuntimeError("a bug in the client")],
-        "delete_message_batch": [refused("InternalError", "DeleteMessageBatch"),
-                                 EndpointConnectionError(endpoint_url="http://sqs")],
-        "change_message_visibility": [refused("ReceiptHandleIsInvalid", "ChangeMessageVisibility")],
+        "delete_message_batch": [refused("InternalError", "DeleteMessageBatch")],
+        "change_message_visibility": [EndpointConnectionError(endpoint_url="http://sqs"),
+                                      refused("ReceiptHandleIsInvalid", "ChangeMessageVisibility")],
         "send_message": [refused("AWS.SimpleQueueService.NonExistentQueue", "SendMessage")],  # the dead-letter queue
     },
     "sns": {
@@ -51,13 +63,13 @@ FAILURES: dict[str, dict[str, list[BaseException]]] = {
     },
     "index": {
         "lookup": [ServiceException("Internal server error", 500), urllib3.exceptions.ProtocolError("Connection aborted."),
-                   RuntimeError("a bug in the lookup"), KeyError("vectors")],
+                   RuntimeError("a bug in the lookup"), KeyError("vectors"), ValueError("unexpected shape")],
         "write_versioned": [PineconeApiException("Service Unavailable", 503), RateLimitException(),
                             ConnectionResetError(104, "Connection reset by peer"), PineconeProtocolError("bad response"),
-                            RuntimeError("a bug in the write"), KeyError("written"), ValueError("unexpected shape")],
+                            RuntimeError("a bug in the write"), KeyError("written")],
     },
     "embedder": {
-        "embed": [RuntimeError("CUDA error: out of memory"), ValueError("a bug in the tokeniser")],
+        "embed": [RuntimeError("CUDA error: out of memory")],
     },
 }
 
@@ -132,7 +144,7 @@ def test_every_kind_of_dependency_failure_is_survived(parts, embedder, caplog):
         wait_until(lambda: all(parts.vector(i) for i in ids), 120, interval=1.0, what="every change indexed")
         wait_until(lambda: dead_letters(parts) >= 3, 60, interval=0.5, what="three dead letters")
         letters = parts.drain_queue(parts.env["SQS_DLQ_URL"], idle_rounds=1)
-        # One each, though a failed delete made emu read one of them again.
+        # One each, even if a failed delete made emu read one of them again.
         assert sorted(letter["raw_body"] for letter in letters) == [f"not a job {n}" for n in range(3)]
         assert thread.is_alive(), "emu's worker ended"
     finally:
@@ -148,3 +160,30 @@ def test_every_kind_of_dependency_failure_is_survived(parts, embedder, caplog):
             "embedding failed; the batch's messages will be retried"} <= said, said
     assert "emu stopped" in {r.getMessage() for r in caplog.records}
     assert reconcile_line(parts.stack) == CLEAN
+
+
+def model_process(emu_pid: int) -> int:
+    """The pid of emu's model process: its child that multiprocessing's spawn started
+    (the other child, multiprocessing's resource tracker, is not)."""
+    for task in Path(f"/proc/{emu_pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return int(child)
+    raise AssertionError(f"emu (pid {emu_pid}) has no model process")
+
+
+def test_emu_starts_a_new_model_process_when_its_own_dies(parts, stack):
+    stack.start_app("pelican", options=FAST)
+    emu = stack.start_app("emu", options={"retry_base_seconds": 1})
+    first = parts.insert("Before The Kill", "embedded by the first model process")
+    wait_until(lambda: parts.vector(first), 180, interval=0.5, what="a row indexed by the first model process")
+    killed = model_process(emu.pid)
+    os.kill(killed, signal.SIGKILL)  # as the kernel's OOM killer would
+    second = parts.insert("After The Kill", "embedded by the model process started in its place")
+    wait_until(lambda: parts.vector(second), 180, interval=0.5, what="a row indexed after the model process died")
+    assert emu.poll() is None, stack.log_path("emu").read_text()[-3000:]
+    assert model_process(emu.pid) != killed
+    said = [json.loads(line).get("msg") for line in stack.log_path("emu").read_text().splitlines()
+            if line.startswith("{")]
+    assert "the embedding process is gone; starting a new one" in said and "embedding process started again" in said
+    converge(parts, stack)
