@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one branch per su
             template = text_template_from_env()
             k1 = lexical.DEFAULT_K1 if args.k1 is None else args.k1
             b = lexical.DEFAULT_B if args.b is None else args.b
-            if not (k1 > 0 and 0 <= b <= 1):
-                print(f"pelican: refit-lexical: k1 must be positive and b within 0..1 (got k1={k1}, b={b})", file=sys.stderr)
+            if not (0 < k1 < float("inf") and 0 <= b <= 1):
+                print(f"pelican: refit-lexical: k1 must be a finite number above 0 and b within 0..1 (got k1={k1}, b={b})", file=sys.stderr)
                 return 2
             with db.connect(database, application_name="refit-lexical", statement_timeout=False) as conn:
                 fit = lexical.refit(conn, template, k1=k1, b=b)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pelican.__main__ import main
+from productsearch import logs
 
 
 @pytest.mark.parametrize("argv, option", [
@@ -25,3 +26,13 @@ def test_a_malformed_option_is_refused_naming_it(argv, option, capsys):
     assert done.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {option}: must be" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("argv", [["--k1", "inf"], ["--k1", "nan"], ["--k1", "0"], ["--b", "nan"], ["--b", "2"]])
+def test_refit_lexical_refuses_bm25_parameters_out_of_range(argv, capsys, monkeypatch):
+    # Checked before any connection is made: the address is never dialled.
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    monkeypatch.setattr(logs, "configure", lambda service: None)  # leave pytest's log capture alone
+    assert main(["refit-lexical", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "k1 must be a finite number above 0 and b within 0..1" in err and "Traceback" not in err, err
