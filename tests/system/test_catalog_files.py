@@ -25,7 +25,8 @@ def test_a_csv_utf8_export_from_a_spreadsheet_loads(parts, stack, tmp_path):
 
 @pytest.mark.parametrize("data, message", [
     ("name,sku,description,price\nCafé,C-1,d,1\n".encode("cp1252"), "line 2: the file is not UTF-8"),
-    (b"name;sku;description;price\nx;1;d;1\n", "line 1: the header lacks column(s)"),
+    (b"name;sku;description;price\nx;1;d;1\n", "line 1: the columns are separated by semicolons, not commas"),
+    (b"name,sku,price\nx,1,1\n", "line 1: the header lacks column(s) ['description']"),
     (b"name,sku,description,price,Name\nx,1,d,1,y\n", "column 'name' more than once"),
 ])
 def test_a_file_that_is_not_a_catalog_is_refused_by_line_and_reason(parts, stack, tmp_path, data, message):

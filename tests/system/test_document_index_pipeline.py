@@ -56,7 +56,9 @@ def test_emu_writes_documents_with_text_and_sku_and_no_sparse_vector(front):
 @pytest.mark.parametrize("mode", ["hybrid", "keyword"])
 def test_an_exact_sku_ranks_its_product_first(front, mode):
     [row] = front.parts.conn.execute("SELECT id FROM products WHERE sku = %s", (CATALOG_SKU,)).fetchall()
-    for query in (CATALOG_SKU, CATALOG_SKU.lower()):
+    # As typed on a keyboard set to full width: NFKC makes it the stored SKU.
+    full_width = CATALOG_SKU.translate({c: c + 0xFEE0 for c in range(0x21, 0x7F)})
+    for query in (CATALOG_SKU, CATALOG_SKU.lower(), full_width):
         assert front.search(query, mode=mode)[0]["id"] == row["id"], (query, mode)
 
 

@@ -18,6 +18,7 @@ from devstack.waiting import wait_until
 from frontend.services import SEARCH_ATTEMPTS
 from tests.e2e import frontend_stack
 from tests.e2e.frontend_stack import EDITOR, request
+from tests.system.test_reliability import converge
 
 pytestmark = pytest.mark.stack
 
@@ -112,6 +113,7 @@ def test_a_queued_call_with_too_few_inputs_ends_with_a_message(front):
 @pytest.mark.parametrize("value", [v for v in HOSTILE if isinstance(v, str) and v] + ["-5", "9" * 40, "%00"])
 def test_every_api_route_answers_a_hostile_id_or_version_with_a_4xx(front, value):
     pid = front.product_ids[0]
+    before = len(traceback_lines(front))
     raw = quote(value, safe="%")
     for method, path in (("GET", f"/api/products/{raw}"), ("PUT", f"/api/products/{raw}"),
                          ("GET", f"/api/products/{raw}/sync"), ("GET", f"/api/products/{pid}/sync?version={raw}")):
@@ -119,6 +121,7 @@ def test_every_api_route_answers_a_hostile_id_or_version_with_a_4xx(front, value
                          headers={"If-Match": "*"})
         assert 400 <= resp.status < 500, (method, path[:80], resp.status, resp.body)
         assert "error" in resp.body
+    assert len(traceback_lines(front)) == before, traceback_lines(front)[-3:]
 
 
 @pytest.mark.parametrize("body", [{"query": v} for v in HOSTILE] + [{"query": "a", "top_k": v} for v in HOSTILE]
@@ -207,3 +210,10 @@ def test_a_row_deleted_ahead_of_the_index_does_not_end_the_paging(front):
     finally:
         front.stack.start_app("pelican", options=frontend_stack.FAST)
     wait_until(lambda: front.parts.pending_changes() == 0, 60, what="pelican shipped the deletion")
+
+
+def test_the_index_ends_equal_to_the_table(front):
+    """Runs last: no call of this module left a traceback in the frontend's log, and
+    the deletion the index learnt of late leaves no drift."""
+    assert traceback_lines(front) == []
+    converge(front.parts, front.stack)

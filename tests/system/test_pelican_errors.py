@@ -29,22 +29,32 @@ UNEXPECTED = "unexpected error; rolled back, trying again"
 QUEUE = "queue unavailable; changes kept in the database"
 
 
-def real(sql: str):
-    """A failure the server itself raises on pelican's connection."""
-    return lambda conn: conn.execute(sql)
+def real(sql: str, raises: type[psycopg.Error]):
+    """A failure the server itself raises on pelican's connection; `raises`, the class
+    it must raise (anything else fails the test, as an unexpected error in the log)."""
+    def fail(conn):
+        try:
+            conn.execute(sql)
+        except raises:
+            raise
+        except Exception as exc:
+            raise AssertionError(f"{sql!r} raised {type(exc).__name__}, not {raises.__name__}") from exc
+    fail.raises = raises
+    return fail
 
 
 def raised(exc: BaseException):
     def fail(conn):
         raise exc
+    fail.raises = type(exc)
     return fail
 
 
 # (what fails, the log line pelican answers it with)
 FAILURES = [
-    (real("SELECT pg_sleep(5)"), DATABASE_ERROR),  # the statement timeout: QueryCanceled, an OperationalError
-    (real("SELECT 1 / 0"), DATABASE_ERROR),  # DataError
-    (real("SELEC 1"), DATABASE_ERROR),  # ProgrammingError (a syntax error)
+    (real("SELECT pg_sleep(5)", errors.QueryCanceled), DATABASE_ERROR),  # the statement timeout, an OperationalError
+    (real("SELECT 1 / 0", errors.DivisionByZero), DATABASE_ERROR),  # a DataError
+    (real("SELEC 1", errors.SyntaxError), DATABASE_ERROR),  # a ProgrammingError
     (raised(errors.LockNotAvailable("could not obtain lock")), DATABASE_ERROR),  # an OperationalError, class 55
     (raised(errors.SerializationFailure("could not serialize access")), DATABASE_ERROR),
     (raised(errors.DeadlockDetected("deadlock detected")), DATABASE_ERROR),
@@ -55,7 +65,8 @@ FAILURES = [
     (raised(psycopg.NotSupportedError("not supported")), DATABASE_ERROR),
     # What a statement prepared before a column type change raises (class 0A, a NotSupportedError).
     (raised(errors.FeatureNotSupported("cached plan must not change result type")), DATABASE_ERROR),
-    (raised(psycopg.DatabaseError("database error")), DATABASE_ERROR),  # the base class itself
+    (raised(psycopg.DatabaseError("database error")), DATABASE_ERROR),  # the base classes themselves
+    (raised(psycopg.Error("error")), DATABASE_ERROR),
     (raised(psycopg.InterfaceError("interface error")), DATABASE_ERROR),
     (raised(errors.AdminShutdown("terminating connection due to administrator command")), LOST),
     (raised(psycopg.OperationalError("server closed the connection unexpectedly")), LOST),  # no SQLSTATE: client-side
@@ -63,6 +74,23 @@ FAILURES = [
     (raised(RuntimeError("a bug")), UNEXPECTED),
     (raised(KeyError("changes")), UNEXPECTED),
 ]
+
+
+# The exception classes of the DB-API (PEP 249, "Exceptions"), which every error psycopg
+# raises derives from.
+DBAPI_CLASSES = (psycopg.Error, psycopg.InterfaceError, psycopg.DatabaseError, psycopg.DataError,
+                 psycopg.OperationalError, psycopg.IntegrityError, psycopg.InternalError, psycopg.ProgrammingError,
+                 psycopg.NotSupportedError)
+
+
+def dbapi_class(exc_class: type) -> type | None:
+    """The most derived DB-API class `exc_class` is (None for an error not psycopg's)."""
+    return next((c for c in exc_class.__mro__ if c in DBAPI_CLASSES), None)
+
+
+def test_the_failures_raise_every_class_of_psycopg_error():
+    raised_classes = {dbapi_class(fail.raises) for fail, _ in FAILURES} - {None}
+    assert raised_classes == set(DBAPI_CLASSES)
 
 
 def in_process_pelican(stack, metric_interval_seconds: int = 60, **env) -> tuple[service.Pelican, threading.Thread]:

@@ -84,6 +84,15 @@ def header_names(raw: list[str]) -> list[str]:
             columns = [str(n + 1) for n, other in enumerate(names) if other == name]
             raise CatalogError(f"line 1: the header names column {name!r} more than once (columns {', '.join(columns)})")
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    if missing and len(names) == 1:
+        # Spreadsheets set to a locale whose decimal mark is a comma save "CSV" with
+        # semicolons, and tab-separated text is the other common export. Read with
+        # their separator, a decimal-comma price ("1,500", one and a half) would pass
+        # as money text (1500), so such a file is refused with the separator named.
+        separator = next((label for mark, label in ((";", "semicolons"), ("\t", "tabs")) if mark in raw[0]), None)
+        if separator:
+            raise CatalogError(f"line 1: the columns are separated by {separator}, not commas; save the file as "
+                               f"\"CSV UTF-8 (comma delimited)\" with a point as the decimal mark")
     if missing:
         raise CatalogError(f"line 1: the header lacks column(s) {missing}; found {raw} "
                            f"(names match whatever their case; required: {list(REQUIRED_COLUMNS)})")

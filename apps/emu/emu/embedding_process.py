@@ -12,7 +12,8 @@ imports torch: a first-use export runs in a short-lived process of its own
 
 The child ignores SIGINT and SIGTERM: the worker decides when to stop (it finishes
 the batch in hand first) and closes the pipe, which ends the child. If the worker
-dies outright, the pipe closes too and the child exits.
+dies outright, the pipe closes too and the child exits. If the child dies (the
+kernel's OOM killer, a crash in native code), the worker starts a new one (restart).
 """
 
 from __future__ import annotations
@@ -40,20 +41,30 @@ class EmbeddingProcess:
     def __init__(self, settings: EmbeddingSettings, start_timeout_s: float = 600.0):
         """start_timeout_s covers loading the model, and on a first local start without
         a cached ONNX export, exporting it (under a minute on 2 cores when idle)."""
-        self.settings = settings
+        self.settings, self.start_timeout_s = settings, start_timeout_s
+        self._start()
+
+    def _start(self) -> None:
         context = multiprocessing.get_context("spawn")  # no inherited threads or locks; CUDA-safe
         self._conn, child_end = context.Pipe()
-        self._process = context.Process(target=_serve, args=(settings, child_end), name="emu-embedding", daemon=True)
+        self._process = context.Process(target=_serve, args=(self.settings, child_end), name="emu-embedding",
+                                        daemon=True)
         self._process.start()
         child_end.close()
-        if not self._conn.poll(start_timeout_s):
+        if not self._conn.poll(self.start_timeout_s):
             self.close()
-            raise EmbeddingFailed(f"the embedding process did not load the model within {start_timeout_s:.0f}s")
+            raise EmbeddingFailed(f"the embedding process did not load the model within {self.start_timeout_s:.0f}s")
         kind, *payload = self._recv()
         if kind != "ready":
             self.close()
             raise EmbeddingFailed(f"the embedding process could not load the model: {payload[0]}")
         self.description, self.device = payload
+
+    def restart(self) -> None:
+        """Ends the model's process if it still runs and starts a new one, which loads
+        the model again. Raises EmbeddingFailed when the new one cannot load it."""
+        self.close()
+        self._start()
 
     @property
     def pid(self) -> int | None:

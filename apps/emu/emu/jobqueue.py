@@ -132,8 +132,10 @@ class JobQueue:
         fifo = {}
         if jobs.is_fifo(self.queues.dead_letter_queue_url):
             # Dead letters need no order among themselves; one group, and the hash drops
-            # a repeat of the same record (emu redoing a message it had not deleted).
-            fifo = {"MessageGroupId": "dead-letters", "MessageDeduplicationId": jobs.deduplication_id(body)}
+            # a repeat of the same record (emu redoing a message it had not deleted),
+            # so it leaves out the time, which a redo a second later would change.
+            same = jobs.sqs_body({k: v for k, v in record.items() if k != "dead_lettered_at"})
+            fifo = {"MessageGroupId": "dead-letters", "MessageDeduplicationId": jobs.deduplication_id(same)}
         self.sqs.send_message(QueueUrl=self.queues.dead_letter_queue_url, MessageBody=body, **fifo)
         log.warning("dead-lettered", extra={"product_id": product_id, "reason": brief(reason)})
         if not self.queues.dead_letter_topic_arn:

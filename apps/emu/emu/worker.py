@@ -289,9 +289,27 @@ class Emu:
             prepared.reused = {k: prepared.reused[n] for k, n in enumerate(keep)}
             vectors = vectors[keep]
             if not getattr(self.embedder, "alive", True):
-                log.error("the embedding process is gone; stopping")
-                self.stopping.set()
+                self._restart_model()
         return EmbeddedBatch(prepared, vectors)
+
+    def _restart_model(self) -> None:
+        """Starts a new model process in place of one that died, trying again after a
+        backoff (1 s doubling to a minute) while it cannot load the model, until it
+        runs or emu is asked to stop. Meanwhile the other stages fill their bounded
+        queues and wait; the messages held stay hidden."""
+        backoff = Backoff(1.0, 60.0)
+        while not self.stopping.is_set():
+            log.error("the embedding process is gone; starting a new one")
+            try:
+                self.embedder.restart()
+            except Exception as exc:
+                delay = backoff.next_delay()
+                log.error("could not start the embedding process; trying again",
+                          extra={"error": brief(exc), "retry_in_s": delay})
+                backoff.wait(delay, self.stopping)
+                continue
+            log.info("embedding process started again", extra={"model": self.embedder.description})
+            return
 
     # -- stage 3: write, then settle ------------------------------------------------
     def _write_loop(self) -> None:

@@ -19,6 +19,24 @@ from productsearch.settings import (AppRoleSettings, ConfigError, DatabaseSettin
                                     text_template_from_env)
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1, in ASCII digits."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one branch per subcommand)
     parser = argparse.ArgumentParser(prog="pelican", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -34,15 +52,15 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one branch per su
                       help="overwrite products whose SKU is already in the table (default: keep them, and any edits)")
     back = sub.add_parser("backfill", help="capture every existing product so it is (re)indexed; resumes after a crash")
     back.add_argument("--restart", action="store_true", help="start over instead of resuming an unfinished backfill")
-    back.add_argument("--chunk-size", type=int, default=1000)
+    back.add_argument("--chunk-size", type=positive_int, default=1000)
     rec = sub.add_parser("reconcile", help="compare the table with the index; --repair re-captures the drift")
     rec.add_argument("--repair", action="store_true")
-    rec.add_argument("--page-size", type=int, default=500)
+    rec.add_argument("--page-size", type=positive_int, default=500)
     sub.add_parser("redrive", help="re-capture the products named in the dead-letter queue, then remove those messages")
     mig = sub.add_parser("migrate-index", help="build the next index (PINECONE_NEXT_HOST) through the pipeline, then "
                                                "switch the frontends to it without downtime (docs/index-migration.md)")
     mig.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    mig.add_argument("--timeout", type=float, default=6 * 3600,
+    mig.add_argument("--timeout", type=positive_seconds, default=6 * 3600,
                      help="seconds to wait for the next index to equal the table (default 21600); nothing is switched "
                           "if it does not")
     mig.add_argument("--skip-backfill", action="store_true",
@@ -50,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one branch per su
     mig.add_argument("--frontend-url", action="append", default=[],
                      help="a frontend whose /healthz to poll after the switch until it serves from the next index "
                           "(repeatable); without one, wait the frontends' refresh interval")
-    mig.add_argument("--poll-seconds", type=float, default=10.0, help="pause between two comparisons (default 10)")
+    mig.add_argument("--poll-seconds", type=positive_seconds, default=10.0, help="pause between two comparisons (default 10)")
     refit = sub.add_parser("refit-lexical", help="as the administrator: refit the keyword-search statistics (document "
                                                  "count, average length, each term's document frequency) from the "
                                                  "products table, with INDEXED_TEXT_TEMPLATE; searches use them at once")
@@ -119,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one branch per su
             template = text_template_from_env()
             k1 = lexical.DEFAULT_K1 if args.k1 is None else args.k1
             b = lexical.DEFAULT_B if args.b is None else args.b
-            if not (k1 > 0 and 0 <= b <= 1):
-                print(f"pelican: refit-lexical: k1 must be positive and b within 0..1 (got k1={k1}, b={b})", file=sys.stderr)
+            if not (0 < k1 < float("inf") and 0 <= b <= 1):
+                print(f"pelican: refit-lexical: k1 must be a finite number above 0 and b within 0..1 (got k1={k1}, b={b})", file=sys.stderr)
                 return 2
             with db.connect(database, application_name="refit-lexical", statement_timeout=False) as conn:
                 fit = lexical.refit(conn, template, k1=k1, b=b)

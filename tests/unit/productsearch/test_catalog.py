@@ -47,6 +47,13 @@ def test_a_spreadsheets_header_loads_whatever_its_case_and_byte_order_mark():
     assert rows == [{"name": "Lamp", "sku": "L-1", "description": "a desk lamp", "price": Decimal("12.50"), "category": "Home"}]
 
 
+@pytest.mark.parametrize("text, separator", [("Name;SKU;Description;Price\nLamp;L-1;a lamp;1,50\n", "semicolons"),
+                                             ("name\tsku\tdescription\tprice\nLamp\tL-1\ta lamp\t1.50\n", "tabs")])
+def test_a_file_separated_by_semicolons_or_tabs_is_refused_naming_the_separator(text, separator):
+    with pytest.raises(CatalogError, match=f"line 1: the columns are separated by {separator}, not commas"):
+        list(parse_rows(io.StringIO(text), LoadReport()))
+
+
 def test_a_column_named_twice_is_refused_by_name_and_position():
     with pytest.raises(CatalogError, match=r"column 'sku' more than once \(columns 2, 5\)"):
         list(parse_rows(io.StringIO("name,sku,description,price,SKU\nx,1,d,1,2\n"), LoadReport()))
