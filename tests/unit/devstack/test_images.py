@@ -8,11 +8,12 @@ import re
 
 import pytest
 
-from devstack.images.build import has_cpu_torch, pip_sources
+from devstack.images import ImagesError
+from devstack.images.build import StandInServer, has_cpu_torch, index_answers, pinned_torch, pip_sources, torch_index
 from devstack.images.dockerfile import dockerfile_stages
 from devstack.images.podman import containers_conf
 from devstack.images.smoke import small_catalog
-from devstack.processes import REPO
+from devstack.processes import REPO, free_port
 
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 RDS_BUNDLE = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
@@ -132,6 +133,35 @@ def test_cpu_torch_is_found_only_as_the_pinned_cpu_build(tmp_path):
     (mirror / "torch").mkdir(parents=True)
     (mirror / "torch" / "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl").touch()
     assert has_cpu_torch([], [mirror], "2.13.0")
+
+
+@pytest.fixture
+def served_index(tmp_path):
+    """A package index on loopback that serves torch's page, as PyTorch's does."""
+    (tmp_path / "index" / "torch").mkdir(parents=True)
+    (tmp_path / "index" / "torch" / "index.html").write_text("<html></html>")
+    server = StandInServer(tmp_path / "index")
+    yield server.url("").rstrip("/")
+    server.close()
+
+
+def test_an_index_answers_only_when_it_serves_the_project(served_index):
+    assert index_answers(served_index)
+    assert not index_answers(served_index, project="nothing-here")  # 404
+    assert not index_answers(f"http://127.0.0.1:{free_port()}", timeout=2)  # nothing listens
+
+
+def test_torch_comes_from_the_environment_then_a_wheelhouse_then_pytorchs_index(tmp_path, served_index):
+    closed = f"http://127.0.0.1:{free_port()}"
+    assert torch_index([], [], {"TORCH_INDEX_URL": "http://mirror/cpu"}, pytorch_index=closed) == "http://mirror/cpu"
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / f"torch-{pinned_torch()}+cpu-cp311-cp311-manylinux_2_28_x86_64.whl").touch()
+    assert torch_index([wheels], [], {}, pytorch_index=closed) == "https://pypi.org/simple"
+    # A clean machine: no wheelhouse, PyTorch's index reachable.
+    assert torch_index([], [], {}, pytorch_index=served_index) == served_index
+    with pytest.raises(ImagesError, match="Set TORCH_INDEX_URL"):
+        torch_index([], [], {}, pytorch_index=closed)
 
 
 def test_containers_conf_keeps_ulimits_within_the_hosts():
