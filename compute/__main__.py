@@ -51,7 +51,7 @@ gpu_max_instances = 0
 if gpu_enabled:
     gpu_max_instances = gpu_instances_for(cfg.get("gpuInstanceType"), cfg.get("gpuMaxInstances"), emu_max_tasks)
     check_gpu_capacity(cfg.get("gpuInstanceType"), gpu_max_instances, emu_max_tasks)
-    if (warning := gpu_ami_warning(cfg.get("gpuAmiId"), cfg.get("gpuAmiParameter"))) is not None:
+    if (warning := gpu_ami_warning(cfg.get("gpuAmiId"), cfg.get("gpuAmiParameter"), layer.tier)) is not None:
         pulumi.log.warn(warning)
 
 vpc_id = network.require_output("vpcId")

@@ -415,6 +415,17 @@ def test_a_pinned_gpu_ami_is_used_without_asking_ssm(upstream):
         gpu_ami_warning("ubuntu-22.04", "/aws/service/x")
 
 
+def test_a_prod_gpu_stack_refuses_a_floating_ami(upstream):
+    from conftest import CERT
+
+    with pytest.raises(Exception, match="tier prod runs a pinned GPU AMI: set gpuAmiId"):
+        run_layer("compute", {"emuGpu": True, "certificateArn": CERT, "emuMaxTasks": 2, "tier": "prod"},
+                  stack="prodfloating", stack_outputs=upstream)
+    run = run_layer("compute", {"emuGpu": True, "certificateArn": CERT, "emuMaxTasks": 2, "tier": "prod",
+                                "gpuAmiId": "ami-0123456789abcdef0"}, stack="prodpinned", stack_outputs=upstream)
+    assert run.one("aws:ec2/launchTemplate:LaunchTemplate").inputs["imageId"] == "ami-0123456789abcdef0"
+
+
 # --- ALB access logs ---------------------------------------------------------------------
 
 def test_alb_access_logs_go_to_a_private_bucket_that_expires_them(compute_run):
