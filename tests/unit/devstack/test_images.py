@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from devstack.images import ImagesError
+from devstack.images import IMAGES, ImagesError
+from devstack.images.__main__ import summary
 from devstack.images.build import StandInServer, has_cpu_torch, index_answers, pinned_torch, pip_sources, torch_index
 from devstack.images.dockerfile import dockerfile_stages
 from devstack.images.podman import containers_conf
@@ -178,3 +179,16 @@ def test_small_catalog_keeps_the_header_and_whole_records(tmp_path):
     assert records[0]["description"] == "line one\nline two"
     again = small_catalog(tmp_path / "out.csv", tmp_path / "again.csv", 10)
     assert again == records
+
+
+def test_one_line_per_image_and_a_failure_for_each_over_its_limit():
+    sizes = {"pelican": 357_000_000, "emu": 1_920_000_000, "frontend": 2_300_000_000}
+    times = {"pelican": 42.0, "emu": 120.0, "frontend": 186.0}
+    lines, failures = summary(IMAGES, sizes, times)
+    assert lines == ["pelican   smoke ok    357 MB  built in 0.7 min",
+                     "emu       smoke ok   1.92 GB  built in 2.0 min",
+                     "frontend  smoke ok   2.30 GB  built in 3.1 min"]
+    assert failures == ["frontend is 2.30 GB, over its limit of 2.17 GB"]
+    # The limits are the sizes the images had when the check began.
+    assert {i.name: i.size_limit for i in IMAGES} == {"pelican": 401_000_000, "emu": 1_970_000_000,
+                                                      "frontend": 2_170_000_000}
