@@ -146,7 +146,7 @@ DB_STORAGE_GB = 20
 DEFAULT_SECRETS = 7
 DEFAULT_ALARMS = 10
 # One customer managed KMS key (messaging's topic), one dashboard (compute), and a WAF web
-# ACL with one rate-based rule when wafRateLimit is set (infra/loadbalancer.py).
+# ACL with one rate-based rule (compute's wafRateLimit, on by default; infra/loadbalancer.py).
 DEFAULT_KMS_KEYS = 1
 DEFAULT_DASHBOARDS = 1
 WAF_RULES = 1
@@ -293,9 +293,9 @@ def default_month_costs() -> list[FixedCost]:
                   "target tracking adds its own; pelican's custom metrics are billed as metrics"),
         FixedCost("KMS key", f"{DEFAULT_KMS_KEYS} customer managed key (the dead-letter topic's), rotated yearly",
                   DEFAULT_KMS_KEYS * q("kms_key_month_usd"), "each yearly rotation adds 1 USD/month, the first two only"),
-        FixedCost("WAF rate rule", "off (wafRateLimit 0)", 0.0,
-                  f"on: {waf_on:,.2f} USD/month (1 web ACL, {WAF_RULES} rule) plus {q('waf_million_requests_usd'):.2f} "
-                  "USD per million requests; tier prod requires it while editing is on"),
+        FixedCost("WAF rate rule", "on (wafRateLimit 1000)", waf_on,
+                  f"1 web ACL, {WAF_RULES} rule, plus {q('waf_million_requests_usd'):.2f} USD per million requests; "
+                  "0 turns it off where no editor login faces the internet"),
         FixedCost("CloudWatch dashboard", f"{DEFAULT_DASHBOARDS}", DEFAULT_DASHBOARDS * q("cloudwatch_dashboard_month_usd"),
                   "free when it is one of the account's first 3"),
         FixedCost("Performance Insights", "auto: off on db.t4g.micro (dbPerformanceInsights)", 0.0,

@@ -25,8 +25,8 @@ def test_the_model_counts_what_the_default_stacks_create(network_run, data_run, 
     assert capacity.DEFAULT_KMS_KEYS == sum(len(run.of_type("aws:kms/key:Key"))
                                             for run in (network_run, data_run, messaging_run, compute_run))
     assert capacity.DEFAULT_DASHBOARDS == len(compute_run.of_type("aws:cloudwatch/dashboard:Dashboard"))
-    # WAF is off by default: no web ACL, so its row costs nothing.
-    assert compute_run.of_type("aws:wafv2/webAcl:WebAcl") == [] and default("compute", "wafRateLimit") == 0
+    (acl,) = compute_run.of_type("aws:wafv2/webAcl:WebAcl")
+    assert len(acl.inputs["rules"]) == capacity.WAF_RULES and default("compute", "wafRateLimit") == 1000
     assert capacity.DEFAULT_AZS == default("network", "availabilityZones")
     assert capacity.DB_STORAGE_GB == default("data", "dbAllocatedStorage")
     assert capacity.EMU_ON_DEMAND_TASKS == default("compute", "emuOnDemandTasks")
@@ -58,13 +58,3 @@ def test_interface_endpoints_break_even_where_the_table_says():
     assert f"~{monthly / (0.045 - 0.01):,.0f} GB/month" in row.note
     assert row.usd_month == 0
 
-
-def test_the_waf_row_prices_the_web_acl_compute_creates(upstream):
-    from conftest import CERT
-    from harness import run_layer
-
-    run = run_layer("compute", {"certificateArn": CERT, "wafRateLimit": 1000}, stack="wafcost", stack_outputs=upstream)
-    (acl,) = run.of_type("aws:wafv2/webAcl:WebAcl")
-    assert len(acl.inputs["rules"]) == capacity.WAF_RULES
-    (row,) = [r for r in capacity.default_month_costs() if r.item == "WAF rate rule"]
-    assert f"on: {5.0 + capacity.WAF_RULES * 1.0:,.2f} USD/month" in row.note and row.usd_month == 0
