@@ -12,7 +12,7 @@ from devstack.images import IMAGES, ImagesError
 from devstack.images.__main__ import summary
 from devstack.images.build import StandInServer, has_cpu_torch, index_answers, pinned_torch, pip_sources, torch_index
 from devstack.images.dockerfile import dockerfile_stages
-from devstack.images.podman import containers_conf
+from devstack.images.podman import containers_conf, rootless_problem
 from devstack.images.smoke import small_catalog
 from devstack.processes import REPO, free_port
 
@@ -192,3 +192,10 @@ def test_one_line_per_image_and_a_failure_for_each_over_its_limit():
     # The limits are the sizes the images had when the check began.
     assert {i.name: i.size_limit for i in IMAGES} == {"pelican": 401_000_000, "emu": 1_970_000_000,
                                                       "frontend": 2_170_000_000}
+
+
+def test_a_user_without_newuidmap_is_told_how_to_build():
+    assert rootless_problem(0, None) is None
+    assert rootless_problem(1000, "/usr/bin/newuidmap") is None
+    problem = rootless_problem(1000, None)
+    assert problem is not None and "sudo make images" in problem and "SKIP_IMAGES=1" in problem
