@@ -112,9 +112,9 @@ def index_answers(url: str, project: str = "torch", timeout: float = 10) -> bool
 def torch_index(links: Sequence[Path], indexes: Sequence[Path], environ: Mapping[str, str],
                 pytorch_index: str = PYTORCH_CPU_INDEX) -> str:
     """The TORCH_INDEX_URL build arg: TORCH_INDEX_URL from the environment; else PyPI's
-    URL when a local wheelhouse or mirror holds the pinned CPU build of torch (it wins,
-    as pip prefers it over PyPI's CUDA build of the same version); else PyTorch's CPU
-    index when it answers. Raises ImagesError when none of them can supply it."""
+    URL when a local wheelhouse or mirror holds the pinned CPU build of torch (pip takes
+    it over PyPI's CUDA build: PEP 440 sorts <version>+cpu above <version>, and both
+    satisfy ==<version>); else PyTorch's CPU index when it answers. Raises ImagesError when none of them can supply it."""
     if environ.get("TORCH_INDEX_URL"):
         return environ["TORCH_INDEX_URL"]
     version = pinned_torch()
