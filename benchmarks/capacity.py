@@ -113,6 +113,19 @@ QUOTAS: dict[str, Quota] = {
     "secret_month_usd": Quota(
         0.40, "USD per secret-month", "AWS Secrets Manager pricing (aws.amazon.com/secrets-manager/pricing)", READ,
         "plus 0.05 USD per 10,000 API calls"),
+    "kms_key_month_usd": Quota(
+        1.0, "USD per customer managed KMS key-month", "AWS KMS pricing (aws.amazon.com/kms/pricing)", READ,
+        "with automatic rotation each new backing key adds 1 USD/month; cloudburn.io (March 2026) quotes the "
+        "May 2024 change that stops the increase after the second rotation"),
+    "waf_web_acl_month_usd": Quota(
+        5.0, "USD per WAF web ACL-month", "AWS WAF pricing (aws.amazon.com/waf/pricing)", READ,
+        "the page itself was not in the search corpus; the rate as c3x.dev and awsnegotiations.com quote it (2026)"),
+    "waf_rule_month_usd": Quota(1.0, "USD per WAF rule-month", "as waf_web_acl_month_usd", READ),
+    "waf_million_requests_usd": Quota(0.60, "USD per million requests a web ACL inspects",
+                                      "as waf_web_acl_month_usd", READ),
+    "cloudwatch_dashboard_month_usd": Quota(
+        3.0, "USD per CloudWatch dashboard-month", "as cloudwatch_metric_month_usd", READ,
+        "an account's first 3 dashboards (up to 50 metrics each) are free; UNVERIFIED against the pricing page"),
 }
 
 # The stack's task sizes (compute/Pulumi.yaml defaults).
@@ -132,6 +145,11 @@ INTERFACE_ENDPOINTS = 6
 DB_STORAGE_GB = 20
 DEFAULT_SECRETS = 7
 DEFAULT_ALARMS = 10
+# One customer managed KMS key (messaging's topic), one dashboard (compute), and a WAF web
+# ACL with one rate-based rule (compute's wafRateLimit, on by default; infra/loadbalancer.py).
+DEFAULT_KMS_KEYS = 1
+DEFAULT_DASHBOARDS = 1
+WAF_RULES = 1
 # Fleet caps for a backfill, assumptions of this model, not quotas.
 BACKFILL_CPU_TASKS, BACKFILL_GPU_TASKS = 50, 10
 
@@ -242,6 +260,7 @@ def default_month_costs() -> list[FixedCost]:
     insights = q("container_insights_metrics_per_cluster") * q("cloudwatch_metric_month_usd")
     emu_on_demand = emu_task_month_usd("cpu")
     emu_spot = fargate_month_usd(EMU_VCPU, EMU_MEMORY_GB, spot=True)
+    waf_on = q("waf_web_acl_month_usd") + WAF_RULES * q("waf_rule_month_usd")
     return [
         FixedCost("NAT gateway", "Single (natGatewayStrategy)", q("nat_gateway_hour_usd") * hours,
                   f"plus {q('nat_gateway_gb_usd'):.3f} USD/GB; OnePerAz (prod) multiplies by the AZ count"),
@@ -272,6 +291,15 @@ def default_month_costs() -> list[FixedCost]:
         FixedCost("CloudWatch alarms", f"{DEFAULT_ALARMS} alarms (the two vacuum alarms among them)",
                   DEFAULT_ALARMS * q("cloudwatch_alarm_month_usd"),
                   "target tracking adds its own; pelican's custom metrics are billed as metrics"),
+        FixedCost("KMS key", f"{DEFAULT_KMS_KEYS} customer managed key (the dead-letter topic's), rotated yearly",
+                  DEFAULT_KMS_KEYS * q("kms_key_month_usd"), "each yearly rotation adds 1 USD/month, the first two only"),
+        FixedCost("WAF rate rule", "on (wafRateLimit 1000)", waf_on,
+                  f"1 web ACL, {WAF_RULES} rule, plus {q('waf_million_requests_usd'):.2f} USD per million requests; "
+                  "0 turns it off where no editor login faces the internet"),
+        FixedCost("CloudWatch dashboard", f"{DEFAULT_DASHBOARDS}", DEFAULT_DASHBOARDS * q("cloudwatch_dashboard_month_usd"),
+                  "free when it is one of the account's first 3"),
+        FixedCost("Performance Insights", "auto: off on db.t4g.micro (dbPerformanceInsights)", 0.0,
+                  "7 days' retention is free; on by default for larger classes"),
         FixedCost("Pinecone", "Standard plan, serverless", q("pinecone_minimum_month_usd"),
                   "the monthly minimum; usage above it in the tables above"),
     ]

@@ -11,7 +11,7 @@ from infra.ecs import AppService, FargateSpot, LoadBalancing, ScalingSignal, con
 from infra.gpu import GpuCapacity, check_gpu_capacity, gpu_ami_warning, gpu_instances_for
 from infra.images import ServiceImage
 from infra.layer import bootstrap, require_region
-from infra.loadbalancer import AccessLogs, PublicLoadBalancer, rate_limit_acl, web_endpoint
+from infra.loadbalancer import AccessLogs, PublicLoadBalancer, rate_limit_acl, require_rate_limit, web_endpoint
 from infra.monitoring import (CHANGES_WAITING_METRIC, METRICS_NAMESPACE, UNSHIPPED_AGE_METRIC, login_failures_alarm,
                                unshipped_changes_alarm, vacuum_alarms)
 from infra.scaling import (PELICAN_CHANGES_PER_SECOND_PER_TASK, emu_changes_per_second, emu_changes_per_task_target,
@@ -51,7 +51,7 @@ gpu_max_instances = 0
 if gpu_enabled:
     gpu_max_instances = gpu_instances_for(cfg.get("gpuInstanceType"), cfg.get("gpuMaxInstances"), emu_max_tasks)
     check_gpu_capacity(cfg.get("gpuInstanceType"), gpu_max_instances, emu_max_tasks)
-    if (warning := gpu_ami_warning(cfg.get("gpuAmiId"), cfg.get("gpuAmiParameter"))) is not None:
+    if (warning := gpu_ami_warning(cfg.get("gpuAmiId"), cfg.get("gpuAmiParameter"), layer.tier)) is not None:
         pulumi.log.warn(warning)
 
 vpc_id = network.require_output("vpcId")
@@ -99,6 +99,7 @@ alb = PublicLoadBalancer(
     access_logs=(AccessLogs(cfg.get("albAccessLogDays"), force_destroy=cfg.get("albAccessLogForceDestroy"))
                  if cfg.get("albAccessLogDays") else None),
 )
+require_rate_limit(endpoint, cfg.get("albIngressCidr"), cfg.get("wafRateLimit"))
 if cfg.get("wafRateLimit"):
     rate_limit_acl(f"{prefix}-web-rate", load_balancer_arn=alb.lb.arn, limit_per_5_min=cfg.get("wafRateLimit"))
 

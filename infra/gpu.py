@@ -71,16 +71,20 @@ def check_gpu_capacity(instance_type: str, max_instances: int, max_tasks: int, g
 AMI_ID = re.compile(r"ami-[0-9a-f]{8,17}")
 
 
-def gpu_ami_warning(ami_id: str, ami_parameter: str) -> str | None:
+def gpu_ami_warning(ami_id: str, ami_parameter: str, tier: str = "dev") -> str | None:
     """The warning for a floating AMI (``ami_id`` empty), or None when it is pinned.
 
-    Raises on a pinned value that is no AMI id. The SSM "recommended" parameter moves
-    whenever AWS publishes a new ECS GPU-optimized AMI, and every ``pulumi up`` would
-    then roll a new launch template version onto the hosts it next starts, untested."""
+    Raises ValueError on a pinned value that is no AMI id, and on a floating AMI in
+    ``tier`` prod. The SSM "recommended" parameter moves whenever AWS publishes a new ECS
+    GPU-optimized AMI, and every ``pulumi up`` would then roll a new launch template
+    version onto the hosts it next starts, untested."""
     if ami_id:
         if not AMI_ID.fullmatch(ami_id):
             raise ValueError(f"gpuAmiId {ami_id!r} is not an AMI id (ami-<8 or 17 hex digits>)")
         return None
+    if tier == "prod":
+        raise ValueError("tier prod runs a pinned GPU AMI: set gpuAmiId (the current one: aws ssm get-parameter "
+                         f"--name {ami_parameter}; docs/deploy.md, \"GPU AMI\")")
     return (f"gpuAmiId is not set: the GPU hosts use whatever AMI {ami_parameter} names at each "
             "pulumi up. Pin it (pulumi config set gpuAmiId ami-...; docs/deploy.md, \"GPU AMI\").")
 

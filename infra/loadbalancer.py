@@ -1,6 +1,7 @@
 """The public ALB in front of the frontend (Gradio needs sticky sessions)."""
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -239,6 +240,21 @@ class PublicLoadBalancer(pulumi.ComponentResource):
             scheme = "https" if self.https else "http"
             self.url = self.lb.dns_name.apply(lambda dns: f"{scheme}://{dns}")
         self.register_outputs({"url": self.url})
+
+
+def require_rate_limit(endpoint: WebEndpoint, alb_ingress_cidr: str, waf_rate_limit: int) -> None:
+    """Refuse at preview an editor login that the whole internet reaches without the WAF
+    rate-based rule (rate_limit_acl): the app's login throttle counts per replica, and
+    only the WAF bounds guessing spread over every frontend task. A throwaway stack
+    (plain HTTP) has no login, and an ALB that admits a narrower CIDR than /0 does not
+    face the internet. Raises ValueError; `alb_ingress_cidr` must be an IPv4 CIDR."""
+    if not endpoint.editing_enabled or waf_rate_limit:
+        return
+    if ipaddress.ip_network(alb_ingress_cidr, strict=False).prefixlen == 0:
+        raise ValueError(
+            f"editing is on and the ALB admits the whole internet (albIngressCidr {alb_ingress_cidr}): keep the "
+            "WAF rate rule on the editor login (wafRateLimit, default 1000), or restrict albIngressCidr to your "
+            "own addresses")
 
 
 def rate_limit_acl(name: str, *, load_balancer_arn: pulumi.Input[str], limit_per_5_min: int,

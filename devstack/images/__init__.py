@@ -16,7 +16,8 @@ What it needs and does, in order (every step fails `make images`, and so `make t
   TLS may need the host's CA; local wheelhouses and index mirrors make the build
   faster and work where PyPI alone cannot supply a CPU torch), and two build args:
   TORCH_INDEX_URL, because PyTorch's own index may be unreachable and PyPI's Linux
-  torch is the CUDA build, so the CPU build must come from a local wheelhouse; and
+  torch is the CUDA build, so the CPU build comes from a local wheelhouse where there
+  is one and from PyTorch's index where it answers (build.torch_index); and
   RDS_CA_BUNDLE_URL, served from loopback (a stand-in: the host's CA bundle), because
   the remote ADD of AWS's bundle fails offline. emu's base-cpu stage is built and
   tagged first: buildah 1.28 cannot resolve `FROM base-${EMU_VARIANT}` to a stage.

@@ -10,11 +10,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import psycopg
 
-from devstack.images import IMAGES, WORK, ImagesError
+from devstack.images import IMAGES, WORK, Image, ImagesError
 from devstack.images.build import StandInServer, build, build_inputs
 from devstack.images.podman import Podman, ensure_base
 from devstack.images.smoke import Smoke
@@ -22,6 +23,19 @@ from devstack.images.smoke import Smoke
 
 def human_size(size: int) -> str:
     return f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
+
+
+def summary(images: Sequence[Image], sizes: Mapping[str, int], times: Mapping[str, float]) -> tuple[list[str], list[str]]:
+    """The line printed per smoke-tested image (name, "smoke ok", size, build time in
+    minutes) and one failure per image over its size_limit. `sizes` in bytes and
+    `times` in seconds, by image name."""
+    lines, failures = [], []
+    for image in images:
+        size = sizes[image.name]
+        lines.append(f"{image.name:9} smoke ok  {human_size(size):>8}  built in {times[image.name] / 60:.1f} min")
+        if size > image.size_limit:
+            failures.append(f"{image.name} is {human_size(size)}, over its limit of {human_size(image.size_limit)}")
+    return lines, failures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,12 +69,9 @@ def main(argv: list[str] | None = None) -> int:
                 getattr(smoke, image.name)(image)
         finally:
             smoke.stop()
-        failures = []
-        for image in IMAGES:
-            size = int(podman.inspect(image.tag, "{{.Size}}"))
-            print(f"{image.name:9} smoke ok  {human_size(size):>8}  built in {times[image.name] / 60:.1f} min", flush=True)
-            if size > image.size_limit:
-                failures.append(f"{image.name} is {human_size(size)}, over its limit of {human_size(image.size_limit)}")
+        sizes = {image.name: int(podman.inspect(image.tag, "{{.Size}}")) for image in IMAGES}
+        lines, failures = summary(IMAGES, sizes, times)
+        print("\n".join(lines), flush=True)
         if failures:
             raise ImagesError("; ".join(failures))
         # Untagged images are earlier builds' layers; a day's worth stays as build cache.

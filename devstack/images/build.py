@@ -4,6 +4,7 @@ mirrors, the TORCH_INDEX_URL and RDS_CA_BUNDLE_URL build args) and the builds.""
 from __future__ import annotations
 
 import functools
+import http.client
 import http.server
 import os
 import re
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,11 +95,44 @@ class BuildInputs:
         return out
 
 
+# The Dockerfiles' default TORCH_INDEX_URL: PyTorch's index of CPU-only wheels.
+PYTORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def index_answers(url: str, project: str = "torch", timeout: float = 10) -> bool:
+    """Whether the package index at `url` serves `project`'s page (the simple API,
+    PEP 503: <url>/<project>/) with HTTP 200 within `timeout` seconds."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/{project}/", timeout=timeout) as response:
+            return response.status == 200
+    except (OSError, ValueError, http.client.HTTPException):  # URLError, timeouts and refusals are OSErrors
+        return False
+
+
+def torch_index(links: Sequence[Path], indexes: Sequence[Path], environ: Mapping[str, str],
+                pytorch_index: str = PYTORCH_CPU_INDEX) -> str:
+    """The TORCH_INDEX_URL build arg: TORCH_INDEX_URL from the environment; else PyPI's
+    URL when a local wheelhouse or mirror holds the pinned CPU build of torch (pip takes
+    it over PyPI's CUDA build: PEP 440 sorts <version>+cpu above <version>, and both
+    satisfy ==<version>); else PyTorch's CPU index when it answers. Raises ImagesError when none of them can supply it."""
+    if environ.get("TORCH_INDEX_URL"):
+        return environ["TORCH_INDEX_URL"]
+    version = pinned_torch()
+    if has_cpu_torch(links, indexes, version):
+        return "https://pypi.org/simple"
+    if index_answers(pytorch_index):
+        return pytorch_index
+    raise ImagesError(
+        f"no CPU build of torch {version} is reachable: {pytorch_index} does not answer, PyPI's Linux torch "
+        "is the CUDA build (several GB of nvidia-* wheels), and no local wheelhouse in pip's configuration "
+        f"holds torch-{version}+cpu-cp311-...whl. Set TORCH_INDEX_URL to an index that serves it, or add "
+        "such a wheelhouse to pip's find-links.")
+
+
 def build_inputs(work: Path, rds_ca_url: str, environ: Mapping[str, str] = os.environ) -> BuildInputs:
     """The host's CA bundle, a pip.conf naming it and the host's local wheelhouses and
-    mirrors, and the two build args. TORCH_INDEX_URL from the environment wins (a
-    machine that reaches PyTorch's index); otherwise PyPI, with torch's CPU build from
-    a local wheelhouse, or ImagesError when there is none."""
+    mirrors, and the two build args (TORCH_INDEX_URL from torch_index, which raises
+    ImagesError when no CPU torch can be had)."""
     config = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
     links, indexes = pip_sources(config.splitlines(), environ)
     ca = Path(environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt")
@@ -113,17 +148,8 @@ def build_inputs(work: Path, rds_ca_url: str, environ: Mapping[str, str] = os.en
     mounts = dict.fromkeys([*links, *(p.parent for p in indexes)])
     volumes = [f"{ca}:/etc/ssl/certs/host-ca.crt:ro", f"{work / 'pip.conf'}:/etc/pip.conf:ro",
                *[f"{p}:{p}:ro" for p in mounts]]
-    torch_index = environ.get("TORCH_INDEX_URL")
-    if not torch_index:
-        version = pinned_torch()
-        if not has_cpu_torch(links, indexes, version):
-            raise ImagesError(
-                f"no CPU build of torch {version} is reachable: PyPI's Linux torch is the CUDA build (several GB of "
-                "nvidia-* wheels), and no local wheelhouse in pip's configuration holds "
-                f"torch-{version}+cpu-cp311-...whl. Set TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu where "
-                "that index can be reached.")
-        torch_index = "https://pypi.org/simple"
-    return BuildInputs(volumes, {"TORCH_INDEX_URL": torch_index, "RDS_CA_BUNDLE_URL": rds_ca_url})
+    return BuildInputs(volumes, {"TORCH_INDEX_URL": torch_index(links, indexes, environ),
+                                 "RDS_CA_BUNDLE_URL": rds_ca_url})
 
 
 def build(podman: Podman, image: Image, inputs: BuildInputs) -> float:

@@ -42,6 +42,17 @@ def _hard(limit: int) -> int:
     return 1 << 30 if hard == resource.RLIM_INFINITY else hard
 
 
+def rootless_problem(euid: int, newuidmap: str | None) -> str | None:
+    """Why podman and mmdebstrap cannot run as this user, or None. As root they need
+    nothing more; as another user both map the images' user IDs (the apps run as UID
+    10001) through newuidmap, from Debian's uidmap, which `make deps` does not install."""
+    if euid == 0 or newuidmap:
+        return None
+    return ("make images builds as root, or rootless with newuidmap, which is missing: run it as root "
+            "(sudo make images), install Debian's uidmap (and subordinate IDs for this user in /etc/subuid and "
+            "/etc/subgid), or leave the images out with SKIP_IMAGES=1 make test")
+
+
 class Podman:
     """podman with this module's containers.conf; every call logs to `log_dir`."""
 
@@ -49,6 +60,8 @@ class Podman:
         for tool in ("podman", "buildah", "runc", "mmdebstrap"):
             if shutil.which(tool) is None:
                 raise ImagesError(f"{tool} is not installed: run `make deps` (scripts/install-system-deps.sh installs it)")
+        if (problem := rootless_problem(os.geteuid(), shutil.which("newuidmap"))) is not None:
+            raise ImagesError(problem)
         work.mkdir(parents=True, exist_ok=True)
         self.conf = work / "containers.conf"
         self.conf.write_text(containers_conf(_hard(resource.RLIMIT_NOFILE), _hard(resource.RLIMIT_NPROC)))

@@ -415,6 +415,29 @@ def test_a_pinned_gpu_ami_is_used_without_asking_ssm(upstream):
         gpu_ami_warning("ubuntu-22.04", "/aws/service/x")
 
 
+def test_a_prod_gpu_stack_refuses_a_floating_ami(upstream):
+    from conftest import CERT
+
+    with pytest.raises(Exception, match="tier prod runs a pinned GPU AMI: set gpuAmiId"):
+        run_layer("compute", {"emuGpu": True, "certificateArn": CERT, "emuMaxTasks": 2, "tier": "prod"},
+                  stack="prodfloating", stack_outputs=upstream)
+    pinned = {"emuGpu": True, "certificateArn": CERT, "emuMaxTasks": 2, "tier": "prod"}
+    old = run_layer("compute", {**pinned, "gpuAmiId": "ami-0123456789abcdef0"}, stack="prodpinned",
+                    stack_outputs=upstream)
+    new = run_layer("compute", {**pinned, "gpuAmiId": "ami-0fedcba9876543210"}, stack="prodpinned",
+                    stack_outputs=upstream)
+    template = "aws:ec2/launchTemplate:LaunchTemplate"
+    assert old.one(template).inputs["imageId"] == "ami-0123456789abcdef0"
+    assert new.one(template).inputs["imageId"] == "ami-0fedcba9876543210"
+    # A new AMI is a new launch template version and nothing more: the group is unchanged and
+    # starts no refresh itself, so running hosts change only in the instance refresh an
+    # operator starts (docs/deploy.md, "GPU AMI").
+    group = "aws:autoscaling/group:Group"
+    assert old.one(group).inputs == new.one(group).inputs
+    assert "instanceRefresh" not in new.one(group).inputs
+    assert new.one(group).inputs["launchTemplate"]["version"] == "$Latest"
+
+
 # --- ALB access logs ---------------------------------------------------------------------
 
 def test_alb_access_logs_go_to_a_private_bucket_that_expires_them(compute_run):

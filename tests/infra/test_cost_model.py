@@ -22,6 +22,11 @@ def test_the_model_counts_what_the_default_stacks_create(network_run, data_run, 
     # The stack's own secrets, and the one RDS manages for the master password.
     assert capacity.DEFAULT_SECRETS == len(data_run.of_type("aws:secretsmanager/secret:Secret")) + 1
     assert capacity.INTERFACE_ENDPOINTS == len(INTERFACE_ENDPOINT_SERVICES)
+    assert capacity.DEFAULT_KMS_KEYS == sum(len(run.of_type("aws:kms/key:Key"))
+                                            for run in (network_run, data_run, messaging_run, compute_run))
+    assert capacity.DEFAULT_DASHBOARDS == len(compute_run.of_type("aws:cloudwatch/dashboard:Dashboard"))
+    (acl,) = compute_run.of_type("aws:wafv2/webAcl:WebAcl")
+    assert len(acl.inputs["rules"]) == capacity.WAF_RULES and default("compute", "wafRateLimit") == 1000
     assert capacity.DEFAULT_AZS == default("network", "availabilityZones")
     assert capacity.DB_STORAGE_GB == default("data", "dbAllocatedStorage")
     assert capacity.EMU_ON_DEMAND_TASKS == default("compute", "emuOnDemandTasks")
@@ -52,3 +57,4 @@ def test_interface_endpoints_break_even_where_the_table_says():
     assert f"on: {monthly:,.2f} USD/month" in row.note
     assert f"~{monthly / (0.045 - 0.01):,.0f} GB/month" in row.note
     assert row.usd_month == 0
+

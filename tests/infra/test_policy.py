@@ -343,7 +343,7 @@ def test_prod_editing_needs_the_waf_rate_rule(compute_prod_run, compute_run, com
     assert g.prod_editing_rate_limited(no_rate)
     unassociated = [(t, p) for t, p in stack if t != "aws:wafv2/webAclAssociation:WebAclAssociation"]
     assert g.prod_editing_rate_limited(unassociated)
-    # Dev stacks (HTTPS without WAF) and throwaway plain-HTTP stacks (no editing) are not held to it.
+    # Dev stacks and throwaway plain-HTTP stacks (no editing) are not held to it.
     assert g.stack_violations(_stack(compute_run)) == []
     plain_prod = [(t, {**p, "tags": {**(p.get("tags") or {}), "tier": "prod"}}) if t.startswith("aws:") else (t, p)
                   for t, p in _stack(compute_plain_run)]

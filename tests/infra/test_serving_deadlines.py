@@ -1,6 +1,8 @@
 """The deadlines ECS and the ALB impose are set explicitly and handed to the
 apps from one value each: emu's stopTimeout, the ALB's idle timeout against the
 frontend's keep-alive, and the frontend's read-only root with bounded scratch space."""
+import pytest
+
 from conftest import CERT
 from harness import ALB, TASKDEF, run_layer
 from test_hardening import container, env
@@ -41,8 +43,23 @@ def test_frontend_root_is_read_only_with_bounded_scratch(compute_run):
     assert "readonlyRootFilesystem" not in container(compute_run, "-pelican")
 
 
-def test_no_waf_unless_configured(compute_run):
-    assert not [r for r in compute_run.resources if r.typ == "aws:wafv2/webAcl:WebAcl"]
+def test_an_editor_login_facing_the_internet_gets_the_waf_by_default(compute_run):
+    acl = compute_run.one("aws:wafv2/webAcl:WebAcl").inputs
+    assert acl["rules"][0]["statement"]["rateBasedStatement"]["limit"] == 1000
+
+
+@pytest.mark.parametrize("config", [
+    {"allowPlainHttp": True},  # a throwaway stack: no editor login
+    {"certificateArn": CERT, "albIngressCidr": "203.0.113.0/24"},  # not facing the internet
+])
+def test_the_waf_can_go_where_no_login_faces_the_internet(upstream, config):
+    run = run_layer("compute", {**config, "wafRateLimit": 0}, stack_outputs=upstream, stack="nowaf")
+    assert run.of_type("aws:wafv2/webAcl:WebAcl") == []
+
+
+def test_no_waf_in_front_of_an_open_editor_login_is_refused(upstream):
+    with pytest.raises(Exception, match="editing is on and the ALB admits the whole internet"):
+        run_layer("compute", {"certificateArn": CERT, "wafRateLimit": 0}, stack_outputs=upstream, stack="openlogin")
 
 
 def test_waf_rate_rule_blocks_a_fast_address(upstream):

@@ -8,11 +8,13 @@ import re
 
 import pytest
 
-from devstack.images.build import has_cpu_torch, pip_sources
+from devstack.images import IMAGES, ImagesError
+from devstack.images.__main__ import summary
+from devstack.images.build import StandInServer, has_cpu_torch, index_answers, pinned_torch, pip_sources, torch_index
 from devstack.images.dockerfile import dockerfile_stages
-from devstack.images.podman import containers_conf
+from devstack.images.podman import containers_conf, rootless_problem
 from devstack.images.smoke import small_catalog
-from devstack.processes import REPO
+from devstack.processes import REPO, free_port
 
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 RDS_BUNDLE = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
@@ -134,6 +136,35 @@ def test_cpu_torch_is_found_only_as_the_pinned_cpu_build(tmp_path):
     assert has_cpu_torch([], [mirror], "2.13.0")
 
 
+@pytest.fixture
+def served_index(tmp_path):
+    """A package index on loopback that serves torch's page, as PyTorch's does."""
+    (tmp_path / "index" / "torch").mkdir(parents=True)
+    (tmp_path / "index" / "torch" / "index.html").write_text("<html></html>")
+    server = StandInServer(tmp_path / "index")
+    yield server.url("").rstrip("/")
+    server.close()
+
+
+def test_an_index_answers_only_when_it_serves_the_project(served_index):
+    assert index_answers(served_index)
+    assert not index_answers(served_index, project="nothing-here")  # 404
+    assert not index_answers(f"http://127.0.0.1:{free_port()}", timeout=2)  # nothing listens
+
+
+def test_torch_comes_from_the_environment_then_a_wheelhouse_then_pytorchs_index(tmp_path, served_index):
+    closed = f"http://127.0.0.1:{free_port()}"
+    assert torch_index([], [], {"TORCH_INDEX_URL": "http://mirror/cpu"}, pytorch_index=closed) == "http://mirror/cpu"
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / f"torch-{pinned_torch()}+cpu-cp311-cp311-manylinux_2_28_x86_64.whl").touch()
+    assert torch_index([wheels], [], {}, pytorch_index=closed) == "https://pypi.org/simple"
+    # A clean machine: no wheelhouse, PyTorch's index reachable.
+    assert torch_index([], [], {}, pytorch_index=served_index) == served_index
+    with pytest.raises(ImagesError, match="Set TORCH_INDEX_URL"):
+        torch_index([], [], {}, pytorch_index=closed)
+
+
 def test_containers_conf_keeps_ulimits_within_the_hosts():
     conf = containers_conf(nofile_hard=4096, nproc_hard=1 << 30)
     assert 'default_ulimits = ["nofile=4096:4096", "nproc=32768:32768"]' in conf
@@ -148,3 +179,23 @@ def test_small_catalog_keeps_the_header_and_whole_records(tmp_path):
     assert records[0]["description"] == "line one\nline two"
     again = small_catalog(tmp_path / "out.csv", tmp_path / "again.csv", 10)
     assert again == records
+
+
+def test_one_line_per_image_and_a_failure_for_each_over_its_limit():
+    sizes = {"pelican": 357_000_000, "emu": 1_920_000_000, "frontend": 2_300_000_000}
+    times = {"pelican": 42.0, "emu": 120.0, "frontend": 186.0}
+    lines, failures = summary(IMAGES, sizes, times)
+    assert lines == ["pelican   smoke ok    357 MB  built in 0.7 min",
+                     "emu       smoke ok   1.92 GB  built in 2.0 min",
+                     "frontend  smoke ok   2.30 GB  built in 3.1 min"]
+    assert failures == ["frontend is 2.30 GB, over its limit of 2.17 GB"]
+    # The limits are the sizes the images had when the check began.
+    assert {i.name: i.size_limit for i in IMAGES} == {"pelican": 401_000_000, "emu": 1_970_000_000,
+                                                      "frontend": 2_170_000_000}
+
+
+def test_a_user_without_newuidmap_is_told_how_to_build():
+    assert rootless_problem(0, None) is None
+    assert rootless_problem(1000, "/usr/bin/newuidmap") is None
+    problem = rootless_problem(1000, None)
+    assert problem is not None and "sudo make images" in problem and "SKIP_IMAGES=1" in problem
