@@ -239,8 +239,9 @@ class DevStack(ProcessSupervisor):
     # -- make status -------------------------------------------------------------------
     def sync_lines(self, timeout: float = 5.0) -> list[str]:
         """What this stack's frontend says of the sync (its GET /api/status,
-        docs/frontend.md), as lines for `make status`: the UI's address, then whether
-        the index is in sync (counts compared, nothing waiting) with the reading's age,
+        docs/frontend.md), as lines for `make status`: the UI's address and the
+        index's API, then whether the index is in sync (counts compared, nothing
+        waiting) with the reading's age,
         or that the reading is stale, the figures behind that, what holds vacuum back,
         then any part it could not read. Empty when no frontend was started under this
         root; the address and why when it does not answer within `timeout` seconds."""
@@ -269,12 +270,13 @@ class DevStack(ProcessSupervisor):
             verdict = f"unknown: the latest reading is stale ({taken}); these figures may no longer hold"
         else:
             verdict = f"{'in sync' if s['in_sync'] else 'catching up'} ({taken})"
-        lines = [f"UI: {url}",
+        api = "Documents API" if self.index_api == "documents" else "legacy Vectors API"
+        lines = [f"UI: {url}  (index: {api})",
                  f"sync: {verdict}",
                  f"  rows {n(s['rows'])}, vectors {n(s['vectors'])}, changes waiting {n(s['changes_pending'])}",
                  f"  jobs queue: {q(s['queue'])}; dead-letter queue: {q(s['dead_letters'])}",
                  f"  oldest open transaction: {age(s.get('oldest_transaction_age_s'))}; "
-                 f"dead rows in the change log: {n(s.get('outbox_dead_tuples'))}"]
+                 f"change-log rows awaiting vacuum: {n(s.get('outbox_dead_tuples'))}"]
         lines += [f"  {part} unavailable: {error}" for part, error in s["errors"].items()]
         return lines
 

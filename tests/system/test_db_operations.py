@@ -326,7 +326,7 @@ def test_make_status_never_prints_an_old_reading_as_current(front):
     wait_until(lambda: front.api("/api/status").body["in_sync"], 90, interval=1.0, what="in sync")
     lines = front.stack.sync_lines()
     assert lines[1].startswith("sync: in sync (read at ") and " s ago)" in lines[1]
-    assert lines[4].startswith("  oldest open transaction: ") and "dead rows in the change log: " in lines[4]
+    assert lines[4].startswith("  oldest open transaction: ") and "change-log rows awaiting vacuum: " in lines[4]
     rows_before = front.api("/api/status").body["rows"]
     front.stack.stop("emu", timeout=20)
     try:

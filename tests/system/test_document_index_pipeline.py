@@ -219,3 +219,7 @@ def test_long_texts_are_written_in_requests_under_the_size_limit(stack):
     upserts = httpx.get(f"{base}/_stats", timeout=10).json()["operations"]["documents_upsert"]
     assert upserts["requests"] >= 3 and upserts["errors"] == 0, upserts  # 120 x 40 KiB is about 4.9 MB
     assert index.count() == 120
+
+
+def test_make_status_names_the_document_index_api(front):
+    assert front.stack.sync_lines()[0] == f"UI: http://127.0.0.1:{front.stack.frontend_port}/  (index: Documents API)"

@@ -375,7 +375,7 @@ def test_status_reports_table_index_log_and_queues(front):
     assert status["in_sync"] is True
     # make status prints the same reading
     lines = front.stack.sync_lines()
-    assert lines[0] == f"UI: http://127.0.0.1:{front.stack.frontend_port}/"
+    assert lines[0] == f"UI: http://127.0.0.1:{front.stack.frontend_port}/  (index: legacy Vectors API)"
     assert lines[1].startswith("sync: in sync (read at ")
     assert lines[2] == "  rows 200, vectors 200, changes waiting 0"
     assert lines[3].startswith("  jobs queue: ") and lines[3].endswith("; dead-letter queue: 0 waiting, 0 in flight")
