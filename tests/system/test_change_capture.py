@@ -1,6 +1,5 @@
-"""Change capture without any NOTIFY from writers (schema/005_capture_without_notify.sql),
-updates captured by one BEFORE row trigger (schema/009_capture_updates_before_row.sql),
-and pelican's adaptive polling (pelican/service.py), against the real local parts."""
+"""Change capture without any NOTIFY from writers, updates captured by one BEFORE row
+trigger (both in schema/current.sql), and pelican's adaptive polling (pelican/service.py), against the real local parts."""
 
 from __future__ import annotations
 
@@ -15,11 +14,9 @@ from pelican.service import AdaptivePoll
 from productsearch import db, products
 from pelican.config import PelicanSettings
 from productsearch.settings import ConfigError
-from tests.system.conftest import scratch_database
 
 pytestmark = pytest.mark.stack
 
-# 001's triggers, as 005 recreates them and 009 moves products_capture_update before the row.
 CAPTURE_TRIGGERS = {"products_capture_insert_delete", "products_capture_update", "products_capture_truncate"}
 CAPTURE_FUNCTIONS = {"products_capture_change", "products_capture_update", "products_capture_truncate"}
 SENTINEL = "test-sentinel"
@@ -231,7 +228,7 @@ def test_an_update_that_fails_or_is_rolled_back_leaves_no_change_row(parts):
 
 def test_an_update_that_waited_for_a_concurrent_one_is_captured_on_the_row_it_replaced(parts):
     """READ COMMITTED: an UPDATE blocked on a row another transaction is changing
-    re-checks the newer row once that commits, and 009's BEFORE trigger fires only
+    re-checks the newer row once that commits, and the BEFORE trigger fires only
     then, on that row. Two writers wait (checked in pg_stat_activity, not by timing):
     one whose WHERE no longer holds, which must capture nothing, and one that applies."""
     url = parts.env["DATABASE_URL"]
@@ -287,84 +284,27 @@ def test_an_upsert_captures_what_it_did(parts):
     assert captured(parts) == [(pid, "update", versions(parts)[pid])]
 
 
-@pytest.fixture
-def capture_database(stack):
-    with scratch_database(stack, "capture_check") as url:
-        yield url
-
-
-# What an earlier, unreleased 005 left behind, reduced to the objects the current 005
-# must remove: statement triggers on a function products_capture_rows(), the helper
-# product_changes_wake(bigint), and no products_capture_change().
-PREVIOUS_005 = """
-CREATE FUNCTION product_changes_wake(first_change bigint) RETURNS void
-LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('product_changes', ''); END; $$;
-CREATE FUNCTION products_capture_rows() RETURNS trigger
-LANGUAGE plpgsql AS $$ BEGIN PERFORM product_changes_wake(0); RETURN NULL; END; $$;
-DROP TRIGGER products_capture_insert_delete ON products;
-DROP TRIGGER products_capture_update ON products;
-CREATE TRIGGER products_capture_insert AFTER INSERT ON products
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION products_capture_rows();
-CREATE TRIGGER products_capture_update AFTER UPDATE ON products
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION products_capture_rows();
-CREATE TRIGGER products_capture_delete AFTER DELETE ON products
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION products_capture_rows();
-DROP FUNCTION products_capture_change();
-"""
-
-
-@pytest.mark.parametrize("previous_005", [False, True], ids=["over-001-004", "over-the-previous-005"])
-def test_the_migration_applies_twice_and_keeps_capture_as_owner(capture_database, previous_005):
-    files = db.migration_files()
-    with psycopg.connect(capture_database, autocommit=True) as conn:
-        conn.execute("CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
-        for name, sql in files:
-            if name < "005":
-                conn.execute(sql)
-                conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
-        conn.execute("INSERT INTO products (name, sku, description, price) VALUES ('Old', 'OLD-1', 'before 005', 1)")
-        if previous_005:
-            conn.execute(PREVIOUS_005)
-
-    applied = db.migrate(capture_database)
-    assert applied[0] == "005_capture_without_notify.sql" and not any(name < "005" for name in applied)
-    with psycopg.connect(capture_database, autocommit=True) as conn:
-        for name, sql in files:  # a second run of 005 and the files after it changes nothing
-            if name >= "005":
-                conn.execute(sql)
-        # tgtype's bits (PostgreSQL's pg_trigger.h): 1 FOR EACH ROW, 2 BEFORE, then the
-        # events: 4 INSERT, 8 DELETE, 16 UPDATE, 32 TRUNCATE.
-        triggers = {r[0]: r[1] for r in conn.execute(
-            "SELECT tgname, tgtype FROM pg_trigger WHERE tgrelid = 'products'::regclass AND NOT tgisinternal")}
-        assert {name for name in triggers if name.startswith("products_capture")} == CAPTURE_TRIGGERS
-        assert {name: triggers[name] for name in CAPTURE_TRIGGERS | {"products_stamp_version"}} == {
-            "products_capture_insert_delete": 1 | 4 | 8, "products_capture_update": 1 | 2 | 16,
-            "products_capture_truncate": 2 | 32, "products_stamp_version": 1 | 2 | 4}
-        # 009's rule: a BEFORE UPDATE trigger firing after products_capture_update must not
-        # change an indexed column. Adding one means checking that (see 009's header).
-        before_update = {name for name, kind in triggers.items() if kind & 2 and kind & 16}
-        assert before_update == {"products_capture_update", "products_touch_updated_at"}
-        functions = {r[0]: (r[1], r[2]) for r in conn.execute(
-            "SELECT proname, prosecdef, proconfig FROM pg_proc "
-            "WHERE proname IN ('products_capture_change', 'products_capture_update', 'products_capture_truncate', "
-            "'products_capture_rows', 'product_changes_wake')")}
-        assert set(functions) == CAPTURE_FUNCTIONS
-        for secdef, config in functions.values():
-            assert secdef and config == ["search_path=public, pg_temp"]
-
-        listener = psycopg.connect(capture_database, autocommit=True)
-        try:
-            listener.execute("LISTEN product_changes")
-            conn.execute("UPDATE products SET name = 'Old, edited' WHERE sku = 'OLD-1'")
-            conn.execute("UPDATE products SET updated_at = now() WHERE sku = 'OLD-1'")  # no indexed column
-            conn.execute("DELETE FROM products WHERE sku = 'OLD-1'")
-            conn.execute(f"NOTIFY product_changes, '{SENTINEL}'")
-            assert [n.payload for n in listener.notifies(timeout=30, stop_after=1)] == [SENTINEL]
-        finally:
-            listener.close()
-        rows = conn.execute("SELECT operation FROM product_changes ORDER BY id").fetchall()
-        assert [r[0] for r in rows] == ["insert", "update", "delete"]
-    assert db.migrate(capture_database) == []
+def test_capture_triggers_fire_where_the_update_rule_needs_and_run_as_owner(parts):
+    """products_capture_update fires BEFORE the row, so it stamps the version the row is
+    written with; any other BEFORE UPDATE trigger fires after it (name order) and must not
+    change an indexed column. The capture functions run as their owner with a pinned
+    search_path (current.sql says why)."""
+    # tgtype's bits (PostgreSQL's pg_trigger.h): 1 FOR EACH ROW, 2 BEFORE, then the
+    # events: 4 INSERT, 8 DELETE, 16 UPDATE, 32 TRUNCATE.
+    triggers = {r["tgname"]: r["tgtype"] for r in parts.conn.execute(
+        "SELECT tgname, tgtype FROM pg_trigger WHERE tgrelid = 'products'::regclass AND NOT tgisinternal")}
+    assert {name for name in triggers if name.startswith("products_capture")} == CAPTURE_TRIGGERS
+    assert {name: triggers[name] for name in CAPTURE_TRIGGERS | {"products_stamp_version"}} == {
+        "products_capture_insert_delete": 1 | 4 | 8, "products_capture_update": 1 | 2 | 16,
+        "products_capture_truncate": 2 | 32, "products_stamp_version": 1 | 2 | 4}
+    # Adding a BEFORE UPDATE trigger means checking it changes no indexed column.
+    before_update = {name for name, kind in triggers.items() if kind & 2 and kind & 16}
+    assert before_update == {"products_capture_update", "products_touch_updated_at"}
+    functions = {r["proname"]: (r["prosecdef"], r["proconfig"]) for r in parts.conn.execute(
+        "SELECT proname, prosecdef, proconfig FROM pg_proc WHERE proname LIKE 'products_capture%'")}
+    assert set(functions) == CAPTURE_FUNCTIONS
+    for secdef, config in functions.values():
+        assert secdef and config == ["search_path=public, pg_temp"]
 
 
 def test_concurrent_writers_capture_every_change(parts):

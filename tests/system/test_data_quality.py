@@ -1,6 +1,5 @@
 """Row values that must not break the index or the API, against the real local
-stack: the schema refuses non-finite prices (migration 002, also on a database that
-already holds them), a category is found whatever its case, a result satisfies the
+stack: the schema refuses non-finite prices, a category is found whatever its case, a result satisfies the
 request's filters on the row's current values, and no row value makes an API answer 500."""
 
 from __future__ import annotations
@@ -12,83 +11,29 @@ import psycopg
 import pytest
 
 from devstack.waiting import wait_until
-from productsearch import db
 from tests.e2e import frontend_stack
 from tests.e2e.frontend_stack import request
 
 pytestmark = pytest.mark.stack
 
-MIGRATION = "002_finite_prices.sql"
 CHECK = "products_price_finite"
 
 
-# -- the migration on a database that already holds non-finite prices ------------------------
-@pytest.fixture
-def database_before_002(stack):
-    """A database of its own, migrated, then put back to the state before 002: as a
-    production database that took NaN prices under CHECK (price >= 0) alone."""
-    admin_url = stack.database_url.replace("/products?", "/postgres?")
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS price_migration_check WITH (FORCE)")
-        admin.execute("CREATE DATABASE price_migration_check")
-    url = stack.database_url.replace("/products?", "/price_migration_check?")
-    db.migrate(url)
-    with db.connect(url, autocommit=True) as conn:
-        conn.execute(f"ALTER TABLE products DROP CONSTRAINT {CHECK}")
-        conn.execute("DROP TABLE product_price_quarantine")
-        conn.execute("DELETE FROM schema_migrations WHERE name = %s", (MIGRATION,))
-    yield url
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS price_migration_check WITH (FORCE)")
-
-
-def test_migration_quarantines_existing_nan_prices_then_refuses_non_finite_ones(stack, database_before_002):
-    url = database_before_002
-    with db.connect(url, autocommit=True) as conn:
-        rows = conn.execute(
-            """INSERT INTO products (name, sku, description, price, category) VALUES
-               ('Good', 'Q-GOOD', 'a fine row', 12.5, ''), ('Bad', 'Q-NAN-1', 'nan row', 'NaN', ''),
-               ('Worse', 'Q-NAN-2', 'another', 'NaN', '') RETURNING id, sku""").fetchall()
-        ids = {r["sku"]: r["id"] for r in rows}
-        # The column's typmod already refuses infinities, before any CHECK: only NaN can be in old data.
-        with pytest.raises(psycopg.errors.NumericValueOutOfRange, match="cannot hold an infinite value"):
-            conn.execute("INSERT INTO products (name, sku, price) VALUES ('Inf', 'Q-INF', 'Infinity')")
-        conn.execute("DELETE FROM product_changes")
-
-    assert db.migrate(url) == [MIGRATION]
-
-    bad = sorted([ids["Q-NAN-1"], ids["Q-NAN-2"]])
-    with db.connect(url, autocommit=True) as conn:
-        quarantined = conn.execute(
-            "SELECT product_id, sku, original_price, replaced_with, resolved_at FROM product_price_quarantine ORDER BY product_id"
-        ).fetchall()
-        assert [(q["product_id"], q["sku"], q["original_price"], float(q["replaced_with"]), q["resolved_at"])
-                for q in quarantined] == [(bad[0], "Q-NAN-1", "NaN", 0.0, None), (bad[1], "Q-NAN-2", "NaN", 0.0, None)]
-        prices = {r["sku"]: r["price"] for r in conn.execute("SELECT sku, price::text AS price FROM products")}
-        assert prices == {"Q-GOOD": "12.50", "Q-NAN-1": "0.00", "Q-NAN-2": "0.00"}
-        # The repair is an ordinary captured update, so the index receives the repaired rows.
-        captured = conn.execute("SELECT product_id, operation FROM product_changes ORDER BY product_id").fetchall()
-        assert [(c["product_id"], c["operation"]) for c in captured] == [(bad[0], "update"), (bad[1], "update")]
-
-        refusals = [
-            ("INSERT INTO products (name, sku, price) VALUES ('n', 'Q-NEW', 'NaN')", CHECK),
-            ("UPDATE products SET price = 'NaN' WHERE sku = 'Q-GOOD'", CHECK),
-            ("INSERT INTO products (name, sku, price) VALUES ('n', 'Q-NEW', 'Infinity')", "infinite value"),
-            ("UPDATE products SET price = '-Infinity' WHERE sku = 'Q-GOOD'", "infinite value"),
-        ]
-        for sql, reason in refusals:
-            with pytest.raises(psycopg.errors.IntegrityError if reason == CHECK else psycopg.errors.DataError, match=reason):
-                conn.execute(sql)
-        assert conn.execute("SELECT price::text AS p FROM products WHERE sku = 'Q-GOOD'").fetchone()["p"] == "12.50"
-
-        # Idempotent: applied again by hand it repairs nothing and adds no second constraint.
-        conn.execute(dict(db.migration_files())[MIGRATION])
-        assert conn.execute("SELECT count(*) AS n FROM product_price_quarantine").fetchone()["n"] == 2
-        assert conn.execute("SELECT count(*) AS n FROM pg_constraint WHERE conname = %s", (CHECK,)).fetchone()["n"] == 1
-
-    assert db.migrate(url) == []
-    log = stack.log_path("postgres").read_text(errors="replace")
-    assert "2 product(s) held a price that is not a finite number" in log
+# -- the schema's price rule -------------------------------------------------------------------
+def test_the_schema_refuses_prices_that_are_not_finite(parts):
+    """CHECK (price >= 0) alone lets NaN through (Postgres sorts it above every number);
+    products_price_finite refuses it, and numeric(12,2) the infinities, on every path."""
+    parts.insert("Good", "a fine row", price=12.5, sku="Q-GOOD")
+    refusals = [
+        ("INSERT INTO products (name, sku, price) VALUES ('n', 'Q-NEW', 'NaN')", CHECK),
+        ("UPDATE products SET price = 'NaN' WHERE sku = 'Q-GOOD'", CHECK),
+        ("INSERT INTO products (name, sku, price) VALUES ('n', 'Q-NEW', 'Infinity')", "infinite value"),
+        ("UPDATE products SET price = '-Infinity' WHERE sku = 'Q-GOOD'", "infinite value"),
+    ]
+    for sql, reason in refusals:
+        with pytest.raises(psycopg.errors.IntegrityError if reason == CHECK else psycopg.errors.DataError, match=reason):
+            parts.conn.execute(sql)
+    assert parts.conn.execute("SELECT price::text AS p FROM products WHERE sku = 'Q-GOOD'").fetchone()["p"] == "12.50"
 
 
 # -- the apps over rows the index lags behind or cannot hold -----------------------------------
@@ -119,8 +64,8 @@ def without_capture(front, sql: str, params=()) -> None:
 
 @contextlib.contextmanager
 def price_check_dropped(conn):
-    """Lets a NaN price in, as on a database restored from before migration 002; the
-    constraint comes back exactly as the migration defined it. The caller repairs its rows."""
+    """Lets a NaN price in, as on a database restored from before the price rule; the
+    constraint comes back exactly as the schema defines it. The caller repairs its rows."""
     definition = conn.execute("SELECT pg_get_constraintdef(oid) AS d FROM pg_constraint WHERE conname = %s",
                               (CHECK,)).fetchone()["d"]
     conn.execute(f"ALTER TABLE products DROP CONSTRAINT {CHECK}")

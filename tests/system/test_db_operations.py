@@ -6,8 +6,6 @@ pelican's metrics); and a status that never claims more than it read."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import unicodedata
 import uuid
@@ -23,7 +21,6 @@ from productsearch import db, products
 from productsearch.catalog import load_catalog
 from productsearch.index import ProductIndex
 from productsearch.settings import IndexSettings
-from tests.conftest import REPO
 from tests.e2e import frontend_stack
 from tests.kit import clear_index_faults, inject_index_fault
 from tests.e2e.frontend_stack import request
@@ -86,76 +83,6 @@ def test_a_full_width_or_decomposed_sku_query_ranks_the_product_first(front):
                               (unicodedata.normalize("NFD", "brûlée-22"), accented)):
             results = front.search(query, top_k=5, mode=mode)
             assert results and results[0]["id"] == wanted, (mode, query, [r["sku"] for r in results])
-
-
-def _fresh_database(stack, name: str) -> str:
-    admin_url = stack.database_url.replace("/products?", "/postgres?")
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {name}")
-    return stack.database_url.replace("/products?", f"/{name}?")
-
-
-def _drop_database(stack, name: str) -> None:
-    with psycopg.connect(stack.database_url.replace("/products?", "/postgres?"), autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def _migrated_before_normal_forms(url: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
-        for name, sql in db.migration_files():
-            if name < "010":
-                conn.execute(sql)
-                conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
-
-
-def test_the_migration_normalises_existing_skus_and_refuses_collisions(stack, caplog):
-    normalise, collide = "nf_normalise", "nf_collide"
-    try:
-        # Rows that are not NFC, none colliding: rewritten, captured, reported.
-        url = _fresh_database(stack, normalise)
-        _migrated_before_normal_forms(url)
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("INSERT INTO products (name, sku, description, price) VALUES ('A', %s, 'a', 1), ('B', 'PLAIN-1', 'b', 2)",
-                         (NFD_SKU,))
-            conn.execute("DELETE FROM product_changes")
-        with caplog.at_level("WARNING", logger="productsearch.db"):
-            applied = db.migrate(url)
-        assert applied[0] == "010_sku_normal_form.sql"
-        notices = [r.notice for r in caplog.records if r.getMessage() == "migration notice"]
-        assert notices == ["1 product SKU(s) were not in Unicode NFC and were rewritten in it"]
-        with psycopg.connect(url) as conn:
-            skus = sorted(r[0] for r in conn.execute("SELECT sku FROM products"))
-            assert skus == sorted([NFC_SKU, "PLAIN-1"])
-            # The rewrite goes to the index like any edit.
-            assert [r[0] for r in conn.execute("SELECT operation FROM product_changes")] == ["update"]
-
-        # Two rows that would share one SKU: refused, naming both, nothing applied.
-        url = _fresh_database(stack, collide)
-        _migrated_before_normal_forms(url)
-        with psycopg.connect(url, autocommit=True) as conn:
-            ids = [r[0] for r in conn.execute(
-                "INSERT INTO products (name, sku, description, price) VALUES ('A', %s, 'a', 1), ('B', %s, 'b', 2) RETURNING id",
-                (NFC_SKU, NFD_SKU))]
-        with pytest.raises(db.MigrationRefused) as refused:
-            db.migrate(url)
-        text = str(refused.value)
-        assert text.startswith("010_sku_normal_form.sql: ") and f"ids {ids[0]}, {ids[1]}" in text
-        assert "merge or rename" in text
-        cli = subprocess.run([sys.executable, "-m", "pelican", "migrate"], cwd=REPO, capture_output=True, text=True,
-                             env={**stack.app_env(), "DATABASE_URL": url}, timeout=120)
-        assert cli.returncode == 1 and "Traceback" not in cli.stderr
-        assert f"ids {ids[0]}, {ids[1]}" in cli.stderr and "nothing was applied" in cli.stderr
-        with psycopg.connect(url) as conn:
-            assert not conn.execute("SELECT 1 FROM schema_migrations WHERE name >= '010'").fetchall()
-            # After the operator renames one, the migration goes through.
-            conn.execute("UPDATE products SET sku = 'RENAMED-1' WHERE id = %s", (ids[1],))
-            conn.commit()
-        assert "010_sku_normal_form.sql" in db.migrate(url)
-    finally:
-        _drop_database(stack, normalise)
-        _drop_database(stack, collide)
 
 
 # -- a column type change while the services run ---------------------------------------------

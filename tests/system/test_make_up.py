@@ -55,7 +55,7 @@ def test_up_indexes_the_catalog_then_a_restart_resyncs_only_the_drift(capfd, ind
         # The commands it runs log in text for the terminal; the services it starts keep JSON in their log files.
         # Each prints its result once: no INFO log line repeats it, and nothing is JSON.
         assert "lexical statistics refitted: 12 products" in first and "statistics refitted  documents=" not in first
-        assert "schema migrated (applied now: 001_products.sql," in first
+        assert "schema migrated (applied now: 000_baseline.sql)" in first
         assert not [line for line in first.splitlines() if line.startswith("{")]
         assert "warning productsearch.catalog: skipping bad catalog row  line=14 reason=" in first
         service_lines = stack.log_path("pelican").read_text().splitlines()

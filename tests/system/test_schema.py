@@ -33,7 +33,7 @@ def test_migration_is_safe_twice_and_from_two_processes_at_once(stack, fresh_dat
     outputs = [p.communicate(timeout=120) for p in racers]
     assert [p.returncode for p in racers] == [0, 0], outputs
     applied = sorted(out for out, _ in outputs)
-    assert "nothing to apply" in applied[1] and "schema migrated (applied now: 001_products.sql" in applied[0], applied
+    assert "nothing to apply" in applied[1] and f"schema migrated (applied now: {db.BASELINE}" in applied[0], applied
     again = subprocess.run([sys.executable, "-m", "pelican", "migrate"], env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "schema up to date (nothing to apply)" in again.stdout
     with psycopg.connect(fresh_database) as conn:
@@ -102,7 +102,7 @@ def test_pelican_exits_cleanly_on_sigterm(parts, stack):
     assert "pelican stopped" in stack.log_path(name).read_text()
 
 
-# -- row versions (003_row_versions.sql) --------------------------------------------------
+# -- row versions (current.sql: product_next_version) --------------------------------------------------
 # Versions are microseconds on the database's clock; any value stamped today is above this.
 CLOCK_FLOOR = 1_600_000_000 * 1_000_000
 
@@ -169,59 +169,6 @@ def test_key_changes_and_truncate_record_deletions_above_the_rows_versions(parts
     rows = parts.conn.execute("SELECT product_id, operation, version FROM product_changes").fetchall()
     assert {r["product_id"] for r in rows} == set(versions) and {r["operation"] for r in rows} == {"truncate"}
     assert all(r["version"] > versions[r["product_id"]] for r in rows)
-
-
-def test_migration_upgrades_a_database_with_rows_and_reruns_harmlessly(parts, stack, fresh_database):
-    from pelican.outbox import ship_batch
-
-    # A database from before row versions: the earlier files applied, rows and pending changes in it.
-    earlier = [(name, sql) for name, sql in db.migration_files() if name < "003"]
-    with psycopg.connect(fresh_database, autocommit=True) as conn:
-        conn.execute("CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
-        for name, sql in earlier:
-            conn.execute(sql)
-            conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
-        conn.execute("INSERT INTO products (name, sku, description, price) VALUES ('Old A', 'OLD-A', 'first', 1), ('Old B', 'OLD-B', 'second', 2)")
-        conn.execute("UPDATE products SET description = 'first, edited' WHERE sku = 'OLD-A'")
-
-    assert db.migrate(fresh_database) == [name for name, _ in db.migration_files() if name >= "003"]
-    upgraded = db.connect(fresh_database, autocommit=True)
-    try:
-        rows = {r["sku"]: r for r in upgraded.execute("SELECT id, sku, version FROM products")}
-        assert {r["version"] for r in rows.values()} == {0}
-        pending = upgraded.execute("SELECT id, product_id, version FROM product_changes ORDER BY id").fetchall()
-        assert [r["version"] for r in pending] == [None, None, None]
-
-        # Pending pre-migration changes ship at their change ids, the versions the index knows
-        # these states by; shipping the row's 0 would be refused as older.
-        queue = stack.env()["SQS_QUEUE_URL"]
-        ship_batch(upgraded, parts.sqs, queue, claim_limit=100, changes_per_message=10)
-        shipped = {c["id"]: c["v"] for body in parts.drain_queue(queue) for c in body["changes"]}
-        a, b = rows["OLD-A"]["id"], rows["OLD-B"]["id"]
-        assert shipped == {a: pending[-1]["id"], b: pending[1]["id"]}
-
-        # The files are idempotent: applying 003 and every later file again, twice, changes
-        # nothing and stamps once. (Later files redefine what 003 defines, so 003 alone
-        # over them would not be "over itself".)
-        for _ in range(2):
-            for name, sql in db.migration_files():
-                if name >= "003":
-                    upgraded.execute(sql)
-        stamps = upgraded.execute("SELECT count(*) AS n FROM pg_trigger WHERE tgname = 'products_stamp_version'").fetchone()["n"]
-        assert stamps == 1
-        assert {r["version"] for r in upgraded.execute("SELECT version FROM products")} == {0}
-
-        # The first edit after the upgrade gets a clock version, far above any change id;
-        # a deletion of a row still at 0 records one too.
-        upgraded.execute("UPDATE products SET price = 3 WHERE id = %s", (a,))
-        edited = upgraded.execute("SELECT version FROM products WHERE id = %s", (a,)).fetchone()["version"]
-        assert edited > CLOCK_FLOOR
-        upgraded.execute("DELETE FROM products WHERE id = %s", (b,))
-        captured_now = upgraded.execute("SELECT product_id, operation, version FROM product_changes ORDER BY id").fetchall()
-        assert [(r["product_id"], r["operation"]) for r in captured_now] == [(a, "update"), (b, "delete")]
-        assert captured_now[0]["version"] == edited and captured_now[1]["version"] > CLOCK_FLOOR
-    finally:
-        upgraded.close()
 
 
 # -- one-time migrations frozen, current definitions in one file ----------------------------
@@ -360,18 +307,113 @@ def test_a_fresh_database_gets_the_golden_functions_and_triggers(fresh_database)
     assert_capture_works(fresh_database)
 
 
-def test_a_database_migrated_before_current_sql_ends_as_a_fresh_install(fresh_database):
-    """A database that applied every one-time migration under the runner that knew no
-    current.sql: the next migrate applies no numbered file, re-applies current.sql, and
-    leaves the functions and triggers of a fresh install; capture works throughout."""
+def as_before_the_baseline(url: str, applied: tuple[str, ...]) -> None:
+    """Makes a migrated database's schema_migrations read as the files BASELINE replaces
+    left it: `applied` listed, BASELINE not. Its tables are already theirs:
+    golden/schema.out was written from a database those files migrated."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DELETE FROM schema_migrations")
+        for name in applied:
+            conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+
+
+def applied_names(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+
+
+def test_a_database_that_applied_every_replaced_file_keeps_its_rows_and_ends_as_a_fresh_install(stack, parts, fresh_database):
+    """Such a database records the baseline without running it (its CREATE TABLEs would
+    fail over the tables there), keeps its rows and pending changes, ends with the
+    catalog of a fresh install, and captures as before. A change captured before rows
+    had versions still ships, at its change id."""
+    from pelican.outbox import ship_batch
+
+    assert db.migrate(fresh_database) == [db.BASELINE]
     with psycopg.connect(fresh_database, autocommit=True) as conn:
-        conn.execute("CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
-        with conn.transaction():
-            for name, sql in db.migration_files():
-                conn.execute(sql)
-                conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
-    assert_capture_works(fresh_database)
+        a = conn.execute("INSERT INTO products (name, sku, price) VALUES ('Old A', 'OLD-A', 1), ('Old B', 'OLD-B', 2) "
+                         "RETURNING id").fetchone()[0]
+        conn.execute("DELETE FROM product_changes")
+        unversioned = conn.execute("INSERT INTO product_changes (product_id, operation) VALUES (%s, 'update') "
+                                   "RETURNING id", (a,)).fetchone()[0]
+        conn.execute("UPDATE products SET version = 0 WHERE id = %s", (a,))
+    as_before_the_baseline(fresh_database, db.BASELINE_REPLACES)
 
     assert db.migrate(fresh_database) == []
+    assert applied_names(fresh_database) == {db.BASELINE, *db.BASELINE_REPLACES}
     assert_matches_golden(fresh_database)
+    assert db.migrate(fresh_database) == [] and len(applied_names(fresh_database)) == len(db.BASELINE_REPLACES) + 1
+
+    upgraded = db.connect(fresh_database, autocommit=True)
+    try:
+        assert {r["sku"] for r in upgraded.execute("SELECT sku FROM products")} == {"OLD-A", "OLD-B"}
+        queue = stack.env()["SQS_QUEUE_URL"]
+        ship_batch(upgraded, parts.sqs, queue, claim_limit=100, changes_per_message=10)
+        assert {c["id"]: c["v"] for body in parts.drain_queue(queue) for c in body["changes"]} == {a: unversioned}
+        upgraded.execute("UPDATE products SET price = 3 WHERE id = %s", (a,))
+        assert upgraded.execute("SELECT version FROM products WHERE id = %s", (a,)).fetchone()["version"] > CLOCK_FLOOR
+    finally:
+        upgraded.close()
     assert_capture_works(fresh_database)
+
+
+def test_a_database_that_applied_only_some_replaced_files_is_refused_unchanged(stack, fresh_database):
+    """The baseline cannot run over the tables such a database holds, and the files that
+    would finish it are gone: `pelican migrate` says which are missing and which
+    version applies them, and changes nothing."""
+    db.migrate(fresh_database)
+    some = db.BASELINE_REPLACES[:9]
+    as_before_the_baseline(fresh_database, some)
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute("ALTER TABLE products DROP CONSTRAINT products_sku_nfc")  # as before 010
+
+    refused = subprocess.run([sys.executable, "-m", "pelican", "migrate"], env={**stack.app_env(), "DATABASE_URL": fresh_database},
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    missing = ", ".join(db.BASELINE_REPLACES[9:])
+    assert f"not {missing}" in refused.stderr and db.BASELINE_PREDECESSOR in refused.stderr
+    assert "nothing was applied" in refused.stderr
+    assert applied_names(fresh_database) == set(some)
+    with psycopg.connect(fresh_database) as conn:
+        assert not conn.execute("SELECT 1 FROM pg_constraint WHERE conname = 'products_sku_nfc'").fetchone()
+
+
+REFUSING_MIGRATION = """
+DO $$
+BEGIN
+    RAISE WARNING '% product(s) checked', (SELECT count(*) FROM products);
+    IF EXISTS (SELECT 1 FROM products WHERE sku LIKE 'BAD-%') THEN
+        RAISE EXCEPTION 'products with a BAD- SKU: %', (SELECT string_agg(id::text, ', ') FROM products WHERE sku LIKE 'BAD-%')
+            USING HINT = 'rename them, then run the migration again';
+    END IF;
+END;
+$$;
+"""
+
+
+def test_a_migration_that_refuses_the_data_names_itself_and_applies_nothing(fresh_database, tmp_path, monkeypatch, caplog):
+    """What the runner promises a one-time migration that checks the rows it finds: its
+    RAISE WARNING reaches the operator's log, and its RAISE EXCEPTION (with the HINT)
+    becomes MigrationRefused naming the file, with nothing of that run applied."""
+    db.migrate(fresh_database)
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        bad = conn.execute("INSERT INTO products (name, sku, price) VALUES ('x', 'BAD-1', 1) RETURNING id").fetchone()[0]
+    schema = tmp_path / "schema"
+    schema.mkdir()
+    for name in (db.BASELINE, db.CURRENT_DEFINITIONS):
+        (schema / name).write_text((resources.files("productsearch") / "schema" / name).read_text())
+    (schema / "014_check_skus.sql").write_text(REFUSING_MIGRATION)
+    monkeypatch.setattr(db, "_schema_dir", lambda: schema)
+
+    with pytest.raises(db.MigrationRefused) as refused:
+        db.migrate(fresh_database)
+    assert str(refused.value) == (f"014_check_skus.sql: products with a BAD- SKU: {bad} "
+                                  "(rename them, then run the migration again)")
+    assert "014_check_skus.sql" not in applied_names(fresh_database)
+
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute("UPDATE products SET sku = 'GOOD-1' WHERE id = %s", (bad,))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="productsearch.db"):
+        assert db.migrate(fresh_database) == ["014_check_skus.sql"]
+    assert [r.notice for r in caplog.records if r.getMessage() == "migration notice"] == ["1 product(s) checked"]

@@ -75,7 +75,7 @@ def oldest_change_age(conn: psycopg.Connection) -> float | None:
     return None if row is None else max(0.0, row["age_s"])
 
 
-# schema/012_vacuum_horizon.sql: a SECURITY DEFINER function, so the app roles read
+# vacuum_horizon() (schema/current.sql): a SECURITY DEFINER function, so the app roles read
 # two numbers about other sessions without pg_monitor.
 VACUUM_HORIZON_SQL = "SELECT oldest_transaction_age_s, outbox_dead_tuples FROM vacuum_horizon()"
 

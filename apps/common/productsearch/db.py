@@ -371,6 +371,19 @@ class MigrationRefused(RuntimeError):
 
 # The numbered, one-time migrations: NNN_name.sql, each applied once, in name order.
 ONE_TIME_MIGRATION = re.compile(r"^\d{3}_\w+\.sql$")
+# The first one-time migration creates the tables as they now stand, in place of the
+# files that built them up step by step. A database that applied all of those records
+# it as applied without running it (schema/README.md).
+BASELINE = "000_baseline.sql"
+BASELINE_REPLACES = (
+    "001_products.sql", "002_finite_prices.sql", "003_row_versions.sql", "004_capture_as_owner.sql",
+    "005_capture_without_notify.sql", "006_lexical_statistics.sql", "007_serving_index.sql",
+    "008_drop_unused_outbox_index.sql", "009_capture_updates_before_row.sql", "010_sku_normal_form.sql",
+    "011_outbox_autovacuum.sql", "012_vacuum_horizon.sql", "013_serving_host_path.sql",
+)
+# The last commit whose schema/ still holds the files BASELINE replaces: a database that
+# applied only some of them finishes them with that version's `pelican migrate` first.
+BASELINE_PREDECESSOR = "29ae2ce380a24365f2b4854939f13ca72fd39d5b"
 # The current definition of every function and trigger, re-applied by every migrate.
 CURRENT_DEFINITIONS = "current.sql"
 
@@ -396,6 +409,22 @@ def current_definitions() -> str:
     return (_schema_dir() / CURRENT_DEFINITIONS).read_text()
 
 
+def _baseline_already_built(done: set[str]) -> bool:
+    """Whether a database whose schema_migrations lists `done` holds what BASELINE
+    creates because it applied every file BASELINE replaces. Raises MigrationRefused
+    when it applied only some of them: BASELINE cannot run over their tables, and the
+    files that would finish them are no longer here."""
+    if BASELINE in done or not done & set(BASELINE_REPLACES):
+        return False
+    missing = [name for name in BASELINE_REPLACES if name not in done]
+    if missing:
+        raise MigrationRefused(
+            f"{BASELINE}: this database applied only some of the migrations {BASELINE} replaces "
+            f"(not {', '.join(missing)}); run `pelican migrate` of commit {BASELINE_PREDECESSOR} "
+            "first, which applies them, then this version's")
+    return True
+
+
 def migrate(database: DatabaseSettings | str) -> list[str]:
     """Applies the one-time migrations not yet applied, in order, then re-applies
     schema/current.sql (the current functions and triggers), all in one transaction:
@@ -405,11 +434,12 @@ def migrate(database: DatabaseSettings | str) -> list[str]:
     migrations applied by this call (current.sql, applied every time, is not listed).
     Runs without statement_timeout: building an index or waiting for another
     migration's lock may take minutes. Raises MigrationRefused when a file refuses the
-    data it finds (then nothing of this call is applied)."""
+    data it finds, or when the database applied only some of the files BASELINE
+    replaces (then nothing of this call is applied)."""
     applied_now = []
     with connect(database, application_name="migrate", statement_timeout=False) as conn:
-        # A migration reports what it did to existing rows with RAISE WARNING (e.g. 002's
-        # quarantined prices): the operator running it must see that, not only the server log.
+        # A migration reports what it did to existing rows with RAISE WARNING (e.g. rows
+        # it repaired): the operator running it must see that, not only the server log.
         conn.add_notice_handler(lambda notice: notice.severity_nonlocalized == "WARNING" and log.warning(
             "migration notice", extra={"severity": notice.severity_nonlocalized, "notice": notice.message_primary}))
         with conn.transaction():
@@ -418,6 +448,10 @@ def migrate(database: DatabaseSettings | str) -> list[str]:
                 "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
             )
             done = {row["name"] for row in conn.execute("SELECT name FROM schema_migrations")}
+            if _baseline_already_built(done):
+                conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (BASELINE,))
+                done.add(BASELINE)
+                log.info("baseline recorded: this database applied every file it replaces", extra={"baseline": BASELINE})
             pending = [(name, sql) for name, sql in migration_files() if name not in done]
             for name, sql in [*pending, (CURRENT_DEFINITIONS, current_definitions())]:
                 try:

@@ -191,8 +191,8 @@ def metadata(product: dict[str, Any], version: int, template: str) -> dict[str, 
     vector without running the model, and reconcile can tell a stale text.
 
     Raises UnindexableProduct when the price is not a finite, non-negative number:
-    the schema refuses such prices (migration 002), so this only meets a row from a
-    database restored from before it, or a malformed job; a vector stored without a
+    the schema refuses such prices (products_price_finite), so this only meets a row
+    from a database restored from before that rule, or a malformed job; a vector stored without a
     usable price would break every search that returns it."""
     price = finite_price(product["price"])
     if price is None:

@@ -2,7 +2,7 @@
 never let older state overwrite newer, with retries on 429/5xx/timeouts.
 
 Versions: each record's metadata holds the version of the row state it reflects
-(products.version, a hybrid clock the database stamps: schema/003_row_versions.sql).
+(products.version, a hybrid clock the database stamps: schema/current.sql).
 Deletions leave a tombstone (the deletion's version) in a side namespace
 that queries never read, so a late, older upsert of a deleted row is refused too.
 

@@ -7,7 +7,7 @@ While PINECONE_NEXT_HOST is configured (data/'s pineconeNextIndexName):
   serving index (PINECONE_HOST) and to the next one, so the normal pipeline builds
   the next index and keeps both current;
 - the frontend searches through a ServingIndex: whichever of its configured hosts
-  the serving_index row names (schema/007_serving_index.sql), re-read every few seconds,
+  the serving_index row names (schema/000_baseline.sql), re-read every few seconds,
   so `pelican migrate-index` switches it by writing that row, without a redeploy.
 
 Index hosts come only from configuration (IndexSettings): a row naming any other host

@@ -15,7 +15,7 @@ two). Each term becomes a sparse index by a stable 32-bit hash (term_id), so no
 vocabulary is kept anywhere and a vector written before a refit stays valid after it.
 
 The statistics (N documents, average length, and each term's document frequency)
-live in Postgres (schema/006_lexical_statistics.sql), fitted from the table by refit().
+live in Postgres (schema/000_baseline.sql), fitted from the table by refit().
 Between refits they drift a little from the table; nothing breaks: a term no fit has
 seen (a product added since, its new SKU) gets the highest idf, so it is found.
 """

@@ -34,7 +34,7 @@ CONTENT_COLUMNS = ("name", "sku", "description", "price", "category")
 ROW_COLUMNS = (KEY, *CONTENT_COLUMNS)
 
 # A product as the outbox ships it: its content plus the version the row's triggers
-# stamped (schema/003's clock, schema/009's triggers) and when it last changed.
+# stamped (schema/current.sql) and when it last changed.
 SHIPPED_COLUMNS = (*ROW_COLUMNS, "updated_at", "version")
 
 # The unique key the catalog loader upserts by.
@@ -44,7 +44,7 @@ NATURAL_KEY = "sku"
 # not NFKC: canonical equivalents (a precomposed "é" and "e" + U+0301) are one key,
 # while compatibility variants (full-width letters) stay what was typed; search
 # matches those through lexical.match_form. The database refuses any other form
-# (schema/010_sku_normal_form.sql), so no writer can bypass it.
+# (products_sku_nfc in schema/000_baseline.sql), so no writer can bypass it.
 SKU_NORMAL_FORM = "NFC"
 
 

@@ -10,7 +10,7 @@ the operator task, so no app role needs INSERT on the outbox, DDL, or the
 bookkeeping tables (schema_migrations, backfill_progress, product_price_quarantine).
 
 The frontend's edits fire the capture trigger, which inserts into product_changes: the
-capture functions run as their owner (schema/004_capture_as_owner.sql), so the frontend's
+capture functions run as their owner (schema/current.sql), so the frontend's
 role needs no INSERT there.
 
 grant_roles converges: it creates a missing role, sets each role's password from its
@@ -65,7 +65,7 @@ GRANTS: dict[str, tuple[str, ...]] = {
         "GRANT SELECT ON {schema}.product_changes TO {role}",
         # Keyword and hybrid search weight a query's terms by the last fit (lexical.query_statistics).
         "GRANT SELECT ON {schema}.lexical_corpus, {schema}.lexical_terms TO {role}",
-        # Which index serves (schema/007_serving_index.sql); only migrate-index, as the
+        # Which index serves (schema/000_baseline.sql); only migrate-index, as the
         # administrator, writes it.
         "GRANT SELECT ON {schema}.serving_index TO {role}",
         # The status panel's oldest transaction and outbox dead tuples (schema/012).

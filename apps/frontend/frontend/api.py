@@ -284,7 +284,7 @@ class Routes:
         except editing.InvalidEdit as exc:
             raise ApiError(400, str(exc)) from None
         except UnindexableProduct as exc:
-            # The stored row cannot be indexed (a NaN price from before migration 002) and the
+            # The stored row cannot be indexed (a NaN price from before the schema refused it) and the
             # edit leaves that value alone: a row fault the editor can fix, not a failed part.
             raise ApiError(400, f"{exc}; give a valid price in the same edit (nothing was saved)") from None
         except Exception as exc:

@@ -63,7 +63,7 @@ def ship_batch(conn: psycopg.Connection, sqs, queue_url: str, *, claim_limit: in
             return ShipResult(0, 0, 0)
         newest: dict[int, int] = {}
         for row in claimed:
-            # Rows captured before migration 003 carry no version: their id was their version.
+            # Rows captured before rows had versions carry none: their id was their version.
             captured = row["version"] if row["version"] is not None else row["id"]
             newest[row["product_id"]] = max(newest.get(row["product_id"], 0), captured)
         # One statement reads each row's state and its version together.
@@ -123,7 +123,7 @@ def shipped_change(product_id: int, newest_captured: int, row: dict | None) -> C
     row is gone, a deletion at `newest_captured` (the greatest version among its claimed
     change rows, which for a delete outranks the row's last state).
 
-    A row still at version 0 has not been written since migration 003, so the change
+    A row still at version 0 has not been written since rows had versions, so the change
     ids it was captured under are the versions an existing index knows its state by;
     shipping it at 0 would be refused as older than that same state."""
     if row is None:

@@ -4,17 +4,15 @@
 -- `pelican migrate` (productsearch.db.migrate), in the same transaction, after the
 -- numbered files not yet applied. So it always meets the newest tables, and a change
 -- to a function or trigger is an edit here, not a new numbered file that restates it.
--- The numbered files that defined these objects earlier (001, 003, 004, 005, 009,
--- 012) are history: they still run, once, on a database that has not applied them.
 --
 -- Every statement replaces in place (CREATE OR REPLACE), so the file may run again
 -- over itself. CREATE OR REPLACE TRIGGER (PostgreSQL 14+) takes a SHARE ROW EXCLUSIVE
 -- lock on products until the migration commits: writers wait for it, readers do not.
 -- What this file no longer defines is not removed by it: a numbered file drops it.
 --
--- tests/system/golden/functions_and_triggers.sql holds what the catalog reports for
--- these objects (pg_get_functiondef, pg_get_triggerdef) after a migration; a change
--- here changes that file in the same commit.
+-- tests/system/golden/schema.out holds what the catalog reports for these objects
+-- (pg_get_functiondef, pg_get_triggerdef) after a migration; a change here changes
+-- that file in the same commit.
 
 -- The row version's hybrid clock: microseconds since the Unix epoch, or the previous
 -- version + 1, whichever is greater. Real time moves forward across restores even when
