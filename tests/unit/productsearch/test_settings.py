@@ -1,5 +1,6 @@
 import pytest
 
+from emu.config import EmuSettings
 from pelican.config import PelicanSettings
 from productsearch.settings import (ConfigError, DatabaseSettings, DatabaseTimeouts, EmbeddingSettings, IndexSettings,
                                     QueueSettings)
@@ -44,6 +45,19 @@ def test_index_settings_require_the_key_and_add_https_to_a_bare_host():
         IndexSettings.from_env({"PINECONE_HOST": "idx.svc.pinecone.io"})
     s = IndexSettings.from_env({"PINECONE_HOST": "idx.svc.pinecone.io", "PINECONE_API_KEY": "k"})
     assert s.host == "https://idx.svc.pinecone.io" and s.tombstone_namespace == "products-deleted"
+
+
+@pytest.mark.parametrize("settings, env, expected", [
+    (EmuSettings, {"EMU_VISIBILITY_TIMEOUT_SECONDS": "600", "EMU_STOP_TIMEOUT_SECONDS": "90"},
+     {"visibility_timeout_seconds": 600, "stop_timeout_seconds": 90.0}),
+    (PelicanSettings, {"CLOUDWATCH_NAMESPACE": "ProductSearch", "DEPLOYMENT_NAME": "prod"},
+     {"cloudwatch_namespace": "ProductSearch", "deployment_name": "prod"}),
+])
+def test_the_deployments_variables_set_their_fields_and_no_option_does(settings, env, expected):
+    s = settings.from_env(env)
+    assert {field: getattr(s, field) for field in expected} == expected
+    with pytest.raises(ConfigError, match="is not an option"):
+        settings.parse([f"--{next(iter(expected)).replace('_', '-')}", "1"])
 
 
 def test_pelican_settings_bounds():
