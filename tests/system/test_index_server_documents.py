@@ -14,18 +14,14 @@ from pinecone import Pinecone, SchemaBuilder
 from pinecone.errors import ForbiddenError, NotFoundError
 from pinecone.exceptions import PineconeApiException
 
-from tests.system.test_index_server import API_KEY, ServerProcess
+from tests.system.test_index_server import API_KEY, ServerProcess, server_fixture
 
 pytestmark = pytest.mark.timeout(120)
 
 DIM = 4
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("docindex") / "data").start()
-    yield srv
-    srv.stop()
+server = server_fixture("docindex")
 
 
 @pytest.fixture(scope="module")
