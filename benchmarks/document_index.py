@@ -50,6 +50,7 @@ from benchmarks.cli import say
 from benchmarks.metrics import evaluate
 from benchmarks.pipeline import REPO
 from devstack.waiting import wait_until
+from productsearch.fusion import Scored, score_fusion
 
 NAMESPACE = "corpus"
 INDEXES = {"documents_sparse": "beir-documents-sparse", "documents_fulltext": "beir-documents-fulltext"}
@@ -149,7 +150,7 @@ def schema(setup: str, dimension: int) -> dict:
     return {"fields": fields}
 
 
-Ranking = Sequence[tuple[str, float]]  # (id, score), best first
+Ranking = Sequence[Scored]  # a search's matches, best first
 
 
 def rrf(rankings: Sequence[Sequence[str]], k: float = RRF_K, weights: Sequence[float] | None = None) -> list[str]:
@@ -169,29 +170,18 @@ def rrf(rankings: Sequence[Sequence[str]], k: float = RRF_K, weights: Sequence[f
     return sorted(scores, key=lambda d: -scores[d])
 
 
-def score_fusion(dense: Ranking, keyword: Ranking, alpha: float) -> list[str]:
-    """The apps' hybrid fusion on a document index (productsearch.fusion.score_fusion)
-    of two (id, score) rankings: ids best first."""
-    from productsearch.fusion import score_fusion as fuse
-    from productsearch.index_apis import Hit
-
-    def hits(ranking: Ranking) -> list[Hit]:
-        return [Hit(doc_id, score, {}) for doc_id, score in ranking]
-
-    return [m.id for m in fuse(hits(dense), hits(keyword), alpha)]
-
-
 def fusions() -> dict[str, list[tuple[dict, Callable[[Ranking, Ranking], list[str]]]]]:
     """{method: [(its parameters, fuse(dense, keyword) -> ids best first)]}: RRF over the
     k grid, RRF with a weight w on the dense ranking and 1 - w on the keyword one over
-    the k and weight grids, and score fusion over the alpha grid."""
-    ids = lambda ranking: [d for d, _ in ranking]
+    the k and weight grids, and the apps' score fusion (productsearch.fusion) over the
+    alpha grid."""
+    ids = lambda ranking: [m.id for m in ranking]
     return {
         "rrf": [({"k": k}, lambda d, kw, k=k: rrf([ids(kw), ids(d)], k)) for k in RRF_KS],
         "weighted_rrf": [({"k": k, "dense_weight": w},
                           lambda d, kw, k=k, w=w: rrf([ids(kw), ids(d)], k, [1.0 - w, w]))
                          for k in RRF_KS for w in WEIGHTS],
-        "score_fusion": [({"alpha": a}, lambda d, kw, a=a: score_fusion(d, kw, a)) for a in ALPHAS],
+        "score_fusion": [({"alpha": a}, lambda d, kw, a=a: ids(score_fusion(d, kw, a))) for a in ALPHAS],
     }
 
 
@@ -355,11 +345,11 @@ def main(argv=None) -> int:
                         else:
                             clause = {"type": "text", "fields": ["text", "sku"], "query": q["text"][i]}
                         found = index.documents.search(namespace=NAMESPACE, top_k=TOP_K, score_by=[clause])
-                        searched[split][mode][qid] = [(m.id, m.score) for m in found.matches]
+                        searched[split][mode][qid] = list(found.matches)
                     ops[mode] = _stats(url, "documents_search")
                 if split != args.split:
                     continue
-                ids = lambda runs: {k: [d for d, _ in v] for k, v in runs.items()}
+                ids = lambda runs: {k: [m.id for m in v] for k, v in runs.items()}
                 setup["semantic"] = _mode(ids(searched[split]["dense"]), qrels[split], ops["dense"], test_queries)
                 setup["keyword"] = _mode(ids(searched[split]["keyword"]), qrels[split], ops["keyword"], test_queries)
                 both = {k: ops["dense"].get(k, 0) + ops["keyword"].get(k, 0) for k in ("requests", "read_units")}
@@ -371,7 +361,7 @@ def main(argv=None) -> int:
                         for qid in qrels[args.split]}
                 reported[method] = {"params": best["params"], f"{args.tune_split}_ndcg@10": best["ndcg@10"],
                                     **_mode(runs, qrels[args.split], both, test_queries)}
-            untuned = {qid: rrf([[d for d, _ in test_keyword.get(qid, [])], [d for d, _ in test_dense.get(qid, [])]])
+            untuned = {qid: rrf([[m.id for m in test_keyword.get(qid, [])], [m.id for m in test_dense.get(qid, [])]])
                        for qid in qrels[args.split]}
             reported["rrf_k60"] = {"params": {"k": RRF_K}, **_mode(untuned, qrels[args.split], both, test_queries)}
             chosen = max(tuned, key=lambda m: tuned[m]["ndcg@10"])

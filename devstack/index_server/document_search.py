@@ -22,7 +22,7 @@ from devstack.index_server.document_store import DocumentIndex, Namespace
 from devstack.index_server.filters import FilterError, compile_filter
 from devstack.index_server.fulltext import QueryError
 from devstack.index_server.limits import MAX_TOP_K
-from devstack.index_server.protocol import bad_request, parse_sparse, parse_values
+from devstack.index_server.protocol import bad_request, check_array, parse_sparse, parse_values
 from devstack.index_server.sparse import SparseVector
 
 # The SDK's documents requests allow 100 clauses per score_by.
@@ -83,12 +83,9 @@ def search(index: DocumentIndex, ns_name: str, body: dict[str, Any]) -> tuple[li
     Raises:
         ApiError: 400 for a bad clause, top_k, include_fields or filter.
     """
-    clauses = body.get("score_by")
-    if not isinstance(clauses, list) or not clauses:
-        raise bad_request("'score_by' must contain at least one scoring method")
-    if len(clauses) > MAX_SCORE_BY_CLAUSES:
-        raise bad_request(f"score_by has {len(clauses)} clauses, which exceeds the limit of "
-                          f"{MAX_SCORE_BY_CLAUSES}")
+    clauses = check_array(body.get("score_by"), MAX_SCORE_BY_CLAUSES,
+                          missing="'score_by' must contain at least one scoring method",
+                          too_many="score_by has {count} clauses, which exceeds the limit of {limit}")
     top_k = body.get("top_k")
     if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= MAX_TOP_K:
         raise bad_request(f"'top_k' must be an integer from 1 to {MAX_TOP_K}, got {top_k!r}")

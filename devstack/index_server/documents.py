@@ -26,6 +26,7 @@ from devstack.index_server.limits import MAX_IDS_PER_REQUEST, MAX_LIST_LIMIT, MA
 from devstack.index_server.protocol import (
     ApiError,
     bad_request,
+    check_array,
     check_id,
     check_length,
     decode_token,
@@ -108,12 +109,10 @@ class DocumentHandlers:
         field is required; values are checked against the schema; the other fields are
         metadata (40 KB at most). ApiError 400 names the first bad document."""
         index = self._index(index_name)
-        raw = body.get("documents")
-        if not isinstance(raw, list) or not raw:
-            raise bad_request("Upsert request must contain a non-empty 'documents' array")
-        if len(raw) > MAX_UPSERT_DOCUMENTS:
-            raise bad_request(f"Upsert request contains {len(raw)} documents, which exceeds the limit of "
-                              f"{MAX_UPSERT_DOCUMENTS} documents per upsert request")
+        raw = check_array(body.get("documents"), MAX_UPSERT_DOCUMENTS,
+                          missing="Upsert request must contain a non-empty 'documents' array",
+                          too_many="Upsert request contains {count} documents, which exceeds the limit of "
+                                   "{limit} documents per upsert request")
         docs = [self._document(index, item, position) for position, item in enumerate(raw)]
         if len({i for i, _d in docs}) != len(docs):
             raise bad_request("Document _id values must be unique within an upsert request")

@@ -132,6 +132,17 @@ def check_length(value: str, what: str, limit: int) -> None:
         )
 
 
+def check_array(value: Any, limit: int, *, missing: str, too_many: str) -> list[Any]:
+    """*value*, checked to be a non-empty array of at most *limit* items. ApiError 400
+    with *missing* when it is not an array or is empty, or with *too_many* (formatted
+    with ``count`` and ``limit``) when it is longer."""
+    if not isinstance(value, list) or not value:
+        raise bad_request(missing)
+    if len(value) > limit:
+        raise bad_request(too_many.format(count=len(value), limit=limit))
+    return value
+
+
 def parse_namespace(value: Any) -> str:
     if value is None:
         return ""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from botocore.exceptions import ClientError
 from devstack import costs
 from devstack.processes import free_port, http_ok, wait_for
 from devstack.stack import DevStack
-from tests.system.test_index_server import ServerProcess, zeroed_stats
+from tests.system.test_index_server import ServerProcess, held_call, zeroed_stats
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -104,26 +103,16 @@ def test_latency_is_added_to_api_requests_but_not_to_the_control_paths(aws, stat
     sqs = aws.client("sqs")
     url = sqs.create_queue(QueueName="costs-latency")["QueueUrl"]
     aws.http("DELETE", "/_stats")
-    assert aws.http("PUT", "/_latency", json={"latency_ms": LATENCY_MS}).json() == {"latency_ms": LATENCY_MS}
-    took: list[float] = []
 
-    def call() -> None:
-        started = time.perf_counter()
-        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
-        took.append(time.perf_counter() - started)
-
-    caller = threading.Thread(target=call)
-    caller.start()
-    try:
+    def control_paths_answer() -> None:
         time.sleep(0.5)  # the call is on its way; the control paths answer while it waits
         assert aws.http("GET", "/_latency").json() == {"latency_ms": LATENCY_MS}
         assert stats()["latency_ms"] == LATENCY_MS
         assert aws.http("GET", "/moto-api/").status_code == 200
-        assert caller.is_alive()
-    finally:
-        aws.http("PUT", "/_latency", json={"latency_ms": 0})
-        caller.join(timeout=60)
-    assert took and took[0] >= LATENCY_MS / 1000
+
+    took = held_call(aws, lambda: sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]), LATENCY_MS,
+                     control_paths_answer)
+    assert took >= LATENCY_MS / 1000
     assert {op: row["requests"] for op, row in stats()["operations"].items()} == {"sqs.GetQueueAttributes": 1}
     refused = aws.http("PUT", "/_latency", json={"latency_ms": "fast"})
     assert refused.status_code == 400 and "latency_ms" in refused.json()["message"]

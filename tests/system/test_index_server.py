@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -131,10 +132,43 @@ def zeroed_stats(server) -> Callable[[], dict]:
     return lambda: server.http("GET", "/_stats").json()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with ServerProcess(tmp_path_factory.mktemp("index") / "data") as srv:
-        yield srv
+def held_call(server, call: Callable[[], object], latency_ms: int, check: Callable[[], None]) -> float:
+    """Runs *call* in a thread while a local server (the index server or the AWS server,
+    both have /_latency) adds *latency_ms* to API requests, runs *check* while the call
+    is held, then sets the latency back to 0. Returns the call's duration in seconds."""
+    assert server.http("PUT", "/_latency", json={"latency_ms": latency_ms}).json() == {"latency_ms": latency_ms}
+    took: list[float] = []
+
+    def timed() -> None:
+        started = time.perf_counter()
+        call()
+        took.append(time.perf_counter() - started)
+
+    caller = threading.Thread(target=timed)
+    caller.start()
+    try:
+        check()
+        assert caller.is_alive()
+    finally:
+        server.http("PUT", "/_latency", json={"latency_ms": 0})
+        caller.join(timeout=60)
+    assert took, "the held call failed"
+    return took[0]
+
+
+def server_fixture(folder: str):
+    """A module-scoped fixture: a local index server on a fresh data directory under
+    a temporary folder named *folder*, stopped after the module."""
+
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory):
+        with ServerProcess(tmp_path_factory.mktemp(folder) / "data") as srv:
+            yield srv
+
+    return server
+
+
+server = server_fixture("index")
 
 
 @pytest.fixture

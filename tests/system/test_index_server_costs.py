@@ -9,7 +9,6 @@ out here by hand for records of a known size.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections import Counter
@@ -17,17 +16,14 @@ from collections import Counter
 import httpx
 import pytest
 
-from tests.system.test_index_server import ServerProcess, vec, zeroed_stats
+from tests.system.test_index_server import ServerProcess, held_call, server_fixture, vec, zeroed_stats
 
 pytestmark = pytest.mark.timeout(120)
 
 LATENCY_MS = 8_000  # long enough that the control calls below finish well within it
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with ServerProcess(tmp_path_factory.mktemp("costs") / "data") as srv:
-        yield srv
+server = server_fixture("costs")
 
 
 @pytest.fixture
@@ -137,17 +133,8 @@ def test_read_and_write_units_follow_pinecone_cost_model(server, stats):
 
 def test_latency_is_added_to_api_requests_but_not_to_the_control_endpoints(server, stats):
     idx = server.index()
-    assert server.http("PUT", "/_latency", json={"latency_ms": LATENCY_MS}).json() == {"latency_ms": LATENCY_MS}
-    took: list[float] = []
 
-    def call() -> None:
-        started = time.perf_counter()
-        idx.describe_index_stats()
-        took.append(time.perf_counter() - started)
-
-    caller = threading.Thread(target=call)
-    caller.start()
-    try:
+    def control_endpoints_answer() -> None:
         # While the API request is held, every control endpoint answers: none waits.
         deadline = time.monotonic() + 5
         while server.http("GET", "/_faults").json()["in_flight_requests"] != 1 and time.monotonic() < deadline:
@@ -156,11 +143,8 @@ def test_latency_is_added_to_api_requests_but_not_to_the_control_endpoints(serve
         assert server.http("GET", "/_latency").json() == {"latency_ms": LATENCY_MS}
         assert stats()["latency_ms"] == LATENCY_MS
         assert server.http("GET", "/_faults").json()["in_flight_requests"] == 1
-        assert caller.is_alive()
-    finally:
-        server.http("PUT", "/_latency", json={"latency_ms": 0})
-        caller.join(timeout=60)
-    assert took and took[0] >= LATENCY_MS / 1000
+
+    assert held_call(server, idx.describe_index_stats, LATENCY_MS, control_endpoints_answer) >= LATENCY_MS / 1000
     # The control calls were not counted; the held request was.
     assert {op: row["requests"] for op, row in stats()["operations"].items()} == {"describe_index_stats": 1}
 

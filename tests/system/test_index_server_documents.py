@@ -14,18 +14,14 @@ from pinecone import Pinecone, SchemaBuilder
 from pinecone.errors import ForbiddenError, NotFoundError
 from pinecone.exceptions import PineconeApiException
 
-from tests.system.test_index_server import API_KEY, ServerProcess
+from tests.system.test_index_server import API_KEY, ServerProcess, server_fixture
 
 pytestmark = pytest.mark.timeout(120)
 
 DIM = 4
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("docindex") / "data").start()
-    yield srv
-    srv.stop()
+server = server_fixture("docindex")
 
 
 @pytest.fixture(scope="module")
@@ -335,6 +331,10 @@ def test_bad_requests_are_400s_that_name_the_problem(server, docindex, ns):
     base = f"/document-indexes/products-docs/namespaces/{ns}/documents"
     cases = [
         ("search", {"score_by": ["text"], "top_k": 3}, "score_by"),
+        ("search", {"score_by": [], "top_k": 3}, "'score_by' must contain at least one scoring method"),
+        ("search", {"score_by": [{"type": "text", "fields": ["text"], "query": "x"}] * 101, "top_k": 3},
+         "score_by has 101 clauses, which exceeds the limit of 100"),
+        ("upsert", {"documents": []}, "non-empty 'documents' array"),
         ("search", {"score_by": [{"type": "text", "query": "x", "fields": [["text"]]}], "top_k": 3}, "fields"),
         ("search", {"score_by": [{"type": "sparse_vector", "field": "keywords"}], "top_k": 3}, "sparse_values"),
         ("search", {"score_by": [{"type": "dense_vector", "field": "text", "values": [1, 0, 0, 0]}], "top_k": 3},

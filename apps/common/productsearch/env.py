@@ -18,7 +18,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from pydantic import ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
@@ -216,3 +216,23 @@ class Tuning(BaseSettings):
         parser = argparse.ArgumentParser()
         options = cls.add_options(parser)
         return cls.build(options, parser.parse_args(argv), **given)
+
+
+class EnvTuning(Tuning):
+    """Tuning where a few fields follow from the deployment: each field named in
+    ENV_FIELDS (declared CliSuppress, so no option sets it) comes from its variable of
+    ENV_SECTIONS instead."""
+
+    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = ()
+    ENV_FIELDS: ClassVar[Mapping[str, str]] = {}  # {field: its variable}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ, options: CliSettingsSource | None = None,
+                 args: Any = None, **tuning: Any) -> Self:
+        """The ENV_FIELDS from `env`, the rest from `tuning` and the command line
+        (`options` from add_options, `args` parsed). Raises ConfigError naming the
+        variable or option that is malformed."""
+        read: dict[str, Any] = {}
+        for section in cls.ENV_SECTIONS:
+            read.update(section.read(env).model_dump())
+        return cls.build(options, args, **{field: read[var] for field, var in cls.ENV_FIELDS.items()}, **tuning)

@@ -266,6 +266,15 @@ class ProductSearch:
         self.embedder, self.index, self.pool = embedder, index, pool
         self.alpha, self.normalisation = alpha, normalisation
 
+    @property
+    def explains_in_search(self) -> bool:
+        """Whether search_ranked(explain=True) takes the score parts from the search
+        itself, at no extra cost: True on a document index, whose keyword score is
+        Pinecone's BM25 that no record holds, so only its search can give it. False on
+        a legacy index, where explaining recomputes the parts from a fetch of the
+        records (explain), so a caller showing a page explains only that page's."""
+        return not self.index.needs_sparse
+
     def query_sparse(self, text: str) -> SparseVector:
         """The query's BM25 vector, weighted by the statistics of the last fit."""
         ids = lexical.query_term_ids(text)

@@ -6,14 +6,13 @@ parameters and `emu run` options, which no deployment sets. The shared parts
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import Field
-from pydantic_settings import CliSettingsSource, CliSuppress
+from pydantic_settings import CliSuppress
 
-from productsearch.env import EnvSection, Tuning, Var
+from productsearch.env import EnvSection, EnvTuning, Var
 
 
 class EmuEnv(EnvSection):
@@ -27,11 +26,13 @@ class EmuEnv(EnvSection):
         "the container's stopTimeout, within which emu finishes or hands back its work", minimum=2.0)] = 30.0
 
 
-class EmuSettings(Tuning):
+class EmuSettings(EnvTuning):
     """emu's worker: visibility_timeout_seconds and stop_timeout_seconds from EmuEnv,
     the rest tuning with the bounds and reasons given here."""
 
     ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (EmuEnv,)
+    ENV_FIELDS: ClassVar[Mapping[str, str]] = {"visibility_timeout_seconds": "EMU_VISIBILITY_TIMEOUT_SECONDS",
+                                               "stop_timeout_seconds": "EMU_STOP_TIMEOUT_SECONDS"}
 
     visibility_timeout_seconds: CliSuppress[int] = 300
     stop_timeout_seconds: CliSuppress[float] = 30.0
@@ -60,13 +61,3 @@ class EmuSettings(Tuning):
     # It must stay far below the visibility timeout, or a request that outlived its
     # message could land after the next writer's.
     index_timeout_seconds: float = Field(10.0, ge=0.1, description="each index request's deadline")
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ, options: CliSettingsSource | None = None,
-                 args: Any = None, **tuning: Any) -> EmuSettings:
-        """The deployment's variables from `env`, the tuning from `tuning` and the
-        command line (`options` from add_options, `args` parsed). Raises ConfigError
-        naming the variable or option that is malformed."""
-        e = EmuEnv.read(env)
-        return cls.build(options, args, visibility_timeout_seconds=e.EMU_VISIBILITY_TIMEOUT_SECONDS,
-                         stop_timeout_seconds=e.EMU_STOP_TIMEOUT_SECONDS, **tuning)

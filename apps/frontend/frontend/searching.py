@@ -67,9 +67,9 @@ def search_page(search, query: str, filters: SearchFilters, page: int, page_size
         raise InvalidSearch(f"only the top {MAX_TOP_K} results can be paged through")
     wanted = offset + page_size + 1
     top_k = min(max(wanted, depth), MAX_TOP_K)
-    # A document index's keyword score is Pinecone's own BM25, which no record holds:
-    # only its search can give it, so there the search itself explains.
-    in_search = explain and not getattr(search.index, "needs_sparse", True)
+    # Explained by the search where that is free; otherwise only the shown page's
+    # records are fetched to explain them.
+    in_search = explain and search.explains_in_search
     ranked = timed_ranked(search, query, top_k, filters, source, mode, explain=in_search)
     results = ranked.results
     shown = results[offset : offset + page_size]
@@ -101,7 +101,7 @@ DOCUMENT_RELEVANCE_FLOORS = {"hybrid": 0.0, "semantic": RELEVANCE_FLOORS["semant
 def relevance_floors(index) -> dict[str, float]:
     """The floors for the index serving now: RELEVANCE_FLOORS, or DOCUMENT_RELEVANCE_FLOORS
     for a document index (one whose records need no sparse vectors)."""
-    return RELEVANCE_FLOORS if getattr(index, "needs_sparse", True) else DOCUMENT_RELEVANCE_FLOORS
+    return RELEVANCE_FLOORS if index.needs_sparse else DOCUMENT_RELEVANCE_FLOORS
 # Price facet ranges in the catalog's currency, [low, high) with None for no bound: the
 # common online-shop steps, spread over the sample catalog's prices ($10 to $1,000).
 PRICE_RANGES: tuple[tuple[float | None, float | None], ...] = (

@@ -6,14 +6,13 @@ productsearch.settings' classes."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import CliSettingsSource, CliSuppress
+from pydantic_settings import CliSuppress
 
-from productsearch.env import EnvSection, Tuning, Var
+from productsearch.env import EnvSection, EnvTuning, Var
 from productsearch.settings import DatabaseTimeouts
 
 
@@ -25,7 +24,7 @@ class PelicanEnv(EnvSection):
     DEPLOYMENT_NAME: Annotated[str, Var("the metric's Deployment dimension")] = "local"
 
 
-class PelicanSettings(Tuning):
+class PelicanSettings(EnvTuning):
     """pelican's loop. With cloudwatch_namespace (CLOUDWATCH_NAMESPACE, unset: no
     metric) pelican puts OldestUnshippedChangeAgeSeconds, dimension Deployment =
     deployment_name (DEPLOYMENT_NAME), at most once per metric_interval_seconds.
@@ -63,6 +62,8 @@ class PelicanSettings(Tuning):
     length (docs/benchmarks.md). database: the connections' timeouts (DatabaseTimeouts)."""
 
     ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (PelicanEnv,)
+    ENV_FIELDS: ClassVar[Mapping[str, str]] = {"cloudwatch_namespace": "CLOUDWATCH_NAMESPACE",
+                                               "deployment_name": "DEPLOYMENT_NAME"}
 
     cloudwatch_namespace: CliSuppress[str | None] = None
     deployment_name: CliSuppress[str] = "local"
@@ -105,13 +106,3 @@ class PelicanSettings(Tuning):
         if busy > poll:
             raise ValueError(f"--busy-poll-interval-seconds ({busy}) must not exceed --poll-interval-seconds ({poll})")
         return self
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ, options: CliSettingsSource | None = None,
-                 args: Any = None, **tuning: Any) -> PelicanSettings:
-        """The metric's variables from `env`, the loop's tuning from `tuning` and the
-        command line (`options` from add_options, `args` parsed). Raises ConfigError
-        naming the variable or option that is malformed."""
-        e = PelicanEnv.read(env)
-        return cls.build(options, args, cloudwatch_namespace=e.CLOUDWATCH_NAMESPACE,
-                         deployment_name=e.DEPLOYMENT_NAME, **tuning)

@@ -1,5 +1,5 @@
 """The client-side fusion of benchmarks/document_index.py: reciprocal rank fusion (plain
-and weighted), score fusion of min-max-normalised scores, and tuning on one split."""
+and weighted) and tuning on one split (the apps' score fusion: tests/unit/productsearch/test_fusion.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ import pytest
 
 from benchmarks import document_index as di
 from benchmarks.metrics import evaluate
+from productsearch.index_apis import Hit
+
+
+def hits(*pairs):
+    return [Hit(id=i, score=s, metadata={}) for i, s in pairs]
 
 
 def test_rrf_sums_reciprocal_ranks():
@@ -34,35 +39,15 @@ def test_rrf_refuses_bad_parameters(kwargs, message):
         di.rrf([["a"], ["b"]], **kwargs)
 
 
-def test_score_fusion_normalises_each_search_before_weighting():
-    # raw BM25 scores dwarf cosine similarities; normalised, the weight decides
-    dense = [("a", 0.9), ("b", 0.5), ("c", 0.1)]
-    keyword = [("c", 40.0), ("b", 30.0), ("a", 0.0)]
-    assert di.score_fusion(dense, keyword, alpha=1.0)[0] == "a"
-    assert di.score_fusion(dense, keyword, alpha=0.0)[0] == "c"
-    # b: 0.5 * 0.5 + 0.5 * 0.75 = 0.625 beats a (0.5) and c (0.5)
-    assert di.score_fusion(dense, keyword, alpha=0.5)[0] == "b"
-
-
-def test_score_fusion_gives_a_missing_id_nothing_and_a_lone_result_full_weight():
-    assert di.score_fusion([("a", 0.3)], [("b", 7.0), ("a", 1.0)], alpha=0.5) == ["a", "b"]
-    assert di.score_fusion([], [("b", 7.0)], alpha=0.5) == ["b"]
-
-
-def test_score_fusion_refuses_alpha_outside_0_1():
-    with pytest.raises(ValueError, match="alpha must be within 0..1"):
-        di.score_fusion([], [], alpha=1.5)
-
-
 def test_tune_picks_the_best_grid_point_per_method():
     # q1's relevant d1 is first by keyword and last by dense; q2's d2 is first by dense
     # and fourth by keyword. Only fusions that lean on keyword's top rank get q1 right
     # while keeping d2 near the top for q2.
     qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}}
-    dense = {"q1": [("x", 0.9), ("y", 0.8), ("z", 0.7), ("d1", 0.1)],
-             "q2": [("d2", 0.9), ("x", 0.5), ("y", 0.4)]}
-    keyword = {"q1": [("d1", 9.0), ("x", 1.0)],
-               "q2": [("x", 9.0), ("y", 8.0), ("z", 7.0), ("d2", 6.0)]}
+    dense = {"q1": hits(("x", 0.9), ("y", 0.8), ("z", 0.7), ("d1", 0.1)),
+             "q2": hits(("d2", 0.9), ("x", 0.5), ("y", 0.4))}
+    keyword = {"q1": hits(("d1", 9.0), ("x", 1.0)),
+               "q2": hits(("x", 9.0), ("y", 8.0), ("z", 7.0), ("d2", 6.0))}
     best = di.tune(dense, keyword, qrels)
     assert set(best) == {"rrf", "weighted_rrf", "score_fusion"}
     for method, found in best.items():

@@ -3,7 +3,10 @@
 import pytest
 
 from productsearch.fusion import score_fusion
+from productsearch.index import ProductIndex
 from productsearch.index_apis import Hit, full_text_query
+from productsearch.search import ProductSearch
+from productsearch.settings import IndexSettings
 
 
 def hits(*pairs):
@@ -27,6 +30,20 @@ def test_fusion_min_max_normalises_each_search_and_weights_them():
     assert [m.id for m in score_fusion(hits(("x", 1.0)), [], 0.45)] == ["x"]
 
 
+def test_normalising_lets_the_weight_decide_between_unlike_scales():
+    # raw BM25 scores dwarf cosine similarities; normalised, the weight decides
+    dense, keyword = hits(("a", 0.9), ("b", 0.5), ("c", 0.1)), hits(("c", 40.0), ("b", 30.0), ("a", 0.0))
+    assert score_fusion(dense, keyword, 1.0)[0].id == "a"
+    assert score_fusion(dense, keyword, 0.0)[0].id == "c"
+    # b: 0.5 * 0.5 + 0.5 * 0.75 = 0.625 beats a (0.5) and c (0.5)
+    assert score_fusion(dense, keyword, 0.5)[0].id == "b"
+
+
+def test_a_missing_id_gets_nothing_and_a_lone_result_full_weight():
+    assert [m.id for m in score_fusion(hits(("a", 0.3)), hits(("b", 7.0), ("a", 1.0)), 0.5)] == ["a", "b"]
+    assert [m.id for m in score_fusion([], hits(("b", 7.0)), 0.5)] == ["b"]
+
+
 def test_alpha_outside_zero_to_one_is_refused():
     with pytest.raises(ValueError, match="alpha"):
         score_fusion([], [], 1.5)
@@ -41,3 +58,10 @@ def test_alpha_outside_zero_to_one_is_refused():
 ])
 def test_full_text_query_is_plain_words(text, query):
     assert full_text_query(text) == query
+
+
+@pytest.mark.parametrize(("api", "in_search"), [("documents", True), ("vectors", False)])
+def test_only_a_document_index_explains_in_its_search(api, in_search):
+    settings = IndexSettings.from_env({"PINECONE_HOST": "idx.svc.pinecone.io", "PINECONE_API_KEY": "k",
+                                       "PINECONE_INDEX_API": api})
+    assert ProductSearch(None, ProductIndex(settings), None).explains_in_search is in_search

@@ -1,5 +1,6 @@
 import pytest
 
+from emu.config import EmuSettings
 from pelican.config import PelicanSettings
 from productsearch.settings import (ConfigError, DatabaseSettings, DatabaseTimeouts, EmbeddingSettings, IndexSettings,
                                     QueueSettings)
@@ -11,16 +12,21 @@ def test_database_from_pg_variables_quotes_credentials_and_defaults_to_verified_
     assert "p%40ss" not in s.redacted()
 
 
-@pytest.mark.parametrize("env, name", [
-    ({}, "PGHOST"),
-    ({"PGHOST": "h", "PGUSER": "u"}, "PGPASSWORD"),
-    ({"PGHOST": "h", "PGUSER": "u", "PGPASSWORD": "p", "PGPORT": "abc"}, "PGPORT"),
-    ({"PGHOST": "h", "PGUSER": "u", "PGPASSWORD": "p", "PGSSLMODE": "sometimes"}, "PGSSLMODE"),
-    ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+@pytest.mark.parametrize("settings, env, name", [
+    (DatabaseSettings, {}, "PGHOST"),
+    (DatabaseSettings, {"PGHOST": "h", "PGUSER": "u"}, "PGPASSWORD"),
+    (DatabaseSettings, {"PGHOST": "h", "PGUSER": "u", "PGPASSWORD": "p", "PGPORT": "abc"}, "PGPORT"),
+    (DatabaseSettings, {"PGHOST": "h", "PGUSER": "u", "PGPASSWORD": "p", "PGSSLMODE": "sometimes"}, "PGSSLMODE"),
+    (DatabaseSettings, {"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+    (EmbeddingSettings, {"EMBEDDING_DEVICE": "tpu"}, "EMBEDDING_DEVICE"),
+    (EmbeddingSettings, {"EMBEDDING_BATCH_SIZE": "0"}, "EMBEDDING_BATCH_SIZE"),
+    (EmbeddingSettings, {"INDEXED_TEXT_TEMPLATE": "{name} {colour}"}, "INDEXED_TEXT_TEMPLATE"),
+    (EmbeddingSettings, {"EMBEDDING_MODEL_PATH": "/nonexistent"}, "EMBEDDING_MODEL_PATH"),
+    (EmbeddingSettings, {"EMBEDDING_QUANTIZE": "int4"}, "EMBEDDING_QUANTIZE"),
 ])
-def test_missing_or_malformed_database_setting_is_named(env, name):
+def test_missing_or_malformed_setting_is_named(settings, env, name):
     with pytest.raises(ConfigError, match=name):
-        DatabaseSettings.from_env(env)
+        settings.from_env(env)
 
 
 def test_queue_settings_name_what_is_wrong():
@@ -41,16 +47,17 @@ def test_index_settings_require_the_key_and_add_https_to_a_bare_host():
     assert s.host == "https://idx.svc.pinecone.io" and s.tombstone_namespace == "products-deleted"
 
 
-@pytest.mark.parametrize("env, name", [
-    ({"EMBEDDING_DEVICE": "tpu"}, "EMBEDDING_DEVICE"),
-    ({"EMBEDDING_BATCH_SIZE": "0"}, "EMBEDDING_BATCH_SIZE"),
-    ({"INDEXED_TEXT_TEMPLATE": "{name} {colour}"}, "INDEXED_TEXT_TEMPLATE"),
-    ({"EMBEDDING_MODEL_PATH": "/nonexistent"}, "EMBEDDING_MODEL_PATH"),
-    ({"EMBEDDING_QUANTIZE": "int4"}, "EMBEDDING_QUANTIZE"),
+@pytest.mark.parametrize("settings, env, expected", [
+    (EmuSettings, {"EMU_VISIBILITY_TIMEOUT_SECONDS": "600", "EMU_STOP_TIMEOUT_SECONDS": "90"},
+     {"visibility_timeout_seconds": 600, "stop_timeout_seconds": 90.0}),
+    (PelicanSettings, {"CLOUDWATCH_NAMESPACE": "ProductSearch", "DEPLOYMENT_NAME": "prod"},
+     {"cloudwatch_namespace": "ProductSearch", "deployment_name": "prod"}),
 ])
-def test_embedding_settings_reject_bad_values(env, name):
-    with pytest.raises(ConfigError, match=name):
-        EmbeddingSettings.from_env(env)
+def test_the_deployments_variables_set_their_fields_and_no_option_does(settings, env, expected):
+    s = settings.from_env(env)
+    assert {field: getattr(s, field) for field in expected} == expected
+    with pytest.raises(ConfigError, match="is not an option"):
+        settings.parse([f"--{next(iter(expected)).replace('_', '-')}", "1"])
 
 
 def test_pelican_settings_bounds():
