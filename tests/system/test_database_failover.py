@@ -14,7 +14,7 @@ import pytest
 
 from tests.kit.tcp_proxy import TcpProxy
 from devstack.waiting import wait_until
-from productsearch import db
+from productsearch import db, migrations
 from productsearch.settings import DatabaseSettings
 from tests.e2e.frontend_stack import request
 
@@ -166,7 +166,7 @@ def test_pelican_started_before_the_schema_waits_for_it(stack, parts, empty_data
                what="pelican waiting for the schema, several times")
     assert pelican.poll() is None, "pelican exited instead of waiting:\n" + log_text(stack, "pelican")[-3000:]
 
-    assert db.migrate(empty_database) == [name for name, _ in db.migration_files()]
+    assert migrations.migrate(empty_database) == [name for name, _ in migrations.migration_files()]
     with db.connect(empty_database, autocommit=True) as conn:
         pid = conn.execute(
             "INSERT INTO products (name, sku, description, price) VALUES ('Late Schema', 'LS-1', 'after the migration', 9) RETURNING id"

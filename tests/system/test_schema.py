@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from devstack.waiting import wait_until
-from productsearch import db
+from productsearch import db, migrations
 from tests.system.conftest import scratch_database
 
 pytestmark = pytest.mark.stack
@@ -33,11 +33,11 @@ def test_migration_is_safe_twice_and_from_two_processes_at_once(stack, fresh_dat
     outputs = [p.communicate(timeout=120) for p in racers]
     assert [p.returncode for p in racers] == [0, 0], outputs
     applied = sorted(out for out, _ in outputs)
-    assert "nothing to apply" in applied[1] and f"schema migrated (applied now: {db.BASELINE}" in applied[0], applied
+    assert "nothing to apply" in applied[1] and f"schema migrated (applied now: {migrations.BASELINE}" in applied[0], applied
     again = subprocess.run([sys.executable, "-m", "pelican", "migrate"], env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "schema up to date (nothing to apply)" in again.stdout
     with psycopg.connect(fresh_database) as conn:
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(db.migration_files())
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(migrations.migration_files())
         triggers = {r[0] for r in conn.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'products'::regclass AND NOT tgisinternal")}
         assert {"products_capture_insert_delete", "products_capture_update", "products_capture_truncate"} <= triggers
         # A captured write maintains every index on the outbox; only the primary key is read
@@ -197,15 +197,15 @@ def test_one_time_migrations_are_frozen_by_hash():
     current.sql or in a new numbered file. A new file gets its line in FROZEN."""
     schema = resources.files("productsearch") / "schema"
     frozen = dict(reversed(line.split()) for line in FROZEN.read_text().splitlines() if line.strip())
-    actual = {name: statement_hash(sql) for name, sql in db.migration_files()}
+    actual = {name: statement_hash(sql) for name, sql in migrations.migration_files()}
     changed = sorted(name for name in frozen.keys() & actual.keys() if frozen[name] != actual[name])
     assert not changed, f"the statements of released one-time migrations changed: {changed}"
     new = sorted(actual.keys() - frozen.keys())
     assert not new, f"add to {FROZEN}: " + "; ".join(f"{actual[name]}  {name}" for name in new)
     assert frozen.keys() <= actual.keys(), f"released migrations deleted or renamed: {sorted(frozen.keys() - actual.keys())}"
     # Any other .sql file would be neither applied once nor re-applied: a typo in a name.
-    stray = {p.name for p in schema.iterdir() if p.name.endswith(".sql")} - actual.keys() - {db.CURRENT_DEFINITIONS}
-    assert not stray, f"schema files that are neither NNN_name.sql nor {db.CURRENT_DEFINITIONS}: {sorted(stray)}"
+    stray = {p.name for p in schema.iterdir() if p.name.endswith(".sql")} - actual.keys() - {migrations.CURRENT_DEFINITIONS}
+    assert not stray, f"schema files that are neither NNN_name.sql nor {migrations.CURRENT_DEFINITIONS}: {sorted(stray)}"
 
 
 TABLES_SQL = """
@@ -294,7 +294,7 @@ def test_a_fresh_database_gets_the_golden_functions_and_triggers(fresh_database)
     """Any change to a function or trigger, on purpose or by a migration, is a visible
     diff of the golden file. Re-applying current.sql on every migrate also puts back a
     definition changed by hand."""
-    assert db.migrate(fresh_database) == [name for name, _ in db.migration_files()]
+    assert migrations.migrate(fresh_database) == [name for name, _ in migrations.migration_files()]
     assert_matches_golden(fresh_database, may_update=True)
     with psycopg.connect(fresh_database, autocommit=True) as conn:
         conn.execute("CREATE OR REPLACE TRIGGER products_capture_update BEFORE UPDATE ON products "
@@ -302,7 +302,7 @@ def test_a_fresh_database_gets_the_golden_functions_and_triggers(fresh_database)
         conn.execute("ALTER FUNCTION products_capture_change() SECURITY INVOKER")
         conn.execute("ALTER TABLE products DISABLE TRIGGER products_capture_truncate")
     assert definitions(fresh_database) != golden_definitions()
-    assert db.migrate(fresh_database) == []
+    assert migrations.migrate(fresh_database) == []
     assert_matches_golden(fresh_database)
     assert_capture_works(fresh_database)
 
@@ -329,7 +329,7 @@ def test_a_database_that_applied_every_replaced_file_keeps_its_rows_and_ends_as_
     had versions still ships, at its change id."""
     from pelican.outbox import ship_batch
 
-    assert db.migrate(fresh_database) == [db.BASELINE]
+    assert migrations.migrate(fresh_database) == [migrations.BASELINE]
     with psycopg.connect(fresh_database, autocommit=True) as conn:
         a = conn.execute("INSERT INTO products (name, sku, price) VALUES ('Old A', 'OLD-A', 1), ('Old B', 'OLD-B', 2) "
                          "RETURNING id").fetchone()[0]
@@ -337,12 +337,12 @@ def test_a_database_that_applied_every_replaced_file_keeps_its_rows_and_ends_as_
         unversioned = conn.execute("INSERT INTO product_changes (product_id, operation) VALUES (%s, 'update') "
                                    "RETURNING id", (a,)).fetchone()[0]
         conn.execute("UPDATE products SET version = 0 WHERE id = %s", (a,))
-    as_before_the_baseline(fresh_database, db.BASELINE_REPLACES)
+    as_before_the_baseline(fresh_database, migrations.BASELINE_REPLACES)
 
-    assert db.migrate(fresh_database) == []
-    assert applied_names(fresh_database) == {db.BASELINE, *db.BASELINE_REPLACES}
+    assert migrations.migrate(fresh_database) == []
+    assert applied_names(fresh_database) == {migrations.BASELINE, *migrations.BASELINE_REPLACES}
     assert_matches_golden(fresh_database)
-    assert db.migrate(fresh_database) == [] and len(applied_names(fresh_database)) == len(db.BASELINE_REPLACES) + 1
+    assert migrations.migrate(fresh_database) == [] and len(applied_names(fresh_database)) == len(migrations.BASELINE_REPLACES) + 1
 
     upgraded = db.connect(fresh_database, autocommit=True)
     try:
@@ -361,8 +361,8 @@ def test_a_database_that_applied_only_some_replaced_files_is_refused_unchanged(s
     """The baseline cannot run over the tables such a database holds, and the files that
     would finish it are gone: `pelican migrate` says which are missing and which
     version applies them, and changes nothing."""
-    db.migrate(fresh_database)
-    some = db.BASELINE_REPLACES[:9]
+    migrations.migrate(fresh_database)
+    some = migrations.BASELINE_REPLACES[:9]
     as_before_the_baseline(fresh_database, some)
     with psycopg.connect(fresh_database, autocommit=True) as conn:
         conn.execute("ALTER TABLE products DROP CONSTRAINT products_sku_nfc")  # as before 010
@@ -370,8 +370,8 @@ def test_a_database_that_applied_only_some_replaced_files_is_refused_unchanged(s
     refused = subprocess.run([sys.executable, "-m", "pelican", "migrate"], env={**stack.app_env(), "DATABASE_URL": fresh_database},
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1, refused.stdout + refused.stderr
-    missing = ", ".join(db.BASELINE_REPLACES[9:])
-    assert f"not {missing}" in refused.stderr and db.BASELINE_PREDECESSOR in refused.stderr
+    missing = ", ".join(migrations.BASELINE_REPLACES[9:])
+    assert f"not {missing}" in refused.stderr and migrations.BASELINE_PREDECESSOR in refused.stderr
     assert "nothing was applied" in refused.stderr
     assert applied_names(fresh_database) == set(some)
     with psycopg.connect(fresh_database) as conn:
@@ -395,18 +395,18 @@ def test_a_migration_that_refuses_the_data_names_itself_and_applies_nothing(fres
     """What the runner promises a one-time migration that checks the rows it finds: its
     RAISE WARNING reaches the operator's log, and its RAISE EXCEPTION (with the HINT)
     becomes MigrationRefused naming the file, with nothing of that run applied."""
-    db.migrate(fresh_database)
+    migrations.migrate(fresh_database)
     with psycopg.connect(fresh_database, autocommit=True) as conn:
         bad = conn.execute("INSERT INTO products (name, sku, price) VALUES ('x', 'BAD-1', 1) RETURNING id").fetchone()[0]
     schema = tmp_path / "schema"
     schema.mkdir()
-    for name in (db.BASELINE, db.CURRENT_DEFINITIONS):
+    for name in (migrations.BASELINE, migrations.CURRENT_DEFINITIONS):
         (schema / name).write_text((resources.files("productsearch") / "schema" / name).read_text())
     (schema / "014_check_skus.sql").write_text(REFUSING_MIGRATION)
-    monkeypatch.setattr(db, "_schema_dir", lambda: schema)
+    monkeypatch.setattr(migrations, "_schema_dir", lambda: schema)
 
-    with pytest.raises(db.MigrationRefused) as refused:
-        db.migrate(fresh_database)
+    with pytest.raises(migrations.MigrationRefused) as refused:
+        migrations.migrate(fresh_database)
     assert str(refused.value) == (f"014_check_skus.sql: products with a BAD- SKU: {bad} "
                                   "(rename them, then run the migration again)")
     assert "014_check_skus.sql" not in applied_names(fresh_database)
@@ -415,5 +415,5 @@ def test_a_migration_that_refuses_the_data_names_itself_and_applies_nothing(fres
         conn.execute("UPDATE products SET sku = 'GOOD-1' WHERE id = %s", (bad,))
     caplog.clear()
     with caplog.at_level("WARNING", logger="productsearch.db"):
-        assert db.migrate(fresh_database) == ["014_check_skus.sql"]
+        assert migrations.migrate(fresh_database) == ["014_check_skus.sql"]
     assert [r.notice for r in caplog.records if r.getMessage() == "migration notice"] == ["1 product(s) checked"]

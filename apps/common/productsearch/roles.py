@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from productsearch import db
+from productsearch import db, migrations
 from productsearch.settings import AppRoleSettings, ConfigError, DatabaseSettings
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def grant_roles(database: DatabaseSettings | str, settings: AppRoleSettings) -> 
 
     with db.connect(database, application_name="grant-roles", statement_timeout=False) as conn, conn.transaction():
         # The same lock as migrate: grants are never computed against a schema mid-change.
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (db.MIGRATION_LOCK_KEY,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (migrations.MIGRATION_LOCK_KEY,))
         schema = _migrated_schema(conn)
         for role in roles:
             verifier = conn.pgconn.encrypt_password(credentials[role.name].password.encode(), role.name.encode(),
@@ -138,7 +138,7 @@ def _migrated_schema(conn) -> str:
         done = {r["name"] for r in conn.execute("SELECT name FROM schema_migrations")}
     else:
         done = set()
-    missing = [name for name, _ in db.migration_files() if name not in done]
+    missing = [name for name, _ in migrations.migration_files() if name not in done]
     if missing:
         raise RoleError(f"the schema is not up to date (not applied: {', '.join(missing)}); run `pelican migrate` first")
     return conn.execute(

@@ -12,7 +12,7 @@ from pelican.migrate_index import MigrationError, migrate_index
 from pelican.reconcile import reconcile
 from pelican.redrive import redrive
 from pelican.service import Pelican
-from productsearch import db, lexical, logs
+from productsearch import db, lexical, logs, migrations
 from productsearch.catalog import CatalogError, load_catalog
 from productsearch.roles import RoleError, grant_roles
 from productsearch.settings import (AppRoleSettings, ConfigError, DatabaseSettings, DatabaseTimeouts, IndexSettings, QueueSettings,
@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one branch per su
             service.run()
         elif args.command == "migrate":
             try:
-                applied = db.migrate(database)
-            except db.MigrationRefused as exc:
+                applied = migrations.migrate(database)
+            except migrations.MigrationRefused as exc:
                 print(f"pelican: migrate: {exc}; nothing was applied", file=sys.stderr)
                 return 1
             print(f"schema migrated (applied now: {', '.join(applied)})" if applied

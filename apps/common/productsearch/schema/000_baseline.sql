@@ -1,7 +1,7 @@
 -- The tables, as a new database gets them. Their functions and triggers live in
 -- current.sql, which runs right after this file in the same transaction.
 --
--- This file replaces the one-time migrations 001 to 013 (db.BASELINE_REPLACES): it
+-- This file replaces the one-time migrations 001 to 013 (migrations.BASELINE_REPLACES): it
 -- creates what they left, and tests/system/golden/schema.out, written from a database
 -- they migrated, shows the two equal. A database that applied all of them records this
 -- file as applied without running it; schema/README.md says what happens to one that

@@ -1,7 +1,7 @@
 -- The current definition of every function and trigger in the schema, in one place.
 --
 -- Unlike the numbered files, which run once each, this file runs at the end of every
--- `pelican migrate` (productsearch.db.migrate), in the same transaction, after the
+-- `pelican migrate` (productsearch.migrations.migrate), in the same transaction, after the
 -- numbered files not yet applied. So it always meets the newest tables, and a change
 -- to a function or trigger is an edit here, not a new numbered file that restates it.
 --
