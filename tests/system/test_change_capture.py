@@ -189,7 +189,7 @@ def test_unchanged_updates_deletes_and_truncate(parts):
 
 
 def test_an_update_of_each_indexed_column_and_of_no_other_is_captured(parts):
-    """The capture trigger's WHEN clause (schema/009) must list exactly what reaches the
+    """The capture trigger's WHEN clause (schema/current.sql) must list exactly what reaches the
     index, products.CONTENT_COLUMNS (plus id, tested above): one update per column."""
     [pid] = parts.insert_many(1, prefix="columns")
     parts.conn.execute("DELETE FROM product_changes")

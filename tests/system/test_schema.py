@@ -41,7 +41,7 @@ def test_migration_is_safe_twice_and_from_two_processes_at_once(stack, fresh_dat
         triggers = {r[0] for r in conn.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'products'::regclass AND NOT tgisinternal")}
         assert {"products_capture_insert_delete", "products_capture_update", "products_capture_truncate"} <= triggers
         # A captured write maintains every index on the outbox; only the primary key is read
-        # (pelican claims and deletes by id), so it is the only one (008).
+        # (pelican claims and deletes by id), so it is the only one.
         outbox_indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'product_changes'")}
         assert outbox_indexes == {"product_changes_pkey"}
 
@@ -365,7 +365,7 @@ def test_a_database_that_applied_only_some_replaced_files_is_refused_unchanged(s
     some = migrations.BASELINE_REPLACES[:9]
     as_before_the_baseline(fresh_database, some)
     with psycopg.connect(fresh_database, autocommit=True) as conn:
-        conn.execute("ALTER TABLE products DROP CONSTRAINT products_sku_nfc")  # as before 010
+        conn.execute("ALTER TABLE products DROP CONSTRAINT products_sku_nfc")  # as before the SKU rule
 
     refused = subprocess.run([sys.executable, "-m", "pelican", "migrate"], env={**stack.app_env(), "DATABASE_URL": fresh_database},
                              capture_output=True, text=True, timeout=120)

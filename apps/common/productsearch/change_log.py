@@ -7,7 +7,7 @@ longer the backlog, pass the statement timeout, and fail exactly when it matters
 Both reads go through the primary key's index:
 
 - The oldest change is the row with the least id. ids come from the table's identity
-  sequence (schema/001, GENERATED ALWAYS AS IDENTITY, no CACHE: one value at a time
+  sequence (schema/000_baseline.sql, GENERATED ALWAYS AS IDENTITY, no CACHE: one value at a time
   in nextval order), so they follow the order in which rows were inserted; pelican
   claims in the same order (pelican/outbox.py), so this row is also the next one to
   ship. captured_at is now(), the capturing transaction's start, so a transaction
@@ -95,7 +95,7 @@ class VacuumHorizon:
 
 def vacuum_horizon(conn: psycopg.Connection) -> VacuumHorizon:
     """Reads both figures in one statement (a dict_row connection). Raises
-    psycopg.Error as the statement does: UndefinedFunction before schema/012 is
-    applied, InsufficientPrivilege for a role not granted EXECUTE."""
+    psycopg.Error as the statement does: UndefinedFunction before `pelican migrate`
+    created vacuum_horizon(), InsufficientPrivilege for a role not granted EXECUTE."""
     row = conn.execute(VACUUM_HORIZON_SQL).fetchone()
     return VacuumHorizon(max(0.0, float(row["oldest_transaction_age_s"])), int(row["outbox_dead_tuples"]))

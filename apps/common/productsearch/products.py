@@ -26,7 +26,7 @@ KEY = "id"
 
 # What reaches the index: its text (documents.indexed_text) or its metadata
 # (documents.metadata). The WHEN clause of the trigger that stamps and captures an
-# update (schema/009) compares the same columns, plus id: an UPDATE of any other
+# update (schema/current.sql) compares the same columns, plus id: an UPDATE of any other
 # column is not a change worth a job.
 CONTENT_COLUMNS = ("name", "sku", "description", "price", "category")
 
@@ -98,7 +98,7 @@ CATEGORIES = _select(("category",), "WHERE category <> '' GROUP BY category ORDE
 # -- Writing --------------------------------------------------------------------------
 
 # Raises each listed row's version past its next clock version (product_next_version,
-# schema/003) and past the row's floor, for the ids in a CTE named `wanted` with
+# schema/current.sql) and past the row's floor, for the ids in a CTE named `wanted` with
 # columns (id, floor); RETURNING id, version. Changes no indexed column, so the
 # trigger that stamps and captures an update does not fire and the row keeps the
 # version given. Meant to be a CTE

@@ -50,7 +50,7 @@ GRANTS: dict[str, tuple[str, ...]] = {
         # only `pelican refit-lexical`, as the administrator, writes the statistics.
         "GRANT SELECT ON {schema}.lexical_corpus TO {role}",
         # OldestTransactionAgeSeconds and OutboxDeadTuples: two numbers from
-        # pg_stat_activity read as the function's owner (schema/012), not pg_monitor.
+        # pg_stat_activity read as the function's owner (vacuum_horizon() in schema/current.sql), not pg_monitor.
         "GRANT EXECUTE ON FUNCTION {schema}.vacuum_horizon() TO {role}",
     ),
     FRONTEND_ROLE: (
@@ -68,7 +68,7 @@ GRANTS: dict[str, tuple[str, ...]] = {
         # Which index serves (schema/000_baseline.sql); only migrate-index, as the
         # administrator, writes it.
         "GRANT SELECT ON {schema}.serving_index TO {role}",
-        # The status panel's oldest transaction and outbox dead tuples (schema/012).
+        # The status panel's oldest transaction and outbox dead tuples (vacuum_horizon()).
         "GRANT EXECUTE ON FUNCTION {schema}.vacuum_horizon() TO {role}",
     ),
 }

@@ -48,7 +48,7 @@ class PelicanSettings(EnvTuning):
     queue_check_interval_seconds while it ships or is paused, and never while it is
     idle, plus once per metric put.
 
-    Adaptive polling (pelican/service.py; writers send no NOTIFY, schema/005): after an
+    Adaptive polling (pelican/service.py; writers send no NOTIFY, schema/current.sql): after an
     empty claim pelican waits busy_poll_interval_seconds, doubling the wait after each
     further empty claim up to poll_interval_seconds. The idle interval bounds an
     isolated change's wait (commit to claim) and sets an idle pelican's cost: one

@@ -17,7 +17,7 @@ import psycopg
 from productsearch import products
 
 # The UPDATE changes no indexed column, so the trigger that stamps and captures an
-# update (schema/009) does not fire: the row keeps the version it is given, and the
+# update (schema/current.sql) does not fire: the row keeps the version it is given, and the
 # repair rows below are the only capture.
 # A row that is gone gets a deletion version past the floor instead.
 RECAPTURE_SQL = f"""

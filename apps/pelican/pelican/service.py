@@ -1,7 +1,7 @@
 """The pelican service loop: claim and ship, then wait for the next poll or a NOTIFY.
 
 Writers send no NOTIFY (a pending notification serialises commits cluster-wide,
-schema/005), so pelican finds their changes by polling, adaptively (AdaptivePoll):
+schema/current.sql), so pelican finds their changes by polling, adaptively (AdaptivePoll):
 it claims again at once while claims find changes, then waits
 busy_poll_interval_seconds after the first empty claim, the wait doubling
 after each further empty claim up to poll_interval_seconds. The
