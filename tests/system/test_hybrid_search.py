@@ -158,7 +158,7 @@ def test_emu_writes_the_bm25_document_vector_with_the_fitted_parameters(front):
 
 
 def test_a_job_without_lexical_parameters_still_indexes(front):
-    # As sent by a pelican from before hybrid search, in flight during an upgrade.
+    # As pelican sends it while the schema lacks the statistics (outbox.corpus_parameters).
     row = rows(front)[3]
     product = {"name": row["name"], "sku": row["sku"], "description": row["description"] + " (re-sent)",
                "price": str(row["price"]), "category": row["category"]}

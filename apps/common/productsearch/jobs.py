@@ -124,8 +124,8 @@ def encode(changes: list[Change], lexical: CorpusStats | None = None) -> str:
     return sqs_body(body)
 
 
-# Versions are microsecond clock readings (~1.8e15) or, from before the row-version
-# migration, change ids; either way they must stay exact in Pinecone's metadata,
+# Versions are microsecond clock readings (~1.8e15) or, for a change captured before
+# rows had versions, its change id; either way they must stay exact in Pinecone's metadata,
 # whose numbers are 64-bit floats (integers are exact up to 2**53).
 MAX_VERSION = 2**53
 # Postgres bigint; the vector id is the decimal text of the product id.
