@@ -222,8 +222,8 @@ class OnnxModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = settings.threads or len(os.sched_getaffinity(0))
         options.inter_op_num_threads = 1
-        # Without the arena, memory for each batch is freed after it: peak RSS 304 against
-        # 324 MiB on 1,280 catalog texts, at equal texts/s within this machine's noise.
+        # Without the arena, memory for each batch is freed after it: a lower peak RSS on
+        # catalog texts, at texts/s equal within noise.
         options.enable_cpu_mem_arena = False
         options.log_severity_level = 3  # errors only: the optimiser's notes are not for operators
         try:
