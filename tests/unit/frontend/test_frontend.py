@@ -314,3 +314,23 @@ def test_trusted_proxies_must_be_addresses_or_networks(value):
     settings = FrontendSettings.from_env({**BASE_ENV, "FRONTEND_TRUSTED_PROXIES": "10.0.0.0/16, 192.168.1.7"})
     assert settings.uvicorn_options() == {"proxy_headers": True, "forwarded_allow_ips": "10.0.0.0/16,192.168.1.7/32"}
     assert FrontendSettings.from_env(BASE_ENV).uvicorn_options() == {"proxy_headers": False}
+
+
+@pytest.mark.parametrize("name,description,price,reason", [
+    (None, "d", "5", "name is empty"),
+    ("Lamp", "   ", "5", "description is empty"),
+    ("Lamp", "d", "", "price is empty"),
+    ("Lamp", "d", "\u0661\u0660\u0660", "price must be a number"),
+    ("Lamp", "d", "Infinity", "price must be a finite number"),
+    ("n" * 501, "d", "5", "name is 501 characters; the limit is 500"),
+])
+def test_the_pages_save_refuses_with_the_api_edit_models_reason(name, description, price, reason):
+    import json
+
+    from frontend.ui_edit import EditHandlers
+
+    settings = FrontendSettings.from_env({**BASE_ENV, "EDITOR_USERNAME": "editor", "EDITOR_PASSWORD": "right-password"})
+    handlers = EditHandlers(FakeServices(settings))  # its pool answers no query: the refusal comes first
+    loaded = json.dumps({"id": 3, "version": 7})
+    message = handlers.save_bound(loaded, name, description, price, "editor", "right-password", None)[0]
+    assert message.startswith(f"⚠️ {reason}") and message.endswith(". Nothing was saved."), message
