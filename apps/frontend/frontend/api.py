@@ -3,7 +3,8 @@
 Every refusal is a 4xx with {"error": "<reason>"}; a part that does not answer is a
 503 with the same shape (and Retry-After when the index said how long to wait).
 Bodies are read here rather than by FastAPI, so that each bad input gets its own
-plain reason: a search body is a SearchRequest, whose errors become those reasons.
+plain reason: a body is a request model (SearchRequest, editing.EditRequest) whose
+errors frontend.bodies turns into those reasons.
 
 Edits are conditional requests (RFC 9110, 13.1.1): GET /api/products/{id} answers
 with the row's ETag, and PUT must send it back in If-Match. A stale tag is a 412
@@ -18,21 +19,22 @@ import binascii
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import ConfigDict, Field, StrictBool, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 
-from productsearch.documents import UnindexableProduct, is_ascii_digits
+from productsearch.documents import UnindexableProduct
 from productsearch.index import retry_after_s
 from productsearch.logs import brief
 from productsearch.search import DEFAULT_MODE, InvalidSearch, SearchFilters, validate_mode, validate_query, validate_top_k
 
 from frontend import editing
+from frontend.bodies import InvalidBody, RequestBody
 from frontend.config import DEFAULT_MAX_BODY_BYTES
 from frontend.query_embedding import QueryEmbeddingTimeout
 from frontend.searching import timed_search
@@ -109,12 +111,13 @@ def basic_auth(request: Request) -> tuple[str, str] | None:
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="productsearch editing", charset="UTF-8"'}
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(RequestBody):
     """The body of POST /api/search. Each field is checked by the same function the UI
     uses (productsearch.search), so the API and the page refuse the same values with
-    the same reason; search_request() turns pydantic's errors into those reasons."""
+    the same reason (frontend.bodies turns pydantic's errors into those reasons)."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    not_an_object: ClassVar[str] = 'request body must be a JSON object like {"query": "...", "top_k": 10}'
 
     query: str
     top_k: int = Field(default=10, validate_default=True)
@@ -143,33 +146,36 @@ class SearchRequest(BaseModel):
         return validate_mode(value)
 
 
-def search_request(body: Any) -> SearchRequest:
-    """body (parsed JSON) as a SearchRequest. Raises ApiError(400) naming the first
-    problem: a body that is not an object, unknown fields, a missing query, then the
-    fields in order."""
-    if not isinstance(body, dict):
-        raise ApiError(400, 'request body must be a JSON object like {"query": "...", "top_k": 10}')
+Body = TypeVar("Body", bound=RequestBody)
+
+
+async def read_body(request: Request, model: type[Body]) -> Body:
+    """The request's JSON body as `model`. Raises ApiError: 413 over MAX_BODY_BYTES,
+    400 for a body that is not JSON or that the model refuses (frontend.bodies gives
+    the reason and its order)."""
     try:
-        return SearchRequest.model_validate(body)
-    except ValidationError as exc:
-        errors = exc.errors()
-    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
-    if unknown:
-        allowed = ", ".join(SearchRequest.model_fields)
-        raise ApiError(400, f"unknown field(s): {', '.join(unknown)} (allowed: {allowed})") from None
-    first = errors[0]
-    if first["type"] == "missing":
-        raise ApiError(400, f"{first['loc'][0]} is missing") from None
-    if first["loc"] == ("explain",):
-        raise ApiError(400, "explain must be true or false") from None
-    # A validator's InvalidSearch (a ValueError) arrives as the error's context.
-    raise ApiError(400, str(first.get("ctx", {}).get("error", first["msg"]))) from None
+        return model.parse(await read_json(request))
+    except InvalidBody as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def product_id(raw: str) -> int:
     """The product id in a path, as an int. Raises ApiError(400) when it is not one."""
     try:
         return editing.validate_product_id(raw)
+    except editing.InvalidEdit as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def if_match(request: Request, pid: int) -> int | None:
+    """The version that the request's If-Match names (None for "*"). Raises ApiError
+    428 without the header, 400 for a tag that is not one strong entity tag."""
+    header = request.headers.get("if-match")
+    if header is None:
+        raise ApiError(428, f"If-Match is required: send the ETag that GET /api/products/{pid} returned, "
+                            'so the edit applies to the state it was made from ("*": to whatever is there)')
+    try:
+        return editing.parse_if_match(header)
     except editing.InvalidEdit as exc:
         raise ApiError(400, str(exc)) from None
 
@@ -212,8 +218,8 @@ class Routes:
 
     async def search(self, request: Request):
         """POST /api/search: {"results": [...]} best first; 400 for a bad body (see
-        search_request), 503 when a part does not answer."""
-        asked = search_request(await read_json(request))
+        SearchRequest), 503 when a part does not answer."""
+        asked = await read_body(request, SearchRequest)
         try:
             results = await run_in_threadpool(lambda: timed_search(self.services.search, asked.query, asked.top_k,
                                                                    asked.filters, "api", asked.mode,
@@ -261,21 +267,10 @@ class Routes:
         # Refuse before reading anything else: an unauthenticated caller learns nothing.
         editor = self.editor(request)
         pid = product_id(raw_id)
-        body = await read_json(request)
+        edit = await read_body(request, editing.EditRequest)
+        expected = if_match(request, pid)
         try:
-            changes = editing.validate_changes(body)
-        except editing.InvalidEdit as exc:
-            raise ApiError(400, str(exc)) from None
-        if_match = request.headers.get("if-match")
-        if if_match is None:
-            raise ApiError(428, f"If-Match is required: send the ETag that GET /api/products/{pid} returned, "
-                                'so the edit applies to the state it was made from ("*": to whatever is there)')
-        try:
-            expected = editing.parse_if_match(if_match)
-        except editing.InvalidEdit as exc:
-            raise ApiError(400, str(exc)) from None
-        try:
-            result = await run_in_threadpool(editing.apply_edit, self.services.pool, pid, changes, editor,
+            result = await run_in_threadpool(editing.apply_edit, self.services.pool, pid, edit.changes, editor,
                                               self.settings.embedding.text_template, expected)
         except editing.NotFound as exc:
             raise ApiError(404, str(exc)) from None
@@ -295,11 +290,10 @@ class Routes:
         """GET /api/products/{id}/sync[?version=N]: whether the index holds the row's
         current version (or N)."""
         pid = product_id(raw_id)
-        wanted = None
-        if version is not None:
-            if not is_ascii_digits(version) or len(version) > 19:
-                raise ApiError(400, f"version must be a non-negative integer, got {version[:40]!r}")
-            wanted = int(version)
+        try:
+            wanted = None if version is None else editing.validate_version(version)
+        except editing.InvalidEdit as exc:
+            raise ApiError(400, str(exc)) from None
         try:
             state = await run_in_threadpool(editing.sync_state, self.services.index, self.services.pool, pid,
                                               self.settings.embedding.text_template, wanted)

@@ -17,12 +17,15 @@ import logging
 import math
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import field_validator, model_validator
 
 from productsearch import products
 from productsearch.documents import (UnindexableProduct, check_text_size, decimal_from_text, finite_price, indexed_text,
                                      is_ascii_digits, is_current, metadata)
 
+from frontend.bodies import RequestBody
 from frontend.config import EditorCredentials
 from frontend.throttle import LoginThrottle
 
@@ -167,6 +170,8 @@ def _text(value: Any, field: str, limit: int) -> str:
 
 
 def _price(value: Any) -> Decimal:
+    if isinstance(value, str) and not value.strip():
+        raise InvalidEdit("price is empty")
     if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
         raise InvalidEdit("price must be a number")
     if isinstance(value, float) and not math.isfinite(value):
@@ -186,23 +191,47 @@ def _price(value: Any) -> Decimal:
     return price.quantize(Decimal("0.01"))
 
 
-def validate_changes(raw: Any) -> dict[str, Any]:
-    """The fields to change: any of name, description and price, at least one."""
-    if not isinstance(raw, dict):
-        raise InvalidEdit("the edit must be a JSON object with name, description and/or price")
-    unknown = sorted(set(raw) - set(EDITABLE))
-    if unknown:
-        raise InvalidEdit(f"unknown or read-only field(s): {', '.join(unknown)} (editable: {', '.join(EDITABLE)})")
-    changes: dict[str, Any] = {}
-    if raw.get("name") is not None:
-        changes["name"] = _text(raw["name"], "name", MAX_NAME_CHARS)
-    if raw.get("description") is not None:
-        changes["description"] = _text(raw["description"], "description", MAX_DESCRIPTION_CHARS)
-    if raw.get("price") is not None:
-        changes["price"] = _price(raw["price"])
-    if not changes:
-        raise InvalidEdit("nothing to change: give name, description and/or price")
-    return changes
+class EditRequest(RequestBody):
+    """An edit: the body of PUT /api/products/{id}, and what the page's edit form
+    saves. Any of name, description and price, at least one; a field left out or null
+    stays as it is. Texts are trimmed (name up to MAX_NAME_CHARS, description up to
+    MAX_DESCRIPTION_CHARS characters); price is a non-negative number with at most two
+    decimals (or a string holding one, in documents.decimal_from_text's notation), at
+    most MAX_PRICE. `parse` raises bodies.InvalidBody naming the field."""
+
+    not_an_object: ClassVar[str] = "the edit must be a JSON object with name, description and/or price"
+    unknown_fields: ClassVar[str] = "unknown or read-only field(s)"
+    allowed_fields: ClassVar[str] = "editable"
+
+    name: str | None = None
+    description: str | None = None
+    price: Decimal | None = None
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _valid_name(cls, value: Any) -> str | None:
+        return None if value is None else _text(value, "name", MAX_NAME_CHARS)
+
+    @field_validator("description", mode="before")
+    @classmethod
+    def _valid_description(cls, value: Any) -> str | None:
+        return None if value is None else _text(value, "description", MAX_DESCRIPTION_CHARS)
+
+    @field_validator("price", mode="before")
+    @classmethod
+    def _valid_price(cls, value: Any) -> Decimal | None:
+        return None if value is None else _price(value)
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> EditRequest:
+        if not self.changes:
+            raise InvalidEdit("nothing to change: give name, description and/or price")
+        return self
+
+    @property
+    def changes(self) -> dict[str, Any]:
+        """The fields to change (of EDITABLE) and their checked values, for apply_edit."""
+        return {field: value for field in EDITABLE if (value := getattr(self, field)) is not None}
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,7 @@ def relevance_floors(index) -> dict[str, float]:
 PRICE_RANGES: tuple[tuple[float | None, float | None], ...] = (
     (None, 100.0), (100.0, 250.0), (250.0, 500.0), (500.0, 750.0), (750.0, None))
 # The highest price below a range's upper bound: prices have at most two decimals
-# (editing.validate_changes), so an inclusive filter bound of high - 0.01 is exact.
+# (editing.EditRequest), so an inclusive filter bound of high - 0.01 is exact.
 CENT = 0.01
 
 

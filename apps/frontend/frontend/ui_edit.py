@@ -21,6 +21,7 @@ import gradio as gr
 from productsearch.documents import UnindexableProduct
 
 from frontend import editing
+from frontend.bodies import InvalidBody
 
 log = logging.getLogger("frontend.ui")
 
@@ -110,20 +111,18 @@ class EditHandlers:
                                  "loaded at. Nothing was saved.")
         pid, version = bound
         try:
-            # The form always sends all three fields; each must be filled in.
-            for field, value in (("name", name), ("description", description), ("price", price)):
-                if not isinstance(value, str) or not value.strip():
-                    raise editing.InvalidEdit(f"{field} is empty")
-            changes = editing.validate_changes({"name": name, "description": description, "price": price.strip()})
-            result = editing.apply_edit(self.services.pool, pid, changes, editor, self.settings.embedding.text_template,
-                                        expected_version=version)
+            # The form always sends all three fields, so a missing one is empty, not "unchanged" as in the API.
+            fields = {"name": name, "description": description, "price": price}
+            edit = editing.EditRequest.parse({f: "" if value is None else value for f, value in fields.items()})
+            result = editing.apply_edit(self.services.pool, pid, edit.changes, editor,
+                                        self.settings.embedding.text_template, expected_version=version)
         except editing.Conflict as exc:
             return self._refused(
                 f"⚠️ Product #{pid} was changed by someone else since you loaded it (version {version}, now "
                 f"{exc.current['version']}). Nothing was saved. It now reads: {_current_state_text(exc.current)}. "
                 "Press Reload to edit the current state; your changes stay in the form until you do.",
                 reload=True)
-        except (editing.InvalidEdit, editing.NotFound, UnindexableProduct) as exc:
+        except (InvalidBody, editing.InvalidEdit, editing.NotFound, UnindexableProduct) as exc:
             return self._refused(f"⚠️ {exc}. Nothing was saved.")
         except Exception:
             log.exception("edit failed")

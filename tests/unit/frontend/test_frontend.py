@@ -10,6 +10,7 @@ import pytest
 from productsearch.settings import ConfigError
 
 from frontend import editing
+from frontend.bodies import InvalidBody
 from frontend.config import EditorCredentials, FrontendSettings, FrontendTuning, LoginThrottling
 
 BASE_ENV = {
@@ -84,11 +85,31 @@ def test_authenticate():
     ({"price": "12.345"}, "two decimal places"),
     ({"category": "x"}, "read-only"),
     ({"description": None}, "nothing to change"),
+    ({}, "nothing to change"),
     ("text", "JSON object"),
+    ([{"price": 1}], "JSON object"),
+    ({"name": 5}, "name must be a string"),
+    ({"name": ["Lamp"]}, "name must be a string"),
+    ({"price": ""}, "price is empty"),
+    ({"price": {"amount": 5}}, "price must be a number"),
+    ({"description": "bad \ud800 text"}, "lone surrogate"),
+    ({"name": "a\x00b"}, "NUL character"),
 ])
-def test_validate_changes_refuses(raw, reason):
-    with pytest.raises(editing.InvalidEdit, match=reason):
-        editing.validate_changes(raw)
+def test_an_edit_body_is_refused_with_a_reason_naming_the_field(raw, reason):
+    with pytest.raises(InvalidBody, match=reason):
+        editing.EditRequest.parse(raw)
+
+
+def test_an_edit_names_every_unknown_field_before_any_bad_value():
+    with pytest.raises(InvalidBody) as caught:
+        editing.EditRequest.parse({"sku": "NEW", "name": "", "category": 3})
+    assert str(caught.value) == "unknown or read-only field(s): category, sku (editable: name, description, price)"
+
+
+def test_an_edit_names_the_first_bad_field_in_order():
+    with pytest.raises(InvalidBody) as caught:
+        editing.EditRequest.parse({"price": "abc", "description": "", "name": "n" * 501})
+    assert str(caught.value) == "name is 501 characters; the limit is 500"
 
 
 @pytest.mark.parametrize("price,reason", [
@@ -96,15 +117,15 @@ def test_validate_changes_refuses(raw, reason):
     (float("inf"), "finite"), (1e400, "finite"), ("1e400", "at most"),
 ])
 def test_non_finite_and_huge_prices_are_refused(price, reason):
-    with pytest.raises(editing.InvalidEdit, match=reason):
-        editing.validate_changes({"price": price})
+    with pytest.raises(InvalidBody, match=reason):
+        editing.EditRequest.parse({"price": price})
 
 
 @pytest.mark.parametrize("price", ["6_0", "1_000.00", "\u0661\u0660\u0660", "1,000", "$5"])
 def test_a_price_text_that_is_not_decimal_notation_is_refused_not_reread(price):
     # Decimal() alone reads "6_0" as 60 and Arabic-Indic digits as 100: another price than meant.
-    with pytest.raises(editing.InvalidEdit, match="price must be a number"):
-        editing.validate_changes({"price": price})
+    with pytest.raises(InvalidBody, match="price must be a number"):
+        editing.EditRequest.parse({"price": price})
 
 
 def test_a_stored_non_finite_price_is_shown_as_null_in_valid_json():
@@ -138,10 +159,11 @@ def test_category_dropdown_offers_each_category_once_as_first_written():
         ("Any category", ANY_CATEGORY), ("Outdoor", "Outdoor"), ("device", "device")]
 
 
-def test_validate_changes_accepts_and_normalises():
+def test_an_edit_body_is_trimmed_and_normalised():
     from decimal import Decimal
 
-    assert editing.validate_changes({"name": "  Lamp ", "price": "12.5"}) == {"name": "Lamp", "price": Decimal("12.50")}
+    edit = editing.EditRequest.parse({"name": "  Lamp ", "price": " 12.5", "description": None})
+    assert edit.changes == {"name": "Lamp", "price": Decimal("12.50")}
     assert editing.validate_product_id("42") == 42
     for bad in ("0", "-1", "1.5", "abc", str(2**63), True):
         with pytest.raises(editing.InvalidEdit):
@@ -221,6 +243,21 @@ def test_edit_needs_credentials_before_anything_else(client_for):
     assert resp.status_code == 400 and "product id" in resp.json()["error"]
 
 
+@pytest.mark.parametrize("body,status,reason", [
+    ({"sku": "NEW"}, 400, "unknown or read-only field(s): sku (editable: name, description, price)"),
+    ({"price": "NaN"}, 400, "price must be a finite number"),
+    ({"price": "\u0661\u0660\u0660"}, 400, "price must be a number, got '\u0661\u0660\u0660'"),
+    ({"description": "x" * 20_000}, 400, "description is 20,000 characters; the limit is 10,000"),
+    ({"name": True}, 400, "name must be a string"),
+    ([], 400, "the edit must be a JSON object with name, description and/or price"),
+    ({"price": "5"}, 428, "If-Match is required"),
+])
+def test_an_edit_body_is_read_before_its_precondition_and_refused_by_name(client_for, body, status, reason):
+    client = client_for({"EDITOR_USERNAME": "editor", "EDITOR_PASSWORD": "right-password"})
+    resp = client.put("/api/products/1", json=body, auth=("editor", "right-password"))
+    assert resp.status_code == status and resp.json()["error"].startswith(reason), resp.json()
+
+
 def test_healthz_waits_for_the_model_and_the_database(client_for):
     assert client_for().get("/healthz").json() == {"status": "ok", "model": "loaded", "database": "reachable"}
     loading = client_for(model=(False, "loading")).get("/healthz")
@@ -277,3 +314,23 @@ def test_trusted_proxies_must_be_addresses_or_networks(value):
     settings = FrontendSettings.from_env({**BASE_ENV, "FRONTEND_TRUSTED_PROXIES": "10.0.0.0/16, 192.168.1.7"})
     assert settings.uvicorn_options() == {"proxy_headers": True, "forwarded_allow_ips": "10.0.0.0/16,192.168.1.7/32"}
     assert FrontendSettings.from_env(BASE_ENV).uvicorn_options() == {"proxy_headers": False}
+
+
+@pytest.mark.parametrize("name,description,price,reason", [
+    (None, "d", "5", "name is empty"),
+    ("Lamp", "   ", "5", "description is empty"),
+    ("Lamp", "d", "", "price is empty"),
+    ("Lamp", "d", "\u0661\u0660\u0660", "price must be a number"),
+    ("Lamp", "d", "Infinity", "price must be a finite number"),
+    ("n" * 501, "d", "5", "name is 501 characters; the limit is 500"),
+])
+def test_the_pages_save_refuses_with_the_api_edit_models_reason(name, description, price, reason):
+    import json
+
+    from frontend.ui_edit import EditHandlers
+
+    settings = FrontendSettings.from_env({**BASE_ENV, "EDITOR_USERNAME": "editor", "EDITOR_PASSWORD": "right-password"})
+    handlers = EditHandlers(FakeServices(settings))  # its pool answers no query: the refusal comes first
+    loaded = json.dumps({"id": 3, "version": 7})
+    message = handlers.save_bound(loaded, name, description, price, "editor", "right-password", None)[0]
+    assert message.startswith(f"⚠️ {reason}") and message.endswith(". Nothing was saved."), message

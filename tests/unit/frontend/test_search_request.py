@@ -4,19 +4,19 @@ the fields in order)."""
 
 import pytest
 
-from frontend.api import ApiError, search_request
+from frontend.api import SearchRequest
+from frontend.bodies import InvalidBody
 from productsearch.search import DEFAULT_MODE
 
 
 def refusal(body) -> str:
-    with pytest.raises(ApiError) as caught:
-        search_request(body)
-    assert caught.value.status == 400
-    return caught.value.message
+    with pytest.raises(InvalidBody) as caught:
+        SearchRequest.parse(body)
+    return str(caught.value)
 
 
 def test_defaults_fill_what_the_body_leaves_out():
-    asked = search_request({"query": "  desk lamp "})
+    asked = SearchRequest.parse({"query": "  desk lamp "})
     assert (asked.top_k, asked.mode, asked.explain) == (10, DEFAULT_MODE, False)
     assert asked.filters.price_min is None and asked.filters.category is None
 
