@@ -13,12 +13,12 @@ import os
 import re
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from productsearch.env import ConfigError, EnvSection, Var, require
 
@@ -81,7 +81,7 @@ def text_template_from_env(env: Mapping[str, str] = os.environ) -> str:
 class DatabaseEnv(AwsEndpointEnv):
     """The variables of DatabaseSettings."""
 
-    DATABASE_URL: Annotated[str | None, Var(
+    DATABASE_URL: Annotated[SecretStr | None, Var(
         "a postgresql:// URL of the database; wins over the PG* variables (local stack, docker-compose)",
         secret=True)] = None
     PGHOST: Annotated[str | None, Var("the database host (needed without DATABASE_URL)")] = None
@@ -89,7 +89,7 @@ class DatabaseEnv(AwsEndpointEnv):
     PGDATABASE: Annotated[str, Var("the database name")] = "products"
     PGUSER: Annotated[str | None, Var(
         "the database user (needed without DATABASE_URL or DATABASE_SECRET_ARN)")] = None
-    PGPASSWORD: Annotated[str | None, Var(
+    PGPASSWORD: Annotated[SecretStr | None, Var(
         "the database password (needed without DATABASE_URL or DATABASE_SECRET_ARN)", secret=True)] = None
     PGSSLMODE: Annotated[Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"], Var(
         "libpq sslmode; verify-full unless told otherwise")] = "verify-full"
@@ -137,7 +137,7 @@ class DatabaseSettings:
 
     ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (DatabaseEnv,)
 
-    url: str
+    url: str = field(repr=False)  # holds the password unless secret_arn supplies it: see redacted()
     dead_connection_seconds: int = _TIMEOUTS.dead_connection_seconds
     statement_timeout_seconds: float = _TIMEOUTS.statement_timeout_seconds
     secret_arn: str | None = None
@@ -153,14 +153,14 @@ class DatabaseSettings:
             fields["secret_arn"] = e.DATABASE_SECRET_ARN
             fields["aws_endpoint_url"] = e.AWS_ENDPOINT_URL
         if e.DATABASE_URL is not None:
-            if not e.DATABASE_URL.startswith(("postgresql://", "postgres://")):
+            if not e.DATABASE_URL.get_secret_value().startswith(("postgresql://", "postgres://")):
                 raise ConfigError("DATABASE_URL must start with postgresql://")
-            return cls(url=e.DATABASE_URL, **fields)
+            return cls(url=e.DATABASE_URL.get_secret_value(), **fields)
         host = require(e, "PGHOST")
         if e.DATABASE_SECRET_ARN is not None:  # the credentials come from the secret
             credentials = ""
         else:
-            credentials = f"{quote(require(e, 'PGUSER'), safe='')}:{quote(require(e, 'PGPASSWORD'), safe='')}@"
+            credentials = f"{quote(require(e, 'PGUSER'), safe='')}:{quote(require(e, 'PGPASSWORD').get_secret_value(), safe='')}@"
         url = f"postgresql://{credentials}{host}:{e.PGPORT}/{quote(e.PGDATABASE, safe='')}?sslmode={e.PGSSLMODE}"
         if e.PGSSLROOTCERT:
             url += f"&sslrootcert={quote(e.PGSSLROOTCERT, safe='/')}"
@@ -255,7 +255,7 @@ class IndexEnv(DimensionEnv):
     """The variables of IndexSettings."""
 
     PINECONE_HOST: Annotated[str, Var("the index's data-plane host (https:// assumed when no scheme)")]
-    PINECONE_API_KEY: Annotated[str, Var("the Pinecone API key", secret=True)]
+    PINECONE_API_KEY: Annotated[SecretStr, Var("the Pinecone API key", secret=True)]
     PINECONE_INDEX: Annotated[str, Var("the index's name")] = "products"
     PINECONE_NAMESPACE: Annotated[str, Var(
         "the namespace of the products' vectors (tombstones go to <namespace>-deleted)", keep_blank=True)] \
@@ -282,7 +282,7 @@ class IndexSettings:
 
     ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (IndexEnv,)
 
-    api_key: str
+    api_key: SecretStr
     host: str
     name: str
     namespace: str

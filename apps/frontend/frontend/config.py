@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import CliSettingsSource
 
 from productsearch.env import ConfigError, EnvSection, Tuning, Var
@@ -40,9 +40,9 @@ class FrontendEnv(EnvSection):
 class EditorEnv(EnvSection):
     """The editor's credentials (frontend.config.editor_credentials); both secrets."""
 
-    EDITOR_USERNAME: Annotated[str | None, Var(
+    EDITOR_USERNAME: Annotated[SecretStr | None, Var(
         "the editor's user name; with EDITOR_PASSWORD turns editing on", secret=True)] = None
-    EDITOR_PASSWORD: Annotated[str | None, Var(
+    EDITOR_PASSWORD: Annotated[SecretStr | None, Var(
         "the editor's password (at least 8 characters)", secret=True, strip=False, keep_blank=True)] = None
 
 
@@ -59,8 +59,11 @@ KEEP_ALIVE_MARGIN_SECONDS = 5
 
 @dataclass(frozen=True)
 class EditorCredentials:
+    """Who may edit. The password is compared (frontend.editing), never printed or
+    logged: only its check calls get_secret_value()."""
+
     username: str
-    password: str = field(repr=False)  # never printed, never logged
+    password: SecretStr
 
 
 class LoginThrottling(BaseModel):
@@ -200,14 +203,14 @@ def editor_credentials(env: Mapping[str, str]) -> EditorCredentials | None:
     or neither (editing is off). One without the other is a configuration mistake.
     Raises ConfigError naming the variable."""
     e = EditorEnv.read(env)
-    user = e.EDITOR_USERNAME or ""
-    password = e.EDITOR_PASSWORD or ""
-    if not user.strip() and not password:
+    user = e.EDITOR_USERNAME.get_secret_value() if e.EDITOR_USERNAME is not None else ""
+    password = e.EDITOR_PASSWORD or SecretStr("")
+    if not user.strip() and not password.get_secret_value():
         return None
     if not user.strip():
         raise ConfigError("EDITOR_USERNAME is not set but EDITOR_PASSWORD is (set both, or neither to turn editing off)")
-    if not password:
+    if not password.get_secret_value():
         raise ConfigError("EDITOR_PASSWORD is not set but EDITOR_USERNAME is (set both, or neither to turn editing off)")
-    if len(password) < 8:
+    if len(password) < 8:  # SecretStr's len is its value's
         raise ConfigError("EDITOR_PASSWORD must be at least 8 characters")
     return EditorCredentials(username=user.strip(), password=password)
