@@ -1,8 +1,9 @@
 """The environment contract: every variable the apps and their one-off tasks read,
 which of them reads it, whether it is a secret, and what it means.
 
-The table is derived, not written: the variables, their meanings and their secret
-flags come from the settings sections (one field per variable): the shared ones in
+The table is derived, not written: the variables, their meanings (each field's
+description) and their secret flags (a SecretStr field is a secret) come from the
+settings sections (one field per variable): the shared ones in
 productsearch.settings and each app's own in pelican.config, emu.config and
 frontend.config. It lives here, beside the components that deploy all three apps,
 because it is the one place that sees them all. `python -m infra.env_contract`
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from emu.config import EmuSettings
 from frontend.config import FRONTEND_ENV_SECTIONS
 from pelican.config import PelicanSettings
-from productsearch.env import EnvSection, var_of
+from productsearch.env import EnvSection, is_secret, meaning_of
 from productsearch.settings import (
     AppRoleSettings,
     DatabaseSettings,
@@ -124,9 +125,9 @@ def _derive() -> dict[str, Variable]:
             for name, field in section.model_fields.items():
                 readers.setdefault(name, set()).add(app)
                 owner = next(c for c in section.__mro__ if name in getattr(c, "__annotations__", {}))
-                fields[name] = (var_of(field), f"{owner.__module__}.{owner.__qualname__}")
-    table = {name: Variable(name, frozenset(readers[name]), var.secret, var.meaning, where)
-             for name, (var, where) in fields.items()}
+                fields[name] = (field, f"{owner.__module__}.{owner.__qualname__}")
+    table = {name: Variable(name, frozenset(readers[name]), is_secret(field), meaning_of(field), where)
+             for name, (field, where) in fields.items()}
     for variable in LIBRARY_VARIABLES:
         if variable.name in table:  # e.g. HOME: declared by a section, also read by libraries
             raise ValueError(f"{variable.name} is declared both by a settings section and by hand")

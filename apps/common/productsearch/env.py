@@ -1,7 +1,7 @@
 """The one reader of configuration: environment variables, declared in groups
 (`EnvSection`: a pydantic-settings model whose field names are the variables' names,
-each annotated with a `Var` saying what it means, its bounds and whether it is a
-secret), and `Tuning`, values no deployment sets (constructor parameters and
+each a `Field(description=, ge=, le=)` saying what it means and its bounds; a
+credential is a SecretStr), and `Tuning`, values no deployment sets (constructor parameters and
 command-line options). A missing or malformed value raises ConfigError naming the
 variable or option; the apps turn that into a one-line message and exit code 2.
 
@@ -17,10 +17,10 @@ import re
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
-from pydantic import ValidationError, ValidationInfo, field_validator
+import annotated_types
+from pydantic import SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, CliSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -29,33 +29,36 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
 
-@dataclass(frozen=True)
-class Var:
-    """What one environment variable means and how it is checked.
-
-    meaning: one line for the environment contract (infra.env_contract).
-    minimum/maximum: inclusive bounds of an int or float variable.
-    url: the value must be an http(s) URL. secret: the value is a credential, so ECS
-    passes it as a task-definition secret and never as plain environment.
-    strip: surrounding white space is removed (not for passwords). keep_blank: a
-    value that is empty after stripping counts as set (else it means unset)."""
-
-    meaning: str
-    minimum: float | None = None
-    maximum: float | None = None
-    url: bool = False
-    secret: bool = False
-    strip: bool = True
-    keep_blank: bool = False
+# json_schema_extra flags of an EnvSection field, for what Field has no parameter for.
+URL = {"url": True}  # the value must be an http(s) URL
+KEEP_BLANK = {"keep_blank": True}  # a value blank after stripping counts as set (else it means unset)
+RAW = {"strip": False, "keep_blank": True}  # taken as given: passwords keep their white space
 
 
-def var_of(field: FieldInfo) -> Var:
-    """The `Var` a section's field is annotated with. Raises TypeError when it has none
-    (every variable of a section must say what it means)."""
-    for item in field.metadata:
-        if isinstance(item, Var):
-            return item
-    raise TypeError(f"an EnvSection field lacks its Var annotation: {field!r}")
+def _flag(field: FieldInfo, name: str, default: bool) -> bool:
+    extra = field.json_schema_extra
+    return bool(extra.get(name, default)) if isinstance(extra, dict) else default
+
+
+def meaning_of(field: FieldInfo) -> str:
+    """The one line an EnvSection field's `description` says its variable means (for
+    the environment contract). Raises TypeError when it has none."""
+    if not field.description:
+        raise TypeError(f"an EnvSection field lacks its description: {field!r}")
+    return field.description
+
+
+def is_secret(field: FieldInfo) -> bool:
+    """Whether a field holds a credential (a SecretStr): ECS passes it as a
+    task-definition secret, never as plain environment."""
+    return _value_type(field.annotation) is SecretStr
+
+
+def bounds_of(field: FieldInfo) -> tuple[float | None, float | None]:
+    """A field's inclusive bounds, from its Field(ge=, le=)."""
+    low = next((m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)), None)
+    high = next((m.le for m in field.metadata if isinstance(m, annotated_types.Le)), None)
+    return low, high  # type: ignore[return-value]
 
 
 def _value_type(annotation: Any) -> type:
@@ -78,9 +81,8 @@ class _MappingSource(PydanticBaseSettingsSource):
         raw = self._env.get(field_name)
         if raw is None:
             return None, field_name, False
-        var = var_of(field)
-        value = raw.strip() if var.strip else raw
-        if not value.strip() and not var.keep_blank:
+        value = raw.strip() if _flag(field, "strip", True) else raw
+        if not value.strip() and not _flag(field, "keep_blank", False):
             return None, field_name, False
         return value, field_name, False
 
@@ -95,7 +97,7 @@ class _MappingSource(PydanticBaseSettingsSource):
 
 class EnvSection(BaseSettings):
     """A group of environment variables, declared once: one field per variable, the
-    field's name being the variable's, annotated with its `Var`. `read(env)` is the
+    field's name being the variable's, with its description and bounds. `read(env)` is the
     only reader of configuration; it raises ConfigError naming the first variable that
     is missing ("NAME is not set") or malformed ("NAME must be ..., got ...")."""
 
@@ -122,7 +124,7 @@ class EnvSection(BaseSettings):
             return raw
         name = info.field_name
         field = cls.model_fields[name]
-        var, kind = var_of(field), _value_type(field.annotation)
+        kind = _value_type(field.annotation)
         value: Any = raw
         if kind is int:
             try:
@@ -134,12 +136,12 @@ class EnvSection(BaseSettings):
                 value = float(raw)
             except ValueError:
                 raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-        if kind in (int, float) and var.minimum is not None:
-            if value < var.minimum or (var.maximum is not None and value > var.maximum):
-                bound = (f"between {var.minimum} and {var.maximum}" if var.maximum is not None
-                         else f"at least {var.minimum}")
+        low, high = bounds_of(field)
+        if kind in (int, float) and low is not None:
+            if value < low or (high is not None and value > high):
+                bound = f"between {low} and {high}" if high is not None else f"at least {low}"
                 raise ConfigError(f"{name} must be {bound}, got {value}")
-        if var.url and not re.match(r"^https?://[^\s/]+", value):
+        if _flag(field, "url", False) and not re.match(r"^https?://[^\s/]+", value):
             raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
         return value
 

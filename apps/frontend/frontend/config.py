@@ -15,7 +15,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import CliSettingsSource
 
-from productsearch.env import ConfigError, EnvSection, Tuning, Var
+from productsearch.env import RAW, ConfigError, EnvSection, Tuning
 from productsearch.settings import DatabaseSettings, DatabaseTimeouts, EmbeddingSettings, IndexSettings, QueueSettings
 
 # The largest request body any route reads (the JSON API's bodies are far smaller).
@@ -27,23 +27,23 @@ DEFAULT_LOAD_BALANCER_IDLE_SECONDS = 60
 class FrontendEnv(EnvSection):
     """The frontend's own variables (frontend.config.FrontendSettings)."""
 
-    FRONTEND_HOST: Annotated[str, Var("the address the app binds")] = "127.0.0.1"
-    FRONTEND_PORT: Annotated[int, Var("the port the app listens on", minimum=1, maximum=65535)] = 7860
+    FRONTEND_HOST: Annotated[str, Field(description="the address the app binds")] = "127.0.0.1"
+    FRONTEND_PORT: Annotated[int, Field(description="the port the app listens on", ge=1, le=65535)] = 7860
     # compute sets the ALB's idle timeout and this from one config value.
-    LOAD_BALANCER_IDLE_TIMEOUT_SECONDS: Annotated[int, Var(
-        "the load balancer's idle timeout, which the app's keep-alive outlasts", minimum=1, maximum=4000)] \
+    LOAD_BALANCER_IDLE_TIMEOUT_SECONDS: Annotated[int, Field(
+        description="the load balancer's idle timeout, which the app's keep-alive outlasts", ge=1, le=4000)] \
         = DEFAULT_LOAD_BALANCER_IDLE_SECONDS
-    FRONTEND_TRUSTED_PROXIES: Annotated[str | None, Var(
-        "addresses or CIDR networks of the proxies whose X-Forwarded-For is believed")] = None
+    FRONTEND_TRUSTED_PROXIES: Annotated[str | None, Field(
+        description="addresses or CIDR networks of the proxies whose X-Forwarded-For is believed")] = None
 
 
 class EditorEnv(EnvSection):
     """The editor's credentials (frontend.config.editor_credentials); both secrets."""
 
-    EDITOR_USERNAME: Annotated[SecretStr | None, Var(
-        "the editor's user name; with EDITOR_PASSWORD turns editing on", secret=True)] = None
-    EDITOR_PASSWORD: Annotated[SecretStr | None, Var(
-        "the editor's password (at least 8 characters)", secret=True, strip=False, keep_blank=True)] = None
+    EDITOR_USERNAME: Annotated[SecretStr | None, Field(
+        description="the editor's user name; with EDITOR_PASSWORD turns editing on")] = None
+    EDITOR_PASSWORD: Annotated[SecretStr | None, Field(
+        description="the editor's password (at least 8 characters)", json_schema_extra=RAW)] = None
 
 
 # Everything FrontendSettings (frontend.config) reads.

@@ -12,16 +12,16 @@ from typing import Annotated, ClassVar
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import CliSuppress
 
-from productsearch.env import EnvSection, EnvTuning, Var
+from productsearch.env import EnvSection, EnvTuning
 from productsearch.settings import DatabaseTimeouts
 
 
 class PelicanEnv(EnvSection):
     """The variables of PelicanSettings."""
 
-    CLOUDWATCH_NAMESPACE: Annotated[str | None, Var(
-        "where pelican puts OldestUnshippedChangeAgeSeconds and ChangesWaiting; unset: no metrics")] = None
-    DEPLOYMENT_NAME: Annotated[str, Var("the metric's Deployment dimension")] = "local"
+    CLOUDWATCH_NAMESPACE: Annotated[str | None, Field(
+        description="where pelican puts OldestUnshippedChangeAgeSeconds and ChangesWaiting; unset: no metrics")] = None
+    DEPLOYMENT_NAME: Annotated[str, Field(description="the metric's Deployment dimension")] = "local"
 
 
 class PelicanSettings(EnvTuning):
@@ -70,9 +70,11 @@ class PelicanSettings(EnvTuning):
     # CloudWatch's standard resolution is one minute: putting more often costs
     # requests and shows nothing more.
     metric_interval_seconds: int = Field(60, ge=1, le=3600, description="the least time between two metric puts")
-    poll_interval_seconds: float = Field(0.5, ge=0.05, description="the idle wait between two outbox claims")
+    # An isolated change waits up to the idle interval: beyond a minute the index is no
+    # longer fresh, whatever the saving.
+    poll_interval_seconds: float = Field(0.5, ge=0.05, le=60, description="the idle wait between two outbox claims")
     busy_poll_interval_seconds: float = Field(
-        0.05, ge=0.01, description="the wait after the first empty claim, doubled up to the idle wait")
+        0.05, ge=0.01, le=60, description="the wait after the first empty claim, doubled up to the idle wait")
     claim_batch_size: int = Field(1000, ge=1, le=10000, description="outbox rows claimed at once")
     changes_per_message: int = Field(150, ge=1, le=500, description="changes per SQS message")
     # AWS docs (SQS quotas): a FIFO queue holds at most 120,000 messages in flight.

@@ -162,3 +162,21 @@ def test_queries_are_embedded_on_their_own_defaults_beneath_the_environment():
     assert (emu.runtime, emu.threads) == ("torch", 0)
     told = EmbeddingSettings.for_queries({"EMBEDDING_RUNTIME": "torch"})
     assert (told.runtime, told.threads) == ("torch", 1)
+
+
+@pytest.mark.parametrize("settings, argv", [
+    (EmuSettings, ["--retry-base-seconds", "901"]),
+    (EmuSettings, ["--outage-retry-max-seconds", "901"]),
+    (EmuSettings, ["--index-timeout-seconds", "301"]),
+    (PelicanSettings, ["--poll-interval-seconds", "61"]),
+    (PelicanSettings, ["--busy-poll-interval-seconds", "61", "--poll-interval-seconds", "60"]),
+])
+def test_tuning_has_upper_bounds(settings, argv):
+    with pytest.raises(ConfigError, match=argv[0]):
+        settings.parse(argv)
+
+
+def test_emu_stop_timeout_is_at_most_fargates_maximum():
+    assert EmuSettings.from_env({"EMU_STOP_TIMEOUT_SECONDS": "120"}).stop_timeout_seconds == 120
+    with pytest.raises(ConfigError, match="EMU_STOP_TIMEOUT_SECONDS must be between 2.0 and 120.0, got 121"):
+        EmuSettings.from_env({"EMU_STOP_TIMEOUT_SECONDS": "121"})
