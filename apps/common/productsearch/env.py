@@ -61,6 +61,11 @@ def bounds_of(field: FieldInfo) -> tuple[float | None, float | None]:
     return low, high  # type: ignore[return-value]
 
 
+def variable_of(name: str, field: FieldInfo) -> str:
+    """The environment variable field `name` reads: its validation_alias, else its name."""
+    return field.validation_alias if isinstance(field.validation_alias, str) else name
+
+
 def _value_type(annotation: Any) -> type:
     """int, float or str: the type a (possibly optional) field holds."""
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
@@ -78,30 +83,34 @@ class _MappingSource(PydanticBaseSettingsSource):
         self._env = env
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        raw = self._env.get(field_name)
+        variable = variable_of(field_name, field)
+        raw = self._env.get(variable)
         if raw is None:
-            return None, field_name, False
+            return None, variable, False
         value = raw.strip() if _flag(field, "strip", True) else raw
         if not value.strip() and not _flag(field, "keep_blank", False):
-            return None, field_name, False
-        return value, field_name, False
+            return None, variable, False
+        return value, variable, False
 
     def __call__(self) -> dict[str, Any]:
         values = {}
         for name, field in self.settings_cls.model_fields.items():
-            value, _, _ = self.get_field_value(field, name)
+            value, variable, _ = self.get_field_value(field, name)
             if value is not None:
-                values[name] = value
+                values[variable] = value
         return values
 
 
 class EnvSection(BaseSettings):
     """A group of environment variables, declared once: one field per variable, the
-    field's name being the variable's, with its description and bounds. `read(env)` is the
+    field's name (or validation_alias) being the variable's, with its description and
+    bounds. `read(env)` is the
     only reader of configuration; it raises ConfigError naming the first variable that
     is missing ("NAME is not set") or malformed ("NAME must be ..., got ...")."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=True)
+    # By name too, so code and tests can build one in process (DatabaseSettings(url=...)).
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=True,
+                                      validate_by_name=True, validate_by_alias=True)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
@@ -122,8 +131,8 @@ class EnvSection(BaseSettings):
     def _parse(cls, raw: Any, info: ValidationInfo) -> Any:
         if not isinstance(raw, str):
             return raw
-        name = info.field_name
-        field = cls.model_fields[name]
+        field = cls.model_fields[str(info.field_name)]
+        name = variable_of(str(info.field_name), field)
         kind = _value_type(field.annotation)
         value: Any = raw
         if kind is int:
@@ -148,7 +157,12 @@ class EnvSection(BaseSettings):
     @classmethod
     def required_names(cls) -> frozenset[str]:
         """The variables this section cannot do without."""
-        return frozenset(name for name, field in cls.model_fields.items() if field.is_required())
+        return frozenset(variable_of(name, field) for name, field in cls.model_fields.items() if field.is_required())
+
+    @classmethod
+    def variables(cls) -> dict[str, str]:
+        """{variable: field name} of every variable this section reads."""
+        return {variable_of(name, field): name for name, field in cls.model_fields.items()}
 
 
 def _config_error(exc: ValidationError) -> ConfigError:
@@ -165,7 +179,7 @@ def _config_error(exc: ValidationError) -> ConfigError:
 def require(section: EnvSection, name: str) -> Any:
     """`section`'s value of variable `name`, which this use of it needs. Raises
     ConfigError when it is unset."""
-    value = getattr(section, name)
+    value = getattr(section, type(section).variables()[name])
     if value is None:
         raise ConfigError(f"{name} is not set")
     return value

@@ -38,8 +38,8 @@ class AwsEndpointEnv(EnvSection):
 class DimensionEnv(EnvSection):
     """EMBEDDING_DIMENSION, shared by the index and the embedding settings."""
 
-    EMBEDDING_DIMENSION: Annotated[int, Field(
-        description="the vectors' dimension: the index's, and the model's, checked against each other at start",
+    dimension: Annotated[int, Field(
+        validation_alias="EMBEDDING_DIMENSION", description="the vectors' dimension: the index's, and the model's, checked against each other at start",
         ge=1, le=20000)] = 384
 
 
@@ -250,26 +250,7 @@ class QueueSettings:
 
 # --- The Pinecone index ---
 
-class IndexEnv(DimensionEnv):
-    """The variables of IndexSettings."""
-
-    PINECONE_HOST: Annotated[str, Field(description="the index's data-plane host (https:// assumed when no scheme)")]
-    PINECONE_API_KEY: Annotated[SecretStr, Field(description="the Pinecone API key")]
-    PINECONE_INDEX: Annotated[str, Field(description="the index's name")] = "products"
-    PINECONE_NAMESPACE: Annotated[str, Field(
-        description="the namespace of the products' vectors (tombstones go to <namespace>-deleted)", json_schema_extra=KEEP_BLANK)] \
-        = "products"
-    PINECONE_NEXT_HOST: Annotated[str | None, Field(
-        description="during an index migration only: the index being built beside PINECONE_HOST")] = None
-    PINECONE_INDEX_API: Annotated[Literal["vectors", "documents"], Field(
-        description="the API PINECONE_HOST's index speaks: vectors (a legacy dotproduct index) or documents "
-        "(a document index with full-text search)")] = "vectors"
-    PINECONE_NEXT_INDEX_API: Annotated[Literal["vectors", "documents"] | None, Field(
-        description="the API PINECONE_NEXT_HOST's index speaks (default PINECONE_INDEX_API)")] = None
-
-
-@dataclass(frozen=True)
-class IndexSettings:
+class IndexSettings(DimensionEnv):
     """The Pinecone index. PINECONE_HOST is the index's data-plane host (exported
     by the data/ stack, or the local index server's URL).
 
@@ -277,18 +258,26 @@ class IndexSettings:
     index migration (docs/index-migration.md): emu writes both, the frontend serves
     whichever the serving_index row names, `pelican migrate-index` builds and switches.
     Index hosts come only from here, never from a message or a row the apps did not
-    configure, so the API key is only ever sent to configured hosts."""
+    configure, so the API key is only ever sent to configured hosts. Hosts are held
+    as normal_host makes them."""
 
-    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (IndexEnv,)
-
-    api_key: SecretStr
-    host: str
-    name: str
-    namespace: str
-    dimension: int
-    next_host: str | None = None
-    api: str = "vectors"  # "vectors" or "documents": the API `host` speaks
-    next_api: str = "vectors"  # the API `next_host` speaks
+    host: str = Field(validation_alias="PINECONE_HOST",
+                      description="the index's data-plane host (https:// assumed when no scheme)")
+    api_key: SecretStr = Field(validation_alias="PINECONE_API_KEY", description="the Pinecone API key")
+    name: str = Field("products", validation_alias="PINECONE_INDEX", description="the index's name")
+    namespace: str = Field(
+        "products", validation_alias="PINECONE_NAMESPACE", json_schema_extra=KEEP_BLANK,
+        description="the namespace of the products' vectors (tombstones go to <namespace>-deleted)")
+    next_host: str | None = Field(
+        None, validation_alias="PINECONE_NEXT_HOST",
+        description="during an index migration only: the index being built beside PINECONE_HOST")
+    api: Literal["vectors", "documents"] = Field(
+        "vectors", validation_alias="PINECONE_INDEX_API",
+        description="the API PINECONE_HOST's index speaks: vectors (a legacy dotproduct index) or documents "
+                    "(a document index with full-text search)")
+    next_api: Literal["vectors", "documents"] | None = Field(
+        None, validation_alias="PINECONE_NEXT_INDEX_API",
+        description="the API PINECONE_NEXT_HOST's index speaks (default PINECONE_INDEX_API)")
 
     @staticmethod
     def normal_host(raw: str) -> str:
@@ -299,17 +288,21 @@ class IndexSettings:
             host = "https://" + host
         return host.lower()
 
+    @field_validator("host", "next_host")
+    @classmethod
+    def _normal(cls, host: str | None) -> str | None:
+        return None if host is None else cls.normal_host(host)
+
+    @model_validator(mode="after")
+    def _next_host_differs(self) -> IndexSettings:
+        if self.next_host == self.host:
+            raise ConfigError("PINECONE_NEXT_HOST must differ from PINECONE_HOST (it is the index a migration builds)")
+        return self
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> IndexSettings:
         """Raises ConfigError naming the variable that is missing or malformed."""
-        e = IndexEnv.read(env)
-        host = cls.normal_host(e.PINECONE_HOST)
-        next_host = cls.normal_host(e.PINECONE_NEXT_HOST) if e.PINECONE_NEXT_HOST is not None else None
-        if next_host == host:
-            raise ConfigError("PINECONE_NEXT_HOST must differ from PINECONE_HOST (it is the index a migration builds)")
-        return cls(api_key=e.PINECONE_API_KEY, host=host, name=e.PINECONE_INDEX, namespace=e.PINECONE_NAMESPACE,
-                   dimension=e.EMBEDDING_DIMENSION, next_host=next_host, api=e.PINECONE_INDEX_API,
-                   next_api=e.PINECONE_NEXT_INDEX_API or e.PINECONE_INDEX_API)
+        return cls.read(env)
 
     @property
     def tombstone_namespace(self) -> str:
@@ -328,7 +321,8 @@ class IndexSettings:
         if self.normal_host(host) not in self.hosts:
             raise ConfigError(f"{host!r} is not a configured index host (PINECONE_HOST or PINECONE_NEXT_HOST)")
         host = self.normal_host(host)
-        return replace(self, host=host, next_host=None, api=self.next_api if host == self.next_host else self.api)
+        api = (self.next_api or self.api) if host == self.next_host else self.api
+        return self.model_copy(update={"host": host, "next_host": None, "api": api, "next_api": None})
 
 
 # --- The embedding model ---
@@ -430,7 +424,7 @@ class EmbeddingSettings:
         if runtime in ("onnx", "openvino") and quantize != "none":
             raise ConfigError(f"EMBEDDING_RUNTIME={runtime} runs in fp32; EMBEDDING_QUANTIZE=int8 needs EMBEDDING_RUNTIME=torch (or auto)")
         cache_base = e.XDG_CACHE_HOME or str(Path(e.HOME or Path.home()) / ".cache")
-        return cls(model_path=model_path, model_name=EMBEDDING_MODEL_NAME, dimension=e.EMBEDDING_DIMENSION,
+        return cls(model_path=model_path, model_name=EMBEDDING_MODEL_NAME, dimension=e.dimension,
                    device=device, batch_size=e.EMBEDDING_BATCH_SIZE, text_template=template,
                    quantize_int8=quantize == "int8", runtime=runtime,
                    cache_dir=e.EMBEDDING_CACHE_DIR or str(Path(cache_base) / "productsearch"))
