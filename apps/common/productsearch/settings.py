@@ -31,8 +31,8 @@ from productsearch.products import CONTENT_COLUMNS
 class AwsEndpointEnv(EnvSection):
     """AWS_ENDPOINT_URL, read by every section that talks to AWS."""
 
-    AWS_ENDPOINT_URL: Annotated[str | None, Field(
-        description="a local endpoint for the AWS clients (moto, LocalStack); unset on AWS", json_schema_extra=URL)] = None
+    aws_endpoint_url: Annotated[str | None, Field(
+        validation_alias="AWS_ENDPOINT_URL", description="a local endpoint for the AWS clients (moto, LocalStack); unset on AWS", json_schema_extra=URL)] = None
 
 
 class DimensionEnv(EnvSection):
@@ -150,7 +150,7 @@ class DatabaseSettings:
         if e.DATABASE_SECRET_ARN is not None:
             secret_region(e.DATABASE_SECRET_ARN)  # validates it
             fields["secret_arn"] = e.DATABASE_SECRET_ARN
-            fields["aws_endpoint_url"] = e.AWS_ENDPOINT_URL
+            fields["aws_endpoint_url"] = e.aws_endpoint_url
         if e.DATABASE_URL is not None:
             if not e.DATABASE_URL.get_secret_value().startswith(("postgresql://", "postgres://")):
                 raise ConfigError("DATABASE_URL must start with postgresql://")
@@ -204,48 +204,46 @@ class AppRoleSettings(AwsEndpointEnv):
 
 # --- SQS and SNS ---
 
-class QueueEnv(AwsEndpointEnv):
-    """The variables of QueueSettings."""
+class QueueSettings(AwsEndpointEnv):
+    """The jobs queue, its dead-letter queue and the dead-letter topic."""
 
-    AWS_REGION: Annotated[str, Field(description="the AWS region of the queues and topic (else AWS_DEFAULT_REGION)")]
-    AWS_DEFAULT_REGION: Annotated[str | None, Field(description="the AWS SDKs' fallback for AWS_REGION")] = None
-    SQS_QUEUE_URL: Annotated[str, Field(description="the FIFO jobs queue pelican sends to and emu receives from", json_schema_extra=URL)]
-    SQS_DLQ_URL: Annotated[str | None, Field(
-        description="the jobs queue's dead-letter queue (emu moves jobs there; the frontend shows its depth)", json_schema_extra=URL)] = None
-    SNS_TOPIC_ARN: Annotated[str | None, Field(description="the topic emu notifies of dead-lettered jobs")] = None
+    region: str = Field(validation_alias="AWS_REGION",
+                        description="the AWS region of the queues and topic (else AWS_DEFAULT_REGION)")
+    default_region: str | None = Field(None, validation_alias="AWS_DEFAULT_REGION",
+                                       description="the AWS SDKs' fallback for AWS_REGION")
+    jobs_queue_url: str = Field(validation_alias="SQS_QUEUE_URL", json_schema_extra=URL,
+                                description="the FIFO jobs queue pelican sends to and emu receives from")
+    dead_letter_queue_url: str | None = Field(
+        None, validation_alias="SQS_DLQ_URL", json_schema_extra=URL,
+        description="the jobs queue's dead-letter queue (emu moves jobs there; the frontend shows its depth)")
+    dead_letter_topic_arn: str | None = Field(None, validation_alias="SNS_TOPIC_ARN",
+                                              description="the topic emu notifies of dead-lettered jobs")
 
     @model_validator(mode="before")
     @classmethod
     def _default_region(cls, data: Any) -> Any:
         # The AWS SDKs fall back to AWS_DEFAULT_REGION, so the apps do too.
-        if isinstance(data, dict) and "AWS_REGION" not in data and data.get("AWS_DEFAULT_REGION"):
-            data = {**data, "AWS_REGION": data["AWS_DEFAULT_REGION"]}
+        if isinstance(data, dict) and "AWS_REGION" not in data and "region" not in data:
+            fallback = data.get("AWS_DEFAULT_REGION", data.get("default_region"))
+            if fallback:
+                data = {**data, "AWS_REGION": fallback}
         return data
 
-
-@dataclass(frozen=True)
-class QueueSettings:
-    """The jobs queue, its dead-letter queue and the dead-letter topic (QueueEnv)."""
-
-    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (QueueEnv,)
-
-    region: str
-    jobs_queue_url: str
-    dead_letter_queue_url: str | None
-    dead_letter_topic_arn: str | None
-    endpoint_url: str | None
+    @field_validator("dead_letter_topic_arn")
+    @classmethod
+    def _topic_arn(cls, arn: str | None) -> str | None:
+        if arn is not None and not arn.startswith("arn:"):
+            raise ConfigError(f"SNS_TOPIC_ARN must be an ARN, got {arn!r}")
+        return arn
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, *, need_dlq: bool = False) -> QueueSettings:
         """Raises ConfigError naming the variable that is missing or malformed
         (SQS_DLQ_URL is required when need_dlq)."""
-        e = QueueEnv.read(env)
+        settings = cls.read(env)
         if need_dlq:
-            require(e, "SQS_DLQ_URL")
-        if e.SNS_TOPIC_ARN is not None and not e.SNS_TOPIC_ARN.startswith("arn:"):
-            raise ConfigError(f"SNS_TOPIC_ARN must be an ARN, got {e.SNS_TOPIC_ARN!r}")
-        return cls(region=e.AWS_REGION, jobs_queue_url=e.SQS_QUEUE_URL, dead_letter_queue_url=e.SQS_DLQ_URL,
-                   dead_letter_topic_arn=e.SNS_TOPIC_ARN, endpoint_url=e.AWS_ENDPOINT_URL)
+            require(settings, "SQS_DLQ_URL")
+        return settings
 
 
 # --- The Pinecone index ---

@@ -49,7 +49,7 @@ class EditorEnv(EnvSection):
 # Everything FrontendSettings (frontend.config) reads.
 FRONTEND_ENV_SECTIONS: tuple[type[EnvSection], ...] = (
     FrontendEnv, EditorEnv, *DatabaseSettings.ENV_SECTIONS,
-    IndexSettings, *EmbeddingSettings.ENV_SECTIONS, *QueueSettings.ENV_SECTIONS)
+    IndexSettings, *EmbeddingSettings.ENV_SECTIONS, QueueSettings)
 
 
 # The app must keep an idle connection open longer than the load balancer does, or
