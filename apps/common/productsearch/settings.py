@@ -50,6 +50,15 @@ class TextTemplateEnv(EnvSection):
         description="which product fields make up the embedded and keyword-indexed text, e.g. '{name} {description}'")] \
         = "{name} {description}"
 
+    @field_validator("INDEXED_TEXT_TEMPLATE")
+    @classmethod
+    def _template(cls, template: str) -> str:
+        try:
+            validate_template(template)
+        except ValueError as exc:
+            raise ConfigError(f"INDEXED_TEXT_TEMPLATE: {exc}") from None
+        return template
+
 
 DEFAULT_TEXT_TEMPLATE = TextTemplateEnv.model_fields["INDEXED_TEXT_TEMPLATE"].default
 
@@ -68,12 +77,7 @@ def validate_template(template: str) -> None:
 def text_template_from_env(env: Mapping[str, str] = os.environ) -> str:
     """INDEXED_TEXT_TEMPLATE alone, validated (for commands that need no model on
     disk, such as `pelican refit-lexical`). Raises ConfigError."""
-    template = TextTemplateEnv.read(env).INDEXED_TEXT_TEMPLATE
-    try:
-        validate_template(template)
-    except ValueError as exc:
-        raise ConfigError(f"INDEXED_TEXT_TEMPLATE: {exc}") from None
-    return template
+    return TextTemplateEnv.read(env).INDEXED_TEXT_TEMPLATE
 
 
 # --- Postgres ---
@@ -95,6 +99,30 @@ class DatabaseEnv(AwsEndpointEnv):
     PGSSLROOTCERT: Annotated[str | None, Field(description="a CA bundle for verify-full (the RDS CA)")] = None
     DATABASE_SECRET_ARN: Annotated[str | None, Field(
         description="a Secrets Manager secret with the database username and password, re-read after a rotation")] = None
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _postgres_url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and not url.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ConfigError("DATABASE_URL must start with postgresql://")
+        return url
+
+    @field_validator("DATABASE_SECRET_ARN")
+    @classmethod
+    def _secret_arn(cls, arn: str | None) -> str | None:
+        if arn is not None:
+            secret_region(arn)
+        return arn
+
+    @model_validator(mode="after")
+    def _location_and_credentials(self) -> DatabaseEnv:
+        # DATABASE_URL says it all; else PGHOST, and PGUSER/PGPASSWORD unless the secret holds them.
+        if self.DATABASE_URL is None:
+            require(self, "PGHOST")
+            if self.DATABASE_SECRET_ARN is None:
+                require(self, "PGUSER")
+                require(self, "PGPASSWORD")
+        return self
 
 
 class DatabaseTimeouts(BaseModel):
@@ -148,19 +176,14 @@ class DatabaseSettings:
         e = DatabaseEnv.read(env)
         fields: dict[str, Any] = timeouts.model_dump()
         if e.DATABASE_SECRET_ARN is not None:
-            secret_region(e.DATABASE_SECRET_ARN)  # validates it
             fields["secret_arn"] = e.DATABASE_SECRET_ARN
             fields["aws_endpoint_url"] = e.aws_endpoint_url
         if e.DATABASE_URL is not None:
-            if not e.DATABASE_URL.get_secret_value().startswith(("postgresql://", "postgres://")):
-                raise ConfigError("DATABASE_URL must start with postgresql://")
             return cls(url=e.DATABASE_URL.get_secret_value(), **fields)
-        host = require(e, "PGHOST")
-        if e.DATABASE_SECRET_ARN is not None:  # the credentials come from the secret
-            credentials = ""
-        else:
-            credentials = f"{quote(require(e, 'PGUSER'), safe='')}:{quote(require(e, 'PGPASSWORD').get_secret_value(), safe='')}@"
-        url = f"postgresql://{credentials}{host}:{e.PGPORT}/{quote(e.PGDATABASE, safe='')}?sslmode={e.PGSSLMODE}"
+        credentials = ""  # with DATABASE_SECRET_ARN they come from the secret
+        if e.PGUSER is not None and e.PGPASSWORD is not None and e.DATABASE_SECRET_ARN is None:
+            credentials = f"{quote(e.PGUSER, safe='')}:{quote(e.PGPASSWORD.get_secret_value(), safe='')}@"
+        url = f"postgresql://{credentials}{e.PGHOST}:{e.PGPORT}/{quote(e.PGDATABASE, safe='')}?sslmode={e.PGSSLMODE}"
         if e.PGSSLROOTCERT:
             url += f"&sslrootcert={quote(e.PGSSLROOTCERT, safe='/')}"
         return cls(url=url, **fields)
@@ -363,6 +386,27 @@ class EmbeddingEnv(DimensionEnv, TextTemplateEnv):
     XDG_CACHE_HOME: Annotated[str | None, Field(description="the user cache directory (XDG Base Directory)")] = None
     HOME: Annotated[str | None, Field(description="the user's home; ~/.cache without XDG_CACHE_HOME")] = None
 
+    @field_validator("EMBEDDING_DEVICE", "EMBEDDING_QUANTIZE", "EMBEDDING_RUNTIME")
+    @classmethod
+    def _choice(cls, raw: str, info: ValidationInfo) -> str:
+        value, name = raw.lower(), info.field_name
+        if name == "EMBEDDING_DEVICE" and value not in {"auto", "cpu", "cuda"} and not re.fullmatch(r"cuda:\d+", value):
+            raise ConfigError(f"EMBEDDING_DEVICE must be auto, cpu or cuda[:N], got {value!r}")
+        if name == "EMBEDDING_QUANTIZE" and value not in EMBEDDING_QUANTIZATIONS:
+            raise ConfigError(f"EMBEDDING_QUANTIZE must be none or int8, got {value!r}")
+        if name == "EMBEDDING_RUNTIME" and value not in EMBEDDING_RUNTIMES:
+            raise ConfigError(f"EMBEDDING_RUNTIME must be one of {', '.join(EMBEDDING_RUNTIMES)}, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _runtime_fits(self) -> EmbeddingEnv:
+        runtime = self.EMBEDDING_RUNTIME
+        if runtime in ("onnx", "openvino") and self.EMBEDDING_DEVICE.startswith("cuda"):
+            raise ConfigError(f"EMBEDDING_RUNTIME={runtime} runs on CPU only; use EMBEDDING_RUNTIME=torch (or auto) with EMBEDDING_DEVICE=cuda")
+        if runtime in ("onnx", "openvino") and self.EMBEDDING_QUANTIZE != "none":
+            raise ConfigError(f"EMBEDDING_RUNTIME={runtime} runs in fp32; EMBEDDING_QUANTIZE=int8 needs EMBEDDING_RUNTIME=torch (or auto)")
+        return self
+
 
 @dataclass(frozen=True)
 class EmbeddingSettings:
@@ -407,22 +451,8 @@ class EmbeddingSettings:
             raise ConfigError("EMBEDDING_MODEL_PATH is not set")
         if not Path(model_path).is_dir():
             raise ConfigError(f"EMBEDDING_MODEL_PATH {model_path!r} is not a directory holding a model")
-        device = e.EMBEDDING_DEVICE.lower()
-        if device not in {"auto", "cpu", "cuda"} and not re.fullmatch(r"cuda:\d+", device):
-            raise ConfigError(f"EMBEDDING_DEVICE must be auto, cpu or cuda[:N], got {device!r}")
-        template = text_template_from_env(env)
-        quantize = e.EMBEDDING_QUANTIZE.lower()
-        if quantize not in EMBEDDING_QUANTIZATIONS:
-            raise ConfigError(f"EMBEDDING_QUANTIZE must be none or int8, got {quantize!r}")
-        runtime = e.EMBEDDING_RUNTIME.lower()
-        if runtime not in EMBEDDING_RUNTIMES:
-            raise ConfigError(f"EMBEDDING_RUNTIME must be one of {', '.join(EMBEDDING_RUNTIMES)}, got {runtime!r}")
-        if runtime in ("onnx", "openvino") and device.startswith("cuda"):
-            raise ConfigError(f"EMBEDDING_RUNTIME={runtime} runs on CPU only; use EMBEDDING_RUNTIME=torch (or auto) with EMBEDDING_DEVICE=cuda")
-        if runtime in ("onnx", "openvino") and quantize != "none":
-            raise ConfigError(f"EMBEDDING_RUNTIME={runtime} runs in fp32; EMBEDDING_QUANTIZE=int8 needs EMBEDDING_RUNTIME=torch (or auto)")
         cache_base = e.XDG_CACHE_HOME or str(Path(e.HOME or Path.home()) / ".cache")
         return cls(model_path=model_path, model_name=EMBEDDING_MODEL_NAME, dimension=e.dimension,
-                   device=device, batch_size=e.EMBEDDING_BATCH_SIZE, text_template=template,
-                   quantize_int8=quantize == "int8", runtime=runtime,
+                   device=e.EMBEDDING_DEVICE, batch_size=e.EMBEDDING_BATCH_SIZE, text_template=e.INDEXED_TEXT_TEMPLATE,
+                   quantize_int8=e.EMBEDDING_QUANTIZE == "int8", runtime=e.EMBEDDING_RUNTIME,
                    cache_dir=e.EMBEDDING_CACHE_DIR or str(Path(cache_base) / "productsearch"))

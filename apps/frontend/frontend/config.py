@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import CliSettingsSource
 
 from productsearch.env import RAW, ConfigError, EnvSection, Tuning
@@ -44,6 +44,19 @@ class EditorEnv(EnvSection):
         description="the editor's user name; with EDITOR_PASSWORD turns editing on")] = None
     EDITOR_PASSWORD: Annotated[SecretStr | None, Field(
         description="the editor's password (at least 8 characters)", json_schema_extra=RAW)] = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> EditorEnv:
+        # One without the other is a configuration mistake, not editing turned off.
+        user = self.EDITOR_USERNAME.get_secret_value().strip() if self.EDITOR_USERNAME is not None else ""
+        password = self.EDITOR_PASSWORD.get_secret_value() if self.EDITOR_PASSWORD is not None else ""
+        if user and not password:
+            raise ConfigError("EDITOR_PASSWORD is not set but EDITOR_USERNAME is (set both, or neither to turn editing off)")
+        if password and not user:
+            raise ConfigError("EDITOR_USERNAME is not set but EDITOR_PASSWORD is (set both, or neither to turn editing off)")
+        if password and len(password) < 8:
+            raise ConfigError("EDITOR_PASSWORD must be at least 8 characters")
+        return self
 
 
 # Everything FrontendSettings (frontend.config) reads.
@@ -203,14 +216,6 @@ def editor_credentials(env: Mapping[str, str]) -> EditorCredentials | None:
     or neither (editing is off). One without the other is a configuration mistake.
     Raises ConfigError naming the variable."""
     e = EditorEnv.read(env)
-    user = e.EDITOR_USERNAME.get_secret_value() if e.EDITOR_USERNAME is not None else ""
-    password = e.EDITOR_PASSWORD or SecretStr("")
-    if not user.strip() and not password.get_secret_value():
-        return None
-    if not user.strip():
-        raise ConfigError("EDITOR_USERNAME is not set but EDITOR_PASSWORD is (set both, or neither to turn editing off)")
-    if not password.get_secret_value():
-        raise ConfigError("EDITOR_PASSWORD is not set but EDITOR_USERNAME is (set both, or neither to turn editing off)")
-    if len(password) < 8:  # SecretStr's len is its value's
-        raise ConfigError("EDITOR_PASSWORD must be at least 8 characters")
-    return EditorCredentials(username=user.strip(), password=password)
+    if e.EDITOR_USERNAME is None or e.EDITOR_PASSWORD is None or not e.EDITOR_PASSWORD.get_secret_value():
+        return None  # EditorEnv's validator refused one without the other
+    return EditorCredentials(username=e.EDITOR_USERNAME.get_secret_value().strip(), password=e.EDITOR_PASSWORD)
