@@ -35,8 +35,9 @@ class EmuSettings(EnvTuning):
     ENV_FIELDS: ClassVar[Mapping[str, str]] = {"visibility_timeout_seconds": "EMU_VISIBILITY_TIMEOUT_SECONDS",
                                                "stop_timeout_seconds": "EMU_STOP_TIMEOUT_SECONDS"}
 
-    visibility_timeout_seconds: CliSuppress[int] = 300
-    stop_timeout_seconds: CliSuppress[float] = 30.0
+    # Declared in EmuEnv, defaults included; these are where from_env puts them.
+    visibility_timeout_seconds: CliSuppress[int] = EmuEnv.model_fields["EMU_VISIBILITY_TIMEOUT_SECONDS"].default
+    stop_timeout_seconds: CliSuppress[float] = EmuEnv.model_fields["EMU_STOP_TIMEOUT_SECONDS"].default
     # Counted in changes, not messages (a message holds one change or 150): three
     # lookups' worth keeps the model fed while a write is in flight, and is work in
     # hand that the shutdown grace can finish on a GPU.

@@ -65,8 +65,9 @@ class PelicanSettings(EnvTuning):
     ENV_FIELDS: ClassVar[Mapping[str, str]] = {"cloudwatch_namespace": "CLOUDWATCH_NAMESPACE",
                                                "deployment_name": "DEPLOYMENT_NAME"}
 
+    # Declared in PelicanEnv, defaults included; these are where from_env puts them.
     cloudwatch_namespace: CliSuppress[str | None] = None
-    deployment_name: CliSuppress[str] = "local"
+    deployment_name: CliSuppress[str] = PelicanEnv.model_fields["DEPLOYMENT_NAME"].default
     # CloudWatch's standard resolution is one minute: putting more often costs
     # requests and shows nothing more.
     metric_interval_seconds: int = Field(60, ge=1, le=3600, description="the least time between two metric puts")
