@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from emu.config import EmuSettings
 from frontend.config import FRONTEND_ENV_SECTIONS
 from pelican.config import PelicanSettings
-from productsearch.env import EnvSection, is_secret, meaning_of, variable_of
+from productsearch.env import EnvSection, is_secret, meaning_of
 from productsearch.settings import (
     AppRoleSettings,
     DatabaseSettings,
@@ -122,8 +122,8 @@ def _derive() -> dict[str, Variable]:
     fields = {}
     for app, sections in READS.items():
         for section in sections:
-            for field_name, field in section.model_fields.items():
-                name = variable_of(field_name, field)
+            for name, field_name in section.variables().items():
+                field = section.model_fields[field_name]
                 readers.setdefault(name, set()).add(app)
                 owner = next(c for c in section.__mro__ if field_name in getattr(c, "__annotations__", {}))
                 fields[name] = (field, f"{owner.__module__}.{owner.__qualname__}")

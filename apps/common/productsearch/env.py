@@ -33,6 +33,7 @@ class ConfigError(ValueError):
 URL = {"url": True}  # the value must be an http(s) URL
 KEEP_BLANK = {"keep_blank": True}  # a value blank after stripping counts as set (else it means unset)
 RAW = {"strip": False, "keep_blank": True}  # taken as given: passwords keep their white space
+TUNING = {"variable": False}  # a field no variable sets: the constructor's (tests, the apps' options)
 
 
 def _flag(field: FieldInfo, name: str, default: bool) -> bool:
@@ -78,9 +79,9 @@ class _MappingSource(PydanticBaseSettingsSource):
     or a test's dict): values stripped, and blank ones treated as unset (ECS and
     docker-compose pass an empty string for a variable written without a value)."""
 
-    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]):
+    def __init__(self, settings_cls: type[EnvSection], env: Mapping[str, str]):
         super().__init__(settings_cls)
-        self._env = env
+        self._section, self._env = settings_cls, env
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         variable = variable_of(field_name, field)
@@ -94,8 +95,8 @@ class _MappingSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         values = {}
-        for name, field in self.settings_cls.model_fields.items():
-            value, variable, _ = self.get_field_value(field, name)
+        for name in self._section.variables().values():
+            value, variable, _ = self.get_field_value(self._section.model_fields[name], name)
             if value is not None:
                 values[variable] = value
         return values
@@ -119,17 +120,18 @@ class EnvSection(BaseSettings):
         return (init_settings,)
 
     @classmethod
-    def read(cls, env: Mapping[str, str] = os.environ):
-        """This section's variables from `env`. Raises ConfigError."""
+    def read(cls, env: Mapping[str, str] = os.environ, **given: Any):
+        """This section's variables from `env` (and its TUNING fields from `given`).
+        Raises ConfigError."""
         try:
-            return cls(**_MappingSource(cls, env)())
+            return cls(**_MappingSource(cls, env)(), **given)
         except ValidationError as exc:
             raise _config_error(exc) from None
 
     @field_validator("*", mode="before")
     @classmethod
     def _parse(cls, raw: Any, info: ValidationInfo) -> Any:
-        if not isinstance(raw, str):
+        if not isinstance(raw, str) or not _flag(cls.model_fields[str(info.field_name)], "variable", True):
             return raw
         field = cls.model_fields[str(info.field_name)]
         name = variable_of(str(info.field_name), field)
@@ -157,12 +159,13 @@ class EnvSection(BaseSettings):
     @classmethod
     def required_names(cls) -> frozenset[str]:
         """The variables this section cannot do without."""
-        return frozenset(variable_of(name, field) for name, field in cls.model_fields.items() if field.is_required())
+        return frozenset(variable for variable, name in cls.variables().items() if cls.model_fields[name].is_required())
 
     @classmethod
     def variables(cls) -> dict[str, str]:
         """{variable: field name} of every variable this section reads."""
-        return {variable_of(name, field): name for name, field in cls.model_fields.items()}
+        return {variable_of(name, field): name for name, field in cls.model_fields.items()
+                if _flag(field, "variable", True)}
 
 
 def _config_error(exc: ValidationError) -> ConfigError:

@@ -13,14 +13,14 @@ import os
 import re
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from productsearch.env import KEEP_BLANK, URL, ConfigError, EnvSection, require
+from productsearch.env import KEEP_BLANK, TUNING, URL, ConfigError, EnvSection, require
 
 # The table's column names: a stdlib-only module, so settings imports no domain code.
 from productsearch.products import CONTENT_COLUMNS
@@ -82,49 +82,6 @@ def text_template_from_env(env: Mapping[str, str] = os.environ) -> str:
 
 # --- Postgres ---
 
-class DatabaseEnv(AwsEndpointEnv):
-    """The variables of DatabaseSettings."""
-
-    DATABASE_URL: Annotated[SecretStr | None, Field(
-        description="a postgresql:// URL of the database; wins over the PG* variables (local stack, docker-compose)")] = None
-    PGHOST: Annotated[str | None, Field(description="the database host (needed without DATABASE_URL)")] = None
-    PGPORT: Annotated[int, Field(description="the database port", ge=1, le=65535)] = 5432
-    PGDATABASE: Annotated[str, Field(description="the database name")] = "products"
-    PGUSER: Annotated[str | None, Field(
-        description="the database user (needed without DATABASE_URL or DATABASE_SECRET_ARN)")] = None
-    PGPASSWORD: Annotated[SecretStr | None, Field(
-        description="the database password (needed without DATABASE_URL or DATABASE_SECRET_ARN)")] = None
-    PGSSLMODE: Annotated[Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"], Field(
-        description="libpq sslmode; verify-full unless told otherwise")] = "verify-full"
-    PGSSLROOTCERT: Annotated[str | None, Field(description="a CA bundle for verify-full (the RDS CA)")] = None
-    DATABASE_SECRET_ARN: Annotated[str | None, Field(
-        description="a Secrets Manager secret with the database username and password, re-read after a rotation")] = None
-
-    @field_validator("DATABASE_URL")
-    @classmethod
-    def _postgres_url(cls, url: SecretStr | None) -> SecretStr | None:
-        if url is not None and not url.get_secret_value().startswith(("postgresql://", "postgres://")):
-            raise ConfigError("DATABASE_URL must start with postgresql://")
-        return url
-
-    @field_validator("DATABASE_SECRET_ARN")
-    @classmethod
-    def _secret_arn(cls, arn: str | None) -> str | None:
-        if arn is not None:
-            secret_region(arn)
-        return arn
-
-    @model_validator(mode="after")
-    def _location_and_credentials(self) -> DatabaseEnv:
-        # DATABASE_URL says it all; else PGHOST, and PGUSER/PGPASSWORD unless the secret holds them.
-        if self.DATABASE_URL is None:
-            require(self, "PGHOST")
-            if self.DATABASE_SECRET_ARN is None:
-                require(self, "PGUSER")
-                require(self, "PGPASSWORD")
-        return self
-
-
 class DatabaseTimeouts(BaseModel):
     """How long a silent connection or a statement may take: tuning, the same for every
     deployment (constructor parameters; `--database.*` options of `pelican run` and
@@ -151,10 +108,10 @@ class DatabaseTimeouts(BaseModel):
 _TIMEOUTS = DatabaseTimeouts()
 
 
-@dataclass(frozen=True)
-class DatabaseSettings:
+class DatabaseSettings(AwsEndpointEnv):
     """Where Postgres is (DATABASE_URL wins over the libpq PG* variables) and how long
-    a silent connection or a statement may take (DatabaseTimeouts says why).
+    a silent connection or a statement may take (DatabaseTimeouts says why; tuning,
+    not variables).
 
     secret_arn (DATABASE_SECRET_ARN): a Secrets Manager secret holding JSON with
     `username` and `password` (the RDS-managed secret's shape). Its credentials replace
@@ -162,31 +119,70 @@ class DatabaseSettings:
     database refuses them: a rotation changes the password while a task runs, and ECS
     injects secrets only when a task starts. Its region is the one in its ARN."""
 
-    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (DatabaseEnv,)
+    database_url: SecretStr | None = Field(
+        None, validation_alias="DATABASE_URL",
+        description="a postgresql:// URL of the database; wins over the PG* variables (local stack, docker-compose)")
+    host: str | None = Field(None, validation_alias="PGHOST",
+                             description="the database host (needed without DATABASE_URL)")
+    port: int = Field(5432, validation_alias="PGPORT", ge=1, le=65535, description="the database port")
+    dbname: str = Field("products", validation_alias="PGDATABASE", description="the database name")
+    user: str | None = Field(None, validation_alias="PGUSER",
+                             description="the database user (needed without DATABASE_URL or DATABASE_SECRET_ARN)")
+    password: SecretStr | None = Field(
+        None, validation_alias="PGPASSWORD",
+        description="the database password (needed without DATABASE_URL or DATABASE_SECRET_ARN)")
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = Field(
+        "verify-full", validation_alias="PGSSLMODE", description="libpq sslmode; verify-full unless told otherwise")
+    sslrootcert: str | None = Field(None, validation_alias="PGSSLROOTCERT",
+                                    description="a CA bundle for verify-full (the RDS CA)")
+    secret_arn: str | None = Field(
+        None, validation_alias="DATABASE_SECRET_ARN",
+        description="a Secrets Manager secret with the database username and password, re-read after a rotation")
+    dead_connection_seconds: int = Field(_TIMEOUTS.dead_connection_seconds, json_schema_extra=TUNING)
+    statement_timeout_seconds: float = Field(_TIMEOUTS.statement_timeout_seconds, json_schema_extra=TUNING)
 
-    url: str = field(repr=False)  # holds the password unless secret_arn supplies it: see redacted()
-    dead_connection_seconds: int = _TIMEOUTS.dead_connection_seconds
-    statement_timeout_seconds: float = _TIMEOUTS.statement_timeout_seconds
-    secret_arn: str | None = None
-    aws_endpoint_url: str | None = None
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and not url.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ConfigError("DATABASE_URL must start with postgresql://")
+        return url
+
+    @field_validator("secret_arn")
+    @classmethod
+    def _secret_arn(cls, arn: str | None) -> str | None:
+        if arn is not None:
+            secret_region(arn)
+        return arn
+
+    @model_validator(mode="after")
+    def _location_and_credentials(self) -> DatabaseSettings:
+        # DATABASE_URL says it all; else PGHOST, and PGUSER/PGPASSWORD unless the secret holds them.
+        if self.database_url is None:
+            require(self, "PGHOST")
+            if self.secret_arn is None:
+                require(self, "PGUSER")
+                require(self, "PGPASSWORD")
+        return self
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, timeouts: DatabaseTimeouts = _TIMEOUTS) -> DatabaseSettings:
         """Raises ConfigError naming the variable that is missing or malformed."""
-        e = DatabaseEnv.read(env)
-        fields: dict[str, Any] = timeouts.model_dump()
-        if e.DATABASE_SECRET_ARN is not None:
-            fields["secret_arn"] = e.DATABASE_SECRET_ARN
-            fields["aws_endpoint_url"] = e.aws_endpoint_url
-        if e.DATABASE_URL is not None:
-            return cls(url=e.DATABASE_URL.get_secret_value(), **fields)
+        return cls.read(env, **timeouts.model_dump())
+
+    @property
+    def url(self) -> str:
+        """The libpq connection string, with the password in it (unless secret_arn
+        supplies the credentials): for connecting only; logs use redacted()."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
         credentials = ""  # with DATABASE_SECRET_ARN they come from the secret
-        if e.PGUSER is not None and e.PGPASSWORD is not None and e.DATABASE_SECRET_ARN is None:
-            credentials = f"{quote(e.PGUSER, safe='')}:{quote(e.PGPASSWORD.get_secret_value(), safe='')}@"
-        url = f"postgresql://{credentials}{e.PGHOST}:{e.PGPORT}/{quote(e.PGDATABASE, safe='')}?sslmode={e.PGSSLMODE}"
-        if e.PGSSLROOTCERT:
-            url += f"&sslrootcert={quote(e.PGSSLROOTCERT, safe='/')}"
-        return cls(url=url, **fields)
+        if self.user is not None and self.password is not None and self.secret_arn is None:
+            credentials = f"{quote(self.user, safe='')}:{quote(self.password.get_secret_value(), safe='')}@"
+        url = f"postgresql://{credentials}{self.host}:{self.port}/{quote(self.dbname, safe='')}?sslmode={self.sslmode}"
+        if self.sslrootcert:
+            url += f"&sslrootcert={quote(self.sslrootcert, safe='/')}"
+        return url
 
     def redacted(self) -> str:
         """The URL with its password replaced by ***, for logs."""

@@ -61,7 +61,7 @@ class EditorEnv(EnvSection):
 
 # Everything FrontendSettings (frontend.config) reads.
 FRONTEND_ENV_SECTIONS: tuple[type[EnvSection], ...] = (
-    FrontendEnv, EditorEnv, *DatabaseSettings.ENV_SECTIONS,
+    FrontendEnv, EditorEnv, DatabaseSettings,
     IndexSettings, *EmbeddingSettings.ENV_SECTIONS, QueueSettings)
 
 

@@ -2,7 +2,7 @@ import pytest
 
 from emu.config import EmuSettings
 from pelican.config import PelicanSettings
-from productsearch.settings import (ConfigError, DatabaseEnv, DatabaseSettings, DatabaseTimeouts, EmbeddingSettings, IndexSettings,
+from productsearch.settings import (ConfigError, DatabaseSettings, DatabaseTimeouts, EmbeddingSettings, IndexSettings,
                                     QueueSettings)
 
 
@@ -10,7 +10,7 @@ def test_database_from_pg_variables_quotes_credentials_and_defaults_to_verified_
     s = DatabaseSettings.from_env({"PGHOST": "db.internal", "PGUSER": "app", "PGPASSWORD": "p@ss:/w", "PGSSLROOTCERT": "/etc/ssl/rds.pem"})
     assert s.url == "postgresql://app:p%40ss%3A%2Fw@db.internal:5432/products?sslmode=verify-full&sslrootcert=/etc/ssl/rds.pem"
     assert "p%40ss" not in s.redacted() and "p%40ss" not in repr(s)
-    read = DatabaseEnv.read({"DATABASE_URL": "postgresql://u:hunter2@h/db", "PGPASSWORD": "hunter2"})
+    read = DatabaseSettings.read({"DATABASE_URL": "postgresql://u:hunter2@h/db", "PGPASSWORD": "hunter2"})
     assert "hunter2" not in repr(read) and "hunter2" not in str(read.model_dump())
 
 
