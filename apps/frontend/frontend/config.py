@@ -62,7 +62,7 @@ class EditorEnv(EnvSection):
 # Everything FrontendSettings (frontend.config) reads.
 FRONTEND_ENV_SECTIONS: tuple[type[EnvSection], ...] = (
     FrontendEnv, EditorEnv, DatabaseSettings,
-    IndexSettings, *EmbeddingSettings.ENV_SECTIONS, QueueSettings)
+    IndexSettings, EmbeddingSettings, QueueSettings)
 
 
 # The app must keep an idle connection open longer than the load balancer does, or
