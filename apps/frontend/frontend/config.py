@@ -9,32 +9,19 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import CliSettingsSource
 
-from productsearch.env import RAW, ConfigError, EnvSection, Tuning
+from productsearch.env import RAW, TUNING, ConfigError, EnvSection, Tuning
 from productsearch.settings import DatabaseSettings, DatabaseTimeouts, EmbeddingSettings, IndexSettings, QueueSettings
 
 # The largest request body any route reads (the JSON API's bodies are far smaller).
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 # AWS docs (Application Load Balancers, connection idle timeout): 60 s by default.
 DEFAULT_LOAD_BALANCER_IDLE_SECONDS = 60
-
-
-class FrontendEnv(EnvSection):
-    """The frontend's own variables (frontend.config.FrontendSettings)."""
-
-    FRONTEND_HOST: Annotated[str, Field(description="the address the app binds")] = "127.0.0.1"
-    FRONTEND_PORT: Annotated[int, Field(description="the port the app listens on", ge=1, le=65535)] = 7860
-    # compute sets the ALB's idle timeout and this from one config value.
-    LOAD_BALANCER_IDLE_TIMEOUT_SECONDS: Annotated[int, Field(
-        description="the load balancer's idle timeout, which the app's keep-alive outlasts", ge=1, le=4000)] \
-        = DEFAULT_LOAD_BALANCER_IDLE_SECONDS
-    FRONTEND_TRUSTED_PROXIES: Annotated[str | None, Field(
-        description="addresses or CIDR networks of the proxies whose X-Forwarded-For is believed")] = None
 
 
 class EditorEnv(EnvSection):
@@ -57,12 +44,6 @@ class EditorEnv(EnvSection):
         if password and len(password) < 8:
             raise ConfigError("EDITOR_PASSWORD must be at least 8 characters")
         return self
-
-
-# Everything FrontendSettings (frontend.config) reads.
-FRONTEND_ENV_SECTIONS: tuple[type[EnvSection], ...] = (
-    FrontendEnv, EditorEnv, DatabaseSettings,
-    IndexSettings, EmbeddingSettings, QueueSettings)
 
 
 # The app must keep an idle connection open longer than the load balancer does, or
@@ -131,10 +112,9 @@ class FrontendTuning(Tuning):
     database: DatabaseTimeouts = DatabaseTimeouts()
 
 
-@dataclass(frozen=True)
-class FrontendSettings:
-    """Everything the frontend reads: its own section (FrontendEnv: bind address,
-    load balancer idle timeout, trusted proxies), the editor's credentials, the
+class FrontendSettings(EnvSection):
+    """Everything the frontend reads: its own variables (bind address, load
+    balancer idle timeout, trusted proxies), the editor's credentials (EditorEnv), the
     shared database, index, embedding and queue settings, and its tuning.
 
     trusted_proxies (FRONTEND_TRUSTED_PROXIES, default none): comma-separated
@@ -143,23 +123,50 @@ class FrontendSettings:
     entry that is not a trusted proxy; without it the client is the socket's peer,
     since anyone can write an X-Forwarded-For header."""
 
-    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = FRONTEND_ENV_SECTIONS
+    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = ()  # FRONTEND_ENV_SECTIONS, set below
 
-    host: str
-    port: int
-    editor: EditorCredentials | None
-    database: DatabaseSettings = field(repr=False)
-    index: IndexSettings = field(repr=False)
-    embedding: EmbeddingSettings
-    queues: QueueSettings
+    host: str = Field("127.0.0.1", validation_alias="FRONTEND_HOST", description="the address the app binds")
+    port: int = Field(7860, validation_alias="FRONTEND_PORT", ge=1, le=65535, description="the port the app listens on")
+    # compute sets the ALB's idle timeout and this from one config value.
+    load_balancer_idle_seconds: int = Field(
+        DEFAULT_LOAD_BALANCER_IDLE_SECONDS, validation_alias="LOAD_BALANCER_IDLE_TIMEOUT_SECONDS", ge=1, le=4000,
+        description="the load balancer's idle timeout, which the app's keep-alive outlasts")
+    trusted_proxies: tuple[str, ...] = Field(
+        (), validation_alias="FRONTEND_TRUSTED_PROXIES",
+        description="addresses or CIDR networks of the proxies whose X-Forwarded-For is believed")
+    editor: EditorCredentials | None = Field(None, json_schema_extra=TUNING)
+    database: DatabaseSettings = Field(repr=False, json_schema_extra=TUNING)
+    index: IndexSettings = Field(repr=False, json_schema_extra=TUNING)
+    embedding: EmbeddingSettings = Field(json_schema_extra=TUNING)
+    queues: QueueSettings = Field(json_schema_extra=TUNING)
     # Tuning, not deployment: results per page in the UI, and database connections
     # kept per replica (10 covers the API's concurrent searches and edits).
-    page_size: int = 10
-    db_pool_size: int = 10
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    load_balancer_idle_seconds: int = DEFAULT_LOAD_BALANCER_IDLE_SECONDS
-    trusted_proxies: tuple[str, ...] = ()
-    tuning: FrontendTuning = FrontendTuning()
+    page_size: int = Field(10, json_schema_extra=TUNING)
+    db_pool_size: int = Field(10, json_schema_extra=TUNING)
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, json_schema_extra=TUNING)
+    tuning: FrontendTuning = Field(FrontendTuning(), json_schema_extra=TUNING)
+
+    @field_validator("host")
+    @classmethod
+    def _bind_address(cls, host: str) -> str:
+        if any(c.isspace() for c in host) or "/" in host:
+            raise ConfigError(f"FRONTEND_HOST must be a host name or address to bind, got {host!r}")
+        return host
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, raw: Any) -> Any:
+        if not isinstance(raw, str):
+            return raw
+        proxies = []
+        for item in (part.strip() for part in raw.split(",")):
+            if not item:
+                continue
+            try:
+                proxies.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ConfigError(f"FRONTEND_TRUSTED_PROXIES must list IP addresses or CIDR networks, got {item!r}") from None
+        return tuple(proxies)
 
     @property
     def keep_alive_seconds(self) -> int:
@@ -184,31 +191,17 @@ class FrontendSettings:
         EmbeddingSettings.from_env(env) (the frontend's own entry point passes
         EmbeddingSettings.for_queries). Raises ConfigError naming the variable or
         option that is missing or malformed."""
-        e = FrontendEnv.read(env)
-        host = e.FRONTEND_HOST
-        if any(c.isspace() for c in host) or "/" in host:
-            raise ConfigError(f"FRONTEND_HOST must be a host name or address to bind, got {host!r}")
-        proxies = []
-        for item in (e.FRONTEND_TRUSTED_PROXIES or "").split(","):
-            if not item.strip():
-                continue
-            try:
-                proxies.append(str(ipaddress.ip_network(item.strip(), strict=False)))
-            except ValueError:
-                raise ConfigError(f"FRONTEND_TRUSTED_PROXIES must list IP addresses or CIDR networks, got {item.strip()!r}") from None
         tuned = FrontendTuning.build(options, args, **tuning)
-        return cls(
-            host=host,
-            port=e.FRONTEND_PORT,
-            editor=editor_credentials(env),
-            database=DatabaseSettings.from_env(env, timeouts=tuned.database),
-            index=IndexSettings.from_env(env),
-            embedding=embedding or EmbeddingSettings.from_env(env),
-            queues=QueueSettings.from_env(env),
-            load_balancer_idle_seconds=e.LOAD_BALANCER_IDLE_TIMEOUT_SECONDS,
-            trusted_proxies=tuple(proxies),
-            tuning=tuned,
-        )
+        return cls.read(env, editor=editor_credentials(env),
+                        database=DatabaseSettings.from_env(env, timeouts=tuned.database),
+                        index=IndexSettings.from_env(env), embedding=embedding or EmbeddingSettings.from_env(env),
+                        queues=QueueSettings.from_env(env), tuning=tuned)
+
+
+# Everything FrontendSettings reads.
+FRONTEND_ENV_SECTIONS: tuple[type[EnvSection], ...] = (
+    FrontendSettings, EditorEnv, DatabaseSettings, IndexSettings, EmbeddingSettings, QueueSettings)
+FrontendSettings.ENV_SECTIONS = FRONTEND_ENV_SECTIONS
 
 
 def editor_credentials(env: Mapping[str, str]) -> EditorCredentials | None:
