@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from emu.config import EmuSettings
 from frontend.config import FRONTEND_ENV_SECTIONS
 from pelican.config import PelicanSettings
-from productsearch.env import EnvSection, is_secret, meaning_of
+from productsearch.env import EnvSection, EnvTuning, is_secret, meaning_of
 from productsearch.settings import (
     AppRoleSettings,
     DatabaseSettings,
@@ -44,16 +44,20 @@ from productsearch.settings import (
     TextTemplateEnv,
 )
 
+# A class that declares variables: a settings section, or an app's tuning whose
+# aliased fields are variables (emu's and pelican's settings).
+Declares = type[EnvSection] | type[EnvTuning]
+
 APPS = ("pelican", "emu", "frontend", "operator")
 READERS = (*APPS, "tools")
 
 
-def _sections(*readers: type) -> tuple[type[EnvSection], ...]:
+def _sections(*readers: type) -> tuple[Declares, ...]:
     """The sections behind settings classes (their ENV_SECTIONS) or sections given as is,
     each once, in order."""
-    found: list[type[EnvSection]] = []
+    found: list[Declares] = []
     for reader in readers:
-        sections: tuple[type[EnvSection], ...] = getattr(reader, "ENV_SECTIONS", (reader,))
+        sections: tuple[Declares, ...] = getattr(reader, "ENV_SECTIONS", (reader,))
         for section in sections:
             if section not in found:
                 found.append(section)
@@ -61,7 +65,7 @@ def _sections(*readers: type) -> tuple[type[EnvSection], ...]:
 
 
 # What each process reads: the settings its entry point builds (apps/*/__main__.py).
-READS: dict[str, tuple[type[EnvSection], ...]] = {
+READS: dict[str, tuple[Declares, ...]] = {
     "pelican": _sections(DatabaseSettings, QueueSettings, PelicanSettings),
     "emu": _sections(EmbeddingSettings, QueueSettings, EmuSettings, IndexSettings),
     "frontend": FRONTEND_ENV_SECTIONS,

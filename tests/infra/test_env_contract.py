@@ -16,7 +16,7 @@ from frontend import config as frontend_config
 from frontend.config import FrontendSettings
 from infra import env_contract as contract
 from pelican import config as pelican_config
-from productsearch.env import variable_of
+from productsearch.env import EnvTuning, variable_of
 from productsearch import settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,7 +78,8 @@ SETTINGS_MODULES = (settings, pelican_config, emu_config, frontend_config)
 
 def all_sections() -> list[type]:
     return [s for module in SETTINGS_MODULES for s in vars(module).values()
-            if isinstance(s, type) and issubclass(s, settings.EnvSection) and s is not settings.EnvSection
+            if isinstance(s, type) and issubclass(s, (settings.EnvSection, EnvTuning))
+            and s not in (settings.EnvSection, EnvTuning)
             and s.__module__ == module.__name__]
 
 

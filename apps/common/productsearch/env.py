@@ -1,9 +1,16 @@
-"""The one reader of configuration: environment variables, declared in groups
-(`EnvSection`: a pydantic-settings model whose field names are the variables' names,
-each a `Field(description=, ge=, le=)` saying what it means and its bounds; a
-credential is a SecretStr), and `Tuning`, values no deployment sets (constructor parameters and
-command-line options). A missing or malformed value raises ConfigError naming the
-variable or option; the apps turn that into a one-line message and exit code 2.
+"""The one reader of configuration. Each setting is declared once, as a pydantic
+field: `Field(description=, ge=, le=)` says what it means and its bounds, a
+credential is a SecretStr, and rules between settings are validators.
+
+- `EnvSection`: a settings class whose fields are environment variables (the field's
+  validation_alias, else its name), except those marked TUNING, which its
+  constructor sets. `read(env)` reads them.
+- `Tuning`: values no deployment sets, constructor parameters and command-line
+  options (`--field-name`). `EnvTuning`: tuning with a few variables (its fields with
+  a validation_alias), emu's and pelican's settings.
+
+A missing or malformed value raises ConfigError naming the variable or option; the
+apps turn that into a one-line message and exit code 2.
 
 The declarations are in productsearch.settings (the shared groups) and in each app's
 config module; infra.env_contract derives the environment contract from them.
@@ -17,7 +24,7 @@ import re
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, ClassVar, Self
+from typing import Any, Self
 
 import annotated_types
 from pydantic import SecretStr, ValidationError, ValidationInfo, field_validator
@@ -79,7 +86,7 @@ class _MappingSource(PydanticBaseSettingsSource):
     or a test's dict): values stripped, and blank ones treated as unset (ECS and
     docker-compose pass an empty string for a variable written without a value)."""
 
-    def __init__(self, settings_cls: type[EnvSection], env: Mapping[str, str]):
+    def __init__(self, settings_cls: type[EnvSection] | type[EnvTuning], env: Mapping[str, str]):
         super().__init__(settings_cls)
         self._section, self._env = settings_cls, env
 
@@ -131,30 +138,7 @@ class EnvSection(BaseSettings):
     @field_validator("*", mode="before")
     @classmethod
     def _parse(cls, raw: Any, info: ValidationInfo) -> Any:
-        if not isinstance(raw, str) or not _flag(cls.model_fields[str(info.field_name)], "variable", True):
-            return raw
-        field = cls.model_fields[str(info.field_name)]
-        name = variable_of(str(info.field_name), field)
-        kind = _value_type(field.annotation)
-        value: Any = raw
-        if kind is int:
-            try:
-                value = int(raw)
-            except ValueError:
-                raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-        elif kind is float:
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-        low, high = bounds_of(field)
-        if kind in (int, float) and low is not None:
-            if value < low or (high is not None and value > high):
-                bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-                raise ConfigError(f"{name} must be {bound}, got {value}")
-        if _flag(field, "url", False) and not re.match(r"^https?://[^\s/]+", value):
-            raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
-        return value
+        return _parse_variable(cls, raw, info)
 
     @classmethod
     def required_names(cls) -> frozenset[str]:
@@ -166,6 +150,36 @@ class EnvSection(BaseSettings):
         """{variable: field name} of every variable this section reads."""
         return {variable_of(name, field): name for name, field in cls.model_fields.items()
                 if _flag(field, "variable", True)}
+
+
+def _parse_variable(cls: type[EnvSection] | type[EnvTuning], raw: Any, info: ValidationInfo) -> Any:
+    """A variable's raw string as its field's int or float, checked against the
+    field's bounds and URL flag. Raises ConfigError naming the variable. Other
+    values (a constructor's, a TUNING field's) pass as they are."""
+    field = cls.model_fields[str(info.field_name)]
+    name = variable_of(str(info.field_name), field)
+    if not isinstance(raw, str) or name not in cls.variables():
+        return raw
+    kind = _value_type(field.annotation)
+    value: Any = raw
+    if kind is int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    elif kind is float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    low, high = bounds_of(field)
+    if kind in (int, float) and low is not None:
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ConfigError(f"{name} must be {bound}, got {value}")
+    if _flag(field, "url", False) and not re.match(r"^https?://[^\s/]+", value):
+        raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
+    return value
 
 
 def _config_error(exc: ValidationError) -> ConfigError:
@@ -213,10 +227,6 @@ class Tuning(BaseSettings):
     def build(cls, options: CliSettingsSource | None = None, args: argparse.Namespace | None = None, **given: Any):
         """An instance from `given` field values, the command line's options winning.
         Raises ConfigError naming the option that is out of bounds or malformed."""
-        # A CliSuppress field comes from the environment, never from the command line.
-        for name in vars(args or argparse.Namespace()):
-            if name in cls.model_fields and argparse.SUPPRESS in cls.model_fields[name].metadata:
-                raise ConfigError(f"--{name.replace('_', '-')} is not an option (its environment variable sets it)")
         try:
             if options is None:
                 return cls(**given)
@@ -238,20 +248,30 @@ class Tuning(BaseSettings):
 
 
 class EnvTuning(Tuning):
-    """Tuning where a few fields follow from the deployment: each field named in
-    ENV_FIELDS (declared CliSuppress, so no option sets it) comes from its variable of
-    ENV_SECTIONS instead."""
+    """Tuning where a few fields follow from the deployment: each field with a
+    validation_alias (declared CliSuppress, so no option sets it) is that environment
+    variable, read by from_env like an EnvSection's."""
 
-    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = ()
-    ENV_FIELDS: ClassVar[Mapping[str, str]] = {}  # {field: its variable}
+    @field_validator("*", mode="before")
+    @classmethod
+    def _parse(cls, raw: Any, info: ValidationInfo) -> Any:
+        return _parse_variable(cls, raw, info)
+
+    @classmethod
+    def variables(cls) -> dict[str, str]:
+        """{variable: field name} of the fields that are environment variables."""
+        return {field.validation_alias: name for name, field in cls.model_fields.items()
+                if isinstance(field.validation_alias, str)}
+
+    @classmethod
+    def required_names(cls) -> frozenset[str]:
+        """The variables it cannot do without."""
+        return frozenset(variable for variable, name in cls.variables().items() if cls.model_fields[name].is_required())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, options: CliSettingsSource | None = None,
                  args: Any = None, **tuning: Any) -> Self:
-        """The ENV_FIELDS from `env`, the rest from `tuning` and the command line
+        """The variables from `env`, the rest from `tuning` and the command line
         (`options` from add_options, `args` parsed). Raises ConfigError naming the
         variable or option that is malformed."""
-        read: dict[str, Any] = {}
-        for section in cls.ENV_SECTIONS:
-            read.update(section.read(env).model_dump())
-        return cls.build(options, args, **{field: read[var] for field, var in cls.ENV_FIELDS.items()}, **tuning)
+        return cls.build(options, args, **_MappingSource(cls, env)(), **tuning)

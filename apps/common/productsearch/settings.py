@@ -1,10 +1,10 @@
-"""The settings the apps share (database, queues, index, embedding), each variable
-declared once as a field of an `EnvSection` (productsearch.env, the one reader of
-configuration). ECS injects configuration and Secrets Manager values as environment
-variables, and the local stack writes the same names to .local/stack.env. The
-settings classes the apps use are frozen dataclasses built by `from_env`, where the
-checks that involve several variables live. Each app's own settings are in its config
-module; infra.env_contract derives the environment contract from all of them.
+"""The settings the apps share (database, queues, index, embedding): each class is
+an `EnvSection` (productsearch.env, the one reader of configuration) whose fields
+name their variables by validation_alias, with the rules between variables as
+validators; `from_env` reads one. ECS injects configuration and Secrets Manager values
+as environment variables, and the local stack writes the same names to
+.local/stack.env. Each app's own settings class is in its config module and is built
+with these; infra.env_contract derives the environment contract from all of them.
 """
 
 from __future__ import annotations

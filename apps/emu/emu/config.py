@@ -1,43 +1,33 @@
 """emu's own settings (the worker's limits and retries). The two that follow from
 the deployment (the queue's visibility timeout, the container's stopTimeout) are
-environment variables that compute sets; the rest are `Tuning`: constructor
-parameters and `emu run` options, which no deployment sets. The shared parts
+environment variables that compute sets (the fields with a validation_alias); the
+rest are tuning: constructor parameters and `emu run` options, which no deployment
+sets. The shared parts
 (queues, index, embedding) are productsearch.settings' classes."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, ClassVar
 
 from pydantic import Field
 from pydantic_settings import CliSuppress
 
-from productsearch.env import EnvSection, EnvTuning
-
-
-class EmuEnv(EnvSection):
-    """The variables of EmuSettings."""
-
-    EMU_VISIBILITY_TIMEOUT_SECONDS: Annotated[int, Field(
-        description="how long emu leases a message (the queue's visibility timeout)", ge=10, le=43200)] = 300
-    # The container's stopTimeout: SIGKILL follows SIGTERM this long after (AWS docs,
-    # ContainerDefinition stopTimeout: ECS's default is 30 s, Fargate's maximum 120 s;
-    # compute sets it and passes it here).
-    EMU_STOP_TIMEOUT_SECONDS: Annotated[float, Field(
-        description="the container's stopTimeout, within which emu finishes or hands back its work", ge=2.0, le=120.0)] = 30.0
+from productsearch.env import EnvTuning
 
 
 class EmuSettings(EnvTuning):
-    """emu's worker: visibility_timeout_seconds and stop_timeout_seconds from EmuEnv,
-    the rest tuning with the bounds and reasons given here."""
+    """emu's worker: visibility_timeout_seconds and stop_timeout_seconds are
+    environment variables (compute sets them), the rest tuning with the bounds and
+    reasons given here."""
 
-    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (EmuEnv,)
-    ENV_FIELDS: ClassVar[Mapping[str, str]] = {"visibility_timeout_seconds": "EMU_VISIBILITY_TIMEOUT_SECONDS",
-                                               "stop_timeout_seconds": "EMU_STOP_TIMEOUT_SECONDS"}
-
-    # Declared in EmuEnv, defaults included; these are where from_env puts them.
-    visibility_timeout_seconds: CliSuppress[int] = EmuEnv.model_fields["EMU_VISIBILITY_TIMEOUT_SECONDS"].default
-    stop_timeout_seconds: CliSuppress[float] = EmuEnv.model_fields["EMU_STOP_TIMEOUT_SECONDS"].default
+    visibility_timeout_seconds: CliSuppress[int] = Field(
+        300, validation_alias="EMU_VISIBILITY_TIMEOUT_SECONDS", ge=10, le=43200,
+        description="how long emu leases a message (the queue's visibility timeout)")
+    # The container's stopTimeout: SIGKILL follows SIGTERM this long after (AWS docs,
+    # ContainerDefinition stopTimeout: ECS's default is 30 s, Fargate's maximum 120 s;
+    # compute sets it and passes it here).
+    stop_timeout_seconds: CliSuppress[float] = Field(
+        30.0, validation_alias="EMU_STOP_TIMEOUT_SECONDS", ge=2.0, le=120.0,
+        description="the container's stopTimeout, within which emu finishes or hands back its work")
     # Counted in changes, not messages (a message holds one change or 150): three
     # lookups' worth keeps the model fed while a write is in flight, and is work in
     # hand that the shutdown grace can finish on a GPU.
