@@ -127,13 +127,19 @@ class EnvSection(BaseSettings):
         return (init_settings,)
 
     @classmethod
-    def read(cls, env: Mapping[str, str] = os.environ, **given: Any):
+    def read(cls, env: Mapping[str, str] = os.environ, **given: Any) -> Self:
         """This section's variables from `env` (and its TUNING fields from `given`).
         Raises ConfigError."""
         try:
             return cls(**_MappingSource(cls, env)(), **given)
         except ValidationError as exc:
             raise _config_error(exc) from None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Self:
+        """This section read from `env` (os.environ by default). Raises ConfigError
+        naming the variable that is missing or malformed."""
+        return cls.read(env)
 
     @field_validator("*", mode="before")
     @classmethod

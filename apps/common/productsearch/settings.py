@@ -214,10 +214,6 @@ class AppRoleSettings(AwsEndpointEnv):
         secret_region(arn, str(info.field_name))
         return arn
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> AppRoleSettings:
-        """Raises ConfigError naming the variable that is missing or malformed."""
-        return cls.read(env)
 
 
 # --- SQS and SNS ---
@@ -315,10 +311,6 @@ class IndexSettings(DimensionEnv):
             raise ConfigError("PINECONE_NEXT_HOST must differ from PINECONE_HOST (it is the index a migration builds)")
         return self
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> IndexSettings:
-        """Raises ConfigError naming the variable that is missing or malformed."""
-        return cls.read(env)
 
     @property
     def tombstone_namespace(self) -> str:
@@ -445,7 +437,3 @@ class EmbeddingSettings(DimensionEnv, TextTemplateEnv):
         QUERY_EMBEDDING_RUNTIME, on QUERY_EMBEDDING_THREADS threads. Raises ConfigError."""
         return cls.read({"EMBEDDING_RUNTIME": QUERY_EMBEDDING_RUNTIME, **env}, threads=QUERY_EMBEDDING_THREADS)
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> EmbeddingSettings:
-        """Raises ConfigError naming the variable that is missing or malformed."""
-        return cls.read(env)
