@@ -1,7 +1,8 @@
-"""The frontend's settings, read from the environment by productsearch.settings'
-reader like every other setting: its own variables are declared here (FrontendEnv,
-EditorEnv), the shared ones (database, index, embedding, queues) there, and its
-tuning (FrontendTuning) is `python -m frontend` options. A missing or malformed value
+"""The frontend's one settings class, FrontendSettings, read from the environment by
+productsearch.env's reader like every other setting: its own variables are its
+fields, the editor's credentials are EditorEnv, the shared sections (database,
+index, embedding, queues) come from productsearch.settings, and its tuning
+(FrontendTuning) is `python -m frontend` options. A missing or malformed value
 raises ConfigError naming the variable or option."""
 
 from __future__ import annotations
