@@ -52,7 +52,7 @@ def reset_data(stack: DevStack) -> None:
         sqs.delete_queue(QueueUrl=url)
     stack.create_queues()
     settings = IndexSettings.from_env(env)
-    index = Pinecone(api_key=settings.api_key).index(host=settings.host)
+    index = Pinecone(api_key=settings.api_key.get_secret_value()).index(host=settings.host)
     for namespace in (settings.namespace, settings.tombstone_namespace):
         if settings.api == "documents":
             index.documents.delete(namespace=namespace, delete_all=True)

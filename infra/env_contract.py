@@ -1,8 +1,9 @@
 """The environment contract: every variable the apps and their one-off tasks read,
 which of them reads it, whether it is a secret, and what it means.
 
-The table is derived, not written: the variables, their meanings and their secret
-flags come from the settings sections (one field per variable): the shared ones in
+The table is derived, not written: the variables, their meanings (each field's
+description) and their secret flags (a SecretStr field is a secret) come from the
+settings sections (one field per variable): the shared ones in
 productsearch.settings and each app's own in pelican.config, emu.config and
 frontend.config. It lives here, beside the components that deploy all three apps,
 because it is the one place that sees them all. `python -m infra.env_contract`
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from emu.config import EmuSettings
 from frontend.config import FRONTEND_ENV_SECTIONS
 from pelican.config import PelicanSettings
-from productsearch.env import EnvSection, var_of
+from productsearch.env import EnvSection, EnvTuning, is_secret, meaning_of
 from productsearch.settings import (
     AppRoleSettings,
     DatabaseSettings,
@@ -43,16 +44,20 @@ from productsearch.settings import (
     TextTemplateEnv,
 )
 
+# A class that declares variables: a settings section, or an app's tuning whose
+# aliased fields are variables (emu's and pelican's settings).
+Declares = type[EnvSection] | type[EnvTuning]
+
 APPS = ("pelican", "emu", "frontend", "operator")
 READERS = (*APPS, "tools")
 
 
-def _sections(*readers: type) -> tuple[type[EnvSection], ...]:
+def _sections(*readers: type) -> tuple[Declares, ...]:
     """The sections behind settings classes (their ENV_SECTIONS) or sections given as is,
     each once, in order."""
-    found: list[type[EnvSection]] = []
+    found: list[Declares] = []
     for reader in readers:
-        sections: tuple[type[EnvSection], ...] = getattr(reader, "ENV_SECTIONS", (reader,))
+        sections: tuple[Declares, ...] = getattr(reader, "ENV_SECTIONS", (reader,))
         for section in sections:
             if section not in found:
                 found.append(section)
@@ -60,7 +65,7 @@ def _sections(*readers: type) -> tuple[type[EnvSection], ...]:
 
 
 # What each process reads: the settings its entry point builds (apps/*/__main__.py).
-READS: dict[str, tuple[type[EnvSection], ...]] = {
+READS: dict[str, tuple[Declares, ...]] = {
     "pelican": _sections(DatabaseSettings, QueueSettings, PelicanSettings),
     "emu": _sections(EmbeddingSettings, QueueSettings, EmuSettings, IndexSettings),
     "frontend": FRONTEND_ENV_SECTIONS,
@@ -121,12 +126,13 @@ def _derive() -> dict[str, Variable]:
     fields = {}
     for app, sections in READS.items():
         for section in sections:
-            for name, field in section.model_fields.items():
+            for name, field_name in section.variables().items():
+                field = section.model_fields[field_name]
                 readers.setdefault(name, set()).add(app)
-                owner = next(c for c in section.__mro__ if name in getattr(c, "__annotations__", {}))
-                fields[name] = (var_of(field), f"{owner.__module__}.{owner.__qualname__}")
-    table = {name: Variable(name, frozenset(readers[name]), var.secret, var.meaning, where)
-             for name, (var, where) in fields.items()}
+                owner = next(c for c in section.__mro__ if field_name in getattr(c, "__annotations__", {}))
+                fields[name] = (field, f"{owner.__module__}.{owner.__qualname__}")
+    table = {name: Variable(name, frozenset(readers[name]), is_secret(field), meaning_of(field), where)
+             for name, (field, where) in fields.items()}
     for variable in LIBRARY_VARIABLES:
         if variable.name in table:  # e.g. HOME: declared by a section, also read by libraries
             raise ValueError(f"{variable.name} is declared both by a settings section and by hand")

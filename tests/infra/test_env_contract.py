@@ -16,6 +16,7 @@ from frontend import config as frontend_config
 from frontend.config import FrontendSettings
 from infra import env_contract as contract
 from pelican import config as pelican_config
+from productsearch.env import EnvTuning, variable_of
 from productsearch import settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +66,7 @@ def names_read_by(*builders) -> set[str]:
 
 
 def section_names(sections) -> set[str]:
-    return {name for section in sections for name in section.model_fields}
+    return {name for section in sections for name in section.variables()}
 
 
 SETTINGS_CLASSES = [settings.DatabaseSettings, settings.AppRoleSettings, settings.QueueSettings,
@@ -77,7 +78,8 @@ SETTINGS_MODULES = (settings, pelican_config, emu_config, frontend_config)
 
 def all_sections() -> list[type]:
     return [s for module in SETTINGS_MODULES for s in vars(module).values()
-            if isinstance(s, type) and issubclass(s, settings.EnvSection) and s is not settings.EnvSection
+            if isinstance(s, type) and issubclass(s, (settings.EnvSection, EnvTuning))
+            and s not in (settings.EnvSection, EnvTuning)
             and s.__module__ == module.__name__]
 
 
@@ -121,7 +123,8 @@ def test_secrets_are_the_credentials():
 
 
 def test_embedding_dimension_is_declared_once():
-    owners = [s for s in all_sections() if "EMBEDDING_DIMENSION" in s.__annotations__]
+    owners = [s for s in all_sections() if any(variable_of(n, s.model_fields[n]) == "EMBEDDING_DIMENSION"
+                                               for n in s.__annotations__ if n in s.model_fields)]
     assert owners == [settings.DimensionEnv]
     assert contract.VARIABLES["EMBEDDING_DIMENSION"].readers == {"emu", "frontend", "operator"}
 

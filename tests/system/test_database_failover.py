@@ -11,6 +11,7 @@ import uuid
 
 import psycopg
 import pytest
+from pydantic import SecretStr
 
 from tests.kit.tcp_proxy import TcpProxy
 from devstack.waiting import wait_until
@@ -47,7 +48,7 @@ def app_connections(parts, *names: str) -> int:
 
 
 def test_connections_carry_keepalives_and_a_statement_timeout_that_spares_idle_listeners(stack, parts):
-    settings = DatabaseSettings(url=stack.database_url, dead_connection_seconds=DEAD_S, statement_timeout_seconds=1)
+    settings = DatabaseSettings(database_url=SecretStr(stack.database_url), dead_connection_seconds=DEAD_S, statement_timeout_seconds=1)
     with db.connect(settings, autocommit=True, application_name="sockopts") as conn:
         sock = socket.socket(fileno=conn.fileno())
         try:
@@ -76,7 +77,7 @@ def test_connections_carry_keepalives_and_a_statement_timeout_that_spares_idle_l
 
 
 def test_a_silent_connection_fails_instead_of_hanging(stack, proxy):
-    settings = DatabaseSettings(url=via(stack, proxy), dead_connection_seconds=DEAD_S, statement_timeout_seconds=STATEMENT_S)
+    settings = DatabaseSettings(database_url=SecretStr(via(stack, proxy)), dead_connection_seconds=DEAD_S, statement_timeout_seconds=STATEMENT_S)
     conn = db.connect(settings, autocommit=True, application_name="silent")
     assert conn.execute("SELECT 1 AS one").fetchone()["one"] == 1
     assert proxy.blackhole() == 1

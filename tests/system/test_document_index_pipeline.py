@@ -37,7 +37,7 @@ def add_product(front, name: str, sku: str, description: str, category: str = "d
 
 def raw_document(stack, product_id: int) -> dict:
     settings = IndexSettings.from_env(stack.env())
-    index = Pinecone(api_key=settings.api_key).index(host=settings.host)
+    index = Pinecone(api_key=settings.api_key.get_secret_value()).index(host=settings.host)
     found = index.documents.fetch(namespace=settings.namespace, ids=[str(product_id)]).documents
     return found[str(product_id)].to_dict()
 

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -91,7 +90,7 @@ def test_auto_serves_the_cached_export_without_importing_torch(onnx_cache):
 
 def test_a_stale_export_is_never_reused(onnx_cache, tmp_path):
     settings = settings_for(onnx_cache)
-    assert onnx_runtime.cache_key(settings) != onnx_runtime.cache_key(replace(settings, max_tokens=128))
+    assert onnx_runtime.cache_key(settings) != onnx_runtime.cache_key(settings.model_copy(update={"max_tokens": 128}))
     cache = tmp_path / "cache"
     shutil.copytree(onnx_cache, cache)
     copy = settings_for(cache)

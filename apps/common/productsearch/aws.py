@@ -21,11 +21,11 @@ def sqs_client(settings: QueueSettings, *, timeout_s: float | None = None, attem
     if timeout_s is not None or attempts is not None:
         config = _CONFIG.merge(Config(connect_timeout=min(5, timeout_s or 5), read_timeout=timeout_s or 30,
                                       retries={"max_attempts": attempts or 8, "mode": "adaptive"}))
-    return boto3.client("sqs", region_name=settings.region, endpoint_url=settings.endpoint_url, config=config)
+    return boto3.client("sqs", region_name=settings.region, endpoint_url=settings.aws_endpoint_url, config=config)
 
 
 def sns_client(settings: QueueSettings):
-    return boto3.client("sns", region_name=settings.region, endpoint_url=settings.endpoint_url, config=_CONFIG)
+    return boto3.client("sns", region_name=settings.region, endpoint_url=settings.aws_endpoint_url, config=_CONFIG)
 
 
 # Metrics are put from pelican's loop: one quick retry, so a CloudWatch outage cannot
@@ -35,7 +35,7 @@ _METRICS_CONFIG = Config(retries={"max_attempts": 2, "mode": "standard"}, connec
 
 def cloudwatch_client(settings: QueueSettings):
     """A CloudWatch client in the queues' region and endpoint (pelican's metric)."""
-    return boto3.client("cloudwatch", region_name=settings.region, endpoint_url=settings.endpoint_url, config=_METRICS_CONFIG)
+    return boto3.client("cloudwatch", region_name=settings.region, endpoint_url=settings.aws_endpoint_url, config=_METRICS_CONFIG)
 
 
 def secrets_client(region: str, endpoint_url: str | None):

@@ -49,6 +49,7 @@ import psycopg
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
+from pydantic import SecretStr
 
 from productsearch import aws
 from productsearch.retry import with_backoff
@@ -63,7 +64,7 @@ KEEPALIVE_PROBES = 3
 
 def _settings(database: DatabaseSettings | str) -> DatabaseSettings:
     # A bare URL (tests, scripts) gets the default timeouts.
-    return DatabaseSettings(url=database) if isinstance(database, str) else database
+    return DatabaseSettings(database_url=SecretStr(database)) if isinstance(database, str) else database
 
 
 def connection_params(database: DatabaseSettings | str, *, application_name: str,

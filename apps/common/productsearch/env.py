@@ -1,9 +1,16 @@
-"""The one reader of configuration: environment variables, declared in groups
-(`EnvSection`: a pydantic-settings model whose field names are the variables' names,
-each annotated with a `Var` saying what it means, its bounds and whether it is a
-secret), and `Tuning`, values no deployment sets (constructor parameters and
-command-line options). A missing or malformed value raises ConfigError naming the
-variable or option; the apps turn that into a one-line message and exit code 2.
+"""The one reader of configuration. Each setting is declared once, as a pydantic
+field: `Field(description=, ge=, le=)` says what it means and its bounds, a
+credential is a SecretStr, and rules between settings are validators.
+
+- `EnvSection`: a settings class whose fields are environment variables (the field's
+  validation_alias, else its name), except those marked TUNING, which its
+  constructor sets. `read(env)` reads them.
+- `Tuning`: values no deployment sets, constructor parameters and command-line
+  options (`--field-name`). `EnvTuning`: tuning with a few variables (its fields with
+  a validation_alias), emu's and pelican's settings.
+
+A missing or malformed value raises ConfigError naming the variable or option; the
+apps turn that into a one-line message and exit code 2.
 
 The declarations are in productsearch.settings (the shared groups) and in each app's
 config module; infra.env_contract derives the environment contract from them.
@@ -17,10 +24,10 @@ import re
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, Self
 
-from pydantic import ValidationError, ValidationInfo, field_validator
+import annotated_types
+from pydantic import SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, CliSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -29,33 +36,42 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
 
-@dataclass(frozen=True)
-class Var:
-    """What one environment variable means and how it is checked.
-
-    meaning: one line for the environment contract (infra.env_contract).
-    minimum/maximum: inclusive bounds of an int or float variable.
-    url: the value must be an http(s) URL. secret: the value is a credential, so ECS
-    passes it as a task-definition secret and never as plain environment.
-    strip: surrounding white space is removed (not for passwords). keep_blank: a
-    value that is empty after stripping counts as set (else it means unset)."""
-
-    meaning: str
-    minimum: float | None = None
-    maximum: float | None = None
-    url: bool = False
-    secret: bool = False
-    strip: bool = True
-    keep_blank: bool = False
+# json_schema_extra flags of an EnvSection field, for what Field has no parameter for.
+URL = {"url": True}  # the value must be an http(s) URL
+KEEP_BLANK = {"keep_blank": True}  # a value blank after stripping counts as set (else it means unset)
+RAW = {"strip": False, "keep_blank": True}  # taken as given: passwords keep their white space
+TUNING = {"variable": False}  # a field no variable sets: the constructor's (tests, the apps' options)
 
 
-def var_of(field: FieldInfo) -> Var:
-    """The `Var` a section's field is annotated with. Raises TypeError when it has none
-    (every variable of a section must say what it means)."""
-    for item in field.metadata:
-        if isinstance(item, Var):
-            return item
-    raise TypeError(f"an EnvSection field lacks its Var annotation: {field!r}")
+def _flag(field: FieldInfo, name: str, default: bool) -> bool:
+    extra = field.json_schema_extra
+    return bool(extra.get(name, default)) if isinstance(extra, dict) else default
+
+
+def meaning_of(field: FieldInfo) -> str:
+    """The one line an EnvSection field's `description` says its variable means (for
+    the environment contract). Raises TypeError when it has none."""
+    if not field.description:
+        raise TypeError(f"an EnvSection field lacks its description: {field!r}")
+    return field.description
+
+
+def is_secret(field: FieldInfo) -> bool:
+    """Whether a field holds a credential (a SecretStr): ECS passes it as a
+    task-definition secret, never as plain environment."""
+    return _value_type(field.annotation) is SecretStr
+
+
+def bounds_of(field: FieldInfo) -> tuple[float | None, float | None]:
+    """A field's inclusive bounds, from its Field(ge=, le=)."""
+    low = next((m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)), None)
+    high = next((m.le for m in field.metadata if isinstance(m, annotated_types.Le)), None)
+    return low, high  # type: ignore[return-value]
+
+
+def variable_of(name: str, field: FieldInfo) -> str:
+    """The environment variable field `name` reads: its validation_alias, else its name."""
+    return field.validation_alias if isinstance(field.validation_alias, str) else name
 
 
 def _value_type(annotation: Any) -> type:
@@ -70,36 +86,39 @@ class _MappingSource(PydanticBaseSettingsSource):
     or a test's dict): values stripped, and blank ones treated as unset (ECS and
     docker-compose pass an empty string for a variable written without a value)."""
 
-    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]):
+    def __init__(self, settings_cls: type[EnvSection] | type[EnvTuning], env: Mapping[str, str]):
         super().__init__(settings_cls)
-        self._env = env
+        self._section, self._env = settings_cls, env
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        raw = self._env.get(field_name)
+        variable = variable_of(field_name, field)
+        raw = self._env.get(variable)
         if raw is None:
-            return None, field_name, False
-        var = var_of(field)
-        value = raw.strip() if var.strip else raw
-        if not value.strip() and not var.keep_blank:
-            return None, field_name, False
-        return value, field_name, False
+            return None, variable, False
+        value = raw.strip() if _flag(field, "strip", True) else raw
+        if not value.strip() and not _flag(field, "keep_blank", False):
+            return None, variable, False
+        return value, variable, False
 
     def __call__(self) -> dict[str, Any]:
         values = {}
-        for name, field in self.settings_cls.model_fields.items():
-            value, _, _ = self.get_field_value(field, name)
+        for name in self._section.variables().values():
+            value, variable, _ = self.get_field_value(self._section.model_fields[name], name)
             if value is not None:
-                values[name] = value
+                values[variable] = value
         return values
 
 
 class EnvSection(BaseSettings):
     """A group of environment variables, declared once: one field per variable, the
-    field's name being the variable's, annotated with its `Var`. `read(env)` is the
+    field's name (or validation_alias) being the variable's, with its description and
+    bounds. `read(env)` is the
     only reader of configuration; it raises ConfigError naming the first variable that
     is missing ("NAME is not set") or malformed ("NAME must be ..., got ...")."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=True)
+    # By name too, so code and tests can build one in process (DatabaseSettings(url=...)).
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=True,
+                                      validate_by_name=True, validate_by_alias=True)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
@@ -108,45 +127,65 @@ class EnvSection(BaseSettings):
         return (init_settings,)
 
     @classmethod
-    def read(cls, env: Mapping[str, str] = os.environ):
-        """This section's variables from `env`. Raises ConfigError."""
+    def read(cls, env: Mapping[str, str] = os.environ, **given: Any) -> Self:
+        """This section's variables from `env` (and its TUNING fields from `given`).
+        Raises ConfigError."""
         try:
-            return cls(**_MappingSource(cls, env)())
+            return cls(**_MappingSource(cls, env)(), **given)
         except ValidationError as exc:
             raise _config_error(exc) from None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Self:
+        """This section read from `env` (os.environ by default). Raises ConfigError
+        naming the variable that is missing or malformed."""
+        return cls.read(env)
 
     @field_validator("*", mode="before")
     @classmethod
     def _parse(cls, raw: Any, info: ValidationInfo) -> Any:
-        if not isinstance(raw, str):
-            return raw
-        name = info.field_name
-        field = cls.model_fields[name]
-        var, kind = var_of(field), _value_type(field.annotation)
-        value: Any = raw
-        if kind is int:
-            try:
-                value = int(raw)
-            except ValueError:
-                raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-        elif kind is float:
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-        if kind in (int, float) and var.minimum is not None:
-            if value < var.minimum or (var.maximum is not None and value > var.maximum):
-                bound = (f"between {var.minimum} and {var.maximum}" if var.maximum is not None
-                         else f"at least {var.minimum}")
-                raise ConfigError(f"{name} must be {bound}, got {value}")
-        if var.url and not re.match(r"^https?://[^\s/]+", value):
-            raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
-        return value
+        return _parse_variable(cls, raw, info)
 
     @classmethod
     def required_names(cls) -> frozenset[str]:
         """The variables this section cannot do without."""
-        return frozenset(name for name, field in cls.model_fields.items() if field.is_required())
+        return frozenset(variable for variable, name in cls.variables().items() if cls.model_fields[name].is_required())
+
+    @classmethod
+    def variables(cls) -> dict[str, str]:
+        """{variable: field name} of every variable this section reads."""
+        return {variable_of(name, field): name for name, field in cls.model_fields.items()
+                if _flag(field, "variable", True)}
+
+
+def _parse_variable(cls: type[EnvSection] | type[EnvTuning], raw: Any, info: ValidationInfo) -> Any:
+    """A variable's raw string as its field's int or float, checked against the
+    field's bounds and URL flag. Raises ConfigError naming the variable. Other
+    values (a constructor's, a TUNING field's) pass as they are."""
+    field = cls.model_fields[str(info.field_name)]
+    name = variable_of(str(info.field_name), field)
+    if not isinstance(raw, str) or name not in cls.variables():
+        return raw
+    kind = _value_type(field.annotation)
+    value: Any = raw
+    if kind is int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    elif kind is float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    low, high = bounds_of(field)
+    if kind in (int, float) and low is not None:
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ConfigError(f"{name} must be {bound}, got {value}")
+    if _flag(field, "url", False) and not re.match(r"^https?://[^\s/]+", value):
+        raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
+    return value
 
 
 def _config_error(exc: ValidationError) -> ConfigError:
@@ -163,7 +202,7 @@ def _config_error(exc: ValidationError) -> ConfigError:
 def require(section: EnvSection, name: str) -> Any:
     """`section`'s value of variable `name`, which this use of it needs. Raises
     ConfigError when it is unset."""
-    value = getattr(section, name)
+    value = getattr(section, type(section).variables()[name])
     if value is None:
         raise ConfigError(f"{name} is not set")
     return value
@@ -194,10 +233,6 @@ class Tuning(BaseSettings):
     def build(cls, options: CliSettingsSource | None = None, args: argparse.Namespace | None = None, **given: Any):
         """An instance from `given` field values, the command line's options winning.
         Raises ConfigError naming the option that is out of bounds or malformed."""
-        # A CliSuppress field comes from the environment, never from the command line.
-        for name in vars(args or argparse.Namespace()):
-            if name in cls.model_fields and argparse.SUPPRESS in cls.model_fields[name].metadata:
-                raise ConfigError(f"--{name.replace('_', '-')} is not an option (its environment variable sets it)")
         try:
             if options is None:
                 return cls(**given)
@@ -219,20 +254,30 @@ class Tuning(BaseSettings):
 
 
 class EnvTuning(Tuning):
-    """Tuning where a few fields follow from the deployment: each field named in
-    ENV_FIELDS (declared CliSuppress, so no option sets it) comes from its variable of
-    ENV_SECTIONS instead."""
+    """Tuning where a few fields follow from the deployment: each field with a
+    validation_alias (declared CliSuppress, so no option sets it) is that environment
+    variable, read by from_env like an EnvSection's."""
 
-    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = ()
-    ENV_FIELDS: ClassVar[Mapping[str, str]] = {}  # {field: its variable}
+    @field_validator("*", mode="before")
+    @classmethod
+    def _parse(cls, raw: Any, info: ValidationInfo) -> Any:
+        return _parse_variable(cls, raw, info)
+
+    @classmethod
+    def variables(cls) -> dict[str, str]:
+        """{variable: field name} of the fields that are environment variables."""
+        return {field.validation_alias: name for name, field in cls.model_fields.items()
+                if isinstance(field.validation_alias, str)}
+
+    @classmethod
+    def required_names(cls) -> frozenset[str]:
+        """The variables it cannot do without."""
+        return frozenset(variable for variable, name in cls.variables().items() if cls.model_fields[name].is_required())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, options: CliSettingsSource | None = None,
                  args: Any = None, **tuning: Any) -> Self:
-        """The ENV_FIELDS from `env`, the rest from `tuning` and the command line
+        """The variables from `env`, the rest from `tuning` and the command line
         (`options` from add_options, `args` parsed). Raises ConfigError naming the
         variable or option that is malformed."""
-        read: dict[str, Any] = {}
-        for section in cls.ENV_SECTIONS:
-            read.update(section.read(env).model_dump())
-        return cls.build(options, args, **{field: read[var] for field, var in cls.ENV_FIELDS.items()}, **tuning)
+        return cls.build(options, args, **_MappingSource(cls, env)(), **tuning)

@@ -161,7 +161,7 @@ class ProductIndex:
         # still retries 408/429/5xx up to 3 times inside each call (within its per-host
         # retry budget). So a deadline bounds each HTTP attempt, not a whole call; a call
         # cut off by the container's stop loses nothing (its messages are redelivered).
-        client = Pinecone(api_key=settings.api_key, additional_headers=dict(headers or {}),
+        client = Pinecone(api_key=settings.api_key.get_secret_value(), additional_headers=dict(headers or {}),
                           retry_config=RetryConfig(max_retries=0))
         self._index = client.Index(host=settings.host)
         if sdk_retries is not None:

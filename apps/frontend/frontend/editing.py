@@ -92,7 +92,7 @@ def authenticate(credentials: EditorCredentials | None, username: Any, password:
     given_user = (username if isinstance(username, str) else "").encode("utf-8", "surrogatepass")
     given_pass = (password if isinstance(password, str) else "").encode("utf-8", "surrogatepass")
     user_ok = hmac.compare_digest(given_user, credentials.username.encode())
-    pass_ok = hmac.compare_digest(given_pass, credentials.password.encode())
+    pass_ok = hmac.compare_digest(given_pass, credentials.password.get_secret_value().encode())
     if not (user_ok and pass_ok):
         recent = throttle.failed(client) if throttle is not None else None
         log.warning("editor login failed", extra={

@@ -1,27 +1,18 @@
 """pelican's own settings (the `pelican run` loop). The metric's namespace and
-dimension are environment variables (compute sets them); the loop's timing and
+dimension are environment variables (compute sets them: the fields with a
+validation_alias); the loop's timing and
 batch sizes are `Tuning`: constructor parameters and `pelican run` options, which no
 deployment sets. The shared parts (database, queues, index) are
 productsearch.settings' classes."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import CliSuppress
 
-from productsearch.env import EnvSection, EnvTuning, Var
+from productsearch.env import EnvTuning
 from productsearch.settings import DatabaseTimeouts
-
-
-class PelicanEnv(EnvSection):
-    """The variables of PelicanSettings."""
-
-    CLOUDWATCH_NAMESPACE: Annotated[str | None, Var(
-        "where pelican puts OldestUnshippedChangeAgeSeconds and ChangesWaiting; unset: no metrics")] = None
-    DEPLOYMENT_NAME: Annotated[str, Var("the metric's Deployment dimension")] = "local"
 
 
 class PelicanSettings(EnvTuning):
@@ -61,18 +52,19 @@ class PelicanSettings(EnvTuning):
     messages also keep the queue short, and moto's SQS slows quadratically with queue
     length (docs/benchmarks.md). database: the connections' timeouts (DatabaseTimeouts)."""
 
-    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = (PelicanEnv,)
-    ENV_FIELDS: ClassVar[Mapping[str, str]] = {"cloudwatch_namespace": "CLOUDWATCH_NAMESPACE",
-                                               "deployment_name": "DEPLOYMENT_NAME"}
-
-    cloudwatch_namespace: CliSuppress[str | None] = None
-    deployment_name: CliSuppress[str] = "local"
+    cloudwatch_namespace: CliSuppress[str | None] = Field(
+        None, validation_alias="CLOUDWATCH_NAMESPACE",
+        description="where pelican puts OldestUnshippedChangeAgeSeconds and ChangesWaiting; unset: no metrics")
+    deployment_name: CliSuppress[str] = Field(
+        "local", validation_alias="DEPLOYMENT_NAME", description="the metric's Deployment dimension")
     # CloudWatch's standard resolution is one minute: putting more often costs
     # requests and shows nothing more.
     metric_interval_seconds: int = Field(60, ge=1, le=3600, description="the least time between two metric puts")
-    poll_interval_seconds: float = Field(0.5, ge=0.05, description="the idle wait between two outbox claims")
+    # An isolated change waits up to the idle interval: beyond a minute the index is no
+    # longer fresh, whatever the saving.
+    poll_interval_seconds: float = Field(0.5, ge=0.05, le=60, description="the idle wait between two outbox claims")
     busy_poll_interval_seconds: float = Field(
-        0.05, ge=0.01, description="the wait after the first empty claim, doubled up to the idle wait")
+        0.05, ge=0.01, le=60, description="the wait after the first empty claim, doubled up to the idle wait")
     claim_batch_size: int = Field(1000, ge=1, le=10000, description="outbox rows claimed at once")
     changes_per_message: int = Field(150, ge=1, le=500, description="changes per SQS message")
     # AWS docs (SQS quotas): a FIFO queue holds at most 120,000 messages in flight.

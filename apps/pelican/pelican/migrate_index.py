@@ -185,7 +185,7 @@ def _describe(settings: IndexSettings) -> tuple[str | None, int | None]:
     """The index's (metric, dimension) from describe_index_stats (Pinecone reports both;
     so does the local index server), None where it reports nothing."""
     try:
-        stats = Pinecone(api_key=settings.api_key).Index(host=settings.host).describe_index_stats()
+        stats = Pinecone(api_key=settings.api_key.get_secret_value()).Index(host=settings.host).describe_index_stats()
     except Exception as exc:
         raise MigrationError(f"cannot reach the next (PINECONE_NEXT_HOST) index at {settings.host}: "
                              f"{type(exc).__name__}: {brief(exc)}") from exc

@@ -27,7 +27,7 @@ def test_the_index_is_dotproduct_like_data_creates_it():
 
 def test_the_index_has_the_embedding_dimension():
     environment = pinecone_service()["environment"]
-    assert int(environment["DIMENSION"]) == DimensionEnv.model_fields["EMBEDDING_DIMENSION"].default
+    assert int(environment["DIMENSION"]) == DimensionEnv.model_fields["dimension"].default
     assert int(environment["DIMENSION"]) == pulumi_default("pineconeDimension")
 
 

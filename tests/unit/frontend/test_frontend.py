@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
+from pydantic import SecretStr
 
 from productsearch.settings import ConfigError
 
@@ -65,7 +66,7 @@ def test_defaults_and_editor_credentials():
 
 
 def test_authenticate():
-    creds = EditorCredentials("editor", "right-password")
+    creds = EditorCredentials("editor", SecretStr("right-password"))
     assert editing.authenticate(creds, "editor", "right-password") == "editor"
     for user, password in [("editor", "wrong"), ("Editor", "right-password"), ("", ""), (None, None),
                            ("editor", "right-password\x00"), ("editor\ud800", "x")]:

@@ -2,6 +2,7 @@
 
 import psycopg
 import pytest
+from pydantic import SecretStr
 
 from productsearch import db
 from productsearch.settings import DatabaseSettings
@@ -9,7 +10,7 @@ from productsearch.settings import DatabaseSettings
 
 @pytest.mark.parametrize("dead_s", [4, 5, 10, 30, 3600])
 def test_keepalives_declare_a_silent_peer_dead_within_the_setting(dead_s):
-    params = db.connection_params(DatabaseSettings(url="postgresql://h/db", dead_connection_seconds=dead_s),
+    params = db.connection_params(DatabaseSettings(database_url=SecretStr("postgresql://h/db"), dead_connection_seconds=dead_s),
                                   application_name="t")
     assert params["keepalives"] == 1
     assert all(params[k] >= 1 for k in ("keepalives_idle", "keepalives_interval", "keepalives_count"))
@@ -19,7 +20,8 @@ def test_keepalives_declare_a_silent_peer_dead_within_the_setting(dead_s):
 
 
 def test_statement_timeout_joins_the_urls_options_and_migrations_go_without():
-    settings = DatabaseSettings(url="postgresql://h/db?options=-c%20search_path%3Dshop", statement_timeout_seconds=7)
+    settings = DatabaseSettings(database_url=SecretStr("postgresql://h/db?options=-c%20search_path%3Dshop"),
+                                statement_timeout_seconds=7)
     assert db.connection_params(settings, application_name="t")["options"] == "-c search_path=shop -c statement_timeout=7000ms"
     assert "options" not in db.connection_params(settings, application_name="t", statement_timeout=False)
     assert db.stall_limit_seconds(settings) == 7 + 30

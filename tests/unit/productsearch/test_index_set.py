@@ -29,6 +29,9 @@ def test_next_host_equal_to_the_primary_is_refused():
 def test_for_host_aims_at_one_configured_host_only():
     s = IndexSettings.from_env({**BASE, "PINECONE_NEXT_HOST": "new-def.svc.pinecone.io", "PINECONE_NAMESPACE": "p"})
     one = s.for_host("new-def.svc.pinecone.io")
-    assert (one.host, one.next_host, one.namespace, one.api_key) == ("https://new-def.svc.pinecone.io", None, "p", "k")
+    assert (one.host, one.next_host, one.namespace, one.api_key.get_secret_value()) == (
+        "https://new-def.svc.pinecone.io", None, "p", "k")
+    keyed = IndexSettings.from_env({**BASE, "PINECONE_API_KEY": "pcsk-sekrit"})
+    assert "pcsk-sekrit" not in repr(keyed) and keyed.api_key.get_secret_value() == "pcsk-sekrit"
     with pytest.raises(ConfigError, match="not a configured index host"):
         s.for_host("https://elsewhere.example")

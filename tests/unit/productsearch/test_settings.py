@@ -9,7 +9,9 @@ from productsearch.settings import (ConfigError, DatabaseSettings, DatabaseTimeo
 def test_database_from_pg_variables_quotes_credentials_and_defaults_to_verified_tls():
     s = DatabaseSettings.from_env({"PGHOST": "db.internal", "PGUSER": "app", "PGPASSWORD": "p@ss:/w", "PGSSLROOTCERT": "/etc/ssl/rds.pem"})
     assert s.url == "postgresql://app:p%40ss%3A%2Fw@db.internal:5432/products?sslmode=verify-full&sslrootcert=/etc/ssl/rds.pem"
-    assert "p%40ss" not in s.redacted()
+    assert "p%40ss" not in s.redacted() and "p%40ss" not in repr(s)
+    read = DatabaseSettings.read({"DATABASE_URL": "postgresql://u:hunter2@h/db", "PGPASSWORD": "hunter2"})
+    assert "hunter2" not in repr(read) and "hunter2" not in str(read.model_dump())
 
 
 @pytest.mark.parametrize("settings, env, name", [
@@ -53,11 +55,13 @@ def test_index_settings_require_the_key_and_add_https_to_a_bare_host():
     (PelicanSettings, {"CLOUDWATCH_NAMESPACE": "ProductSearch", "DEPLOYMENT_NAME": "prod"},
      {"cloudwatch_namespace": "ProductSearch", "deployment_name": "prod"}),
 ])
-def test_the_deployments_variables_set_their_fields_and_no_option_does(settings, env, expected):
+def test_the_deployments_variables_set_their_fields_and_no_option_does(settings, env, expected, capsys):
     s = settings.from_env(env)
     assert {field: getattr(s, field) for field in expected} == expected
-    with pytest.raises(ConfigError, match="is not an option"):
-        settings.parse([f"--{next(iter(expected)).replace('_', '-')}", "1"])
+    option = f"--{next(iter(expected)).replace('_', '-')}"
+    with pytest.raises(SystemExit) as refused:  # argparse's refusal, as the app's command line gives it
+        settings.parse([option, "1"])
+    assert refused.value.code == 2 and f"unrecognized arguments: {option}" in capsys.readouterr().err
 
 
 def test_pelican_settings_bounds():
@@ -160,3 +164,21 @@ def test_queries_are_embedded_on_their_own_defaults_beneath_the_environment():
     assert (emu.runtime, emu.threads) == ("torch", 0)
     told = EmbeddingSettings.for_queries({"EMBEDDING_RUNTIME": "torch"})
     assert (told.runtime, told.threads) == ("torch", 1)
+
+
+@pytest.mark.parametrize("settings, argv", [
+    (EmuSettings, ["--retry-base-seconds", "901"]),
+    (EmuSettings, ["--outage-retry-max-seconds", "901"]),
+    (EmuSettings, ["--index-timeout-seconds", "301"]),
+    (PelicanSettings, ["--poll-interval-seconds", "61"]),
+    (PelicanSettings, ["--busy-poll-interval-seconds", "61", "--poll-interval-seconds", "60"]),
+])
+def test_tuning_has_upper_bounds(settings, argv):
+    with pytest.raises(ConfigError, match=argv[0]):
+        settings.parse(argv)
+
+
+def test_emu_stop_timeout_is_at_most_fargates_maximum():
+    assert EmuSettings.from_env({"EMU_STOP_TIMEOUT_SECONDS": "120"}).stop_timeout_seconds == 120
+    with pytest.raises(ConfigError, match="EMU_STOP_TIMEOUT_SECONDS must be between 2.0 and 120.0, got 121"):
+        EmuSettings.from_env({"EMU_STOP_TIMEOUT_SECONDS": "121"})
