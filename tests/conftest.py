@@ -17,6 +17,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+def pytest_collection_modifyitems(items):
+    """Moves the tests marked `slow` to the front, keeping the order otherwise. pytest-xdist
+    (two workers, one module at a time each: pyproject.toml) hands modules out in this
+    order, so the minutes-long ones start first and the short ones fill in around them
+    instead of one worker finishing a long test alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def stack():
     from devstack.stack import DevStack, free_port
