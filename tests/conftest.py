@@ -17,6 +17,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+def pytest_collection_modifyitems(items):
+    """Moves the modules with a test marked `slow` to the front, whole, keeping the order
+    otherwise. pytest-xdist (two workers, one module at a time each: pyproject.toml) hands
+    modules out in this order, so the minutes-long ones start first and the short ones
+    fill in around them instead of one worker finishing a long test alone at the end."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
+
+
 @pytest.fixture(scope="session")
 def stack():
     from devstack.stack import DevStack, free_port

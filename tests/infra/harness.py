@@ -5,6 +5,7 @@ leak between layers), its own config map and its own StackReference outputs.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -273,8 +274,20 @@ def _without_provider_environment():
         os.environ.update(saved)
 
 
+def _ensure_event_loop() -> None:
+    """pulumi's runtime makes its futures on the main thread's current event loop. A test
+    that ran asyncio.run() earlier in the same process (the order differs from worker to
+    worker under pytest-xdist) leaves the thread without one, so set a fresh one."""
+    policy = asyncio.get_event_loop_policy()
+    try:
+        policy.get_event_loop()
+    except RuntimeError:
+        policy.set_event_loop(policy.new_event_loop())
+
+
 def _run_layer(project: str, config: dict[str, Any] | None, *, stack: str, secrets: dict[str, str] | None,
                stack_outputs: dict[str, dict] | None) -> LayerRun:
+    _ensure_event_loop()
     mocks = RecordingMocks(stack_outputs or {})
     _settings.ROOT.set(None)  # a new root Stack: no transformations or exports carried over
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, organization=ORG)

@@ -28,6 +28,7 @@ MIN_HYBRID = 0.72
 DATASET = SHARED / "data" / "beir-scifact"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_scifact_semantic_matches_the_published_score_and_hybrid_beats_it(tmp_path):
     if not (DATASET / "corpus.jsonl").is_file():

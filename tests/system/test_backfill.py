@@ -17,6 +17,7 @@ pytestmark = pytest.mark.stack
 CATALOG = Path(__file__).resolve().parents[2] / "apps" / "pelican" / "catalog" / "products.csv"
 
 
+@pytest.mark.slow
 def test_ten_thousand_row_backfill_makes_the_index_equal_the_table(parts, stack, embedder):
     with parts.conn.transaction():
         parts.conn.execute("SET LOCAL session_replication_role = replica")  # rows that exist before any sync

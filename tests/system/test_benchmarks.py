@@ -93,6 +93,7 @@ def test_evaluate_beir_on_a_tiny_subset(scifact_subset, tmp_path):
     assert "FAIL" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.stack
 @pytest.mark.timeout(900)
 def test_benchmark_at_a_tiny_size(tmp_path):

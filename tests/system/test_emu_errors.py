@@ -107,6 +107,7 @@ def dead_letters(parts) -> int:
     return int(attributes["ApproximateNumberOfMessages"])
 
 
+@pytest.mark.slow
 def test_every_kind_of_dependency_failure_is_survived(parts, embedder, caplog):
     caplog.set_level(logging.INFO, logger="emu")
     env = {**parts.env, "EMU_VISIBILITY_TIMEOUT_SECONDS": "10"}  # a failed hand-back costs 10 s, not 300

@@ -81,6 +81,7 @@ def test_malformed_jobs_are_dead_lettered_with_reasons_and_emu_keeps_running(par
     wait_until(lambda: queue_empty(parts, parts.env["SQS_QUEUE_URL"]), 30, what="every message settled and deleted")
 
 
+@pytest.mark.slow
 def test_an_index_outage_heals_without_dead_letters(parts, stack):
     # The outage outlasts what five receives of a failing message used to cover
     # (about a minute at the old 10 s retry), with time scaled down by settings.

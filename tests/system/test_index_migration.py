@@ -71,6 +71,7 @@ def add_fault(server: ServerProcess, **rule) -> None:
                                                   headers={"Content-Type": "application/json"}), timeout=5).read()
 
 
+@pytest.mark.slow
 def test_migration_builds_the_next_index_while_the_old_one_serves_then_switches(stack, parts, next_index, serving_row):
     old, new = parts.index, handle(next_index.url)
     # An existing deployment: rows indexed into the old index only, emu without a next host.

@@ -37,6 +37,7 @@ def small_catalog(path: Path, rows: int = 12) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index_api", ["vectors", "documents"])
 def test_up_indexes_the_catalog_then_a_restart_resyncs_only_the_drift(capfd, index_api):
     """On either Pinecone API (`PINECONE_INDEX_API=documents make up` runs on a document index)."""

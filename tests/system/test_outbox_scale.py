@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from devstack.waiting import wait_until
-from productsearch import change_log
+from productsearch import change_log, db
 from tests.system.test_pelican_metrics import cloudwatch, metric_statistics
 
 pytestmark = pytest.mark.stack
@@ -24,11 +24,14 @@ STATEMENT_TIMEOUT_S = 0.1
 SCAN_SQL = "SELECT min(captured_at) FROM product_changes"
 
 
-def fill_change_log(conn, n: int) -> None:
-    """n change rows for products that do not exist (each ships as a deletion)."""
-    conn.execute("INSERT INTO product_changes (product_id, operation, version) "
-                 "SELECT g, 'backfill', g FROM generate_series(1, %s) g", (n,))
-    conn.execute("ANALYZE product_changes")
+def fill_change_log(database_url: str, n: int) -> None:
+    """n change rows for products that do not exist (each ships as a deletion). On a
+    connection without the statement timeout, as migrations run: this is the test's
+    setup, and writing millions of rows on a busy machine may outlast the timeout."""
+    with db.connect(database_url, autocommit=True, statement_timeout=False) as conn:
+        conn.execute("INSERT INTO product_changes (product_id, operation, version) "
+                     "SELECT g, 'backfill', g FROM generate_series(1, %s) g", (n,))
+        conn.execute("ANALYZE product_changes")
 
 
 def head_id(conn) -> int:
@@ -36,7 +39,7 @@ def head_id(conn) -> int:
 
 
 def test_pelican_ships_from_a_change_log_of_millions(stack, parts):
-    fill_change_log(parts.conn, BACKLOG)
+    fill_change_log(parts.env["DATABASE_URL"], BACKLOG)
     # The premise: the old whole-table read does not fit in the timeout.
     with parts.conn.transaction():
         parts.conn.execute(f"SET LOCAL statement_timeout = '{int(STATEMENT_TIMEOUT_S * 1000)}ms'")

@@ -113,6 +113,7 @@ def test_poison_row_is_dead_lettered_with_reason_and_neighbours_indexed(parts, s
     wait_until(lambda: parts.vector(poison), 60, what="fixed row indexed")
 
 
+@pytest.mark.slow
 def test_emu_killed_mid_batch_loses_nothing(parts, stack):
     ids = parts.insert_many(1500, prefix="kill")
     env = {"EMU_VISIBILITY_TIMEOUT_SECONDS": "10", "EMBEDDING_BATCH_SIZE": "32"}

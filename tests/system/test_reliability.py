@@ -64,6 +64,7 @@ def test_reconcile_reports_and_repairs_drift(parts, stack):
     assert parts.holds_description(ids[0], "changed behind the pipeline")
 
 
+@pytest.mark.slow
 def test_pelican_killed_mid_backfill_resumes_and_loses_nothing(parts, stack):
     without_capture(parts, """INSERT INTO products (name, sku, description, price)
                               SELECT 'bf ' || g, 'bf-' || g, 'backfilled row ' || g, 10 FROM generate_series(1, 3000) g""")
