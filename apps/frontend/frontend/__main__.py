@@ -25,6 +25,15 @@ class _PlainUvicornLines(logging.Filter):
         return True
 
 
+# How much of a request's line and headers h11 buffers before it gives up (its default
+# is 16 KiB). Over that, uvicorn answers a bare 400 and closes while the client may still
+# be sending, so the client can meet a reset instead of the answer, depending on how
+# the bytes happened to arrive. With room for a long hostile URL, the route's own check
+# answers it with a JSON 400 every time. (Behind the ALB, which caps a request line at
+# 16 KiB, such a request never arrives.)
+MAX_REQUEST_HEAD_BYTES = 256 * 1024
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="frontend", description=__doc__)
     tuning = FrontendTuning.add_options(parser)
@@ -55,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     # X-Forwarded-For is believed only from trusted proxies (the ALB's subnets): anyone
     # can send the header, and the login throttle counts failures per client address.
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=20,
-                server_header=False, timeout_keep_alive=settings.keep_alive_seconds, **settings.uvicorn_options())
+                server_header=False, timeout_keep_alive=settings.keep_alive_seconds,
+                h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES, **settings.uvicorn_options())
     return 0
 
 
