@@ -19,7 +19,7 @@ SHARED = REPO.parent / "shared"
 
 def pytest_collection_modifyitems(items):
     """Moves the modules with a test marked `slow` to the front, whole, keeping the order
-    otherwise. pytest-xdist (two workers, one module at a time each: pyproject.toml) hands
+    otherwise. pytest-xdist (`-n 2 --dist loadscope`: one module at a time per worker) hands
     modules out in this order, so the minutes-long ones start first and the short ones
     fill in around them instead of one worker finishing a long test alone at the end."""
     slow = {item.path for item in items if item.get_closest_marker("slow")}

@@ -108,14 +108,15 @@ def test_a_change_is_shipped_by_polling_alone(parts, stack):
 
 def test_a_recapture_notify_still_wakes_pelican_from_its_idle_wait(parts, stack):
     """pelican keeps LISTENing: backfill and recapture NOTIFY once per batch. With polls
-    600 s apart, only that NOTIFY can make pelican ship within the wait below."""
+    60 s apart (the longest pelican allows), only that NOTIFY can make pelican ship
+    within the 30 s wait below."""
     queue = parts.env["SQS_QUEUE_URL"]
-    stack.start_app("pelican", options={"busy_poll_interval_seconds": 600, "poll_interval_seconds": 600},
+    stack.start_app("pelican", options={"busy_poll_interval_seconds": 60, "poll_interval_seconds": 60},
                     instance="pelican-asleep")
 
     def first_claim_done() -> bool:
         # Before its first claim pelican's work connection has run nothing; after it, it
-        # sits idle in its 600 s wait.
+        # sits idle in its 60 s wait.
         row = parts.conn.execute(
             "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
             "AND application_name = 'pelican' AND state = 'idle' AND query <> ''").fetchone()
@@ -124,7 +125,7 @@ def test_a_recapture_notify_still_wakes_pelican_from_its_idle_wait(parts, stack)
     wait_until(first_claim_done, 60, what="pelican's first (empty) claim")
     pid = parts.insert("Kettle", "a whistling kettle")
     assert recapture(parts.conn, [pid]) == 1
-    wait_until(lambda: parts.pending_changes() == 0, 60, what="the NOTIFY to wake pelican")
+    wait_until(lambda: parts.pending_changes() == 0, 30, what="the NOTIFY to wake pelican")
     shipped = {c["id"] for body in parts.drain_queue(queue, idle_rounds=1) for c in body["changes"]}
     assert shipped == {pid}
 
