@@ -106,12 +106,37 @@ def outbox_rows(pipeline: Pipeline) -> int:
 
 
 def wait_settled(pipeline: Pipeline, shipped_before: int, settled_before: int, timeout: float) -> None:
-    """Waits until the outbox is empty and emu has settled every change pelican shipped."""
-    def done() -> bool:
-        return outbox_rows(pipeline) == 0 and \
-            settled(emu_counts(pipeline)) - settled_before >= shipped(pipeline) - shipped_before
+    """Waits until the outbox is empty and emu has settled every change pelican shipped
+    (at least one: every shape writes).
+    RuntimeError when pelican or emu exits meanwhile; TimeoutError after `timeout`
+    seconds. Either names the counts it last saw and ends with both apps' latest log
+    lines, so a run that never settles says why instead of only that it did not."""
+    def state() -> dict:
+        for app in ("pelican", "emu"):
+            proc = pipeline.stack.processes.get(app) if pipeline.stack else None
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{app} exited with code {proc.returncode} before the changes settled"
+                                   + _log_tails(pipeline))
+        return {"outbox_rows": outbox_rows(pipeline), "shipped": shipped(pipeline) - shipped_before,
+                "settled": settled(emu_counts(pipeline)) - settled_before}
 
-    wait_until(done, timeout, 0.05, what="every change shipped and settled")
+    last: dict = {}
+
+    def done() -> bool:
+        last.update(state())
+        # pelican logs a claim just after its commit empties the outbox: until that line
+        # is read nothing counts as shipped, so an empty outbox alone settles nothing.
+        return last["outbox_rows"] == 0 and 0 < last["shipped"] <= last["settled"]
+
+    try:
+        wait_until(done, timeout, 0.05, what="every change shipped and settled")
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}; last seen {last}" + _log_tails(pipeline)) from None
+
+
+def _log_tails(pipeline: Pipeline, lines: int = 15) -> str:
+    return "".join(f"\n--- {app}'s latest log lines:\n" + "\n".join(pipeline.log_text(app).splitlines()[-lines:])
+                   for app in ("pelican", "emu"))
 
 
 # -- writers ----------------------------------------------------------------------------
