@@ -5,7 +5,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 REQS   := requirements/dev.txt apps/constraints.txt pyproject.toml $(wildcard apps/*/pyproject.toml)
 
-.PHONY: deps system-deps up down status lint test test-unit images bench scaling eval soak reconcile reconcile-compare redrive refit
+.PHONY: help deps system-deps up down status lint test test-unit images bench scaling eval soak reconcile reconcile-compare redrive refit
+# A bare `make` lists the targets instead of installing anything.
+.DEFAULT_GOAL := help
+
+## help: the targets and what each does
+help:
+	@sed -n 's/^## //p' $(firstword $(MAKEFILE_LIST))
 
 # The Debian packages first: on a fresh machine `python3 -m venv` needs python3-venv.
 $(STAMP): $(REQS) | system-deps

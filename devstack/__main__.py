@@ -27,7 +27,8 @@ def chosen_index_api(option: str | None, environ: Mapping[str, str], env_file: P
     PINECONE_INDEX_API names no API: a typo must not start a stack on the other one."""
     from_env = environ.get("PINECONE_INDEX_API", "").strip()
     if not option and from_env and from_env not in INDEX_APIS:
-        sys.stderr.write(f"devstack: PINECONE_INDEX_API={from_env!r} is not one of {', '.join(INDEX_APIS)}\n")
+        sys.stderr.write(f"devstack: PINECONE_INDEX_API={from_env!r} is not one of {', '.join(INDEX_APIS)} "
+                         "(vectors: a legacy dotproduct index; documents: a document index)\n")
         raise SystemExit(2)
     return option or from_env or started_index_api(env_file) or "vectors"
 

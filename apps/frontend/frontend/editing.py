@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from pydantic import field_validator, model_validator
 
 from productsearch import products
+from productsearch.catalog import MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS  # an edit meets the loader's limits
 from productsearch.documents import (UnindexableProduct, check_text_size, decimal_from_text, finite_price, indexed_text,
                                      is_ascii_digits, is_current, metadata)
 
@@ -31,8 +32,6 @@ from frontend.throttle import LoginThrottle
 
 log = logging.getLogger("frontend.editing")
 
-MAX_NAME_CHARS = 500  # as the catalog loader
-MAX_DESCRIPTION_CHARS = 10_000
 MAX_PRICE = Decimal("9999999999.99")  # numeric(12,2)
 MAX_PRODUCT_ID = 2**63 - 1
 EDITABLE = ("name", "description", "price")
