@@ -17,8 +17,9 @@ could fill the task's disk or memory. This ASGI middleware, outermost in the app
 
 from __future__ import annotations
 
-import json
 import logging
+
+from starlette.responses import JSONResponse
 
 log = logging.getLogger("frontend.limits")
 
@@ -96,7 +97,8 @@ async def _drain(receive, limit: int) -> None:
 
 async def _refuse(send, status: int, reason: str, path: str) -> None:
     log.info("request refused", extra={"path": path[:200], "status": status, "reason": reason})
-    body = json.dumps({"error": reason}).encode()
+    # Worded as the app's own JSON answers are (starlette's JSONResponse), byte for byte.
+    body = JSONResponse({"error": reason}).body
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
