@@ -239,8 +239,11 @@ class Tuning(BaseSettings):
             return cls(_cli_settings_source=options(parsed_args=args), **given)
         except ValidationError as exc:
             first = exc.errors()[0]
-            if first["type"] == "value_error":  # a validator's own message names what is wrong
-                raise ConfigError(first["msg"].removeprefix("Value error, ")) from None
+            # A validator's own ValueError arrives as the error's context; its message
+            # already names what is wrong, so it is shown as it is.
+            own = (first.get("ctx") or {}).get("error")
+            if isinstance(own, ValueError):
+                raise ConfigError(str(own)) from None
             option = "--" + ".".join(str(part).replace("_", "-") for part in first["loc"])
             raise ConfigError(f"{option}: {first['msg']}, got {first['input']!r}") from None
 
