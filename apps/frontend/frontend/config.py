@@ -174,6 +174,7 @@ class FrontendSettings(EnvSection):
 
     @property
     def editing_enabled(self) -> bool:
+        """Whether EDITOR_USERNAME and EDITOR_PASSWORD are set (else edits answer 403)."""
         return self.editor is not None
 
     def uvicorn_options(self) -> dict[str, object]:
