@@ -116,7 +116,7 @@ class EnvSection(BaseSettings):
     only reader of configuration; it raises ConfigError naming the first variable that
     is missing ("NAME is not set") or malformed ("NAME must be ..., got ...")."""
 
-    # By name too, so code and tests can build one in process (DatabaseSettings(url=...)).
+    # By field name too, so code and tests can build one in process (DatabaseSettings(database_url=...)).
     model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=True,
                                       validate_by_name=True, validate_by_alias=True)
 
