@@ -259,7 +259,9 @@ class Tuning(BaseSettings):
 class EnvTuning(Tuning):
     """Tuning where a few fields follow from the deployment: each field with a
     validation_alias (declared CliSuppress, so no option sets it) is that environment
-    variable, read by from_env like an EnvSection's."""
+    variable, read by from_env like an EnvSection's. In process such a field is set by
+    the variable's name (EmuSettings(EMU_STOP_TIMEOUT_SECONDS=5)), not the field's:
+    validate_by_name would also make CliSettingsSource accept it as an option."""
 
     @field_validator("*", mode="before")
     @classmethod
