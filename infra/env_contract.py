@@ -52,16 +52,9 @@ APPS = ("pelican", "emu", "frontend", "operator")
 READERS = (*APPS, "tools")
 
 
-def _sections(*readers: type) -> tuple[Declares, ...]:
-    """The sections behind settings classes (their ENV_SECTIONS) or sections given as is,
-    each once, in order."""
-    found: list[Declares] = []
-    for reader in readers:
-        sections: tuple[Declares, ...] = getattr(reader, "ENV_SECTIONS", (reader,))
-        for section in sections:
-            if section not in found:
-                found.append(section)
-    return tuple(found)
+def _sections(*sections: Declares) -> tuple[Declares, ...]:
+    """`sections`, each once, in order."""
+    return tuple(dict.fromkeys(sections))
 
 
 # What each process reads: the settings its entry point builds (apps/*/__main__.py).

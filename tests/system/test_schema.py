@@ -270,7 +270,7 @@ def assert_matches_golden(url: str, *, may_update: bool = False) -> None:
         DEFINITIONS.write_text("-- Written by tests/system/test_schema.py (UPDATE_GOLDEN=1) from a freshly migrated\n"
                                "-- database: its tables, and what schema/current.sql defines, as the catalog reports them.\n\n" + got)
     assert got == golden_definitions(), (
-        f"the functions and triggers differ from {DEFINITIONS}; if schema/current.sql changed on purpose, "
+        f"the schema differs from {DEFINITIONS}; if a migration or schema/current.sql changed on purpose, "
         f"rerun with {UPDATE_GOLDEN}=1 and commit the diff")
 
 
@@ -290,8 +290,8 @@ def assert_capture_works(url: str) -> None:
     assert [(r[0], r[1]) for r in rows[2:]] == [(pid, "delete")] and rows[2][2] > updated
 
 
-def test_a_fresh_database_gets_the_golden_functions_and_triggers(fresh_database):
-    """Any change to a function or trigger, on purpose or by a migration, is a visible
+def test_a_fresh_database_gets_the_golden_schema(fresh_database):
+    """Any change to a table, function or trigger, on purpose or by a migration, is a visible
     diff of the golden file. Re-applying current.sql on every migrate also puts back a
     definition changed by hand."""
     assert migrations.migrate(fresh_database) == [name for name, _ in migrations.migration_files()]
@@ -414,6 +414,6 @@ def test_a_migration_that_refuses_the_data_names_itself_and_applies_nothing(fres
     with psycopg.connect(fresh_database, autocommit=True) as conn:
         conn.execute("UPDATE products SET sku = 'GOOD-1' WHERE id = %s", (bad,))
     caplog.clear()
-    with caplog.at_level("WARNING", logger="productsearch.db"):
+    with caplog.at_level("WARNING", logger="productsearch.migrations"):
         assert migrations.migrate(fresh_database) == ["014_check_skus.sql"]
     assert [r.notice for r in caplog.records if r.getMessage() == "migration notice"] == ["1 product(s) checked"]

@@ -25,6 +25,7 @@ def sqs_client(settings: QueueSettings, *, timeout_s: float | None = None, attem
 
 
 def sns_client(settings: QueueSettings):
+    """An SNS client in the queues' region and endpoint (emu's dead-letter notices)."""
     return boto3.client("sns", region_name=settings.region, endpoint_url=settings.aws_endpoint_url, config=_CONFIG)
 
 
@@ -44,6 +45,9 @@ def secrets_client(region: str, endpoint_url: str | None):
 
 
 def queue_depth(sqs, queue_url: str) -> dict[str, int]:
+    """{"visible": messages waiting, "in_flight": messages received and not yet
+    deleted} of a queue, as SQS approximates them (one GetQueueAttributes request).
+    Raises botocore's errors as the request does."""
     attrs = sqs.get_queue_attributes(
         QueueUrl=queue_url,
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],

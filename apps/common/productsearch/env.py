@@ -116,7 +116,7 @@ class EnvSection(BaseSettings):
     only reader of configuration; it raises ConfigError naming the first variable that
     is missing ("NAME is not set") or malformed ("NAME must be ..., got ...")."""
 
-    # By name too, so code and tests can build one in process (DatabaseSettings(url=...)).
+    # By field name too, so code and tests can build one in process (DatabaseSettings(database_url=...)).
     model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=True,
                                       validate_by_name=True, validate_by_alias=True)
 
@@ -239,8 +239,11 @@ class Tuning(BaseSettings):
             return cls(_cli_settings_source=options(parsed_args=args), **given)
         except ValidationError as exc:
             first = exc.errors()[0]
-            if first["type"] == "value_error":  # a validator's own message names what is wrong
-                raise ConfigError(first["msg"].removeprefix("Value error, ")) from None
+            # A validator's own ValueError arrives as the error's context; its message
+            # already names what is wrong, so it is shown as it is.
+            own = (first.get("ctx") or {}).get("error")
+            if isinstance(own, ValueError):
+                raise ConfigError(str(own)) from None
             option = "--" + ".".join(str(part).replace("_", "-") for part in first["loc"])
             raise ConfigError(f"{option}: {first['msg']}, got {first['input']!r}") from None
 
@@ -256,7 +259,9 @@ class Tuning(BaseSettings):
 class EnvTuning(Tuning):
     """Tuning where a few fields follow from the deployment: each field with a
     validation_alias (declared CliSuppress, so no option sets it) is that environment
-    variable, read by from_env like an EnvSection's."""
+    variable, read by from_env like an EnvSection's. In process such a field is set by
+    the variable's name (EmuSettings(EMU_STOP_TIMEOUT_SECONDS=5)), not the field's:
+    validate_by_name would also make CliSettingsSource accept it as an option."""
 
     @field_validator("*", mode="before")
     @classmethod

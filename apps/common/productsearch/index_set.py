@@ -150,10 +150,6 @@ class ServingIndex:
         return self._indexes[self._serving]
 
     @property
-    def serving_host(self) -> str:
-        return self._serving
-
-    @property
     def state(self) -> str:
         """Which configured index serves, for /healthz: "primary" (PINECONE_HOST) or
         "next" (PINECONE_NEXT_HOST), with the reason when the row could not be followed.

@@ -287,8 +287,6 @@ def group_for_batch_requests(bodies: list[str]) -> Iterator[list[str]]:
 # consecutive ids, so its messages stay full (150 changes) instead of being split
 # across every group.
 PARTITION_SPAN = 1024
-# AWS docs (SendMessage): MessageGroupId and MessageDeduplicationId are at most 128 characters.
-MAX_GROUP_ID_CHARS = 128
 
 
 def is_fifo(queue_url: str) -> bool:

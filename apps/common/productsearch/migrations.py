@@ -50,8 +50,8 @@ def _schema_dir():
 
 def migration_files() -> list[tuple[str, str]]:
     """[(file name, SQL text)] of every one-time migration in productsearch/schema/
-    (NNN_name.sql), in name (= application) order. schema/README.md says what each
-    file creates. The names are what schema_migrations records as applied, so a file
+    (NNN_name.sql), in name (= application) order; schema/README.md says how they and
+    current.sql are applied. The names are what schema_migrations records as applied, so a file
     is never renamed, and once released its statements never change
     (tests/system/golden/migrations.sha256 holds their SHA-256)."""
     schema_dir = _schema_dir()

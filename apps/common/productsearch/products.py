@@ -63,10 +63,6 @@ def _select(columns: Iterable[str], tail: str = "") -> str:
 
 # -- Reading rows ---------------------------------------------------------------------
 
-# One row by primary key. Parameter: (id,).
-ROW_BY_ID = _select(ROW_COLUMNS, f"WHERE {KEY} = %s")
-# The same, locking the row until the transaction ends (an edit's read-modify-write).
-ROW_BY_ID_FOR_UPDATE = ROW_BY_ID + " FOR UPDATE"
 # One row by primary key with the version its triggers stamped: the state an editor
 # reads and the version an edit's precondition names. Parameter: (id,).
 VERSIONED_ROW_BY_ID = _select((*ROW_COLUMNS, "version"), f"WHERE {KEY} = %s")

@@ -116,7 +116,7 @@ class SearchRequest(RequestBody):
     uses (productsearch.search), so the API and the page refuse the same values with
     the same reason (frontend.bodies turns pydantic's errors into those reasons)."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True)  # SearchFilters; extra="forbid" is RequestBody's
     not_an_object: ClassVar[str] = 'request body must be a JSON object like {"query": "...", "top_k": 10}'
 
     query: str

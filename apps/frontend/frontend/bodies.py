@@ -6,8 +6,8 @@ message already names the field ("price must be a finite number"). pydantic woul
 wrap that message in its own wording ("Value error, ..."), so `RequestBody.parse`
 unwraps it. A body is answered with one reason only, in the order a reader fixes
 them: first a body that is not an object, then unknown fields (all of them, with the
-fields the model takes), then a missing field, then the first bad field in declaration
-order, and last a rule that spans fields."""
+fields the model takes), then the first field in declaration order that is missing or
+bad, and last a rule that spans fields."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import CliSettingsSource
@@ -124,8 +124,6 @@ class FrontendSettings(EnvSection):
     entry that is not a trusted proxy; without it the client is the socket's peer,
     since anyone can write an X-Forwarded-For header."""
 
-    ENV_SECTIONS: ClassVar[tuple[type[EnvSection], ...]] = ()  # FRONTEND_ENV_SECTIONS, set below
-
     host: str = Field("127.0.0.1", validation_alias="FRONTEND_HOST", description="the address the app binds")
     port: int = Field(7860, validation_alias="FRONTEND_PORT", ge=1, le=65535, description="the port the app listens on")
     # compute sets the ALB's idle timeout and this from one config value.
@@ -176,6 +174,7 @@ class FrontendSettings(EnvSection):
 
     @property
     def editing_enabled(self) -> bool:
+        """Whether EDITOR_USERNAME and EDITOR_PASSWORD are set (else edits answer 403)."""
         return self.editor is not None
 
     def uvicorn_options(self) -> dict[str, object]:
@@ -199,10 +198,10 @@ class FrontendSettings(EnvSection):
                         queues=QueueSettings.from_env(env), tuning=tuned)
 
 
-# Everything FrontendSettings reads.
+# Everything FrontendSettings.from_env reads (infra.env_contract derives the frontend's
+# variables from these).
 FRONTEND_ENV_SECTIONS: tuple[type[EnvSection], ...] = (
     FrontendSettings, EditorEnv, DatabaseSettings, IndexSettings, EmbeddingSettings, QueueSettings)
-FrontendSettings.ENV_SECTIONS = FRONTEND_ENV_SECTIONS
 
 
 def editor_credentials(env: Mapping[str, str]) -> EditorCredentials | None:

@@ -51,12 +51,20 @@ class SendRefused(SendFailed):
 
 @dataclass(frozen=True)
 class ShipResult:
+    """What one ship_batch did: change rows claimed (and deleted), distinct products
+    among them (one change each in the jobs), and SQS messages sent."""
+
     changes_claimed: int
     products: int
     messages: int
 
 
 def ship_batch(conn: psycopg.Connection, sqs, queue_url: str, *, claim_limit: int, changes_per_message: int) -> ShipResult:
+    """Claims up to `claim_limit` change rows, ships each product's newest change at
+    its current state in messages of up to `changes_per_message` changes, and deletes
+    the rows, all in one transaction on `conn` (a dict_row connection). A claim that
+    finds nothing returns ShipResult(0, 0, 0). Raises SendFailed (or a boto3 or
+    psycopg error) with nothing deleted: the rows are claimed again later."""
     with conn.transaction():
         claimed = conn.execute(CLAIM_SQL, (claim_limit,)).fetchall()
         if not claimed:

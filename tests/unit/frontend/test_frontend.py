@@ -172,11 +172,6 @@ def test_an_edit_body_is_trimmed_and_normalised():
 
 
 # -- the app on stand-in parts ---------------------------------------------------------------
-class FakeConn:
-    def execute(self, *args, **kwargs):
-        raise AssertionError("no database in these tests")
-
-
 class FakePool:
     def __init__(self, up: bool = True):
         self.up = up
