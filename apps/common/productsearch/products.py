@@ -1,7 +1,7 @@
 """The `products` table in Python: its columns and every query the apps run on it.
 
 The table itself (DDL, constraints, the capture triggers that fill the outbox) is
-defined by the migrations in productsearch/schema/ (schema/README.md lists them).
+defined in productsearch/schema/: the baseline migration and current.sql (its README).
 This module is the one place that spells a query on it; every column list is built
 from the tuples below, so a column added to what reaches the index is added once.
 
