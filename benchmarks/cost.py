@@ -113,10 +113,7 @@ def wait_settled(pipeline: Pipeline, shipped_before: int, settled_before: int, t
     lines, so a run that never settles says why instead of only that it did not."""
     def state() -> dict:
         for app in ("pelican", "emu"):
-            proc = pipeline.stack.processes.get(app) if pipeline.stack else None
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"{app} exited with code {proc.returncode} before the changes settled"
-                                   + _log_tails(pipeline))
+            pipeline.check_running(app, " before the changes settled")
         return {"outbox_rows": outbox_rows(pipeline), "shipped": shipped(pipeline) - shipped_before,
                 "settled": settled(emu_counts(pipeline)) - settled_before}
 

@@ -153,12 +153,16 @@ class Pipeline:
             handle.seek(self._log_offsets.get(name, 0))
             return handle.read().decode(errors="replace")
 
-    def wait_for_log(self, name: str, text: str, timeout: float = 180.0) -> None:
+    def check_running(self, name: str, context: str = "") -> None:
+        """RuntimeError, with the tail of the app's log, when the app `name` started on
+        an own stack has exited (`context` says what it exited before); else nothing."""
         proc = self.stack.processes.get(name) if self.stack else None
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with code {proc.returncode}{context}:\n{self.log_text(name)[-3000:]}")
 
+    def wait_for_log(self, name: str, text: str, timeout: float = 180.0) -> None:
         def seen():
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with code {proc.returncode}:\n{self.log_text(name)[-3000:]}")
+            self.check_running(name)
             return text in self.log_text(name)
 
         wait_until(seen, timeout, 0.2, what=f"{name} to log {text!r}")
